@@ -1,0 +1,255 @@
+"""The Backend interface: everything above it speaks only this; one module per store below.
+
+Methods are async and batch-first. A backend owns its clock (``now()``): every
+time it writes (run_at, leases, timestamps) comes from the store's clock, so
+workers on skewed machines behave.
+
+Rules every implementation keeps (the conformance suite in
+``conveyor.testing`` checks them):
+
+* ``claim`` is atomic: no two workers hold a job at once; within a queue,
+  lower priority first, then earlier ``run_at``, then id (FIFO); queues in the
+  order given; paused queues are skipped; due ``scheduled`` / ``retrying``
+  jobs are claimable without a separate daemon. A claim increments
+  ``attempts``, so a worker that dies mid-job has spent an attempt.
+* ``finish`` / ``save`` / ``extend`` are compare-and-set on
+  (id, worker_id, attempts): a worker that lost its lease writes nothing.
+* ``release`` gives a job back without costing an attempt.
+* a finished job (succeeded, poisoned, cancelled) changes only through ``retry``.
+* ``version`` increases on every change of a job.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.job import Job, Outcome, State
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """What ``list_jobs`` returns: every given field must match."""
+
+    states: frozenset[State] | None = None
+    queue: str | None = None
+    task: str | None = None
+    tenant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of ``list_jobs``; pass ``next_cursor`` back for the next page (None: last page)."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseStatus:
+    """Answer of ``extend``: which leases were extended, which of those jobs were asked
+    to cancel meanwhile, and which leases this worker no longer holds."""
+
+    extended: list[str]
+    cancelling: list[str]
+    lost: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    name: str
+    paused: bool
+    counts: dict[str, int]  # by state name; every state present, 0 when none
+    created_at: float
+
+
+@dataclass(slots=True)
+class WorkerInfo:
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    started_at: float = 0.0
+    heartbeat_at: float = 0.0
+    processed: int = 0
+    failed: int = 0
+    running: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "queues": self.queues,
+            "concurrency": self.concurrency,
+            "started_at": self.started_at,
+            "heartbeat_at": self.heartbeat_at,
+            "processed": self.processed,
+            "failed": self.failed,
+            "running": self.running,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    processed: int
+    failed: int
+    counts: dict[str, int]  # jobs by state, all queues
+    store: dict[str, Any]  # the store's own figures (size, version, ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "processed": self.processed,
+            "failed": self.failed,
+            "counts": self.counts,
+            "store": self.store,
+        }
+
+
+class Backend(abc.ABC):
+    """A job store. Construct with a URL; ``open()`` before use, ``close()`` after."""
+
+    #: URL scheme(s) served, e.g. ``("sqlite",)``.
+    schemes: tuple[str, ...] = ()
+
+    url: str
+
+    # -- lifecycle ---------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and make sure the schema is there (or refuse with a clear error)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def now(self) -> float:
+        """The store's clock, seconds since the epoch."""
+
+    # -- jobs ----------------------------------------------------------------
+    @abc.abstractmethod
+    async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
+        """Store new jobs in one round trip; returns them as stored.
+
+        ``run_at`` of 0 means now (store clock); a future ``run_at`` stores the job
+        ``scheduled``. A job whose ``unique_key`` is held by an active job is not
+        stored: the active job is returned in its place.
+        """
+
+    @abc.abstractmethod
+    async def claim(
+        self, queues: Sequence[str], worker_id: str, limit: int, lease: float
+    ) -> list[Job]:
+        """Take up to ``limit`` ready jobs for ``worker_id``, leased for ``lease`` seconds."""
+
+    @abc.abstractmethod
+    async def extend(self, job_ids: Sequence[str], worker_id: str, lease: float) -> LeaseStatus:
+        """Push the leases of jobs this worker holds ``lease`` seconds into the future."""
+
+    @abc.abstractmethod
+    async def save(self, job: Job) -> bool:
+        """Write a running job's progress, steps and current step (under its lease)."""
+
+    @abc.abstractmethod
+    async def finish(self, items: Sequence[tuple[Job, Outcome]]) -> list[bool]:
+        """Record how runs ended (under their leases); True where it was written.
+
+        The job carries its steps, current step, result and progress as the
+        executor left them; the outcome says what state follows.
+        """
+
+    @abc.abstractmethod
+    async def release(self, jobs: Sequence[Job]) -> int:
+        """Give held jobs back (shutdown): queued again, the attempt not counted."""
+
+    @abc.abstractmethod
+    async def get(self, job_id: str) -> Job:
+        """The job, or :class:`~conveyor.exceptions.JobNotFound`."""
+
+    @abc.abstractmethod
+    async def list_jobs(
+        self, filter: JobFilter | None = None, cursor: str | None = None, limit: int = 50
+    ) -> Page:
+        """Jobs matching ``filter``, newest first, a page at a time."""
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: str, reason: str = "cancelled") -> Job:
+        """Waiting → ``cancelled``; running → ``cancelling`` (the worker stops it);
+        finished → unchanged. Returns the job as it is now."""
+
+    @abc.abstractmethod
+    async def delete(self, job_id: str) -> bool:
+        """Remove a job that is not running. True if removed, False if there was none;
+        :class:`~conveyor.exceptions.JobStateError` if it is running."""
+
+    @abc.abstractmethod
+    async def retry(self, job_id: str) -> Job:
+        """Poisoned or cancelled → ``queued`` now, attempts reset, resuming at the
+        failed step. Other states: :class:`~conveyor.exceptions.JobStateError`."""
+
+    @abc.abstractmethod
+    async def retry_all(self, filter: JobFilter) -> int:
+        """``retry`` every poisoned / cancelled job matching ``filter``; how many."""
+
+    @abc.abstractmethod
+    async def recover_expired(self) -> list[Job]:
+        """Running jobs whose lease ran out: back to waiting (the claim already
+        counted the attempt), or ``poisoned`` when attempts are spent."""
+
+    @abc.abstractmethod
+    async def prune(self, before: float, states: Sequence[State] | None = None) -> int:
+        """Delete finished jobs that finished before ``before``; how many."""
+
+    # -- queues --------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_queue(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    async def pause_queue(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    async def resume_queue(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    async def empty_queue(self, name: str) -> int:
+        """Delete the queue's waiting jobs (running ones finish); how many."""
+
+    @abc.abstractmethod
+    async def drop_queue(self, name: str) -> int:
+        """Delete the queue and its jobs that are not running; how many jobs."""
+
+    @abc.abstractmethod
+    async def list_queues(self) -> list[QueueInfo]: ...
+
+    # -- workers and counters ------------------------------------------------
+    @abc.abstractmethod
+    async def register_worker(self, worker: WorkerInfo) -> None: ...
+
+    @abc.abstractmethod
+    async def heartbeat_worker(self, worker: WorkerInfo) -> None:
+        """Store the worker's figures (processed, failed, running) and its heartbeat time."""
+
+    @abc.abstractmethod
+    async def unregister_worker(self, worker_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def list_workers(self) -> list[WorkerInfo]: ...
+
+    @abc.abstractmethod
+    async def stats(self) -> Stats: ...
+
+    # -- wake-ups ------------------------------------------------------------
+    @abc.abstractmethod
+    async def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        """Sleep until work may be ready in ``queues`` or ``timeout`` passes.
+
+        True means "something changed, claim now"; False means the timeout passed.
+        A spurious True is allowed, a missed wake-up is not (callers also poll).
+        """
+
+    @abc.abstractmethod
+    async def watch(self, job_id: str, version: int, timeout: float) -> Job | None:
+        """The job as soon as its version is past ``version``; None after ``timeout``."""

@@ -1,0 +1,153 @@
+-- Named queries of the SQLite backend. Each starts with a "-- name: <name>" line.
+-- Lists of ids or queue names travel as one JSON array parameter (json_each),
+-- so every statement here is static and prepared once.
+
+-- name: insert_job
+INSERT INTO jobs (id, queue, task, priority, state, run_at, attempts, max_attempts, retry,
+                  timeout, steps, current_step, progress, result, errors, unique_key, metadata,
+                  tenant, version, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, 0, NULL, NULL, NULL, ?, ?, ?, 1, ?, ?)
+ON CONFLICT DO NOTHING;
+
+-- name: ensure_queue
+INSERT OR IGNORE INTO queues (name, paused, created_at) VALUES (?, 0, ?);
+
+-- name: active_by_unique_key
+SELECT * FROM jobs
+WHERE unique_key = ?
+  AND state IN ('scheduled', 'queued', 'running', 'retrying', 'cancelling');
+
+-- name: promote_due
+UPDATE jobs SET state = 'queued', version = version + 1, updated_at = :now
+WHERE state IN ('scheduled', 'retrying') AND run_at <= :now;
+
+-- name: paused_queues
+SELECT name FROM queues WHERE paused = 1 AND name IN (SELECT value FROM json_each(?));
+
+-- name: claim_queue
+UPDATE jobs
+SET state = 'running', attempts = attempts + 1, worker_id = :worker, lease_until = :lease_until,
+    started_at = coalesce(started_at, :now), version = version + 1, updated_at = :now
+WHERE id IN (SELECT id FROM jobs
+             WHERE queue = :queue AND state = 'queued'
+             ORDER BY priority, run_at, id
+             LIMIT :limit)
+RETURNING *;
+
+-- name: extend_lease
+UPDATE jobs SET lease_until = :lease_until
+WHERE worker_id = :worker AND state IN ('running', 'cancelling')
+  AND id IN (SELECT value FROM json_each(:ids))
+RETURNING id, state;
+
+-- name: save_running
+UPDATE jobs
+SET steps = :steps, current_step = :current_step, progress = :progress,
+    version = version + 1, updated_at = :now
+WHERE id = :id AND worker_id = :worker AND attempts = :attempts
+  AND state IN ('running', 'cancelling');
+
+-- name: finish_job
+UPDATE jobs
+SET state = :state, run_at = :run_at, attempts = :attempts, steps = :steps,
+    current_step = :current_step, progress = :progress, result = :result, errors = :errors,
+    finished_at = :finished_at, worker_id = NULL, lease_until = NULL,
+    version = version + 1, updated_at = :now
+WHERE id = :id AND worker_id = :worker AND attempts = :held_attempts
+  AND state IN ('running', 'cancelling');
+
+-- name: release_job
+UPDATE jobs
+SET state = 'queued', attempts = attempts - 1, steps = :steps, current_step = :current_step,
+    progress = :progress, worker_id = NULL, lease_until = NULL,
+    version = version + 1, updated_at = :now
+WHERE id = :id AND worker_id = :worker AND attempts = :held_attempts
+  AND state IN ('running', 'cancelling');
+
+-- name: add_counter
+UPDATE counters SET value = value + ? WHERE name = ?;
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = ?;
+
+-- name: job_version
+SELECT version FROM jobs WHERE id = ?;
+
+-- name: cancel_waiting
+UPDATE jobs
+SET state = 'cancelled', finished_at = :now, errors = :errors, version = version + 1,
+    updated_at = :now
+WHERE id = :id AND state IN ('scheduled', 'queued', 'retrying');
+
+-- name: cancel_running
+UPDATE jobs SET state = 'cancelling', version = version + 1, updated_at = :now
+WHERE id = :id AND state = 'running';
+
+-- name: delete_job
+DELETE FROM jobs WHERE id = ? AND state NOT IN ('running', 'cancelling');
+
+-- name: retry_job
+UPDATE jobs
+SET state = 'queued', attempts = 0, run_at = :now, steps = :steps, finished_at = NULL,
+    worker_id = NULL, lease_until = NULL, version = version + 1, updated_at = :now
+WHERE id = :id AND state IN ('poisoned', 'cancelled');
+
+-- name: expired_leases
+SELECT * FROM jobs
+WHERE state IN ('running', 'cancelling') AND lease_until < ?
+ORDER BY lease_until
+LIMIT 500;
+
+-- name: recover_job
+UPDATE jobs
+SET state = :state, run_at = :run_at, errors = :errors, finished_at = :finished_at,
+    worker_id = NULL, lease_until = NULL, version = version + 1, updated_at = :now
+WHERE id = :id AND worker_id = :worker AND attempts = :attempts
+  AND state IN ('running', 'cancelling') AND lease_until < :now;
+
+-- name: prune_finished
+DELETE FROM jobs
+WHERE id IN (SELECT id FROM jobs
+             WHERE state IN ('succeeded', 'poisoned', 'cancelled') AND finished_at < ?
+               AND state IN (SELECT value FROM json_each(?))
+             LIMIT 5000);
+
+-- name: queue_exists
+SELECT 1 FROM queues WHERE name = ?;
+
+-- name: set_queue_paused
+UPDATE queues SET paused = ? WHERE name = ?;
+
+-- name: empty_queue
+DELETE FROM jobs WHERE queue = ? AND state IN ('scheduled', 'queued', 'retrying');
+
+-- name: drop_queue_jobs
+DELETE FROM jobs WHERE queue = ? AND state NOT IN ('running', 'cancelling');
+
+-- name: drop_queue
+DELETE FROM queues WHERE name = ?;
+
+-- name: list_queues
+SELECT name, paused, created_at FROM queues ORDER BY name;
+
+-- name: count_by_queue_state
+SELECT queue, state, count(*) FROM jobs GROUP BY queue, state;
+
+-- name: count_by_state
+SELECT state, count(*) FROM jobs GROUP BY state;
+
+-- name: upsert_worker
+INSERT INTO workers (id, host, pid, queues, concurrency, started_at, heartbeat_at,
+                     processed, failed, running)
+VALUES (:id, :host, :pid, :queues, :concurrency, :now, :now, :processed, :failed, :running)
+ON CONFLICT (id) DO UPDATE
+SET heartbeat_at = :now, processed = :processed, failed = :failed, running = :running;
+
+-- name: delete_worker
+DELETE FROM workers WHERE id = ?;
+
+-- name: list_workers
+SELECT * FROM workers ORDER BY started_at, id;
+
+-- name: counters
+SELECT name, value FROM counters;

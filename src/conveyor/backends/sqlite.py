@@ -1,0 +1,828 @@
+"""SQLite backend: the embedded default. One file, WAL mode, several worker processes.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction, so claims are atomic across
+processes. Statements run on one thread per backend (SQLite connections are
+blocking), and synchronous callers (``enqueue`` from a web request) may use the
+same connection directly, under the same lock, without an event loop.
+
+SQLite cannot push notifications to other processes, so wake-ups poll
+``PRAGMA data_version`` on a second connection: it changes whenever any other
+connection commits and costs a few microseconds to read, so a 2 ms poll gives
+low pickup latency without running a query per poll.
+
+URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``; options
+as query parameters: ``synchronous`` (``normal``, the default, survives any
+process crash; ``full`` also survives power loss, at one fsync per commit),
+``busy_timeout`` (seconds to wait for another process's write, default 30),
+``poll`` (seconds between wake-up checks, default 0.002).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+from conveyor.backends.base import (
+    Backend,
+    JobFilter,
+    LeaseStatus,
+    Page,
+    QueueInfo,
+    Stats,
+    WorkerInfo,
+)
+from conveyor.backends.sqlfiles import load_migrations, load_queries
+from conveyor.exceptions import (
+    BackendUnavailable,
+    ConfigError,
+    JobNotFound,
+    JobStateError,
+    QueueNotFound,
+)
+from conveyor.job import (
+    DEFAULT_RETRY,
+    FINAL_STATES,
+    Job,
+    Outcome,
+    Progress,
+    RetryPolicy,
+    State,
+    Step,
+)
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+_SQL_PACKAGE = "conveyor.backends.sql.sqlite"
+Q = load_queries(_SQL_PACKAGE)
+MIGRATIONS = load_migrations(_SQL_PACKAGE)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_loads = json.loads
+_ALL_STATES = [s.value for s in State]
+_FINAL = [s.value for s in FINAL_STATES]
+
+
+def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
+    """``sqlite:///rel.db?x=y`` → (``rel.db``, {x: y}); ConfigError naming the URL otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ConfigError("url", f"not a sqlite URL: {url!r}")
+    if parts.netloc:
+        raise ConfigError(
+            "url",
+            f"{url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db "
+            "(three slashes before the path)",
+        )
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path or path == ":memory:":
+        raise ConfigError(
+            "url", f"{url!r}: a file path is needed (workers in other processes share it)"
+        )
+    return path, dict(parse_qsl(parts.query, keep_blank_values=True))
+
+
+def _float_option(options: dict[str, str], name: str, default: float, url: str) -> float:
+    raw = options.pop(name, None)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"url.{name}", f"expected a number of seconds in {url!r}") from None
+    if value <= 0:
+        raise ConfigError(f"url.{name}", f"must be > 0 in {url!r}")
+    return value
+
+
+class SQLiteBackend(Backend):
+    schemes = ("sqlite",)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path, options = parse_sqlite_url(url)
+        self.synchronous = options.pop("synchronous", "normal").lower()
+        if self.synchronous not in ("normal", "full", "extra"):
+            raise ConfigError("url.synchronous", f"expected normal, full or extra in {url!r}")
+        self.busy_timeout = _float_option(options, "busy_timeout", 30.0, url)
+        self.poll_interval = _float_option(options, "poll", 0.002, url)
+        if options:
+            raise ConfigError(
+                "url", f"unknown option(s) {sorted(options)} in {url!r}; known: "
+                "synchronous, busy_timeout, poll"
+            )
+        self._conn: sqlite3.Connection | None = None
+        self._watch_conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+        self._watch_lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise ConfigError("url", f"{self.url!r}: directory {directory!r} does not exist")
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        return conn
+
+    def open_blocking(self) -> None:
+        """Open without an event loop (``open`` calls this on the backend's thread)."""
+        with self._lock:
+            if self._conn is not None:
+                return
+            conn = self._connect()
+            try:
+                self._migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+            self._watch_conn = self._connect()
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            (current,) = conn.execute("PRAGMA user_version").fetchone()
+            if current > SCHEMA_VERSION:
+                conn.execute("ROLLBACK")
+                raise ConfigError(
+                    "url",
+                    f"{self.path!r} has schema version {current}, newer than this "
+                    f"conveyor's {SCHEMA_VERSION}: upgrade conveyor",
+                )
+            for number, script in MIGRATIONS:
+                if number > current:
+                    for statement in _statements(script):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version={number}")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise BackendUnavailable(f"cannot migrate SQLite database {self.path!r}: {exc}") from exc
+
+    async def open(self) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite")
+        await self._run(self.open_blocking)
+
+    async def close(self) -> None:
+        with self._lock:
+            for conn in (self._conn, self._watch_conn):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._watch_conn = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    async def now(self) -> float:
+        return time.time()
+
+    # -- plumbing ----------------------------------------------------------------
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn, args)
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        with self._lock:
+            try:
+                return fn(*args)
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.Error as exc:
+                raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise BackendUnavailable(f"SQLite backend {self.path!r} is not open")
+        return self._conn
+
+    def _write(self, fn: Callable[[sqlite3.Connection, float], T]) -> T:
+        """Run ``fn(conn, now)`` in one IMMEDIATE transaction (takes the write lock first,
+        so a read-then-write inside cannot be overtaken by another process)."""
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn, time.time())
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # -- jobs -------------------------------------------------------------------
+    def enqueue_blocking(self, jobs: Sequence[Job]) -> list[Job] | None:
+        with self._lock:
+            if self._conn is None:
+                self.open_blocking()
+            try:
+                return self._write(lambda conn, now: self._insert(conn, now, jobs))
+            except sqlite3.Error as exc:
+                raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
+
+    async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
+        return await self._run(self._write, lambda conn, now: self._insert(conn, now, jobs))
+
+    def _insert(self, conn: sqlite3.Connection, now: float, jobs: Sequence[Job]) -> list[Job]:
+        stored: list[Job] = []
+        plain: list[Row] = []
+        for job in jobs:
+            job.created_at = job.updated_at = now
+            if not job.run_at:
+                job.run_at = now
+            job.state = State.SCHEDULED if job.run_at > now else State.QUEUED
+            job.version = 1
+            row = _insert_row(job, now)
+            if job.unique_key is None:
+                plain.append(row)
+                stored.append(job)
+                continue
+            if conn.execute(Q["insert_job"], row).rowcount == 1:
+                stored.append(job)
+            else:
+                existing = conn.execute(Q["active_by_unique_key"], (job.unique_key,)).fetchone()
+                if existing is None:  # an id collision; cannot happen with UUIDv7
+                    raise BackendUnavailable(f"job {job.id} could not be stored")
+                stored.append(_row_to_job(existing))
+        if plain:
+            conn.executemany(Q["insert_job"], plain)
+        for queue in {job.queue for job in jobs}:
+            conn.execute(Q["ensure_queue"], (queue, now))
+        return stored
+
+    async def claim(
+        self, queues: Sequence[str], worker_id: str, limit: int, lease: float
+    ) -> list[Job]:
+        if limit <= 0 or not queues:
+            return []
+        return await self._run(self._claim, list(queues), worker_id, limit, lease)
+
+    def _claim(self, queues: list[str], worker_id: str, limit: int, lease: float) -> list[Job]:
+        conn = self._db()
+        # A read first: when nothing is ready, no write lock is taken, so idle
+        # workers polling the file do not queue up behind each other's writes.
+        now = time.time()
+        probe = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND queue IN "
+            "(SELECT value FROM json_each(?))) OR EXISTS (SELECT 1 FROM jobs WHERE state "
+            "IN ('scheduled', 'retrying') AND run_at <= ?)",
+            (_dumps(queues), now),
+        ).fetchone()
+        if not probe[0]:
+            return []
+
+        def claim(conn: sqlite3.Connection, now: float) -> list[Job]:
+            conn.execute(Q["promote_due"], {"now": now})
+            paused = {r[0] for r in conn.execute(Q["paused_queues"], (_dumps(queues),))}
+            claimed: list[Job] = []
+            for queue in queues:
+                if queue in paused:
+                    continue
+                rows = conn.execute(
+                    Q["claim_queue"],
+                    {
+                        "worker": worker_id,
+                        "lease_until": now + lease,
+                        "now": now,
+                        "queue": queue,
+                        "limit": limit - len(claimed),
+                    },
+                ).fetchall()
+                batch = [_row_to_job(r) for r in rows]
+                batch.sort(key=lambda j: (j.priority, j.run_at, j.id))
+                claimed.extend(batch)
+                if len(claimed) >= limit:
+                    break
+            return claimed
+
+        return self._write(claim)
+
+    async def extend(self, job_ids: Sequence[str], worker_id: str, lease: float) -> LeaseStatus:
+        ids = list(job_ids)
+        if not ids:
+            return LeaseStatus([], [], [])
+
+        def extend(conn: sqlite3.Connection, now: float) -> LeaseStatus:
+            rows = conn.execute(
+                Q["extend_lease"],
+                {"lease_until": now + lease, "worker": worker_id, "ids": _dumps(ids)},
+            ).fetchall()
+            held = {r[0]: r[1] for r in rows}
+            return LeaseStatus(
+                extended=[i for i in ids if i in held],
+                cancelling=[i for i in ids if held.get(i) == State.CANCELLING.value],
+                lost=[i for i in ids if i not in held],
+            )
+
+        return await self._run(self._write, extend)
+
+    async def save(self, job: Job) -> bool:
+        def save(conn: sqlite3.Connection, now: float) -> bool:
+            changed = conn.execute(
+                Q["save_running"],
+                {
+                    "steps": _dumps([s.to_dict() for s in job.steps]),
+                    "current_step": job.current_step,
+                    "progress": _dumps(job.progress.to_dict()),
+                    "now": now,
+                    "id": job.id,
+                    "worker": job.worker_id,
+                    "attempts": job.attempts,
+                },
+            ).rowcount
+            if changed:
+                job.version += 1
+                job.updated_at = now
+            return bool(changed)
+
+        return await self._run(self._write, save)
+
+    async def finish(self, items: Sequence[tuple[Job, Outcome]]) -> list[bool]:
+        if not items:
+            return []
+        return await self._run(self._write, lambda conn, now: _finish(conn, now, items))
+
+    async def release(self, jobs: Sequence[Job]) -> int:
+        def release(conn: sqlite3.Connection, now: float) -> int:
+            count = 0
+            for job in jobs:
+                count += conn.execute(
+                    Q["release_job"],
+                    {
+                        "steps": _dumps([s.to_dict() for s in job.steps]),
+                        "current_step": job.current_step,
+                        "progress": _dumps(job.progress.to_dict()),
+                        "now": now,
+                        "id": job.id,
+                        "worker": job.worker_id,
+                        "held_attempts": job.attempts,
+                    },
+                ).rowcount
+            return count
+
+        return await self._run(self._write, release) if jobs else 0
+
+    async def get(self, job_id: str) -> Job:
+        return await self._run(self._get, job_id)
+
+    def _get(self, job_id: str) -> Job:
+        row = self._db().execute(Q["get_job"], (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _row_to_job(row)
+
+    async def list_jobs(
+        self, filter: JobFilter | None = None, cursor: str | None = None, limit: int = 50
+    ) -> Page:
+        where: list[str] = []
+        params: list[Any] = []
+        if filter is not None:
+            if filter.states is not None:
+                where.append("state IN (SELECT value FROM json_each(?))")
+                params.append(_dumps([s.value for s in filter.states]))
+            for column in ("queue", "task", "tenant"):
+                value = getattr(filter, column)
+                if value is not None:
+                    where.append(f"{column} = ?")
+                    params.append(value)
+        if cursor:
+            where.append("id < ?")
+            params.append(cursor)
+        sql = "SELECT * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit + 1)
+
+        def page() -> Page:
+            rows = self._db().execute(sql, params).fetchall()
+            jobs = [_row_to_job(r) for r in rows[:limit]]
+            more = len(rows) > limit
+            return Page(jobs, jobs[-1].id if more and jobs else None)
+
+        return await self._run(page)
+
+    async def cancel(self, job_id: str, reason: str = "cancelled") -> Job:
+        def cancel(conn: sqlite3.Connection, now: float) -> Job:
+            job = self._get(job_id)
+            if job.state.is_waiting:
+                error = {"attempt": job.attempts, "at": now, "type": "Cancelled", "message": reason}
+                conn.execute(
+                    Q["cancel_waiting"],
+                    {"id": job_id, "now": now, "errors": _dumps([*job.errors, error])},
+                )
+            elif job.state is State.RUNNING:
+                conn.execute(Q["cancel_running"], {"id": job_id, "now": now})
+            return self._get(job_id)
+
+        return await self._run(self._write, cancel)
+
+    async def delete(self, job_id: str) -> bool:
+        def delete(conn: sqlite3.Connection, now: float) -> bool:
+            if conn.execute(Q["delete_job"], (job_id,)).rowcount:
+                return True
+            row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is not None:
+                raise JobStateError(job_id, row[0], "delete a running job (cancel it first)")
+            return False
+
+        return await self._run(self._write, delete)
+
+    async def retry(self, job_id: str) -> Job:
+        def retry(conn: sqlite3.Connection, now: float) -> Job:
+            job = self._get(job_id)
+            if job.state not in (State.POISONED, State.CANCELLED):
+                raise JobStateError(job_id, job.state.value, "retry (only poisoned or cancelled)")
+            self._retry_one(conn, now, job)
+            return self._get(job_id)
+
+        return await self._run(self._write, retry)
+
+    def _retry_one(self, conn: sqlite3.Connection, now: float, job: Job) -> None:
+        for step in job.steps[job.current_step :]:
+            if step.state != "succeeded":
+                step.state = "pending"
+        try:
+            conn.execute(
+                Q["retry_job"],
+                {"id": job.id, "now": now, "steps": _dumps([s.to_dict() for s in job.steps])},
+            )
+        except sqlite3.IntegrityError:
+            raise JobStateError(
+                job.id, job.state.value, f"retry: unique key {job.unique_key!r} is held by "
+                "another active job"
+            ) from None
+
+    async def retry_all(self, filter: JobFilter) -> int:
+        states = filter.states or frozenset({State.POISONED})
+        retryable = frozenset({State.POISONED, State.CANCELLED})
+        if not states <= retryable:
+            bad = sorted(s.value for s in states - retryable)
+            raise JobStateError("*", ",".join(bad), "retry (only poisoned or cancelled)")
+        count = 0
+        cursor: str | None = None
+        while True:
+            page = await self.list_jobs(
+                JobFilter(states=states, queue=filter.queue, task=filter.task,
+                          tenant=filter.tenant),
+                cursor,
+                500,
+            )
+
+            def retry_page(conn: sqlite3.Connection, now: float, jobs: list[Job] = page.jobs) -> int:
+                done = 0
+                for job in jobs:
+                    try:
+                        self._retry_one(conn, now, job)
+                        done += 1
+                    except JobStateError:
+                        continue
+                return done
+
+            count += await self._run(self._write, retry_page)
+            if page.next_cursor is None:
+                return count
+            cursor = page.next_cursor
+
+    async def recover_expired(self) -> list[Job]:
+        def recover(conn: sqlite3.Connection, now: float) -> list[Job]:
+            recovered: list[Job] = []
+            for row in conn.execute(Q["expired_leases"], (now,)).fetchall():
+                job = _row_to_job(row)
+                step = job.steps[job.current_step].name if job.steps else None
+                error = {
+                    "attempt": job.attempts,
+                    "step": step,
+                    "at": now,
+                    "type": "LeaseExpired",
+                    "message": f"lease expired: worker {job.worker_id} stopped heartbeating",
+                }
+                if job.state is State.CANCELLING:
+                    state, finished = State.CANCELLED, now
+                elif job.attempts >= job.max_attempts:
+                    state, finished = State.POISONED, now
+                else:
+                    state, finished = State.QUEUED, None
+                changed = conn.execute(
+                    Q["recover_job"],
+                    {
+                        "state": state.value,
+                        "run_at": now if state is State.QUEUED else job.run_at,
+                        "errors": _dumps([*job.errors, error]),
+                        "finished_at": finished,
+                        "now": now,
+                        "id": job.id,
+                        "worker": job.worker_id,
+                        "attempts": job.attempts,
+                    },
+                ).rowcount
+                if changed:
+                    if state is State.POISONED:
+                        conn.execute(Q["add_counter"], (1, "failed"))
+                    recovered.append(_row_to_job(conn.execute(Q["get_job"], (job.id,)).fetchone()))
+            return recovered
+
+        return await self._run(self._write, recover)
+
+    async def prune(self, before: float, states: Sequence[State] | None = None) -> int:
+        wanted = [s.value for s in (states or FINAL_STATES) if s in FINAL_STATES]
+        total = 0
+        while True:
+            deleted = await self._run(
+                self._write,
+                lambda conn, now: conn.execute(
+                    Q["prune_finished"], (before, _dumps(wanted))
+                ).rowcount,
+            )
+            total += deleted
+            if deleted == 0:
+                return total
+
+    # -- queues -------------------------------------------------------------------
+    async def create_queue(self, name: str) -> None:
+        await self._run(self._write, lambda conn, now: conn.execute(Q["ensure_queue"], (name, now)))
+
+    def _require_queue(self, conn: sqlite3.Connection, name: str) -> None:
+        if conn.execute(Q["queue_exists"], (name,)).fetchone() is None:
+            raise QueueNotFound(name)
+
+    async def _set_paused(self, name: str, paused: bool) -> None:
+        def set_paused(conn: sqlite3.Connection, now: float) -> None:
+            self._require_queue(conn, name)
+            conn.execute(Q["set_queue_paused"], (int(paused), name))
+
+        await self._run(self._write, set_paused)
+
+    async def pause_queue(self, name: str) -> None:
+        await self._set_paused(name, True)
+
+    async def resume_queue(self, name: str) -> None:
+        await self._set_paused(name, False)
+
+    async def empty_queue(self, name: str) -> int:
+        def empty(conn: sqlite3.Connection, now: float) -> int:
+            self._require_queue(conn, name)
+            return int(conn.execute(Q["empty_queue"], (name,)).rowcount)
+
+        return await self._run(self._write, empty)
+
+    async def drop_queue(self, name: str) -> int:
+        def drop(conn: sqlite3.Connection, now: float) -> int:
+            self._require_queue(conn, name)
+            deleted = int(conn.execute(Q["drop_queue_jobs"], (name,)).rowcount)
+            conn.execute(Q["drop_queue"], (name,))
+            return deleted
+
+        return await self._run(self._write, drop)
+
+    async def list_queues(self) -> list[QueueInfo]:
+        def queues() -> list[QueueInfo]:
+            conn = self._db()
+            counts: dict[str, dict[str, int]] = {}
+            for queue, state, n in conn.execute(Q["count_by_queue_state"]):
+                counts.setdefault(queue, dict.fromkeys(_ALL_STATES, 0))[state] = n
+            return [
+                QueueInfo(name, bool(paused), counts.get(name, dict.fromkeys(_ALL_STATES, 0)),
+                          created_at)
+                for name, paused, created_at in conn.execute(Q["list_queues"])
+            ]
+
+        return await self._run(queues)
+
+    # -- workers and counters -------------------------------------------------
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        await self.heartbeat_worker(worker)
+
+    async def heartbeat_worker(self, worker: WorkerInfo) -> None:
+        def beat(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute(
+                Q["upsert_worker"],
+                {
+                    "id": worker.id,
+                    "host": worker.host,
+                    "pid": worker.pid,
+                    "queues": _dumps(worker.queues),
+                    "concurrency": worker.concurrency,
+                    "now": now,
+                    "processed": worker.processed,
+                    "failed": worker.failed,
+                    "running": _dumps(worker.running),
+                },
+            )
+            worker.heartbeat_at = now
+            worker.started_at = worker.started_at or now
+
+        await self._run(self._write, beat)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        await self._run(self._write, lambda conn, now: conn.execute(Q["delete_worker"], (worker_id,)))
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        def workers() -> list[WorkerInfo]:
+            return [
+                WorkerInfo(
+                    id=r[0], host=r[1], pid=r[2], queues=_loads(r[3]), concurrency=r[4],
+                    started_at=r[5], heartbeat_at=r[6], processed=r[7], failed=r[8],
+                    running=_loads(r[9]),
+                )
+                for r in self._db().execute(Q["list_workers"])
+            ]
+
+        return await self._run(workers)
+
+    async def stats(self) -> Stats:
+        def stats() -> Stats:
+            conn = self._db()
+            counters = dict(conn.execute(Q["counters"]).fetchall())
+            counts = dict.fromkeys(_ALL_STATES, 0)
+            counts.update(dict(conn.execute(Q["count_by_state"]).fetchall()))
+            (page_count,) = conn.execute("PRAGMA page_count").fetchone()
+            (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+            return Stats(
+                processed=counters.get("processed", 0),
+                failed=counters.get("failed", 0),
+                counts=counts,
+                store={
+                    "backend": "sqlite",
+                    "path": os.path.abspath(self.path),
+                    "size_bytes": page_count * page_size,
+                    "sqlite_version": sqlite3.sqlite_version,
+                    "journal_mode": "wal",
+                    "synchronous": self.synchronous,
+                    "schema_version": SCHEMA_VERSION,
+                },
+            )
+
+        return await self._run(stats)
+
+    # -- wake-ups -----------------------------------------------------------------
+    def _data_version(self) -> int:
+        with self._watch_lock:
+            if self._watch_conn is None:
+                raise BackendUnavailable(f"SQLite backend {self.path!r} is not open")
+            return int(self._watch_conn.execute("PRAGMA data_version").fetchone()[0])
+
+    async def _changed(self, since: int, deadline: float) -> int | None:
+        """Poll the data version until it moves past ``since`` (→ new version) or the
+        deadline passes (→ None)."""
+        while True:
+            current = self._data_version()
+            if current != since:
+                return current
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            await asyncio.sleep(min(self.poll_interval, left))
+
+    async def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return await self._changed(self._data_version(), deadline) is not None
+
+    async def watch(self, job_id: str, version: int, timeout: float) -> Job | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self._data_version()
+            job = await self.get(job_id)
+            if job.version > version:
+                return job
+            if await self._changed(seen, deadline) is None:
+                return None
+
+
+# ---------------------------------------------------------------------------
+# Rows
+# ---------------------------------------------------------------------------
+def _statements(script: str) -> Iterable[str]:
+    buffer: list[str] = []
+    for line in script.splitlines():
+        buffer.append(line)
+        text = "\n".join(buffer)
+        if sqlite3.complete_statement(text):
+            statement = text.strip()
+            if statement.strip(";").strip():
+                yield statement
+            buffer = []
+
+
+def _insert_row(job: Job, now: float) -> Row:
+    return (
+        job.id,
+        job.queue,
+        job.task,
+        job.priority,
+        job.state.value,
+        job.run_at,
+        job.max_attempts,
+        None if job.retry == DEFAULT_RETRY else _dumps(job.retry.to_dict()),
+        job.timeout,
+        _dumps([s.to_dict() for s in job.steps]),
+        job.unique_key,
+        _dumps(job.metadata) if job.metadata else None,
+        job.tenant,
+        now,
+        now,
+    )
+
+
+def _row_to_job(r: Row) -> Job:
+    return Job(
+        id=r[0],
+        queue=r[1],
+        priority=r[3],
+        state=State(r[4]),
+        run_at=r[5],
+        attempts=r[6],
+        max_attempts=r[7],
+        retry=RetryPolicy.from_dict(_loads(r[8])) if r[8] else DEFAULT_RETRY,
+        timeout=r[9],
+        steps=[Step(**s) for s in _loads(r[10])],
+        current_step=r[11],
+        progress=Progress.from_dict(_loads(r[12])) if r[12] else Progress(),
+        result=_loads(r[13]) if r[13] is not None else None,
+        errors=_loads(r[14]) if r[14] else [],
+        unique_key=r[15],
+        metadata=_loads(r[16]) if r[16] else {},
+        tenant=r[17],
+        version=r[18],
+        created_at=r[19],
+        started_at=r[20],
+        finished_at=r[21],
+        updated_at=r[22],
+        worker_id=r[23],
+        lease_until=r[24],
+    )
+
+
+def _finish(
+    conn: sqlite3.Connection, now: float, items: Sequence[tuple[Job, Outcome]]
+) -> list[bool]:
+    written: list[bool] = []
+    processed = failed = 0
+    for job, outcome in items:
+        attempts = job.attempts
+        run_at = job.run_at
+        finished_at: float | None = now
+        if outcome.kind == "succeeded":
+            state = State.SUCCEEDED
+        elif outcome.kind == "retry":
+            run_at = now + outcome.delay
+            state = State.RETRYING if run_at > now else State.QUEUED
+            finished_at = None
+            if not outcome.count_attempt:
+                attempts -= 1
+        elif outcome.kind == "poisoned":
+            state = State.POISONED
+        else:
+            state = State.CANCELLED
+        errors = [*job.errors, outcome.error] if outcome.error else job.errors
+        changed = conn.execute(
+            Q["finish_job"],
+            {
+                "state": state.value,
+                "run_at": run_at,
+                "attempts": attempts,
+                "steps": _dumps([s.to_dict() for s in job.steps]),
+                "current_step": job.current_step,
+                "progress": _dumps(job.progress.to_dict()) if job.progress.total else None,
+                "result": None if job.result is None else _dumps(job.result),
+                "errors": _dumps(errors) if errors else None,
+                "finished_at": finished_at,
+                "now": now,
+                "id": job.id,
+                "worker": job.worker_id,
+                "held_attempts": job.attempts,
+            },
+        ).rowcount
+        written.append(bool(changed))
+        if changed:
+            processed += 1
+            if outcome.kind == "poisoned" or (outcome.kind == "retry" and outcome.count_attempt):
+                failed += 1
+    if processed:
+        conn.execute(Q["add_counter"], (processed, "processed"))
+    if failed:
+        conn.execute(Q["add_counter"], (failed, "failed"))
+    return written

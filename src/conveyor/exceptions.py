@@ -1,0 +1,147 @@
+"""Every exception conveyor raises, and the three that task code raises.
+
+The tree is shallow on purpose::
+
+    ConveyorError
+    ├── InvalidJob          bad input to enqueue / admin calls (names the field)
+    ├── ConfigError         a bad URL, option or setting (names the setting)
+    ├── TaskNotFound        a task name that is not registered / importable
+    ├── JobNotFound         no job with that id
+    ├── QueueNotFound       no queue with that name (admin commands)
+    ├── JobStateError       the job is not in a state that allows the action
+    ├── BackendUnavailable  the store did not answer; driver errors are wrapped in it
+    └── JobFailed           ``handle.wait()`` on a job that ended poisoned
+        └── JobCancelled    ``handle.wait()`` on a job that ended cancelled
+
+Task code tells the worker what happens next by raising one of
+:class:`Retry`, :class:`Poison` or :class:`Cancel`; the worker never guesses.
+They derive from :class:`TaskControl`, not from :class:`ConveyorError`, because
+they are instructions, not errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConveyorError(Exception):
+    """Root of every error raised by conveyor."""
+
+
+class InvalidJob(ConveyorError, ValueError):  # noqa: N818 - domain word, like httpx's InvalidURL
+    """Bad input to an enqueue or admin call. ``field`` names what was wrong."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class ConfigError(ConveyorError, ValueError):
+    """A bad URL, option or setting. ``field`` names the setting."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class TaskNotFound(InvalidJob):  # noqa: N818
+    """No task of that name is registered and none can be imported from that path."""
+
+    def __init__(self, name: str, problem: str | None = None) -> None:
+        self.name = name
+        super().__init__("task", problem or f"unknown task {name!r}")
+
+
+class JobNotFound(ConveyorError, LookupError):  # noqa: N818
+    """No job with that id (or not visible to the caller)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id!r} not found")
+
+
+class QueueNotFound(ConveyorError, LookupError):  # noqa: N818
+    """No queue with that name."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        super().__init__(f"queue: no queue named {queue!r}")
+
+
+class JobStateError(ConveyorError):
+    """The job's state does not allow the action (e.g. retrying a succeeded job)."""
+
+    def __init__(self, job_id: str, state: str, action: str) -> None:
+        self.job_id = job_id
+        self.state = state
+        self.action = action
+        super().__init__(f"job {job_id!r} is {state}: cannot {action}")
+
+
+class BackendUnavailable(ConveyorError):  # noqa: N818
+    """The store did not answer or refused the operation."""
+
+
+class JobFailed(ConveyorError):
+    """Raised by ``wait()`` when the job ended without a result."""
+
+    def __init__(self, job_id: str, state: str, message: str | None) -> None:
+        self.job_id = job_id
+        self.state = state
+        self.message = message
+        super().__init__(f"job {job_id} ended {state}" + (f": {message}" if message else ""))
+
+
+class JobCancelled(JobFailed):
+    """Raised by ``wait()`` when the job was cancelled."""
+
+
+class JobTimeout(ConveyorError, TimeoutError):
+    """Raised by ``wait(timeout=)`` when the job did not finish in time."""
+
+
+# ---------------------------------------------------------------------------
+# Raised by task code.
+# ---------------------------------------------------------------------------
+class TaskControl(Exception):  # noqa: N818
+    """Base of the instructions task code raises to steer its job."""
+
+
+class Retry(TaskControl):
+    """Run this job again later. ``delay`` in seconds; None means the retry policy's delay.
+
+    Counts as a failed attempt unless ``count_attempt=False`` (a "snooze").
+    """
+
+    def __init__(
+        self, delay: float | None = None, reason: str = "", *, count_attempt: bool = True
+    ) -> None:
+        if delay is not None and delay < 0:
+            raise ValueError(f"delay: must be >= 0, got {delay!r}")
+        self.delay = delay
+        self.reason = reason
+        self.count_attempt = count_attempt
+        super().__init__(reason or f"retry requested (delay={delay})")
+
+
+class Poison(TaskControl):
+    """Stop retrying: the job ends ``poisoned`` at once with ``reason``."""
+
+    def __init__(self, reason: str = "poisoned by task") -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Cancel(TaskControl):
+    """Stop the job: it ends ``cancelled`` with ``reason``."""
+
+    def __init__(self, reason: str = "cancelled by task") -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def describe(exc: BaseException) -> dict[str, Any]:
+    """A JSON-able summary of an exception for a job's error history."""
+    return {"type": type(exc).__qualname__, "message": str(exc)}

@@ -1,0 +1,358 @@
+"""The job model: jobs, steps, states, priorities, retry policy, outcomes.
+
+Pure data, no I/O. The field names are the contract between backends, the
+worker, the CLI and (later) the HTTP API and the dashboard.
+
+Times are float seconds since the epoch, taken from the store's clock.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import IntEnum, StrEnum
+from typing import Any, Literal
+
+
+class State(StrEnum):
+    """The life of a job.
+
+    ``scheduled`` → ``queued`` → ``running`` → ``succeeded`` | ``retrying`` (→ ``queued``)
+    | ``poisoned`` | ``cancelling`` → ``cancelled``.
+    """
+
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    POISONED = "poisoned"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+    @property
+    def is_waiting(self) -> bool:
+        return self in WAITING_STATES
+
+
+#: States a job never leaves on its own (only an explicit retry moves a poisoned job).
+FINAL_STATES = frozenset({State.SUCCEEDED, State.POISONED, State.CANCELLED})
+#: States of a job that waits to be claimed.
+WAITING_STATES = frozenset({State.SCHEDULED, State.QUEUED, State.RETRYING})
+#: States that hold a unique key (a second enqueue with the key returns this job).
+ACTIVE_STATES = frozenset(
+    {State.SCHEDULED, State.QUEUED, State.RUNNING, State.RETRYING, State.CANCELLING}
+)
+
+
+class Priority(IntEnum):
+    """Named priority levels. Lower runs first; any int is allowed."""
+
+    HIGH = -10
+    NORMAL = 0
+    LOW = 10
+    BULK = 20
+
+
+def parse_priority(value: int | str | Priority) -> int:
+    """An int, or a level name (``"high"``, ``"BULK"``) → the int priority."""
+    if isinstance(value, bool):
+        raise ValueError(f"priority: expected an int or one of {_level_names()}, got {value!r}")
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return Priority[text.upper()].value
+        except KeyError:
+            pass
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    raise ValueError(f"priority: expected an int or one of {_level_names()}, got {value!r}")
+
+
+def _level_names() -> str:
+    return ", ".join(p.name for p in Priority)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff: the delay after the n-th failed attempt is
+    ``base + n ** exponent`` seconds, capped at ``max_delay``, then spread by
+    ``± jitter`` (a fraction) so that a burst of failures does not retry in step.
+
+    With the defaults (5 attempts, exponent 2) an always-failing job is
+    poisoned after about 1 + 4 + 9 + 16 = 30 seconds.
+    """
+
+    exponent: float = 2.0
+    base: float = 0.0
+    max_delay: float = 3600.0
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("exponent", "base", "max_delay", "jitter"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"retry.{name}: must be a number >= 0, got {value!r}")
+        if self.jitter > 1:
+            raise ValueError(f"retry.jitter: must be a fraction in [0, 1], got {self.jitter!r}")
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after the ``attempt``-th (1-based) failed attempt."""
+        raw = min(self.base + float(attempt) ** self.exponent, self.max_delay)
+        if self.jitter:
+            spread = raw * self.jitter
+            raw += (rng or random).uniform(-spread, spread)
+        return max(raw, 0.0)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> RetryPolicy:
+        if not data:
+            return DEFAULT_RETRY
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"retry: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+
+DEFAULT_RETRY = RetryPolicy()
+DEFAULT_MAX_ATTEMPTS = 5
+
+
+@dataclass(slots=True)
+class Step:
+    """One step of a job. ``kind`` is ``"task"`` (a registered Python callable
+    called with JSON ``args`` / ``kwargs``) or ``"http"`` (``request`` holds it)."""
+
+    name: str
+    kind: str = "task"
+    task: str | None = None
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    request: dict[str, Any] | None = None
+    state: str = "pending"  # pending | running | succeeded | failed
+    attempts: int = 0
+    result: Any = None
+    response: dict[str, Any] | None = None
+    last_error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "task": self.task,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "request": self.request,
+            "state": self.state,
+            "attempts": self.attempts,
+            "result": self.result,
+            "response": self.response,
+            "last_error": self.last_error,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Step:
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class Progress:
+    completed: float = 0
+    total: float = 0
+    message: str | None = None
+
+    @property
+    def percent(self) -> float | None:
+        if not self.total:
+            return None
+        return round(100.0 * self.completed / self.total, 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "completed": self.completed,
+            "total": self.total,
+            "percent": self.percent,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Progress:
+        if not data:
+            return cls()
+        return cls(data.get("completed", 0), data.get("total", 0), data.get("message"))
+
+
+@dataclass(slots=True)
+class Job:
+    """A job: an ordered list of named steps plus its scheduling state."""
+
+    id: str
+    queue: str
+    steps: list[Step]
+    priority: int = 0
+    state: State = State.QUEUED
+    run_at: float = 0.0
+    attempts: int = 0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    retry: RetryPolicy = DEFAULT_RETRY
+    timeout: float | None = None
+    current_step: int = 0
+    progress: Progress = field(default_factory=Progress)
+    result: Any = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    unique_key: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    tenant: str | None = None
+    version: int = 1
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float = 0.0
+    worker_id: str | None = None
+    lease_until: float | None = None
+
+    @property
+    def task(self) -> str | None:
+        """The task name of a one-step task job (``"http"`` for HTTP steps)."""
+        if not self.steps:
+            return None
+        first = self.steps[0]
+        return first.task if first.kind == "task" else first.kind
+
+    @property
+    def last_error(self) -> str | None:
+        return self.errors[-1].get("message") if self.errors else None
+
+    def copy(self) -> Job:
+        return replace(
+            self,
+            steps=[replace(s) for s in self.steps],
+            progress=replace(self.progress),
+            errors=list(self.errors),
+            metadata=dict(self.metadata),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able document of the job (the shape the CLI's ``--json`` prints)."""
+        return {
+            "id": self.id,
+            "queue": self.queue,
+            "task": self.task,
+            "priority": self.priority,
+            "state": str(self.state),
+            "run_at": self.run_at,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "retry": self.retry.to_dict(),
+            "timeout": self.timeout,
+            "steps": [s.to_dict() for s in self.steps],
+            "current_step": self.current_step,
+            "progress": self.progress.to_dict(),
+            "result": self.result,
+            "errors": self.errors,
+            "unique_key": self.unique_key,
+            "metadata": self.metadata,
+            "tenant": self.tenant,
+            "version": self.version,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "updated_at": self.updated_at,
+            "worker_id": self.worker_id,
+            "lease_until": self.lease_until,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        data = dict(data)
+        data.pop("task", None)
+        data["state"] = State(data["state"])
+        data["steps"] = [Step.from_dict(s) for s in data["steps"]]
+        data["retry"] = RetryPolicy.from_dict(data.get("retry"))
+        data["progress"] = Progress.from_dict(data.get("progress"))
+        return cls(**data)
+
+
+# ---------------------------------------------------------------------------
+# Outcomes: the executor decides, the backend records (one call, under the lease).
+# ---------------------------------------------------------------------------
+OutcomeKind = Literal["succeeded", "retry", "poisoned", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one run of a job ended.
+
+    ``retry`` waits ``delay`` seconds, counted on the store's clock;
+    ``count_attempt=False`` gives the attempt back (a snooze). ``error`` is
+    appended to the job's error history.
+    """
+
+    kind: OutcomeKind
+    delay: float = 0.0
+    error: dict[str, Any] | None = None
+    count_attempt: bool = True
+
+    @classmethod
+    def succeeded(cls) -> Outcome:
+        return cls("succeeded")
+
+    @classmethod
+    def retry_in(
+        cls, delay: float, error: dict[str, Any] | None, *, count_attempt: bool = True
+    ) -> Outcome:
+        return cls("retry", delay=max(delay, 0.0), error=error, count_attempt=count_attempt)
+
+    @classmethod
+    def poisoned(cls, error: dict[str, Any] | None) -> Outcome:
+        return cls("poisoned", error=error)
+
+    @classmethod
+    def cancelled(cls, error: dict[str, Any] | None) -> Outcome:
+        return cls("cancelled", error=error)
+
+
+# ---------------------------------------------------------------------------
+# Ids: UUIDv7 text, time-ordered, so ordering by id is FIFO.
+# ---------------------------------------------------------------------------
+_last_ms = 0
+_seq = 0
+
+
+def new_job_id(now: float | None = None) -> str:
+    """A UUIDv7 (RFC 9562) as text; monotonic within a process."""
+    global _last_ms, _seq
+    ms = int((time.time() if now is None else now) * 1000)
+    if ms <= _last_ms:
+        # Same millisecond (or the clock stepped back): keep ids increasing with a
+        # 12-bit counter in rand_a, borrowing the next millisecond when it overflows.
+        _seq += 1
+        if _seq > 0xFFF:
+            _last_ms += 1
+            _seq = 0
+        ms = _last_ms
+    else:
+        _last_ms = ms
+        _seq = random.getrandbits(8)  # leave room below 0xFFF for this millisecond
+    rand_b = int.from_bytes(os.urandom(8), "big") & 0x3FFFFFFFFFFFFFFF
+    value = (ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | _seq << 64 | 0b10 << 62 | rand_b
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
