@@ -1,1 +1,74 @@
-"""conveyor: background jobs for Python."""
+"""conveyor: background jobs for Python.
+
+Public API only; everything else is an implementation detail::
+
+    from conveyor import Conveyor, Retry
+
+    app = Conveyor("sqlite:///jobs.db")
+
+    @app.task(max_attempts=3)
+    def send(to: str) -> None: ...
+
+    send.enqueue("ada@example.com")
+"""
+
+from conveyor.app import Conveyor
+from conveyor.backends.base import Backend, JobFilter, Page, QueueInfo, Stats, WorkerInfo
+from conveyor.context import TaskContext, current_context
+from conveyor.exceptions import (
+    BackendUnavailable,
+    Cancel,
+    ConfigError,
+    ConveyorError,
+    InvalidJob,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    JobStateError,
+    JobTimeout,
+    Poison,
+    QueueNotFound,
+    Retry,
+    TaskNotFound,
+)
+from conveyor.handle import JobHandle
+from conveyor.job import Job, Outcome, Priority, Progress, RetryPolicy, State, Step
+from conveyor.task import Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "Cancel",
+    "ConfigError",
+    "Conveyor",
+    "ConveyorError",
+    "InvalidJob",
+    "Job",
+    "JobCancelled",
+    "JobFailed",
+    "JobFilter",
+    "JobHandle",
+    "JobNotFound",
+    "JobStateError",
+    "JobTimeout",
+    "Outcome",
+    "Page",
+    "Poison",
+    "Priority",
+    "Progress",
+    "QueueInfo",
+    "QueueNotFound",
+    "Retry",
+    "RetryPolicy",
+    "State",
+    "Stats",
+    "Step",
+    "Task",
+    "TaskContext",
+    "TaskNotFound",
+    "WorkerInfo",
+    "__version__",
+    "current_context",
+]

@@ -1,0 +1,40 @@
+"""Job stores behind one interface; :func:`create_backend` picks one by URL scheme."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from conveyor.backends.base import Backend
+from conveyor.exceptions import ConfigError
+
+#: scheme → "module:Class", imported only when used (drivers are optional extras).
+BACKENDS: dict[str, str] = {
+    "sqlite": "conveyor.backends.sqlite:SQLiteBackend",
+}
+
+
+def create_backend(url: str) -> Backend:
+    """A backend for ``url`` (not opened yet); ConfigError naming the URL when unknown."""
+    import importlib
+
+    if not isinstance(url, str) or not url:
+        raise ConfigError("url", f"expected a store URL such as sqlite:///conveyor.db, got {url!r}")
+    scheme = urlsplit(url).scheme
+    target = BACKENDS.get(scheme)
+    if target is None:
+        raise ConfigError(
+            "url",
+            f"unsupported scheme {scheme!r} in {_redact(url)!r}; supported: {', '.join(sorted(BACKENDS))}",
+        )
+    module_name, _, class_name = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    backend: Backend = cls(url)
+    return backend
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url

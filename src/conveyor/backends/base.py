@@ -130,6 +130,14 @@ class Backend(abc.ABC):
         """The store's clock, seconds since the epoch."""
 
     # -- jobs ----------------------------------------------------------------
+    def enqueue_blocking(self, jobs: Sequence[Job]) -> list[Job] | None:
+        """Optional fast path for synchronous callers, without an event loop.
+
+        None means "not supported here": the caller goes through ``enqueue`` on
+        an event loop instead. Opens the backend itself when needed.
+        """
+        return None
+
     @abc.abstractmethod
     async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
         """Store new jobs in one round trip; returns them as stored.

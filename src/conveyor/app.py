@@ -1,0 +1,314 @@
+"""The application object: configuration, the task registry, enqueue, middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import Any, TypeVar, overload
+
+from conveyor.backends import create_backend
+from conveyor.backends.base import Backend
+from conveyor.exceptions import ConfigError, InvalidJob, TaskNotFound
+from conveyor.handle import JobHandle
+from conveyor.job import Job, Priority, RetryPolicy, parse_priority
+from conveyor.portal import portal
+from conveyor.task import (
+    ExecutorKind,
+    Hook,
+    Task,
+    TaskOptions,
+    default_task_name,
+    executor_for,
+    import_callable,
+    validate_queue_name,
+)
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Execution middleware: ``async def mw(ctx, call_next) -> result``; ``await call_next()``
+#: runs the rest of the chain and the task.
+ExecutionMiddleware = Callable[[Any, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+#: Enqueue middleware: ``def mw(job) -> job``; sees every job before it is stored,
+#: may change it, or raise to refuse it.
+EnqueueMiddleware = Callable[[Job], Job]
+#: Exception reporter: ``def report(exc, ctx)``, called for every failed attempt.
+Reporter = Callable[[BaseException, Any], Any]
+
+logger = logging.getLogger("conveyor")
+
+
+class Conveyor:
+    """A conveyor application.
+
+    Args:
+        url: the store, e.g. ``sqlite:///jobs.db``; defaults to ``$CONVEYOR_URL``.
+        default_queue: the queue of tasks that name none.
+        reporter: called with ``(exc, ctx)`` whenever a task raises.
+
+    Example::
+
+        app = Conveyor("sqlite:///jobs.db")
+
+        @app.task(queue="mail", max_attempts=3)
+        def send(to: str) -> None: ...
+
+        send.enqueue("ada@example.com")
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        default_queue: str = "default",
+        reporter: Reporter | None = None,
+    ) -> None:
+        resolved = url or os.environ.get("CONVEYOR_URL")
+        if not resolved:
+            raise ConfigError(
+                "url", "no store URL: pass Conveyor('sqlite:///jobs.db') or set CONVEYOR_URL"
+            )
+        validate_queue_name(default_queue)
+        self.url = resolved
+        self.default_queue = default_queue
+        self.reporter = reporter
+        self.tasks: dict[str, Task] = {}
+        self.execution_middleware: list[ExecutionMiddleware] = []
+        self.enqueue_middleware: list[EnqueueMiddleware] = []
+        # One backend per event loop: drivers' connections belong to the loop that made them.
+        self._backends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Backend] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._blocking = create_backend(resolved)  # validates the URL now, at construction
+
+    def __repr__(self) -> str:
+        return f"<Conveyor {self.url!r} tasks={len(self.tasks)}>"
+
+    def use_url(self, url: str) -> None:
+        """Point the app at another store (the CLI's ``--url``); before any use."""
+        self._blocking = create_backend(url)
+        self.url = url
+
+    # -- tasks ------------------------------------------------------------------
+    @overload
+    def task(self, fn: F, /) -> Task: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | str | Priority = Priority.NORMAL,
+        max_attempts: int = 5,
+        retry: RetryPolicy | dict[str, Any] | None = None,
+        timeout: float | None = None,
+        executor: ExecutorKind | None = None,
+        before: Hook | None = None,
+        after: Hook | None = None,
+        success: Hook | None = None,
+        error: Hook | None = None,
+        failure: Hook | None = None,
+    ) -> Callable[[F], Task]: ...
+
+    def task(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | str | Priority = Priority.NORMAL,
+        max_attempts: int = 5,
+        retry: RetryPolicy | dict[str, Any] | None = None,
+        timeout: float | None = None,
+        executor: ExecutorKind | None = None,
+        before: Hook | None = None,
+        after: Hook | None = None,
+        success: Hook | None = None,
+        error: Hook | None = None,
+        failure: Hook | None = None,
+    ) -> Task | Callable[[F], Task]:
+        """Register a function (sync or async) as a task.
+
+        Args:
+            name: defaults to ``module:qualname``, which is also an import path.
+            queue, priority, max_attempts, retry, timeout: defaults for its jobs.
+            executor: ``async`` (async def), ``thread`` (default for def) or
+                ``process`` (a def run in a separate process, killed on timeout).
+            before, after, success, error, failure: hooks; ``failure`` runs when
+                the job is poisoned, ``error`` after every failed attempt.
+        """
+        hooks = {"before": before, "after": after, "success": success, "error": error,
+                 "failure": failure}
+
+        def register(func: F) -> Task:
+            try:
+                options = TaskOptions(
+                    queue=queue or self.default_queue,
+                    priority=parse_priority(priority),
+                    max_attempts=max_attempts,
+                    retry=_policy(retry),
+                    timeout=timeout,
+                )
+                kind = executor_for(func, executor)
+            except ValueError as exc:
+                raise InvalidJob("task", str(exc)) from None
+            if max_attempts < 1:
+                raise InvalidJob("max_attempts", f"must be >= 1, got {max_attempts!r}")
+            validate_queue_name(options.queue)
+            task_name = name or default_task_name(func)
+            existing = self.tasks.get(task_name)
+            if existing is not None and existing.fn is not func:
+                raise InvalidJob("name", f"a different task is already registered as {task_name!r}")
+            task = Task(
+                app=self,
+                fn=func,
+                name=task_name,
+                options=options,
+                executor=kind,
+                hooks={k: [h] for k, h in hooks.items() if h is not None},
+            )
+            self.tasks[task_name] = task
+            return task
+
+        if fn is not None:
+            return register(fn)
+        return register
+
+    def get_task(self, ref: str | Task | Callable[..., Any]) -> Task:
+        """A registered task by name, a Task, a function, or an import path ``pkg.mod:func``."""
+        if isinstance(ref, Task):
+            return ref
+        if isinstance(ref, str):
+            found = self.tasks.get(ref)
+            if found is not None:
+                return found
+            fn = import_callable(ref)
+            found = self.tasks.get(ref)  # importing the module may have registered it
+            if found is not None:
+                return found
+            return self._transient_task(ref, fn)
+        if callable(ref):
+            for task in self.tasks.values():
+                if task.fn is ref:
+                    return task
+            path = default_task_name(ref)
+            if import_callable(path) is not ref:
+                raise TaskNotFound(path, f"{path!r} is not registered and not importable")
+            return self._transient_task(path, ref)
+        raise TaskNotFound(repr(ref))
+
+    def _transient_task(self, name: str, fn: Callable[..., Any]) -> Task:
+        return Task(
+            app=self,
+            fn=fn,
+            name=name,
+            options=TaskOptions(queue=self.default_queue),
+            executor=executor_for(fn, None),
+        )
+
+    # -- middleware ---------------------------------------------------------------
+    def middleware(self, mw: ExecutionMiddleware) -> ExecutionMiddleware:
+        """Add execution middleware (outermost first): ``async def mw(ctx, call_next)``."""
+        self.execution_middleware.append(mw)
+        return mw
+
+    def before_enqueue(self, mw: EnqueueMiddleware) -> EnqueueMiddleware:
+        """Add enqueue middleware: ``def mw(job) -> job``, run on every job before it is stored."""
+        self.enqueue_middleware.append(mw)
+        return mw
+
+    # -- enqueue ------------------------------------------------------------------
+    def enqueue(self, task: str | Task | Callable[..., Any], *args: Any, **kwargs: Any) -> JobHandle:
+        """Enqueue a call of a task given by name, function or import path
+        (``app.enqueue("billing.jobs:charge", 42)``: Delayed::Job's ``send_later``)."""
+        return self.get_task(task).enqueue(*args, **kwargs)
+
+    async def enqueue_async(
+        self, task: str | Task | Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> JobHandle:
+        return await self.get_task(task).enqueue_async(*args, **kwargs)
+
+    def enqueue_many(self, jobs: Iterable[Job]) -> list[JobHandle]:
+        """Store prepared jobs (``task.prepare(...)``) in one round trip."""
+        return self.enqueue_jobs(list(jobs))
+
+    async def enqueue_many_async(self, jobs: Iterable[Job]) -> list[JobHandle]:
+        return await self.enqueue_jobs_async(list(jobs))
+
+    def _through_middleware(self, jobs: Sequence[Job]) -> list[Job]:
+        out = list(jobs)
+        for mw in self.enqueue_middleware:
+            out = [mw(job) for job in out]
+        return out
+
+    def enqueue_jobs(self, jobs: Sequence[Job]) -> list[JobHandle]:
+        jobs = self._through_middleware(jobs)
+        if not jobs:
+            return []
+        stored = self._blocking.enqueue_blocking(jobs)
+        if stored is None:
+            return self.portal_call(self.enqueue_jobs_async(jobs, _middleware=False))
+        return [JobHandle(self, job) for job in stored]
+
+    async def enqueue_jobs_async(
+        self, jobs: Sequence[Job], *, _middleware: bool = True
+    ) -> list[JobHandle]:
+        if _middleware:
+            jobs = self._through_middleware(jobs)
+        if not jobs:
+            return []
+        stored = await (await self.backend()).enqueue(jobs)
+        return [JobHandle(self, job) for job in stored]
+
+    # -- handles and the store ----------------------------------------------------
+    def job(self, job_id: str) -> JobHandle:
+        """A handle on an existing job (JobNotFound if there is none)."""
+        return self.portal_call(self.job_async(job_id))
+
+    async def job_async(self, job_id: str) -> JobHandle:
+        return JobHandle(self, await (await self.backend()).get(job_id))
+
+    async def backend(self) -> Backend:
+        """The store, opened, for the running event loop."""
+        loop = asyncio.get_running_loop()
+        backend = self._backends.get(loop)
+        if backend is None:
+            backend = create_backend(self.url)
+            await backend.open()
+            raced = self._backends.setdefault(loop, backend)
+            if raced is not backend:
+                await backend.close()
+                backend = raced
+        return backend
+
+    def portal_call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine of this app from synchronous code."""
+        return portal.call(coro)
+
+    async def aclose(self) -> None:
+        """Close the store connections of the running loop."""
+        loop = asyncio.get_running_loop()
+        backend = self._backends.pop(loop, None)
+        if backend is not None:
+            await backend.close()
+
+    def close(self) -> None:
+        """Close the connections sync calls made (the portal's and the blocking one)."""
+        self.portal_call(self.aclose())
+        portal.call(self._blocking.close())
+
+
+def _policy(retry: RetryPolicy | dict[str, Any] | None) -> RetryPolicy:
+    if retry is None:
+        return RetryPolicy()
+    if isinstance(retry, RetryPolicy):
+        return retry
+    return RetryPolicy.from_dict(retry)
+

@@ -1,0 +1,70 @@
+"""Finding the user's tasks: ``-i ./tasks.py``, ``-i pkg.tasks`` or ``-i pkg.tasks:app``."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from conveyor.app import Conveyor
+from conveyor.exceptions import ConfigError
+
+
+def import_include(include: str) -> ModuleType:
+    """Import a module given as a dotted name or as a path to a ``.py`` file.
+
+    A file is imported under its own name with its folder put first on
+    ``sys.path``, so ``tasks.py`` becomes module ``tasks`` and its task names
+    (``tasks:send``) are import paths that other processes can resolve too.
+    """
+    module_part = include.partition(":")[0] if not include.endswith(".py") else include
+    if module_part.endswith(".py") or os.sep in module_part:
+        path = os.path.abspath(module_part)
+        if not os.path.isfile(path):
+            raise ConfigError("include", f"no such file: {module_part!r}")
+        folder, filename = os.path.split(path)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        name = os.path.splitext(filename)[0]
+    else:
+        name = module_part
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ConfigError("include", f"cannot import {include!r}: {exc}") from None
+
+
+def load_app(includes: Sequence[str], url: str | None = None) -> Conveyor:
+    """The Conveyor app defined by the includes (with ``url`` overriding its store).
+
+    Without includes, or when they define no app, an app on ``url`` (or
+    ``$CONVEYOR_URL``) with no registered tasks: import-path tasks still run.
+    """
+    found: list[Conveyor] = []
+    for include in includes:
+        module = import_include(include)
+        _, sep, attr = include.partition(":")
+        if sep and not include.endswith(".py"):
+            app = getattr(module, attr, None)
+            if not isinstance(app, Conveyor):
+                raise ConfigError("include", f"{include!r} is not a Conveyor app")
+            found.append(app)
+            continue
+        found.extend(v for v in vars(module).values() if isinstance(v, Conveyor))
+    apps = list(dict.fromkeys(found))
+    if len(apps) > 1:
+        raise ConfigError(
+            "include",
+            "the includes define several Conveyor apps; name one as module:attribute "
+            f"({', '.join(repr(a) for a in apps)})",
+        )
+    if apps:
+        app = apps[0]
+        if url and url != app.url:
+            app.use_url(url)
+        return app
+    return Conveyor(url)

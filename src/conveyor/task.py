@@ -1,0 +1,307 @@
+"""Tasks: registered Python callables, their options and hooks, and how a call
+becomes a :class:`~conveyor.job.Job`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import inspect
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from conveyor.exceptions import InvalidJob, TaskNotFound
+from conveyor.job import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETRY,
+    Job,
+    Priority,
+    RetryPolicy,
+    Step,
+    new_job_id,
+    parse_priority,
+)
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
+    from conveyor.handle import JobHandle
+
+ExecutorKind = Literal["async", "thread", "process"]
+#: A hook is called with the task context (and the result or exception); sync or async.
+Hook = Callable[..., Any]
+HOOK_NAMES = ("before", "after", "success", "error", "failure")
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Defaults a task gives its jobs; ``with_options`` overrides them per call."""
+
+    queue: str = "default"
+    priority: int = Priority.NORMAL
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    retry: RetryPolicy = DEFAULT_RETRY
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class EnqueueOptions:
+    """Per-call options (everything a job has besides its arguments)."""
+
+    queue: str | None = None
+    priority: int | str | None = None
+    delay: float | dt.timedelta | None = None
+    run_at: float | dt.datetime | None = None
+    unique_key: str | None = None
+    metadata: Mapping[str, Any] | None = None
+    max_attempts: int | None = None
+    retry: RetryPolicy | Mapping[str, Any] | None = None
+    timeout: float | None = None
+
+
+@dataclass
+class Task:
+    """A registered task. Calling it runs the function directly; ``enqueue`` runs it later."""
+
+    app: Conveyor
+    fn: Callable[..., Any]
+    name: str
+    options: TaskOptions
+    executor: ExecutorKind
+    hooks: dict[str, list[Hook]] = field(default_factory=dict)
+    _call_options: EnqueueOptions = field(default_factory=EnqueueOptions)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    @property
+    def is_async(self) -> bool:
+        return self.executor == "async"
+
+    # -- enqueue -------------------------------------------------------------
+    def with_options(self, **options: Any) -> Task:
+        """A copy whose jobs use these options: queue, priority, delay, run_at,
+        unique_key, metadata, max_attempts, retry, timeout."""
+        try:
+            merged = replace(self._call_options, **options)
+        except TypeError:
+            known = ", ".join(EnqueueOptions.__dataclass_fields__)
+            unknown = sorted(set(options) - set(EnqueueOptions.__dataclass_fields__))
+            raise InvalidJob("options", f"unknown option(s) {unknown}; known: {known}") from None
+        return replace(self, _call_options=merged)
+
+    def prepare(self, *args: Any, **kwargs: Any) -> Job:
+        """The job ``enqueue`` would store, validated, not stored."""
+        self._check_signature(args, kwargs)
+        return build_job(self.name, args, kwargs, self.options, self._call_options)
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> JobHandle:
+        """Store a job that calls this task with these arguments; returns its handle."""
+        return self.app.enqueue_jobs([self.prepare(*args, **kwargs)])[0]
+
+    async def enqueue_async(self, *args: Any, **kwargs: Any) -> JobHandle:
+        return (await self.app.enqueue_jobs_async([self.prepare(*args, **kwargs)]))[0]
+
+    def enqueue_many(self, calls: Iterable[Sequence[Any] | Mapping[str, Any]]) -> list[JobHandle]:
+        """One job per item (a sequence of args, or a mapping of kwargs), one round trip."""
+        return self.app.enqueue_jobs([self._prepare_item(c) for c in calls])
+
+    async def enqueue_many_async(
+        self, calls: Iterable[Sequence[Any] | Mapping[str, Any]]
+    ) -> list[JobHandle]:
+        return await self.app.enqueue_jobs_async([self._prepare_item(c) for c in calls])
+
+    def _prepare_item(self, call: Sequence[Any] | Mapping[str, Any]) -> Job:
+        if isinstance(call, Mapping):
+            return self.prepare(**call)
+        if isinstance(call, str | bytes):
+            raise InvalidJob("calls", "each item is a sequence of args or a mapping of kwargs")
+        return self.prepare(*call)
+
+    def _check_signature(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        try:
+            signature = inspect.signature(self.fn)
+        except (TypeError, ValueError):  # builtins without a signature
+            return
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidJob("args", f"{exc} (task {self.name!r})") from None
+
+    # -- hooks -------------------------------------------------------------------
+    def on(self, event: str) -> Callable[[Hook], Hook]:
+        """Decorator: ``@task.on("success")`` adds a hook (before, after, success, error, failure)."""
+        if event not in HOOK_NAMES:
+            raise ValueError(f"event: expected one of {HOOK_NAMES}, got {event!r}")
+
+        def register(hook: Hook) -> Hook:
+            self.hooks.setdefault(event, []).append(hook)
+            return hook
+
+        return register
+
+
+# ---------------------------------------------------------------------------
+# Building jobs
+# ---------------------------------------------------------------------------
+def build_job(
+    task_name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    defaults: TaskOptions,
+    call: EnqueueOptions,
+    now: float | None = None,
+) -> Job:
+    """Validate a call and turn it into a Job (run_at 0 = now on the store's clock)."""
+    import time
+
+    queue = call.queue if call.queue is not None else defaults.queue
+    validate_queue_name(queue)
+    priority = defaults.priority
+    if call.priority is not None:
+        try:
+            priority = parse_priority(call.priority)
+        except ValueError as exc:
+            raise InvalidJob("priority", str(exc).removeprefix("priority: ")) from None
+    run_at = 0.0
+    if call.delay is not None and call.run_at is not None:
+        raise InvalidJob("delay", "give delay or run_at, not both")
+    if call.delay is not None:
+        delay = call.delay.total_seconds() if isinstance(call.delay, dt.timedelta) else call.delay
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay != delay:
+            raise InvalidJob("delay", f"expected seconds as a number, got {call.delay!r}")
+        if delay < 0:
+            raise InvalidJob("delay", f"must be >= 0 seconds, got {delay}")
+        if delay > 0:
+            run_at = (time.time() if now is None else now) + delay
+    if call.run_at is not None:
+        run_at = _epoch(call.run_at)
+    max_attempts = call.max_attempts if call.max_attempts is not None else defaults.max_attempts
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise InvalidJob("max_attempts", f"must be an int >= 1, got {max_attempts!r}")
+    retry = defaults.retry
+    if call.retry is not None:
+        retry = _retry_policy(call.retry)
+    timeout = call.timeout if call.timeout is not None else defaults.timeout
+    _check_timeout(timeout)
+    if call.unique_key is not None and (not isinstance(call.unique_key, str) or not call.unique_key):
+        raise InvalidJob("unique_key", f"must be a non-empty string, got {call.unique_key!r}")
+    metadata = dict(call.metadata or {})
+    args_list = list(args)
+    kwargs_dict = dict(kwargs)
+    check_json("args", args_list)
+    check_json("kwargs", kwargs_dict)
+    check_json("metadata", metadata)
+    return Job(
+        id=new_job_id(),
+        queue=queue,
+        steps=[Step(name="main", kind="task", task=task_name, args=args_list, kwargs=kwargs_dict)],
+        priority=priority,
+        run_at=run_at,
+        max_attempts=max_attempts,
+        retry=retry,
+        timeout=timeout,
+        unique_key=call.unique_key,
+        metadata=metadata,
+    )
+
+
+def validate_queue_name(queue: Any) -> None:
+    if not isinstance(queue, str) or not queue or len(queue) > 200:
+        raise InvalidJob("queue", f"must be a non-empty string of at most 200 chars, got {queue!r}")
+    if any(c.isspace() or c == "," for c in queue):
+        raise InvalidJob("queue", f"may not contain spaces or commas: {queue!r}")
+
+
+def check_json(field_name: str, value: Any) -> None:
+    """InvalidJob unless ``value`` is plain JSON (what a worker elsewhere will get back)."""
+    try:
+        json.dumps(value, allow_nan=False, default=_refuse)
+    except (TypeError, ValueError) as exc:
+        raise InvalidJob(field_name, f"not JSON-serializable: {exc}") from None
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} {value!r:.80}")
+
+
+def _check_timeout(timeout: Any) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise InvalidJob("timeout", f"must be a number of seconds > 0, got {timeout!r}")
+
+
+def _retry_policy(value: RetryPolicy | Mapping[str, Any]) -> RetryPolicy:
+    if isinstance(value, RetryPolicy):
+        return value
+    try:
+        return RetryPolicy.from_dict(dict(value))
+    except (TypeError, ValueError) as exc:
+        raise InvalidJob("retry", str(exc).removeprefix("retry: ")) from None
+
+
+def _epoch(value: float | dt.datetime) -> float:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise InvalidJob("run_at", "a datetime needs a timezone (e.g. datetime.now(UTC))")
+        return value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidJob("run_at", f"expected a datetime or epoch seconds, got {value!r}")
+    return float(value)
+
+
+# ---------------------------------------------------------------------------
+# Names and import paths
+# ---------------------------------------------------------------------------
+def default_task_name(fn: Callable[..., Any]) -> str:
+    """``module:qualname``: also an import path a worker can load without a registry."""
+    module = fn.__module__
+    if module == "__main__":
+        main = sys.modules["__main__"]
+        path = getattr(main, "__file__", None)
+        if path:
+            module = os.path.splitext(os.path.basename(path))[0]
+    return f"{module}:{fn.__qualname__}"
+
+
+def import_callable(path: str) -> Callable[..., Any]:
+    """``pkg.mod:func`` (or ``pkg.mod:Class.method``) → the callable; TaskNotFound otherwise."""
+    module_name, sep, attr_path = path.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise TaskNotFound(path, f"unknown task {path!r} (not registered; not an import path "
+                           "of the form 'package.module:function')")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TaskNotFound(path, f"cannot import module {module_name!r} for task {path!r}: "
+                           f"{exc}") from None
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise TaskNotFound(path, f"module {module_name!r} has no {attr_path!r} "
+                               f"(task {path!r})") from None
+    if isinstance(target, Task):
+        return target.fn
+    if not callable(target):
+        raise TaskNotFound(path, f"{path!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def executor_for(fn: Callable[..., Any], requested: ExecutorKind | None) -> ExecutorKind:
+    is_async = inspect.iscoroutinefunction(fn)
+    if requested is None:
+        return "async" if is_async else "thread"
+    if requested == "async" and not is_async:
+        raise ValueError("executor: 'async' needs an async def function")
+    if requested in ("thread", "process") and is_async:
+        raise ValueError(f"executor: {requested!r} needs a plain (non-async) function")
+    if requested not in ("async", "thread", "process"):
+        raise ValueError(f"executor: expected async, thread or process, got {requested!r}")
+    return requested
+
+
+AsyncHook = Callable[..., Awaitable[Any]]

@@ -1,0 +1,238 @@
+"""Running one claimed job: its steps in order, hooks, middleware, timeouts.
+
+The executor decides, the backend records: :meth:`Executor.run` returns an
+:class:`~conveyor.job.Outcome` and writes nothing itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import json
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor as FuturesExecutor
+from typing import TYPE_CHECKING, Any
+
+from conveyor.context import TaskContext, reset_context, set_context
+from conveyor.exceptions import Cancel, Poison, Retry, TaskNotFound
+from conveyor.job import Job, Outcome, Step
+from conveyor.task import Hook, Task
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
+    from conveyor.worker.processes import ProcessRunner
+
+logger = logging.getLogger("conveyor.worker")
+
+Endpoint = Callable[[TaskContext], Awaitable[Any]]
+
+
+class StepTimeout(Exception):  # noqa: N818 - it is the error message users see
+    """The job ran past its timeout."""
+
+
+class Executor:
+    """Runs jobs for one worker. Built once at start-up: the middleware chain is
+    composed here, not per job."""
+
+    def __init__(
+        self,
+        app: Conveyor,
+        threads: FuturesExecutor,
+        processes: ProcessRunner | None = None,
+    ) -> None:
+        self.app = app
+        self.threads = threads
+        self.processes = processes
+        self._chain = _compose(list(app.execution_middleware), self._run_steps)
+        self._resolved: dict[str, Task] = {}
+
+    async def run(self, job: Job, ctx: TaskContext) -> Outcome:
+        """Run ``job`` from its current step; the outcome to record.
+
+        A cancellation of the surrounding asyncio task ends the job ``cancelled``
+        when the job was asked to cancel; otherwise (worker shutdown) it propagates
+        and the caller releases the job.
+        """
+        token = set_context(ctx)
+        try:
+            await self._chain(ctx)
+            return Outcome.succeeded()
+        except asyncio.CancelledError:
+            if ctx.cancelled:
+                _uncancel()
+                self._fail_step(ctx.step, "cancelled")
+                return Outcome.cancelled(_error(job, ctx.step, "Cancelled", "cancel requested"))
+            raise
+        except Cancel as exc:
+            self._fail_step(ctx.step, exc.reason)
+            return Outcome.cancelled(_error(job, ctx.step, "Cancel", exc.reason))
+        except Poison as exc:
+            self._fail_step(ctx.step, exc.reason)
+            await self._failed_attempt(ctx, exc)
+            await self._hooks(ctx, "failure", exc)
+            return Outcome.poisoned(_error(job, ctx.step, "Poison", exc.reason))
+        except Retry as exc:
+            self._fail_step(ctx.step, str(exc))
+            error = _error(job, ctx.step, "Retry", str(exc))
+            if exc.count_attempt and job.attempts >= job.max_attempts:
+                await self._hooks(ctx, "failure", exc)
+                return Outcome.poisoned(error)
+            delay = exc.delay if exc.delay is not None else job.retry.delay(job.attempts)
+            return Outcome.retry_in(delay, error, count_attempt=exc.count_attempt)
+        except Exception as exc:
+            self._fail_step(ctx.step, _message(exc))
+            await self._failed_attempt(ctx, exc)
+            error = _error(job, ctx.step, type(exc).__qualname__, _message(exc), exc)
+            if job.attempts >= job.max_attempts:
+                await self._hooks(ctx, "failure", exc)
+                return Outcome.poisoned(error)
+            return Outcome.retry_in(job.retry.delay(job.attempts), error)
+        finally:
+            reset_context(token)
+
+    # -- steps -----------------------------------------------------------------
+    async def _run_steps(self, ctx: TaskContext) -> Any:
+        job = ctx.job
+        for index in range(job.current_step, len(job.steps)):
+            step = job.steps[index]
+            job.current_step = index
+            ctx.step = step
+            if step.state == "succeeded":
+                continue
+            step.state = "running"
+            step.attempts += 1
+            step.started_at = time.time()
+            step.last_error = None
+            step.result = await self._run_step(ctx, step)
+            step.state = "succeeded"
+            step.finished_at = time.time()
+        job.result = job.steps[-1].result if job.steps else None
+        return job.result
+
+    async def _run_step(self, ctx: TaskContext, step: Step) -> Any:
+        if step.kind != "task":
+            raise Poison(f"step {step.name!r}: {step.kind!r} steps are not supported by this worker")
+        task = self._task(step.task or "")
+        await self._hooks(ctx, "before")
+        try:
+            call = self._call(task, step)
+            timeout = ctx.job.timeout
+            if timeout is None:
+                result = await call
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        result = await call
+                except TimeoutError:
+                    raise StepTimeout(f"timed out after {timeout:g} s") from None
+            _check_result(result, task.name)
+        finally:
+            await self._hooks(ctx, "after")
+        await self._hooks(ctx, "success", result)
+        return result
+
+    def _call(self, task: Task, step: Step) -> Awaitable[Any]:
+        if task.executor == "async":
+            return task.fn(*step.args, **step.kwargs)  # type: ignore[no-any-return]
+        if task.executor == "process" and self.processes is not None:
+            return self.processes.call(task.name, step.args, step.kwargs, timeout=None)
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        return loop.run_in_executor(
+            self.threads, lambda: context.run(task.fn, *step.args, **step.kwargs)
+        )
+
+    def _task(self, name: str) -> Task:
+        task = self._resolved.get(name)
+        if task is None:
+            try:
+                task = self.app.get_task(name)
+            except TaskNotFound as exc:
+                # Not poisoned at once: a worker of an older deploy may not know it yet.
+                raise LookupError(str(exc)) from None
+            self._resolved[name] = task
+        return task
+
+    # -- failures and hooks ---------------------------------------------------------
+    @staticmethod
+    def _fail_step(step: Step, message: str) -> None:
+        step.state = "failed"
+        step.last_error = message
+        step.finished_at = time.time()
+
+    async def _failed_attempt(self, ctx: TaskContext, exc: BaseException) -> None:
+        await self._hooks(ctx, "error", exc)
+        reporter = self.app.reporter
+        if reporter is not None:
+            try:
+                result = reporter(exc, ctx)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("exception reporter failed")
+
+    async def _hooks(self, ctx: TaskContext, event: str, *args: Any) -> None:
+        name = ctx.step.task or ""
+        task = self._resolved.get(name)
+        if task is None:
+            return
+        hooks: list[Hook] = task.hooks.get(event, [])
+        for hook in hooks:
+            try:
+                result = hook(ctx, *args)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                if event == "before":
+                    raise  # a failing before-hook fails the attempt, like the task itself
+                logger.exception("%s hook of task %s failed (job %s)", event, name, ctx.job.id)
+
+
+def _compose(middleware: list[Any], endpoint: Endpoint) -> Endpoint:
+    """``mw1(ctx, → mw2(ctx, → endpoint(ctx)))``, built once."""
+    call = endpoint
+    for mw in reversed(middleware):
+
+        def layer(ctx: TaskContext, mw: Any = mw, inner: Endpoint = call) -> Awaitable[Any]:
+            return mw(ctx, lambda: inner(ctx))  # type: ignore[no-any-return]
+
+        call = layer
+    return call
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _error(
+    job: Job, step: Step, kind: str, message: str, exc: BaseException | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {
+        "attempt": job.attempts,
+        "step": step.name,
+        "at": time.time(),
+        "type": kind,
+        "message": message,
+    }
+    if exc is not None:
+        error["traceback"] = "".join(traceback.format_exception(exc))[-20000:]
+    return error
+
+
+def _check_result(result: Any, task_name: str) -> None:
+    try:
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"task {task_name!r} returned a result that is not JSON: {exc}") from None

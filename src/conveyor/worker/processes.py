@@ -1,0 +1,81 @@
+"""Tasks with ``executor="process"``: each call runs in a fresh child process.
+
+A thread cannot be killed, so a sync task that must be stopped at its timeout
+(or on cancel) runs here: the child is killed outright. Arguments and the
+result cross the process boundary as JSON text (never pickle). The price is
+the child's start-up (an interpreter plus the task's imports, tens of
+milliseconds), so this is for long or CPU-heavy tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+class ChildFailed(Exception):  # noqa: N818 - surfaces as the step's error type
+    """The task raised in its child process (the message carries its traceback)."""
+
+
+class ProcessRunner:
+    def __init__(self, includes: Sequence[str], url: str) -> None:
+        self.includes = list(includes)
+        self.url = url
+
+    async def call(
+        self, task_name: str, args: list[Any], kwargs: dict[str, Any], timeout: float | None
+    ) -> Any:
+        payload = json.dumps(
+            {"includes": self.includes, "task": task_name, "args": args, "kwargs": kwargs}
+        ).encode()
+        env = dict(os.environ, CONVEYOR_URL=self.url)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "conveyor.worker.processes",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(payload), timeout)
+        except BaseException:
+            # Timeout, cancel or shutdown: the child must not outlive its job.
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+        if proc.returncode != 0:
+            detail = err.decode(errors="replace").strip()[-4000:]
+            raise ChildFailed(f"child process exited with {proc.returncode}: {detail}")
+        answer = json.loads(out)
+        if "error" in answer:
+            raise ChildFailed(answer["error"])
+        return answer["result"]
+
+
+def _child_main() -> int:
+    import traceback
+
+    from conveyor.loader import load_app
+
+    request = json.loads(sys.stdin.buffer.read())
+    try:
+        app = load_app(request["includes"])
+        task = app.get_task(request["task"])
+        result = task.fn(*request["args"], **request["kwargs"])
+        text = json.dumps({"result": result})
+    except Exception as exc:
+        text = json.dumps(
+            {"error": f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc))}
+        )
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child_main())
