@@ -168,9 +168,20 @@ class Step:
             "finished_at": self.finished_at,
         }
 
+    def to_storage(self) -> dict[str, Any]:
+        """``to_dict`` without the fields still at their defaults (smaller rows)."""
+        data: dict[str, Any] = {"name": self.name}
+        for key, value in self.to_dict().items():
+            if key != "name" and value != _STEP_DEFAULTS[key]:
+                data[key] = value
+        return data
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Step:
         return cls(**data)
+
+
+_STEP_DEFAULTS: dict[str, Any] = Step(name="").to_dict()
 
 
 @dataclass(slots=True)

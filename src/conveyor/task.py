@@ -121,9 +121,12 @@ class Task:
         return self.prepare(*call)
 
     def _check_signature(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
-        try:
-            signature = inspect.signature(self.fn)
-        except (TypeError, ValueError):  # builtins without a signature
+        if not kwargs:
+            arity = _positional_arity(self.fn)
+            if arity is not None and arity[0] <= len(args) <= arity[1]:
+                return  # the common case, without the cost of Signature.bind
+        signature = _signature(self.fn)
+        if signature is None:
             return
         try:
             signature.bind(*args, **kwargs)
@@ -141,6 +144,45 @@ class Task:
             return hook
 
         return register
+
+
+_signatures: dict[Callable[..., Any], inspect.Signature | None] = {}
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    """The function's signature, computed once (it is checked on every enqueue)."""
+    try:
+        return _signatures[fn]
+    except KeyError:
+        pass
+    try:
+        signature: inspect.Signature | None = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature
+        signature = None
+    _signatures[fn] = signature
+    return signature
+
+
+_arities: dict[Callable[..., Any], tuple[int, int] | None] = {}
+
+
+def _positional_arity(fn: Callable[..., Any]) -> tuple[int, int] | None:
+    """(required, allowed) positional args when only plain positional parameters
+    exist; None when the signature needs the full check."""
+    try:
+        return _arities[fn]
+    except KeyError:
+        pass
+    arity: tuple[int, int] | None = None
+    signature = _signature(fn)
+    if signature is not None:
+        params = list(signature.parameters.values())
+        plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        if all(p.kind in plain for p in params):
+            required = sum(1 for p in params if p.default is inspect.Parameter.empty)
+            arity = (required, len(params))
+    _arities[fn] = arity
+    return arity
 
 
 # ---------------------------------------------------------------------------
@@ -191,9 +233,12 @@ def build_job(
     metadata = dict(call.metadata or {})
     args_list = list(args)
     kwargs_dict = dict(kwargs)
-    check_json("args", args_list)
-    check_json("kwargs", kwargs_dict)
-    check_json("metadata", metadata)
+    if args_list:
+        check_json("args", args_list)
+    if kwargs_dict:
+        check_json("kwargs", kwargs_dict)
+    if metadata:
+        check_json("metadata", metadata)
     return Job(
         id=new_job_id(),
         queue=queue,
@@ -208,11 +253,18 @@ def build_job(
     )
 
 
+_valid_queues: set[str] = set()
+
+
 def validate_queue_name(queue: Any) -> None:
+    if queue in _valid_queues:
+        return
     if not isinstance(queue, str) or not queue or len(queue) > 200:
         raise InvalidJob("queue", f"must be a non-empty string of at most 200 chars, got {queue!r}")
     if any(c.isspace() or c == "," for c in queue):
         raise InvalidJob("queue", f"may not contain spaces or commas: {queue!r}")
+    if len(_valid_queues) < 10_000:
+        _valid_queues.add(queue)
 
 
 def check_json(field_name: str, value: Any) -> None:

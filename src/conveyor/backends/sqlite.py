@@ -239,23 +239,26 @@ class SQLiteBackend(Backend):
             if self._conn is None:
                 self.open_blocking()
             try:
-                return self._write(lambda conn, now: self._insert(conn, now, jobs))
+                return self._enqueue(jobs)
             except sqlite3.Error as exc:
                 raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
 
     async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
-        return await self._run(self._write, lambda conn, now: self._insert(conn, now, jobs))
+        return await self._run(self._enqueue, jobs)
+
+    def _enqueue(self, jobs: Sequence[Job]) -> list[Job]:
+        if len(jobs) == 1 and jobs[0].unique_key is None:
+            # One statement is its own transaction (the queue row comes from a trigger).
+            now = time.time()
+            self._db().execute(Q["insert_job"], _prepare_insert(jobs[0], now))
+            return [jobs[0]]
+        return self._write(lambda conn, now: self._insert(conn, now, jobs))
 
     def _insert(self, conn: sqlite3.Connection, now: float, jobs: Sequence[Job]) -> list[Job]:
         stored: list[Job] = []
         plain: list[Row] = []
         for job in jobs:
-            job.created_at = job.updated_at = now
-            if not job.run_at:
-                job.run_at = now
-            job.state = State.SCHEDULED if job.run_at > now else State.QUEUED
-            job.version = 1
-            row = _insert_row(job, now)
+            row = _prepare_insert(job, now)
             if job.unique_key is None:
                 plain.append(row)
                 stored.append(job)
@@ -269,8 +272,6 @@ class SQLiteBackend(Backend):
                 stored.append(_row_to_job(existing))
         if plain:
             conn.executemany(Q["insert_job"], plain)
-        for queue in {job.queue for job in jobs}:
-            conn.execute(Q["ensure_queue"], (queue, now))
         return stored
 
     async def claim(
@@ -344,7 +345,7 @@ class SQLiteBackend(Backend):
             changed = conn.execute(
                 Q["save_running"],
                 {
-                    "steps": _dumps([s.to_dict() for s in job.steps]),
+                    "steps": _dumps([s.to_storage() for s in job.steps]),
                     "current_step": job.current_step,
                     "progress": _dumps(job.progress.to_dict()),
                     "now": now,
@@ -372,7 +373,7 @@ class SQLiteBackend(Backend):
                 count += conn.execute(
                     Q["release_job"],
                     {
-                        "steps": _dumps([s.to_dict() for s in job.steps]),
+                        "steps": _dumps([s.to_storage() for s in job.steps]),
                         "current_step": job.current_step,
                         "progress": _dumps(job.progress.to_dict()),
                         "now": now,
@@ -468,7 +469,7 @@ class SQLiteBackend(Backend):
         try:
             conn.execute(
                 Q["retry_job"],
-                {"id": job.id, "now": now, "steps": _dumps([s.to_dict() for s in job.steps])},
+                {"id": job.id, "now": now, "steps": _dumps([s.to_storage() for s in job.steps])},
             )
         except sqlite3.IntegrityError:
             raise JobStateError(
@@ -727,7 +728,13 @@ def _statements(script: str) -> Iterable[str]:
             buffer = []
 
 
-def _insert_row(job: Job, now: float) -> Row:
+def _prepare_insert(job: Job, now: float) -> Row:
+    """Stamp a new job with the store's time and state; its INSERT parameters."""
+    job.created_at = job.updated_at = now
+    if not job.run_at:
+        job.run_at = now
+    job.state = State.SCHEDULED if job.run_at > now else State.QUEUED
+    job.version = 1
     return (
         job.id,
         job.queue,
@@ -738,7 +745,7 @@ def _insert_row(job: Job, now: float) -> Row:
         job.max_attempts,
         None if job.retry == DEFAULT_RETRY else _dumps(job.retry.to_dict()),
         job.timeout,
-        _dumps([s.to_dict() for s in job.steps]),
+        _dumps([s.to_storage() for s in job.steps]),
         job.unique_key,
         _dumps(job.metadata) if job.metadata else None,
         job.tenant,
@@ -804,7 +811,7 @@ def _finish(
                 "state": state.value,
                 "run_at": run_at,
                 "attempts": attempts,
-                "steps": _dumps([s.to_dict() for s in job.steps]),
+                "steps": _dumps([s.to_storage() for s in job.steps]),
                 "current_step": job.current_step,
                 "progress": _dumps(job.progress.to_dict()) if job.progress.total else None,
                 "result": None if job.result is None else _dumps(job.result),

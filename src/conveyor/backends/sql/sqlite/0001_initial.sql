@@ -58,6 +58,13 @@ CREATE TABLE IF NOT EXISTS queues (
     created_at  REAL NOT NULL
 ) WITHOUT ROWID;
 
+-- Enqueueing into a new queue creates it (as in Resque); a trigger keeps that inside
+-- the INSERT, so a single enqueue is one statement.
+CREATE TRIGGER IF NOT EXISTS jobs_create_queue AFTER INSERT ON jobs
+BEGIN
+    INSERT OR IGNORE INTO queues (name, paused, created_at) VALUES (NEW.queue, 0, NEW.created_at);
+END;
+
 CREATE TABLE IF NOT EXISTS workers (
     id            TEXT PRIMARY KEY,
     host          TEXT NOT NULL,
