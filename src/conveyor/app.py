@@ -82,6 +82,9 @@ class Conveyor:
         self._backends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Backend] = (
             weakref.WeakKeyDictionary()
         )
+        self._opening: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
         self._blocking = create_backend(resolved)  # validates the URL now, at construction
 
     def __repr__(self) -> str:
@@ -280,12 +283,21 @@ class Conveyor:
         loop = asyncio.get_running_loop()
         backend = self._backends.get(loop)
         if backend is None:
-            backend = create_backend(self.url)
-            await backend.open()
-            raced = self._backends.setdefault(loop, backend)
-            if raced is not backend:
-                await backend.close()
-                backend = raced
+            # Stored before it is opened, so concurrent callers share one; they wait
+            # for the open on the loop's lock.
+            backend = self._backends[loop] = create_backend(self.url)
+            self._opening[loop] = asyncio.Lock()
+        lock = self._opening.get(loop)
+        if lock is not None:
+            async with lock:
+                if self._opening.get(loop) is lock:
+                    try:
+                        await backend.open()
+                    except BaseException:
+                        self._backends.pop(loop, None)
+                        raise
+                    finally:
+                        self._opening.pop(loop, None)
         return backend
 
     def portal_call(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -1,0 +1,77 @@
+"""conveyor on SQLite, for the peer benchmark (``PEERS_EXTRA_PATH=bench/peers``).
+
+The store is ``$BENCH_SCRATCH/conveyor-bench.db`` (WAL, ``synchronous=NORMAL``:
+survives any process crash; ``CONVEYOR_BENCH_SYNCHRONOUS=full`` also survives
+power loss), deleted before every run.
+
+Producer:  ``task.enqueue(i)`` (sync); bulk: ``task.enqueue_many([[i] ...])``
+           (one transaction per call).
+Worker:    ``conveyor worker -i conveyor_sqlite_adapter -q default -c 50
+           --fetch 100 --processes 2``: two worker processes under one
+           supervisor, each one asyncio loop with 50 slots; the job bodies are
+           the async ones of ``peers.common``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from peers import common
+
+from conveyor import Conveyor
+
+DB_PATH = os.path.join(common.SCRATCH, "conveyor-bench.db")
+SYNCHRONOUS = os.environ.get("CONVEYOR_BENCH_SYNCHRONOUS", "normal")
+URL = f"sqlite:///{DB_PATH}?synchronous={SYNCHRONOUS}"
+os.makedirs(common.SCRATCH, exist_ok=True)
+
+app = Conveyor(URL)
+
+
+@app.task(name="noop")
+async def noop(i):
+    return await common.ajob_noop(i)
+
+
+@app.task(name="incr")
+async def incr(i):
+    return await common.ajob_incr(i)
+
+
+@app.task(name="latency")
+async def latency(enqueued_at):
+    return await common.ajob_latency(enqueued_at)
+
+
+TASKS = {"noop": noop, "incr": incr, "latency": latency}
+
+
+class Adapter(common.Adapter):
+    peer = "conveyor_sqlite"
+    backend = "sqlite"
+    distribution = "conveyor"
+    enqueue_api = "task.enqueue(i)"
+    bulk_api = "task.enqueue_many([[i] ...])"
+
+    def reset(self):
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.unlink(DB_PATH + suffix)
+            except FileNotFoundError:
+                pass
+
+    def enqueue(self, task, arg):
+        TASKS[task].enqueue(arg)
+
+    def enqueue_bulk(self, task, args):
+        TASKS[task].enqueue_many([[a] for a in args])
+
+    def close(self):
+        app.close()
+
+    def worker_argv(self):
+        return [
+            common.venv_bin("conveyor"), "worker",
+            "-i", "conveyor_sqlite_adapter:app",
+            "-q", "default", "-c", "50", "--fetch", "100", "--processes", "2",
+        ]

@@ -1,0 +1,236 @@
+"""Enqueue from the library: options, validation at the call, nothing stored on bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from conveyor import (
+    ConfigError,
+    Conveyor,
+    InvalidJob,
+    JobNotFound,
+    Priority,
+    State,
+    TaskNotFound,
+)
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Conveyor:
+    app = Conveyor(f"sqlite:///{tmp_path}/jobs.db")
+    yield app
+    app.close()
+
+
+def stored_count(app: Conveyor) -> int:
+    async def count() -> int:
+        stats = await (await app.backend()).stats()
+        return sum(stats.counts.values())
+
+    return app.portal_call(count())
+
+
+def test_enqueue_returns_a_handle_on_the_stored_job(app: Conveyor) -> None:
+    @app.task(queue="mail", priority="high", max_attempts=3)
+    def send(to: str, subject: str = "hi") -> None: ...
+
+    handle = send.enqueue("ada@example.com", subject="welcome")
+
+    job = handle.refresh().job
+    assert handle.state is State.QUEUED
+    assert job.queue == "mail"
+    assert job.priority == Priority.HIGH == -10
+    assert job.max_attempts == 3
+    assert (
+        job.steps[0].task
+        == send.name
+        == "tests.unit.test_enqueue:test_enqueue_returns_a_handle_on_the_stored_job.<locals>.send"
+    )
+    assert job.steps[0].args == ["ada@example.com"]
+    assert job.steps[0].kwargs == {"subject": "welcome"}
+
+
+def test_options_per_call_override_task_defaults(app: Conveyor) -> None:
+    @app.task(name="work", queue="default")
+    def work(n: int) -> int:
+        return n
+
+    handle = work.with_options(
+        queue="bulk", priority="bulk", metadata={"origin": "test"}, timeout=5
+    ).enqueue(1)
+
+    job = handle.job
+    assert (job.queue, job.priority, job.metadata, job.timeout) == (
+        "bulk",
+        20,
+        {"origin": "test"},
+        5,
+    )
+
+
+def test_delay_and_run_at_store_a_scheduled_job(app: Conveyor) -> None:
+    @app.task(name="later")
+    def later() -> None: ...
+
+    delayed = later.with_options(delay=60).enqueue()
+    at = later.with_options(run_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).enqueue()
+
+    assert delayed.state is State.SCHEDULED
+    assert delayed.job.run_at == pytest.approx(time.time() + 60, abs=5)
+    assert at.state is State.SCHEDULED
+
+
+def test_unique_key_returns_the_waiting_job(app: Conveyor) -> None:
+    @app.task(name="report")
+    def report(day: str) -> None: ...
+
+    first = report.with_options(unique_key="report:2026-11-23").enqueue("2026-11-23")
+    second = report.with_options(unique_key="report:2026-11-23").enqueue("2026-11-23")
+
+    assert second.id == first.id
+    assert stored_count(app) == 1
+
+
+def test_enqueue_many_stores_every_job_in_one_call(app: Conveyor) -> None:
+    @app.task(name="square")
+    def square(n: int) -> int:
+        return n * n
+
+    handles = square.enqueue_many([[i] for i in range(100)] + [{"n": 100}])
+
+    assert len({h.id for h in handles}) == 101
+    assert stored_count(app) == 101
+    assert handles[-1].job.steps[0].kwargs == {"n": 100}
+
+
+def test_enqueue_by_import_path(app: Conveyor) -> None:
+    handle = app.enqueue("json:dumps", {"a": 1})
+
+    assert handle.job.task == "json:dumps"
+    assert app.job(handle.id).job.steps[0].args == [{"a": 1}]
+
+
+def test_async_forms(app: Conveyor) -> None:
+    @app.task(name="hello")
+    async def hello(name: str) -> str:
+        return f"hello {name}"
+
+    async def scenario() -> State:
+        handle = await hello.enqueue_async("ada")
+        again = await (await app.job_async(handle.id)).refresh_async()
+        await app.aclose()
+        return again.state
+
+    assert asyncio.run(scenario()) is State.QUEUED
+
+
+@pytest.mark.parametrize(
+    ("options", "args", "field"),
+    [
+        ({"delay": -1}, [1], "delay"),
+        ({"delay": "soon"}, [1], "delay"),
+        ({"priority": "urgent"}, [1], "priority"),
+        ({"queue": ""}, [1], "queue"),
+        ({"queue": "a b"}, [1], "queue"),
+        ({"max_attempts": 0}, [1], "max_attempts"),
+        ({"timeout": -5}, [1], "timeout"),
+        ({"run_at": dt.datetime(2030, 1, 1)}, [1], "run_at"),
+        ({"retry": {"exponent": -1}}, [1], "retry"),
+        ({"retry": {"bogus": 1}}, [1], "retry"),
+        ({}, [object()], "args"),
+        ({}, [math.nan], "args"),
+        ({}, [], "args"),
+        ({}, [1, 2], "args"),
+        ({"metadata": {"when": dt.date(2026, 1, 1)}}, [1], "metadata"),
+    ],
+)
+def test_bad_input_names_the_field_and_stores_nothing(
+    app: Conveyor, options: dict, args: list, field: str
+) -> None:
+    @app.task(name="one")
+    def one(n: object) -> None: ...
+
+    with pytest.raises(InvalidJob) as info:
+        one.with_options(**options).enqueue(*args)
+
+    assert info.value.field == field
+    assert field in str(info.value)
+    assert stored_count(app) == 0
+
+
+def test_unknown_options_are_refused(app: Conveyor) -> None:
+    @app.task(name="one")
+    def one() -> None: ...
+
+    with pytest.raises(InvalidJob, match="unknown option"):
+        one.with_options(queeu="x")
+
+
+@pytest.mark.parametrize("name", ["no_such_task", "no.such.module:func", "json:no_such_function"])
+def test_unknown_task_is_refused_at_the_call(app: Conveyor, name: str) -> None:
+    with pytest.raises(TaskNotFound) as info:
+        app.enqueue(name, 1)
+
+    assert info.value.field == "task"
+    assert stored_count(app) == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "mysql://localhost/x",
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite://host/x.db",
+        "sqlite:///x.db?synchronous=sometimes",
+        "sqlite:///x.db?bogus=1",
+    ],
+)
+def test_bad_urls_are_refused_at_construction(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONVEYOR_URL", raising=False)
+    with pytest.raises(ConfigError) as info:
+        Conveyor(url)
+
+    assert info.value.field.startswith("url")
+
+
+def test_url_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_URL", f"sqlite:///{tmp_path}/env.db")
+
+    app = Conveyor()
+
+    assert app.url.endswith("env.db")
+
+
+def test_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    app = Conveyor(f"sqlite:///{tmp_path}/missing/jobs.db")
+
+    @app.task(name="t")
+    def t() -> None: ...
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        t.enqueue()
+
+
+def test_unknown_job_id(app: Conveyor) -> None:
+    with pytest.raises(JobNotFound):
+        app.job("0190a1b2-0000-7000-8000-000000000000")
+
+
+def test_enqueue_middleware_sees_every_job(app: Conveyor) -> None:
+    @app.before_enqueue
+    def stamp(job):
+        job.metadata["stamped"] = True
+        return job
+
+    @app.task(name="t")
+    def t() -> None: ...
+
+    assert t.enqueue().job.metadata == {"stamped": True}

@@ -1,0 +1,131 @@
+"""Real worker processes on a real SQLite file: helpers to start, watch and stop them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conveyor import Conveyor
+
+TASKS = """
+import os, time
+from conveyor import Conveyor, current_context
+
+app = Conveyor(os.environ["CONVEYOR_URL"])
+RUNS = os.environ["RUNS_DIR"]
+
+
+def _mark(kind, value):
+    # One O_APPEND write per line is atomic, so processes can share a file.
+    fd = os.open(os.path.join(RUNS, f"{kind}-{os.getpid()}.txt"),
+                 os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.write(fd, f"{value}\\n".encode())
+    os.close(fd)
+
+
+@app.task(name="record")
+def record(i):
+    _mark("runs", i)
+    time.sleep(0.005)
+    return i
+
+
+@app.task(name="hang_once")
+def hang_once(seconds):
+    _mark("started", current_context().attempt)
+    if current_context().attempt == 1:
+        time.sleep(seconds)
+    return "done"
+
+
+@app.task(name="sleep")
+def sleep(seconds):
+    _mark("started", seconds)
+    time.sleep(seconds)
+    _mark("finished", seconds)
+    return seconds
+
+
+@app.task(name="always_fails", max_attempts=3, retry={"exponent": 1, "base": 0, "jitter": 0})
+def always_fails():
+    raise RuntimeError("this task always fails")
+"""
+
+
+class WorkerEnv:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.dir = tmp_path
+        self.runs = tmp_path / "runs"
+        self.runs.mkdir()
+        self.url = f"sqlite:///{tmp_path}/jobs.db"
+        (tmp_path / "e2e_tasks.py").write_text(textwrap.dedent(TASKS))
+        self.env = dict(
+            os.environ, CONVEYOR_URL=self.url, RUNS_DIR=str(self.runs), PYTHONPATH=str(tmp_path)
+        )
+        monkeypatch.setenv("RUNS_DIR", str(self.runs))
+        monkeypatch.setenv("CONVEYOR_URL", self.url)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        sys.modules.pop("e2e_tasks", None)
+        import e2e_tasks  # type: ignore[import-not-found]
+
+        self.tasks = e2e_tasks
+        self.app: Conveyor = e2e_tasks.app
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start_worker(self, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "worker", "-i", "e2e_tasks:app", "-v", *args],
+            cwd=self.dir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def lines(self, kind: str) -> list[str]:
+        out: list[str] = []
+        for path in self.runs.glob(f"{kind}-*.txt"):
+            out.extend(path.read_text().split())
+        return out
+
+    def files(self, kind: str) -> list[Path]:
+        return sorted(self.runs.glob(f"{kind}-*.txt"))
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.dir.glob("*.log")))
+
+    def wait_until(self, what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}\n--- worker logs ---\n{self.logs()}")
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture
+def worker_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerEnv]:
+    env = WorkerEnv(tmp_path, monkeypatch)
+    try:
+        yield env
+    finally:
+        env.stop_all()
+        env.app.close()
+        sys.modules.pop("e2e_tasks", None)

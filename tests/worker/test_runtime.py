@@ -1,0 +1,317 @@
+"""The worker runtime in-process, on a real SQLite file: outcomes, hooks, middleware,
+timeouts, cancellation, progress, multi-step resume."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor import (
+    Cancel,
+    Conveyor,
+    JobCancelled,
+    JobFailed,
+    Poison,
+    Retry,
+    State,
+    Step,
+    current_context,
+)
+from conveyor.job import Job, RetryPolicy, new_job_id
+from conveyor.worker.runtime import Worker, WorkerConfig
+
+FAST_RETRY = {"exponent": 0, "base": 0, "jitter": 0}  # retry after 1 s ** 0 = 1 s
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Conveyor:
+    return Conveyor(f"sqlite:///{tmp_path}/jobs.db")
+
+
+def run_with_worker(
+    app: Conveyor, scenario: Callable[[Worker], Awaitable[Any]], **config: Any
+) -> Any:
+    """Run ``scenario`` while a worker runs in the same loop; stop the worker after."""
+
+    async def main() -> Any:
+        worker = Worker(app, WorkerConfig(**{"lease": 2.0, "interval": 0.1, **config}))
+        running = asyncio.create_task(worker.run())
+        try:
+            return await asyncio.wait_for(scenario(worker), 30)
+        finally:
+            worker.request_stop()
+            await running
+            await app.aclose()
+
+    return asyncio.run(main())
+
+
+def test_result_of_a_sync_and_an_async_task(app: Conveyor) -> None:
+    @app.task(name="add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task(name="mul")
+    async def mul(a: int, b: int) -> int:
+        return a * b
+
+    async def scenario(worker: Worker) -> tuple[int, int]:
+        one = await add.enqueue_async(2, 3)
+        two = await mul.enqueue_async(2, 3)
+        return await one.wait_async(10), await two.wait_async(10)
+
+    assert run_with_worker(app, scenario) == (5, 6)
+
+
+def test_priority_then_fifo(app: Conveyor) -> None:
+    order: list[str] = []
+
+    @app.task(name="note")
+    def note(tag: str) -> None:
+        order.append(tag)
+
+    note.with_options(priority="low").enqueue("low")
+    note.enqueue("normal-1")
+    note.with_options(priority="high").enqueue("high")
+    note.enqueue("normal-2")
+    last = note.with_options(priority="bulk").enqueue("bulk")
+
+    run_with_worker(app, lambda w: last.wait_async(10), concurrency=1)
+    assert order == ["high", "normal-1", "normal-2", "low", "bulk"]
+
+
+def test_hooks_run_in_order(app: Conveyor) -> None:
+    events: list[str] = []
+
+    def hook(name: str) -> Callable[..., None]:
+        return lambda ctx, *rest: events.append(name)
+
+    @app.task(name="ok", before=hook("before"), after=hook("after"), success=hook("success"))
+    def ok() -> str:
+        events.append("run")
+        return "fine"
+
+    @app.task(
+        name="bad", max_attempts=2, retry=FAST_RETRY, error=hook("error"), failure=hook("failure")
+    )
+    def bad() -> None:
+        raise ValueError("bad")
+
+    async def scenario(worker: Worker) -> None:
+        await (await ok.enqueue_async()).wait_async(10)
+        with pytest.raises(JobFailed, match="ValueError: bad"):
+            await (await bad.enqueue_async()).wait_async(10)
+
+    run_with_worker(app, scenario)
+    assert events == ["before", "run", "after", "success", "error", "error", "failure"]
+
+
+def test_middleware_wraps_every_run_and_reporter_sees_failures(app: Conveyor) -> None:
+    seen: list[str] = []
+    reported: list[str] = []
+
+    @app.middleware
+    async def outer(ctx: Any, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        seen.append(f"outer>{ctx.job.task}")
+        result = await call_next()
+        seen.append("outer<")
+        return result
+
+    @app.middleware
+    async def inner(ctx: Any, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        seen.append("inner>")
+        return await call_next()
+
+    app.reporter = lambda exc, ctx: reported.append(str(exc))
+
+    @app.task(name="fine")
+    def fine() -> int:
+        return 1
+
+    @app.task(name="broken", max_attempts=1)
+    def broken() -> None:
+        raise KeyError("missing")
+
+    async def scenario(worker: Worker) -> None:
+        assert await (await fine.enqueue_async()).wait_async(10) == 1
+        with pytest.raises(JobFailed):
+            await (await broken.enqueue_async()).wait_async(10)
+
+    run_with_worker(app, scenario)
+    assert seen[:3] == ["outer>fine", "inner>", "outer<"]
+    assert reported == ["'missing'"]
+
+
+def test_retry_poison_and_cancel_raised_by_task_code(app: Conveyor) -> None:
+    @app.task(name="snooze")
+    def snooze() -> str:
+        if current_context().attempt < 3:
+            raise Retry(delay=0.1)
+        return f"attempt {current_context().attempt}"
+
+    @app.task(name="poison", max_attempts=10)
+    def poison() -> None:
+        raise Poison("bad input, do not retry")
+
+    @app.task(name="cancel")
+    def cancel() -> None:
+        raise Cancel("not needed any more")
+
+    async def scenario(worker: Worker) -> None:
+        assert await (await snooze.enqueue_async()).wait_async(10) == "attempt 3"
+        poisoned = await poison.enqueue_async()
+        with pytest.raises(JobFailed, match="do not retry"):
+            await poisoned.wait_async(10)
+        assert poisoned.job.attempts == 1
+        with pytest.raises(JobCancelled, match="not needed"):
+            await (await cancel.enqueue_async()).wait_async(10)
+
+    run_with_worker(app, scenario)
+
+
+def test_timeouts_async_and_thread(app: Conveyor) -> None:
+    @app.task(name="slow_async", timeout=0.2, max_attempts=1)
+    async def slow_async() -> None:
+        await asyncio.sleep(10)
+
+    @app.task(name="slow_sync", timeout=0.2, max_attempts=1)
+    def slow_sync() -> None:
+        time.sleep(1)
+
+    async def scenario(worker: Worker) -> None:
+        started = time.monotonic()
+        with pytest.raises(JobFailed, match="timed out after 0.2 s"):
+            await (await slow_async.enqueue_async()).wait_async(10)
+        with pytest.raises(JobFailed, match="timed out after 0.2 s"):
+            await (await slow_sync.enqueue_async()).wait_async(10)
+        assert time.monotonic() - started < 3
+
+    run_with_worker(app, scenario)
+
+
+def test_process_executor_runs_in_a_child_and_kills_it_at_the_timeout(app: Conveyor) -> None:
+    # Given tasks that run in a child process (resolved there by import path)
+    dumps = replace(app.get_task("json:dumps"), executor="process")
+    sleep = replace(app.get_task("time:sleep"), executor="process")
+    ok = dumps.enqueue([1, 2])
+    slow = sleep.with_options(timeout=0.5, max_attempts=1).enqueue(30)
+
+    async def scenario(worker: Worker) -> None:
+        # Then the result comes back from the child as JSON
+        assert await ok.wait_async(10) == "[1, 2]"
+        # And a child past its timeout is killed: the job fails at once
+        started = time.monotonic()
+        with pytest.raises(JobFailed, match="timed out after 0.5 s"):
+            await slow.wait_async(10)
+        assert time.monotonic() - started < 5
+
+    run_with_worker(app, scenario)
+
+
+def test_cancel_a_running_job(app: Conveyor) -> None:
+    started = asyncio.Event()
+
+    @app.task(name="forever")
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    async def scenario(worker: Worker) -> None:
+        handle = await forever.enqueue_async()
+        await started.wait()
+        assert await handle.cancel_async() is State.CANCELLING
+        t = time.monotonic()
+        with pytest.raises(JobCancelled):
+            await handle.wait_async(10)
+        assert time.monotonic() - t < 2.5
+
+    run_with_worker(app, scenario, lease=1.5)
+
+
+def test_progress_is_written_while_the_job_runs(app: Conveyor) -> None:
+    release = asyncio.Event()
+
+    @app.task(name="long")
+    async def long() -> str:
+        current_context().progress(3, 10, "resizing")
+        await release.wait()
+        return "ok"
+
+    async def scenario(worker: Worker) -> Any:
+        handle = await long.enqueue_async()
+        for _ in range(100):
+            await handle.refresh_async()
+            if handle.job.progress.completed == 3:
+                break
+            await asyncio.sleep(0.1)
+        release.set()
+        await handle.wait_async(10)
+        return handle.job.progress
+
+    progress = run_with_worker(app, scenario, lease=1.5)
+    assert (progress.completed, progress.total, progress.percent, progress.message) == (
+        3,
+        10,
+        30.0,
+        "resizing",
+    )
+
+
+def test_a_retry_resumes_at_the_failed_step(app: Conveyor) -> None:
+    calls: list[str] = []
+
+    @app.task(name="step_a")
+    def step_a() -> str:
+        calls.append("a")
+        return "a-done"
+
+    @app.task(name="step_b")
+    def step_b() -> str:
+        calls.append("b")
+        if calls.count("b") == 1:
+            raise RuntimeError("b failed once")
+        return "b-done"
+
+    job = Job(
+        id=new_job_id(),
+        queue="default",
+        max_attempts=3,
+        retry=RetryPolicy(**FAST_RETRY),
+        steps=[Step(name="a", task="step_a"), Step(name="b", task="step_b")],
+    )
+
+    async def scenario(worker: Worker) -> Any:
+        (handle,) = await app.enqueue_jobs_async([job])
+        result = await handle.wait_async(15)
+        return result, handle.job
+
+    result, done = run_with_worker(app, scenario)
+    assert result == "b-done"
+    assert calls == ["a", "b", "b"]
+    assert [s.result for s in done.steps] == ["a-done", "b-done"]
+    assert [s.attempts for s in done.steps] == [1, 2]
+    assert done.errors[0]["step"] == "b"
+
+
+def test_a_paused_queue_runs_nothing_until_resumed(app: Conveyor) -> None:
+    @app.task(name="q_task", queue="paused_q")
+    def q_task() -> int:
+        return 7
+
+    async def scenario(worker: Worker) -> int:
+        backend = await app.backend()
+        await backend.create_queue("paused_q")
+        await backend.pause_queue("paused_q")
+        handle = await q_task.enqueue_async()
+        await asyncio.sleep(0.5)
+        assert (await handle.refresh_async()).state is State.QUEUED
+        await backend.resume_queue("paused_q")
+        return await handle.wait_async(10)
+
+    assert run_with_worker(app, scenario, queues=["paused_q"]) == 7

@@ -1,0 +1,126 @@
+"""The worker end to end: real `conveyor worker` processes on a real SQLite file."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+import pytest
+
+from conveyor import State
+
+from .conftest import WorkerEnv
+
+pytestmark = pytest.mark.slow
+
+
+def test_2000_jobs_across_two_processes_each_run_exactly_once(worker_env: WorkerEnv) -> None:
+    # Given 2,000 jobs waiting
+    tasks = worker_env.tasks
+    handles = tasks.record.enqueue_many([[i] for i in range(2000)])
+    assert len(handles) == 2000
+
+    # When one worker with two processes drains them
+    proc = worker_env.start_worker("-c", "4", "--processes", "2")
+    worker_env.wait_until("2000 runs", lambda: len(worker_env.lines("runs")) >= 2000, 120)
+    worker_env.wait_until(
+        "2000 succeeded",
+        lambda: tasks.app.portal_call(_count(tasks.app, State.SUCCEEDED)) == 2000,
+    )
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+    # Then every job ran exactly once, and both processes took part
+    runs = Counter(worker_env.lines("runs"))
+    assert set(runs) == {str(i) for i in range(2000)}
+    assert max(runs.values()) == 1
+    assert len(worker_env.files("runs")) == 2
+
+
+def test_kill_9_mid_job_the_job_runs_again_after_its_lease(worker_env: WorkerEnv) -> None:
+    # Given a worker running a job that hangs on its first attempt
+    tasks = worker_env.tasks
+    handle = tasks.hang_once.enqueue(60)
+    first = worker_env.start_worker("--lease", "1.5")
+    worker_env.wait_until("first attempt started", lambda: worker_env.lines("started") == ["1"])
+
+    # When the worker is killed with SIGKILL and another worker starts
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert handle.refresh().state is State.RUNNING
+    worker_env.start_worker("--lease", "1.5")
+
+    # Then the job runs again once its lease has expired, and succeeds
+    assert handle.wait(timeout=30) == "done"
+    job = handle.job
+    assert job.attempts == 2
+    assert sorted(worker_env.lines("started")) == ["1", "2"]
+    assert any("lease expired" in e["message"] for e in job.errors)
+
+
+def test_sigterm_lets_running_jobs_finish(worker_env: WorkerEnv) -> None:
+    # Given a worker running a 1-second job
+    tasks = worker_env.tasks
+    handle = tasks.sleep.enqueue(1.0)
+    proc = worker_env.start_worker("--shutdown-timeout", "10")
+    worker_env.wait_until("job started", lambda: len(worker_env.lines("started")) == 1)
+
+    # When it gets SIGTERM
+    proc.send_signal(signal.SIGTERM)
+
+    # Then it finishes the job, then exits cleanly
+    assert proc.wait(30) == 0
+    assert handle.refresh().state is State.SUCCEEDED
+    assert worker_env.lines("finished") == ["1.0"]
+    assert tasks.app.portal_call(_workers(tasks.app)) == []
+
+
+def test_sigterm_past_the_grace_period_releases_the_job_without_spending_an_attempt(
+    worker_env: WorkerEnv,
+) -> None:
+    # Given a worker running a job that takes far longer than the grace period
+    tasks = worker_env.tasks
+    handle = tasks.sleep.enqueue(3.0)
+    proc = worker_env.start_worker("--shutdown-timeout", "0.3")
+    worker_env.wait_until("job started", lambda: len(worker_env.lines("started")) == 1)
+
+    # When it gets SIGTERM
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+    # Then the job is back in the queue, attempt not counted, and another worker runs it
+    job = handle.refresh().job
+    assert job.state is State.QUEUED
+    assert job.attempts == 0
+    worker_env.start_worker()
+    assert handle.wait(timeout=30) == 3.0
+
+
+def test_a_job_that_always_raises_ends_poisoned_with_its_error_history(
+    worker_env: WorkerEnv,
+) -> None:
+    # Given a task that always raises, with 3 attempts and 1 s, 2 s backoff
+    tasks = worker_env.tasks
+    handle = tasks.always_fails.enqueue()
+    worker_env.start_worker("--interval", "0.2")
+
+    # When the worker has tried it max_attempts times
+    worker_env.wait_until("poisoned", lambda: handle.refresh().state is State.POISONED, 30)
+
+    # Then every attempt is in its error history, with the traceback
+    job = handle.job
+    assert job.attempts == 3
+    assert [e["attempt"] for e in job.errors] == [1, 2, 3]
+    assert all("this task always fails" in e["message"] for e in job.errors)
+    assert "RuntimeError" in job.errors[-1]["traceback"]
+
+
+async def _count(app, state: State) -> int:
+    backend = await app.backend()
+    return (await backend.stats()).counts[state.value]
+
+
+async def _workers(app) -> list:
+    backend = await app.backend()
+    return await backend.list_workers()
