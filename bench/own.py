@@ -32,7 +32,7 @@ sys.path.insert(0, HERE)
 from conveyor import Conveyor, Outcome  # noqa: E402
 from conveyor.backends.sqlite import SQLiteBackend  # noqa: E402
 
-TASKS_MODULE = '''
+TASKS_MODULE = """
 from conveyor import Conveyor
 import os
 app = Conveyor(os.environ["CONVEYOR_URL"])
@@ -40,7 +40,7 @@ app = Conveyor(os.environ["CONVEYOR_URL"])
 @app.task(name="noop")
 async def noop(i):
     return None
-'''
+"""
 
 WORKER_FLAGS = ["-q", "default", "-c", "50", "--fetch", "100", "--processes", "2"]
 
@@ -76,11 +76,15 @@ def w2n(folder: str, n: int) -> dict[str, float]:
     path = url.removeprefix("sqlite:///")
     conveyor_bin = os.path.join(os.path.dirname(sys.executable), "conveyor")
     env = dict(os.environ, CONVEYOR_URL=url, PYTHONPATH=folder)
-    log = open(os.path.join(folder, "w2n-worker.log"), "w")
+    log = open(os.path.join(folder, "w2n-worker.log"), "w")  # noqa: SIM115 - the worker's
     t_spawn = time.perf_counter()
     proc = subprocess.Popen(
         [conveyor_bin, "worker", "-i", "w2n_tasks:app", *WORKER_FLAGS],
-        cwd=folder, env=env, stdout=log, stderr=log, start_new_session=True,
+        cwd=folder,
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
     )
     try:
         while processed(path) < n:
@@ -153,9 +157,14 @@ def main() -> int:
             key = "jobs_per_s" if workload == "W2n" else "ratio"
             values = [r[key] for r in runs]
             line = {
-                "peer": "conveyor_sqlite", "backend": "sqlite", "workload": workload,
-                "date": date, "status": "ok", "runs": runs,
-                key: statistics.median(values), f"{key}_min": min(values),
+                "peer": "conveyor_sqlite",
+                "backend": "sqlite",
+                "workload": workload,
+                "date": date,
+                "status": "ok",
+                "runs": runs,
+                key: statistics.median(values),
+                f"{key}_min": min(values),
                 f"{key}_max": max(values),
             }
             if workload == "W2n":

@@ -14,6 +14,7 @@ Worker:    ``conveyor worker -i conveyor_sqlite_adapter -q default -c 50
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from peers import common
@@ -55,10 +56,8 @@ class Adapter(common.Adapter):
 
     def reset(self):
         for suffix in ("", "-wal", "-shm", "-journal"):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(DB_PATH + suffix)
-            except FileNotFoundError:
-                pass
 
     def enqueue(self, task, arg):
         TASKS[task].enqueue(arg)
@@ -71,7 +70,16 @@ class Adapter(common.Adapter):
 
     def worker_argv(self):
         return [
-            common.venv_bin("conveyor"), "worker",
-            "-i", "conveyor_sqlite_adapter:app",
-            "-q", "default", "-c", "50", "--fetch", "100", "--processes", "2",
+            common.venv_bin("conveyor"),
+            "worker",
+            "-i",
+            "conveyor_sqlite_adapter:app",
+            "-q",
+            "default",
+            "-c",
+            "50",
+            "--fetch",
+            "100",
+            "--processes",
+            "2",
         ]

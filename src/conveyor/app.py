@@ -147,8 +147,13 @@ class Conveyor:
             before, after, success, error, failure: hooks; ``failure`` runs when
                 the job is poisoned, ``error`` after every failed attempt.
         """
-        hooks = {"before": before, "after": after, "success": success, "error": error,
-                 "failure": failure}
+        hooks = {
+            "before": before,
+            "after": after,
+            "success": success,
+            "error": error,
+            "failure": failure,
+        }
 
         def register(func: F) -> Task:
             try:
@@ -228,7 +233,9 @@ class Conveyor:
         return mw
 
     # -- enqueue ------------------------------------------------------------------
-    def enqueue(self, task: str | Task | Callable[..., Any], *args: Any, **kwargs: Any) -> JobHandle:
+    def enqueue(
+        self, task: str | Task | Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> JobHandle:
         """Enqueue a call of a task given by name, function or import path
         (``app.enqueue("billing.jobs:charge", 42)``: Delayed::Job's ``send_later``)."""
         return self.get_task(task).enqueue(*args, **kwargs)
@@ -323,4 +330,3 @@ def _policy(retry: RetryPolicy | dict[str, Any] | None) -> RetryPolicy:
     if isinstance(retry, RetryPolicy):
         return retry
     return RetryPolicy.from_dict(retry)
-

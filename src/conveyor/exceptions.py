@@ -28,7 +28,7 @@ class ConveyorError(Exception):
     """Root of every error raised by conveyor."""
 
 
-class InvalidJob(ConveyorError, ValueError):  # noqa: N818 - domain word, like httpx's InvalidURL
+class InvalidJob(ConveyorError, ValueError):
     """Bad input to an enqueue or admin call. ``field`` names what was wrong."""
 
     def __init__(self, field: str, problem: str) -> None:
@@ -46,7 +46,7 @@ class ConfigError(ConveyorError, ValueError):
         super().__init__(f"{field}: {problem}")
 
 
-class TaskNotFound(InvalidJob):  # noqa: N818
+class TaskNotFound(InvalidJob):
     """No task of that name is registered and none can be imported from that path."""
 
     def __init__(self, name: str, problem: str | None = None) -> None:
@@ -54,7 +54,7 @@ class TaskNotFound(InvalidJob):  # noqa: N818
         super().__init__("task", problem or f"unknown task {name!r}")
 
 
-class JobNotFound(ConveyorError, LookupError):  # noqa: N818
+class JobNotFound(ConveyorError, LookupError):
     """No job with that id (or not visible to the caller)."""
 
     def __init__(self, job_id: str) -> None:
@@ -62,7 +62,7 @@ class JobNotFound(ConveyorError, LookupError):  # noqa: N818
         super().__init__(f"job {job_id!r} not found")
 
 
-class QueueNotFound(ConveyorError, LookupError):  # noqa: N818
+class QueueNotFound(ConveyorError, LookupError):
     """No queue with that name."""
 
     def __init__(self, queue: str) -> None:
@@ -80,7 +80,7 @@ class JobStateError(ConveyorError):
         super().__init__(f"job {job_id!r} is {state}: cannot {action}")
 
 
-class BackendUnavailable(ConveyorError):  # noqa: N818
+class BackendUnavailable(ConveyorError):
     """The store did not answer or refused the operation."""
 
 
@@ -105,7 +105,7 @@ class JobTimeout(ConveyorError, TimeoutError):
 # ---------------------------------------------------------------------------
 # Raised by task code.
 # ---------------------------------------------------------------------------
-class TaskControl(Exception):  # noqa: N818
+class TaskControl(Exception):
     """Base of the instructions task code raises to steer its job."""
 
 

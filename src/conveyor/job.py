@@ -112,7 +112,7 @@ class RetryPolicy:
         if self.jitter:
             spread = raw * self.jitter
             raw += (rng or random).uniform(-spread, spread)
-        return max(raw, 0.0)
+        return float(max(raw, 0.0))
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)

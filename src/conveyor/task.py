@@ -135,7 +135,9 @@ class Task:
 
     # -- hooks -------------------------------------------------------------------
     def on(self, event: str) -> Callable[[Hook], Hook]:
-        """Decorator: ``@task.on("success")`` adds a hook (before, after, success, error, failure)."""
+        """Decorator: ``@task.on("success")`` adds a hook.
+
+        Events: before, after, success, error, failure."""
         if event not in HOOK_NAMES:
             raise ValueError(f"event: expected one of {HOOK_NAMES}, got {event!r}")
 
@@ -228,7 +230,9 @@ def build_job(
         retry = _retry_policy(call.retry)
     timeout = call.timeout if call.timeout is not None else defaults.timeout
     _check_timeout(timeout)
-    if call.unique_key is not None and (not isinstance(call.unique_key, str) or not call.unique_key):
+    if call.unique_key is not None and (
+        not isinstance(call.unique_key, str) or not call.unique_key
+    ):
         raise InvalidJob("unique_key", f"must be a non-empty string, got {call.unique_key!r}")
     metadata = dict(call.metadata or {})
     args_list = list(args)
@@ -323,19 +327,24 @@ def import_callable(path: str) -> Callable[..., Any]:
     """``pkg.mod:func`` (or ``pkg.mod:Class.method``) → the callable; TaskNotFound otherwise."""
     module_name, sep, attr_path = path.partition(":")
     if not sep or not module_name or not attr_path:
-        raise TaskNotFound(path, f"unknown task {path!r} (not registered; not an import path "
-                           "of the form 'package.module:function')")
+        raise TaskNotFound(
+            path,
+            f"unknown task {path!r} (not registered; not an import path "
+            "of the form 'package.module:function')",
+        )
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise TaskNotFound(path, f"cannot import module {module_name!r} for task {path!r}: "
-                           f"{exc}") from None
+        raise TaskNotFound(
+            path, f"cannot import module {module_name!r} for task {path!r}: {exc}"
+        ) from None
     for part in attr_path.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise TaskNotFound(path, f"module {module_name!r} has no {attr_path!r} "
-                               f"(task {path!r})") from None
+            raise TaskNotFound(
+                path, f"module {module_name!r} has no {attr_path!r} (task {path!r})"
+            ) from None
     if isinstance(target, Task):
         return target.fn
     if not callable(target):

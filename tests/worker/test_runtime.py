@@ -186,9 +186,9 @@ def test_timeouts_async_and_thread(app: Conveyor) -> None:
 
     async def scenario(worker: Worker) -> None:
         started = time.monotonic()
-        with pytest.raises(JobFailed, match="timed out after 0.2 s"):
+        with pytest.raises(JobFailed, match=r"timed out after 0\.2 s"):
             await (await slow_async.enqueue_async()).wait_async(10)
-        with pytest.raises(JobFailed, match="timed out after 0.2 s"):
+        with pytest.raises(JobFailed, match=r"timed out after 0\.2 s"):
             await (await slow_sync.enqueue_async()).wait_async(10)
         assert time.monotonic() - started < 3
 
@@ -207,7 +207,7 @@ def test_process_executor_runs_in_a_child_and_kills_it_at_the_timeout(app: Conve
         assert await ok.wait_async(10) == "[1, 2]"
         # And a child past its timeout is killed: the job fails at once
         started = time.monotonic()
-        with pytest.raises(JobFailed, match="timed out after 0.5 s"):
+        with pytest.raises(JobFailed, match=r"timed out after 0\.5 s"):
             await slow.wait_async(10)
         assert time.monotonic() - started < 5
 

@@ -24,7 +24,8 @@ def create_backend(url: str) -> Backend:
     if target is None:
         raise ConfigError(
             "url",
-            f"unsupported scheme {scheme!r} in {_redact(url)!r}; supported: {', '.join(sorted(BACKENDS))}",
+            f"unsupported scheme {scheme!r} in {_redact(url)!r}; "
+            f"supported: {', '.join(sorted(BACKENDS))}",
         )
     module_name, _, class_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from conveyor.backends.base import (
@@ -117,8 +117,9 @@ class SQLiteBackend(Backend):
         self.poll_interval = _float_option(options, "poll", 0.002, url)
         if options:
             raise ConfigError(
-                "url", f"unknown option(s) {sorted(options)} in {url!r}; known: "
-                "synchronous, busy_timeout, poll"
+                "url",
+                f"unknown option(s) {sorted(options)} in {url!r}; known: "
+                "synchronous, busy_timeout, poll",
             )
         self._conn: sqlite3.Connection | None = None
         self._watch_conn: sqlite3.Connection | None = None
@@ -194,7 +195,9 @@ class SQLiteBackend(Backend):
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise BackendUnavailable(f"cannot migrate SQLite database {self.path!r}: {exc}") from exc
+            raise BackendUnavailable(
+                f"cannot migrate SQLite database {self.path!r}: {exc}"
+            ) from exc
 
     async def open(self) -> None:
         if self._executor is None:
@@ -229,6 +232,10 @@ class SQLiteBackend(Backend):
                 raise
             except sqlite3.Error as exc:
                 raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
+
+    async def _transact(self, fn: Callable[[sqlite3.Connection, float], T]) -> T:
+        """``fn(conn, now)`` in one write transaction on the backend's thread."""
+        return cast(T, await self._run(self._write, fn))
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -353,7 +360,7 @@ class SQLiteBackend(Backend):
                 lost=[i for i in ids if i not in held],
             )
 
-        return await self._run(self._write, extend)
+        return await self._transact(extend)
 
     async def save(self, job: Job) -> bool:
         def save(conn: sqlite3.Connection, now: float) -> bool:
@@ -374,12 +381,12 @@ class SQLiteBackend(Backend):
                 job.updated_at = now
             return bool(changed)
 
-        return await self._run(self._write, save)
+        return await self._transact(save)
 
     async def finish(self, items: Sequence[tuple[Job, Outcome]]) -> list[bool]:
         if not items:
             return []
-        return await self._run(self._write, lambda conn, now: _finish(conn, now, items))
+        return await self._transact(lambda conn, now: _finish(conn, now, items))
 
     async def release(self, jobs: Sequence[Job]) -> int:
         def release(conn: sqlite3.Connection, now: float) -> int:
@@ -399,7 +406,7 @@ class SQLiteBackend(Backend):
                 ).rowcount
             return count
 
-        return await self._run(self._write, release) if jobs else 0
+        return await self._transact(release) if jobs else 0
 
     async def get(self, job_id: str) -> Job:
         return await self._run(self._get, job_id)
@@ -454,7 +461,7 @@ class SQLiteBackend(Backend):
                 conn.execute(Q["cancel_running"], {"id": job_id, "now": now})
             return self._get(job_id)
 
-        return await self._run(self._write, cancel)
+        return await self._transact(cancel)
 
     async def delete(self, job_id: str) -> bool:
         def delete(conn: sqlite3.Connection, now: float) -> bool:
@@ -465,7 +472,7 @@ class SQLiteBackend(Backend):
                 raise JobStateError(job_id, row[0], "delete a running job (cancel it first)")
             return False
 
-        return await self._run(self._write, delete)
+        return await self._transact(delete)
 
     async def retry(self, job_id: str) -> Job:
         def retry(conn: sqlite3.Connection, now: float) -> Job:
@@ -475,7 +482,7 @@ class SQLiteBackend(Backend):
             self._retry_one(conn, now, job)
             return self._get(job_id)
 
-        return await self._run(self._write, retry)
+        return await self._transact(retry)
 
     def _retry_one(self, conn: sqlite3.Connection, now: float, job: Job) -> None:
         for step in job.steps[job.current_step :]:
@@ -488,8 +495,9 @@ class SQLiteBackend(Backend):
             )
         except sqlite3.IntegrityError:
             raise JobStateError(
-                job.id, job.state.value, f"retry: unique key {job.unique_key!r} is held by "
-                "another active job"
+                job.id,
+                job.state.value,
+                f"retry: unique key {job.unique_key!r} is held by another active job",
             ) from None
 
     async def retry_all(self, filter: JobFilter) -> int:
@@ -502,13 +510,16 @@ class SQLiteBackend(Backend):
         cursor: str | None = None
         while True:
             page = await self.list_jobs(
-                JobFilter(states=states, queue=filter.queue, task=filter.task,
-                          tenant=filter.tenant),
+                JobFilter(
+                    states=states, queue=filter.queue, task=filter.task, tenant=filter.tenant
+                ),
                 cursor,
                 500,
             )
 
-            def retry_page(conn: sqlite3.Connection, now: float, jobs: list[Job] = page.jobs) -> int:
+            def retry_page(
+                conn: sqlite3.Connection, now: float, jobs: list[Job] = page.jobs
+            ) -> int:
                 done = 0
                 for job in jobs:
                     try:
@@ -518,7 +529,7 @@ class SQLiteBackend(Backend):
                         continue
                 return done
 
-            count += await self._run(self._write, retry_page)
+            count += await self._transact(retry_page)
             if page.next_cursor is None:
                 return count
             cursor = page.next_cursor
@@ -561,17 +572,16 @@ class SQLiteBackend(Backend):
                     recovered.append(_row_to_job(conn.execute(Q["get_job"], (job.id,)).fetchone()))
             return recovered
 
-        return await self._run(self._write, recover)
+        return await self._transact(recover)
 
     async def prune(self, before: float, states: Sequence[State] | None = None) -> int:
         wanted = [s.value for s in (states or FINAL_STATES) if s in FINAL_STATES]
         total = 0
         while True:
-            deleted = await self._run(
-                self._write,
-                lambda conn, now: conn.execute(
-                    Q["prune_finished"], (before, _dumps(wanted))
-                ).rowcount,
+            deleted: int = await self._transact(
+                lambda conn, now: (
+                    conn.execute(Q["prune_finished"], (before, _dumps(wanted))).rowcount
+                ),
             )
             total += deleted
             if deleted == 0:
@@ -579,7 +589,7 @@ class SQLiteBackend(Backend):
 
     # -- queues -------------------------------------------------------------------
     async def create_queue(self, name: str) -> None:
-        await self._run(self._write, lambda conn, now: conn.execute(Q["ensure_queue"], (name, now)))
+        await self._transact(lambda conn, now: conn.execute(Q["ensure_queue"], (name, now)))
 
     def _require_queue(self, conn: sqlite3.Connection, name: str) -> None:
         if conn.execute(Q["queue_exists"], (name,)).fetchone() is None:
@@ -590,7 +600,7 @@ class SQLiteBackend(Backend):
             self._require_queue(conn, name)
             conn.execute(Q["set_queue_paused"], (int(paused), name))
 
-        await self._run(self._write, set_paused)
+        await self._transact(set_paused)
 
     async def pause_queue(self, name: str) -> None:
         await self._set_paused(name, True)
@@ -603,7 +613,7 @@ class SQLiteBackend(Backend):
             self._require_queue(conn, name)
             return int(conn.execute(Q["empty_queue"], (name,)).rowcount)
 
-        return await self._run(self._write, empty)
+        return await self._transact(empty)
 
     async def drop_queue(self, name: str) -> int:
         def drop(conn: sqlite3.Connection, now: float) -> int:
@@ -612,7 +622,7 @@ class SQLiteBackend(Backend):
             conn.execute(Q["drop_queue"], (name,))
             return deleted
 
-        return await self._run(self._write, drop)
+        return await self._transact(drop)
 
     async def list_queues(self) -> list[QueueInfo]:
         def queues() -> list[QueueInfo]:
@@ -621,8 +631,9 @@ class SQLiteBackend(Backend):
             for queue, state, n in conn.execute(Q["count_by_queue_state"]):
                 counts.setdefault(queue, dict.fromkeys(_ALL_STATES, 0))[state] = n
             return [
-                QueueInfo(name, bool(paused), counts.get(name, dict.fromkeys(_ALL_STATES, 0)),
-                          created_at)
+                QueueInfo(
+                    name, bool(paused), counts.get(name, dict.fromkeys(_ALL_STATES, 0)), created_at
+                )
                 for name, paused, created_at in conn.execute(Q["list_queues"])
             ]
 
@@ -651,17 +662,26 @@ class SQLiteBackend(Backend):
             worker.heartbeat_at = now
             worker.started_at = worker.started_at or now
 
-        await self._run(self._write, beat)
+        await self._transact(beat)
 
     async def unregister_worker(self, worker_id: str) -> None:
-        await self._run(self._write, lambda conn, now: conn.execute(Q["delete_worker"], (worker_id,)))
+        await self._run(
+            self._write, lambda conn, now: conn.execute(Q["delete_worker"], (worker_id,))
+        )
 
     async def list_workers(self) -> list[WorkerInfo]:
         def workers() -> list[WorkerInfo]:
             return [
                 WorkerInfo(
-                    id=r[0], host=r[1], pid=r[2], queues=_loads(r[3]), concurrency=r[4],
-                    started_at=r[5], heartbeat_at=r[6], processed=r[7], failed=r[8],
+                    id=r[0],
+                    host=r[1],
+                    pid=r[2],
+                    queues=_loads(r[3]),
+                    concurrency=r[4],
+                    started_at=r[5],
+                    heartbeat_at=r[6],
+                    processed=r[7],
+                    failed=r[8],
                     running=_loads(r[9]),
                 )
                 for r in self._db().execute(Q["list_workers"])

@@ -31,7 +31,7 @@ logger = logging.getLogger("conveyor.worker")
 Endpoint = Callable[[TaskContext], Awaitable[Any]]
 
 
-class StepTimeout(Exception):  # noqa: N818 - it is the error message users see
+class StepTimeout(Exception):
     """The job ran past its timeout."""
 
 
@@ -116,7 +116,9 @@ class Executor:
 
     async def _run_step(self, ctx: TaskContext, step: Step) -> Any:
         if step.kind != "task":
-            raise Poison(f"step {step.name!r}: {step.kind!r} steps are not supported by this worker")
+            raise Poison(
+                f"step {step.name!r}: {step.kind!r} steps are not supported by this worker"
+            )
         task = self._task(step.task or "")
         await self._hooks(ctx, "before")
         try:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 
-class ChildFailed(Exception):  # noqa: N818 - surfaces as the step's error type
+class ChildFailed(Exception):
     """The task raised in its child process (the message carries its traceback)."""
 
 
@@ -34,7 +34,9 @@ class ProcessRunner:
         ).encode()
         env = dict(os.environ, CONVEYOR_URL=self.url)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "conveyor.worker.processes",
+            sys.executable,
+            "-m",
+            "conveyor.worker.processes",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

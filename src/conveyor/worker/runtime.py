@@ -14,6 +14,7 @@ worker loudly.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -108,8 +109,9 @@ class Worker:
         """First call: graceful (finish or release); second call: now."""
         if self._stopping.is_set():
             self._stop_now = True
-            logger.warning("second stop request: cancelling %d running job(s) now",
-                           len(self._running))
+            logger.warning(
+                "second stop request: cancelling %d running job(s) now", len(self._running)
+            )
             for running in self._running.values():
                 running.task.cancel()
         self._stopping.set()
@@ -131,8 +133,12 @@ class Worker:
         await backend.register_worker(self.info)
         logger.info(
             "worker %s started: queues=%s concurrency=%d fetch=%d lease=%gs store=%s",
-            self.id, ",".join(self.config.queues), self.config.concurrency, self._fetch,
-            self.config.lease, backend.url,
+            self.id,
+            ",".join(self.config.queues),
+            self.config.concurrency,
+            self._fetch,
+            self.config.lease,
+            backend.url,
         )
         keeper = asyncio.create_task(self._keep_leases(backend), name="conveyor-leases")
         try:
@@ -162,8 +168,13 @@ class Worker:
             if max_jobs is not None:
                 limit = min(limit, max_jobs - self._started_jobs)
             jobs = await backend.claim(self.config.queues, self.id, limit, self.config.lease)
-            logger.debug("claimed %d of %d from %s (%d running)", len(jobs), limit,
-                         ",".join(self.config.queues), len(self._running))
+            logger.debug(
+                "claimed %d of %d from %s (%d running)",
+                len(jobs),
+                limit,
+                ",".join(self.config.queues),
+                len(self._running),
+            )
             for job in jobs:
                 self._start(job)
             if not jobs:
@@ -186,9 +197,8 @@ class Worker:
         task = asyncio.create_task(self.executor.run(job, ctx), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, ctx, task, time.monotonic())
         self._started_jobs += 1
-        logger.info("start %s %s (attempt %d/%d)", job.id, job.task, job.attempts,
-                    job.max_attempts)
-        task.add_done_callback(lambda t, job_id=job.id: self._done(job_id, t))
+        logger.info("start %s %s (attempt %d/%d)", job.id, job.task, job.attempts, job.max_attempts)
+        task.add_done_callback(functools.partial(self._done, job.id))
 
     def _done(self, job_id: str, task: asyncio.Task[Outcome]) -> None:
         running = self._running.pop(job_id)
@@ -208,8 +218,14 @@ class Worker:
         self.info.processed += 1
         if outcome.kind in ("retry", "poisoned"):
             self.info.failed += 1
-        logger.info("%s %s %s in %.3fs%s", outcome.kind, job_id, running.job.task, elapsed,
-                    f": {outcome.error['message']}" if outcome.error else "")
+        logger.info(
+            "%s %s %s in %.3fs%s",
+            outcome.kind,
+            job_id,
+            running.job.task,
+            elapsed,
+            f": {outcome.error['message']}" if outcome.error else "",
+        )
         self._outcomes.append((running.job, outcome))
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush())
@@ -257,8 +273,7 @@ class Worker:
                 next_recover = time.monotonic() + recover_every
                 recovered = await backend.recover_expired()
                 for job in recovered:
-                    logger.warning("recovered job %s from a lost worker: now %s", job.id,
-                                   job.state)
+                    logger.warning("recovered job %s from a lost worker: now %s", job.id, job.state)
 
     def _cancel_job(self, job_id: str, why: str) -> None:
         running = self._running.get(job_id)
@@ -271,8 +286,11 @@ class Worker:
     async def _shutdown(self, backend: Backend) -> None:
         pending = [r.task for r in self._running.values()]
         if pending and not self._stop_now:
-            logger.info("stopping: waiting up to %gs for %d running job(s)",
-                        self.config.shutdown_timeout, len(pending))
+            logger.info(
+                "stopping: waiting up to %gs for %d running job(s)",
+                self.config.shutdown_timeout,
+                len(pending),
+            )
             await asyncio.wait(pending, timeout=self.config.shutdown_timeout or None)
         leftover = [r.task for r in self._running.values()]
         for task in leftover:

@@ -36,9 +36,13 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stop_count += 1
-        logger.info("supervisor: %s (%d): stopping %d worker process(es)%s",
-                    signal.Signals(signum).name, self._stop_count, len(self.children),
-                    " now" if self._stop_count > 1 else "")
+        logger.info(
+            "supervisor: %s (%d): stopping %d worker process(es)%s",
+            signal.Signals(signum).name,
+            self._stop_count,
+            len(self.children),
+            " now" if self._stop_count > 1 else "",
+        )
         for child in self.children.values():
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -84,8 +88,12 @@ class Supervisor:
             crashes = self._crashes.get(slot, 0) + 1
             self._crashes[slot] = crashes
             delay = min(0.5 * 2 ** (crashes - 1), 30.0)
-            logger.error("supervisor: worker process %d died (exit %d); restarting in %.1fs",
-                         pid, child.returncode, delay)
+            logger.error(
+                "supervisor: worker process %d died (exit %d); restarting in %.1fs",
+                pid,
+                child.returncode,
+                delay,
+            )
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline and not self._stop_count:
                 time.sleep(0.05)
