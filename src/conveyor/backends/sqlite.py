@@ -308,12 +308,7 @@ class SQLiteBackend(Backend):
         # A read first: when nothing is ready, no write lock is taken, so idle
         # workers polling the file do not queue up behind each other's writes.
         now = time.time()
-        probe = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND queue IN "
-            "(SELECT value FROM json_each(?))) OR EXISTS (SELECT 1 FROM jobs WHERE state "
-            "IN ('scheduled', 'retrying') AND run_at <= ?)",
-            (_dumps(queues), now),
-        ).fetchone()
+        probe = conn.execute(Q["ready_probe"], {"queues": _dumps(queues), "now": now}).fetchone()
         if not probe[0]:
             return []
 

@@ -17,9 +17,18 @@ SELECT * FROM jobs
 WHERE unique_key = ?
   AND state IN ('scheduled', 'queued', 'running', 'retrying', 'cancelling');
 
+-- INDEXED BY pins the partial indexes: without statistics the planner would
+-- rather walk jobs_state, whose cost grows with the number of such jobs.
+
 -- name: promote_due
-UPDATE jobs SET state = 'queued', version = version + 1, updated_at = :now
+UPDATE jobs INDEXED BY jobs_due SET state = 'queued', version = version + 1, updated_at = :now
 WHERE state IN ('scheduled', 'retrying') AND run_at <= :now;
+
+-- name: ready_probe
+SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_ready
+               WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues)))
+    OR EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_due
+               WHERE state IN ('scheduled', 'retrying') AND run_at <= :now);
 
 -- name: paused_queues
 SELECT name FROM queues WHERE paused = 1 AND name IN (SELECT value FROM json_each(?));
@@ -28,7 +37,7 @@ SELECT name FROM queues WHERE paused = 1 AND name IN (SELECT value FROM json_eac
 UPDATE jobs
 SET state = 'running', attempts = attempts + 1, worker_id = :worker, lease_until = :lease_until,
     started_at = coalesce(started_at, :now), version = version + 1, updated_at = :now
-WHERE id IN (SELECT id FROM jobs
+WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_ready
              WHERE queue = :queue AND state = 'queued'
              ORDER BY priority, run_at, id
              LIMIT :limit)
@@ -93,7 +102,7 @@ SET state = 'queued', attempts = 0, run_at = :now, steps = :steps, finished_at =
 WHERE id = :id AND state IN ('poisoned', 'cancelled');
 
 -- name: expired_leases
-SELECT * FROM jobs
+SELECT * FROM jobs INDEXED BY jobs_leases
 WHERE state IN ('running', 'cancelling') AND lease_until < ?
 ORDER BY lease_until
 LIMIT 500;
@@ -107,7 +116,7 @@ WHERE id = :id AND worker_id = :worker AND attempts = :attempts
 
 -- name: prune_finished
 DELETE FROM jobs
-WHERE id IN (SELECT id FROM jobs
+WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_finished
              WHERE state IN ('succeeded', 'poisoned', 'cancelled') AND finished_at < ?
                AND state IN (SELECT value FROM json_each(?))
              LIMIT 5000);

@@ -1,0 +1,61 @@
+"""The SQLite hot paths use indexes that match them, so their cost does not grow with the
+number of waiting or finished jobs (the Delayed::Job 10k+ problem)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conveyor.backends.sqlite import Q, SQLiteBackend
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> sqlite3.Connection:
+    backend = SQLiteBackend(f"sqlite:///{tmp_path}/plans.db")
+    asyncio.run(backend.open())
+    asyncio.run(backend.close())
+    return sqlite3.connect(tmp_path / "plans.db")
+
+
+def plan(conn: sqlite3.Connection, sql: str, params: object) -> str:
+    rows = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+    return "\n".join(row[-1] for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("query", "params", "index"),
+    [
+        (
+            "claim_queue",
+            {"worker": "w", "lease_until": 1.0, "now": 1.0, "queue": "q", "limit": 10},
+            "jobs_ready",
+        ),
+        ("promote_due", {"now": 1.0}, "jobs_due"),
+        ("ready_probe", {"queues": '["q"]', "now": 1.0}, "jobs_ready"),
+        ("ready_probe", {"queues": '["q"]', "now": 1.0}, "jobs_due"),
+        ("expired_leases", (1.0,), "jobs_leases"),
+        ("active_by_unique_key", ("k",), "jobs_unique_key"),
+        ("prune_finished", (1.0, '["succeeded"]'), "jobs_finished"),
+    ],
+)
+def test_hot_queries_search_their_index(
+    conn: sqlite3.Connection, query: str, params: object, index: str
+) -> None:
+    text = plan(conn, Q[query], params)
+
+    assert index in text
+    assert "SCAN jobs" not in text.replace(f"SCAN jobs USING INDEX {index}", "")
+
+
+def test_claim_reads_the_ready_index_in_order_without_sorting(conn: sqlite3.Connection) -> None:
+    text = plan(
+        conn,
+        Q["claim_queue"],
+        {"worker": "w", "lease_until": 1.0, "now": 1.0, "queue": "q", "limit": 10},
+    )
+
+    assert "SEARCH jobs USING INDEX jobs_ready (queue=?)" in text
+    assert "TEMP B-TREE" not in text
