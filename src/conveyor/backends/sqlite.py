@@ -562,8 +562,9 @@ class SQLiteBackend(Backend):
                     },
                 ).rowcount
                 if changed:
-                    if state is State.POISONED:
-                        conn.execute(Q["add_counter"], (1, "failed"))
+                    # The lost run counts as worked and failed, as a raising task would.
+                    conn.execute(Q["add_counter"], (1, "processed"))
+                    conn.execute(Q["add_counter"], (1, "failed"))
                     recovered.append(_row_to_job(conn.execute(Q["get_job"], (job.id,)).fetchone()))
             return recovered
 

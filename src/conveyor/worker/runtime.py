@@ -204,7 +204,11 @@ class Worker:
         running = self._running.pop(job_id)
         self._slot_freed.set()
         if task.cancelled():
-            self._to_release.append(running.job)  # shutdown: given back by _shutdown
+            # Shutdown: given back by _shutdown, the unfinished steps as not started.
+            for step in running.job.steps:
+                if step.state != "succeeded":
+                    step.state = "pending"
+            self._to_release.append(running.job)
             return
         exc = task.exception()
         if exc is not None:

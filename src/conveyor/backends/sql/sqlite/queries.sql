@@ -56,18 +56,27 @@ SET steps = :steps, current_step = :current_step, progress = :progress,
 WHERE id = :id AND worker_id = :worker AND attempts = :attempts
   AND state IN ('running', 'cancelling');
 
+-- A job asked to cancel while it ran is not run again: a retry outcome ends it
+-- cancelled (the executor cannot see a cancel that arrived after its last lease check).
 -- name: finish_job
 UPDATE jobs
-SET state = :state, run_at = :run_at, attempts = :attempts, steps = :steps,
+SET state = CASE WHEN state = 'cancelling' AND :state IN ('queued', 'retrying')
+                 THEN 'cancelled' ELSE :state END,
+    finished_at = CASE WHEN state = 'cancelling' AND :state IN ('queued', 'retrying')
+                       THEN :now ELSE :finished_at END,
+    run_at = :run_at, attempts = :attempts, steps = :steps,
     current_step = :current_step, progress = :progress, result = :result, errors = :errors,
-    finished_at = :finished_at, worker_id = NULL, lease_until = NULL,
-    version = version + 1, updated_at = :now
+    worker_id = NULL, lease_until = NULL, version = version + 1, updated_at = :now
 WHERE id = :id AND worker_id = :worker AND attempts = :held_attempts
   AND state IN ('running', 'cancelling');
 
+-- Released at shutdown: waiting again without spending the attempt; a job that was
+-- asked to cancel meanwhile ends cancelled instead.
 -- name: release_job
 UPDATE jobs
-SET state = 'queued', attempts = attempts - 1, steps = :steps, current_step = :current_step,
+SET state = CASE state WHEN 'cancelling' THEN 'cancelled' ELSE 'queued' END,
+    finished_at = CASE state WHEN 'cancelling' THEN :now ELSE NULL END,
+    attempts = attempts - 1, steps = :steps, current_step = :current_step,
     progress = :progress, worker_id = NULL, lease_until = NULL,
     version = version + 1, updated_at = :now
 WHERE id = :id AND worker_id = :worker AND attempts = :held_attempts

@@ -1,0 +1,95 @@
+"""The ``backend_factory`` fixture: one param per backend, each against its real store.
+
+SQLite runs everywhere (a file in the test's tmp_path). Server stores join as soon
+as their backend is registered in ``conveyor.backends.BACKENDS``; they read their
+URL from the environment, skip with a loud reason when no server answers, and
+fail instead when ``CI`` is set, so that CI never passes without them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from conveyor.backends import BACKENDS, create_backend
+from conveyor.exceptions import BackendUnavailable
+from conveyor.testing import BackendFactory, wipe
+
+
+@dataclass(frozen=True)
+class Store:
+    """How to reach one kind of store under test."""
+
+    name: str
+    scheme: str
+    #: environment variable holding the URL, and its default; None: a file per test
+    env: str | None = None
+    default_url: str = ""
+
+    def url(self, tmp_path: Path) -> str:
+        if self.env is None:
+            return f"{self.scheme}:///{tmp_path}/conveyor.db"
+        return os.environ.get(self.env, self.default_url)
+
+    @property
+    def fresh(self) -> bool:
+        """A new, empty store per test (otherwise the shared one is wiped first)."""
+        return self.env is None
+
+    @property
+    def enabled(self) -> bool:
+        return self.scheme in BACKENDS
+
+
+STORES = [
+    Store("sqlite", "sqlite"),
+    Store(
+        "postgres",
+        "postgresql",
+        "CONVEYOR_TEST_POSTGRES_URL",
+        "postgresql://postgres@127.0.0.1:5432/test",
+    ),
+    Store("redis", "redis", "CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+]
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return parts._replace(netloc=parts.netloc.replace(parts.password, "***")).geturl()
+    return url
+
+
+def _unreachable(store: Store, url: str, exc: BaseException) -> None:
+    message = (
+        f"{store.name.upper()} BACKEND NOT TESTED: no server answers at {_redact(url)} "
+        f"({type(exc).__name__}: {exc}); start one or set {store.env}"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(params=[s for s in STORES if s.enabled], ids=lambda s: s.name)
+def backend_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendFactory]:
+    """Backends on one store of the param's kind; the first one opened, all closed after."""
+    store: Store = request.param
+    url = store.url(tmp_path)
+    factory = BackendFactory(lambda: create_backend(url))
+    try:
+        factory.__enter__()
+    except (BackendUnavailable, OSError, TimeoutError) as exc:
+        if store.fresh:
+            raise
+        _unreachable(store, url, exc)
+    try:
+        if not store.fresh:
+            factory.run(wipe(factory.backend))
+        yield factory
+    finally:
+        factory.__exit__(None, None, None)
