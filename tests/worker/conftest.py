@@ -81,15 +81,15 @@ class WorkerEnv:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start_worker(self, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "worker", "-i", "e2e_tasks:app", "-v", *args],
-            cwd=self.dir,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(self.dir / f"worker-{len(self.procs)}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "conveyor", "worker", "-i", "e2e_tasks:app", "-v", *args],
+                cwd=self.dir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append(proc)
         return proc
 
