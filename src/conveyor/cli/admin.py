@@ -1,0 +1,169 @@
+"""``conveyor workers``, ``conveyor stats`` and ``conveyor prune``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from conveyor.backends.base import Backend, Stats, WorkerInfo
+from conveyor.cli.common import (
+    IncludeOption,
+    JsonOption,
+    UrlOption,
+    ago,
+    console,
+    print_json,
+    store_url,
+    styled_state,
+    with_store,
+)
+from conveyor.cli.parsing import DURATION_HELP, parse_duration, parse_states
+from conveyor.exceptions import InvalidJob
+from conveyor.job import FINAL_STATES, State
+
+STALE_AFTER = 60.0
+
+
+def workers(
+    stale_after: Annotated[
+        float,
+        typer.Option(
+            "--stale-after",
+            metavar="SECONDS",
+            help="Mark workers whose last heartbeat is older than this as stale.",
+        ),
+    ] = STALE_AFTER,
+    includes: IncludeOption = None,
+    url: UrlOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Registered workers and what they are doing.
+
+    Host, pid, queues, concurrency, started, last heartbeat, processed, failed and
+    running jobs. STALE: no heartbeat for --stale-after seconds; the process is
+    probably gone, and its jobs run again once their leases expire.
+    """
+
+    async def fetch(backend: Backend) -> tuple[list[WorkerInfo], float]:
+        return await backend.list_workers(), await backend.now()
+
+    found, now = with_store(store_url(includes, url), fetch)
+    if json_out:
+        print_json([_worker_dict(w, now, stale_after) for w in found])
+        return
+    out = console()
+    if not found:
+        out.print("No workers.")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in (
+        "HOST",
+        "PID",
+        "QUEUES",
+        "CONC",
+        "STARTED",
+        "HEARTBEAT",
+        "PROCESSED",
+        "FAILED",
+        "RUNNING",
+    ):
+        table.add_column(
+            column, justify="right" if column in ("PID", "CONC", "PROCESSED", "FAILED") else "left"
+        )
+    for worker in found:
+        stale = now - worker.heartbeat_at > stale_after
+        heartbeat = ago(worker.heartbeat_at, now)
+        table.add_row(
+            escape(worker.host),
+            str(worker.pid),
+            escape(",".join(worker.queues)),
+            str(worker.concurrency),
+            ago(worker.started_at, now),
+            f"[bold red]{heartbeat} STALE[/]" if stale else heartbeat,
+            str(worker.processed),
+            str(worker.failed),
+            _running(worker.running),
+        )
+    out.print(table)
+
+
+def _running(job_ids: list[str]) -> str:
+    if not job_ids:
+        return "-"
+    shown = ", ".join(job_ids[:3])
+    return f"{len(job_ids)}: {shown}" + (", …" if len(job_ids) > 3 else "")
+
+
+def _worker_dict(worker: WorkerInfo, now: float, stale_after: float) -> dict[str, Any]:
+    data = worker.to_dict()
+    data["heartbeat_age"] = max(now - worker.heartbeat_at, 0.0)
+    data["stale"] = now - worker.heartbeat_at > stale_after
+    return data
+
+
+def stats(
+    includes: IncludeOption = None, url: UrlOption = None, json_out: JsonOption = False
+) -> None:
+    """Jobs processed and failed, jobs by state, and the store's own figures."""
+    figures: Stats = with_store(store_url(includes, url), lambda b: b.stats())
+    if json_out:
+        print_json(figures.to_dict())
+        return
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("processed", str(figures.processed))
+    table.add_row("failed", str(figures.failed))
+    table.add_row("", "")
+    for state, count in figures.counts.items():
+        table.add_row(styled_state(state), str(count))
+    table.add_row("total", str(sum(figures.counts.values())))
+    table.add_row("", "")
+    for key, value in figures.store.items():
+        table.add_row(escape(f"store.{key}"), escape(str(value)))
+    console().print(table)
+
+
+def prune(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than",
+            metavar="DURATION",
+            help=f"Delete jobs that finished longer ago than this: {DURATION_HELP}.",
+            show_default=False,
+        ),
+    ],
+    state: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--state",
+            "-s",
+            metavar="STATE",
+            help="Only these finished states (repeatable or comma list; default all "
+            "three): succeeded, poisoned, cancelled.",
+        ),
+    ] = None,
+    includes: IncludeOption = None,
+    url: UrlOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Delete finished jobs (succeeded, poisoned, cancelled) older than --older-than."""
+    age = parse_duration(older_than, "older_than")
+    if age < 0:
+        raise InvalidJob("older_than", f"must be >= 0, got {older_than!r}")
+    final = [s for s in State if s in FINAL_STATES]
+    states = parse_states(state, final)
+
+    async def run(backend: Backend) -> int:
+        before = await backend.now() - age
+        return await backend.prune(before, sorted(states or final))
+
+    deleted = with_store(store_url(includes, url), run)
+    if json_out:
+        print_json({"deleted": deleted})
+    else:
+        console().print(f"Deleted {deleted} finished job(s) older than {older_than}.")

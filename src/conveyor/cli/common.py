@@ -1,0 +1,166 @@
+"""What every command shares: the ``--url`` / ``-i`` / ``--json`` options, finding
+the store, running backend calls, and printing for humans or for scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
+
+import typer
+from rich.console import Console
+
+from conveyor.app import Conveyor
+from conveyor.backends import create_backend
+from conveyor.backends.base import Backend
+from conveyor.exceptions import ConfigError, QueueNotFound
+from conveyor.loader import load_app
+
+T = TypeVar("T")
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="CONVEYOR_URL",
+        metavar="URL",
+        help="The store, e.g. sqlite:///jobs.db (default: $CONVEYOR_URL, else the URL of the "
+        "app the includes define).",
+    ),
+]
+IncludeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--include",
+        "-i",
+        metavar="MODULE",
+        help="Import tasks from ./tasks.py, pkg.module or pkg.module:app (repeatable).",
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")
+]
+
+NO_URL = "no store URL: pass --url URL (e.g. sqlite:///jobs.db) or set CONVEYOR_URL"
+
+
+# -- finding the app and the store ------------------------------------------------
+def load(includes: Sequence[str] | None, url: str | None) -> Conveyor:
+    """The app the includes define, on ``url`` when given (loader.load_app, with the
+    CLI's words when no URL can be found)."""
+    if not includes and not url:
+        raise ConfigError("url", NO_URL)
+    try:
+        return load_app(list(includes or ()), url)
+    except ConfigError as exc:
+        if exc.field == "url" and not url and "CONVEYOR_URL" in exc.problem:
+            raise ConfigError("url", f"{NO_URL} (the includes define no Conveyor app)") from None
+        raise
+
+
+def store_url(includes: Sequence[str] | None, url: str | None) -> str:
+    """``--url`` / $CONVEYOR_URL, else the URL of the app the includes define."""
+    if url:
+        return url
+    return load(includes, None).url
+
+
+def with_store(url: str, action: Callable[[Backend], Awaitable[T]]) -> T:
+    """Open the store, run ``action(backend)`` on a fresh event loop, close the store."""
+    backend = create_backend(url)  # a bad URL fails here, before anything is touched
+
+    async def run() -> T:
+        try:
+            await backend.open()
+            return await action(backend)
+        finally:
+            await backend.close()
+
+    return asyncio.run(run())
+
+
+async def require_queue(backend: Backend, name: str) -> None:
+    """QueueNotFound unless the store knows a queue of that name."""
+    if name not in {q.name for q in await backend.list_queues()}:
+        raise QueueNotFound(name)
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for logs and status lines)."""
+    parts = urlsplit(url)
+    if parts.password:
+        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+    return url
+
+
+# -- output -------------------------------------------------------------------------
+def console() -> Console:
+    """stdout for humans. Made per call so that it sees the streams and $COLUMNS of
+    this invocation; wide when piped so that lines are not folded at 80 columns."""
+    wide = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
+    return Console(highlight=False, width=160 if wide else None)
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def print_json(document: Any) -> None:
+    """The one JSON document a ``--json`` command prints on stdout."""
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+STATE_STYLES = {
+    "scheduled": "cyan",
+    "queued": "blue",
+    "running": "yellow",
+    "retrying": "magenta",
+    "succeeded": "green",
+    "poisoned": "bold red",
+    "cancelling": "dim yellow",
+    "cancelled": "dim",
+}
+
+
+def styled_state(state: str) -> str:
+    return f"[{STATE_STYLES.get(state, '')}]{state}[/]" if state in STATE_STYLES else state
+
+
+def timestamp(ts: float | None) -> str:
+    """Local time, ISO-like, seconds precision (``-`` when unset)."""
+    if not ts:
+        return "-"
+    return dt.datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S%z")
+
+
+def ago(ts: float | None, now: float) -> str:
+    """``5s ago`` / ``in 2m`` (``-`` when unset)."""
+    if not ts:
+        return "-"
+    delta = now - ts
+    text = duration(abs(delta))
+    return f"{text} ago" if delta >= 0 else f"in {text}"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            major, rest = divmod(int(seconds), size)
+            minor = {"d": 3600, "h": 60, "m": 1}[unit]
+            sub = {"d": "h", "h": "m", "m": "s"}[unit]
+            return f"{major}{unit}{rest // minor}{sub}" if rest // minor else f"{major}{unit}"
+    return f"{seconds:.0f}s"  # pragma: no cover
+
+
+def when(ts: float | None, now: float) -> str:
+    return "-" if not ts else f"{timestamp(ts)} ({ago(ts, now)})"

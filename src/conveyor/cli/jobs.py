@@ -1,0 +1,347 @@
+"""``conveyor jobs``: list, show, retry, cancel and delete jobs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from conveyor.backends.base import Backend, JobFilter, Page
+from conveyor.cli.common import (
+    IncludeOption,
+    JsonOption,
+    UrlOption,
+    ago,
+    console,
+    print_json,
+    require_queue,
+    store_url,
+    styled_state,
+    when,
+    with_store,
+)
+from conveyor.cli.parsing import parse_states
+from conveyor.exceptions import InvalidJob, JobNotFound, JobStateError
+from conveyor.job import Job, State
+
+jobs_app = typer.Typer(
+    name="jobs",
+    help="List, show, retry, cancel and delete jobs.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+
+JobId = Annotated[str, typer.Argument(metavar="ID", help="The job id.", show_default=False)]
+MAX_LIMIT = 1000
+
+
+@jobs_app.command("list")
+def list_jobs(
+    state: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--state",
+            "-s",
+            metavar="STATE",
+            help="Only jobs in these states (repeatable or comma list): "
+            + ", ".join(s.value for s in State)
+            + ".",
+        ),
+    ] = None,
+    queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only this queue.")] = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Only this task.")] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", help=f"Jobs per page (1-{MAX_LIMIT}).")
+    ] = 50,
+    cursor: Annotated[
+        str | None,
+        typer.Option("--cursor", help="Continue after this page (printed below a full page)."),
+    ] = None,
+    includes: IncludeOption = None,
+    url: UrlOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Jobs, newest first, one page at a time."""
+    states = parse_states(state)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidJob("limit", f"must be between 1 and {MAX_LIMIT}, got {limit}")
+
+    async def fetch(backend: Backend) -> tuple[Page, float]:
+        if queue is not None:
+            await require_queue(backend, queue)
+        page = await backend.list_jobs(
+            JobFilter(states=states, queue=queue, task=task), cursor, limit
+        )
+        return page, await backend.now()
+
+    page, now = with_store(store_url(includes, url), fetch)
+    if json_out:
+        print_json({"jobs": [j.to_dict() for j in page.jobs], "next_cursor": page.next_cursor})
+        return
+    out = console()
+    if not page.jobs:
+        out.print("No jobs." if cursor is None else "No more jobs.")
+        return
+    out.print(_jobs_table(page.jobs, now, wide=out.width >= WIDE))
+    if page.next_cursor:
+        out.print(f"[dim]More: add --cursor {page.next_cursor}[/]")
+
+
+#: Terminal width from which `jobs list` also shows priority and times.
+WIDE = 140
+
+
+def _jobs_table(jobs: list[Job], now: float, *, wide: bool) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("ID", no_wrap=True)  # never folded: it is what people copy
+    table.add_column("TASK", overflow="fold")
+    table.add_column("QUEUE", overflow="fold")
+    table.add_column("STATE", no_wrap=True)
+    if wide:
+        table.add_column("PRI", justify="right", no_wrap=True)
+    table.add_column("ATTEMPTS", justify="right", no_wrap=True)
+    if wide:
+        table.add_column("CREATED", no_wrap=True)
+        table.add_column("RUN AT", no_wrap=True)
+    table.add_column("LAST ERROR", overflow="fold")
+    for job in jobs:
+        cells = [
+            job.id,
+            escape(job.task or "-"),
+            escape(job.queue),
+            styled_state(job.state.value) + _progress_suffix(job),
+            str(job.priority),
+            f"{job.attempts}/{job.max_attempts}",
+            ago(job.created_at, now),
+            ago(job.run_at, now) if job.state.is_waiting else "",
+            escape(_clip(job.last_error or "", 60)),
+        ]
+        if not wide:
+            del cells[6:8], cells[4]
+        table.add_row(*cells)
+    return table
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _progress_suffix(job: Job) -> str:
+    percent = job.progress.percent
+    return f" {percent:g}%" if job.state is State.RUNNING and percent is not None else ""
+
+
+@jobs_app.command("show")
+def show(
+    job_id: JobId,
+    includes: IncludeOption = None,
+    url: UrlOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Everything about one job: fields, steps, progress, result, error history."""
+
+    async def fetch(backend: Backend) -> tuple[Job, float]:
+        return await backend.get(job_id), await backend.now()
+
+    job, now = with_store(store_url(includes, url), fetch)
+    if json_out:
+        print_json(job.to_dict())
+        return
+    out = console()
+    out.print(_fields(job, now))
+    out.print(_steps(job))
+    if job.result is not None:
+        out.print(Panel(_json_text(job.result), title="result", title_align="left", expand=False))
+    if job.metadata:
+        out.print(
+            Panel(_json_text(job.metadata), title="metadata", title_align="left", expand=False)
+        )
+    if job.errors:
+        out.print(Text(f"errors ({len(job.errors)})", style="bold"))
+        for error in job.errors:
+            out.print(_error(error, now))
+
+
+def _fields(job: Job, now: float) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    progress = job.progress
+    rows: list[tuple[str, str]] = [
+        ("id", job.id),
+        ("task", escape(job.task or "-")),
+        ("queue", escape(job.queue)),
+        ("state", styled_state(job.state.value)),
+        ("priority", str(job.priority)),
+        ("attempts", f"{job.attempts}/{job.max_attempts}"),
+        ("retry", ", ".join(f"{k}={v:g}" for k, v in job.retry.to_dict().items())),
+        ("timeout", "-" if job.timeout is None else f"{job.timeout:g}s"),
+        ("run at", when(job.run_at, now)),
+        ("current step", f"{job.current_step + 1}/{len(job.steps)}"),
+        ("progress", _progress(job) if progress.total or progress.message else "-"),
+        ("unique key", escape(job.unique_key or "-")),
+        ("tenant", escape(job.tenant or "-")),
+        ("version", str(job.version)),
+        ("created", when(job.created_at, now)),
+        ("started", when(job.started_at, now)),
+        ("finished", when(job.finished_at, now)),
+        ("updated", when(job.updated_at, now)),
+        ("worker", escape(job.worker_id or "-")),
+        ("lease until", when(job.lease_until, now)),
+    ]
+    for key, value in rows:
+        grid.add_row(key, value)
+    return grid
+
+
+def _progress(job: Job) -> str:
+    p = job.progress
+    text = f"{p.completed:g}/{p.total:g}"
+    if p.percent is not None:
+        text += f" ({p.percent:g}%)"
+    if p.message:
+        text += f" {escape(p.message)}"
+    return text
+
+
+def _steps(job: Job) -> Table:
+    table = Table(title="steps", title_justify="left", title_style="bold", header_style="bold")
+    for column in ("#", "NAME", "KIND", "CALL", "STATE", "ATTEMPTS", "RESULT / LAST ERROR"):
+        table.add_column(column, overflow="fold")
+    for index, step in enumerate(job.steps):
+        if step.kind == "task":
+            call = f"{step.task}({_call_args(step.args, step.kwargs)})"
+        else:
+            request = step.request or {}
+            call = f"{request.get('method', 'GET')} {request.get('url', '?')}"
+        marker = "▶ " if index == job.current_step and not job.state.is_final else ""
+        outcome = step.last_error if step.last_error else _short_json(step.result)
+        table.add_row(
+            f"{marker}{index + 1}",
+            escape(step.name),
+            step.kind,
+            escape(call),
+            styled_state(step.state) if step.state != "failed" else "[red]failed[/]",
+            str(step.attempts),
+            escape(outcome),
+        )
+    return table
+
+
+def _call_args(args: list[Any], kwargs: dict[str, Any]) -> str:
+    parts = [json.dumps(a, ensure_ascii=False) for a in args]
+    parts += [f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in kwargs.items()]
+    return _clip(", ".join(parts), 200)
+
+
+def _short_json(value: Any) -> str:
+    if value is None:
+        return ""
+    return _clip(json.dumps(value, ensure_ascii=False, default=str), 200)
+
+
+def _json_text(value: Any) -> Text:
+    return Text(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _error(error: dict[str, Any], now: float) -> Group:
+    head = Text.assemble(
+        (f"attempt {error.get('attempt', '?')}", "bold"),
+        f" · step {error.get('step') or '-'} · {when(error.get('at'), now)} · ",
+        (str(error.get("type", "error")), "red"),
+    )
+    parts: list[Any] = [head, Text("  " + str(error.get("message", "")))]
+    trace = error.get("traceback")
+    if trace:
+        parts.append(
+            Text("\n".join("    " + ln for ln in str(trace).rstrip().splitlines()), style="dim")
+        )
+    return Group(*parts)
+
+
+@jobs_app.command("retry")
+def retry(
+    job_id: Annotated[
+        str | None, typer.Argument(metavar="ID", help="The job id.", show_default=False)
+    ] = None,
+    all_poisoned: Annotated[
+        bool, typer.Option("--all-poisoned", help="Retry every poisoned job (of --queue / --task).")
+    ] = False,
+    queue: Annotated[str | None, typer.Option("--queue", "-q", help="With --all-poisoned.")] = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="With --all-poisoned.")] = None,
+    includes: IncludeOption = None,
+    url: UrlOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Queue a poisoned or cancelled job again (attempts reset, resuming at the failed step)."""
+    if (job_id is None) == (not all_poisoned):
+        raise InvalidJob("id", "give a job ID or --all-poisoned (not both)")
+    if job_id is not None and (queue is not None or task is not None):
+        raise InvalidJob("queue", "--queue and --task go with --all-poisoned, not with an ID")
+    target = store_url(includes, url)
+    if job_id is not None:
+        job = with_store(target, lambda b: b.retry(job_id))
+        if json_out:
+            print_json(job.to_dict())
+        else:
+            console().print(f"Job {job.id} is {styled_state(job.state.value)} again.")
+        return
+
+    async def retry_all(backend: Backend) -> int:
+        if queue is not None:
+            await require_queue(backend, queue)
+        return await backend.retry_all(
+            JobFilter(states=frozenset({State.POISONED}), queue=queue, task=task)
+        )
+
+    count = with_store(target, retry_all)
+    if json_out:
+        print_json({"retried": count})
+    else:
+        console().print(f"Retried {count} poisoned job(s).")
+
+
+@jobs_app.command("cancel")
+def cancel(
+    job_id: JobId,
+    reason: Annotated[str, typer.Option("--reason", help="Kept in the job's error history.")] = (
+        "cancelled from the command line"
+    ),
+    includes: IncludeOption = None,
+    url: UrlOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Cancel a job: a waiting one ends cancelled; a running one goes cancelling and its
+    worker stops it. Exit 4 when the job had already finished otherwise."""
+    job = with_store(store_url(includes, url), lambda b: b.cancel(job_id, reason))
+    if job.state in (State.SUCCEEDED, State.POISONED):
+        raise JobStateError(job.id, job.state.value, "cancel a finished job")
+    if json_out:
+        print_json(job.to_dict())
+    elif job.state is State.CANCELLING:
+        console().print(f"Job {job.id} is {styled_state('cancelling')}: its worker will stop it.")
+    else:
+        console().print(f"Job {job.id} is {styled_state(job.state.value)}.")
+
+
+@jobs_app.command("delete")
+def delete(
+    job_id: JobId,
+    includes: IncludeOption = None,
+    url: UrlOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Delete a job that is not running (cancel a running one first)."""
+    if not with_store(store_url(includes, url), lambda b: b.delete(job_id)):
+        raise JobNotFound(job_id)
+    if json_out:
+        print_json({"deleted": job_id})
+    else:
+        console().print(f"Deleted job {job_id}.")

@@ -1,0 +1,214 @@
+"""``conveyor queues``: list, create, pause, resume, empty and delete queues."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from conveyor.backends.base import Backend, QueueInfo
+from conveyor.cli.common import (
+    IncludeOption,
+    JsonOption,
+    UrlOption,
+    console,
+    err_console,
+    print_json,
+    store_url,
+    timestamp,
+    with_store,
+)
+from conveyor.cli.errors import EXIT_FAILURE
+from conveyor.exceptions import InvalidJob, QueueNotFound
+from conveyor.job import State
+from conveyor.task import validate_queue_name
+
+queues_app = typer.Typer(
+    name="queues",
+    help="List, create, pause, resume, empty and delete queues.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+
+QueueName = Annotated[str, typer.Argument(metavar="NAME", help="The queue.", show_default=False)]
+YesOption = Annotated[
+    bool,
+    typer.Option(
+        "--yes",
+        "-y",
+        help="Do not ask. Without it and without a terminal to ask on, nothing is deleted "
+        "(exit 2).",
+    ),
+]
+
+#: What ``empty`` removes (running jobs finish) and what ``delete`` keeps (running jobs).
+WAITING = (State.SCHEDULED, State.QUEUED, State.RETRYING)
+KEPT_BY_DELETE = (State.RUNNING, State.CANCELLING)
+
+
+def _info(queues: list[QueueInfo], name: str) -> QueueInfo:
+    for queue in queues:
+        if queue.name == name:
+            return queue
+    raise QueueNotFound(name)
+
+
+def _queue_dict(queue: QueueInfo) -> dict[str, object]:
+    return {
+        "name": queue.name,
+        "paused": queue.paused,
+        "counts": queue.counts,
+        "created_at": queue.created_at,
+    }
+
+
+@queues_app.command("list")
+def list_queues(
+    includes: IncludeOption = None, url: UrlOption = None, json_out: JsonOption = False
+) -> None:
+    """Every queue with its jobs counted by state."""
+    queues = with_store(store_url(includes, url), lambda b: b.list_queues())
+    if json_out:
+        print_json([_queue_dict(q) for q in queues])
+        return
+    out = console()
+    if not queues:
+        out.print("No queues.")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("QUEUE")
+    table.add_column("STATUS")
+    for state in State:
+        table.add_column(state.value.upper(), justify="right")
+    table.add_column("CREATED", no_wrap=True)
+    for queue in queues:
+        table.add_row(
+            escape(queue.name),
+            "[yellow]paused[/]" if queue.paused else "active",
+            *(str(queue.counts.get(s.value, 0)) for s in State),
+            timestamp(queue.created_at),
+        )
+    out.print(table)
+
+
+@queues_app.command("create")
+def create(
+    name: QueueName,
+    includes: IncludeOption = None,
+    url: UrlOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Create a queue (enqueueing into a new queue also creates it)."""
+    validate_queue_name(name)
+
+    async def create(backend: Backend) -> bool:
+        existed = name in {q.name for q in await backend.list_queues()}
+        if not existed:
+            await backend.create_queue(name)
+        return not existed
+
+    created = with_store(store_url(includes, url), create)
+    if json_out:
+        print_json({"queue": name, "created": created})
+    else:
+        console().print(f"Queue {escape(name)} " + ("created." if created else "already exists."))
+
+
+def _set_paused(
+    name: str, paused: bool, includes: list[str] | None, url: str | None, json_out: bool
+) -> None:
+    async def act(backend: Backend) -> None:
+        if paused:
+            await backend.pause_queue(name)
+        else:
+            await backend.resume_queue(name)
+
+    with_store(store_url(includes, url), act)
+    if json_out:
+        print_json({"queue": name, "paused": paused})
+    else:
+        console().print(
+            f"Queue {escape(name)} " + ("paused: workers skip it." if paused else "resumed.")
+        )
+
+
+@queues_app.command("pause")
+def pause(
+    name: QueueName,
+    includes: IncludeOption = None,
+    url: UrlOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Stop workers from taking jobs from a queue (running jobs finish; enqueue still works)."""
+    _set_paused(name, True, includes, url, json_out)
+
+
+@queues_app.command("resume")
+def resume(
+    name: QueueName,
+    includes: IncludeOption = None,
+    url: UrlOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Let workers take jobs from a paused queue again."""
+    _set_paused(name, False, includes, url, json_out)
+
+
+@queues_app.command("empty")
+def empty(
+    name: QueueName,
+    yes: YesOption = False,
+    includes: IncludeOption = None,
+    url: UrlOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Delete the queue's waiting jobs (scheduled, queued, retrying); running jobs finish."""
+    target = store_url(includes, url)
+    info = with_store(target, lambda b: b.list_queues())
+    count = sum(_info(info, name).counts.get(s.value, 0) for s in WAITING)
+    if count == 0:
+        deleted = 0
+    else:
+        _confirm(f"Delete {count} waiting job(s) from queue {name!r}?", count, yes)
+        deleted = with_store(target, lambda b: b.empty_queue(name))
+    if json_out:
+        print_json({"queue": name, "deleted": deleted})
+    else:
+        console().print(f"Deleted {deleted} job(s) from queue {escape(name)}.")
+
+
+@queues_app.command("delete")
+def delete(
+    name: QueueName,
+    yes: YesOption = False,
+    includes: IncludeOption = None,
+    url: UrlOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Delete a queue and all its jobs that are not running."""
+    target = store_url(includes, url)
+    info = _info(with_store(target, lambda b: b.list_queues()), name)
+    count = sum(n for state, n in info.counts.items() if State(state) not in KEPT_BY_DELETE)
+    _confirm(f"Delete queue {name!r} and its {count} job(s)?", count, yes)
+    deleted = with_store(target, lambda b: b.drop_queue(name))
+    if json_out:
+        print_json({"queue": name, "deleted": True, "jobs_deleted": deleted})
+    else:
+        console().print(f"Deleted queue {escape(name)} and {deleted} job(s).")
+
+
+def _confirm(question: str, count: int, yes: bool) -> None:
+    """Ask on the terminal; refuse (exit 2) when there is none to ask on and no --yes."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise InvalidJob(
+            "confirmation",
+            f"refusing to delete {count} job(s) without --yes (stdin is not a terminal to ask on)",
+        )
+    if not typer.confirm(question, default=False, err=True):
+        err_console().print("Aborted: nothing deleted.")
+        raise typer.Exit(EXIT_FAILURE)

@@ -1,0 +1,368 @@
+"""``conveyor worker`` and ``conveyor serve``: run workers, in this process or in
+several processes under a supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+
+from conveyor.app import Conveyor
+from conveyor.cli.common import IncludeOption, UrlOption, console, load, redact, with_store
+from conveyor.cli.parsing import split_list
+from conveyor.exceptions import ConfigError
+from conveyor.loader import import_include
+from conveyor.worker.runtime import WorkerConfig, run_worker
+from conveyor.worker.supervisor import STOP_SIGNALS, Supervisor, watch_parent
+
+logger = logging.getLogger("conveyor.cli")
+
+#: ``conveyor serve`` with no --url, no $CONVEYOR_URL and no app URL: a SQLite file here.
+DEFAULT_SERVE_URL = "sqlite:///.conveyor/conveyor.db"
+
+QueuesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--queues",
+        "-q",
+        metavar="Q1,Q2",
+        help="Queues to work, highest priority first (comma list or repeated).",
+        show_default=False,
+    ),
+]
+ConcurrencyOption = Annotated[
+    int, typer.Option("--concurrency", "-c", help="Jobs run at once by each process.")
+]
+FetchOption = Annotated[
+    int | None,
+    typer.Option("--fetch", "-f", help="Jobs taken per claim (default: the concurrency)."),
+]
+IntervalOption = Annotated[
+    float,
+    typer.Option(
+        "--interval",
+        metavar="SECONDS",
+        help="Seconds between claims when the store sends no wake-up.",
+    ),
+]
+LeaseOption = Annotated[
+    float,
+    typer.Option(
+        "--lease",
+        metavar="SECONDS",
+        help="A running job's lease; a job whose worker stops renewing it runs again.",
+    ),
+]
+ProcessesOption = Annotated[
+    int, typer.Option("--processes", "-P", help="Worker processes, under a supervisor when > 1.")
+]
+MaxJobsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-jobs",
+        metavar="N",
+        help="Replace each process with a fresh one after N jobs (runs a supervisor).",
+    ),
+]
+ShutdownOption = Annotated[
+    float,
+    typer.Option(
+        "--shutdown-timeout",
+        metavar="SECONDS",
+        help="On SIGTERM / Ctrl-C, wait this long for running jobs, then give them "
+        "back to the queue. A second signal stops at once.",
+    ),
+]
+VerboseOption = Annotated[
+    int,
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        show_default=False,
+        help="-v: a line per job start and finish (INFO); -vv: claim-loop decisions "
+        "(DEBUG). $VERBOSE=1 and $VVERBOSE=1 do the same.",
+    ),
+]
+SupervisedOption = Annotated[bool, typer.Option("--supervised", hidden=True)]
+
+
+@dataclass
+class WorkerOptions:
+    queues: list[str]
+    concurrency: int
+    fetch: int | None
+    interval: float
+    lease: float
+    processes: int
+    max_jobs: int | None
+    shutdown_timeout: float
+    includes: list[str]
+    url: str | None
+    verbosity: int
+    supervised: bool = False
+
+
+def worker(
+    queues: QueuesOption = None,
+    concurrency: ConcurrencyOption = 10,
+    fetch: FetchOption = None,
+    interval: IntervalOption = 1.0,
+    lease: LeaseOption = 30.0,
+    includes: IncludeOption = None,
+    processes: ProcessesOption = 1,
+    max_jobs: MaxJobsOption = None,
+    shutdown_timeout: ShutdownOption = 30.0,
+    verbose: VerboseOption = 0,
+    url: UrlOption = None,
+    supervised: SupervisedOption = False,
+) -> None:
+    """Run jobs until SIGTERM / Ctrl-C (queues: -q, default: default).
+
+    The first signal stops claiming, waits up to --shutdown-timeout for running jobs
+    and gives the rest back; a second one stops at once. Exit code 0 on a clean stop.
+
+    Example: conveyor worker -i ./tasks.py -q high,default,low -c 10 --processes 2 -v
+    """
+    options = WorkerOptions(
+        queues=split_list(queues),
+        concurrency=concurrency,
+        fetch=fetch,
+        interval=interval,
+        lease=lease,
+        processes=processes,
+        max_jobs=max_jobs,
+        shutdown_timeout=shutdown_timeout,
+        includes=list(includes or ()),
+        url=url,
+        verbosity=_verbosity(verbose),
+        supervised=supervised,
+    )
+    start(options, serve=False)
+
+
+def serve(
+    url: UrlOption = None,
+    includes: IncludeOption = None,
+    queues: QueuesOption = None,
+    concurrency: ConcurrencyOption = 10,
+    processes: ProcessesOption = 1,
+    fetch: FetchOption = None,
+    interval: IntervalOption = 1.0,
+    lease: LeaseOption = 30.0,
+    max_jobs: MaxJobsOption = None,
+    shutdown_timeout: ShutdownOption = 30.0,
+    verbose: VerboseOption = 0,
+    seed: Annotated[
+        bool, typer.Option("--seed/--no-seed", help="Call seed() of the included modules.")
+    ] = True,
+) -> None:
+    """Run conveyor in one command: workers now (the HTTP API and the dashboard join later).
+
+    The store: --url, else $CONVEYOR_URL, else the app's URL, else
+    sqlite:///.conveyor/conveyor.db (the folder is created).
+    The queues: -q, else every queue the loaded tasks use.
+
+    Seeding: when an included module defines a function seed() (no arguments), serve
+    calls it once before the workers start, e.g. to enqueue example jobs
+    (conveyor.demo does); --no-seed skips it.
+
+    Example: conveyor serve -i conveyor.demo
+    """
+    options = WorkerOptions(
+        queues=split_list(queues),
+        concurrency=concurrency,
+        fetch=fetch,
+        interval=interval,
+        lease=lease,
+        processes=processes,
+        max_jobs=max_jobs,
+        shutdown_timeout=shutdown_timeout,
+        includes=list(includes or ()),
+        url=url,
+        verbosity=_verbosity(verbose),
+    )
+    start(options, serve=True, seed=seed)
+
+
+def start(options: WorkerOptions, *, serve: bool, seed: bool = False) -> None:
+    if options.processes < 1:
+        raise ConfigError("processes", f"must be >= 1, got {options.processes}")
+    app = _serve_app(options) if serve else load(options.includes, options.url)
+    queues = options.queues or (_app_queues(app) if serve else ["default"])
+    config = WorkerConfig(
+        queues=queues,
+        concurrency=options.concurrency,
+        fetch=options.fetch,
+        interval=options.interval,
+        lease=options.lease,
+        max_jobs=options.max_jobs,
+        shutdown_timeout=options.shutdown_timeout,
+        includes=options.includes,
+    )
+    config.validate()  # bad options stop here, before any process starts or job is seeded
+    configure_logging(options.verbosity)
+    if serve:
+        if seed:
+            _seed(app, options.includes)
+        processes = f"{options.processes} worker process(es)"
+        console().print(
+            f"conveyor serve: {processes} running queues {','.join(queues)} on store "
+            f"{redact(app.url)}. The HTTP API and dashboard are not part of this version yet: "
+            "watch with `conveyor jobs list` and `conveyor stats`. Ctrl-C stops.",
+            markup=False,
+            soft_wrap=True,
+        )
+    if not options.supervised and (options.processes > 1 or options.max_jobs is not None):
+        _supervise(app, options, queues)
+    else:
+        _run_here(app, config, options)
+
+
+def _serve_app(options: WorkerOptions) -> Conveyor:
+    try:
+        app = load(options.includes, options.url)
+    except ConfigError as exc:
+        if exc.field != "url" or options.url:
+            raise
+        app = load(options.includes, DEFAULT_SERVE_URL)
+    if app.url == DEFAULT_SERVE_URL:
+        os.makedirs(".conveyor", exist_ok=True)
+    return app
+
+
+def _app_queues(app: Conveyor) -> list[str]:
+    return list(dict.fromkeys([app.default_queue, *(t.options.queue for t in app.tasks.values())]))
+
+
+def _seed(app: Conveyor, includes: list[str]) -> None:
+    seeded = False
+    for include in includes:
+        module = import_include(include)
+        seed = getattr(module, "seed", None)
+        if callable(seed):
+            logger.info("seeding: %s.seed()", module.__name__)
+            seed()
+            seeded = True
+    if seeded:
+        app.close()  # the synchronous connection seed() used; workers open their own
+
+
+def _supervise(app: Conveyor, options: WorkerOptions, queues: list[str]) -> None:
+    # Open the store once here: a store that cannot be opened is one clear error now,
+    # not N children failing and being restarted over and over.
+    with_store(app.url, lambda backend: backend.now())
+    # The children read the store URL from the environment, not from their command
+    # line, so that a password in it does not show in `ps`.
+    os.environ["CONVEYOR_URL"] = app.url
+    argv = [
+        sys.executable,
+        "-m",
+        "conveyor",
+        "worker",
+        "--queues",
+        ",".join(queues),
+        "--concurrency",
+        str(options.concurrency),
+        "--interval",
+        repr(options.interval),
+        "--lease",
+        repr(options.lease),
+        "--shutdown-timeout",
+        repr(options.shutdown_timeout),
+    ]
+    if options.fetch is not None:
+        argv += ["--fetch", str(options.fetch)]
+    if options.max_jobs is not None:
+        argv += ["--max-jobs", str(options.max_jobs)]
+    for include in options.includes:
+        argv += ["--include", include]
+    if options.verbosity:
+        argv.append("-" + "v" * options.verbosity)
+    argv += ["--processes", "1", "--supervised"]
+    logger.info(
+        "supervisor %d started: %d worker process(es), queues %s, concurrency %d each, store %s",
+        os.getpid(),
+        options.processes,
+        ",".join(queues),
+        options.concurrency,
+        redact(app.url),
+    )
+    code = Supervisor(argv, options.processes).run()
+    logger.info("supervisor %d stopped", os.getpid())
+    if code:
+        raise typer.Exit(code)
+
+
+def _run_here(app: Conveyor, config: WorkerConfig, options: WorkerOptions) -> None:
+    started = time.monotonic()
+    if not options.verbosity:  # with -v the runtime logs its own start and stop lines
+        logger.info(
+            "worker %d started: queues %s, concurrency %d, store %s",
+            os.getpid(),
+            ",".join(config.queues),
+            config.concurrency,
+            redact(app.url),
+        )
+    if options.supervised:
+        asyncio.run(_supervised(app, config))
+    else:
+        asyncio.run(run_worker(app, config, STOP_SIGNALS))
+    if not options.verbosity:
+        logger.info("worker %d stopped after %.1fs", os.getpid(), time.monotonic() - started)
+
+
+async def _supervised(app: Conveyor, config: WorkerConfig) -> None:
+    """A supervisor's child: also stop gracefully when the supervisor vanishes (kill -9)."""
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_parent(os.getppid(), stop, _stop_self))
+    try:
+        await run_worker(app, config, STOP_SIGNALS)
+    finally:
+        stop.set()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+
+
+def _stop_self() -> None:
+    # Through the signal handler run_worker installed: the same graceful stop as SIGTERM.
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+# -- logging -------------------------------------------------------------------------
+def _verbosity(count: int) -> int:
+    """-v / -vv, or Resque's $VERBOSE / $VVERBOSE."""
+    if _truthy(os.environ.get("VVERBOSE")):
+        count = max(count, 2)
+    if _truthy(os.environ.get("VERBOSE")):
+        count = max(count, 1)
+    return min(count, 2)
+
+
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def configure_logging(verbosity: int) -> None:
+    """Time, pid and level on stderr. Default: warnings plus one line at start and stop;
+    -v: INFO (a line per job); -vv: DEBUG (claim loop)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter(
+            "%(asctime)s.%(msecs)03d %(process)d %(levelname)-7s %(name)s: %(message)s",
+            "%Y-%m-%d %H:%M:%S",
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[verbosity]
+    logging.getLogger("conveyor").setLevel(level)
+    logging.getLogger("conveyor.cli").setLevel(min(level, logging.INFO))

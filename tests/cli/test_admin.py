@@ -1,0 +1,159 @@
+"""`conveyor workers`, `conveyor stats`, `conveyor prune`, and the exit-code table."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conveyor.backends.base import WorkerInfo
+from conveyor.cli import errors
+from conveyor.exceptions import (
+    BackendUnavailable,
+    ConfigError,
+    ConveyorError,
+    InvalidJob,
+    JobNotFound,
+    JobStateError,
+    QueueNotFound,
+    TaskNotFound,
+)
+from conveyor.job import Outcome, State
+
+from .conftest import Cli, Store
+
+
+def register(store: Store, pid: int = 4242) -> WorkerInfo:
+    info = WorkerInfo(
+        id=f"box:{pid}:abc",
+        host="box",
+        pid=pid,
+        queues=["default", "mail"],
+        concurrency=8,
+        processed=12,
+        failed=3,
+        running=["job-1", "job-2"],
+    )
+    store.run(lambda b: b.register_worker(info))
+    return info
+
+
+def test_workers_lists_what_each_worker_reports(cli: Cli, store: Store) -> None:
+    register(store)
+    (worker,) = cli.json("workers")
+    assert worker["host"] == "box"
+    assert worker["pid"] == 4242
+    assert worker["queues"] == ["default", "mail"]
+    assert (worker["concurrency"], worker["processed"], worker["failed"]) == (8, 12, 3)
+    assert worker["running"] == ["job-1", "job-2"]
+    assert worker["stale"] is False
+    assert 0 <= worker["heartbeat_age"] < 60
+
+    text = cli.ok("workers").stdout
+    for expected in ("HOST", "box", "4242", "default,mail", "2: job-1, job-2"):
+        assert expected in text
+    assert "STALE" not in text
+
+
+def test_a_worker_without_a_recent_heartbeat_is_marked_stale(cli: Cli, store: Store) -> None:
+    register(store)
+    time.sleep(0.01)
+    assert cli.json("workers", "--stale-after", "0.001")[0]["stale"] is True
+    assert "STALE" in cli.ok("workers", "--stale-after", "0.001").stdout
+
+
+def test_no_workers(cli: Cli) -> None:
+    assert cli.json("workers") == []
+    assert cli.ok("workers").stdout.strip() == "No workers."
+
+
+def test_stats_counts_jobs_by_state_and_shows_the_store(cli: Cli, store: Store) -> None:
+    cli.enqueue("add", "[1, 2]")
+    cli.enqueue("add", "[1, 2]", "--delay", "1h")
+    cli.enqueue("boom", "--queue", "failing")
+    store.finish("failing", Outcome.poisoned(None))
+
+    figures = cli.json("stats")
+    assert figures["counts"]["queued"] == 1
+    assert figures["counts"]["scheduled"] == 1
+    assert figures["counts"]["poisoned"] == 1
+    assert (figures["processed"], figures["failed"]) == (1, 1)
+    assert figures["store"]["backend"] == "sqlite"
+
+    text = cli.ok("stats").stdout
+    assert "processed" in text
+    assert "store.path" in text
+
+
+def test_prune_deletes_finished_jobs_older_than_the_cutoff(cli: Cli, store: Store) -> None:
+    # Given a succeeded job, a poisoned one and a waiting one
+    cli.enqueue("add", "[1, 2]", "--queue", "done")
+    store.finish("done", Outcome.succeeded())
+    bad = cli.enqueue("boom", "--queue", "failing")
+    store.finish("failing", Outcome.poisoned(None))
+    waiting = cli.enqueue("add", "[1, 2]")
+
+    # Nothing finished a day ago
+    assert cli.json("prune", "--older-than", "1d") == {"deleted": 0}
+    # Only succeeded ones, of any age
+    time.sleep(0.01)
+    assert cli.json("prune", "--older-than", "0s", "--state", "succeeded") == {"deleted": 1}
+    assert {j.id for j in store.jobs()} == {bad, waiting}
+    # Every finished one
+    assert "Deleted 1 finished job(s)" in cli.ok("prune", "--older-than", "0").stdout
+    assert [j.id for j in store.jobs()] == [waiting]
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--older-than", "soon"], "older_than"),
+        (["--older-than", "-1d"], "older_than"),
+        (["--older-than", "1d", "--state", "queued"], "state"),
+        (["--older-than", "1d", "--state", "nonsense"], "state"),
+    ],
+)
+def test_prune_bad_input_exits_2_and_deletes_nothing(
+    cli: Cli, store: Store, args: list[str], field: str
+) -> None:
+    cli.enqueue("add", "[1, 2]", "--queue", "done")
+    store.finish("done", Outcome.succeeded())
+    result = cli("prune", *args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {field}: ")
+    assert [j.state for j in store.jobs()] == [State.SUCCEEDED]
+
+
+def test_prune_needs_older_than(cli: Cli) -> None:
+    result = cli("prune")
+    assert result.exit_code == 2
+    assert "--older-than" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (InvalidJob("delay", "x"), 2),
+        (TaskNotFound("t"), 2),
+        (ConfigError("url", "x"), 2),
+        (QueueNotFound("q"), 2),
+        (JobNotFound("j"), 3),
+        (JobStateError("j", "running", "delete"), 4),
+        (BackendUnavailable("down"), 1),
+        (ConveyorError("other"), 1),
+    ],
+)
+def test_each_error_has_one_exit_code(exc: ConveyorError, code: int) -> None:
+    assert errors.exit_code(exc) == code
+    assert "\n" not in errors.describe(exc)
+
+
+def test_version(cli: Cli) -> None:
+    assert cli.ok("--version").stdout.startswith("conveyor ")
+
+
+def test_commands_and_the_serve_seed_convention_are_documented(cli: Cli) -> None:
+    text = cli.ok("--help").stdout
+    for command in ("worker", "serve", "enqueue", "jobs", "queues", "workers", "stats", "prune"):
+        assert command in text
+    assert "seed()" in cli.ok("serve", "--help").stdout

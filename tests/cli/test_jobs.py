@@ -1,0 +1,196 @@
+"""`conveyor jobs list | show | retry | cancel | delete` on a real store."""
+
+from __future__ import annotations
+
+import pytest
+
+from conveyor.job import Outcome, State
+
+from .conftest import Cli, Store
+
+BOOM = {
+    "attempt": 1,
+    "step": "main",
+    "at": 1700000000.0,
+    "type": "RuntimeError",
+    "message": "RuntimeError: this task always fails",
+    "traceback": 'Traceback (most recent call last):\n  File "clitasks.py", line 30, in boom\n'
+    "RuntimeError: this task always fails\n",
+}
+
+
+def poisoned(cli: Cli, store: Store, queue: str = "failing") -> str:
+    job_id = cli.enqueue("boom", "--queue", queue)
+    store.finish(queue, Outcome.poisoned(BOOM))
+    return job_id
+
+
+def test_list_shows_jobs_newest_first_filtered_by_state_queue_and_task(
+    cli: Cli, store: Store
+) -> None:
+    # Given jobs in several queues and states
+    first = cli.enqueue("add", "[1, 2]")
+    mail = cli.enqueue("mail", '"ada@example.com"')
+    bad = poisoned(cli, store)
+    later = cli.enqueue("add", "[3, 4]", "--delay", "1h")
+
+    # Then list shows them all, newest first, and the filters narrow it
+    assert [j["id"] for j in cli.json("jobs", "list")["jobs"]] == [later, bad, mail, first]
+    assert ids(cli, "--state", "queued") == [mail, first]
+    assert ids(cli, "--state", "queued,scheduled") == [later, mail, first]
+    assert ids(cli, "-s", "poisoned", "-s", "scheduled") == [later, bad]
+    assert ids(cli, "--queue", "mail") == [mail]
+    assert ids(cli, "--task", "add") == [later, first]
+
+
+def ids(cli: Cli, *args: str) -> list[str]:
+    return [j["id"] for j in cli.json("jobs", "list", *args)["jobs"]]
+
+
+def test_list_pages_with_a_cursor(cli: Cli) -> None:
+    created = [cli.enqueue("add", f"[{i}, 0]") for i in range(5)]
+    seen: list[str] = []
+    cursor: list[str] = []
+    while True:
+        page = cli.json("jobs", "list", "--limit", "2", *cursor)
+        seen += [j["id"] for j in page["jobs"]]
+        if page["next_cursor"] is None:
+            break
+        cursor = ["--cursor", page["next_cursor"]]
+    assert seen == created[::-1]
+
+
+def test_list_for_humans_is_a_table_with_a_hint_for_the_next_page(cli: Cli, store: Store) -> None:
+    cli.enqueue("add", "[1, 2]")
+    bad = poisoned(cli, store)
+    result = cli.ok("jobs", "list", "--limit", "1")
+    assert bad in result.stdout
+    assert "poisoned" in result.stdout
+    assert "RuntimeError: this task always fails" in result.stdout
+    assert f"--cursor {bad}" in result.stdout
+    assert cli.ok("jobs", "list", "--state", "running").stdout.strip() == "No jobs."
+
+
+def test_show_prints_every_field_the_steps_and_the_error_history(cli: Cli, store: Store) -> None:
+    job_id = poisoned(cli, store)
+
+    document = cli.json("jobs", "show", job_id)
+    assert document == store.job(job_id).to_dict()
+
+    text = cli.ok("jobs", "show", job_id).stdout
+    for expected in (
+        job_id,
+        "poisoned",
+        "attempts",
+        "1/1",
+        "boom()",
+        "errors (1)",
+        "Traceback (most recent call last)",
+        'File "clitasks.py", line 30',
+    ):
+        assert expected in text
+
+
+def test_retry_queues_a_poisoned_job_again(cli: Cli, store: Store) -> None:
+    job_id = poisoned(cli, store)
+    document = cli.json("jobs", "retry", job_id)
+    assert document["state"] == "queued"
+    job = store.job(job_id)
+    assert (job.state, job.attempts) == (State.QUEUED, 0)
+
+
+def test_retry_all_poisoned_of_one_queue(cli: Cli, store: Store) -> None:
+    in_failing = poisoned(cli, store)
+    in_mail = poisoned(cli, store, "mail")
+    assert cli.json("jobs", "retry", "--all-poisoned", "--queue", "mail") == {"retried": 1}
+    assert store.job(in_mail).state is State.QUEUED
+    assert store.job(in_failing).state is State.POISONED
+    assert "Retried 1 poisoned job(s)." in cli.ok("jobs", "retry", "--all-poisoned").stdout
+    assert store.job(in_failing).state is State.QUEUED
+
+
+def test_cancel_a_waiting_job_and_a_running_one(cli: Cli, store: Store) -> None:
+    waiting = cli.enqueue("add", "[1, 2]", "--delay", "1h")
+    assert cli.json("jobs", "cancel", waiting)["state"] == "cancelled"
+    assert store.job(waiting).state is State.CANCELLED
+
+    running = cli.enqueue("mail", '"ada@example.com"')
+    store.claim("mail")
+    result = cli.ok("jobs", "cancel", running)
+    assert "cancelling" in result.stdout
+    assert store.job(running).state is State.CANCELLING
+
+
+def test_delete_removes_the_job(cli: Cli, store: Store) -> None:
+    job_id = cli.enqueue("add", "[1, 2]")
+    assert cli.json("jobs", "delete", job_id) == {"deleted": job_id}
+    assert store.count() == 0
+
+
+@pytest.mark.parametrize("command", ["show", "retry", "cancel", "delete"])
+def test_an_unknown_job_id_exits_3(cli: Cli, store: Store, command: str) -> None:
+    cli.enqueue("add", "[1, 2]")
+    result = cli("jobs", command, "01900000-0000-7000-8000-000000000000")
+    assert result.exit_code == 3
+    assert result.stderr == "error: id: no job '01900000-0000-7000-8000-000000000000'\n"
+    assert result.stdout == ""
+    assert [j.state for j in store.jobs()] == [State.QUEUED]
+
+
+def test_a_state_that_does_not_allow_the_action_exits_4_and_changes_nothing(
+    cli: Cli, store: Store
+) -> None:
+    # Given a succeeded job and a running one
+    done = cli.enqueue("add", "[1, 2]")
+    store.finish("default", Outcome.succeeded())
+    running = cli.enqueue("mail", '"ada@example.com"')
+    store.claim("mail")
+    before = {j.id: j.version for j in store.jobs()}
+
+    # Then retrying or cancelling the finished one, and deleting the running one, exit 4
+    for args in (("retry", done), ("cancel", done), ("delete", running)):
+        result = cli("jobs", *args)
+        assert result.exit_code == 4, result.stderr
+        assert result.stderr.startswith("error: state: ")
+    assert {j.id: j.version for j in store.jobs()} == before
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["list", "--state", "bogus"], "state"),
+        (["list", "--limit", "0"], "limit"),
+        (["list", "--limit", "5000"], "limit"),
+        (["list", "--queue", "nope"], "queue"),
+        (["retry"], "id"),
+        (["retry", "some-id", "--all-poisoned"], "id"),
+        (["retry", "--all-poisoned", "--queue", "nope"], "queue"),
+        (["retry", "some-id", "--queue", "default"], "queue"),
+    ],
+)
+def test_bad_input_exits_2_and_names_the_field(
+    cli: Cli, store: Store, args: list[str], field: str
+) -> None:
+    poisoned(cli, store)
+    result = cli("jobs", *args)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith(f"error: {field}: ")
+    assert len(result.stderr.splitlines()) == 1
+    assert [j.state for j in store.jobs()] == [State.POISONED]
+
+
+def test_a_usage_error_is_one_line_and_exits_2(cli: Cli) -> None:
+    result = cli("jobs", "list", "--limit", "many")
+    assert result.exit_code == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert "'--limit'" in result.stderr
+    assert "conveyor jobs list --help" in result.stderr
+
+
+def test_an_unavailable_store_exits_1(cli: Cli) -> None:
+    # Given a "store" that is not a SQLite database
+    garbage = cli.dir / "garbage.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    result = cli("jobs", "list", "--url", f"sqlite:///{garbage}")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: store: ")

@@ -1,0 +1,174 @@
+"""`conveyor queues ...`: admin commands; destructive ones count first and ask."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conveyor.job import Outcome, State
+
+from .conftest import Cli, Store
+
+
+def test_list_counts_jobs_by_state_and_shows_paused_queues(cli: Cli, store: Store) -> None:
+    cli.enqueue("add", "[1, 2]")
+    cli.enqueue("add", "[1, 2]", "--delay", "1h")
+    cli.enqueue("mail", '"ada@example.com"')
+    cli.ok("queues", "pause", "mail")
+
+    queues = {q["name"]: q for q in cli.json("queues", "list")}
+    assert set(queues) == {"default", "mail"}
+    assert queues["default"]["counts"]["queued"] == 1
+    assert queues["default"]["counts"]["scheduled"] == 1
+    assert queues["mail"]["paused"] is True
+
+    text = cli.ok("queues", "list").stdout
+    assert "paused" in text
+    assert "SCHEDULED" in text
+
+
+def test_create_pause_resume(cli: Cli) -> None:
+    assert cli.json("queues", "create", "reports") == {"queue": "reports", "created": True}
+    assert cli.json("queues", "create", "reports") == {"queue": "reports", "created": False}
+    assert "paused" in cli.ok("queues", "pause", "reports").stdout
+    assert paused(cli) == {"reports": True}
+    assert cli.json("queues", "resume", "reports") == {"queue": "reports", "paused": False}
+    assert paused(cli) == {"reports": False}
+
+
+def paused(cli: Cli) -> dict[str, bool]:
+    return {q["name"]: q["paused"] for q in cli.json("queues", "list")}
+
+
+def test_empty_with_yes_deletes_the_waiting_jobs_and_keeps_running_ones(
+    cli: Cli, store: Store
+) -> None:
+    # Given a queue with a running job and three waiting ones
+    running = cli.enqueue("add", "[0, 0]")
+    store.claim("default")
+    for i in range(3):
+        cli.enqueue("add", f"[{i}, 1]")
+
+    # When it is emptied with --yes
+    assert cli.json("queues", "empty", "default", "--yes") == {"queue": "default", "deleted": 3}
+
+    # Then only the running job is left
+    assert [j.id for j in store.jobs()] == [running]
+
+
+def test_delete_with_yes_drops_the_queue_and_its_jobs(cli: Cli, store: Store) -> None:
+    cli.enqueue("mail", '"a@example.com"')
+    keep = cli.enqueue("add", "[1, 2]")
+    result = cli.ok("queues", "delete", "mail", "-y")
+    assert "Deleted queue mail and 1 job(s)." in result.stdout
+    assert [j.id for j in store.jobs()] == [keep]
+    assert "mail" not in paused(cli)
+
+
+@pytest.mark.parametrize("command", ["empty", "delete"])
+def test_without_yes_and_without_a_terminal_nothing_is_deleted(
+    cli: Cli, store: Store, command: str
+) -> None:
+    cli.enqueue("add", "[1, 2]")
+    cli.enqueue("add", "[3, 4]")
+
+    result = cli("queues", command, "default")
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: confirmation: refusing to delete 2 job(s) without --yes "
+        "(stdin is not a terminal to ask on)\n"
+    )
+    assert store.count() == 2
+
+
+def test_emptying_an_empty_queue_asks_nothing(cli: Cli) -> None:
+    cli.ok("queues", "create", "idle")
+    assert cli.json("queues", "empty", "idle") == {"queue": "idle", "deleted": 0}
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["pause", "nope"], "queue"),
+        (["resume", "nope"], "queue"),
+        (["empty", "nope", "--yes"], "queue"),
+        (["delete", "nope", "--yes"], "queue"),
+        (["create", "two words"], "queue"),
+        (["create", "a,b"], "queue"),
+    ],
+)
+def test_an_unknown_or_bad_queue_exits_2_and_changes_nothing(
+    cli: Cli, store: Store, args: list[str], field: str
+) -> None:
+    cli.enqueue("add", "[1, 2]")
+    result = cli("queues", *args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {field}: ")
+    assert [q["name"] for q in cli.json("queues", "list")] == ["default"]
+    assert store.count() == 1
+
+
+# -- on a terminal: the question is asked -------------------------------------------
+def run_on_terminal(args: list[str], answer: str, url: str, cwd: Path) -> tuple[int, str]:
+    """Run `python -m conveyor ARGS` on a pseudo-terminal, answer the prompt, and return
+    the exit code and everything it wrote."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=cwd,
+        env=dict(os.environ, CONVEYOR_URL=url, COLUMNS="200"),
+    )
+    os.close(slave)
+    output = b""
+    answered = False
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # the terminal closed: the process is gone
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if not answered and b"[y/N]" in output:
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+            if proc.poll() is not None and not ready:
+                break
+        return proc.wait(10), output.decode(errors="replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize(("answer", "code", "left"), [("y", 0, 0), ("n", 1, 2)])
+def test_on_a_terminal_it_asks_saying_how_many_jobs_go(
+    cli: Cli, store: Store, url: str, answer: str, code: int, left: int
+) -> None:
+    cli.enqueue("add", "[1, 2]")
+    cli.enqueue("add", "[3, 4]", "--delay", "1h")
+    finished = cli.enqueue("boom", "--queue", "other")
+    store.finish("other", Outcome.poisoned(None))
+
+    exit_code, output = run_on_terminal(["queues", "empty", "default"], answer, url, cli.dir)
+
+    assert "Delete 2 waiting job(s) from queue 'default'? [y/N]" in output
+    assert exit_code == code, output
+    assert store.count() == left + 1
+    assert store.job(finished).state is State.POISONED
