@@ -197,20 +197,26 @@ class Conveyor:
             found = self.tasks.get(ref)
             if found is not None:
                 return found
-            fn = import_callable(ref)
-            found = self.tasks.get(ref)  # importing the module may have registered it
+            target = import_callable(ref)
+            if isinstance(target, Task):
+                return target  # registered under another name or on another app
+            found = self.tasks.get(ref) or self._registered(target)
+            return found if found is not None else self._transient_task(ref, target)
+        if callable(ref):
+            found = self._registered(ref)
             if found is not None:
                 return found
-            return self._transient_task(ref, fn)
-        if callable(ref):
-            for task in self.tasks.values():
-                if task.fn is ref:
-                    return task
             path = default_task_name(ref)
             if import_callable(path) is not ref:
                 raise TaskNotFound(path, f"{path!r} is not registered and not importable")
             return self._transient_task(path, ref)
         raise TaskNotFound(repr(ref))
+
+    def _registered(self, fn: Callable[..., Any]) -> Task | None:
+        for task in self.tasks.values():
+            if task.fn is fn:
+                return task
+        return None
 
     def _transient_task(self, name: str, fn: Callable[..., Any]) -> Task:
         return Task(

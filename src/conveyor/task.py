@@ -324,7 +324,8 @@ def default_task_name(fn: Callable[..., Any]) -> str:
 
 
 def import_callable(path: str) -> Callable[..., Any]:
-    """``pkg.mod:func`` (or ``pkg.mod:Class.method``) → the callable; TaskNotFound otherwise."""
+    """``pkg.mod:func`` (or ``pkg.mod:Class.method``) → the callable (a :class:`Task`
+    when the path names one); TaskNotFound otherwise."""
     module_name, sep, attr_path = path.partition(":")
     if not sep or not module_name or not attr_path:
         raise TaskNotFound(
@@ -345,8 +346,6 @@ def import_callable(path: str) -> Callable[..., Any]:
             raise TaskNotFound(
                 path, f"module {module_name!r} has no {attr_path!r} (task {path!r})"
             ) from None
-    if isinstance(target, Task):
-        return target.fn
     if not callable(target):
         raise TaskNotFound(path, f"{path!r} is not callable")
     return target  # type: ignore[no-any-return]

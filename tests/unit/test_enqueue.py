@@ -234,3 +234,24 @@ def test_enqueue_middleware_sees_every_job(app: Conveyor) -> None:
     def t() -> None: ...
 
     assert t.enqueue().job.metadata == {"stamped": True}
+
+
+def test_an_import_path_finds_the_registered_task_with_its_options(
+    app: Conveyor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a module that registers a task under a custom name, with its own options
+    (tmp_path / "custom_tasks.py").write_text(
+        "from conveyor import Conveyor\n"
+        f"app = Conveyor('sqlite:///{tmp_path}/jobs.db')\n"
+        "@app.task(name='mail.send', queue='mail', max_attempts=9)\n"
+        "def send(to):\n"
+        "    return to\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    # When it is enqueued by its import path
+    handle = app.enqueue("custom_tasks:send", "ada@example.com")
+
+    # Then the registered task's name and options apply
+    assert handle.job.task == "mail.send"
+    assert (handle.job.queue, handle.job.max_attempts) == ("mail", 9)

@@ -24,7 +24,7 @@ def create_backend(url: str) -> Backend:
     if target is None:
         raise ConfigError(
             "url",
-            f"unsupported scheme {scheme!r} in {_redact(url)!r}; "
+            f"unsupported scheme {scheme!r} in {redact_url(url)!r}; "
             f"supported: {', '.join(sorted(BACKENDS))}",
         )
     module_name, _, class_name = target.partition(":")
@@ -33,7 +33,8 @@ def create_backend(url: str) -> Backend:
     return backend
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs and messages."""
     parts = urlsplit(url)
     if parts.password:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")

@@ -218,7 +218,7 @@ class SQLiteBackend(Backend):
                 os.close(self._lock_fd)
                 self._lock_fd = None
         if self._executor is not None:
-            self._executor.shutdown(wait=False)
+            self._executor.shutdown(wait=True)
             self._executor = None
 
     async def now(self) -> float:

@@ -10,7 +10,6 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypeVar
-from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -88,14 +87,6 @@ async def require_queue(backend: Backend, name: str) -> None:
     """QueueNotFound unless the store knows a queue of that name."""
     if name not in {q.name for q in await backend.list_queues()}:
         raise QueueNotFound(name)
-
-
-def redact(url: str) -> str:
-    """The URL without its password (for logs and status lines)."""
-    parts = urlsplit(url)
-    if parts.password:
-        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
-    return url
 
 
 # -- output -------------------------------------------------------------------------

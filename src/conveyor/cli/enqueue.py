@@ -18,7 +18,7 @@ from conveyor.cli.parsing import (
 )
 from conveyor.exceptions import ConfigError, TaskNotFound
 from conveyor.job import Job
-from conveyor.task import Task, import_callable
+from conveyor.task import Task
 
 
 def enqueue(
@@ -145,11 +145,6 @@ def _load_for(task: str, includes: list[str] | None, url: str | None) -> Conveyo
 
 
 def _task(app: Conveyor, name: str) -> Task:
-    if name in app.tasks:
-        return app.tasks[name]
-    if ":" in name:
-        # By the function, so that a task registered under another name keeps its options.
-        return app.get_task(import_callable(name))
     try:
         return app.get_task(name)
     except TaskNotFound as exc:

@@ -9,16 +9,18 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 import typer
 
 from conveyor.app import Conveyor
-from conveyor.cli.common import IncludeOption, UrlOption, console, load, redact, with_store
+from conveyor.backends import redact_url as redact
+from conveyor.cli.common import IncludeOption, UrlOption, console, load, with_store
 from conveyor.cli.parsing import split_list
 from conveyor.exceptions import ConfigError
 from conveyor.loader import import_include
+from conveyor.portal import portal
 from conveyor.worker.runtime import WorkerConfig, run_worker
 from conveyor.worker.supervisor import STOP_SIGNALS, Supervisor, watch_parent
 
@@ -221,7 +223,7 @@ def start(options: WorkerOptions, *, serve: bool, seed: bool = False) -> None:
             soft_wrap=True,
         )
     if not options.supervised and (options.processes > 1 or options.max_jobs is not None):
-        _supervise(app, options, queues)
+        _supervise(app, config, options)
     else:
         _run_here(app, config, options)
 
@@ -255,47 +257,26 @@ def _seed(app: Conveyor, includes: list[str]) -> None:
         app.close()  # the synchronous connection seed() used; workers open their own
 
 
-def _supervise(app: Conveyor, options: WorkerOptions, queues: list[str]) -> None:
+def _supervise(app: Conveyor, config: WorkerConfig, options: WorkerOptions) -> None:
     # Open the store once here: a store that cannot be opened is one clear error now,
     # not N children failing and being restarted over and over.
     with_store(app.url, lambda backend: backend.now())
-    # The children read the store URL from the environment, not from their command
-    # line, so that a password in it does not show in `ps`.
-    os.environ["CONVEYOR_URL"] = app.url
-    argv = [
-        sys.executable,
-        "-m",
-        "conveyor",
-        "worker",
-        "--queues",
-        ",".join(queues),
-        "--concurrency",
-        str(options.concurrency),
-        "--interval",
-        repr(options.interval),
-        "--lease",
-        repr(options.lease),
-        "--shutdown-timeout",
-        repr(options.shutdown_timeout),
-    ]
-    if options.fetch is not None:
-        argv += ["--fetch", str(options.fetch)]
-    if options.max_jobs is not None:
-        argv += ["--max-jobs", str(options.max_jobs)]
-    for include in options.includes:
-        argv += ["--include", include]
-    if options.verbosity:
-        argv.append("-" + "v" * options.verbosity)
-    argv += ["--processes", "1", "--supervised"]
+    portal.stop()  # no threads may be alive when the children are forked
     logger.info(
         "supervisor %d started: %d worker process(es), queues %s, concurrency %d each, store %s",
         os.getpid(),
         options.processes,
-        ",".join(queues),
-        options.concurrency,
+        ",".join(config.queues),
+        config.concurrency,
         redact(app.url),
     )
-    code = Supervisor(argv, options.processes).run()
+    child_options = replace(options, supervised=True)
+
+    def run_child() -> int:
+        _run_here(app, config, child_options)
+        return 0
+
+    code = Supervisor(run_child, options.processes).run()
     logger.info("supervisor %d stopped", os.getpid())
     if code:
         raise typer.Exit(code)

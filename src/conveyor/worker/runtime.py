@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from conveyor.app import Conveyor
+from conveyor.backends import redact_url
 from conveyor.backends.base import Backend, WorkerInfo
 from conveyor.context import TaskContext
 from conveyor.exceptions import ConveyorError
@@ -138,7 +139,7 @@ class Worker:
             self.config.concurrency,
             self._fetch,
             self.config.lease,
-            backend.url,
+            redact_url(backend.url),
         )
         keeper = asyncio.create_task(self._keep_leases(backend), name="conveyor-leases")
         try:
