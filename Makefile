@@ -17,7 +17,7 @@ install: $(STAMP)
 ## run: API + workers on a SQLite file in ./.conveyor/ (demo tasks included)
 run: $(STAMP)
 	mkdir -p .conveyor
-	$(BIN)/conveyor serve --url sqlite:///.conveyor/conveyor.db -i conveyor.demo
+	$(BIN)/conveyor serve --url sqlite:///.conveyor/conveyor.db -i conveyor.demo -v
 
 ## test: the whole suite against real stores
 test: $(STAMP)
