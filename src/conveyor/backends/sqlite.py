@@ -72,6 +72,8 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _loads = json.loads
 _ALL_STATES = [s.value for s in State]
 _FINAL = [s.value for s in FINAL_STATES]
+#: States jobs_listing leaves out (see 0001_initial.sql).
+_UNLISTED = frozenset({State.QUEUED, State.SCHEDULED})
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
@@ -457,7 +459,13 @@ class SQLiteBackend(Backend):
         if cursor:
             where.append("id < ?")
             params.append(cursor)
-        sql = "SELECT * FROM jobs"
+        # jobs_listing holds every state but the waiting ones; for those, walk the
+        # table from its newest end (ids are time-ordered), where a backlog's newest are.
+        if filter is not None and filter.states and not (filter.states & _UNLISTED):
+            sql = "SELECT * FROM jobs INDEXED BY jobs_listing"
+            where.append("state NOT IN ('queued', 'scheduled')")  # the index's own condition
+        else:
+            sql = "SELECT * FROM jobs NOT INDEXED"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"

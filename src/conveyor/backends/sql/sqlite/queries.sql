@@ -18,7 +18,7 @@ WHERE unique_key = ?
   AND state IN ('scheduled', 'queued', 'running', 'retrying', 'cancelling');
 
 -- INDEXED BY pins the partial indexes: without statistics the planner would
--- rather walk jobs_state, whose cost grows with the number of such jobs.
+-- rather walk jobs_listing, whose cost grows with the number of such jobs.
 
 -- name: promote_due
 UPDATE jobs INDEXED BY jobs_due SET state = 'queued', version = version + 1, updated_at = :now
