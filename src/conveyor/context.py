@@ -7,7 +7,6 @@ works in async tasks and in sync tasks run on worker threads alike).
 from __future__ import annotations
 
 import contextvars
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +31,9 @@ class TaskContext:
     job: Job
     step: Step
     worker_id: str
-    _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    # A plain flag, not a threading.Event: set on the loop, read by task threads, and
+    # one per job (an Event's lock and condition cost more than the rest of the context).
+    _cancel_requested: bool = field(default=False, repr=False)
     _progress_dirty: bool = field(default=False, repr=False)
 
     @property
@@ -63,15 +64,15 @@ class TaskContext:
     @property
     def cancelled(self) -> bool:
         """True once the job was asked to cancel (check it in long sync loops)."""
-        return self._cancelled.is_set()
+        return self._cancel_requested
 
     def raise_if_cancelled(self) -> None:
         """Stop here if the job was asked to cancel."""
-        if self._cancelled.is_set():
+        if self._cancel_requested:
             raise Cancel("cancel requested")
 
     def request_cancel(self) -> None:
-        self._cancelled.set()
+        self._cancel_requested = True
 
 
 def current_context() -> TaskContext:

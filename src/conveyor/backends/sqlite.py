@@ -342,10 +342,11 @@ class SQLiteBackend(Backend):
         if not probe[0]:
             return []
 
-        def claim(conn: sqlite3.Connection, now: float) -> list[Job]:
+        def claim(conn: sqlite3.Connection, now: float) -> list[list[Row]]:
             conn.execute(Q["promote_due"], {"now": now})
             paused = {r[0] for r in conn.execute(Q["paused_queues"], (_dumps(queues),))}
-            claimed: list[Job] = []
+            batches: list[list[Row]] = []
+            left = limit
             for queue in queues:
                 if queue in paused:
                     continue
@@ -356,17 +357,22 @@ class SQLiteBackend(Backend):
                         "lease_until": now + lease,
                         "now": now,
                         "queue": queue,
-                        "limit": limit - len(claimed),
+                        "limit": left,
                     },
                 ).fetchall()
-                batch = [_row_to_job(r) for r in rows]
-                batch.sort(key=lambda j: (j.priority, j.run_at, j.id))
-                claimed.extend(batch)
-                if len(claimed) >= limit:
+                batches.append(rows)
+                left -= len(rows)
+                if left <= 0:
                     break
-            return claimed
+            return batches
 
-        return self._write(claim)
+        # Rows become jobs after the commit: no Python work while the write lock is held.
+        claimed: list[Job] = []
+        for rows in self._write(claim):
+            batch = [_row_to_job(r) for r in rows]
+            batch.sort(key=lambda j: (j.priority, j.run_at, j.id))
+            claimed.extend(batch)
+        return claimed
 
     async def extend(self, job_ids: Sequence[str], worker_id: str, lease: float) -> LeaseStatus:
         ids = list(job_ids)
@@ -411,7 +417,9 @@ class SQLiteBackend(Backend):
     async def finish(self, items: Sequence[tuple[Job, Outcome]]) -> list[bool]:
         if not items:
             return []
-        return await self._transact(lambda conn, now: _finish(conn, now, items))
+        batch, counts = _finish_batch(items)  # encoded before the write lock is taken
+        written = set(await self._transact(lambda conn, now: _finish(conn, now, batch, counts)))
+        return [job.id in written for job, _ in items]
 
     async def release(self, jobs: Sequence[Job]) -> int:
         def release(conn: sqlite3.Connection, now: float) -> int:
@@ -850,21 +858,18 @@ def _row_to_job(r: Row) -> Job:
     )
 
 
-def _finish(
-    conn: sqlite3.Connection, now: float, items: Sequence[tuple[Job, Outcome]]
-) -> list[bool]:
-    written: list[bool] = []
-    processed = failed = 0
+def _finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, tuple[int, int]]]:
+    """The ``finish_batch`` parameter, and per job id its (processed, failed) counts."""
+    rows: list[list[Any]] = []
+    counts: dict[str, tuple[int, int]] = {}
     for job, outcome in items:
         attempts = job.attempts
-        run_at = job.run_at
-        finished_at: float | None = now
+        delay = 0.0
         if outcome.kind == "succeeded":
             state = State.SUCCEEDED
         elif outcome.kind == "retry":
-            run_at = now + outcome.delay
-            state = State.RETRYING if run_at > now else State.QUEUED
-            finished_at = None
+            delay = outcome.delay
+            state = State.RETRYING if delay > 0 else State.QUEUED
             if not outcome.count_attempt:
                 attempts -= 1
         elif outcome.kind == "poisoned":
@@ -872,29 +877,32 @@ def _finish(
         else:
             state = State.CANCELLED
         errors = [*job.errors, outcome.error] if outcome.error else job.errors
-        changed = conn.execute(
-            Q["finish_job"],
-            {
-                "state": state.value,
-                "run_at": run_at,
-                "attempts": attempts,
-                "steps": _dumps([s.to_storage() for s in job.steps]),
-                "current_step": job.current_step,
-                "progress": _dumps(job.progress.to_dict()) if job.progress.total else None,
-                "result": None if job.result is None else _dumps(job.result),
-                "errors": _dumps(errors) if errors else None,
-                "finished_at": finished_at,
-                "now": now,
-                "id": job.id,
-                "worker": job.worker_id,
-                "held_attempts": job.attempts,
-            },
-        ).rowcount
-        written.append(bool(changed))
-        if changed:
-            processed += 1
-            if outcome.kind == "poisoned" or (outcome.kind == "retry" and outcome.count_attempt):
-                failed += 1
+        rows.append(
+            [
+                job.id,
+                job.worker_id,
+                job.attempts,
+                state.value,
+                delay,
+                attempts,
+                _dumps([s.to_storage() for s in job.steps]),
+                job.current_step,
+                _dumps(job.progress.to_dict()) if job.progress.total else None,
+                None if job.result is None else _dumps(job.result),
+                _dumps(errors) if errors else None,
+            ]
+        )
+        failed = outcome.kind == "poisoned" or (outcome.kind == "retry" and outcome.count_attempt)
+        counts[job.id] = (1, int(failed))
+    return _dumps(rows), counts
+
+
+def _finish(
+    conn: sqlite3.Connection, now: float, batch: str, counts: dict[str, tuple[int, int]]
+) -> list[str]:
+    written = [r[0] for r in conn.execute(Q["finish_batch"], {"now": now, "batch": batch})]
+    processed = sum(counts[i][0] for i in written)
+    failed = sum(counts[i][1] for i in written)
     if processed:
         conn.execute(Q["add_counter"], (processed, "processed"))
     if failed:

@@ -116,11 +116,11 @@ class Executor:
 
     async def _run_step(self, ctx: TaskContext, step: Step) -> Any:
         if step.kind != "task":
-            raise Poison(
-                f"step {step.name!r}: {step.kind!r} steps are not supported by this worker"
-            )
+            raise Poison(f"step {step.name!r}: {step.kind!r} steps are not supported here")
         task = self._task(step.task or "")
-        await self._hooks(ctx, "before")
+        hooks = task.hooks
+        if hooks:
+            await self._hooks(ctx, "before")
         try:
             call = self._call(task, step)
             timeout = ctx.job.timeout
@@ -134,8 +134,10 @@ class Executor:
                     raise StepTimeout(f"timed out after {timeout:g} s") from None
             _check_result(result, task.name)
         finally:
-            await self._hooks(ctx, "after")
-        await self._hooks(ctx, "success", result)
+            if hooks:
+                await self._hooks(ctx, "after")
+        if hooks:
+            await self._hooks(ctx, "success", result)
         return result
 
     def _call(self, task: Task, step: Step) -> Awaitable[Any]:
@@ -195,6 +197,9 @@ class Executor:
                 logger.exception("%s hook of task %s failed (job %s)", event, name, ctx.job.id)
 
 
+_SCALARS = frozenset({str, int, bool})
+
+
 def _compose(middleware: list[Any], endpoint: Endpoint) -> Endpoint:
     """``mw1(ctx, → mw2(ctx, → endpoint(ctx)))``, built once."""
     call = endpoint
@@ -234,6 +239,8 @@ def _error(
 
 
 def _check_result(result: Any, task_name: str) -> None:
+    if result is None or type(result) in _SCALARS:
+        return
     try:
         json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as exc:

@@ -36,6 +36,9 @@ from conveyor.worker.processes import ProcessRunner
 
 logger = logging.getLogger("conveyor.worker")
 
+#: How long a busy worker waits for more free slots before a small claim (seconds).
+COALESCE_S = 0.001
+
 
 @dataclass
 class WorkerConfig:
@@ -95,6 +98,9 @@ class Worker:
             concurrency=config.concurrency,
         )
         self._fetch = config.fetch or config.concurrency
+        # Below this many free slots a busy worker waits a moment before claiming.
+        self._batch = max(1, min(self._fetch, config.concurrency) // 2)
+        self._last_claim_full = False
         self._running: dict[str, _Running] = {}
         self._outcomes: list[tuple[Job, Outcome]] = []
         self._flushing: asyncio.Task[None] | None = None
@@ -165,6 +171,12 @@ class Worker:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            if free < self._batch and self._last_claim_full:
+                # Coalesce: a busy worker whose slots free one by one would otherwise
+                # claim one job per transaction. A millisecond lets more slots free up
+                # so the claim takes a batch; it costs a slow job no more than that.
+                await asyncio.sleep(COALESCE_S)
+                free = self.config.concurrency - len(self._running)
             limit = min(self._fetch, free)
             if max_jobs is not None:
                 limit = min(limit, max_jobs - self._started_jobs)
@@ -176,6 +188,7 @@ class Worker:
                 ",".join(self.config.queues),
                 len(self._running),
             )
+            self._last_claim_full = len(jobs) == limit
             for job in jobs:
                 self._start(job)
             if not jobs:

@@ -56,19 +56,34 @@ SET steps = :steps, current_step = :current_step, progress = :progress,
 WHERE id = :id AND worker_id = :worker AND attempts = :attempts
   AND state IN ('running', 'cancelling');
 
--- A job asked to cancel while it ran is not run again: a retry outcome ends it
--- cancelled (the executor cannot see a cancel that arrived after its last lease check).
--- name: finish_job
+-- Outcomes of a batch of runs, one statement. :batch is a JSON array of
+-- [id, worker, held_attempts, state, delay, attempts, steps, current_step, progress,
+--  result, errors], prepared before the transaction so that no Python runs while the
+-- write lock is held. Compare-and-set on (id, worker, attempts); RETURNING names the
+-- rows written. A job asked to cancel while it ran is not run again: a retry outcome
+-- ends it cancelled (the executor cannot see a cancel that arrived after its last
+-- lease check).
+-- name: finish_batch
 UPDATE jobs
-SET state = CASE WHEN state = 'cancelling' AND :state IN ('queued', 'retrying')
-                 THEN 'cancelled' ELSE :state END,
-    finished_at = CASE WHEN state = 'cancelling' AND :state IN ('queued', 'retrying')
-                       THEN :now ELSE :finished_at END,
-    run_at = :run_at, attempts = :attempts, steps = :steps,
-    current_step = :current_step, progress = :progress, result = :result, errors = :errors,
-    worker_id = NULL, lease_until = NULL, version = version + 1, updated_at = :now
-WHERE id = :id AND worker_id = :worker AND attempts = :held_attempts
-  AND state IN ('running', 'cancelling');
+SET state = CASE WHEN jobs.state = 'cancelling' AND b.state IN ('queued', 'retrying')
+                 THEN 'cancelled' ELSE b.state END,
+    finished_at = CASE WHEN b.state NOT IN ('queued', 'retrying') OR jobs.state = 'cancelling'
+                       THEN :now END,
+    run_at = CASE WHEN b.state IN ('queued', 'retrying') THEN :now + b.delay
+                  ELSE jobs.run_at END,
+    attempts = b.attempts, steps = b.steps, current_step = b.current_step,
+    progress = b.progress, result = b.result, errors = b.errors,
+    worker_id = NULL, lease_until = NULL, version = jobs.version + 1, updated_at = :now
+FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS worker,
+             json_extract(value, '$[2]') AS held_attempts, json_extract(value, '$[3]') AS state,
+             json_extract(value, '$[4]') AS delay, json_extract(value, '$[5]') AS attempts,
+             json_extract(value, '$[6]') AS steps, json_extract(value, '$[7]') AS current_step,
+             json_extract(value, '$[8]') AS progress, json_extract(value, '$[9]') AS result,
+             json_extract(value, '$[10]') AS errors
+      FROM json_each(:batch)) AS b
+WHERE jobs.id = b.id AND jobs.worker_id = b.worker AND jobs.attempts = b.held_attempts
+  AND jobs.state IN ('running', 'cancelling')
+RETURNING jobs.id;
 
 -- Released at shutdown: waiting again without spending the attempt; a job that was
 -- asked to cancel meanwhile ends cancelled instead.
