@@ -9,6 +9,7 @@ import inspect
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -72,6 +73,9 @@ class Task:
     executor: ExecutorKind
     hooks: dict[str, list[Hook]] = field(default_factory=dict)
     _call_options: EnqueueOptions = field(default_factory=EnqueueOptions)
+    _resolved_options: ResolvedOptions | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -95,7 +99,13 @@ class Task:
     def prepare(self, *args: Any, **kwargs: Any) -> Job:
         """The job ``enqueue`` would store, validated, not stored."""
         self._check_signature(args, kwargs)
-        return build_job(self.name, args, kwargs, self.options, self._call_options)
+        return build_job(self.name, args, kwargs, self._resolved())
+
+    def _resolved(self) -> ResolvedOptions:
+        # Validated once per Task object: with_options makes a new one.
+        if self._resolved_options is None:
+            self._resolved_options = resolve_options(self.options, self._call_options)
+        return self._resolved_options
 
     def enqueue(self, *args: Any, **kwargs: Any) -> JobHandle:
         """Store a job that calls this task with these arguments; returns its handle."""
@@ -190,17 +200,24 @@ def _positional_arity(fn: Callable[..., Any]) -> tuple[int, int] | None:
 # ---------------------------------------------------------------------------
 # Building jobs
 # ---------------------------------------------------------------------------
-def build_job(
-    task_name: str,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-    defaults: TaskOptions,
-    call: EnqueueOptions,
-    now: float | None = None,
-) -> Job:
-    """Validate a call and turn it into a Job (run_at 0 = now on the store's clock)."""
-    import time
+@dataclass(frozen=True)
+class ResolvedOptions:
+    """A task's defaults and a call's options, validated once (``enqueue_many`` builds
+    every job from one of these)."""
 
+    queue: str
+    priority: int
+    delay: float  # seconds from now; 0 with run_at
+    run_at: float  # epoch seconds, 0 = now
+    max_attempts: int
+    retry: RetryPolicy
+    timeout: float | None
+    unique_key: str | None
+    metadata: Mapping[str, Any]
+
+
+def resolve_options(defaults: TaskOptions, call: EnqueueOptions) -> ResolvedOptions:
+    """Validate per-call options against a task's defaults; InvalidJob names the field."""
     queue = call.queue if call.queue is not None else defaults.queue
     validate_queue_name(queue)
     priority = defaults.priority
@@ -209,25 +226,21 @@ def build_job(
             priority = parse_priority(call.priority)
         except ValueError as exc:
             raise InvalidJob("priority", str(exc).removeprefix("priority: ")) from None
-    run_at = 0.0
     if call.delay is not None and call.run_at is not None:
         raise InvalidJob("delay", "give delay or run_at, not both")
+    delay = 0.0
     if call.delay is not None:
-        delay = call.delay.total_seconds() if isinstance(call.delay, dt.timedelta) else call.delay
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay != delay:
+        raw = call.delay.total_seconds() if isinstance(call.delay, dt.timedelta) else call.delay
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or raw != raw:
             raise InvalidJob("delay", f"expected seconds as a number, got {call.delay!r}")
-        if delay < 0:
-            raise InvalidJob("delay", f"must be >= 0 seconds, got {delay}")
-        if delay > 0:
-            run_at = (time.time() if now is None else now) + delay
-    if call.run_at is not None:
-        run_at = _epoch(call.run_at)
+        if raw < 0:
+            raise InvalidJob("delay", f"must be >= 0 seconds, got {raw}")
+        delay = float(raw)
+    run_at = _epoch(call.run_at) if call.run_at is not None else 0.0
     max_attempts = call.max_attempts if call.max_attempts is not None else defaults.max_attempts
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise InvalidJob("max_attempts", f"must be an int >= 1, got {max_attempts!r}")
-    retry = defaults.retry
-    if call.retry is not None:
-        retry = _retry_policy(call.retry)
+    retry = _retry_policy(call.retry) if call.retry is not None else defaults.retry
     timeout = call.timeout if call.timeout is not None else defaults.timeout
     _check_timeout(timeout)
     if call.unique_key is not None and (
@@ -235,26 +248,45 @@ def build_job(
     ):
         raise InvalidJob("unique_key", f"must be a non-empty string, got {call.unique_key!r}")
     metadata = dict(call.metadata or {})
+    if metadata:
+        check_json("metadata", metadata)
+    return ResolvedOptions(
+        queue, priority, delay, run_at, max_attempts, retry, timeout, call.unique_key, metadata
+    )
+
+
+def build_job(
+    task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: ResolvedOptions
+) -> Job:
+    """A new Job calling ``task_name`` (run_at 0 = now on the store's clock)."""
     args_list = list(args)
     kwargs_dict = dict(kwargs)
-    if args_list:
+    if args_list and not _plain_scalars(args_list):
         check_json("args", args_list)
     if kwargs_dict:
         check_json("kwargs", kwargs_dict)
-    if metadata:
-        check_json("metadata", metadata)
+    run_at = options.run_at or (time.time() + options.delay if options.delay else 0.0)
     return Job(
         id=new_job_id(),
-        queue=queue,
+        queue=options.queue,
         steps=[Step(name="main", kind="task", task=task_name, args=args_list, kwargs=kwargs_dict)],
-        priority=priority,
+        priority=options.priority,
         run_at=run_at,
-        max_attempts=max_attempts,
-        retry=retry,
-        timeout=timeout,
-        unique_key=call.unique_key,
-        metadata=metadata,
+        max_attempts=options.max_attempts,
+        retry=options.retry,
+        timeout=options.timeout,
+        unique_key=options.unique_key,
+        metadata=dict(options.metadata),
     )
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _plain_scalars(values: list[Any]) -> bool:
+    """True for the common args (ids, names, flags) that are JSON without a check.
+    Floats are not here: NaN and infinity are not JSON."""
+    return all(type(v) in _PLAIN for v in values)
 
 
 _valid_queues: set[str] = set()
