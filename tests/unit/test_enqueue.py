@@ -255,3 +255,25 @@ def test_an_import_path_finds_the_registered_task_with_its_options(
     # Then the registered task's name and options apply
     assert handle.job.task == "mail.send"
     assert (handle.job.queue, handle.job.max_attempts) == ("mail", 9)
+
+
+def test_a_step_survives_its_compact_storage_form() -> None:
+    from conveyor import Step
+
+    full = Step(
+        name="b",
+        kind="http",
+        request={"url": "x"},
+        state="failed",
+        attempts=2,
+        result=[1],
+        response={"status": 500},
+        last_error="boom",
+        started_at=1.0,
+        finished_at=2.0,
+    )
+    bare = Step(name="a", task="t")
+
+    assert Step.from_dict(full.to_storage()) == full
+    assert Step.from_dict(bare.to_storage()) == bare
+    assert bare.to_storage() == {"name": "a", "task": "t"}
