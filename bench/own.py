@@ -63,16 +63,18 @@ def processed(path: str) -> int:
 def w2n(folder: str, n: int) -> dict[str, float]:
     url = fresh_db(folder, "w2n.db")
     with open(os.path.join(folder, "w2n_tasks.py"), "w") as f:
-        f.write(TASKS_MODULE)
-    os.environ["CONVEYOR_URL"] = url
-    sys.path.insert(0, folder)
-    import w2n_tasks  # type: ignore[import-not-found]
+        f.write(TASKS_MODULE)  # what the worker imports
+    app = Conveyor(url)  # a fresh app (and connection) per run: the file was just replaced
 
-    task = w2n_tasks.app.tasks["noop"]
+    @app.task(name="noop")
+    async def task(i: int) -> None:
+        return None
+
     t0 = time.perf_counter()
     for start in range(0, n, 1000):
         task.enqueue_many([[i] for i in range(start, min(start + 1000, n))])
     preload = time.perf_counter() - t0
+    app.close()
     path = url.removeprefix("sqlite:///")
     conveyor_bin = os.path.join(os.path.dirname(sys.executable), "conveyor")
     env = dict(os.environ, CONVEYOR_URL=url, PYTHONPATH=folder)
