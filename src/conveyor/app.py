@@ -23,6 +23,7 @@ from conveyor.task import (
     default_task_name,
     executor_for,
     import_callable,
+    validate_job,
     validate_queue_name,
 )
 
@@ -258,14 +259,20 @@ class Conveyor:
     async def enqueue_many_async(self, jobs: Iterable[Job]) -> list[JobHandle]:
         return await self.enqueue_jobs_async(list(jobs))
 
-    def _through_middleware(self, jobs: Sequence[Job]) -> list[Job]:
+    def _through_middleware(self, jobs: Sequence[Job], built_here: bool) -> list[Job]:
+        """Enqueue middleware, then validation of every job that did not come straight
+        from ``Task.prepare`` (jobs built by hand, or changed by middleware)."""
         out = list(jobs)
         for mw in self.enqueue_middleware:
             out = [mw(job) for job in out]
+        if not built_here or self.enqueue_middleware:
+            for job in out:
+                validate_job(job)
         return out
 
-    def enqueue_jobs(self, jobs: Sequence[Job]) -> list[JobHandle]:
-        jobs = self._through_middleware(jobs)
+    def enqueue_jobs(self, jobs: Sequence[Job], *, built_here: bool = False) -> list[JobHandle]:
+        """Store jobs in one round trip (``built_here``: made by ``Task.prepare``)."""
+        jobs = self._through_middleware(jobs, built_here)
         if not jobs:
             return []
         stored = self._blocking.enqueue_blocking(jobs)
@@ -274,10 +281,10 @@ class Conveyor:
         return [JobHandle(self, job) for job in stored]
 
     async def enqueue_jobs_async(
-        self, jobs: Sequence[Job], *, _middleware: bool = True
+        self, jobs: Sequence[Job], *, built_here: bool = False, _middleware: bool = True
     ) -> list[JobHandle]:
         if _middleware:
-            jobs = self._through_middleware(jobs)
+            jobs = self._through_middleware(jobs, built_here)
         if not jobs:
             return []
         stored = await (await self.backend()).enqueue(jobs)

@@ -7,6 +7,7 @@ works in async tasks and in sync tasks run on worker threads alike).
 from __future__ import annotations
 
 import contextvars
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +54,15 @@ class TaskContext:
         """Report progress; the worker writes it to the store within about a second.
 
         Non-blocking, safe from sync and async tasks.
+
+        Raises:
+            ValueError: ``done`` / ``total`` not finite numbers, or ``message`` not a string.
         """
+        _check_number("progress.done", done)
+        if total is not None:
+            _check_number("progress.total", total)
+        if message is not None and not isinstance(message, str):
+            raise ValueError(f"progress.message: expected a string, got {message!r:.80}")
         self.job.progress.completed = done
         if total is not None:
             self.job.progress.total = total
@@ -73,6 +82,11 @@ class TaskContext:
 
     def request_cancel(self) -> None:
         self._cancel_requested = True
+
+
+def _check_number(field_name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{field_name}: expected a finite number, got {value!r:.80}")
 
 
 def current_context() -> TaskContext:

@@ -21,6 +21,7 @@ they are instructions, not errors.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -118,8 +119,13 @@ class Retry(TaskControl):
     def __init__(
         self, delay: float | None = None, reason: str = "", *, count_attempt: bool = True
     ) -> None:
-        if delay is not None and delay < 0:
-            raise ValueError(f"delay: must be >= 0, got {delay!r}")
+        if delay is not None and (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not math.isfinite(delay)
+            or delay < 0
+        ):
+            raise ValueError(f"delay: must be a finite number of seconds >= 0, got {delay!r}")
         self.delay = delay
         self.reason = reason
         self.count_attempt = count_attempt

@@ -8,6 +8,7 @@ Times are float seconds since the epoch, taken from the store's clock.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -100,8 +101,13 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         for name in ("exponent", "base", "max_delay", "jitter"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"retry.{name}: must be a number >= 0, got {value!r}")
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ValueError(f"retry.{name}: must be a finite number >= 0, got {value!r}")
         if self.jitter > 1:
             raise ValueError(f"retry.jitter: must be a fraction in [0, 1], got {self.jitter!r}")
 
@@ -128,6 +134,8 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+#: The longest retry delay an outcome may ask for: one year.
+MAX_DELAY_S = 365 * 24 * 3600.0
 DEFAULT_MAX_ATTEMPTS = 5
 
 
@@ -348,7 +356,14 @@ class Outcome:
     def retry_in(
         cls, delay: float, error: dict[str, Any] | None, *, count_attempt: bool = True
     ) -> Outcome:
-        return cls("retry", delay=max(delay, 0.0), error=error, count_attempt=count_attempt)
+        # Clamped: a non-finite delay would park the job for ever or break the store.
+        safe = delay if math.isfinite(delay) else 0.0
+        return cls(
+            "retry",
+            delay=min(max(safe, 0.0), MAX_DELAY_S),
+            error=error,
+            count_attempt=count_attempt,
+        )
 
     @classmethod
     def poisoned(cls, error: dict[str, Any] | None) -> Outcome:

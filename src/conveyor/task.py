@@ -7,6 +7,7 @@ import datetime as dt
 import importlib
 import inspect
 import json
+import math
 import os
 import sys
 import time
@@ -109,19 +110,23 @@ class Task:
 
     def enqueue(self, *args: Any, **kwargs: Any) -> JobHandle:
         """Store a job that calls this task with these arguments; returns its handle."""
-        return self.app.enqueue_jobs([self.prepare(*args, **kwargs)])[0]
+        return self.app.enqueue_jobs([self.prepare(*args, **kwargs)], built_here=True)[0]
 
     async def enqueue_async(self, *args: Any, **kwargs: Any) -> JobHandle:
-        return (await self.app.enqueue_jobs_async([self.prepare(*args, **kwargs)]))[0]
+        return (
+            await self.app.enqueue_jobs_async([self.prepare(*args, **kwargs)], built_here=True)
+        )[0]
 
     def enqueue_many(self, calls: Iterable[Sequence[Any] | Mapping[str, Any]]) -> list[JobHandle]:
         """One job per item (a sequence of args, or a mapping of kwargs), one round trip."""
-        return self.app.enqueue_jobs([self._prepare_item(c) for c in calls])
+        return self.app.enqueue_jobs([self._prepare_item(c) for c in calls], built_here=True)
 
     async def enqueue_many_async(
         self, calls: Iterable[Sequence[Any] | Mapping[str, Any]]
     ) -> list[JobHandle]:
-        return await self.app.enqueue_jobs_async([self._prepare_item(c) for c in calls])
+        return await self.app.enqueue_jobs_async(
+            [self._prepare_item(c) for c in calls], built_here=True
+        )
 
     def _prepare_item(self, call: Sequence[Any] | Mapping[str, Any]) -> Job:
         if isinstance(call, Mapping):
@@ -231,15 +236,23 @@ def resolve_options(defaults: TaskOptions, call: EnqueueOptions) -> ResolvedOpti
     delay = 0.0
     if call.delay is not None:
         raw = call.delay.total_seconds() if isinstance(call.delay, dt.timedelta) else call.delay
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or raw != raw:
-            raise InvalidJob("delay", f"expected seconds as a number, got {call.delay!r}")
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+            raise InvalidJob("delay", f"expected a finite number of seconds, got {call.delay!r}")
         if raw < 0:
             raise InvalidJob("delay", f"must be >= 0 seconds, got {raw}")
         delay = float(raw)
     run_at = _epoch(call.run_at) if call.run_at is not None else 0.0
+    if not -(2**31) <= priority < 2**31:
+        raise InvalidJob("priority", f"must fit in 32 bits, got {priority}")
     max_attempts = call.max_attempts if call.max_attempts is not None else defaults.max_attempts
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise InvalidJob("max_attempts", f"must be an int >= 1, got {max_attempts!r}")
+    if (
+        isinstance(max_attempts, bool)
+        or not isinstance(max_attempts, int)
+        or not 1 <= max_attempts <= 1_000_000
+    ):
+        raise InvalidJob(
+            "max_attempts", f"must be an int from 1 to 1,000,000, got {max_attempts!r}"
+        )
     retry = _retry_policy(call.retry) if call.retry is not None else defaults.retry
     timeout = call.timeout if call.timeout is not None else defaults.timeout
     _check_timeout(timeout)
@@ -289,6 +302,54 @@ def _plain_scalars(values: list[Any]) -> bool:
     return all(type(v) in _PLAIN for v in values)
 
 
+def validate_job(job: Job) -> None:
+    """InvalidJob (naming the field) unless a hand-built or middleware-changed job is
+    one a worker can run and the store can keep."""
+    if not isinstance(job, Job):
+        raise InvalidJob("jobs", f"expected Job objects (task.prepare(...)), got {job!r:.80}")
+    validate_queue_name(job.queue)
+    if not job.steps:
+        raise InvalidJob("steps", "a job needs at least one step")
+    names = [step.name for step in job.steps]
+    if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        raise InvalidJob("steps", f"step names must be unique non-empty strings: {names}")
+    for step in job.steps:
+        if step.kind == "task":
+            if not isinstance(step.task, str) or not step.task:
+                raise InvalidJob("steps", f"step {step.name!r}: a task step names its task")
+            if not isinstance(step.args, list) or not isinstance(step.kwargs, dict):
+                raise InvalidJob("steps", f"step {step.name!r}: args is a list, kwargs a dict")
+            check_json("args", step.args)
+            check_json("kwargs", step.kwargs)
+        elif step.kind == "http":
+            if not isinstance(step.request, dict):
+                raise InvalidJob("steps", f"step {step.name!r}: an http step needs its request")
+            check_json("request", step.request)
+        else:
+            raise InvalidJob("steps", f"step {step.name!r}: unknown kind {step.kind!r}")
+    if not 0 <= job.current_step < len(job.steps):
+        raise InvalidJob("current_step", f"out of range: {job.current_step}")
+    if isinstance(job.priority, bool) or not isinstance(job.priority, int):
+        raise InvalidJob("priority", f"expected an int, got {job.priority!r}")
+    if not -(2**31) <= job.priority < 2**31:
+        raise InvalidJob("priority", f"must fit in 32 bits, got {job.priority}")
+    if (
+        isinstance(job.max_attempts, bool)
+        or not isinstance(job.max_attempts, int)
+        or not (1 <= job.max_attempts <= 1_000_000)
+    ):
+        raise InvalidJob(
+            "max_attempts", f"must be an int from 1 to 1,000,000: {job.max_attempts!r}"
+        )
+    _epoch(job.run_at)
+    _check_timeout(job.timeout)
+    if not isinstance(job.metadata, dict):
+        raise InvalidJob("metadata", "expected a dict")
+    check_json("metadata", job.metadata)
+    if job.unique_key is not None and (not isinstance(job.unique_key, str) or not job.unique_key):
+        raise InvalidJob("unique_key", f"must be a non-empty string, got {job.unique_key!r}")
+
+
 _valid_queues: set[str] = set()
 
 
@@ -336,8 +397,8 @@ def _epoch(value: float | dt.datetime) -> float:
         if value.tzinfo is None:
             raise InvalidJob("run_at", "a datetime needs a timezone (e.g. datetime.now(UTC))")
         return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidJob("run_at", f"expected a datetime or epoch seconds, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidJob("run_at", f"expected a datetime or finite epoch seconds, got {value!r}")
     return float(value)
 
 

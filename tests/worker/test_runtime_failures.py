@@ -100,7 +100,9 @@ def test_retry_policy_refuses_non_finite_numbers(field: str) -> None:
         RetryPolicy(**{field: math.inf})
 
 
-@pytest.mark.parametrize("options", [{"delay": math.inf}, {"run_at": math.nan}, {"delay": math.nan}])
+@pytest.mark.parametrize(
+    "options", [{"delay": math.inf}, {"run_at": math.nan}, {"delay": math.nan}]
+)
 def test_enqueue_refuses_non_finite_times(app: Conveyor, options: dict[str, Any]) -> None:
     @app.task(name="t")
     def t() -> None: ...
@@ -110,9 +112,7 @@ def test_enqueue_refuses_non_finite_times(app: Conveyor, options: dict[str, Any]
     assert info.value.field in ("delay", "run_at")
 
 
-@pytest.mark.parametrize(
-    "args", [(object(),), ("three", 10), (1, 10, object()), (math.nan, 10)]
-)
+@pytest.mark.parametrize("args", [(object(),), ("three", 10), (1, 10, object()), (math.nan, 10)])
 def test_progress_refuses_values_that_are_not_json_at_the_call(
     app: Conveyor, args: tuple[Any, ...]
 ) -> None:

@@ -68,7 +68,8 @@ Q = load_queries(_SQL_PACKAGE)
 MIGRATIONS = load_migrations(_SQL_PACKAGE)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# allow_nan=False: NaN and Infinity are not JSON, and SQLite's JSON functions refuse them.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _loads = json.loads
 _ALL_STATES = [s.value for s in State]
 _FINAL = [s.value for s in FINAL_STATES]
@@ -237,8 +238,6 @@ class SQLiteBackend(Backend):
         with self._lock:
             try:
                 return fn(*args)
-            except sqlite3.IntegrityError:
-                raise
             except sqlite3.Error as exc:
                 raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
 
@@ -259,10 +258,14 @@ class SQLiteBackend(Backend):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn, time.time())
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # Also after a failed COMMIT (disk full, I/O error): an open transaction
+                # would keep the write lock from every other process.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
         return result
 
     @contextlib.contextmanager
@@ -858,6 +861,11 @@ def _row_to_job(r: Row) -> Job:
     )
 
 
+def _has_progress(job: Job) -> bool:
+    p = job.progress
+    return bool(p.total or p.completed or p.message)
+
+
 def _finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, tuple[int, int]]]:
     """The ``finish_batch`` parameter, and per job id its (processed, failed) counts."""
     rows: list[list[Any]] = []
@@ -887,7 +895,7 @@ def _finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, 
                 attempts,
                 _dumps([s.to_storage() for s in job.steps]),
                 job.current_step,
-                _dumps(job.progress.to_dict()) if job.progress.total else None,
+                _dumps(job.progress.to_dict()) if _has_progress(job) else None,
                 None if job.result is None else _dumps(job.result),
                 _dumps(errors) if errors else None,
             ]

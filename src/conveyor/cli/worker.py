@@ -22,7 +22,7 @@ from conveyor.exceptions import ConfigError
 from conveyor.loader import import_include
 from conveyor.portal import portal
 from conveyor.worker.runtime import WorkerConfig, run_worker
-from conveyor.worker.supervisor import STOP_SIGNALS, Supervisor, watch_parent
+from conveyor.worker.supervisor import EXIT_CONFIG, STOP_SIGNALS, Supervisor, watch_parent
 
 logger = logging.getLogger("conveyor.cli")
 
@@ -273,7 +273,12 @@ def _supervise(app: Conveyor, config: WorkerConfig, options: WorkerOptions) -> N
     child_options = replace(options, supervised=True)
 
     def run_child() -> int:
-        _run_here(app, config, child_options)
+        try:
+            _run_here(app, config, child_options)
+        except ConfigError as exc:
+            # A restart cannot fix it: exit 2 tells the supervisor to stop.
+            logger.error("worker %d: %s", os.getpid(), exc)
+            return EXIT_CONFIG
         return 0
 
     code = Supervisor(run_child, options.processes).run()

@@ -54,46 +54,67 @@ class Executor:
     async def run(self, job: Job, ctx: TaskContext) -> Outcome:
         """Run ``job`` from its current step; the outcome to record.
 
-        A cancellation of the surrounding asyncio task ends the job ``cancelled``
-        when the job was asked to cancel; otherwise (worker shutdown) it propagates
-        and the caller releases the job.
+        Whatever the task raises — any exception, ``SystemExit`` and
+        ``KeyboardInterrupt`` included — fails the attempt; it never reaches the
+        worker. A cancellation from outside ends the job ``cancelled`` when the job
+        was asked to cancel; otherwise (shutdown, a lost lease) it propagates and
+        the worker gives the job back.
         """
         token = set_context(ctx)
         try:
-            await self._chain(ctx)
-            return Outcome.succeeded()
-        except asyncio.CancelledError:
-            if ctx.cancelled:
-                _uncancel()
-                self._fail_step(ctx.step, "cancelled")
-                return Outcome.cancelled(_error(job, ctx.step, "Cancelled", "cancel requested"))
-            raise
-        except Cancel as exc:
-            self._fail_step(ctx.step, exc.reason)
-            return Outcome.cancelled(_error(job, ctx.step, "Cancel", exc.reason))
-        except Poison as exc:
-            self._fail_step(ctx.step, exc.reason)
-            await self._failed_attempt(ctx, exc)
+            try:
+                await self._chain(ctx)
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is None or not task.cancelling():
+                    failure: BaseException = exc  # raised by the task's own code
+                elif ctx.cancelled:
+                    task.uncancel()
+                    self._fail_step(ctx.step, "cancelled")
+                    return Outcome.cancelled(_error(job, ctx.step, "Cancelled", "cancel requested"))
+                else:
+                    raise
+            except BaseException as exc:
+                failure = exc
+            else:
+                return Outcome.succeeded()
+            return await self._failed(job, ctx, failure)
+        finally:
+            reset_context(token)
+
+    async def _failed(self, job: Job, ctx: TaskContext, exc: BaseException) -> Outcome:
+        """The outcome of an attempt that raised, after its hooks have run.
+
+        ``Retry`` and ``Poison`` are instructions: they run the ``error`` hooks (the
+        attempt did not succeed) but are not reported as exceptions; ``Cancel``
+        runs no hook.
+        """
+        step = ctx.step
+        if isinstance(exc, Cancel):
+            self._fail_step(step, exc.reason)
+            return Outcome.cancelled(_error(job, step, "Cancel", exc.reason))
+        if isinstance(exc, Poison):
+            self._fail_step(step, exc.reason)
+            await self._hooks(ctx, "error", exc)
             await self._hooks(ctx, "failure", exc)
-            return Outcome.poisoned(_error(job, ctx.step, "Poison", exc.reason))
-        except Retry as exc:
-            self._fail_step(ctx.step, str(exc))
-            error = _error(job, ctx.step, "Retry", str(exc))
+            return Outcome.poisoned(_error(job, step, "Poison", exc.reason))
+        if isinstance(exc, Retry):
+            self._fail_step(step, str(exc))
+            error = _error(job, step, "Retry", str(exc))
+            await self._hooks(ctx, "error", exc)
             if exc.count_attempt and job.attempts >= job.max_attempts:
                 await self._hooks(ctx, "failure", exc)
                 return Outcome.poisoned(error)
             delay = exc.delay if exc.delay is not None else job.retry.delay(job.attempts)
             return Outcome.retry_in(delay, error, count_attempt=exc.count_attempt)
-        except Exception as exc:
-            self._fail_step(ctx.step, _message(exc))
-            await self._failed_attempt(ctx, exc)
-            error = _error(job, ctx.step, type(exc).__qualname__, _message(exc), exc)
-            if job.attempts >= job.max_attempts:
-                await self._hooks(ctx, "failure", exc)
-                return Outcome.poisoned(error)
-            return Outcome.retry_in(job.retry.delay(job.attempts), error)
-        finally:
-            reset_context(token)
+        self._fail_step(step, _message(exc))
+        error = _error(job, step, type(exc).__qualname__, _message(exc), exc)
+        await self._hooks(ctx, "error", exc)
+        await self._report(ctx, exc)
+        if job.attempts >= job.max_attempts:
+            await self._hooks(ctx, "failure", exc)
+            return Outcome.poisoned(error)
+        return Outcome.retry_in(job.retry.delay(job.attempts), error)
 
     # -- steps -----------------------------------------------------------------
     async def _run_steps(self, ctx: TaskContext) -> Any:
@@ -169,8 +190,7 @@ class Executor:
         step.last_error = message
         step.finished_at = time.time()
 
-    async def _failed_attempt(self, ctx: TaskContext, exc: BaseException) -> None:
-        await self._hooks(ctx, "error", exc)
+    async def _report(self, ctx: TaskContext, exc: BaseException) -> None:
         reporter = self.app.reporter
         if reporter is not None:
             try:
@@ -210,12 +230,6 @@ def _compose(middleware: list[Any], endpoint: Endpoint) -> Endpoint:
 
         call = layer
     return call
-
-
-def _uncancel() -> None:
-    task = asyncio.current_task()
-    if task is not None:
-        task.uncancel()
 
 
 def _message(exc: BaseException) -> str:

@@ -30,7 +30,13 @@ class ProcessRunner:
         self, task_name: str, args: list[Any], kwargs: dict[str, Any], timeout: float | None
     ) -> Any:
         payload = json.dumps(
-            {"includes": self.includes, "task": task_name, "args": args, "kwargs": kwargs}
+            {
+                "includes": self.includes,
+                "url": self.url,
+                "task": task_name,
+                "args": args,
+                "kwargs": kwargs,
+            }
         ).encode()
         env = dict(os.environ, CONVEYOR_URL=self.url)
         proc = await asyncio.create_subprocess_exec(
@@ -39,20 +45,22 @@ class ProcessRunner:
             "conveyor.worker.processes",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=None,  # the task's own output goes to the worker's log
             env=env,
         )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(payload), timeout)
+            out, _ = await asyncio.wait_for(proc.communicate(payload), timeout)
         except BaseException:
             # Timeout, cancel or shutdown: the child must not outlive its job.
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
             raise
-        if proc.returncode != 0:
-            detail = err.decode(errors="replace").strip()[-4000:]
-            raise ChildFailed(f"child process exited with {proc.returncode}: {detail}")
+        if proc.returncode != 0 or not out:
+            raise ChildFailed(
+                f"child process exited with {proc.returncode} without an answer "
+                "(its output is in the worker's log)"
+            )
         answer = json.loads(out)
         if "error" in answer:
             raise ChildFailed(answer["error"])
@@ -64,18 +72,21 @@ def _child_main() -> int:
 
     from conveyor.loader import load_app
 
+    # The answer travels on the real stdout; whatever the task prints goes to stderr.
+    answer = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     request = json.loads(sys.stdin.buffer.read())
     try:
-        app = load_app(request["includes"])
+        app = load_app(request["includes"], request["url"])
         task = app.get_task(request["task"])
         result = task.fn(*request["args"], **request["kwargs"])
-        text = json.dumps({"result": result})
+        text = json.dumps({"result": result}, allow_nan=False)
     except Exception as exc:
         text = json.dumps(
             {"error": f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc))}
         )
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    answer.write(text)
+    answer.flush()
     return 0
 
 

@@ -1,19 +1,23 @@
 """The worker runtime: one asyncio loop that claims jobs, runs them in slots,
 keeps their leases alive and records their outcomes.
 
-Outcomes are written in batches without a timer: while one ``finish`` call is
-in flight the next outcomes gather, and the following call takes them all
-(group commit). Claims likewise take up to ``fetch`` jobs at once.
+Claims take up to ``fetch`` jobs at once; outcomes are written in batches by the
+:class:`~conveyor.worker.recorder.OutcomeRecorder`. The lease keeper extends the
+leases of running jobs and of jobs whose outcome is not written yet, for as
+long as the worker holds any, shutdown included.
 
 Shutdown, in this order: stop claiming → wait up to ``shutdown_timeout`` for
-running jobs → cancel the rest → release their leases (no attempt spent) →
-write pending outcomes → unregister. A background task that dies stops the
-worker loudly.
+running jobs (leases still kept) → cancel the rest → write pending outcomes →
+release the cancelled jobs (no attempt spent) → stop the lease keeper →
+unregister. A second stop request skips the wait. Store errors in the claim
+loop or the keeper are logged and retried; a bug that kills the keeper stops
+the worker loudly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -33,11 +37,14 @@ from conveyor.exceptions import ConveyorError
 from conveyor.job import Job, Outcome
 from conveyor.worker.executor import Executor
 from conveyor.worker.processes import ProcessRunner
+from conveyor.worker.recorder import OutcomeRecorder
 
 logger = logging.getLogger("conveyor.worker")
 
 #: How long a busy worker waits for more free slots before a small claim (seconds).
 COALESCE_S = 0.001
+#: Longest pause of the claim loop after a store error (seconds; it doubles up to this).
+MAX_BACKOFF_S = 5.0
 
 
 @dataclass
@@ -102,14 +109,14 @@ class Worker:
         self._batch = max(1, min(self._fetch, config.concurrency) // 2)
         self._last_claim_full = False
         self._running: dict[str, _Running] = {}
-        self._outcomes: list[tuple[Job, Outcome]] = []
-        self._flushing: asyncio.Task[None] | None = None
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._stop_now = False
         self._started_jobs = 0
-        self._backend: Backend | None = None
         self._to_release: list[Job] = []  # held jobs that will not finish here
+        self._recorder: OutcomeRecorder | None = None
+        self._keeper_failed = False
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- control -----------------------------------------------------------------
     def request_stop(self) -> None:
@@ -121,6 +128,8 @@ class Worker:
             )
             for running in self._running.values():
                 running.task.cancel()
+            if self._recorder is not None:
+                self._recorder.give_up = True
         self._stopping.set()
         self._slot_freed.set()
 
@@ -130,12 +139,13 @@ class Worker:
 
     # -- main loop -----------------------------------------------------------------
     async def run(self) -> None:
-        backend = self._backend = await self.app.backend()
+        backend = await self.app.backend()
         threads = ThreadPoolExecutor(
             self.config.threads or self.config.concurrency, thread_name_prefix="conveyor-task"
         )
         processes = ProcessRunner(self.config.includes, self.app.url)
         self.executor = Executor(self.app, threads, processes)
+        self._recorder = OutcomeRecorder(backend)
         self.info.started_at = time.time()
         await backend.register_worker(self.info)
         logger.info(
@@ -148,20 +158,23 @@ class Worker:
             redact_url(backend.url),
         )
         keeper = asyncio.create_task(self._keep_leases(backend), name="conveyor-leases")
+        keeper.add_done_callback(self._keeper_done)
         try:
-            await self._claim_loop(backend, keeper)
+            await self._claim_loop(backend)
         finally:
-            keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
-            await self._shutdown(backend)
+            await self._shutdown(backend, keeper)
             threads.shutdown(wait=False, cancel_futures=True)
 
-    async def _claim_loop(self, backend: Backend, keeper: asyncio.Task[None]) -> None:
+    def _keeper_done(self, keeper: asyncio.Task[None]) -> None:
+        if not keeper.cancelled() and keeper.exception() is not None:
+            logger.critical("the lease keeper failed: stopping", exc_info=keeper.exception())
+            self._keeper_failed = True
+            self.request_stop()
+
+    async def _claim_loop(self, backend: Backend) -> None:
         max_jobs = self.config.max_jobs
+        backoff = 0.0
         while not self._stopping.is_set():
-            if keeper.done():
-                keeper.result()  # a dead lease keeper stops the worker loudly
-                raise RuntimeError("lease keeper stopped")
             if max_jobs is not None and self._started_jobs >= max_jobs:
                 logger.info("worker %s ran %d jobs (--max-jobs): recycling", self.id, max_jobs)
                 self._stopping.set()
@@ -180,7 +193,14 @@ class Worker:
             limit = min(self._fetch, free)
             if max_jobs is not None:
                 limit = min(limit, max_jobs - self._started_jobs)
-            jobs = await backend.claim(self.config.queues, self.id, limit, self.config.lease)
+            try:
+                jobs = await backend.claim(self.config.queues, self.id, limit, self.config.lease)
+            except ConveyorError as exc:
+                backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF_S)
+                logger.error("claim failed: %s; trying again in %.1fs", exc, backoff)
+                await self._sleep_unless_stopped(backoff)
+                continue
+            backoff = 0.0
             logger.debug(
                 "claimed %d of %d from %s (%d running)",
                 len(jobs),
@@ -189,13 +209,20 @@ class Worker:
                 len(self._running),
             )
             self._last_claim_full = len(jobs) == limit
+            if self._stopping.is_set():
+                self._to_release.extend(jobs)  # claimed as the stop arrived: not started
+                break
             for job in jobs:
                 self._start(job)
             if not jobs:
                 await self._idle(backend)
 
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
     async def _idle(self, backend: Backend) -> None:
-        """Sleep until the store signals work, a slot frees, a stop, or ``interval``."""
+        """Sleep until the store signals work, a stop, or ``interval``."""
         waiter = asyncio.create_task(backend.wait(self.config.queues, self.config.interval))
         stopper = asyncio.create_task(self._stopping.wait())
         done, pending = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -203,11 +230,21 @@ class Worker:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         if waiter in done:
-            woke = waiter.result()
+            try:
+                woke = waiter.result()
+            except ConveyorError as exc:
+                logger.error("waiting for work failed: %s", exc)
+                await self._sleep_unless_stopped(self.config.interval)
+                return
             logger.debug("idle wait ended: %s", "store changed" if woke else "interval")
 
     def _start(self, job: Job) -> None:
-        ctx = TaskContext(job=job, step=job.steps[job.current_step], worker_id=self.id)
+        try:
+            ctx = TaskContext(job=job, step=job.steps[job.current_step], worker_id=self.id)
+        except IndexError:
+            # A job without the step it points at cannot run anywhere: poison it.
+            self._record(job, Outcome.poisoned(_broken(job, "the job has no step to run")))
+            return
         task = asyncio.create_task(self.executor.run(job, ctx), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, ctx, task, time.monotonic())
         self._started_jobs += 1
@@ -217,91 +254,113 @@ class Worker:
     def _done(self, job_id: str, task: asyncio.Task[Outcome]) -> None:
         running = self._running.pop(job_id)
         self._slot_freed.set()
+        job = running.job
         if task.cancelled():
-            # Shutdown: given back by _shutdown, the unfinished steps as not started.
-            for step in running.job.steps:
+            # Stopped from outside without an outcome (shutdown, or a lease lost): the
+            # job goes back with its unfinished steps as not started, without costing
+            # an attempt. A lost lease makes the release a no-op.
+            for step in job.steps:
                 if step.state != "succeeded":
                     step.state = "pending"
-            self._to_release.append(running.job)
+            if self._stopping.is_set():
+                self._to_release.append(job)
+            else:
+                releasing = asyncio.create_task(self._release_now(job))
+                self._background.add(releasing)
+                releasing.add_done_callback(self._background.discard)
             return
         exc = task.exception()
         if exc is not None:
-            # The executor turns task errors into outcomes, so this is a bug in conveyor
-            # itself: give the job back rather than guess its outcome.
+            # The executor turns every task error into an outcome, so this is a bug in
+            # conveyor: count it as a failed attempt rather than guess, so that a job
+            # that trips it cannot loop for ever.
             logger.error("executor failed on job %s", job_id, exc_info=exc)
-            self._to_release.append(running.job)
-            return
-        outcome = task.result()
-        elapsed = time.monotonic() - running.started
-        self.info.processed += 1
-        if outcome.kind in ("retry", "poisoned"):
-            self.info.failed += 1
+            message = f"worker error: {type(exc).__name__}: {exc}"
+            if job.attempts >= job.max_attempts:
+                outcome = Outcome.poisoned(_broken(job, message))
+            else:
+                outcome = Outcome.retry_in(job.retry.delay(job.attempts), _broken(job, message))
+        else:
+            outcome = task.result()
         logger.info(
             "%s %s %s in %.3fs%s",
             outcome.kind,
             job_id,
-            running.job.task,
-            elapsed,
+            job.task,
+            time.monotonic() - running.started,
             f": {outcome.error['message']}" if outcome.error else "",
         )
-        self._outcomes.append((running.job, outcome))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
+        self._record(job, outcome)
 
-    async def _flush(self) -> None:
-        """Write gathered outcomes, batch after batch, until none are left."""
-        backend = self._backend
-        assert backend is not None
-        while self._outcomes:
-            batch, self._outcomes = self._outcomes, []
-            try:
-                written = await backend.finish(batch)
-            except ConveyorError:
-                logger.exception("could not record %d outcome(s); retrying in 1 s", len(batch))
-                self._outcomes[:0] = batch
-                await asyncio.sleep(1.0)
-                continue
-            for (job, _), ok in zip(batch, written, strict=True):
-                if not ok:
-                    logger.warning("job %s: lease lost before its outcome was recorded", job.id)
+    def _record(self, job: Job, outcome: Outcome) -> None:
+        self.info.processed += 1
+        if outcome.kind == "poisoned" or (outcome.kind == "retry" and outcome.count_attempt):
+            self.info.failed += 1
+        assert self._recorder is not None
+        self._recorder.add(job, outcome)
+
+    async def _release_now(self, job: Job) -> None:
+        assert self._recorder is not None
+        try:
+            await self._recorder.backend.release([job])
+        except ConveyorError as exc:
+            logger.error("could not release job %s (%s): its lease will expire", job.id, exc)
 
     # -- leases ----------------------------------------------------------------------
     async def _keep_leases(self, backend: Backend) -> None:
-        """Extend leases, pass cancel requests on, flush progress, heartbeat, recover."""
+        """Extend leases, pass cancel requests on, save progress, heartbeat, recover.
+
+        Each step's store errors are logged and tried again next period: a passing
+        hiccup must not leave running jobs without their leases.
+        """
         period = max(min(self.config.lease / 3, 5.0), 0.05)
         recover_every = max(self.config.lease / 2, 0.1)
         next_recover = time.monotonic() + random.uniform(0, recover_every)
         while True:
             await asyncio.sleep(period)
-            ids = list(self._running)
-            if ids:
-                status = await backend.extend(ids, self.id, self.config.lease)
-                for job_id in status.cancelling:
-                    self._cancel_job(job_id, "cancel requested")
-                for job_id in status.lost:
-                    logger.warning("job %s: lease lost; stopping it here", job_id)
-                    self._cancel_job(job_id, "lease lost")
-            for running in list(self._running.values()):
-                if running.ctx._progress_dirty:
-                    running.ctx._progress_dirty = False
-                    await backend.save(running.job)
-            self.info.running = list(self._running)
-            await backend.heartbeat_worker(self.info)
-            if time.monotonic() >= next_recover:
-                next_recover = time.monotonic() + recover_every
-                recovered = await backend.recover_expired()
-                for job in recovered:
-                    logger.warning("recovered job %s from a lost worker: now %s", job.id, job.state)
+            try:
+                await self._extend(backend)
+                await self._save_progress(backend)
+                self.info.running = list(self._running)
+                await backend.heartbeat_worker(self.info)
+                if time.monotonic() >= next_recover and not self._stopping.is_set():
+                    next_recover = time.monotonic() + recover_every
+                    for job in await backend.recover_expired():
+                        logger.warning(
+                            "recovered job %s from a lost worker: now %s", job.id, job.state
+                        )
+            except ConveyorError as exc:
+                logger.error("lease keeping failed: %s; trying again in %.1fs", exc, period)
+
+    async def _extend(self, backend: Backend) -> None:
+        assert self._recorder is not None
+        ids = [*self._running, *self._recorder.pending_ids, *(j.id for j in self._to_release)]
+        if not ids:
+            return
+        status = await backend.extend(ids, self.id, self.config.lease)
+        for job_id in status.cancelling:
+            self._cancel_job(job_id, "cancel requested")
+        for job_id in status.lost:
+            if job_id in self._running:
+                logger.warning("job %s: lease lost; stopping it here", job_id)
+                self._cancel_job(job_id, "lease lost")
+
+    async def _save_progress(self, backend: Backend) -> None:
+        for running in list(self._running.values()):
+            if running.ctx._progress_dirty:
+                running.ctx._progress_dirty = False
+                await backend.save(running.job)
 
     def _cancel_job(self, job_id: str, why: str) -> None:
         running = self._running.get(job_id)
         if running is not None and not running.ctx.cancelled:
             logger.info("cancelling job %s: %s", job_id, why)
-            running.ctx.request_cancel()
+            if why == "cancel requested":
+                running.ctx.request_cancel()
             running.task.cancel()
 
     # -- shutdown --------------------------------------------------------------------
-    async def _shutdown(self, backend: Backend) -> None:
+    async def _shutdown(self, backend: Backend, keeper: asyncio.Task[None]) -> None:
         pending = [r.task for r in self._running.values()]
         if pending and not self._stop_now:
             logger.info(
@@ -309,20 +368,43 @@ class Worker:
                 self.config.shutdown_timeout,
                 len(pending),
             )
-            await asyncio.wait(pending, timeout=self.config.shutdown_timeout or None)
+            # The keeper still runs: leases outlive a long wait.
+            await asyncio.wait(pending, timeout=self.config.shutdown_timeout)
         leftover = [r.task for r in self._running.values()]
         for task in leftover:
             task.cancel()
         if leftover:
             await asyncio.gather(*leftover, return_exceptions=True)
-        if self._flushing is not None:
-            await asyncio.gather(self._flushing, return_exceptions=True)
-        await self._flush()
+        assert self._recorder is not None
+        await self._recorder.drain()
         if self._to_release:
-            released = await backend.release(self._to_release)
-            logger.info("released %d job(s) for other workers", released)
-        await backend.unregister_worker(self.id)
+            try:
+                released = await backend.release(self._to_release)
+                logger.info("released %d job(s) for other workers", released)
+            except ConveyorError as exc:
+                logger.error(
+                    "could not release %d job(s) (%s): they run again once their leases expire",
+                    len(self._to_release),
+                    exc,
+                )
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+        with contextlib.suppress(ConveyorError):
+            await backend.unregister_worker(self.id)
         logger.info("worker %s stopped after %d job(s)", self.id, self.info.processed)
+        if self._keeper_failed:
+            raise RuntimeError("the lease keeper failed; see the log above")
+
+
+def _broken(job: Job, message: str) -> dict[str, object]:
+    step = job.steps[job.current_step].name if 0 <= job.current_step < len(job.steps) else None
+    return {
+        "attempt": job.attempts,
+        "step": step,
+        "at": time.time(),
+        "type": "WorkerError",
+        "message": message,
+    }
 
 
 async def run_worker(app: Conveyor, config: WorkerConfig, stop_signals: Sequence[int] = ()) -> None:

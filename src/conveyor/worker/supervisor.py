@@ -67,23 +67,30 @@ class Supervisor:
             logger.warning("supervisor: forking with %d threads alive", threading.active_count())
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the child
-            code = 1
-            try:
-                os.setsid()
-                for sig in STOP_SIGNALS:
-                    signal.signal(sig, signal.SIG_DFL)
-                code = self.run_child()
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        self.children[pid] = slot
+        # Stop signals wait until the child is known (and, in the child, until it has
+        # its own session and handlers), so none is lost or handled twice.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child
+                code = 1
+                try:
+                    os.setsid()
+                    for sig in STOP_SIGNALS:
+                        signal.signal(sig, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+                    code = self.run_child()
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)
+            self.children[pid] = slot
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         logger.info("supervisor: started worker process %d (slot %d)", pid, slot)
 
     def run(self) -> int:

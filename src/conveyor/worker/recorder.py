@@ -1,0 +1,115 @@
+"""Writing outcomes: batched without a timer, never dropped silently.
+
+While one ``finish`` call is in flight the next outcomes gather, and the
+following call takes them all (group commit). Until an outcome is written its
+job stays ``pending`` here, so the worker keeps extending its lease.
+
+When the store is down the batch is kept and tried again (a job whose lease
+runs out meanwhile is recovered elsewhere: at least once still holds). When a
+batch cannot even be encoded (a result or progress the store refuses), its
+outcomes are written one by one, and one that still fails is replaced by a
+``poisoned`` outcome that says why — so one bad job never holds up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from conveyor.backends.base import Backend
+from conveyor.exceptions import ConveyorError
+from conveyor.job import Job, Outcome
+
+logger = logging.getLogger("conveyor.worker")
+
+#: Seconds between attempts to write outcomes while the store does not answer.
+RETRY_S = 1.0
+
+
+class OutcomeRecorder:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._queued: list[tuple[Job, Outcome]] = []
+        self._in_flight: list[tuple[Job, Outcome]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.give_up = False  # set by a second stop signal: do not wait for the store
+
+    @property
+    def pending_ids(self) -> list[str]:
+        """Jobs whose outcome is not written yet (their leases must be kept)."""
+        return [job.id for job, _ in self._in_flight] + [job.id for job, _ in self._queued]
+
+    def add(self, job: Job, outcome: Outcome) -> None:
+        self._queued.append((job, outcome))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._write_all(), name="conveyor-outcomes")
+
+    async def drain(self) -> None:
+        """Wait until every outcome added so far is written (or given up on)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.wait({self._task})
+        if self._queued and not self.give_up:
+            self._task = asyncio.create_task(self._write_all(), name="conveyor-outcomes")
+            await asyncio.wait({self._task})
+        if self._queued or self._in_flight:
+            lost = self.pending_ids
+            logger.error(
+                "%d outcome(s) not written (store unavailable); their jobs run again "
+                "elsewhere once their leases expire: %s",
+                len(lost),
+                ", ".join(lost[:20]),
+            )
+
+    async def _write_all(self) -> None:
+        while self._queued and not self.give_up:
+            self._in_flight, self._queued = self._queued, []
+            try:
+                await self._write(self._in_flight)
+            except ConveyorError as exc:
+                logger.error(
+                    "could not record %d outcome(s): %s; trying again in %gs",
+                    len(self._in_flight),
+                    exc,
+                    RETRY_S,
+                )
+                self._queued[:0] = self._in_flight
+                self._in_flight = []
+                await asyncio.sleep(RETRY_S)
+                continue
+            self._in_flight = []
+
+    async def _write(self, batch: Sequence[tuple[Job, Outcome]]) -> None:
+        try:
+            written = await self.backend.finish(batch)
+        except ConveyorError:
+            raise
+        except Exception:
+            logger.exception("a batch of %d outcome(s) failed; writing them one by one", len(batch))
+            written = [await self._write_one(job, outcome) for job, outcome in batch]
+        for (job, _), ok in zip(batch, written, strict=True):
+            if not ok:
+                logger.warning("job %s: lease lost before its outcome was recorded", job.id)
+
+    async def _write_one(self, job: Job, outcome: Outcome) -> bool:
+        try:
+            return (await self.backend.finish([(job, outcome)]))[0]
+        except ConveyorError:
+            raise
+        except Exception as exc:
+            logger.exception("job %s: its outcome cannot be stored; poisoning it", job.id)
+            job.result = None
+            job.progress.completed = job.progress.total = 0
+            job.progress.message = None
+            step = job.steps[job.current_step] if job.steps else None
+            for s in job.steps:
+                s.result = None
+            error = {
+                "attempt": job.attempts,
+                "step": step.name if step else None,
+                "at": time.time(),
+                "type": type(exc).__name__,
+                "message": f"the outcome could not be stored: {exc}",
+            }
+            return (await self.backend.finish([(job, Outcome.poisoned(error))]))[0]
