@@ -22,12 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
@@ -42,6 +41,16 @@ from conveyor.backends.base import (
     WorkerInfo,
 )
 from conveyor.backends.sqlfiles import load_migrations, load_queries
+from conveyor.backends.sqlite_rows import (
+    Row,
+    dumps,
+    finish_batch,
+    held_params,
+    loads,
+    prepare_insert,
+    row_to_job,
+    statements,
+)
 from conveyor.exceptions import (
     BackendUnavailable,
     ConfigError,
@@ -50,27 +59,19 @@ from conveyor.exceptions import (
     QueueNotFound,
 )
 from conveyor.job import (
-    DEFAULT_RETRY,
     FINAL_STATES,
     Job,
     Outcome,
-    Progress,
-    RetryPolicy,
     State,
-    Step,
 )
 
 T = TypeVar("T")
-Row = tuple[Any, ...]
 
 _SQL_PACKAGE = "conveyor.backends.sql.sqlite"
 Q = load_queries(_SQL_PACKAGE)
 MIGRATIONS = load_migrations(_SQL_PACKAGE)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-# allow_nan=False: NaN and Infinity are not JSON, and SQLite's JSON functions refuse them.
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-_loads = json.loads
 _ALL_STATES = [s.value for s in State]
 _FINAL = [s.value for s in FINAL_STATES]
 #: States jobs_listing leaves out (see 0001_initial.sql).
@@ -195,7 +196,7 @@ class SQLiteBackend(Backend):
                 )
             for number, script in MIGRATIONS:
                 if number > current:
-                    for statement in _statements(script):
+                    for statement in statements(script):
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version={number}")
             conn.execute("COMMIT")
@@ -305,7 +306,7 @@ class SQLiteBackend(Backend):
             # One statement is its own transaction (the queue row comes from a trigger).
             now = time.time()
             with self._writer_lock():
-                self._db().execute(Q["insert_job"], _prepare_insert(jobs[0], now))
+                self._db().execute(Q["insert_job"], prepare_insert(jobs[0], now))
             return [jobs[0]]
         return self._write(lambda conn, now: self._insert(conn, now, jobs))
 
@@ -313,7 +314,7 @@ class SQLiteBackend(Backend):
         stored: list[Job] = []
         plain: list[Row] = []
         for job in jobs:
-            row = _prepare_insert(job, now)
+            row = prepare_insert(job, now)
             if job.unique_key is None:
                 plain.append(row)
                 stored.append(job)
@@ -324,7 +325,7 @@ class SQLiteBackend(Backend):
                 existing = conn.execute(Q["active_by_unique_key"], (job.unique_key,)).fetchone()
                 if existing is None:  # an id collision; cannot happen with UUIDv7
                     raise BackendUnavailable(f"job {job.id} could not be stored")
-                stored.append(_row_to_job(existing))
+                stored.append(row_to_job(existing))
         if plain:
             conn.executemany(Q["insert_job"], plain)
         return stored
@@ -341,13 +342,13 @@ class SQLiteBackend(Backend):
         # A read first: when nothing is ready, no write lock is taken, so idle
         # workers polling the file do not queue up behind each other's writes.
         now = time.time()
-        probe = conn.execute(Q["ready_probe"], {"queues": _dumps(queues), "now": now}).fetchone()
+        probe = conn.execute(Q["ready_probe"], {"queues": dumps(queues), "now": now}).fetchone()
         if not probe[0]:
             return []
 
         def claim(conn: sqlite3.Connection, now: float) -> list[list[Row]]:
             conn.execute(Q["promote_due"], {"now": now})
-            paused = {r[0] for r in conn.execute(Q["paused_queues"], (_dumps(queues),))}
+            paused = {r[0] for r in conn.execute(Q["paused_queues"], (dumps(queues),))}
             batches: list[list[Row]] = []
             left = limit
             for queue in queues:
@@ -372,7 +373,7 @@ class SQLiteBackend(Backend):
         # Rows become jobs after the commit: no Python work while the write lock is held.
         claimed: list[Job] = []
         for rows in self._write(claim):
-            batch = [_row_to_job(r) for r in rows]
+            batch = [row_to_job(r) for r in rows]
             batch.sort(key=lambda j: (j.priority, j.run_at, j.id))
             claimed.extend(batch)
         return claimed
@@ -385,7 +386,7 @@ class SQLiteBackend(Backend):
         def extend(conn: sqlite3.Connection, now: float) -> LeaseStatus:
             rows = conn.execute(
                 Q["extend_lease"],
-                {"lease_until": now + lease, "worker": worker_id, "ids": _dumps(ids)},
+                {"lease_until": now + lease, "worker": worker_id, "ids": dumps(ids)},
             ).fetchall()
             held = {r[0]: r[1] for r in rows}
             return LeaseStatus(
@@ -398,18 +399,7 @@ class SQLiteBackend(Backend):
 
     async def save(self, job: Job) -> bool:
         def save(conn: sqlite3.Connection, now: float) -> bool:
-            changed = conn.execute(
-                Q["save_running"],
-                {
-                    "steps": _dumps([s.to_storage() for s in job.steps]),
-                    "current_step": job.current_step,
-                    "progress": _dumps(job.progress.to_dict()),
-                    "now": now,
-                    "id": job.id,
-                    "worker": job.worker_id,
-                    "attempts": job.attempts,
-                },
-            ).rowcount
+            changed = conn.execute(Q["save_running"], held_params(job, now)).rowcount
             if changed:
                 job.version += 1
                 job.updated_at = now
@@ -420,7 +410,7 @@ class SQLiteBackend(Backend):
     async def finish(self, items: Sequence[tuple[Job, Outcome]]) -> list[bool]:
         if not items:
             return []
-        batch, counts = _finish_batch(items)  # encoded before the write lock is taken
+        batch, counts = finish_batch(items)  # encoded before the write lock is taken
         written = set(await self._transact(lambda conn, now: _finish(conn, now, batch, counts)))
         return [job.id in written for job, _ in items]
 
@@ -428,18 +418,7 @@ class SQLiteBackend(Backend):
         def release(conn: sqlite3.Connection, now: float) -> int:
             count = 0
             for job in jobs:
-                count += conn.execute(
-                    Q["release_job"],
-                    {
-                        "steps": _dumps([s.to_storage() for s in job.steps]),
-                        "current_step": job.current_step,
-                        "progress": _dumps(job.progress.to_dict()),
-                        "now": now,
-                        "id": job.id,
-                        "worker": job.worker_id,
-                        "held_attempts": job.attempts,
-                    },
-                ).rowcount
+                count += conn.execute(Q["release_job"], held_params(job, now)).rowcount
             return count
 
         return await self._transact(release) if jobs else 0
@@ -451,7 +430,7 @@ class SQLiteBackend(Backend):
         row = self._db().execute(Q["get_job"], (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(job_id)
-        return _row_to_job(row)
+        return row_to_job(row)
 
     async def list_jobs(
         self, filter: JobFilter | None = None, cursor: str | None = None, limit: int = 50
@@ -461,7 +440,7 @@ class SQLiteBackend(Backend):
         if filter is not None:
             if filter.states is not None:
                 where.append("state IN (SELECT value FROM json_each(?))")
-                params.append(_dumps([s.value for s in filter.states]))
+                params.append(dumps([s.value for s in filter.states]))
             for column in ("queue", "task", "tenant"):
                 value = getattr(filter, column)
                 if value is not None:
@@ -484,7 +463,7 @@ class SQLiteBackend(Backend):
 
         def page() -> Page:
             rows = self._db().execute(sql, params).fetchall()
-            jobs = [_row_to_job(r) for r in rows[:limit]]
+            jobs = [row_to_job(r) for r in rows[:limit]]
             more = len(rows) > limit
             return Page(jobs, jobs[-1].id if more and jobs else None)
 
@@ -497,7 +476,7 @@ class SQLiteBackend(Backend):
                 error = {"attempt": job.attempts, "at": now, "type": "Cancelled", "message": reason}
                 conn.execute(
                     Q["cancel_waiting"],
-                    {"id": job_id, "now": now, "errors": _dumps([*job.errors, error])},
+                    {"id": job_id, "now": now, "errors": dumps([*job.errors, error])},
                 )
             elif job.state is State.RUNNING:
                 conn.execute(Q["cancel_running"], {"id": job_id, "now": now})
@@ -533,7 +512,7 @@ class SQLiteBackend(Backend):
         try:
             conn.execute(
                 Q["retry_job"],
-                {"id": job.id, "now": now, "steps": _dumps([s.to_storage() for s in job.steps])},
+                {"id": job.id, "now": now, "steps": dumps([s.to_storage() for s in job.steps])},
             )
         except sqlite3.IntegrityError:
             raise JobStateError(
@@ -580,7 +559,7 @@ class SQLiteBackend(Backend):
         def recover(conn: sqlite3.Connection, now: float) -> list[Job]:
             recovered: list[Job] = []
             for row in conn.execute(Q["expired_leases"], (now,)).fetchall():
-                job = _row_to_job(row)
+                job = row_to_job(row)
                 step = job.steps[job.current_step].name if job.steps else None
                 error = {
                     "attempt": job.attempts,
@@ -600,7 +579,7 @@ class SQLiteBackend(Backend):
                     {
                         "state": state.value,
                         "run_at": now if state is State.QUEUED else job.run_at,
-                        "errors": _dumps([*job.errors, error]),
+                        "errors": dumps([*job.errors, error]),
                         "finished_at": finished,
                         "now": now,
                         "id": job.id,
@@ -612,7 +591,7 @@ class SQLiteBackend(Backend):
                     # The lost run counts as worked and failed, as a raising task would.
                     conn.execute(Q["add_counter"], (1, "processed"))
                     conn.execute(Q["add_counter"], (1, "failed"))
-                    recovered.append(_row_to_job(conn.execute(Q["get_job"], (job.id,)).fetchone()))
+                    recovered.append(row_to_job(conn.execute(Q["get_job"], (job.id,)).fetchone()))
             return recovered
 
         return await self._transact(recover)
@@ -623,7 +602,7 @@ class SQLiteBackend(Backend):
         while True:
             deleted: int = await self._transact(
                 lambda conn, now: (
-                    conn.execute(Q["prune_finished"], (before, _dumps(wanted))).rowcount
+                    conn.execute(Q["prune_finished"], (before, dumps(wanted))).rowcount
                 ),
             )
             total += deleted
@@ -694,12 +673,12 @@ class SQLiteBackend(Backend):
                     "id": worker.id,
                     "host": worker.host,
                     "pid": worker.pid,
-                    "queues": _dumps(worker.queues),
+                    "queues": dumps(worker.queues),
                     "concurrency": worker.concurrency,
                     "now": now,
                     "processed": worker.processed,
                     "failed": worker.failed,
-                    "running": _dumps(worker.running),
+                    "running": dumps(worker.running),
                 },
             )
             worker.heartbeat_at = now
@@ -719,13 +698,13 @@ class SQLiteBackend(Backend):
                     id=r[0],
                     host=r[1],
                     pid=r[2],
-                    queues=_loads(r[3]),
+                    queues=loads(r[3]),
                     concurrency=r[4],
                     started_at=r[5],
                     heartbeat_at=r[6],
                     processed=r[7],
                     failed=r[8],
-                    running=_loads(r[9]),
+                    running=loads(r[9]),
                 )
                 for r in self._db().execute(Q["list_workers"])
             ]
@@ -789,120 +768,6 @@ class SQLiteBackend(Backend):
                 return job
             if await self._changed(seen, deadline) is None:
                 return None
-
-
-# ---------------------------------------------------------------------------
-# Rows
-# ---------------------------------------------------------------------------
-def _statements(script: str) -> Iterable[str]:
-    buffer: list[str] = []
-    for line in script.splitlines():
-        buffer.append(line)
-        text = "\n".join(buffer)
-        if sqlite3.complete_statement(text):
-            statement = text.strip()
-            if statement.strip(";").strip():
-                yield statement
-            buffer = []
-
-
-def _prepare_insert(job: Job, now: float) -> Row:
-    """Stamp a new job with the store's time and state; its INSERT parameters."""
-    job.created_at = job.updated_at = now
-    if not job.run_at:
-        job.run_at = now
-    job.state = State.SCHEDULED if job.run_at > now else State.QUEUED
-    job.version = 1
-    return (
-        job.id,
-        job.queue,
-        job.task,
-        job.priority,
-        job.state.value,
-        job.run_at,
-        job.max_attempts,
-        None if job.retry == DEFAULT_RETRY else _dumps(job.retry.to_dict()),
-        job.timeout,
-        _dumps([s.to_storage() for s in job.steps]),
-        job.unique_key,
-        _dumps(job.metadata) if job.metadata else None,
-        job.tenant,
-        now,
-        now,
-    )
-
-
-def _row_to_job(r: Row) -> Job:
-    return Job(
-        id=r[0],
-        queue=r[1],
-        priority=r[3],
-        state=State(r[4]),
-        run_at=r[5],
-        attempts=r[6],
-        max_attempts=r[7],
-        retry=RetryPolicy.from_dict(_loads(r[8])) if r[8] else DEFAULT_RETRY,
-        timeout=r[9],
-        steps=[Step(**s) for s in _loads(r[10])],
-        current_step=r[11],
-        progress=Progress.from_dict(_loads(r[12])) if r[12] else Progress(),
-        result=_loads(r[13]) if r[13] is not None else None,
-        errors=_loads(r[14]) if r[14] else [],
-        unique_key=r[15],
-        metadata=_loads(r[16]) if r[16] else {},
-        tenant=r[17],
-        version=r[18],
-        created_at=r[19],
-        started_at=r[20],
-        finished_at=r[21],
-        updated_at=r[22],
-        worker_id=r[23],
-        lease_until=r[24],
-    )
-
-
-def _has_progress(job: Job) -> bool:
-    p = job.progress
-    return bool(p.total or p.completed or p.message)
-
-
-def _finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, tuple[int, int]]]:
-    """The ``finish_batch`` parameter, and per job id its (processed, failed) counts."""
-    rows: list[list[Any]] = []
-    counts: dict[str, tuple[int, int]] = {}
-    for job, outcome in items:
-        attempts = job.attempts
-        delay = 0.0
-        if outcome.kind == "succeeded":
-            state = State.SUCCEEDED
-        elif outcome.kind == "retry":
-            delay = outcome.delay
-            state = State.RETRYING if delay > 0 else State.QUEUED
-            if not outcome.count_attempt:
-                attempts -= 1
-        elif outcome.kind == "poisoned":
-            state = State.POISONED
-        else:
-            state = State.CANCELLED
-        errors = [*job.errors, outcome.error] if outcome.error else job.errors
-        rows.append(
-            [
-                job.id,
-                job.worker_id,
-                job.attempts,
-                state.value,
-                delay,
-                attempts,
-                _dumps([s.to_storage() for s in job.steps]),
-                job.current_step,
-                _dumps(job.progress.to_dict()) if _has_progress(job) else None,
-                None if job.result is None else _dumps(job.result),
-                _dumps(errors) if errors else None,
-            ]
-        )
-        failed = outcome.kind == "poisoned" or (outcome.kind == "retry" and outcome.count_attempt)
-        counts[job.id] = (1, int(failed))
-    return _dumps(rows), counts
 
 
 def _finish(

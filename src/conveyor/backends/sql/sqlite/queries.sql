@@ -53,7 +53,7 @@ RETURNING id, state;
 UPDATE jobs
 SET steps = :steps, current_step = :current_step, progress = :progress,
     version = version + 1, updated_at = :now
-WHERE id = :id AND worker_id = :worker AND attempts = :attempts
+WHERE id = :id AND worker_id = :worker AND attempts = :held_attempts
   AND state IN ('running', 'cancelling');
 
 -- Outcomes of a batch of runs, one statement. :batch is a JSON array of

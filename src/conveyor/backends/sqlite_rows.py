@@ -1,0 +1,146 @@
+"""Rows of the SQLite backend: jobs to statement parameters and back.
+
+Pure functions, no connection: the backend encodes before it takes the write
+lock and decodes after it releases it, so that no Python runs while other
+processes wait for the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from conveyor.job import DEFAULT_RETRY, Job, Outcome, Progress, RetryPolicy, State, Step
+
+Row = tuple[Any, ...]
+
+# allow_nan=False: NaN and Infinity are not JSON, and SQLite's JSON functions refuse them.
+dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+loads = json.loads
+
+
+def statements(script: str) -> Iterable[str]:
+    """The statements of a SQL script, one at a time."""
+    buffer: list[str] = []
+    for line in script.splitlines():
+        buffer.append(line)
+        text = "\n".join(buffer)
+        if sqlite3.complete_statement(text):
+            statement = text.strip()
+            if statement.strip(";").strip():
+                yield statement
+            buffer = []
+
+
+def prepare_insert(job: Job, now: float) -> Row:
+    """Stamp a new job with the store's time and state; its INSERT parameters."""
+    job.created_at = job.updated_at = now
+    if not job.run_at:
+        job.run_at = now
+    job.state = State.SCHEDULED if job.run_at > now else State.QUEUED
+    job.version = 1
+    return (
+        job.id,
+        job.queue,
+        job.task,
+        job.priority,
+        job.state.value,
+        job.run_at,
+        job.max_attempts,
+        None if job.retry == DEFAULT_RETRY else dumps(job.retry.to_dict()),
+        job.timeout,
+        dumps([s.to_storage() for s in job.steps]),
+        job.unique_key,
+        dumps(job.metadata) if job.metadata else None,
+        job.tenant,
+        now,
+        now,
+    )
+
+
+def held_params(job: Job, now: float) -> dict[str, Any]:
+    """Parameters of the writes a lease holder makes to a running job (save, release)."""
+    return {
+        "steps": dumps([s.to_storage() for s in job.steps]),
+        "current_step": job.current_step,
+        "progress": dumps(job.progress.to_dict()) if has_progress(job) else None,
+        "now": now,
+        "id": job.id,
+        "worker": job.worker_id,
+        "held_attempts": job.attempts,
+    }
+
+
+def row_to_job(r: Row) -> Job:
+    return Job(
+        id=r[0],
+        queue=r[1],
+        priority=r[3],
+        state=State(r[4]),
+        run_at=r[5],
+        attempts=r[6],
+        max_attempts=r[7],
+        retry=RetryPolicy.from_dict(loads(r[8])) if r[8] else DEFAULT_RETRY,
+        timeout=r[9],
+        steps=[Step(**s) for s in loads(r[10])],
+        current_step=r[11],
+        progress=Progress.from_dict(loads(r[12])) if r[12] else Progress(),
+        result=loads(r[13]) if r[13] is not None else None,
+        errors=loads(r[14]) if r[14] else [],
+        unique_key=r[15],
+        metadata=loads(r[16]) if r[16] else {},
+        tenant=r[17],
+        version=r[18],
+        created_at=r[19],
+        started_at=r[20],
+        finished_at=r[21],
+        updated_at=r[22],
+        worker_id=r[23],
+        lease_until=r[24],
+    )
+
+
+def has_progress(job: Job) -> bool:
+    p = job.progress
+    return bool(p.total or p.completed or p.message)
+
+
+def finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, tuple[int, int]]]:
+    """The ``finish_batch`` parameter, and per job id its (processed, failed) counts."""
+    rows: list[list[Any]] = []
+    counts: dict[str, tuple[int, int]] = {}
+    for job, outcome in items:
+        attempts = job.attempts
+        delay = 0.0
+        if outcome.kind == "succeeded":
+            state = State.SUCCEEDED
+        elif outcome.kind == "retry":
+            delay = outcome.delay
+            state = State.RETRYING if delay > 0 else State.QUEUED
+            if not outcome.count_attempt:
+                attempts -= 1
+        elif outcome.kind == "poisoned":
+            state = State.POISONED
+        else:
+            state = State.CANCELLED
+        errors = [*job.errors, outcome.error] if outcome.error else job.errors
+        rows.append(
+            [
+                job.id,
+                job.worker_id,
+                job.attempts,
+                state.value,
+                delay,
+                attempts,
+                dumps([s.to_storage() for s in job.steps]),
+                job.current_step,
+                dumps(job.progress.to_dict()) if has_progress(job) else None,
+                None if job.result is None else dumps(job.result),
+                dumps(errors) if errors else None,
+            ]
+        )
+        failed = outcome.kind == "poisoned" or (outcome.kind == "retry" and outcome.count_attempt)
+        counts[job.id] = (1, int(failed))
+    return dumps(rows), counts
