@@ -134,11 +134,13 @@ def finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, t
                 state.value,
                 delay,
                 attempts,
-                dumps([s.to_storage() for s in job.steps]),
+                # Arrays and objects ride in the batch as JSON (json_extract hands
+                # their text back); the result may be a bare string, so it is text.
+                [s.to_storage() for s in job.steps],
                 job.current_step,
-                dumps(job.progress.to_dict()) if has_progress(job) else None,
+                job.progress.to_dict() if has_progress(job) else None,
                 None if job.result is None else dumps(job.result),
-                dumps(errors) if errors else None,
+                errors or None,
             ]
         )
         failed = outcome.kind == "poisoned" or (outcome.kind == "retry" and outcome.count_attempt)

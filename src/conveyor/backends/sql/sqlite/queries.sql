@@ -58,7 +58,8 @@ WHERE id = :id AND worker_id = :worker AND attempts = :held_attempts
 
 -- Outcomes of a batch of runs, one statement. :batch is a JSON array of
 -- [id, worker, held_attempts, state, delay, attempts, steps, current_step, progress,
---  result, errors], prepared before the transaction so that no Python runs while the
+--  result, errors] (steps, progress and errors as JSON, result as JSON text), prepared
+-- before the transaction so that no Python runs while the
 -- write lock is held. Compare-and-set on (id, worker, attempts); RETURNING names the
 -- rows written. A job asked to cancel while it ran is not run again: a retry outcome
 -- ends it cancelled (the executor cannot see a cancel that arrived after its last
