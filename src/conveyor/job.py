@@ -381,6 +381,13 @@ _last_ms = 0
 _seq = 0
 
 
+def id_floor(at: float) -> str:
+    """The smallest id of a job created at ``at`` (epoch seconds): ids of jobs created
+    earlier sort below it."""
+    h = f"{int(at * 1000) & 0xFFFFFFFFFFFF:012x}"
+    return f"{h[:8]}-{h[8:12]}-0000-0000-000000000000"
+
+
 def new_job_id(now: float | None = None) -> str:
     """A UUIDv7 (RFC 9562) as text; monotonic within a process."""
     global _last_ms, _seq

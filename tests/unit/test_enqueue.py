@@ -277,3 +277,13 @@ def test_a_step_survives_its_compact_storage_form() -> None:
     assert Step.from_dict(full.to_storage()) == full
     assert Step.from_dict(bare.to_storage()) == bare
     assert bare.to_storage() == {"name": "a", "task": "t"}
+
+
+def test_ids_sort_by_creation_time_around_their_floor() -> None:
+    from conveyor.job import id_floor, new_job_id
+
+    earlier = new_job_id(now=1_800_000_000.0)
+    later = new_job_id(now=1_800_000_001.0)
+
+    assert earlier < id_floor(1_800_000_000.5) < later
+    assert sorted([later, earlier]) == [earlier, later]

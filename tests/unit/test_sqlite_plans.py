@@ -38,7 +38,7 @@ def plan(conn: sqlite3.Connection, sql: str, params: object) -> str:
         ("ready_probe", {"queues": '["q"]', "now": 1.0}, "jobs_due"),
         ("expired_leases", (1.0,), "jobs_leases"),
         ("active_by_unique_key", ("k",), "jobs_unique_key"),
-        ("prune_finished", (1.0, '["succeeded"]'), "jobs_finished"),
+        ("prune_finished", {"states": '["succeeded"]', "before": 1.0, "cut": "0"}, "jobs_listing"),
     ],
 )
 def test_hot_queries_search_their_index(

@@ -63,6 +63,7 @@ from conveyor.job import (
     Job,
     Outcome,
     State,
+    id_floor,
 )
 
 T = TypeVar("T")
@@ -74,8 +75,12 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _ALL_STATES = [s.value for s in State]
 _FINAL = [s.value for s in FINAL_STATES]
-#: States jobs_listing leaves out (see 0001_initial.sql).
-_UNLISTED = frozenset({State.QUEUED, State.SCHEDULED})
+#: The states of two partial indexes, and their conditions word for word (SQLite uses
+#: a partial index only for a query that repeats its condition).
+_LISTED = frozenset({State.RETRYING, State.SUCCEEDED, State.POISONED, State.CANCELLED})
+_LISTED_CONDITION = "state IN ('retrying', 'succeeded', 'poisoned', 'cancelled')"
+_LEASED = frozenset({State.RUNNING, State.CANCELLING})
+_LEASED_CONDITION = "state IN ('running', 'cancelling')"
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
@@ -449,11 +454,16 @@ class SQLiteBackend(Backend):
         if cursor:
             where.append("id < ?")
             params.append(cursor)
-        # jobs_listing holds every state but the waiting ones; for those, walk the
-        # table from its newest end (ids are time-ordered), where a backlog's newest are.
-        if filter is not None and filter.states and not (filter.states & _UNLISTED):
+        # Each group of states is listed through the index that holds it (see
+        # 0001_initial.sql); waiting jobs, or a mix, by walking the table from its
+        # newest end (ids are time-ordered), where a backlog's newest jobs are.
+        states = filter.states if filter is not None else None
+        if states and states <= _LISTED:
             sql = "SELECT * FROM jobs INDEXED BY jobs_listing"
-            where.append("state NOT IN ('queued', 'scheduled')")  # the index's own condition
+            where.append(_LISTED_CONDITION)
+        elif states and states <= _LEASED:
+            sql = "SELECT * FROM jobs INDEXED BY jobs_leases"
+            where.append(_LEASED_CONDITION)
         else:
             sql = "SELECT * FROM jobs NOT INDEXED"
         if where:
@@ -598,12 +608,12 @@ class SQLiteBackend(Backend):
 
     async def prune(self, before: float, states: Sequence[State] | None = None) -> int:
         wanted = [s.value for s in (states or FINAL_STATES) if s in FINAL_STATES]
+        # A minute of slack covers ids minted a moment before their job was stored.
+        params = {"states": dumps(wanted), "before": before, "cut": id_floor(before + 60.0)}
         total = 0
         while True:
             deleted: int = await self._transact(
-                lambda conn, now: (
-                    conn.execute(Q["prune_finished"], (before, dumps(wanted))).rowcount
-                ),
+                lambda conn, now: conn.execute(Q["prune_finished"], params).rowcount
             )
             total += deleted
             if deleted == 0:

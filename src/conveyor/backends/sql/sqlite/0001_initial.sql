@@ -40,15 +40,14 @@ CREATE INDEX IF NOT EXISTS jobs_due ON jobs (run_at)
 -- recovery of expired leases.
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_until)
     WHERE state IN ('running', 'cancelling');
--- listing by state (CLI, dashboard), newest first. Waiting jobs are left out on
--- purpose: every index a new job enters is one more page written per enqueue
--- (a quarter of a single enqueue's cost each); waiting jobs are listed by walking
--- the table from its newest end instead, where a backlog's newest jobs are.
+-- listing retrying and finished jobs (CLI, dashboard), newest first, and pruning
+-- (ids are time-ordered: a job that finished before T was created before T).
+-- Every index a job enters is one more page written per change of state, so the
+-- states with an index of their own stay out: waiting jobs are listed by walking
+-- the table from its newest end (where a backlog's newest jobs are), running ones
+-- through jobs_leases.
 CREATE INDEX IF NOT EXISTS jobs_listing ON jobs (state, id)
-    WHERE state NOT IN ('queued', 'scheduled');
--- pruning old finished jobs.
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at)
-    WHERE state IN ('succeeded', 'poisoned', 'cancelled');
+    WHERE state IN ('retrying', 'succeeded', 'poisoned', 'cancelled');
 -- a unique key is held by at most one active job.
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_key ON jobs (unique_key)
     WHERE unique_key IS NOT NULL

@@ -139,11 +139,14 @@ SET state = :state, run_at = :run_at, errors = :errors, finished_at = :finished_
 WHERE id = :id AND worker_id = :worker AND attempts = :attempts
   AND state IN ('running', 'cancelling') AND lease_until < :now;
 
+-- :cut is an id made a little after :before: every job that finished before
+-- :before was created (and so has an id) before it.
 -- name: prune_finished
 DELETE FROM jobs
-WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_finished
-             WHERE state IN ('succeeded', 'poisoned', 'cancelled') AND finished_at < ?
-               AND state IN (SELECT value FROM json_each(?))
+WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_listing
+             WHERE state IN ('retrying', 'succeeded', 'poisoned', 'cancelled')
+               AND state IN (SELECT value FROM json_each(:states))
+               AND id < :cut AND finished_at < :before
              LIMIT 5000);
 
 -- name: queue_exists
