@@ -350,7 +350,7 @@ class Outcome:
 
     @classmethod
     def succeeded(cls) -> Outcome:
-        return cls("succeeded")
+        return _SUCCEEDED
 
     @classmethod
     def retry_in(
@@ -372,6 +372,9 @@ class Outcome:
     @classmethod
     def cancelled(cls, error: dict[str, Any] | None) -> Outcome:
         return cls("cancelled", error=error)
+
+
+_SUCCEEDED = Outcome("succeeded")  # immutable, so one serves every job
 
 
 # ---------------------------------------------------------------------------

@@ -248,7 +248,10 @@ class Worker:
         task = asyncio.create_task(self.executor.run(job, ctx), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, ctx, task, time.monotonic())
         self._started_jobs += 1
-        logger.info("start %s %s (attempt %d/%d)", job.id, job.task, job.attempts, job.max_attempts)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "start %s %s (attempt %d/%d)", job.id, job.task, job.attempts, job.max_attempts
+            )
         task.add_done_callback(functools.partial(self._done, job.id))
 
     def _done(self, job_id: str, task: asyncio.Task[Outcome]) -> None:
@@ -282,14 +285,15 @@ class Worker:
                 outcome = Outcome.retry_in(job.retry.delay(job.attempts), _broken(job, message))
         else:
             outcome = task.result()
-        logger.info(
-            "%s %s %s in %.3fs%s",
-            outcome.kind,
-            job_id,
-            job.task,
-            time.monotonic() - running.started,
-            f": {outcome.error['message']}" if outcome.error else "",
-        )
+        if logger.isEnabledFor(logging.INFO):  # the arguments cost more than the check
+            logger.info(
+                "%s %s %s in %.3fs%s",
+                outcome.kind,
+                job_id,
+                job.task,
+                time.monotonic() - running.started,
+                f": {outcome.error['message']}" if outcome.error else "",
+            )
         self._record(job, outcome)
 
     def _record(self, job: Job, outcome: Outcome) -> None:
