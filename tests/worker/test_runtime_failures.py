@@ -168,3 +168,24 @@ def test_enqueue_many_validates_prepared_jobs(app: Conveyor) -> None:
 
     with pytest.raises(InvalidJob, match="steps"):
         app.enqueue_many([broken])
+
+
+def test_a_timed_out_sync_task_holds_its_slot_until_its_thread_returns(app: Conveyor) -> None:
+    # Given one slot, a sync task that outlives its timeout, and a quick job behind it
+    @app.task(name="stuck", timeout=0.2, max_attempts=1)
+    def stuck() -> None:
+        time.sleep(1.0)
+
+    @app.task(name="quick", timeout=0.5)
+    def quick() -> str:
+        return "ran"
+
+    async def scenario(worker: Worker) -> str:
+        first = await stuck.enqueue_async()
+        with pytest.raises(JobFailed, match="timed out"):
+            await first.wait_async(10)
+        second = await quick.enqueue_async()
+        # Then the quick job waits for the thread instead of timing out behind it
+        return str(await second.wait_async(10))
+
+    assert run_with_worker(app, scenario, concurrency=1) == "ran"

@@ -7,6 +7,7 @@ The executor decides, the backend records: :meth:`Executor.run` returns an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import json
@@ -50,6 +51,10 @@ class Executor:
         self.processes = processes
         self._chain = _compose(list(app.execution_middleware), self._run_steps)
         self._resolved: dict[str, Task] = {}
+        #: Threads still running sync tasks that timed out or were cancelled.
+        self.orphans = 0
+        self.on_slot_freed: Callable[[], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self, job: Job, ctx: TaskContext) -> Outcome:
         """Run ``job`` from its current step; the outcome to record.
@@ -60,6 +65,7 @@ class Executor:
         was asked to cancel; otherwise (shutdown, a lost lease) it propagates and
         the worker gives the job back.
         """
+        self._loop = asyncio.get_running_loop()
         token = set_context(ctx)
         try:
             try:
@@ -166,11 +172,33 @@ class Executor:
             return task.fn(*step.args, **step.kwargs)  # type: ignore[no-any-return]
         if task.executor == "process" and self.processes is not None:
             return self.processes.call(task.name, step.args, step.kwargs, timeout=None)
-        loop = asyncio.get_running_loop()
+        return self._in_thread(task, step)
+
+    async def _in_thread(self, task: Task, step: Step) -> Any:
         context = contextvars.copy_context()
-        return loop.run_in_executor(
-            self.threads, lambda: context.run(task.fn, *step.args, **step.kwargs)
-        )
+        running = self.threads.submit(context.run, task.fn, *step.args, **step.kwargs)
+        try:
+            return await asyncio.wrap_future(running)
+        except asyncio.CancelledError:
+            # A timeout or a cancel: the thread cannot be stopped and runs on. Until it
+            # returns it holds a slot of the worker, so that the jobs after it do not
+            # wait for a thread while their own timeouts run.
+            if not running.done():
+                self.orphans += 1
+                running.add_done_callback(self._orphan_done)
+            raise
+
+    def _orphan_done(self, _: object) -> None:
+        # Called on the task's thread: hand the count back to the loop's thread (gone
+        # if the worker has stopped meanwhile, and then there is nothing to count).
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._release_orphan)
+
+    def _release_orphan(self) -> None:
+        self.orphans -= 1
+        if self.on_slot_freed is not None:
+            self.on_slot_freed()
 
     def _task(self, name: str) -> Task:
         task = self._resolved.get(name)

@@ -145,6 +145,7 @@ class Worker:
         )
         processes = ProcessRunner(self.config.includes, self.app.url)
         self.executor = Executor(self.app, threads, processes)
+        self.executor.on_slot_freed = self._slot_freed.set
         self._recorder = OutcomeRecorder(backend)
         self.info.started_at = time.time()
         await backend.register_worker(self.info)
@@ -179,7 +180,7 @@ class Worker:
                 logger.info("worker %s ran %d jobs (--max-jobs): recycling", self.id, max_jobs)
                 self._stopping.set()
                 break
-            free = self.config.concurrency - len(self._running)
+            free = self._free_slots()
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
@@ -189,7 +190,7 @@ class Worker:
                 # claim one job per transaction. A millisecond lets more slots free up
                 # so the claim takes a batch; it costs a slow job no more than that.
                 await asyncio.sleep(COALESCE_S)
-                free = self.config.concurrency - len(self._running)
+                free = self._free_slots()
             limit = min(self._fetch, free)
             if max_jobs is not None:
                 limit = min(limit, max_jobs - self._started_jobs)
@@ -216,6 +217,10 @@ class Worker:
                 self._start(job)
             if not jobs:
                 await self._idle(backend)
+
+    def _free_slots(self) -> int:
+        # A thread still running a timed-out sync task holds its slot until it returns.
+        return self.config.concurrency - len(self._running) - self.executor.orphans
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
