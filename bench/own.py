@@ -42,7 +42,18 @@ async def noop(i):
     return None
 """
 
-WORKER_FLAGS = ["-q", "default", "-c", "50", "--fetch", "100", "--processes", "2"]
+WORKER_FLAGS = [
+    "-q",
+    "default",
+    "-c",
+    "50",
+    "--fetch",
+    "100",
+    "--prefetch",
+    "100",
+    "--processes",
+    "2",
+]
 
 
 def fresh_db(folder: str, name: str) -> str:

@@ -6,10 +6,10 @@ power loss), deleted before every run.
 
 Producer:  ``task.enqueue(i)`` (sync); bulk: ``task.enqueue_many([[i] ...])``
            (one transaction per call).
-Worker:    ``conveyor worker -i conveyor_sqlite_adapter -q default -c 50
-           --fetch 100 --processes 2``: two worker processes under one
-           supervisor, each one asyncio loop with 50 slots; the job bodies are
-           the async ones of ``peers.common``.
+Worker:    ``conveyor worker -i conveyor_sqlite_adapter:app -q default -c 50
+           --fetch 100 --prefetch 100 --processes 2``: two worker processes under
+           one supervisor, each one asyncio loop with 50 slots and up to 100 jobs
+           claimed ahead; the job bodies are the async ones of ``peers.common``.
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ class Adapter(common.Adapter):
             "-c",
             "50",
             "--fetch",
+            "100",
+            "--prefetch",
             "100",
             "--processes",
             "2",

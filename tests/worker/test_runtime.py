@@ -315,3 +315,52 @@ def test_a_paused_queue_runs_nothing_until_resumed(app: Conveyor) -> None:
         return await handle.wait_async(10)
 
     assert run_with_worker(app, scenario, queues=["paused_q"]) == 7
+
+
+def test_prefetched_jobs_run_in_turn_and_go_back_untouched_on_shutdown(app: Conveyor) -> None:
+    # Given one slot, a prefetch of 2, a long job and three quick ones behind it
+    ran: list[int] = []
+
+    @app.task(name="slow_first")
+    async def slow_first() -> None:
+        await asyncio.sleep(0.8)
+
+    @app.task(name="quick")
+    def quick(i: int) -> None:
+        ran.append(i)
+
+    async def scenario() -> list[Job]:
+        # (a lease of 0.6 s: the worker checks for cancel requests every 0.2 s)
+        worker = Worker(
+            app,
+            WorkerConfig(
+                concurrency=1, prefetch=2, fetch=3, lease=0.6, interval=0.05, shutdown_timeout=5
+            ),
+        )
+        first = await slow_first.enqueue_async()
+        quick_ones = await quick.enqueue_many_async([[1], [2], [3]])
+        running = asyncio.create_task(worker.run())
+        while (await first.refresh_async()).state is not State.RUNNING:
+            await asyncio.sleep(0.02)
+        # When the worker holds two of the quick jobs claimed, and one of them is cancelled
+        await asyncio.sleep(0.1)
+        held = [await h.refresh_async() for h in quick_ones]
+        assert [h.state for h in held].count(State.RUNNING) == 2
+        await quick_ones[1].cancel_async()
+        await first.wait_async(5)
+        await quick_ones[0].wait_async(5)
+        worker.request_stop()
+        await running
+        jobs = [(await h.refresh_async()).job for h in quick_ones]
+        await app.aclose()
+        return jobs
+
+    # Then the cancelled one never ran and the others ran in their turn, or went back
+    # to the queue without spending an attempt
+    jobs = asyncio.run(scenario())
+    assert 2 not in ran
+    assert jobs[1].state is State.CANCELLED
+    assert jobs[0].state is State.SUCCEEDED
+    assert jobs[2].state in (State.SUCCEEDED, State.QUEUED)
+    if jobs[2].state is State.QUEUED:
+        assert jobs[2].attempts == 0

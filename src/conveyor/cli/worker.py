@@ -46,6 +46,15 @@ FetchOption = Annotated[
     int | None,
     typer.Option("--fetch", "-f", help="Jobs taken per claim (default: the concurrency)."),
 ]
+PrefetchOption = Annotated[
+    int,
+    typer.Option(
+        "--prefetch",
+        metavar="N",
+        help="Jobs claimed ahead of free slots, started the moment a slot frees "
+        "(good for many short jobs; they wait their turn here, not in the store).",
+    ),
+]
 IntervalOption = Annotated[
     float,
     typer.Option(
@@ -101,6 +110,7 @@ class WorkerOptions:
     queues: list[str]
     concurrency: int
     fetch: int | None
+    prefetch: int
     interval: float
     lease: float
     processes: int
@@ -116,6 +126,7 @@ def worker(
     queues: QueuesOption = None,
     concurrency: ConcurrencyOption = 10,
     fetch: FetchOption = None,
+    prefetch: PrefetchOption = 0,
     interval: IntervalOption = 1.0,
     lease: LeaseOption = 30.0,
     includes: IncludeOption = None,
@@ -137,6 +148,7 @@ def worker(
         queues=split_list(queues),
         concurrency=concurrency,
         fetch=fetch,
+        prefetch=prefetch,
         interval=interval,
         lease=lease,
         processes=processes,
@@ -157,6 +169,7 @@ def serve(
     concurrency: ConcurrencyOption = 10,
     processes: ProcessesOption = 1,
     fetch: FetchOption = None,
+    prefetch: PrefetchOption = 0,
     interval: IntervalOption = 1.0,
     lease: LeaseOption = 30.0,
     max_jobs: MaxJobsOption = None,
@@ -182,6 +195,7 @@ def serve(
         queues=split_list(queues),
         concurrency=concurrency,
         fetch=fetch,
+        prefetch=prefetch,
         interval=interval,
         lease=lease,
         processes=processes,
@@ -203,6 +217,7 @@ def start(options: WorkerOptions, *, serve: bool, seed: bool = False) -> None:
         queues=queues,
         concurrency=options.concurrency,
         fetch=options.fetch,
+        prefetch=options.prefetch,
         interval=options.interval,
         lease=options.lease,
         max_jobs=options.max_jobs,

@@ -17,6 +17,7 @@ the worker loudly.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -52,6 +53,7 @@ class WorkerConfig:
     queues: list[str] = field(default_factory=lambda: ["default"])
     concurrency: int = 10
     fetch: int | None = None  # jobs per claim; default: concurrency
+    prefetch: int = 0  # jobs claimed ahead of free slots, started as slots free up
     interval: float = 1.0  # seconds between claims when no wake-up arrives
     lease: float = 30.0
     max_jobs: int | None = None  # recycle after this many jobs
@@ -74,6 +76,8 @@ class WorkerConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(name, f"must be >= 1, got {value}")
+        if self.prefetch < 0:
+            raise ConfigError("prefetch", f"must be >= 0, got {self.prefetch}")
         for name in ("interval", "lease"):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, f"must be > 0 seconds, got {getattr(self, name)}")
@@ -113,6 +117,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._stop_now = False
         self._started_jobs = 0
+        self._held: collections.deque[Job] = collections.deque()  # claimed, not started
         self._to_release: list[Job] = []  # held jobs that will not finish here
         self._recorder: OutcomeRecorder | None = None
         self._keeper_failed = False
@@ -176,24 +181,23 @@ class Worker:
         max_jobs = self.config.max_jobs
         backoff = 0.0
         while not self._stopping.is_set():
+            self._start_buffered()
             if max_jobs is not None and self._started_jobs >= max_jobs:
                 logger.info("worker %s ran %d jobs (--max-jobs): recycling", self.id, max_jobs)
                 self._stopping.set()
                 break
-            free = self._free_slots()
-            if free <= 0:
+            room = self._room()
+            if room <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
-            if free < self._batch and self._last_claim_full:
+            if room < self._batch and self._last_claim_full:
                 # Coalesce: a busy worker whose slots free one by one would otherwise
                 # claim one job per transaction. A millisecond lets more slots free up
                 # so the claim takes a batch; it costs a slow job no more than that.
                 await asyncio.sleep(COALESCE_S)
-                free = self._free_slots()
-            limit = min(self._fetch, free)
-            if max_jobs is not None:
-                limit = min(limit, max_jobs - self._started_jobs)
+                room = self._room()
+            limit = min(self._fetch, room)
             try:
                 jobs = await backend.claim(self.config.queues, self.id, limit, self.config.lease)
             except ConveyorError as exc:
@@ -203,20 +207,37 @@ class Worker:
                 continue
             backoff = 0.0
             logger.debug(
-                "claimed %d of %d from %s (%d running)",
+                "claimed %d of %d from %s (%d running, %d held)",
                 len(jobs),
                 limit,
                 ",".join(self.config.queues),
                 len(self._running),
+                len(self._held),
             )
             self._last_claim_full = len(jobs) == limit
             if self._stopping.is_set():
                 self._to_release.extend(jobs)  # claimed as the stop arrived: not started
                 break
-            for job in jobs:
-                self._start(job)
-            if not jobs:
+            self._held.extend(jobs)
+            self._start_buffered()
+            if not jobs and not self._held:
                 await self._idle(backend)
+
+    def _room(self) -> int:
+        """How many more jobs to claim: free slots, plus the prefetch, less those held."""
+        room = self._free_slots() + self.config.prefetch - len(self._held)
+        if self.config.max_jobs is not None:
+            room = min(room, self.config.max_jobs - self._started_jobs - len(self._held))
+        return room
+
+    def _start_buffered(self) -> None:
+        """Start held jobs while slots are free (also called as each job ends, so a
+        freed slot is filled at once, without waiting for a claim)."""
+        max_jobs = self.config.max_jobs
+        while self._held and self._free_slots() > 0 and not self._stopping.is_set():
+            if max_jobs is not None and self._started_jobs >= max_jobs:
+                return
+            self._start(self._held.popleft())
 
     def _free_slots(self) -> int:
         # A thread still running a timed-out sync task holds its slot until it returns.
@@ -300,6 +321,7 @@ class Worker:
                 f": {outcome.error['message']}" if outcome.error else "",
             )
         self._record(job, outcome)
+        self._start_buffered()
 
     def _record(self, job: Job, outcome: Outcome) -> None:
         self.info.processed += 1
@@ -343,16 +365,33 @@ class Worker:
 
     async def _extend(self, backend: Backend) -> None:
         assert self._recorder is not None
-        ids = [*self._running, *self._recorder.pending_ids, *(j.id for j in self._to_release)]
+        ids = [
+            *self._running,
+            *(job.id for job in self._held),
+            *self._recorder.pending_ids,
+            *(job.id for job in self._to_release),
+        ]
         if not ids:
             return
         status = await backend.extend(ids, self.id, self.config.lease)
+        if self._held and (status.cancelling or status.lost):
+            self._drop_held(set(status.cancelling), set(status.lost))
         for job_id in status.cancelling:
             self._cancel_job(job_id, "cancel requested")
         for job_id in status.lost:
             if job_id in self._running:
                 logger.warning("job %s: lease lost; stopping it here", job_id)
                 self._cancel_job(job_id, "lease lost")
+
+    def _drop_held(self, cancelling: set[str], lost: set[str]) -> None:
+        """Held jobs asked to cancel end cancelled without running; lost ones are gone."""
+        keep: collections.deque[Job] = collections.deque()
+        for job in self._held:
+            if job.id in cancelling:
+                self._record(job, Outcome.cancelled(_broken(job, "cancel requested", "Cancelled")))
+            elif job.id not in lost:
+                keep.append(job)
+        self._held = keep
 
     async def _save_progress(self, backend: Backend) -> None:
         for running in list(self._running.values()):
@@ -370,6 +409,8 @@ class Worker:
 
     # -- shutdown --------------------------------------------------------------------
     async def _shutdown(self, backend: Backend, keeper: asyncio.Task[None]) -> None:
+        self._to_release.extend(self._held)  # claimed, never started: back at once
+        self._held.clear()
         pending = [r.task for r in self._running.values()]
         if pending and not self._stop_now:
             logger.info(
@@ -405,13 +446,13 @@ class Worker:
             raise RuntimeError("the lease keeper failed; see the log above")
 
 
-def _broken(job: Job, message: str) -> dict[str, object]:
+def _broken(job: Job, message: str, kind: str = "WorkerError") -> dict[str, object]:
     step = job.steps[job.current_step].name if 0 <= job.current_step < len(job.steps) else None
     return {
         "attempt": job.attempts,
         "step": step,
         "at": time.time(),
-        "type": "WorkerError",
+        "type": kind,
         "message": message,
     }
 
