@@ -207,3 +207,35 @@ def test_serve_with_bad_options_seeds_nothing(cli: Cli, store: Store) -> None:
     result = cli("serve", "-i", str(cli.tasks_file), "-i", str(cli.dir / "seeded.py"), "-c", "0")
     assert result.exit_code == 2
     assert store.count() == 0
+
+
+def test_registered_only_and_prefetch_reach_the_worker(
+    cli: Cli, store: Store, processes: Processes
+) -> None:
+    # Given a strict worker that claims ahead
+    worker = processes.start(
+        "worker",
+        "-i",
+        str(cli.tasks_file),
+        "--interval",
+        "0.2",
+        "--registered-only",
+        "--prefetch",
+        "5",
+    )
+    processes.wait_until("the worker registered", lambda: len(store.workers()) == 1)
+
+    # When a registered task and an unregistered import path are enqueued
+    known = cli.enqueue("add", "[2, 3]")
+    stranger = cli.enqueue("os:getpid", "[]", "--max-attempts", "1")
+
+    # Then the registered one runs and the import path is refused without being called
+    processes.wait_until(
+        "both ended", lambda: {j.state for j in store.jobs()} <= {State.SUCCEEDED, State.POISONED}
+    )
+    assert store.job(known).result == 5
+    refused = store.job(stranger)
+    assert refused.state is State.POISONED
+    assert "not registered" in (refused.last_error or "")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(20) == 0, processes.logs()

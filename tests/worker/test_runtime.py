@@ -364,3 +364,21 @@ def test_prefetched_jobs_run_in_turn_and_go_back_untouched_on_shutdown(app: Conv
     assert jobs[2].state in (State.SUCCEEDED, State.QUEUED)
     if jobs[2].state is State.QUEUED:
         assert jobs[2].attempts == 0
+
+
+def test_a_registered_only_worker_refuses_import_paths(app: Conveyor) -> None:
+    # Given a job that names an importable but unregistered function, and a registered task
+    @app.task(name="known")
+    def known() -> str:
+        return "ran"
+
+    stranger = app.get_task("os:getpid").with_options(max_attempts=1).enqueue()
+    handle = known.enqueue()
+
+    async def scenario(worker: Worker) -> str:
+        # Then the strict worker fails the stranger without calling it, and runs the known
+        with pytest.raises(JobFailed, match="not registered"):
+            await stranger.wait_async(10)
+        return str(await handle.wait_async(10))
+
+    assert run_with_worker(app, scenario, registered_only=True) == "ran"

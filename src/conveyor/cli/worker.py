@@ -46,6 +46,14 @@ FetchOption = Annotated[
     int | None,
     typer.Option("--fetch", "-f", help="Jobs taken per claim (default: the concurrency)."),
 ]
+RegisteredOnlyOption = Annotated[
+    bool,
+    typer.Option(
+        "--registered-only",
+        help="Run only tasks the app registers: a job naming any other import path "
+        "fails instead of importing and calling it.",
+    ),
+]
 PrefetchOption = Annotated[
     int,
     typer.Option(
@@ -111,6 +119,7 @@ class WorkerOptions:
     concurrency: int
     fetch: int | None
     prefetch: int
+    registered_only: bool
     interval: float
     lease: float
     processes: int
@@ -127,6 +136,7 @@ def worker(
     concurrency: ConcurrencyOption = 10,
     fetch: FetchOption = None,
     prefetch: PrefetchOption = 0,
+    registered_only: RegisteredOnlyOption = False,
     interval: IntervalOption = 1.0,
     lease: LeaseOption = 30.0,
     includes: IncludeOption = None,
@@ -149,6 +159,7 @@ def worker(
         concurrency=concurrency,
         fetch=fetch,
         prefetch=prefetch,
+        registered_only=registered_only,
         interval=interval,
         lease=lease,
         processes=processes,
@@ -170,6 +181,7 @@ def serve(
     processes: ProcessesOption = 1,
     fetch: FetchOption = None,
     prefetch: PrefetchOption = 0,
+    registered_only: RegisteredOnlyOption = False,
     interval: IntervalOption = 1.0,
     lease: LeaseOption = 30.0,
     max_jobs: MaxJobsOption = None,
@@ -196,6 +208,7 @@ def serve(
         concurrency=concurrency,
         fetch=fetch,
         prefetch=prefetch,
+        registered_only=registered_only,
         interval=interval,
         lease=lease,
         processes=processes,
@@ -218,6 +231,7 @@ def start(options: WorkerOptions, *, serve: bool, seed: bool = False) -> None:
         concurrency=options.concurrency,
         fetch=options.fetch,
         prefetch=options.prefetch,
+        registered_only=options.registered_only,
         interval=options.interval,
         lease=options.lease,
         max_jobs=options.max_jobs,

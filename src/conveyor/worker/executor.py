@@ -45,8 +45,11 @@ class Executor:
         app: Conveyor,
         threads: FuturesExecutor,
         processes: ProcessRunner | None = None,
+        *,
+        registered_only: bool = False,
     ) -> None:
         self.app = app
+        self.registered_only = registered_only
         self.threads = threads
         self.processes = processes
         self._chain = _compose(list(app.execution_middleware), self._run_steps)
@@ -203,6 +206,12 @@ class Executor:
     def _task(self, name: str) -> Task:
         task = self._resolved.get(name)
         if task is None:
+            if self.registered_only and name not in self.app.tasks:
+                # A job names its task; a strict worker runs only what its app registered.
+                raise LookupError(
+                    f"task {name!r} is not registered, and this worker runs registered "
+                    "tasks only (--registered-only)"
+                )
             try:
                 task = self.app.get_task(name)
             except TaskNotFound as exc:

@@ -54,6 +54,7 @@ class WorkerConfig:
     concurrency: int = 10
     fetch: int | None = None  # jobs per claim; default: concurrency
     prefetch: int = 0  # jobs claimed ahead of free slots, started as slots free up
+    registered_only: bool = False  # refuse jobs naming an unregistered import path
     interval: float = 1.0  # seconds between claims when no wake-up arrives
     lease: float = 30.0
     max_jobs: int | None = None  # recycle after this many jobs
@@ -149,7 +150,9 @@ class Worker:
             self.config.threads or self.config.concurrency, thread_name_prefix="conveyor-task"
         )
         processes = ProcessRunner(self.config.includes, self.app.url)
-        self.executor = Executor(self.app, threads, processes)
+        self.executor = Executor(
+            self.app, threads, processes, registered_only=self.config.registered_only
+        )
         self.executor.on_slot_freed = self._slot_freed.set
         self._recorder = OutcomeRecorder(backend)
         self.info.started_at = time.time()
