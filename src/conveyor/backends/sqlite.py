@@ -46,9 +46,9 @@ from conveyor.backends.sqlite_rows import (
     dumps,
     finish_batch,
     held_params,
-    loads,
     prepare_insert,
     row_to_job,
+    row_to_worker,
     statements,
 )
 from conveyor.exceptions import (
@@ -703,21 +703,7 @@ class SQLiteBackend(Backend):
 
     async def list_workers(self) -> list[WorkerInfo]:
         def workers() -> list[WorkerInfo]:
-            return [
-                WorkerInfo(
-                    id=r[0],
-                    host=r[1],
-                    pid=r[2],
-                    queues=loads(r[3]),
-                    concurrency=r[4],
-                    started_at=r[5],
-                    heartbeat_at=r[6],
-                    processed=r[7],
-                    failed=r[8],
-                    running=loads(r[9]),
-                )
-                for r in self._db().execute(Q["list_workers"])
-            ]
+            return [row_to_worker(r) for r in self._db().execute(Q["list_workers"])]
 
         return await self._run(workers)
 

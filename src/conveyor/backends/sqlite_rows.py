@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from conveyor.backends.base import WorkerInfo
 from conveyor.job import DEFAULT_RETRY, Job, Outcome, Progress, RetryPolicy, State, Step
 
 Row = tuple[Any, ...]
@@ -99,6 +100,21 @@ def row_to_job(r: Row) -> Job:
         updated_at=r[22],
         worker_id=r[23],
         lease_until=r[24],
+    )
+
+
+def row_to_worker(r: Row) -> WorkerInfo:
+    return WorkerInfo(
+        id=r[0],
+        host=r[1],
+        pid=r[2],
+        queues=loads(r[3]),
+        concurrency=r[4],
+        started_at=r[5],
+        heartbeat_at=r[6],
+        processed=r[7],
+        failed=r[8],
+        running=loads(r[9]),
     )
 
 

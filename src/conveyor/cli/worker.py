@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, replace
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -154,23 +154,8 @@ def worker(
 
     Example: conveyor worker -i ./tasks.py -q high,default,low -c 10 --processes 2 -v
     """
-    options = WorkerOptions(
-        queues=split_list(queues),
-        concurrency=concurrency,
-        fetch=fetch,
-        prefetch=prefetch,
-        registered_only=registered_only,
-        interval=interval,
-        lease=lease,
-        processes=processes,
-        max_jobs=max_jobs,
-        shutdown_timeout=shutdown_timeout,
-        includes=list(includes or ()),
-        url=url,
-        verbosity=_verbosity(verbose),
-        supervised=supervised,
-    )
-    start(options, serve=False)
+    # The parameters carry the names of WorkerOptions fields (see _options).
+    start(_options(locals()), serve=False)
 
 
 def serve(
@@ -203,22 +188,16 @@ def serve(
 
     Example: conveyor serve -i conveyor.demo
     """
-    options = WorkerOptions(
-        queues=split_list(queues),
-        concurrency=concurrency,
-        fetch=fetch,
-        prefetch=prefetch,
-        registered_only=registered_only,
-        interval=interval,
-        lease=lease,
-        processes=processes,
-        max_jobs=max_jobs,
-        shutdown_timeout=shutdown_timeout,
-        includes=list(includes or ()),
-        url=url,
-        verbosity=_verbosity(verbose),
-    )
-    start(options, serve=True, seed=seed)
+    start(_options(locals()), serve=True, seed=seed)
+
+
+def _options(params: dict[str, Any]) -> WorkerOptions:
+    """WorkerOptions from a command's parameters, which are named after its fields."""
+    fields = {name: params[name] for name in WorkerOptions.__dataclass_fields__ if name in params}
+    fields["queues"] = split_list(params["queues"])
+    fields["includes"] = list(params["includes"] or ())
+    fields["verbosity"] = _verbosity(params["verbose"])
+    return WorkerOptions(**fields)
 
 
 def start(options: WorkerOptions, *, serve: bool, seed: bool = False) -> None:
