@@ -8,6 +8,7 @@ fail instead when ``CI`` is set, so that CI never passes without them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ STORES = [
         "postgres",
         "postgresql",
         "CONVEYOR_TEST_POSTGRES_URL",
-        "postgresql://postgres@127.0.0.1:5432/test",
+        "postgresql://postgres@127.0.0.1:5432/test?schema=conveyor_test",
     ),
     Store("redis", "redis", "CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
 ]
@@ -75,6 +76,16 @@ def _unreachable(store: Store, url: str, exc: BaseException) -> None:
     pytest.skip(message)
 
 
+_MIGRATED: set[str] = set()
+
+
+def _migrate_once(url: str) -> None:
+    """Create or upgrade the schema of a shared store, once per test session."""
+    if url not in _MIGRATED:
+        asyncio.run(create_backend(url).migrate())
+        _MIGRATED.add(url)
+
+
 @pytest.fixture(params=[s for s in STORES if s.enabled], ids=lambda s: s.name)
 def backend_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendFactory]:
     """Backends on one store of the param's kind; the first one opened, all closed after."""
@@ -82,6 +93,7 @@ def backend_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     url = store.url(tmp_path)
     factory = BackendFactory(lambda: create_backend(url))
     try:
+        _migrate_once(url)
         factory.__enter__()
     except (BackendUnavailable, OSError, TimeoutError) as exc:
         if store.fresh:

@@ -10,6 +10,8 @@ from conveyor.exceptions import ConfigError
 #: scheme → "module:Class", imported only when used (drivers are optional extras).
 BACKENDS: dict[str, str] = {
     "sqlite": "conveyor.backends.sqlite:SQLiteBackend",
+    "postgresql": "conveyor.backends.postgres:PostgresBackend",
+    "postgres": "conveyor.backends.postgres:PostgresBackend",
 }
 
 

@@ -25,7 +25,9 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
+from conveyor.exceptions import ConfigError
 from conveyor.job import Job, Outcome, State
 
 
@@ -125,6 +127,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    async def migrate(self) -> tuple[int, int]:
+        """Create or upgrade the store's schema; the version before and after.
+
+        Safe to run from several processes at once. Stores without a schema of
+        their own answer ``(0, 0)``.
+        """
+        return (0, 0)
+
     @abc.abstractmethod
     async def now(self) -> float:
         """The store's clock, seconds since the epoch."""
@@ -137,6 +147,19 @@ class Backend(abc.ABC):
         an event loop instead. Opens the backend itself when needed.
         """
         return None
+
+    def enqueue_in(self, connection: Any, jobs: Sequence[Job]) -> list[Job]:
+        """Store jobs through the caller's own database connection, inside the
+        caller's transaction (transactional enqueue). Only where the store allows it."""
+        raise ConfigError(
+            "connection",
+            "enqueue through a connection needs a PostgreSQL store, "
+            f"not {urlsplit(self.url).scheme or self.url}",
+        )
+
+    async def enqueue_in_async(self, connection: Any, jobs: Sequence[Job]) -> list[Job]:
+        """:meth:`enqueue_in` with an async connection."""
+        return self.enqueue_in(connection, jobs)
 
     @abc.abstractmethod
     async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:

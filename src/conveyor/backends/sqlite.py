@@ -40,8 +40,7 @@ from conveyor.backends.base import (
     Stats,
     WorkerInfo,
 )
-from conveyor.backends.sqlfiles import load_migrations, load_queries
-from conveyor.backends.sqlite_rows import (
+from conveyor.backends.rows import (
     Row,
     dumps,
     finish_batch,
@@ -51,6 +50,7 @@ from conveyor.backends.sqlite_rows import (
     row_to_worker,
     statements,
 )
+from conveyor.backends.sqlfiles import load_migrations, load_queries
 from conveyor.exceptions import (
     BackendUnavailable,
     ConfigError,
@@ -138,6 +138,7 @@ class SQLiteBackend(Backend):
         self._watch_lock = threading.Lock()
         self._lock_fd: int | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._versions = (SCHEMA_VERSION, SCHEMA_VERSION)
 
     # -- lifecycle -------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -180,7 +181,7 @@ class SQLiteBackend(Backend):
                 return
             conn = self._connect()
             try:
-                self._migrate(conn)
+                self._versions = self._migrate(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -188,7 +189,7 @@ class SQLiteBackend(Backend):
             self._watch_conn = self._connect()
             self._lock_fd = os.open(self.path + "-lock", os.O_RDWR | os.O_CREAT, 0o644)
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
+    def _migrate(self, conn: sqlite3.Connection) -> tuple[int, int]:
         try:
             conn.execute("BEGIN IMMEDIATE")
             (current,) = conn.execute("PRAGMA user_version").fetchone()
@@ -205,12 +206,18 @@ class SQLiteBackend(Backend):
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version={number}")
             conn.execute("COMMIT")
+            return current, max(current, SCHEMA_VERSION)
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise BackendUnavailable(
                 f"cannot migrate SQLite database {self.path!r}: {exc}"
             ) from exc
+
+    async def migrate(self) -> tuple[int, int]:
+        """Opening migrates (an embedded store upgrades itself); the versions it found."""
+        await self.open()
+        return self._versions
 
     async def open(self) -> None:
         if self._executor is None:

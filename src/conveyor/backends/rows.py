@@ -1,8 +1,8 @@
-"""Rows of the SQLite backend: jobs to statement parameters and back.
+"""Rows of the SQL backends (SQLite, PostgreSQL): jobs to statement parameters and back.
 
-Pure functions, no connection: the backend encodes before it takes the write
-lock and decodes after it releases it, so that no Python runs while other
-processes wait for the lock.
+Both stores keep the ``jobs`` columns in the same order, with JSON columns read
+back as text, so one decoder serves both. Pure functions, no connection: a
+backend encodes before it takes a lock and decodes after it releases it.
 """
 
 from __future__ import annotations
@@ -37,11 +37,7 @@ def statements(script: str) -> Iterable[str]:
 
 def prepare_insert(job: Job, now: float) -> Row:
     """Stamp a new job with the store's time and state; its INSERT parameters."""
-    job.created_at = job.updated_at = now
-    if not job.run_at:
-        job.run_at = now
-    job.state = State.SCHEDULED if job.run_at > now else State.QUEUED
-    job.version = 1
+    stamp_new(job, now)
     return (
         job.id,
         job.queue,
@@ -59,6 +55,16 @@ def prepare_insert(job: Job, now: float) -> Row:
         now,
         now,
     )
+
+
+def stamp_new(job: Job, now: float) -> None:
+    """What storing a new job at ``now`` makes of it (run_at 0 means now; a later
+    run_at means scheduled). The SQL of every store decides the same way."""
+    job.created_at = job.updated_at = now
+    if not job.run_at:
+        job.run_at = now
+    job.state = State.SCHEDULED if job.run_at > now else State.QUEUED
+    job.version = 1
 
 
 def held_params(job: Job, now: float) -> dict[str, Any]:
@@ -124,7 +130,10 @@ def has_progress(job: Job) -> bool:
 
 
 def finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, tuple[int, int]]]:
-    """The ``finish_batch`` parameter, and per job id its (processed, failed) counts."""
+    """The ``finish_batch`` parameter, and per job id its (processed, failed) counts.
+
+    Each row ends with its ``failed`` flag (1 or 0), for stores that count in SQL.
+    """
     rows: list[list[Any]] = []
     counts: dict[str, tuple[int, int]] = {}
     for job, outcome in items:
@@ -142,6 +151,7 @@ def finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, t
         else:
             state = State.CANCELLED
         errors = [*job.errors, outcome.error] if outcome.error else job.errors
+        failed = outcome.kind == "poisoned" or (outcome.kind == "retry" and outcome.count_attempt)
         rows.append(
             [
                 job.id,
@@ -157,8 +167,8 @@ def finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, t
                 job.progress.to_dict() if has_progress(job) else None,
                 None if job.result is None else dumps(job.result),
                 errors or None,
+                int(failed),
             ]
         )
-        failed = outcome.kind == "poisoned" or (outcome.kind == "retry" and outcome.count_attempt)
         counts[job.id] = (1, int(failed))
     return dumps(rows), counts

@@ -1,0 +1,878 @@
+"""PostgreSQL backend: many workers on many machines share one database.
+
+The database is the source of truth. Claims are one round trip (the ``claim``
+function of the schema: due jobs made ready, then ``FOR UPDATE SKIP LOCKED`` per
+queue), every time comes from the database clock, and every outcome is a
+compare-and-set on the lease holder. Wake-ups ride on LISTEN/NOTIFY
+(:mod:`conveyor.backends.postgres_notify`), with polling as the fallback.
+
+The schema is created and upgraded by ``conveyor migrate`` (numbered ``.sql``
+files in ``sql/postgres``, a ``schema_version`` table, an advisory lock so that
+several processes may run it at once); ``open()`` refuses a schema older than
+this code.
+
+Jobs may also be stored through the caller's own psycopg connection, inside the
+caller's transaction (:meth:`PostgresBackend.enqueue_in`): a rolled-back
+transaction enqueues nothing, a committed one always does.
+
+URL: ``postgresql://user:password@host:port/database`` (``postgres://`` too), with
+libpq's options as query parameters (``sslmode``, ``application_name``,
+``connect_timeout`` ...) and conveyor's own: ``schema`` (default ``conveyor``),
+``pool_size`` (connections per process, default 10), ``poll`` (seconds between
+checks of a watched job, default 0.05).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import re
+import threading
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
+from psycopg.types.string import TextLoader
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from conveyor.backends import redact_url
+from conveyor.backends.base import (
+    Backend,
+    JobFilter,
+    LeaseStatus,
+    Page,
+    QueueInfo,
+    Stats,
+    WorkerInfo,
+)
+from conveyor.backends.postgres_notify import Notifications
+from conveyor.backends.rows import (
+    Row,
+    dumps,
+    finish_batch,
+    held_params,
+    row_to_job,
+    row_to_worker,
+    stamp_new,
+)
+from conveyor.backends.sqlfiles import load_migrations, load_queries
+from conveyor.exceptions import (
+    BackendUnavailable,
+    ConfigError,
+    JobNotFound,
+    JobStateError,
+    QueueNotFound,
+)
+from conveyor.job import DEFAULT_RETRY, FINAL_STATES, Job, Outcome, State, id_floor
+
+logger = logging.getLogger("conveyor.backends.postgres")
+
+_SQL_PACKAGE = "conveyor.backends.sql.postgres"
+MIGRATIONS = load_migrations(_SQL_PACKAGE)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
+_ALL_STATES = [s.value for s in State]
+_LISTED = frozenset({State.RETRYING, State.SUCCEEDED, State.POISONED, State.CANCELLED})
+_LEASED = frozenset({State.RUNNING, State.CANCELLING})
+_SHARDS = 16
+#: Seconds to wait for a pooled connection before the store counts as down.
+_CHECKOUT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresSettings:
+    """A ``postgresql://`` URL taken apart: what libpq gets, and conveyor's options."""
+
+    conninfo: str
+    schema: str
+    pool_size: int
+    poll: float
+    connect_timeout: float
+
+
+def parse_postgres_url(url: str) -> PostgresSettings:
+    """Split conveyor's options off the URL and check what is left parses for libpq."""
+    where = redact_url(url)
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError("url", f"not a postgresql:// URL: {where!r}")
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    schema = options.pop("schema", "conveyor")
+    if not _SCHEMA_NAME.match(schema):
+        raise ConfigError(
+            "url.schema",
+            f"{schema!r} in {where!r}: use lower-case letters, digits and _ "
+            "(at most 48, not starting with a digit)",
+        )
+    pool_size = _number(options, "pool_size", 10, where, int)
+    poll = _number(options, "poll", 0.05, where, float)
+    connect_timeout = _number(options, "connect_timeout", 10, where, float)
+    options["connect_timeout"] = str(max(1, round(connect_timeout)))
+    conninfo = parts._replace(query=urlencode(options)).geturl()
+    try:
+        psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.Error as exc:
+        raise ConfigError("url", f"{where!r} does not parse: {_one_line(exc)}") from None
+    return PostgresSettings(conninfo, schema, int(pool_size), float(poll), float(connect_timeout))
+
+
+def _number(options: dict[str, str], name: str, default: float, where: str, kind: type) -> float:
+    raw = options.pop(name, None)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"url.{name}", f"expected a number in {where!r}, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"url.{name}", f"must be > 0 in {where!r}")
+    return float(value)
+
+
+def _one_line(exc: BaseException) -> str:
+    """A driver message on one line (libpq's span several, with tabs)."""
+    return (
+        "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        or type(exc).__name__
+    )
+
+
+@functools.cache
+def queries_for(schema: str) -> dict[str, str]:
+    """The named queries with ``{schema}`` filled in (quoted)."""
+    quoted = f'"{schema}"'
+    return {
+        name: text.replace("{schema}", quoted) for name, text in load_queries(_SQL_PACKAGE).items()
+    }
+
+
+def _configure_connection(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    # JSON columns come back as text, as on SQLite: one row decoder serves both.
+    conn.adapters.register_loader("jsonb", TextLoader)
+
+
+def _shard(worker_id: str | None) -> int:
+    if worker_id is None:
+        return random.randrange(_SHARDS)
+    return zlib.crc32(worker_id.encode()) % _SHARDS
+
+
+class PostgresBackend(Backend):
+    schemes = ("postgresql", "postgres")
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.settings = parse_postgres_url(url)
+        self.schema = self.settings.schema
+        self.where = redact_url(url)
+        self.channel = f"{self.schema}_jobs"
+        self._q = queries_for(self.schema)
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._notes: Notifications | None = None
+        #: per queue list, what the notifications had shown when a claim started
+        self._seen: dict[tuple[str, ...], tuple[int, ...]] = {}
+        self._sync_conn: psycopg.Connection[Any] | None = None
+        self._sync_lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------
+    @property
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {"prepare_threshold": 5}
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.settings.conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise BackendUnavailable(
+                f"cannot connect to PostgreSQL at {self.where}: {_one_line(exc)}"
+            ) from None
+        async with conn:
+            self._check_version(await _schema_version_async(conn, self.schema))
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            self.settings.conninfo,
+            min_size=min(2, self.settings.pool_size),
+            max_size=self.settings.pool_size,
+            kwargs={"autocommit": True, **self._connect_kwargs},
+            configure=self._configure_async,
+            timeout=_CHECKOUT_TIMEOUT,
+            name=f"conveyor-{self.schema}",
+            open=False,
+        )
+        try:
+            await pool.open(wait=True, timeout=self.settings.connect_timeout)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise BackendUnavailable(
+                f"cannot connect to PostgreSQL at {self.where}: {_one_line(exc)}"
+            ) from None
+        self._pool = pool
+
+    @staticmethod
+    async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
+        _configure_connection(conn)
+
+    def _check_version(self, version: int) -> None:
+        if version < SCHEMA_VERSION:
+            found = f"is at version {version}" if version else "does not exist"
+            raise ConfigError(
+                "url",
+                f"the conveyor schema {self.schema!r} at {self.where} {found}; this conveyor "
+                f"needs version {SCHEMA_VERSION}: run `conveyor migrate --url '{self.where}'`",
+            )
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                "url",
+                f"the conveyor schema {self.schema!r} at {self.where} is at version {version}, "
+                f"newer than this conveyor's {SCHEMA_VERSION}: upgrade conveyor",
+            )
+
+    async def close(self) -> None:
+        if self._notes is not None:
+            await self._notes.stop()
+            self._notes = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+        with self._sync_lock:
+            conn, self._sync_conn = self._sync_conn, None
+            if conn is not None:
+                conn.close()
+
+    async def migrate(self) -> tuple[int, int]:
+        """Create or upgrade the schema, in one transaction under an advisory lock
+        (several processes may run it at once: one migrates, the others then find
+        it done). Returns the version before and after."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.settings.conninfo)
+        except psycopg.Error as exc:
+            raise BackendUnavailable(
+                f"cannot connect to PostgreSQL at {self.where}: {_one_line(exc)}"
+            ) from None
+        schema = sql.Identifier(self.schema)
+        quoted = f'"{self.schema}"'
+        try:
+            async with conn, conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                    [f"conveyor.migrate:{self.schema}"],
+                )
+                await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+                await conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {}.schema_version ("
+                        "version integer PRIMARY KEY, "
+                        "applied_at timestamptz NOT NULL DEFAULT now())"
+                    ).format(schema)
+                )
+                cur = await conn.execute(
+                    sql.SQL("SELECT coalesce(max(version), 0) FROM {}.schema_version").format(
+                        schema
+                    )
+                )
+                row = await cur.fetchone()
+                before = int(row[0]) if row else 0
+                if before > SCHEMA_VERSION:
+                    self._check_version(before)
+                for number, script in MIGRATIONS:
+                    if number > before:
+                        await conn.execute(script.replace("{schema}", quoted).encode())
+                        await conn.execute(
+                            sql.SQL("INSERT INTO {}.schema_version (version) VALUES (%s)").format(
+                                schema
+                            ),
+                            [number],
+                        )
+        except psycopg.Error as exc:
+            raise BackendUnavailable(
+                f"cannot migrate the conveyor schema {self.schema!r} at {self.where}: "
+                f"{_one_line(exc)}"
+            ) from None
+        return before, max(before, SCHEMA_VERSION)
+
+    async def now(self) -> float:
+        row = await self._fetchone("now", {})
+        return float(row[0]) if row else 0.0
+
+    # -- plumbing ----------------------------------------------------------------
+    def _unavailable(self, exc: BaseException) -> BackendUnavailable:
+        return BackendUnavailable(f"PostgreSQL at {self.where}: {_one_line(exc)}")
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        pool = self._pool
+        if pool is None:
+            raise BackendUnavailable(f"PostgreSQL backend {self.where} is not open")
+        try:
+            async with pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+            # After a server restart every idle connection is dead: drop them all
+            # now rather than failing once per connection.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pool.check(), _CHECKOUT_TIMEOUT)
+            raise self._unavailable(exc) from exc
+
+    async def _fetch(self, query: str, params: dict[str, Any]) -> list[Row]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q[query], params)
+            return await cur.fetchall() if cur.description else []
+
+    async def _fetchone(self, query: str, params: dict[str, Any]) -> Row | None:
+        rows = await self._fetch(query, params)
+        return rows[0] if rows else None
+
+    async def _rowcount(self, query: str, params: dict[str, Any]) -> int:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q[query], params)
+            return cur.rowcount
+
+    async def _notify(self, conn: psycopg.AsyncConnection[Any], queues: set[str]) -> None:
+        if queues:
+            await conn.execute(
+                self._q["notify_queues"], {"channel": self.channel, "queues": sorted(queues)}
+            )
+
+    # -- enqueue -------------------------------------------------------------------
+    def enqueue_blocking(self, jobs: Sequence[Job]) -> list[Job] | None:
+        with self._sync_lock:
+            conn = self._sync_conn
+            if conn is None or conn.closed or conn.broken:
+                conn = self._sync_conn = self._connect_sync()
+            try:
+                return _insert_sync(conn, self._q, self.channel, jobs)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                with contextlib.suppress(psycopg.Error):
+                    conn.close()
+                self._sync_conn = None
+                raise self._unavailable(exc) from exc
+
+    def _connect_sync(self) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.Connection.connect(
+                self.settings.conninfo, autocommit=True, **self._connect_kwargs
+            )
+        except psycopg.Error as exc:
+            raise BackendUnavailable(
+                f"cannot connect to PostgreSQL at {self.where}: {_one_line(exc)}"
+            ) from None
+        try:
+            self._check_version(_schema_version_sync(conn, self.schema))
+        except BaseException:
+            conn.close()
+            raise
+        _configure_connection(conn)
+        return conn
+
+    async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
+        async with self._connection() as conn:
+            return await _insert_async(conn, self._q, self.channel, jobs)
+
+    def enqueue_in(self, connection: Any, jobs: Sequence[Job]) -> list[Job]:
+        """Store ``jobs`` through the caller's ``psycopg.Connection``, inside its
+        transaction: they exist once it commits, never if it rolls back."""
+        if not isinstance(connection, psycopg.Connection):
+            raise ConfigError(
+                "connection",
+                f"expected a psycopg.Connection, got {type(connection).__name__} "
+                "(an AsyncConnection goes with enqueue_async)",
+            )
+        return _insert_sync(connection, self._q, self.channel, jobs)
+
+    async def enqueue_in_async(self, connection: Any, jobs: Sequence[Job]) -> list[Job]:
+        if not isinstance(connection, psycopg.AsyncConnection):
+            raise ConfigError(
+                "connection",
+                f"expected a psycopg.AsyncConnection, got {type(connection).__name__} "
+                "(a Connection goes with enqueue)",
+            )
+        return await _insert_async(connection, self._q, self.channel, jobs)
+
+    # -- claims and outcomes ---------------------------------------------------------
+    async def claim(
+        self, queues: Sequence[str], worker_id: str, limit: int, lease: float
+    ) -> list[Job]:
+        if limit <= 0 or not queues:
+            return []
+        names = list(queues)
+        if self._notes is not None:
+            # Before the claim's snapshot: a job enqueued after it wakes the next wait.
+            self._seen[tuple(names)] = self._notes.mark(names)
+        rows = await self._fetch(
+            "claim", {"queues": names, "worker": worker_id, "limit": limit, "lease": lease}
+        )
+        jobs = [row_to_job(r) for r in rows]
+        order = {name: i for i, name in enumerate(names)}
+        jobs.sort(key=lambda j: (order[j.queue], j.priority, j.run_at, j.id))
+        return jobs
+
+    async def extend(self, job_ids: Sequence[str], worker_id: str, lease: float) -> LeaseStatus:
+        ids = list(job_ids)
+        if not ids:
+            return LeaseStatus([], [], [])
+        rows = await self._fetch("extend_leases", {"ids": ids, "worker": worker_id, "lease": lease})
+        held = {r[0]: r[1] for r in rows}
+        return LeaseStatus(
+            extended=[i for i in ids if i in held],
+            cancelling=[i for i in ids if held.get(i) == State.CANCELLING.value],
+            lost=[i for i in ids if i not in held],
+        )
+
+    async def save(self, job: Job) -> bool:
+        row = await self._fetchone("save_running", held_params(job, 0.0))
+        if row is None:
+            return False
+        job.version += 1
+        job.updated_at = row[0]
+        return True
+
+    async def finish(self, items: Sequence[tuple[Job, Outcome]]) -> list[bool]:
+        if not items:
+            return []
+        batch, _ = finish_batch(items)
+        rows = await self._fetch(
+            "finish_batch",
+            {"batch": batch, "shard": _shard(items[0][0].worker_id), "channel": self.channel},
+        )
+        written = {r[0] for r in rows}
+        return [job.id in written for job, _ in items]
+
+    async def release(self, jobs: Sequence[Job]) -> int:
+        if not jobs:
+            return 0
+        count = 0
+        ready: set[str] = set()
+        async with self._connection() as conn, conn.transaction():
+            for job in jobs:
+                cur = await conn.execute(self._q["release_job"], held_params(job, 0.0))
+                row = await cur.fetchone()
+                if row is not None:
+                    count += 1
+                    if row[1] == State.QUEUED.value:
+                        ready.add(row[0])
+            await self._notify(conn, ready)
+        return count
+
+    # -- reading -------------------------------------------------------------------
+    async def get(self, job_id: str) -> Job:
+        row = await self._fetchone("get_job", {"id": job_id})
+        if row is None:
+            raise JobNotFound(job_id)
+        return row_to_job(row)
+
+    async def list_jobs(
+        self, filter: JobFilter | None = None, cursor: str | None = None, limit: int = 50
+    ) -> Page:
+        where: list[sql.Composable] = []
+        params: dict[str, Any] = {"limit": limit + 1}
+        states = filter.states if filter is not None else None
+        if states:
+            # Literal states (from the enum): the planner matches them against the
+            # partial indexes' conditions, which a parameter would hide.
+            where.append(
+                sql.SQL("state IN ({})").format(
+                    sql.SQL(", ").join(sql.Literal(s.value) for s in sorted(states))
+                )
+            )
+        if filter is not None:
+            for column in ("queue", "task", "tenant"):
+                value = getattr(filter, column)
+                if value is not None:
+                    where.append(
+                        sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(column))
+                    )
+                    params[column] = value
+        if cursor:
+            where.append(sql.SQL("id < %(cursor)s"))
+            params["cursor"] = cursor
+        query = sql.SQL("SELECT * FROM {}.jobs").format(sql.Identifier(self.schema))
+        if where:
+            query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where)
+        query += sql.SQL(" ORDER BY id DESC LIMIT %(limit)s")
+        async with self._connection() as conn:
+            cur = await conn.execute(query, params)
+            rows = await cur.fetchall()
+        jobs = [row_to_job(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return Page(jobs, jobs[-1].id if more and jobs else None)
+
+    # -- changes by hand -------------------------------------------------------------
+    async def cancel(self, job_id: str, reason: str = "cancelled") -> Job:
+        row = await self._fetchone("cancel_job", {"id": job_id, "reason": reason})
+        if row is not None:
+            return row_to_job(row)
+        return await self.get(job_id)
+
+    async def delete(self, job_id: str) -> bool:
+        if await self._fetchone("delete_job", {"id": job_id}) is not None:
+            return True
+        row = await self._fetchone("job_state", {"id": job_id})
+        if row is not None:
+            raise JobStateError(job_id, row[0], "delete a running job (cancel it first)")
+        return False
+
+    async def retry(self, job_id: str) -> Job:
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute(self._q["lock_job"], {"id": job_id})
+            row = await cur.fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            job = row_to_job(row)
+            if job.state not in (State.POISONED, State.CANCELLED):
+                raise JobStateError(job_id, job.state.value, "retry (only poisoned or cancelled)")
+            retried = await self._retry_one(conn, job)
+            await self._notify(conn, {job.queue})
+        return retried
+
+    async def _retry_one(self, conn: psycopg.AsyncConnection[Any], job: Job) -> Job:
+        """Back to queued, resuming at the failed step (inside the caller's transaction)."""
+        for step in job.steps[job.current_step :]:
+            if step.state != "succeeded":
+                step.state = "pending"
+        steps = dumps([s.to_storage() for s in job.steps])
+        try:
+            async with conn.transaction():  # a savepoint: a refusal leaves the rest intact
+                cur = await conn.execute(self._q["retry_job"], {"id": job.id, "steps": steps})
+                row = await cur.fetchone()
+        except psycopg.errors.UniqueViolation:
+            raise JobStateError(
+                job.id,
+                job.state.value,
+                f"retry: unique key {job.unique_key!r} is held by another active job",
+            ) from None
+        if row is None:
+            raise JobStateError(job.id, job.state.value, "retry (only poisoned or cancelled)")
+        return row_to_job(row)
+
+    async def retry_all(self, filter: JobFilter) -> int:
+        states = filter.states or frozenset({State.POISONED})
+        retryable = frozenset({State.POISONED, State.CANCELLED})
+        if not states <= retryable:
+            bad = sorted(s.value for s in states - retryable)
+            raise JobStateError("*", ",".join(bad), "retry (only poisoned or cancelled)")
+        wanted = JobFilter(
+            states=states, queue=filter.queue, task=filter.task, tenant=filter.tenant
+        )
+        count = 0
+        cursor: str | None = None
+        while True:
+            page = await self.list_jobs(wanted, cursor, 500)
+            queues: set[str] = set()
+            async with self._connection() as conn, conn.transaction():
+                for job in page.jobs:
+                    try:
+                        await self._retry_one(conn, job)
+                    except JobStateError:
+                        continue
+                    count += 1
+                    queues.add(job.queue)
+                await self._notify(conn, queues)
+            if page.next_cursor is None:
+                return count
+            cursor = page.next_cursor
+
+    async def recover_expired(self) -> list[Job]:
+        rows = await self._fetch(
+            "recover_expired", {"shard": _shard(None), "channel": self.channel}
+        )
+        return [row_to_job(r) for r in rows]
+
+    async def prune(self, before: float, states: Sequence[State] | None = None) -> int:
+        wanted = [s.value for s in (states or FINAL_STATES) if s in FINAL_STATES]
+        # A minute of slack covers ids minted a moment before their job was stored.
+        params = {"states": wanted, "before": before, "cut": id_floor(before + 60.0)}
+        total = 0
+        while True:
+            deleted = await self._rowcount("prune_finished", params)
+            total += deleted
+            if deleted == 0:
+                return total
+
+    # -- queues -------------------------------------------------------------------
+    async def create_queue(self, name: str) -> None:
+        await self._rowcount("ensure_queue", {"name": name})
+
+    async def _set_paused(self, name: str, paused: bool) -> None:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["set_queue_paused"], {"name": name, "paused": paused})
+            if await cur.fetchone() is None:
+                raise QueueNotFound(name)
+            if not paused:
+                await self._notify(conn, {name})
+
+    async def pause_queue(self, name: str) -> None:
+        await self._set_paused(name, True)
+
+    async def resume_queue(self, name: str) -> None:
+        await self._set_paused(name, False)
+
+    async def _in_queue(self, name: str, delete: str) -> int:
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute(self._q["queue_exists"], {"name": name})
+            if await cur.fetchone() is None:
+                raise QueueNotFound(name)
+            cur = await conn.execute(self._q[delete], {"name": name})
+            deleted = cur.rowcount
+            if delete == "drop_queue_jobs":
+                await conn.execute(self._q["drop_queue"], {"name": name})
+            return deleted
+
+    async def empty_queue(self, name: str) -> int:
+        return await self._in_queue(name, "empty_queue")
+
+    async def drop_queue(self, name: str) -> int:
+        return await self._in_queue(name, "drop_queue_jobs")
+
+    async def list_queues(self) -> list[QueueInfo]:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["count_by_queue_state"])
+            counts: dict[str, dict[str, int]] = {}
+            for queue, state, n in await cur.fetchall():
+                counts.setdefault(queue, dict.fromkeys(_ALL_STATES, 0))[state] = n
+            cur = await conn.execute(self._q["list_queues"])
+            return [
+                QueueInfo(
+                    name, bool(paused), counts.get(name, dict.fromkeys(_ALL_STATES, 0)), created_at
+                )
+                for name, paused, created_at in await cur.fetchall()
+            ]
+
+    # -- workers and counters -------------------------------------------------
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        await self.heartbeat_worker(worker)
+
+    async def heartbeat_worker(self, worker: WorkerInfo) -> None:
+        row = await self._fetchone(
+            "upsert_worker",
+            {
+                "id": worker.id,
+                "host": worker.host,
+                "pid": worker.pid,
+                "queues": dumps(worker.queues),
+                "concurrency": worker.concurrency,
+                "processed": worker.processed,
+                "failed": worker.failed,
+                "running": dumps(worker.running),
+            },
+        )
+        if row is not None:
+            worker.started_at, worker.heartbeat_at = row
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        await self._rowcount("delete_worker", {"id": worker_id})
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        return [row_to_worker(r) for r in await self._fetch("list_workers", {})]
+
+    async def stats(self) -> Stats:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._q["counters"])
+            counters = {name: int(value) for name, value in await cur.fetchall()}
+            cur = await conn.execute(self._q["count_by_state"])
+            counts = dict.fromkeys(_ALL_STATES, 0)
+            counts.update({state: n for state, n in await cur.fetchall()})
+            cur = await conn.execute(self._q["store_figures"])
+            size, server_version, synchronous_commit = await cur.fetchone() or (0, "", "")
+        return Stats(
+            processed=counters.get("processed", 0),
+            failed=counters.get("failed", 0),
+            counts=counts,
+            store={
+                "backend": "postgresql",
+                "url": self.where,
+                "schema": self.schema,
+                "schema_version": SCHEMA_VERSION,
+                "size_bytes": size,
+                "server_version": server_version,
+                "synchronous_commit": synchronous_commit,
+            },
+        )
+
+    # -- wake-ups -----------------------------------------------------------------
+    def _listener(self) -> Notifications:
+        if self._notes is None:
+            self._notes = Notifications(
+                self.settings.conninfo, self._connect_kwargs, self.channel, self.where
+            )
+            self._notes.start()
+        return self._notes
+
+    async def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        notes = self._listener()
+        names = list(queues)
+        seen = self._seen.get(tuple(names))
+        if seen is None or seen[0] != notes.epoch or not notes.listening:
+            # The last claim did not happen under this connection's LISTEN, so a
+            # notification may have gone unheard: listen first, then look.
+            if not await notes.connected(min(timeout, notes.fallback)):
+                return True  # polling while the notification connection is down
+            seen = notes.mark(names)
+            row = await self._fetchone("ready_in", {"queues": names})
+            if row is not None and row[0]:
+                return True
+        # No longer than until the next scheduled or retrying job is due: the
+        # claim that follows makes it ready.
+        row = await self._fetchone("next_due", {})
+        if row is not None and row[0] is not None:
+            timeout = min(timeout, max(0.005, row[0] - row[1]))
+        return await notes.wait(names, seen, timeout)
+
+    async def watch(self, job_id: str, version: int, timeout: float) -> Job | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            row = await self._fetchone("job_version", {"id": job_id})
+            if row is None:
+                raise JobNotFound(job_id)
+            if row[0] > version:
+                return await self.get(job_id)
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            await asyncio.sleep(min(self.settings.poll, left))
+
+
+# ---------------------------------------------------------------------------
+# Enqueue, on a pooled connection or the caller's own
+# ---------------------------------------------------------------------------
+#: A job whose unique key's holder finished between the INSERT and the lookup is
+#: inserted again; more rounds than this means something else is wrong.
+_INSERT_ROUNDS = 5
+
+
+def insert_batch(jobs: Sequence[Job]) -> str:
+    """The ``insert_jobs`` parameter: one JSON object per job."""
+    return dumps(
+        [
+            {
+                "id": job.id,
+                "queue": job.queue,
+                "task": job.task,
+                "priority": job.priority,
+                "run_at": job.run_at,
+                "max_attempts": job.max_attempts,
+                "retry": None if job.retry == DEFAULT_RETRY else job.retry.to_dict(),
+                "timeout": job.timeout,
+                "steps": [s.to_storage() for s in job.steps],
+                "unique_key": job.unique_key,
+                "metadata": job.metadata or None,
+                "tenant": job.tenant,
+            }
+            for job in jobs
+        ]
+    )
+
+
+class _InsertRound:
+    """One INSERT of a batch and what its answer means (shared by the sync and the
+    async path, which differ only in how they talk to the connection)."""
+
+    def __init__(self, jobs: Sequence[Job], channel: str) -> None:
+        self.jobs = list(jobs)
+        self.params = {"batch": insert_batch(self.jobs), "channel": channel}
+        #: jobs not stored because an active job holds their unique key
+        self.held: list[Job] = []
+
+    def keys_to_look_up(self, answer: Row) -> list[str]:
+        """Stamp the jobs with the store's answer; the unique keys found held."""
+        now, stored, unique_ids, _ = answer
+        for job in self.jobs:
+            stamp_new(job, now)
+        if stored == len(self.jobs):
+            return []
+        inserted = set(unique_ids or ())
+        self.held = [j for j in self.jobs if j.unique_key is not None and j.id not in inserted]
+        if stored + len(self.held) != len(self.jobs):
+            raise BackendUnavailable("a job id of the batch is taken; the batch was not stored")
+        return sorted({j.unique_key for j in self.held if j.unique_key is not None})
+
+    def place(self, holders: list[Row], placed: dict[str, Job]) -> list[Job]:
+        """Record, per job not stored, the active job holding its key; the jobs whose
+        key's holder finished between the INSERT and the lookup (to insert again)."""
+        by_key = {job.unique_key: job for job in map(row_to_job, holders)}
+        again: list[Job] = []
+        for job in self.held:
+            holder = by_key.get(job.unique_key)
+            if holder is None:
+                again.append(job)
+            else:
+                placed[job.id] = holder
+        return again
+
+
+def _insert_sync(
+    conn: psycopg.Connection[Any], q: dict[str, str], channel: str, jobs: Sequence[Job]
+) -> list[Job]:
+    cur = conn.cursor(row_factory=tuple_row)
+    cur.adapters.register_loader("jsonb", TextLoader)
+    placed: dict[str, Job] = {}
+    pending = list(jobs)
+    for _ in range(_INSERT_ROUNDS):
+        insert = _InsertRound(pending, channel)
+        cur.execute(q["insert_jobs"], insert.params)
+        keys = insert.keys_to_look_up(_answer(cur.fetchone()))
+        if keys:
+            cur.execute(q["active_by_unique_keys"], {"keys": keys})
+            pending = insert.place(cur.fetchall(), placed)
+        if not keys or not pending:
+            return [placed.get(job.id, job) for job in jobs]
+    raise BackendUnavailable("unique keys kept changing hands; enqueue again")
+
+
+async def _insert_async(
+    conn: psycopg.AsyncConnection[Any], q: dict[str, str], channel: str, jobs: Sequence[Job]
+) -> list[Job]:
+    cur = conn.cursor(row_factory=tuple_row)
+    cur.adapters.register_loader("jsonb", TextLoader)
+    placed: dict[str, Job] = {}
+    pending = list(jobs)
+    for _ in range(_INSERT_ROUNDS):
+        insert = _InsertRound(pending, channel)
+        await cur.execute(q["insert_jobs"], insert.params)
+        keys = insert.keys_to_look_up(_answer(await cur.fetchone()))
+        if keys:
+            await cur.execute(q["active_by_unique_keys"], {"keys": keys})
+            pending = insert.place(await cur.fetchall(), placed)
+        if not keys or not pending:
+            return [placed.get(job.id, job) for job in jobs]
+    raise BackendUnavailable("unique keys kept changing hands; enqueue again")
+
+
+def _answer(row: Row | None) -> Row:
+    if row is None:  # the statement always answers one row
+        raise BackendUnavailable("the store did not answer the enqueue")
+    return row
+
+
+def _version_query(schema: str) -> sql.Composed:
+    return sql.SQL("SELECT coalesce(max(version), 0) FROM {}.schema_version").format(
+        sql.Identifier(schema)
+    )
+
+
+async def _schema_version_async(conn: psycopg.AsyncConnection[Any], schema: str) -> int:
+    try:
+        cur = await conn.execute(_version_query(schema))
+    except psycopg.errors.UndefinedTable:
+        return 0
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def _schema_version_sync(conn: psycopg.Connection[Any], schema: str) -> int:
+    try:
+        cur = conn.execute(_version_query(schema))
+    except psycopg.errors.UndefinedTable:
+        return 0
+    row = cur.fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,150 @@
+-- conveyor PostgreSQL schema, version 1. {schema} stands for the configured schema
+-- (quoted); `conveyor migrate` runs this file in one transaction.
+--
+-- Times are epoch seconds (double precision) from the database clock, the same as
+-- on SQLite, so that one row decoder serves both; to_timestamp(run_at) shows one.
+-- One table is the source of truth for jobs; partial indexes keep the hot paths
+-- (claim, promotion of due jobs, lease recovery) independent of how many jobs are
+-- finished or waiting elsewhere: a finished job is in none of them.
+
+CREATE FUNCTION {schema}.epoch_now() RETURNS double precision
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT extract(epoch FROM now())::double precision $$;
+
+CREATE TABLE {schema}.jobs (
+    id            text COLLATE "C" PRIMARY KEY,
+    queue         text COLLATE "C" NOT NULL,
+    task          text,
+    priority      integer NOT NULL DEFAULT 0,
+    state         text NOT NULL CHECK (state IN ('scheduled', 'queued', 'running', 'retrying',
+                                                  'succeeded', 'poisoned', 'cancelling',
+                                                  'cancelled')),
+    run_at        double precision NOT NULL,
+    attempts      integer NOT NULL DEFAULT 0,
+    max_attempts  integer NOT NULL,
+    retry         jsonb,
+    timeout       double precision,
+    steps         jsonb NOT NULL,
+    current_step  integer NOT NULL DEFAULT 0,
+    progress      jsonb,
+    result        jsonb,
+    errors        jsonb,
+    unique_key    text COLLATE "C",
+    metadata      jsonb,
+    tenant        text,
+    version       bigint NOT NULL DEFAULT 1,
+    created_at    double precision NOT NULL,
+    started_at    double precision,
+    finished_at   double precision,
+    updated_at    double precision NOT NULL,
+    worker_id     text,
+    lease_until   double precision
+) WITH (
+    -- Room on each page for progress writes to stay heap-only (no index change).
+    fillfactor = 90,
+    -- A queue table turns over all the time: vacuum and analyze after a small
+    -- share of it has changed rather than the default 20 % / 10 %.
+    autovacuum_vacuum_scale_factor = 0.01,
+    autovacuum_vacuum_insert_scale_factor = 0.01,
+    autovacuum_analyze_scale_factor = 0.02
+);
+
+-- claim: the first ready jobs of a queue by priority, then run_at, then id (FIFO).
+CREATE INDEX jobs_ready ON {schema}.jobs (queue, priority, run_at, id)
+    WHERE state = 'queued';
+-- promotion of scheduled / retrying jobs whose time has come.
+CREATE INDEX jobs_due ON {schema}.jobs (run_at)
+    WHERE state IN ('scheduled', 'retrying');
+-- recovery of expired leases; running jobs by worker.
+CREATE INDEX jobs_leases ON {schema}.jobs (lease_until)
+    WHERE state IN ('running', 'cancelling');
+-- listing retrying and finished jobs (CLI, dashboard), newest first, and pruning
+-- (ids are time-ordered: a job that finished before T was created before T).
+-- Waiting jobs are listed by walking the primary key from its newest end.
+CREATE INDEX jobs_listing ON {schema}.jobs (state, id)
+    WHERE state IN ('retrying', 'succeeded', 'poisoned', 'cancelled');
+-- a unique key is held by at most one active job.
+CREATE UNIQUE INDEX jobs_unique_key ON {schema}.jobs (unique_key)
+    WHERE unique_key IS NOT NULL
+      AND state IN ('scheduled', 'queued', 'running', 'retrying', 'cancelling');
+
+CREATE TABLE {schema}.queues (
+    name        text COLLATE "C" PRIMARY KEY,
+    paused      boolean NOT NULL DEFAULT false,
+    created_at  double precision NOT NULL
+);
+
+CREATE TABLE {schema}.workers (
+    id            text COLLATE "C" PRIMARY KEY,
+    host          text NOT NULL,
+    pid           integer NOT NULL,
+    queues        jsonb NOT NULL,
+    concurrency   integer NOT NULL,
+    started_at    double precision NOT NULL,
+    heartbeat_at  double precision NOT NULL,
+    processed     bigint NOT NULL DEFAULT 0,
+    failed        bigint NOT NULL DEFAULT 0,
+    running       jsonb NOT NULL DEFAULT '[]'
+);
+
+-- processed / failed totals, in 16 shards per name: workers add to the shard of
+-- their id, so that finishing jobs on many workers does not queue on one row lock.
+CREATE TABLE {schema}.counters (
+    name   text COLLATE "C" NOT NULL,
+    shard  integer NOT NULL,
+    value  bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (name, shard)
+);
+
+INSERT INTO {schema}.counters (name, shard, value)
+SELECT name, shard, 0
+FROM unnest(ARRAY['processed', 'failed']) AS name, generate_series(0, 15) AS shard;
+
+-- claim(queues, worker, limit, lease): take up to `limit` ready jobs, queues in the
+-- order given (paused ones skipped), priority then run_at then id within a queue.
+-- Due scheduled / retrying jobs are made ready first, in the same call. SKIP LOCKED:
+-- concurrent claimers take different rows instead of waiting for each other.
+CREATE FUNCTION {schema}.claim(p_queues text[], p_worker text, p_limit integer,
+                               p_lease double precision)
+RETURNS SETOF {schema}.jobs
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_now   double precision := {schema}.epoch_now();
+    v_queue text;
+    v_left  integer := p_limit;
+    v_got   integer;
+BEGIN
+    WITH due AS MATERIALIZED (
+        SELECT id FROM {schema}.jobs
+        WHERE state IN ('scheduled', 'retrying') AND run_at <= v_now
+        ORDER BY run_at
+        LIMIT 1000
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE {schema}.jobs j
+    SET state = 'queued', version = j.version + 1, updated_at = v_now
+    FROM due WHERE j.id = due.id;
+
+    FOREACH v_queue IN ARRAY p_queues LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM {schema}.queues WHERE name = v_queue AND paused);
+        RETURN QUERY
+            WITH picked AS MATERIALIZED (
+                SELECT id FROM {schema}.jobs
+                WHERE queue = v_queue AND state = 'queued'
+                ORDER BY priority, run_at, id
+                LIMIT v_left
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE {schema}.jobs j
+            SET state = 'running', attempts = j.attempts + 1, worker_id = p_worker,
+                lease_until = v_now + p_lease, started_at = coalesce(j.started_at, v_now),
+                version = j.version + 1, updated_at = v_now
+            FROM picked WHERE j.id = picked.id
+            RETURNING j.*;
+        GET DIAGNOSTICS v_got = ROW_COUNT;
+        v_left := v_left - v_got;
+        EXIT WHEN v_left <= 0;
+    END LOOP;
+END
+$$;

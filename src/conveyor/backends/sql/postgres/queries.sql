@@ -1,0 +1,285 @@
+-- Named queries of the PostgreSQL backend. Each starts with a "-- name: <name>" line.
+-- {schema} stands for the configured schema (quoted); parameters are psycopg's
+-- %(name)s. Batches travel as one JSON parameter, so every statement is static,
+-- prepared once per connection, and one round trip whatever the batch size.
+-- Statements that make jobs ready send one NOTIFY per queue (the payload is the
+-- queue's name), not one per job; a NOTIFY is delivered when its transaction commits.
+
+-- New jobs. The database clock decides: run_at 0 means now, a later run_at
+-- stores the job scheduled. ON CONFLICT DO NOTHING skips a job whose unique key
+-- an active job holds (the caller then looks that job up). Answers one row: the
+-- clock, how many were stored, the stored ids that had a unique key.
+-- name: insert_jobs
+WITH t AS (SELECT {schema}.epoch_now() AS now),
+b AS (
+    SELECT * FROM json_to_recordset(%(batch)s::json) AS b(
+        id text, queue text, task text, priority integer, run_at double precision,
+        max_attempts integer, retry jsonb, timeout double precision, steps jsonb,
+        unique_key text, metadata jsonb, tenant text)
+),
+new_queues AS (
+    INSERT INTO {schema}.queues (name, paused, created_at)
+    SELECT DISTINCT b.queue, false, t.now FROM b, t
+    ON CONFLICT DO NOTHING
+),
+inserted AS (
+    INSERT INTO {schema}.jobs (id, queue, task, priority, state, run_at, max_attempts, retry,
+                               timeout, steps, unique_key, metadata, tenant, created_at,
+                               updated_at)
+    SELECT b.id, b.queue, b.task, b.priority,
+           CASE WHEN b.run_at > t.now THEN 'scheduled' ELSE 'queued' END,
+           CASE WHEN b.run_at > 0 THEN b.run_at ELSE t.now END,
+           b.max_attempts, b.retry, b.timeout, b.steps, b.unique_key, b.metadata, b.tenant,
+           t.now, t.now
+    FROM b, t
+    ON CONFLICT DO NOTHING
+    RETURNING id, queue, state, unique_key
+),
+notified AS (
+    SELECT pg_notify(%(channel)s, q.queue)
+    FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'queued') AS q
+)
+SELECT t.now,
+       (SELECT count(*) FROM inserted),
+       (SELECT array_agg(id) FROM inserted WHERE unique_key IS NOT NULL),
+       (SELECT count(*) FROM notified)
+FROM t;
+
+-- name: active_by_unique_keys
+SELECT * FROM {schema}.jobs
+WHERE unique_key = ANY(%(keys)s)
+  AND state IN ('scheduled', 'queued', 'running', 'retrying', 'cancelling');
+
+-- name: now
+SELECT {schema}.epoch_now();
+
+-- name: claim
+SELECT * FROM {schema}.claim(%(queues)s, %(worker)s, %(limit)s, %(lease)s);
+
+-- Whether a queue of the list (not paused) has a job ready now.
+-- name: ready_in
+SELECT EXISTS (
+    SELECT 1 FROM unnest(%(queues)s::text[]) AS n(name)
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.queues q WHERE q.name = n.name AND q.paused)
+      AND EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.queue = n.name AND j.state = 'queued'));
+
+-- The earliest run_at of a scheduled or retrying job (NULL: none), and the clock.
+-- name: next_due
+SELECT (SELECT run_at FROM {schema}.jobs
+        WHERE state IN ('scheduled', 'retrying')
+        ORDER BY run_at LIMIT 1),
+       {schema}.epoch_now();
+
+-- name: extend_leases
+UPDATE {schema}.jobs SET lease_until = {schema}.epoch_now() + %(lease)s
+WHERE id = ANY(%(ids)s) AND worker_id = %(worker)s AND state IN ('running', 'cancelling')
+RETURNING id, state;
+
+-- name: save_running
+UPDATE {schema}.jobs
+SET steps = %(steps)s, current_step = %(current_step)s, progress = %(progress)s,
+    version = version + 1, updated_at = {schema}.epoch_now()
+WHERE id = %(id)s AND worker_id = %(worker)s AND attempts = %(held_attempts)s
+  AND state IN ('running', 'cancelling')
+RETURNING updated_at;
+
+-- Outcomes of a batch of runs, one statement. %(batch)s is the JSON array built by
+-- rows.finish_batch: [id, worker, held_attempts, state, delay, attempts, steps,
+-- current_step, progress, result (JSON text), errors, failed]. Compare-and-set on
+-- (id, worker, attempts); answers the ids written. A job asked to cancel while it
+-- ran is not run again: a retry outcome ends it cancelled. The counters of the
+-- caller's shard grow in the same statement.
+-- name: finish_batch
+WITH b AS (
+    SELECT e->>0 AS id, e->>1 AS worker, (e->>2)::integer AS held_attempts,
+           e->>3 AS state, (e->>4)::double precision AS delay, (e->>5)::integer AS attempts,
+           (e->>6)::jsonb AS steps, (e->>7)::integer AS current_step,
+           (e->>8)::jsonb AS progress, (e->>9)::jsonb AS result, (e->>10)::jsonb AS errors,
+           (e->>11)::integer AS failed
+    FROM json_array_elements(%(batch)s::json) AS e
+),
+done AS (
+    UPDATE {schema}.jobs j
+    SET state = CASE WHEN j.state = 'cancelling' AND b.state IN ('queued', 'retrying')
+                     THEN 'cancelled' ELSE b.state END,
+        finished_at = CASE WHEN b.state NOT IN ('queued', 'retrying') OR j.state = 'cancelling'
+                           THEN {schema}.epoch_now() END,
+        run_at = CASE WHEN b.state IN ('queued', 'retrying')
+                      THEN {schema}.epoch_now() + b.delay ELSE j.run_at END,
+        attempts = b.attempts, steps = b.steps, current_step = b.current_step,
+        progress = b.progress, result = b.result, errors = b.errors,
+        worker_id = NULL, lease_until = NULL, version = j.version + 1,
+        updated_at = {schema}.epoch_now()
+    FROM b
+    WHERE j.id = b.id AND j.worker_id = b.worker AND j.attempts = b.held_attempts
+      AND j.state IN ('running', 'cancelling')
+    RETURNING j.id, j.queue, j.state, b.failed
+),
+counted AS (
+    UPDATE {schema}.counters c SET value = c.value + d.n
+    FROM (SELECT 'processed' AS name, count(*) AS n FROM done
+          UNION ALL
+          SELECT 'failed', coalesce(sum(failed), 0) FROM done) AS d
+    WHERE c.name = d.name AND c.shard = %(shard)s AND d.n > 0
+),
+notified AS (
+    SELECT pg_notify(%(channel)s, q.queue)
+    FROM (SELECT DISTINCT queue FROM done WHERE state = 'queued') AS q
+)
+-- The condition makes the NOTIFYs run (a SELECT in WITH runs only when read).
+SELECT id FROM done WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- Released at shutdown: waiting again without spending the attempt; a job that was
+-- asked to cancel meanwhile ends cancelled instead.
+-- name: release_job
+UPDATE {schema}.jobs
+SET state = CASE state WHEN 'cancelling' THEN 'cancelled' ELSE 'queued' END,
+    finished_at = CASE state WHEN 'cancelling' THEN {schema}.epoch_now() END,
+    attempts = attempts - 1, steps = %(steps)s, current_step = %(current_step)s,
+    progress = %(progress)s, worker_id = NULL, lease_until = NULL,
+    version = version + 1, updated_at = {schema}.epoch_now()
+WHERE id = %(id)s AND worker_id = %(worker)s AND attempts = %(held_attempts)s
+  AND state IN ('running', 'cancelling')
+RETURNING queue, state;
+
+-- name: notify_queues
+SELECT pg_notify(%(channel)s, q) FROM unnest(%(queues)s::text[]) AS q;
+
+-- name: get_job
+SELECT * FROM {schema}.jobs WHERE id = %(id)s;
+
+-- name: job_version
+SELECT version FROM {schema}.jobs WHERE id = %(id)s;
+
+-- Waiting → cancelled (the reason joins the errors); running → cancelling.
+-- name: cancel_job
+UPDATE {schema}.jobs
+SET state = CASE WHEN state = 'running' THEN 'cancelling' ELSE 'cancelled' END,
+    finished_at = CASE WHEN state = 'running' THEN finished_at ELSE {schema}.epoch_now() END,
+    errors = CASE WHEN state = 'running' THEN errors
+             ELSE coalesce(errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                 'attempt', attempts, 'at', {schema}.epoch_now(), 'type', 'Cancelled',
+                 'message', %(reason)s::text)) END,
+    version = version + 1, updated_at = {schema}.epoch_now()
+WHERE id = %(id)s AND state IN ('scheduled', 'queued', 'retrying', 'running')
+RETURNING *;
+
+-- name: delete_job
+DELETE FROM {schema}.jobs WHERE id = %(id)s AND state NOT IN ('running', 'cancelling')
+RETURNING id;
+
+-- name: job_state
+SELECT state FROM {schema}.jobs WHERE id = %(id)s;
+
+-- name: lock_job
+SELECT * FROM {schema}.jobs WHERE id = %(id)s FOR UPDATE;
+
+-- name: retry_job
+UPDATE {schema}.jobs
+SET state = 'queued', attempts = 0, run_at = {schema}.epoch_now(), steps = %(steps)s,
+    finished_at = NULL, worker_id = NULL, lease_until = NULL, version = version + 1,
+    updated_at = {schema}.epoch_now()
+WHERE id = %(id)s AND state IN ('poisoned', 'cancelled')
+RETURNING *;
+
+-- Running jobs whose lease ran out: waiting again (the claim counted the attempt),
+-- poisoned when attempts are spent, cancelled when a cancel was asked. The lost run
+-- counts as processed and failed, as a raising task would.
+-- name: recover_expired
+WITH expired AS MATERIALIZED (
+    SELECT id FROM {schema}.jobs
+    WHERE state IN ('running', 'cancelling') AND lease_until < {schema}.epoch_now()
+    ORDER BY lease_until
+    LIMIT 500
+    FOR UPDATE SKIP LOCKED
+),
+recovered AS (
+    UPDATE {schema}.jobs j
+    SET state = CASE WHEN j.state = 'cancelling' THEN 'cancelled'
+                     WHEN j.attempts >= j.max_attempts THEN 'poisoned'
+                     ELSE 'queued' END,
+        run_at = CASE WHEN j.state = 'running' AND j.attempts < j.max_attempts
+                      THEN {schema}.epoch_now() ELSE j.run_at END,
+        finished_at = CASE WHEN j.state = 'cancelling' OR j.attempts >= j.max_attempts
+                           THEN {schema}.epoch_now() END,
+        errors = coalesce(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempts, 'step', j.steps -> j.current_step ->> 'name',
+            'at', {schema}.epoch_now(), 'type', 'LeaseExpired',
+            'message', 'lease expired: worker ' || j.worker_id || ' stopped heartbeating')),
+        worker_id = NULL, lease_until = NULL, version = j.version + 1,
+        updated_at = {schema}.epoch_now()
+    FROM expired WHERE j.id = expired.id
+    RETURNING j.*
+),
+counted AS (
+    UPDATE {schema}.counters c SET value = c.value + (SELECT count(*) FROM recovered)
+    WHERE c.name IN ('processed', 'failed') AND c.shard = %(shard)s
+      AND EXISTS (SELECT 1 FROM recovered)
+),
+notified AS (
+    SELECT pg_notify(%(channel)s, q.queue)
+    FROM (SELECT DISTINCT queue FROM recovered WHERE state = 'queued') AS q
+)
+SELECT * FROM recovered WHERE (SELECT count(*) FROM notified) >= 0;
+
+-- %(cut)s is an id made a little after %(before)s: every job that finished before
+-- %(before)s was created (and so has an id) before it. The literal state list lets
+-- the planner use the partial index jobs_listing.
+-- name: prune_finished
+DELETE FROM {schema}.jobs
+WHERE id IN (SELECT id FROM {schema}.jobs
+             WHERE state IN ('retrying', 'succeeded', 'poisoned', 'cancelled')
+               AND state = ANY(%(states)s) AND id < %(cut)s AND finished_at < %(before)s
+             LIMIT 5000);
+
+-- name: ensure_queue
+INSERT INTO {schema}.queues (name, paused, created_at)
+VALUES (%(name)s, false, {schema}.epoch_now())
+ON CONFLICT DO NOTHING;
+
+-- name: set_queue_paused
+UPDATE {schema}.queues SET paused = %(paused)s WHERE name = %(name)s RETURNING name;
+
+-- name: queue_exists
+SELECT 1 FROM {schema}.queues WHERE name = %(name)s;
+
+-- name: empty_queue
+DELETE FROM {schema}.jobs WHERE queue = %(name)s AND state IN ('scheduled', 'queued', 'retrying');
+
+-- name: drop_queue_jobs
+DELETE FROM {schema}.jobs WHERE queue = %(name)s AND state NOT IN ('running', 'cancelling');
+
+-- name: drop_queue
+DELETE FROM {schema}.queues WHERE name = %(name)s;
+
+-- name: list_queues
+SELECT name, paused, created_at FROM {schema}.queues ORDER BY name;
+
+-- name: count_by_queue_state
+SELECT queue, state, count(*) FROM {schema}.jobs GROUP BY queue, state;
+
+-- name: count_by_state
+SELECT state, count(*) FROM {schema}.jobs GROUP BY state;
+
+-- name: upsert_worker
+INSERT INTO {schema}.workers (id, host, pid, queues, concurrency, started_at, heartbeat_at,
+                              processed, failed, running)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s, {schema}.epoch_now(),
+        {schema}.epoch_now(), %(processed)s, %(failed)s, %(running)s)
+ON CONFLICT (id) DO UPDATE
+SET heartbeat_at = excluded.heartbeat_at, processed = excluded.processed,
+    failed = excluded.failed, running = excluded.running
+RETURNING started_at, heartbeat_at;
+
+-- name: delete_worker
+DELETE FROM {schema}.workers WHERE id = %(id)s;
+
+-- name: list_workers
+SELECT * FROM {schema}.workers ORDER BY started_at, id;
+
+-- name: counters
+SELECT name, sum(value)::bigint FROM {schema}.counters GROUP BY name;
+
+-- name: store_figures
+SELECT pg_total_relation_size('{schema}.jobs'::regclass), current_setting('server_version'),
+       current_setting('synchronous_commit');
