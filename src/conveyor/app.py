@@ -270,23 +270,39 @@ class Conveyor:
                 validate_job(job)
         return out
 
-    def enqueue_jobs(self, jobs: Sequence[Job], *, built_here: bool = False) -> list[JobHandle]:
-        """Store jobs in one round trip (``built_here``: made by ``Task.prepare``)."""
+    def enqueue_jobs(
+        self, jobs: Sequence[Job], *, built_here: bool = False, connection: Any = None
+    ) -> list[JobHandle]:
+        """Store jobs in one round trip (``built_here``: made by ``Task.prepare``;
+        ``connection``: the caller's database connection, see ``Task.with_options``)."""
         jobs = self._through_middleware(jobs, built_here)
         if not jobs:
             return []
-        stored = self._blocking.enqueue_blocking(jobs)
+        if connection is not None:
+            stored: list[Job] | None = self._blocking.enqueue_in(connection, jobs)
+        else:
+            stored = self._blocking.enqueue_blocking(jobs)
         if stored is None:
             return self.portal_call(self.enqueue_jobs_async(jobs, _middleware=False))
         return [JobHandle(self, job) for job in stored]
 
     async def enqueue_jobs_async(
-        self, jobs: Sequence[Job], *, built_here: bool = False, _middleware: bool = True
+        self,
+        jobs: Sequence[Job],
+        *,
+        built_here: bool = False,
+        connection: Any = None,
+        _middleware: bool = True,
     ) -> list[JobHandle]:
         if _middleware:
             jobs = self._through_middleware(jobs, built_here)
         if not jobs:
             return []
+        if connection is not None:
+            # The caller's connection needs no pool of ours: the unopened backend
+            # only lends its statements.
+            stored = await self._blocking.enqueue_in_async(connection, jobs)
+            return [JobHandle(self, job) for job in stored]
         stored = await (await self.backend()).enqueue(jobs)
         return [JobHandle(self, job) for job in stored]
 

@@ -74,6 +74,8 @@ class Task:
     executor: ExecutorKind
     hooks: dict[str, list[Hook]] = field(default_factory=dict)
     _call_options: EnqueueOptions = field(default_factory=EnqueueOptions)
+    #: the caller's database connection: enqueue inside its transaction
+    _connection: Any = field(default=None, repr=False, compare=False)
     _resolved_options: ResolvedOptions | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -88,7 +90,15 @@ class Task:
     # -- enqueue -------------------------------------------------------------
     def with_options(self, **options: Any) -> Task:
         """A copy whose jobs use these options: queue, priority, delay, run_at,
-        unique_key, metadata, max_attempts, retry, timeout."""
+        unique_key, metadata, max_attempts, retry, timeout.
+
+        ``connection``: a psycopg connection (``Connection`` for ``enqueue``,
+        ``AsyncConnection`` for ``enqueue_async``) to store the jobs through, inside
+        its open transaction, on a PostgreSQL store: they exist once that
+        transaction commits, never if it rolls back."""
+        if "connection" in options:
+            connection = options.pop("connection")
+            return replace(self.with_options(**options), _connection=connection)
         try:
             merged = replace(self._call_options, **options)
         except TypeError:
@@ -110,23 +120,25 @@ class Task:
 
     def enqueue(self, *args: Any, **kwargs: Any) -> JobHandle:
         """Store a job that calls this task with these arguments; returns its handle."""
-        return self.app.enqueue_jobs([self.prepare(*args, **kwargs)], built_here=True)[0]
+        job = self.prepare(*args, **kwargs)
+        return self.app.enqueue_jobs([job], built_here=True, connection=self._connection)[0]
 
     async def enqueue_async(self, *args: Any, **kwargs: Any) -> JobHandle:
+        job = self.prepare(*args, **kwargs)
         return (
-            await self.app.enqueue_jobs_async([self.prepare(*args, **kwargs)], built_here=True)
+            await self.app.enqueue_jobs_async([job], built_here=True, connection=self._connection)
         )[0]
 
     def enqueue_many(self, calls: Iterable[Sequence[Any] | Mapping[str, Any]]) -> list[JobHandle]:
         """One job per item (a sequence of args, or a mapping of kwargs), one round trip."""
-        return self.app.enqueue_jobs([self._prepare_item(c) for c in calls], built_here=True)
+        jobs = [self._prepare_item(c) for c in calls]
+        return self.app.enqueue_jobs(jobs, built_here=True, connection=self._connection)
 
     async def enqueue_many_async(
         self, calls: Iterable[Sequence[Any] | Mapping[str, Any]]
     ) -> list[JobHandle]:
-        return await self.app.enqueue_jobs_async(
-            [self._prepare_item(c) for c in calls], built_here=True
-        )
+        jobs = [self._prepare_item(c) for c in calls]
+        return await self.app.enqueue_jobs_async(jobs, built_here=True, connection=self._connection)
 
     def _prepare_item(self, call: Sequence[Any] | Mapping[str, Any]) -> Job:
         if isinstance(call, Mapping):
@@ -146,7 +158,10 @@ class Task:
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise InvalidJob("args", f"{exc} (task {self.name!r})") from None
+            hint = ""
+            if "connection" in kwargs:
+                hint = "; to enqueue in your transaction use task.with_options(connection=conn)"
+            raise InvalidJob("args", f"{exc} (task {self.name!r}){hint}") from None
 
     # -- hooks -------------------------------------------------------------------
     def on(self, event: str) -> Callable[[Hook], Hook]:

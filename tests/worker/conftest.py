@@ -1,7 +1,9 @@
-"""Real worker processes on a real SQLite file: helpers to start, watch and stop them."""
+"""Real worker processes on a real store (a SQLite file, a PostgreSQL schema): helpers
+to start, watch and stop them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import Conveyor
+from tests.pg import fresh_schema
 
 TASKS = """
 import os, time
@@ -61,11 +64,11 @@ def always_fails():
 
 
 class WorkerEnv:
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
         self.dir = tmp_path
         self.runs = tmp_path / "runs"
         self.runs.mkdir()
-        self.url = f"sqlite:///{tmp_path}/jobs.db"
+        self.url = url
         (tmp_path / "e2e_tasks.py").write_text(textwrap.dedent(TASKS))
         self.env = dict(
             os.environ, CONVEYOR_URL=self.url, RUNS_DIR=str(self.runs), PYTHONPATH=str(tmp_path)
@@ -120,12 +123,19 @@ class WorkerEnv:
                 proc.wait()
 
 
-@pytest.fixture
-def worker_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerEnv]:
-    env = WorkerEnv(tmp_path, monkeypatch)
-    try:
-        yield env
-    finally:
-        env.stop_all()
-        env.app.close()
-        sys.modules.pop("e2e_tasks", None)
+@pytest.fixture(params=["sqlite", "postgres"])
+def worker_env(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[WorkerEnv]:
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgres":
+            url = stack.enter_context(fresh_schema())
+        else:
+            url = f"sqlite:///{tmp_path}/jobs.db"
+        env = WorkerEnv(tmp_path, monkeypatch, url)
+        try:
+            yield env
+        finally:
+            env.stop_all()
+            env.app.close()
+            sys.modules.pop("e2e_tasks", None)

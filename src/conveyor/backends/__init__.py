@@ -21,7 +21,10 @@ def create_backend(url: str) -> Backend:
 
     if not isinstance(url, str) or not url:
         raise ConfigError("url", f"expected a store URL such as sqlite:///conveyor.db, got {url!r}")
-    scheme = urlsplit(url).scheme
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 host
+        raise ConfigError("url", f"{redact_url(url)!r} does not parse: {exc}") from None
     target = BACKENDS.get(scheme)
     if target is None:
         raise ConfigError(
@@ -37,8 +40,13 @@ def create_backend(url: str) -> Backend:
 
 def redact_url(url: str) -> str:
     """The URL without its password, for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # does not parse: hide everything between :// and @
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
+    if password:
+        netloc = parts.netloc.replace(f":{password}@", ":***@")
         return parts._replace(netloc=netloc).geturl()
     return url

@@ -7,6 +7,7 @@ One module per command group::
     jobs.py      conveyor jobs list | show | retry | cancel | delete
     queues.py    conveyor queues list | create | pause | resume | empty | delete
     admin.py     conveyor workers, conveyor stats, conveyor prune
+    migrate.py   conveyor migrate
     errors.py    exit codes, and the one place errors become them
     common.py    --url / -i / --json, the store, output helpers
     parsing.py   JSON, durations, times, states
@@ -24,7 +25,7 @@ from typing import Annotated
 import typer
 
 from conveyor import __version__
-from conveyor.cli import admin, enqueue, worker
+from conveyor.cli import admin, enqueue, migrate, worker
 from conveyor.cli.errors import ConveyorGroup
 from conveyor.cli.jobs import jobs_app
 from conveyor.cli.queues import queues_app
@@ -55,6 +56,7 @@ app.add_typer(queues_app, rich_help_panel=JOBS)
 app.command("workers", rich_help_panel=WATCH)(admin.workers)
 app.command("stats", rich_help_panel=WATCH)(admin.stats)
 app.command("prune", rich_help_panel=WATCH)(admin.prune)
+app.command("migrate", rich_help_panel=WATCH)(migrate.migrate)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,34 @@
+"""``conveyor migrate``: create or upgrade the store's schema."""
+
+from __future__ import annotations
+
+import asyncio
+
+from conveyor.backends import create_backend, redact_url
+from conveyor.cli.common import IncludeOption, JsonOption, UrlOption, console, print_json, store_url
+
+
+def migrate(
+    includes: IncludeOption = None,
+    url: UrlOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Create or upgrade the store's schema to this conveyor's version.
+
+    PostgreSQL: run it once before the first `conveyor worker` or `conveyor api`,
+    and after each upgrade of conveyor; workers refuse an older schema. Safe to
+    run from several machines at once, and again when there is nothing to do.
+    The schema name comes from the URL (?schema=NAME, default conveyor).
+    SQLite upgrades its file on open; this command does that and reports it.
+    """
+    target = store_url(includes, url)
+    backend = create_backend(target)  # a bad URL fails here, before anything is touched
+    before, after = asyncio.run(backend.migrate())
+    where = redact_url(target)
+    if json_out:
+        print_json({"url": where, "from_version": before, "to_version": after})
+        return
+    if before == after:
+        console().print(f"Schema at {where} is up to date (version {after}).")
+    else:
+        console().print(f"Migrated {where} from version {before} to {after}.")
