@@ -29,6 +29,6 @@ def migrate(
         print_json({"url": where, "from_version": before, "to_version": after})
         return
     if before == after:
-        console().print(f"Schema at {where} is up to date (version {after}).")
+        console().print(f"Schema at {where} is up to date (version {after}).", soft_wrap=True)
     else:
-        console().print(f"Migrated {where} from version {before} to {after}.")
+        console().print(f"Migrated {where} from version {before} to {after}.", soft_wrap=True)

@@ -1,0 +1,116 @@
+"""The PostgreSQL schema: `conveyor migrate`, version checks, and claims that stay on
+their index however many jobs are finished or waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from conveyor.backends.postgres import SCHEMA_VERSION, PostgresBackend
+from conveyor.exceptions import ConfigError
+from conveyor.job import Outcome
+from conveyor.testing.harness import make_job
+from tests.pg import fresh_schema, libpq_url
+
+
+def _migrate(url: str, results: multiprocessing.Queue[tuple[int, int] | str]) -> None:
+    try:
+        results.put(asyncio.run(PostgresBackend(url).migrate()))
+    except BaseException as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_migrate_from_four_processes_at_once_migrates_once() -> None:
+    with fresh_schema(migrate=False) as url:
+        ctx = multiprocessing.get_context("spawn")
+        results: multiprocessing.Queue[tuple[int, int] | str] = ctx.Queue()
+        procs = [ctx.Process(target=_migrate, args=(url, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        answers = [results.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(30)
+        # Exactly one found nothing and migrated; the others found it done.
+        assert sorted(answers) == [(0, SCHEMA_VERSION)] + [(SCHEMA_VERSION, SCHEMA_VERSION)] * 3
+        with psycopg.connect(libpq_url(url)) as conn:
+            schema = PostgresBackend(url).schema
+            rows = conn.execute(f'SELECT version FROM "{schema}".schema_version').fetchall()
+        assert rows == [(SCHEMA_VERSION,)]
+
+
+def test_a_missing_schema_is_refused_with_the_command_to_run() -> None:
+    with fresh_schema(migrate=False) as url:
+        backend = PostgresBackend(url.replace("@", ":hunter2@", 1))
+        with pytest.raises(ConfigError) as refused:
+            asyncio.run(backend.open())
+        message = str(refused.value)
+        assert "conveyor migrate" in message
+        assert "does not exist" in message
+        assert "hunter2" not in message
+
+
+def test_a_schema_newer_than_the_code_is_refused(pg_url: str) -> None:
+    schema = PostgresBackend(pg_url).schema
+    with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
+        conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES (999)')
+    with pytest.raises(ConfigError, match="newer than this conveyor"):
+        asyncio.run(PostgresBackend(pg_url).open())
+    with pytest.raises(ConfigError, match="newer than this conveyor"):
+        asyncio.run(PostgresBackend(pg_url).migrate())
+
+
+def test_the_migrate_command_reports_what_it_did() -> None:
+    with fresh_schema(migrate=False) as url:
+        command = [sys.executable, "-m", "conveyor", "migrate", "--url", url]
+        first = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        again = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert f"from version 0 to {SCHEMA_VERSION}" in first.stdout
+    assert again.returncode == 0, again.stderr
+    assert "up to date" in again.stdout
+
+
+def _scans(conn: psycopg.Connection, schema: str) -> tuple[int, int]:
+    """(sequential scans of jobs, scans of its claim index) so far."""
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    row = conn.execute(
+        "SELECT t.seq_scan, i.idx_scan FROM pg_stat_user_tables t "
+        "JOIN pg_stat_user_indexes i ON i.relid = t.relid "
+        "WHERE t.schemaname = %s AND t.relname = 'jobs' AND i.indexrelname = 'jobs_ready'",
+        [schema],
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def test_claims_use_the_ready_index_beside_many_finished_jobs(pg_url: str) -> None:
+    backend = PostgresBackend(pg_url)
+    schema = backend.schema
+
+    async def fill() -> None:
+        await backend.open()
+        try:
+            for _ in range(20):  # 20,000 jobs, then all but 10 finished
+                await backend.enqueue([make_job() for _ in range(1000)])
+            while claimed := await backend.claim(["default"], "w", 1000, 60):
+                await backend.finish([(job, Outcome.succeeded()) for job in claimed])
+            await backend.enqueue([make_job() for _ in range(10)])
+        finally:
+            await backend.close()
+
+    asyncio.run(fill())
+    with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
+        conn.execute(f'ANALYZE "{schema}".jobs')
+        seq_before, idx_before = _scans(conn, schema)
+        rows = conn.execute(
+            f"SELECT id FROM \"{schema}\".claim(ARRAY['default'], 'w2', 10, 60.0)"
+        ).fetchall()
+        seq_after, idx_after = _scans(conn, schema)
+    assert len(rows) == 10
+    assert idx_after > idx_before, "the claim did not use jobs_ready"
+    assert seq_after == seq_before, "the claim scanned the whole jobs table"

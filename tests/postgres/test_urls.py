@@ -1,0 +1,84 @@
+"""Bad PostgreSQL URLs and servers that do not answer: a clear error naming the URL
+(password hidden) and what failed, before anything is written."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conveyor import Conveyor
+from conveyor.backends import create_backend
+from conveyor.backends.postgres import PostgresBackend
+from conveyor.exceptions import BackendUnavailable, ConfigError
+
+
+@pytest.mark.parametrize(
+    ("url", "field", "words"),
+    [
+        ("postgresql://u:pw@h/db?schema=Bad-Name", "url.schema", "lower-case letters"),
+        ("postgresql://u:pw@h/db?pool_size=0", "url.pool_size", "must be > 0"),
+        ("postgresql://u:pw@h/db?pool_size=many", "url.pool_size", "expected a number"),
+        ("postgresql://u:pw@h/db?poll=-1", "url.poll", "must be > 0"),
+        ("postgresql://u:pw@h/db?no_such_option=1", "url", "does not parse"),
+        ("postgresql://u:pw@[::1/db", "url", "does not parse"),
+    ],
+)
+def test_a_bad_url_is_refused_naming_the_field(url: str, field: str, words: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        create_backend(url)
+    assert refused.value.field == field
+    assert words in str(refused.value)
+    assert "pw" not in str(refused.value).replace("pwd", "")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_server_that_does_not_answer_is_named_without_the_password() -> None:
+    url = f"postgresql://app:s3cret@127.0.0.1:{_free_port()}/test"
+    with pytest.raises(BackendUnavailable) as failed:
+        asyncio.run(PostgresBackend(url).open())
+    message = str(failed.value)
+    assert f"postgresql://app:***@127.0.0.1:{url.split(':')[-1]}" in message
+    assert "Connection refused" in message
+    assert "s3cret" not in message
+
+
+def test_a_database_that_does_not_exist_is_named() -> None:
+    with pytest.raises(BackendUnavailable, match='database "no_such_db" does not exist'):
+        asyncio.run(PostgresBackend("postgresql://postgres@127.0.0.1:5432/no_such_db").open())
+
+
+def test_enqueue_against_a_dead_server_raises_and_says_where() -> None:
+    app = Conveyor(f"postgresql://app:s3cret@127.0.0.1:{_free_port()}/test")
+
+    @app.task
+    def noop() -> None: ...
+
+    try:
+        with pytest.raises(BackendUnavailable) as failed:
+            noop.enqueue()
+        assert "s3cret" not in str(failed.value)
+        assert "127.0.0.1" in str(failed.value)
+    finally:
+        app.close()
+
+
+def test_the_worker_command_exits_with_a_clear_error_when_the_server_is_down() -> None:
+    url = f"postgresql://app:s3cret@127.0.0.1:{_free_port()}/test"
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor", "worker", "--url", url, "-i", "conveyor.demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "Connection refused" in done.stderr + done.stdout
+    assert "s3cret" not in done.stderr + done.stdout
