@@ -62,10 +62,13 @@ def test_an_exception_in_the_transaction_block_enqueues_nothing(
     app: Conveyor, pg_url: str
 ) -> None:
     task = app.get_task("send_welcome")
-    with psycopg.connect(libpq_url(pg_url)) as conn, pytest.raises(RuntimeError):
-        with conn.transaction():
-            task.with_options(connection=conn).enqueue(1)
-            raise RuntimeError("the order could not be saved")
+    with (
+        psycopg.connect(libpq_url(pg_url)) as conn,
+        pytest.raises(RuntimeError),
+        conn.transaction(),
+    ):
+        task.with_options(connection=conn).enqueue(1)
+        raise RuntimeError("the order could not be saved")
     assert count_jobs(app) == 0
 
 
