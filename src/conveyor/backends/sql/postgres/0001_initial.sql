@@ -38,7 +38,12 @@ CREATE TABLE {schema}.jobs (
     finished_at   double precision,
     updated_at    double precision NOT NULL,
     worker_id     text,
-    lease_until   double precision
+    lease_until   double precision,
+    -- Held by a worker exactly while running or cancelling: writes of a lease holder
+    -- match on worker_id and rely on it.
+    CONSTRAINT jobs_held_while_running CHECK (
+        (worker_id IS NOT NULL) = (state IN ('running', 'cancelling'))
+        AND (lease_until IS NOT NULL) = (state IN ('running', 'cancelling')))
 ) WITH (
     -- Room on each page for progress writes to stay heap-only (no index change).
     fillfactor = 90,
@@ -103,7 +108,9 @@ FROM unnest(ARRAY['processed', 'failed']) AS name, generate_series(0, 15) AS sha
 -- claim(queues, worker, limit, lease): take up to `limit` ready jobs, queues in the
 -- order given (paused ones skipped), priority then run_at then id within a queue.
 -- Due scheduled / retrying jobs are made ready first, in the same call. SKIP LOCKED:
--- concurrent claimers take different rows instead of waiting for each other.
+-- concurrent claimers take different rows instead of waiting for each other. The
+-- rows picked are updated through the primary key (`id = ANY (ARRAY(...))`), never
+-- by a join the planner could turn into a scan of the table.
 CREATE FUNCTION {schema}.claim(p_queues text[], p_worker text, p_limit integer,
                                p_lease double precision)
 RETURNS SETOF {schema}.jobs
@@ -124,7 +131,7 @@ BEGIN
     )
     UPDATE {schema}.jobs j
     SET state = 'queued', version = j.version + 1, updated_at = v_now
-    FROM due WHERE j.id = due.id;
+    WHERE j.id = ANY (ARRAY(SELECT id FROM due));
 
     FOREACH v_queue IN ARRAY p_queues LOOP
         CONTINUE WHEN EXISTS (SELECT 1 FROM {schema}.queues WHERE name = v_queue AND paused);
@@ -140,7 +147,7 @@ BEGIN
             SET state = 'running', attempts = j.attempts + 1, worker_id = p_worker,
                 lease_until = v_now + p_lease, started_at = coalesce(j.started_at, v_now),
                 version = j.version + 1, updated_at = v_now
-            FROM picked WHERE j.id = picked.id
+            WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
             RETURNING j.*;
         GET DIAGNOSTICS v_got = ROW_COUNT;
         v_left := v_left - v_got;

@@ -1,4 +1,11 @@
 -- Named queries of the PostgreSQL backend. Each starts with a "-- name: <name>" line.
+-- Joins of a batch to jobs say `j.id = ANY (ARRAY(SELECT id FROM batch))`: that makes
+-- the primary key the way in, whatever the planner believes about the table (with
+-- stale statistics it would hash the whole table for a join of a hundred rows).
+-- Writes by a lease holder match on (id, worker_id, attempts) without naming the
+-- states: a worker_id is set exactly while a job is running or cancelling (a CHECK of
+-- the table holds it), and a state condition would invite the planner to walk the
+-- partial index of every running job instead of the primary key.
 -- {schema} stands for the configured schema (quoted); parameters are psycopg's
 -- %(name)s. Batches travel as one JSON parameter, so every statement is static,
 -- prepared once per connection, and one round trip whatever the batch size.
@@ -72,7 +79,7 @@ SELECT (SELECT run_at FROM {schema}.jobs
 
 -- name: extend_leases
 UPDATE {schema}.jobs SET lease_until = {schema}.epoch_now() + %(lease)s
-WHERE id = ANY(%(ids)s) AND worker_id = %(worker)s AND state IN ('running', 'cancelling')
+WHERE id = ANY(%(ids)s) AND worker_id = %(worker)s
 RETURNING id, state;
 
 -- name: save_running
@@ -80,7 +87,6 @@ UPDATE {schema}.jobs
 SET steps = %(steps)s, current_step = %(current_step)s, progress = %(progress)s,
     version = version + 1, updated_at = {schema}.epoch_now()
 WHERE id = %(id)s AND worker_id = %(worker)s AND attempts = %(held_attempts)s
-  AND state IN ('running', 'cancelling')
 RETURNING updated_at;
 
 -- Outcomes of a batch of runs, one statement. %(batch)s is the JSON array built by
@@ -111,8 +117,8 @@ done AS (
         worker_id = NULL, lease_until = NULL, version = j.version + 1,
         updated_at = {schema}.epoch_now()
     FROM b
-    WHERE j.id = b.id AND j.worker_id = b.worker AND j.attempts = b.held_attempts
-      AND j.state IN ('running', 'cancelling')
+    WHERE j.id = ANY (ARRAY(SELECT b.id FROM b)) AND j.id = b.id
+      AND j.worker_id = b.worker AND j.attempts = b.held_attempts
     RETURNING j.id, j.queue, j.state, b.failed
 ),
 counted AS (
@@ -139,7 +145,6 @@ SET state = CASE state WHEN 'cancelling' THEN 'cancelled' ELSE 'queued' END,
     progress = %(progress)s, worker_id = NULL, lease_until = NULL,
     version = version + 1, updated_at = {schema}.epoch_now()
 WHERE id = %(id)s AND worker_id = %(worker)s AND attempts = %(held_attempts)s
-  AND state IN ('running', 'cancelling')
 RETURNING queue, state;
 
 -- name: notify_queues
@@ -208,7 +213,7 @@ recovered AS (
             'message', 'lease expired: worker ' || j.worker_id || ' stopped heartbeating')),
         worker_id = NULL, lease_until = NULL, version = j.version + 1,
         updated_at = {schema}.epoch_now()
-    FROM expired WHERE j.id = expired.id
+    FROM expired WHERE j.id = ANY (ARRAY(SELECT id FROM expired)) AND j.id = expired.id
     RETURNING j.*
 ),
 counted AS (
