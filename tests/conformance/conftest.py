@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 
 from conveyor.backends import BACKENDS, create_backend
+from conveyor.backends.postgres import PostgresBackend
 from conveyor.exceptions import BackendUnavailable
 from conveyor.testing import BackendFactory, wipe
 
@@ -80,9 +82,17 @@ _MIGRATED: set[str] = set()
 
 
 def _migrate_once(url: str) -> None:
-    """Create or upgrade the schema of a shared store, once per test session."""
+    """Make the schema of a shared store anew, once per test session: the suite then
+    runs on what the migrations of this checkout create, not on an older session's."""
     if url not in _MIGRATED:
-        asyncio.run(create_backend(url).migrate())
+        backend = create_backend(url)
+        if isinstance(backend, PostgresBackend):
+            try:
+                with psycopg.connect(backend.settings.conninfo, autocommit=True) as conn:
+                    conn.execute(f'DROP SCHEMA IF EXISTS "{backend.schema}" CASCADE')
+            except psycopg.OperationalError as exc:
+                raise BackendUnavailable(str(exc)) from exc
+        asyncio.run(backend.migrate())
         _MIGRATED.add(url)
 
 

@@ -15,7 +15,35 @@
 -- New jobs. The database clock decides: run_at 0 means now, a later run_at
 -- stores the job scheduled. ON CONFLICT DO NOTHING skips a job whose unique key
 -- an active job holds (the caller then looks that job up). Answers one row: the
--- clock, how many were stored, the stored ids that had a unique key.
+-- clock, how many were stored, the stored ids that had a unique key, how many
+-- NOTIFYs went out. %(new_queues)s: also write the queues' rows (false when this
+-- process has written them already).
+-- name: insert_job
+WITH t AS (SELECT {schema}.epoch_now() AS now),
+new_queue AS (
+    INSERT INTO {schema}.queues (name, paused, created_at)
+    SELECT %(queue)s, false, t.now FROM t WHERE %(new_queues)s
+    ON CONFLICT DO NOTHING
+),
+inserted AS (
+    INSERT INTO {schema}.jobs (id, queue, task, priority, state, run_at, max_attempts, retry,
+                               timeout, steps, unique_key, metadata, tenant, created_at,
+                               updated_at)
+    SELECT %(id)s, %(queue)s, %(task)s, %(priority)s,
+           CASE WHEN %(run_at)s > t.now THEN 'scheduled' ELSE 'queued' END,
+           CASE WHEN %(run_at)s > 0 THEN %(run_at)s ELSE t.now END,
+           %(max_attempts)s, %(retry)s, %(timeout)s, %(steps)s, %(unique_key)s, %(metadata)s,
+           %(tenant)s, t.now, t.now
+    FROM t
+    ON CONFLICT DO NOTHING
+    RETURNING id, queue, state, unique_key
+)
+SELECT t.now,
+       (SELECT count(*) FROM inserted),
+       (SELECT array_agg(id) FROM inserted WHERE unique_key IS NOT NULL),
+       (SELECT count(pg_notify(%(channel)s, queue)) FROM inserted WHERE state = 'queued')
+FROM t;
+
 -- name: insert_jobs
 WITH t AS (SELECT {schema}.epoch_now() AS now),
 b AS (
@@ -26,7 +54,7 @@ b AS (
 ),
 new_queues AS (
     INSERT INTO {schema}.queues (name, paused, created_at)
-    SELECT DISTINCT b.queue, false, t.now FROM b, t
+    SELECT DISTINCT b.queue, false, t.now FROM b, t WHERE %(new_queues)s
     ON CONFLICT DO NOTHING
 ),
 inserted AS (
@@ -242,11 +270,19 @@ INSERT INTO {schema}.queues (name, paused, created_at)
 VALUES (%(name)s, false, {schema}.epoch_now())
 ON CONFLICT DO NOTHING;
 
+-- A queue exists when it has a row or jobs (a row dropped while a producer that
+-- had written it kept enqueueing is written again here).
 -- name: set_queue_paused
-UPDATE {schema}.queues SET paused = %(paused)s WHERE name = %(name)s RETURNING name;
+INSERT INTO {schema}.queues (name, paused, created_at)
+SELECT %(name)s, %(paused)s, {schema}.epoch_now()
+WHERE EXISTS (SELECT 1 FROM {schema}.queues WHERE name = %(name)s)
+   OR EXISTS (SELECT 1 FROM {schema}.jobs WHERE queue = %(name)s)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
+RETURNING name;
 
 -- name: queue_exists
-SELECT 1 FROM {schema}.queues WHERE name = %(name)s;
+SELECT 1 WHERE EXISTS (SELECT 1 FROM {schema}.queues WHERE name = %(name)s)
+            OR EXISTS (SELECT 1 FROM {schema}.jobs WHERE queue = %(name)s);
 
 -- name: empty_queue
 DELETE FROM {schema}.jobs WHERE queue = %(name)s AND state IN ('scheduled', 'queued', 'retrying');

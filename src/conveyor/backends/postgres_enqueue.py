@@ -1,0 +1,160 @@
+"""Storing new jobs on PostgreSQL, through a pooled connection or the caller's own.
+
+One statement per call whatever its size (``insert_job`` for one job, with plain
+parameters; ``insert_jobs`` for a batch, as one JSON parameter). The database
+clock stamps the jobs, unique keys held by active jobs are looked up after, and a
+queue's row is written only the first time this process enqueues into it: the
+upsert of an existing row costs a noticeable part of a single enqueue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+from psycopg.types.string import TextLoader
+
+from conveyor.backends.rows import Row, dumps, row_to_job, stamp_new
+from conveyor.exceptions import BackendUnavailable
+from conveyor.job import DEFAULT_RETRY, Job
+
+#: A job whose unique key's holder finished between the INSERT and the lookup is
+#: inserted again; more rounds than this means something else is wrong.
+_INSERT_ROUNDS = 5
+
+
+def job_fields(job: Job) -> dict[str, Any]:
+    """The columns a new job brings (the store adds state, times and counters)."""
+    return {
+        "id": job.id,
+        "queue": job.queue,
+        "task": job.task,
+        "priority": job.priority,
+        "run_at": job.run_at,
+        "max_attempts": job.max_attempts,
+        "retry": None if job.retry == DEFAULT_RETRY else job.retry.to_dict(),
+        "timeout": job.timeout,
+        "steps": [s.to_storage() for s in job.steps],
+        "unique_key": job.unique_key,
+        "metadata": job.metadata or None,
+        "tenant": job.tenant,
+    }
+
+
+class Inserter:
+    """New jobs into one schema; remembers which queues it has created."""
+
+    def __init__(self, queries: dict[str, str], channel: str) -> None:
+        self._q = queries
+        self.channel = channel
+        self._queues: set[str] = set()
+
+    def forget_queue(self, name: str) -> None:
+        self._queues.discard(name)
+
+    def remember_queue(self, name: str) -> None:
+        self._queues.add(name)
+
+    def insert_sync(
+        self, conn: psycopg.Connection[Any], jobs: Sequence[Job], own: bool = True
+    ) -> list[Job]:
+        """``own``: a connection of conveyor's in autocommit mode (a caller's
+        transaction may roll back, so its queue rows are written every time)."""
+        cur = conn.cursor(row_factory=tuple_row)
+        cur.adapters.register_loader("jsonb", TextLoader)
+        placed: dict[str, Job] = {}
+        pending = list(jobs)
+        for _ in range(_INSERT_ROUNDS):
+            insert = self._round(pending, own)
+            cur.execute(self._q[insert.query], insert.params)
+            keys = insert.keys_to_look_up(_answer(cur.fetchone()))
+            if keys:
+                cur.execute(self._q["active_by_unique_keys"], {"keys": keys})
+                pending = insert.place(cur.fetchall(), placed)
+            if not keys or not pending:
+                return self._stored(jobs, placed, own)
+        raise BackendUnavailable("unique keys kept changing hands; enqueue again")
+
+    async def insert_async(
+        self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job], own: bool = True
+    ) -> list[Job]:
+        cur = conn.cursor(row_factory=tuple_row)
+        cur.adapters.register_loader("jsonb", TextLoader)
+        placed: dict[str, Job] = {}
+        pending = list(jobs)
+        for _ in range(_INSERT_ROUNDS):
+            insert = self._round(pending, own)
+            await cur.execute(self._q[insert.query], insert.params)
+            keys = insert.keys_to_look_up(_answer(await cur.fetchone()))
+            if keys:
+                await cur.execute(self._q["active_by_unique_keys"], {"keys": keys})
+                pending = insert.place(await cur.fetchall(), placed)
+            if not keys or not pending:
+                return self._stored(jobs, placed, own)
+        raise BackendUnavailable("unique keys kept changing hands; enqueue again")
+
+    def _round(self, jobs: list[Job], own: bool) -> _InsertRound:
+        new_queues = not own or any(job.queue not in self._queues for job in jobs)
+        return _InsertRound(jobs, self.channel, new_queues)
+
+    def _stored(self, jobs: Sequence[Job], placed: dict[str, Job], own: bool) -> list[Job]:
+        if own:
+            self._queues.update(job.queue for job in jobs)
+        return [placed.get(job.id, job) for job in jobs]
+
+
+class _InsertRound:
+    """One INSERT and what its answer means (shared by the sync and the async path,
+    which differ only in how they talk to the connection)."""
+
+    def __init__(self, jobs: list[Job], channel: str, new_queues: bool) -> None:
+        self.jobs = jobs
+        self.params: dict[str, Any]
+        if len(jobs) == 1:
+            self.query = "insert_job"
+            fields = job_fields(jobs[0])
+            for name in ("retry", "steps", "metadata"):
+                if fields[name] is not None:
+                    fields[name] = dumps(fields[name])
+            self.params = fields
+        else:
+            self.query = "insert_jobs"
+            self.params = {"batch": dumps([job_fields(job) for job in jobs])}
+        self.params["channel"] = channel
+        self.params["new_queues"] = new_queues
+        #: jobs not stored because an active job holds their unique key
+        self.held: list[Job] = []
+
+    def keys_to_look_up(self, answer: Row) -> list[str]:
+        """Stamp the jobs with the store's answer; the unique keys found held."""
+        now, stored, unique_ids, _ = answer
+        for job in self.jobs:
+            stamp_new(job, now)
+        if stored == len(self.jobs):
+            return []
+        inserted = set(unique_ids or ())
+        self.held = [j for j in self.jobs if j.unique_key is not None and j.id not in inserted]
+        if stored + len(self.held) != len(self.jobs):
+            raise BackendUnavailable("a job id of the batch is taken; the batch was not stored")
+        return sorted({j.unique_key for j in self.held if j.unique_key is not None})
+
+    def place(self, holders: list[Row], placed: dict[str, Job]) -> list[Job]:
+        """Record, per job not stored, the active job holding its key; the jobs whose
+        key's holder finished between the INSERT and the lookup (to insert again)."""
+        by_key = {job.unique_key: job for job in map(row_to_job, holders)}
+        again: list[Job] = []
+        for job in self.held:
+            holder = by_key.get(job.unique_key)
+            if holder is None:
+                again.append(job)
+            else:
+                placed[job.id] = holder
+        return again
+
+
+def _answer(row: Row | None) -> Row:
+    if row is None:  # the statements always answer one row
+        raise BackendUnavailable("the store did not answer the enqueue")
+    return row
