@@ -58,9 +58,7 @@ def test_a_rolled_back_transaction_stores_nothing(app: Conveyor, pg_url: str) ->
     assert count_jobs(app) == 0
 
 
-def test_an_exception_in_the_transaction_block_enqueues_nothing(
-    app: Conveyor, pg_url: str
-) -> None:
+def test_an_exception_in_the_transaction_block_enqueues_nothing(app: Conveyor, pg_url: str) -> None:
     task = app.get_task("send_welcome")
     with (
         psycopg.connect(libpq_url(pg_url)) as conn,
@@ -104,9 +102,7 @@ def test_a_unique_key_held_in_the_same_transaction_returns_that_job(
     assert count_jobs(app) == 1
 
 
-def test_a_worker_waiting_on_the_queue_wakes_only_at_the_commit(
-    app: Conveyor, pg_url: str
-) -> None:
+def test_a_worker_waiting_on_the_queue_wakes_only_at_the_commit(app: Conveyor, pg_url: str) -> None:
     task = app.get_task("send_welcome")
 
     async def scenario() -> tuple[bool, bool]:

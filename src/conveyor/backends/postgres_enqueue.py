@@ -1,7 +1,8 @@
 """Storing new jobs on PostgreSQL, through a pooled connection or the caller's own.
 
 One statement per call whatever its size (``insert_job`` for one job, with plain
-parameters; ``insert_jobs`` for a batch, as one JSON parameter). The database
+parameters; ``insert_jobs`` for a batch, as one JSON parameter); a large batch
+without unique keys goes by COPY instead, in one transaction. The database
 clock stamps the jobs, unique keys held by active jobs are looked up after, and a
 queue's row is written only the first time this process enqueues into it: the
 upsert of an existing row costs a noticeable part of a single enqueue.
@@ -9,7 +10,7 @@ upsert of an existing row costs a noticeable part of a single enqueue.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -18,11 +19,19 @@ from psycopg.types.string import TextLoader
 
 from conveyor.backends.rows import Row, dumps, row_to_job, stamp_new
 from conveyor.exceptions import BackendUnavailable
-from conveyor.job import DEFAULT_RETRY, Job
+from conveyor.job import DEFAULT_RETRY, Job, State
 
 #: A job whose unique key's holder finished between the INSERT and the lookup is
 #: inserted again; more rounds than this means something else is wrong.
 _INSERT_ROUNDS = 5
+#: From this many jobs without unique keys, a batch goes by COPY: the server reads
+#: rows without parsing a JSON batch, about twice as fast per job (a few more round
+#: trips per batch).
+COPY_MIN = 64
+_COPY_COLUMNS = (
+    "id, queue, task, priority, state, run_at, max_attempts, retry, timeout, steps, "
+    "metadata, tenant, created_at, updated_at"
+)
 
 
 def job_fields(job: Job) -> dict[str, Any]:
@@ -62,6 +71,15 @@ class Inserter:
     ) -> list[Job]:
         """``own``: a connection of conveyor's in autocommit mode (a caller's
         transaction may roll back, so its queue rows are written every time)."""
+        if own and _copyable(jobs):
+            with conn.transaction():
+                cur = conn.cursor(row_factory=tuple_row)
+                now = _answer(cur.execute(self._q["now"]).fetchone())[0]
+                with cur.copy(self._copy_sql) as copy:
+                    for row in _copy_rows(jobs, now):
+                        copy.write_row(row)
+                cur.execute(self._q["after_copy"], self._after_copy(jobs))
+            return self._stored(jobs, {}, own)
         cur = conn.cursor(row_factory=tuple_row)
         cur.adapters.register_loader("jsonb", TextLoader)
         placed: dict[str, Job] = {}
@@ -80,6 +98,16 @@ class Inserter:
     async def insert_async(
         self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job], own: bool = True
     ) -> list[Job]:
+        if own and _copyable(jobs):
+            async with conn.transaction():
+                cur = conn.cursor(row_factory=tuple_row)
+                await cur.execute(self._q["now"])
+                now = _answer(await cur.fetchone())[0]
+                async with cur.copy(self._copy_sql) as copy:
+                    for row in _copy_rows(jobs, now):
+                        await copy.write_row(row)
+                await cur.execute(self._q["after_copy"], self._after_copy(jobs))
+            return self._stored(jobs, {}, own)
         cur = conn.cursor(row_factory=tuple_row)
         cur.adapters.register_loader("jsonb", TextLoader)
         placed: dict[str, Job] = {}
@@ -94,6 +122,16 @@ class Inserter:
             if not keys or not pending:
                 return self._stored(jobs, placed, own)
         raise BackendUnavailable("unique keys kept changing hands; enqueue again")
+
+    @property
+    def _copy_sql(self) -> str:
+        return self._q["copy_jobs"].replace("{columns}", _COPY_COLUMNS)
+
+    def _after_copy(self, jobs: Sequence[Job]) -> dict[str, Any]:
+        """Parameters of ``after_copy``: the queues to create, the queues to wake."""
+        new = sorted({job.queue for job in jobs} - self._queues)
+        ready = sorted({job.queue for job in jobs if job.state is State.QUEUED})
+        return {"new_queues": new, "ready_queues": ready, "channel": self.channel}
 
     def _round(self, jobs: list[Job], own: bool) -> _InsertRound:
         new_queues = not own or any(job.queue not in self._queues for job in jobs)
@@ -152,6 +190,32 @@ class _InsertRound:
             else:
                 placed[job.id] = holder
         return again
+
+
+def _copyable(jobs: Sequence[Job]) -> bool:
+    return len(jobs) >= COPY_MIN and all(job.unique_key is None for job in jobs)
+
+
+def _copy_rows(jobs: Sequence[Job], now: float) -> Iterator[tuple[Any, ...]]:
+    """COPY rows of new jobs, stamped with the store's clock as ``insert_jobs`` would."""
+    for job in jobs:
+        stamp_new(job, now)
+        yield (
+            job.id,
+            job.queue,
+            job.task,
+            job.priority,
+            job.state.value,
+            job.run_at,
+            job.max_attempts,
+            None if job.retry == DEFAULT_RETRY else dumps(job.retry.to_dict()),
+            job.timeout,
+            dumps([s.to_storage() for s in job.steps]),
+            dumps(job.metadata) if job.metadata else None,
+            job.tenant,
+            now,
+            now,
+        )
 
 
 def _answer(row: Row | None) -> Row:

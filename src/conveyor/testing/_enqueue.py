@@ -70,6 +70,56 @@ class EnqueueConformance:
             assert (await backend.get(job.id)).state is State.QUEUED
 
     @async_test
+    async def test_a_large_batch_is_stored_whole_and_as_given(self, backend: Backend) -> None:
+        # Given 300 jobs (stores may take another path for large batches): every
+        # field set on some, a third due in an hour, two queues
+        now = await backend.now()
+        retry = RetryPolicy(exponent=2.0, base=1.0, max_delay=30.0, jitter=0.0)
+        jobs = [
+            make_job(
+                "bulk-a" if i % 2 else "bulk-b",
+                args=[i, "x" * (i % 5)],
+                priority=i % 3,
+                run_at=now + 3600 if i % 3 == 0 else 0.0,
+                retry=retry if i % 4 == 0 else make_job().retry,
+                timeout=1.5 if i % 5 == 0 else None,
+                metadata={"i": i} if i % 2 else None,
+                tenant="acme" if i % 7 == 0 else None,
+            )
+            for i in range(300)
+        ]
+
+        # When they are enqueued in one call, and 300 more through the blocking path
+        stored = await backend.enqueue(jobs)
+        more = [make_job("bulk-a", args=[i]) for i in range(300)]
+        blocking = backend.enqueue_blocking(more)
+
+        # Then every one reads back as given, scheduled or queued by its run_at
+        assert [j.id for j in stored] == [j.id for j in jobs]
+        for i, job in enumerate(jobs):
+            got = await backend.get(job.id)
+            assert got.state is (State.SCHEDULED if i % 3 == 0 else State.QUEUED)
+            assert got.created_at == pytest.approx(stored[i].created_at)
+            assert now - 1 <= got.created_at <= await backend.now()
+            assert got.steps[0].args == [i, "x" * (i % 5)]
+            assert (got.priority, got.retry, got.timeout, got.tenant) == (
+                job.priority,
+                job.retry,
+                job.timeout,
+                job.tenant,
+            )
+            assert got.metadata == ({"i": i} if i % 2 else {})
+        if blocking is not None:
+            assert [j.id for j in blocking] == [j.id for j in more]
+        queues = {q.name: q.counts for q in await backend.list_queues()}
+        expected_a = 150 - 50 + (300 if blocking is not None else 0)
+        assert queues["bulk-a"]["queued"] == expected_a
+        assert queues["bulk-b"]["scheduled"] == 50
+        claimed = await backend.claim(["bulk-b"], "w", 500, 60.0)
+        assert len(claimed) == 100
+        assert [j.priority for j in claimed] == sorted(j.priority for j in claimed)
+
+    @async_test
     async def test_get_returns_what_was_enqueued(self, backend: Backend) -> None:
         # Given a job that uses every field an application can set
         steps = [

@@ -80,6 +80,19 @@ SELECT t.now,
        (SELECT count(*) FROM notified)
 FROM t;
 
+-- A large batch without unique keys: COPY in a transaction ({columns} is filled in by
+-- the code), then the queues' rows and the wake-ups.
+-- name: copy_jobs
+COPY {schema}.jobs ({columns}) FROM STDIN;
+
+-- name: after_copy
+WITH new_queues AS (
+    INSERT INTO {schema}.queues (name, paused, created_at)
+    SELECT q, false, {schema}.epoch_now() FROM unnest(%(new_queues)s::text[]) AS q
+    ON CONFLICT DO NOTHING
+)
+SELECT count(pg_notify(%(channel)s, q)) FROM unnest(%(ready_queues)s::text[]) AS q;
+
 -- name: active_by_unique_keys
 SELECT * FROM {schema}.jobs
 WHERE unique_key = ANY(%(keys)s)
