@@ -57,6 +57,13 @@ def sleep(seconds):
     return seconds
 
 
+@app.task(name="timed")
+def timed(i, seconds):
+    _mark("runs", i)
+    time.sleep(seconds)
+    return i
+
+
 @app.task(name="always_fails", max_attempts=3, retry={"exponent": 1, "base": 0, "jitter": 0})
 def always_fails():
     raise RuntimeError("this task always fails")
@@ -83,12 +90,14 @@ class WorkerEnv:
         self.app: Conveyor = e2e_tasks.app
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start_worker(self, *args: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, *args: str, url: str | None = None) -> subprocess.Popen[bytes]:
+        """A `conveyor worker -v` process, on ``url`` if given (else the env's store)."""
+        env = self.env if url is None else dict(self.env, CONVEYOR_URL=url)
         with open(self.dir / f"worker-{len(self.procs)}.log", "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "conveyor", "worker", "-i", "e2e_tasks:app", "-v", *args],
                 cwd=self.dir,
-                env=self.env,
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -90,16 +90,22 @@ class Notifications:
 
     async def _listen(self) -> None:
         backoff = 0.1
+        failures = 0  # connection attempts failed in a row
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
                     self._conninfo, autocommit=True, **self._connect_kwargs
                 )
             except psycopg.Error as exc:
-                logger.warning(
+                # The first failure of a streak is a warning, the retries (every 10 s at
+                # most, for as long as the store is away) only with -vv: the worker's
+                # own error lines already say the store is unreachable.
+                failures += 1
+                logger.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
                     "cannot listen for new jobs on %s (%s); polling, retry in %.1f s",
                     self._where,
-                    exc,
+                    _one_line(exc),
                     backoff,
                 )
                 await asyncio.sleep(backoff)
@@ -111,6 +117,7 @@ class Notifications:
                     if backoff > 0.1:
                         logger.warning("listening for new jobs on %s again", self._where)
                     backoff = 0.1
+                    failures = 0
                     self._listening = True
                     self._wake(None)
                     async for note in conn.notifies():
@@ -119,7 +126,7 @@ class Notifications:
                 logger.warning(
                     "lost the notification connection to %s (%s); polling until it is back",
                     self._where,
-                    exc,
+                    _one_line(exc),
                 )
             finally:
                 self._listening = False
@@ -157,3 +164,12 @@ class Notifications:
                 return True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), left)
+
+
+def _one_line(exc: BaseException) -> str:
+    """A driver message on one line (libpq's span several, with tabs), as in log lines
+    of the backend (postgres._one_line, which imports this module)."""
+    return (
+        "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        or type(exc).__name__
+    )

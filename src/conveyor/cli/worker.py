@@ -360,3 +360,7 @@ def configure_logging(verbosity: int) -> None:
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[verbosity]
     logging.getLogger("conveyor").setLevel(level)
     logging.getLogger("conveyor.cli").setLevel(min(level, logging.INFO))
+    # While PostgreSQL is away, psycopg's pool warns on every reconnection attempt, in
+    # several lines and without the URL; conveyor's own lines say what failed and
+    # where, and when it works again. The pool's are kept for -vv.
+    logging.getLogger("psycopg.pool").setLevel(logging.WARNING if verbosity >= 2 else logging.ERROR)

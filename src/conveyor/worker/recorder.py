@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+from conveyor.backends import redact_url
 from conveyor.backends.base import Backend
 from conveyor.exceptions import ConveyorError
 from conveyor.job import Job, Outcome
@@ -35,6 +36,7 @@ class OutcomeRecorder:
         self._in_flight: list[tuple[Job, Outcome]] = []
         self._task: asyncio.Task[None] | None = None
         self.give_up = False  # set by a second stop signal: do not wait for the store
+        self._failing_since: float | None = None  # first failed write of the current streak
 
     @property
     def pending_ids(self) -> list[str]:
@@ -68,6 +70,8 @@ class OutcomeRecorder:
             try:
                 await self._write(self._in_flight)
             except ConveyorError as exc:
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
                 logger.error(
                     "could not record %d outcome(s): %s; trying again in %gs",
                     len(self._in_flight),
@@ -78,6 +82,16 @@ class OutcomeRecorder:
                 self._in_flight = []
                 await asyncio.sleep(RETRY_S)
                 continue
+            if self._failing_since is not None:
+                # The other half of the error lines above: the outcomes held meanwhile
+                # are in the store now (or were refused for a lost lease, logged apart).
+                logger.warning(
+                    "recorded %d outcome(s) on %s after %.1fs of errors",
+                    len(self._in_flight),
+                    redact_url(self.backend.url),
+                    time.monotonic() - self._failing_since,
+                )
+                self._failing_since = None
             self._in_flight = []
 
     async def _write(self, batch: Sequence[tuple[Job, Outcome]]) -> None:

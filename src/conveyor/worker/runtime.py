@@ -183,6 +183,7 @@ class Worker:
     async def _claim_loop(self, backend: Backend) -> None:
         max_jobs = self.config.max_jobs
         backoff = 0.0
+        failing_since: float | None = None  # first failed claim of the current streak
         while not self._stopping.is_set():
             self._start_buffered()
             if max_jobs is not None and self._started_jobs >= max_jobs:
@@ -204,10 +205,21 @@ class Worker:
             try:
                 jobs = await backend.claim(self.config.queues, self.id, limit, self.config.lease)
             except ConveyorError as exc:
+                if failing_since is None:
+                    failing_since = time.monotonic()
                 backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF_S)
                 logger.error("claim failed: %s; trying again in %.1fs", exc, backoff)
                 await self._sleep_unless_stopped(backoff)
                 continue
+            if failing_since is not None:
+                # Say so when the store answers again: the errors above stop, and whoever
+                # reads the log should not have to infer the recovery from their absence.
+                logger.warning(
+                    "claims work again on %s after %.1fs of errors",
+                    redact_url(backend.url),
+                    time.monotonic() - failing_since,
+                )
+                failing_since = None
             backoff = 0.0
             logger.debug(
                 "claimed %d of %d from %s (%d running, %d held)",
@@ -274,6 +286,19 @@ class Worker:
             # A job without the step it points at cannot run anywhere: poison it.
             self._record(job, Outcome.poisoned(_broken(job, "the job has no step to run")))
             return
+        older = self._running.get(job.id)
+        if older is not None:
+            # The store handed out a job whose earlier run is still going here: that
+            # run's lease ran out and the job was taken back (say, while the store was
+            # unreachable) before the lease keeper noticed. The older run has nothing
+            # left to record; stop it, and keep its end away from this run (_done).
+            logger.warning(
+                "job %s: claimed again while its attempt %d still runs here (lease "
+                "lost); stopping that run",
+                job.id,
+                older.job.attempts,
+            )
+            older.task.cancel()
         task = asyncio.create_task(self.executor.run(job, ctx), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, ctx, task, time.monotonic())
         self._started_jobs += 1
@@ -284,8 +309,14 @@ class Worker:
         task.add_done_callback(functools.partial(self._done, job.id))
 
     def _done(self, job_id: str, task: asyncio.Task[Outcome]) -> None:
-        running = self._running.pop(job_id)
         self._slot_freed.set()
+        running = self._running.get(job_id)
+        if running is None or running.task is not task:
+            # A run superseded by a newer claim of the same job (see _start): its lease
+            # is gone, so there is nothing to record or release, and the entry is the
+            # newer run's.
+            return
+        del self._running[job_id]
         job = running.job
         if task.cancelled():
             # Stopped from outside without an outcome (shutdown, or a lease lost): the
@@ -350,6 +381,7 @@ class Worker:
         period = max(min(self.config.lease / 3, 5.0), 0.05)
         recover_every = max(self.config.lease / 2, 0.1)
         next_recover = time.monotonic() + random.uniform(0, recover_every)
+        failing_since: float | None = None
         while True:
             await asyncio.sleep(period)
             try:
@@ -364,7 +396,17 @@ class Worker:
                             "recovered job %s from a lost worker: now %s", job.id, job.state
                         )
             except ConveyorError as exc:
+                if failing_since is None:
+                    failing_since = time.monotonic()
                 logger.error("lease keeping failed: %s; trying again in %.1fs", exc, period)
+            else:
+                if failing_since is not None:
+                    logger.warning(
+                        "lease keeping works again on %s after %.1fs of errors",
+                        redact_url(backend.url),
+                        time.monotonic() - failing_since,
+                    )
+                    failing_since = None
 
     async def _extend(self, backend: Backend) -> None:
         assert self._recorder is not None
