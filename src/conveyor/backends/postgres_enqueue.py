@@ -17,7 +17,7 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg.types.string import TextLoader
 
-from conveyor.backends.rows import Row, dumps, row_to_job, stamp_new
+from conveyor.backends.rows import Row, dumps, prepare_insert, row_to_job, stamp_new
 from conveyor.exceptions import BackendUnavailable
 from conveyor.job import DEFAULT_RETRY, Job, State
 
@@ -30,7 +30,7 @@ _INSERT_ROUNDS = 5
 COPY_MIN = 64
 _COPY_COLUMNS = (
     "id, queue, task, priority, state, run_at, max_attempts, retry, timeout, steps, "
-    "metadata, tenant, created_at, updated_at"
+    "unique_key, metadata, tenant, created_at, updated_at"
 )
 
 
@@ -197,25 +197,10 @@ def _copyable(jobs: Sequence[Job]) -> bool:
 
 
 def _copy_rows(jobs: Sequence[Job], now: float) -> Iterator[tuple[Any, ...]]:
-    """COPY rows of new jobs, stamped with the store's clock as ``insert_jobs`` would."""
+    """COPY rows of new jobs, stamped with the store's clock as ``insert_jobs`` would
+    (the columns of SQLite's INSERT, in its order)."""
     for job in jobs:
-        stamp_new(job, now)
-        yield (
-            job.id,
-            job.queue,
-            job.task,
-            job.priority,
-            job.state.value,
-            job.run_at,
-            job.max_attempts,
-            None if job.retry == DEFAULT_RETRY else dumps(job.retry.to_dict()),
-            job.timeout,
-            dumps([s.to_storage() for s in job.steps]),
-            dumps(job.metadata) if job.metadata else None,
-            job.tenant,
-            now,
-            now,
-        )
+        yield prepare_insert(job, now)
 
 
 def _answer(row: Row | None) -> Row:

@@ -36,7 +36,8 @@ def statements(script: str) -> Iterable[str]:
 
 
 def prepare_insert(job: Job, now: float) -> Row:
-    """Stamp a new job with the store's time and state; its INSERT parameters."""
+    """Stamp a new job with the store's time and state; its INSERT parameters (SQLite's
+    INSERT, PostgreSQL's COPY: the columns of both, in this order)."""
     stamp_new(job, now)
     return (
         job.id,
