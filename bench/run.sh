@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# `make bench`: conveyor beside the peers in one run of the shared harness, then
-# conveyor's own workloads (W2n, W6). Results go to bench/results/.
+# `make bench`: conveyor (SQLite and PostgreSQL) beside the peers in one run of the
+# shared harness, then conveyor's own workloads (W2n, W6 on both stores; W7 on
+# PostgreSQL). Results go to bench/results/ (lines of other peers are kept).
 #
-#   bash bench/run.sh                       # conveyor_sqlite + the peers named in PEERS
-#   PEERS="huey_sqlite huey" bash bench/run.sh
-#   BENCH_ARGS="--n 2000 --runs 1" OWN_ARGS="--runs 1 --n 20000 --big 100000" bash bench/run.sh
+#   bash bench/run.sh                       # conveyor_sqlite, conveyor_pg + the peers in PEERS
+#   PEERS="huey_pg procrastinate" bash bench/run.sh
+#   CONVEYOR="conveyor_pg" PEERS="huey_pg procrastinate" bash bench/run.sh   # PostgreSQL only
+#   BENCH_ARGS="--n 2000 --runs 1" OWN_ARGS="--runs 1 --n 20000 --big 100000 \
+#       --duration 30 --hold 10" bash bench/run.sh                            # a quick look
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$HERE")"
@@ -21,11 +24,12 @@ if [ ! -x "$PEERS_VENV/bin/python" ]; then
     bash "$PEERS_DIR/setup.sh"
 fi
 # conveyor itself goes into the harness's environment, beside the peers.
-"$PEERS_VENV/bin/python" -m pip install --quiet -e "$ROOT"
+"$PEERS_VENV/bin/python" -m pip install --quiet -e "$ROOT[postgres]"
 mkdir -p "$RESULTS_DIR"
 
 # shellcheck disable=SC2086  # PEERS is a list of words
-bash "$PEERS_DIR/run.sh" conveyor_sqlite ${PEERS-huey_sqlite huey dramatiq}
+bash "$PEERS_DIR/run.sh" ${CONVEYOR-conveyor_sqlite conveyor_pg} \
+    ${PEERS-huey_sqlite huey dramatiq huey_pg procrastinate}
 # shellcheck disable=SC2086
 "$PEERS_VENV/bin/python" "$HERE/own.py" --out "$RESULTS_DIR/own.jsonl" ${OWN_ARGS:-}
 echo "bench: results in $RESULTS_DIR"
