@@ -31,6 +31,7 @@ import logging
 import random
 import re
 import threading
+import time
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from conveyor.backends.base import (
     Stats,
     WorkerInfo,
 )
+from conveyor.backends.postgres_claims import ClaimStart
 from conveyor.backends.postgres_enqueue import Inserter
 from conveyor.backends.postgres_notify import Notifications
 from conveyor.backends.rows import (
@@ -201,6 +203,7 @@ class PostgresBackend(Backend):
         self._seen: dict[tuple[str, ...], tuple[int, ...]] = {}
         self._sync_conn: psycopg.Connection[Any] | None = None
         self._checking: asyncio.Task[None] | None = None
+        self._claim_start = ClaimStart()
         self._sync_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------
@@ -451,12 +454,17 @@ class PostgresBackend(Backend):
         if self._notes is not None:
             # Before the claim's snapshot: a job enqueued after it wakes the next wait.
             self._seen[tuple(names)] = self._notes.mark(names)
+        started = time.monotonic()
+        after = self._claim_start.params(names, started)
         rows = await self._fetch(
-            "claim", {"queues": names, "worker": worker_id, "limit": limit, "lease": lease}
+            "claim",
+            {"queues": names, "worker": worker_id, "limit": limit, "lease": lease, **after},
         )
         jobs = [row_to_job(r) for r in rows]
         order = {name: i for i, name in enumerate(names)}
         jobs.sort(key=lambda j: (order[j.queue], j.priority, j.run_at, j.id))
+        ended = time.monotonic()
+        self._claim_start.record(after, jobs, ended - started, ended)
         return jobs
 
     async def extend(self, job_ids: Sequence[str], worker_id: str, lease: float) -> LeaseStatus:

@@ -105,14 +105,25 @@ INSERT INTO {schema}.counters (name, shard, value)
 SELECT name, shard, 0
 FROM unnest(ARRAY['processed', 'failed']) AS name, generate_series(0, 15) AS shard;
 
--- claim(queues, worker, limit, lease): take up to `limit` ready jobs, queues in the
--- order given (paused ones skipped), priority then run_at then id within a queue.
--- Due scheduled / retrying jobs are made ready first, in the same call. SKIP LOCKED:
--- concurrent claimers take different rows instead of waiting for each other. The
--- rows picked are updated through the primary key (`id = ANY (ARRAY(...))`), never
--- by a join the planner could turn into a scan of the table.
+-- claim(queues, worker, limit, lease[, after]): take up to `limit` ready jobs, queues
+-- in the order given (paused ones skipped), priority then run_at then id within a
+-- queue. Due scheduled / retrying jobs are made ready first, in the same call. SKIP
+-- LOCKED: concurrent claimers take different rows instead of waiting for each other.
+-- The rows picked are updated through the primary key (`id = ANY (v_ids)`), never by
+-- a join the planner could turn into a scan of the table.
+--
+-- `after` (priority, run_at, id per queue; NULLs for none) starts a queue's scan
+-- past that key instead of at its front. Every claimed job leaves a dead entry at
+-- the front of jobs_ready until vacuum removes it, and vacuum cannot while an old
+-- transaction may still see the row: under a long transaction each scan from the
+-- front steps over more and more of them. The caller passes the last key it took
+-- while that happens (see PostgresBackend.claim), and scans from the front now and
+-- then for jobs that became ready before that key.
 CREATE FUNCTION {schema}.claim(p_queues text[], p_worker text, p_limit integer,
-                               p_lease double precision)
+                               p_lease double precision,
+                               p_after_priority integer[] DEFAULT NULL,
+                               p_after_run_at double precision[] DEFAULT NULL,
+                               p_after_id text[] DEFAULT NULL)
 RETURNS SETOF {schema}.jobs
 LANGUAGE plpgsql
 AS $$
@@ -120,7 +131,7 @@ DECLARE
     v_now   double precision := {schema}.epoch_now();
     v_queue text;
     v_left  integer := p_limit;
-    v_got   integer;
+    v_ids   text[];
 BEGIN
     WITH due AS MATERIALIZED (
         SELECT id FROM {schema}.jobs
@@ -133,24 +144,35 @@ BEGIN
     SET state = 'queued', version = j.version + 1, updated_at = v_now
     WHERE j.id = ANY (ARRAY(SELECT id FROM due));
 
-    FOREACH v_queue IN ARRAY p_queues LOOP
+    FOR i IN 1 .. coalesce(array_length(p_queues, 1), 0) LOOP
+        v_queue := p_queues[i];
         CONTINUE WHEN EXISTS (SELECT 1 FROM {schema}.queues WHERE name = v_queue AND paused);
-        RETURN QUERY
-            WITH picked AS MATERIALIZED (
+        IF p_after_id[i] IS NULL THEN
+            SELECT array_agg(id) INTO v_ids FROM (
                 SELECT id FROM {schema}.jobs
                 WHERE queue = v_queue AND state = 'queued'
                 ORDER BY priority, run_at, id
                 LIMIT v_left
-                FOR UPDATE SKIP LOCKED
-            )
+                FOR UPDATE SKIP LOCKED) AS picked;
+        ELSE
+            SELECT array_agg(id) INTO v_ids FROM (
+                SELECT id FROM {schema}.jobs
+                WHERE queue = v_queue AND state = 'queued'
+                  AND (priority, run_at, id) > (p_after_priority[i], p_after_run_at[i],
+                                                p_after_id[i])
+                ORDER BY priority, run_at, id
+                LIMIT v_left
+                FOR UPDATE SKIP LOCKED) AS picked;
+        END IF;
+        CONTINUE WHEN v_ids IS NULL;
+        RETURN QUERY
             UPDATE {schema}.jobs j
             SET state = 'running', attempts = j.attempts + 1, worker_id = p_worker,
                 lease_until = v_now + p_lease, started_at = coalesce(j.started_at, v_now),
                 version = j.version + 1, updated_at = v_now
-            WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
+            WHERE j.id = ANY (v_ids)
             RETURNING j.*;
-        GET DIAGNOSTICS v_got = ROW_COUNT;
-        v_left := v_left - v_got;
+        v_left := v_left - cardinality(v_ids);
         EXIT WHEN v_left <= 0;
     END LOOP;
 END

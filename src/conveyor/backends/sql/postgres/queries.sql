@@ -102,7 +102,9 @@ WHERE unique_key = ANY(%(keys)s)
 SELECT {schema}.epoch_now();
 
 -- name: claim
-SELECT * FROM {schema}.claim(%(queues)s, %(worker)s, %(limit)s, %(lease)s);
+SELECT * FROM {schema}.claim(%(queues)s, %(worker)s, %(limit)s, %(lease)s,
+                             %(after_priority)s::integer[],
+                             %(after_run_at)s::double precision[], %(after_id)s::text[]);
 
 -- Whether a queue of the list (not paused) has a job ready now.
 -- name: ready_in
