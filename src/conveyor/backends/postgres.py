@@ -364,8 +364,12 @@ class PostgresBackend(Backend):
             # After a server restart every idle connection is dead: drop them all
             # now rather than failing once per connection. In the background and
             # never cut short: a check cancelled midway would keep the connections
-            # it had taken out, and the pool would shrink for good.
-            if self._checking is None or self._checking.done():
+            # it had taken out, and the pool would shrink for good. An error the
+            # server answered (a deadlock, a cancelled statement) says nothing of
+            # the connections.
+            sqlstate: str | None = getattr(exc, "sqlstate", None)
+            lost = sqlstate is None or sqlstate[:2] in ("08", "57")
+            if lost and (self._checking is None or self._checking.done()):
                 self._checking = asyncio.get_running_loop().create_task(_check(pool))
             raise self._unavailable(exc) from exc
 
@@ -490,7 +494,10 @@ class PostgresBackend(Backend):
     async def finish(self, items: Sequence[tuple[Job, Outcome]]) -> list[bool]:
         if not items:
             return []
-        batch, _ = finish_batch(items)
+        # In id order, as extend_leases locks them (primary key order): a worker's
+        # lease keeper and its outcome writer, on two connections, lock overlapping
+        # rows, and in different orders they deadlock (a benchmark saw it).
+        batch, _ = finish_batch(sorted(items, key=lambda item: item[0].id))
         rows = await self._fetch(
             "finish_batch",
             {"batch": batch, "shard": _shard(items[0][0].worker_id), "channel": self.channel},
