@@ -133,6 +133,13 @@ DECLARE
     v_left  integer := p_limit;
     v_ids   text[];
 BEGIN
+    -- A claim does not wait for its WAL flush (this transaction only; enqueues and
+    -- outcomes always wait). A database crash can forget a claim of its last moments:
+    -- the job is then queued again with the attempt not counted, and its outcome,
+    -- if that run ends, is refused by the compare-and-set, so it runs again: the
+    -- at-least-once of a worker crash, no job lost. It takes a flush (about a
+    -- quarter of a millisecond here) off every pickup.
+    PERFORM set_config('synchronous_commit', 'off', true);
     WITH due AS MATERIALIZED (
         SELECT id FROM {schema}.jobs
         WHERE state IN ('scheduled', 'retrying') AND run_at <= v_now

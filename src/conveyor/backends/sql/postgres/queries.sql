@@ -102,7 +102,8 @@ WHERE unique_key = ANY(%(keys)s)
 SELECT {schema}.epoch_now();
 
 -- name: claim
-SELECT * FROM {schema}.claim(%(queues)s, %(worker)s, %(limit)s, %(lease)s,
+SELECT * FROM {schema}.claim(%(queues)s::text[], %(worker)s::text, %(limit)s::integer,
+                             %(lease)s::double precision,
                              %(after_priority)s::integer[],
                              %(after_run_at)s::double precision[], %(after_id)s::text[]);
 
