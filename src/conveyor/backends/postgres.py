@@ -27,16 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 import random
-import re
 import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
 from psycopg import sql
@@ -56,6 +52,7 @@ from conveyor.backends.base import (
 from conveyor.backends.postgres_claims import ClaimStart
 from conveyor.backends.postgres_enqueue import Inserter
 from conveyor.backends.postgres_notify import Notifications
+from conveyor.backends.postgres_url import one_line, parse_postgres_url
 from conveyor.backends.rows import (
     Row,
     dumps,
@@ -74,91 +71,18 @@ from conveyor.exceptions import (
 )
 from conveyor.job import FINAL_STATES, Job, Outcome, State, id_floor
 
-logger = logging.getLogger("conveyor.backends.postgres")
-
 _SQL_PACKAGE = "conveyor.backends.sql.postgres"
 MIGRATIONS = load_migrations(_SQL_PACKAGE)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 _ALL_STATES = [s.value for s in State]
-_LISTED = frozenset({State.RETRYING, State.SUCCEEDED, State.POISONED, State.CANCELLED})
-_LEASED = frozenset({State.RUNNING, State.CANCELLING})
 _SHARDS = 16
-_KEEPALIVES = {
-    "keepalives": "1",
-    "keepalives_idle": "10",
-    "keepalives_interval": "5",
-    "keepalives_count": "3",
-}
 #: Seconds to wait for a pooled connection before the store counts as down.
 _CHECKOUT_TIMEOUT = 5.0
 #: Seconds one run of the pool's reconnection attempts lasts before a fresh run starts
 #: (see PostgresBackend._reconnect_failed): attempts are then never more than about
 #: 2 s apart, however long the database is away.
 _RECONNECT_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class PostgresSettings:
-    """A ``postgresql://`` URL taken apart: what libpq gets, and conveyor's options."""
-
-    conninfo: str
-    schema: str
-    pool_size: int
-    poll: float
-    connect_timeout: float
-
-
-def parse_postgres_url(url: str) -> PostgresSettings:
-    """Split conveyor's options off the URL and check what is left parses for libpq."""
-    where = redact_url(url)
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise ConfigError("url", f"not a postgresql:// URL: {where!r}")
-    options = dict(parse_qsl(parts.query, keep_blank_values=True))
-    schema = options.pop("schema", "conveyor")
-    if not _SCHEMA_NAME.match(schema):
-        raise ConfigError(
-            "url.schema",
-            f"{schema!r} in {where!r}: use lower-case letters, digits and _ "
-            "(at most 48, not starting with a digit)",
-        )
-    pool_size = _number(options, "pool_size", 10, where, int)
-    poll = _number(options, "poll", 0.05, where, float)
-    connect_timeout = _number(options, "connect_timeout", 10, where, float)
-    options["connect_timeout"] = str(max(1, round(connect_timeout)))
-    # A peer that vanishes without closing the connection (a network cut, a host
-    # that died) is noticed in about 25 s instead of the kernel's two hours.
-    for name, value in _KEEPALIVES.items():
-        options.setdefault(name, value)
-    conninfo = parts._replace(query=urlencode(options)).geturl()
-    try:
-        psycopg.conninfo.conninfo_to_dict(conninfo)
-    except psycopg.Error as exc:
-        raise ConfigError("url", f"{where!r} does not parse: {_one_line(exc)}") from None
-    return PostgresSettings(conninfo, schema, int(pool_size), float(poll), float(connect_timeout))
-
-
-def _number(options: dict[str, str], name: str, default: float, where: str, kind: type) -> float:
-    raw = options.pop(name, None)
-    if raw is None:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"url.{name}", f"expected a number in {where!r}, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"url.{name}", f"must be > 0 in {where!r}")
-    return float(value)
-
-
-def _one_line(exc: BaseException) -> str:
-    """A driver message on one line (libpq's span several, with tabs)."""
-    return (
-        "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        or type(exc).__name__
-    )
 
 
 @functools.cache
@@ -218,7 +142,7 @@ class PostgresBackend(Backend):
             conn = await psycopg.AsyncConnection.connect(self.settings.conninfo, autocommit=True)
         except psycopg.Error as exc:
             raise BackendUnavailable(
-                f"cannot connect to PostgreSQL at {self.where}: {_one_line(exc)}"
+                f"cannot connect to PostgreSQL at {self.where}: {one_line(exc)}"
             ) from None
         async with conn:
             self._check_version(await _schema_version_async(conn, self.schema))
@@ -239,7 +163,7 @@ class PostgresBackend(Backend):
         except PoolTimeout as exc:
             await pool.close()
             raise BackendUnavailable(
-                f"cannot connect to PostgreSQL at {self.where}: {_one_line(exc)}"
+                f"cannot connect to PostgreSQL at {self.where}: {one_line(exc)}"
             ) from None
         self._pool = pool
 
@@ -301,7 +225,7 @@ class PostgresBackend(Backend):
             conn = await psycopg.AsyncConnection.connect(self.settings.conninfo)
         except psycopg.Error as exc:
             raise BackendUnavailable(
-                f"cannot connect to PostgreSQL at {self.where}: {_one_line(exc)}"
+                f"cannot connect to PostgreSQL at {self.where}: {one_line(exc)}"
             ) from None
         schema = sql.Identifier(self.schema)
         quoted = f'"{self.schema}"'
@@ -340,7 +264,7 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             raise BackendUnavailable(
                 f"cannot migrate the conveyor schema {self.schema!r} at {self.where}: "
-                f"{_one_line(exc)}"
+                f"{one_line(exc)}"
             ) from None
         return before, max(before, SCHEMA_VERSION)
 
@@ -350,7 +274,7 @@ class PostgresBackend(Backend):
 
     # -- plumbing ----------------------------------------------------------------
     def _unavailable(self, exc: BaseException) -> BackendUnavailable:
-        return BackendUnavailable(f"PostgreSQL at {self.where}: {_one_line(exc)}")
+        return BackendUnavailable(f"PostgreSQL at {self.where}: {one_line(exc)}")
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -414,7 +338,7 @@ class PostgresBackend(Backend):
             )
         except psycopg.Error as exc:
             raise BackendUnavailable(
-                f"cannot connect to PostgreSQL at {self.where}: {_one_line(exc)}"
+                f"cannot connect to PostgreSQL at {self.where}: {one_line(exc)}"
             ) from None
         try:
             self._check_version(_schema_version_sync(conn, self.schema))

@@ -26,6 +26,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from conveyor.backends.postgres_url import one_line
+
 logger = logging.getLogger("conveyor.backends.postgres")
 
 
@@ -105,7 +107,7 @@ class Notifications:
                     logging.WARNING if failures == 1 else logging.DEBUG,
                     "cannot listen for new jobs on %s (%s); polling, retry in %.1f s",
                     self._where,
-                    _one_line(exc),
+                    one_line(exc),
                     backoff,
                 )
                 await asyncio.sleep(backoff)
@@ -126,7 +128,7 @@ class Notifications:
                 logger.warning(
                     "lost the notification connection to %s (%s); polling until it is back",
                     self._where,
-                    _one_line(exc),
+                    one_line(exc),
                 )
             finally:
                 self._listening = False
@@ -164,12 +166,3 @@ class Notifications:
                 return True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), left)
-
-
-def _one_line(exc: BaseException) -> str:
-    """A driver message on one line (libpq's span several, with tabs), as in log lines
-    of the backend (postgres._one_line, which imports this module)."""
-    return (
-        "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        or type(exc).__name__
-    )

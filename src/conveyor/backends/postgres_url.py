@@ -1,0 +1,82 @@
+"""PostgreSQL URLs: what libpq gets, and conveyor's own options."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import psycopg
+
+from conveyor.backends import redact_url
+from conveyor.exceptions import ConfigError
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
+_KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresSettings:
+    """A ``postgresql://`` URL taken apart: what libpq gets, and conveyor's options."""
+
+    conninfo: str
+    schema: str
+    pool_size: int
+    poll: float
+    connect_timeout: float
+
+
+def parse_postgres_url(url: str) -> PostgresSettings:
+    """Split conveyor's options off the URL and check what is left parses for libpq."""
+    where = redact_url(url)
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError("url", f"not a postgresql:// URL: {where!r}")
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    schema = options.pop("schema", "conveyor")
+    if not _SCHEMA_NAME.match(schema):
+        raise ConfigError(
+            "url.schema",
+            f"{schema!r} in {where!r}: use lower-case letters, digits and _ "
+            "(at most 48, not starting with a digit)",
+        )
+    pool_size = _number(options, "pool_size", 10, where, int)
+    poll = _number(options, "poll", 0.05, where, float)
+    connect_timeout = _number(options, "connect_timeout", 10, where, float)
+    options["connect_timeout"] = str(max(1, round(connect_timeout)))
+    # A peer that vanishes without closing the connection (a network cut, a host
+    # that died) is noticed in about 25 s instead of the kernel's two hours.
+    for name, value in _KEEPALIVES.items():
+        options.setdefault(name, value)
+    conninfo = parts._replace(query=urlencode(options)).geturl()
+    try:
+        psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.Error as exc:
+        raise ConfigError("url", f"{where!r} does not parse: {one_line(exc)}") from None
+    return PostgresSettings(conninfo, schema, int(pool_size), float(poll), float(connect_timeout))
+
+
+def _number(options: dict[str, str], name: str, default: float, where: str, kind: type) -> float:
+    raw = options.pop(name, None)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"url.{name}", f"expected a number in {where!r}, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"url.{name}", f"must be > 0 in {where!r}")
+    return float(value)
+
+
+def one_line(exc: BaseException) -> str:
+    """A driver message on one line (libpq's span several, with tabs)."""
+    return (
+        "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        or type(exc).__name__
+    )
