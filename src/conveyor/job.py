@@ -392,9 +392,15 @@ def id_floor(at: float) -> str:
 
 
 def new_job_id(now: float | None = None) -> str:
-    """A UUIDv7 (RFC 9562) as text; monotonic within a process."""
+    """A UUIDv7 (RFC 9562) as text; monotonic within a process.
+
+    ``now`` makes an id of another time (tests, tools) and leaves the process's
+    sequence alone: an id of a future time must not drag every later id with it.
+    """
     global _last_ms, _seq
-    ms = int((time.time() if now is None else now) * 1000)
+    if now is not None:
+        return _format_id(int(now * 1000), random.getrandbits(8))
+    ms = int(time.time() * 1000)
     if ms <= _last_ms:
         # Same millisecond (or the clock stepped back): keep ids increasing with a
         # 12-bit counter in rand_a, borrowing the next millisecond when it overflows.
@@ -406,9 +412,13 @@ def new_job_id(now: float | None = None) -> str:
     else:
         _last_ms = ms
         _seq = random.getrandbits(8)  # leave room below 0xFFF for this millisecond
+    return _format_id(ms, _seq)
+
+
+def _format_id(ms: int, seq: int) -> str:
     # Ids are unique, not secret (access to a job is granted by other means), so the
     # fast Mersenne Twister will do for their random bits.
     rand_b = random.getrandbits(62)
-    value = (ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | _seq << 64 | 0b10 << 62 | rand_b
+    value = (ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | seq << 64 | 0b10 << 62 | rand_b
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

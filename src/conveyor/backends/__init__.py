@@ -50,3 +50,20 @@ def redact_url(url: str) -> str:
         netloc = parts.netloc.replace(f":{password}@", ":***@")
         return parts._replace(netloc=netloc).geturl()
     return url
+
+
+def number_option(
+    options: dict[str, str], name: str, default: float, where: str, kind: type = float
+) -> float:
+    """Pop the URL option ``name`` (a number > 0) from ``options``; ConfigError naming
+    ``url.<name>`` when it is not one."""
+    raw = options.pop(name, None)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"url.{name}", f"expected a number in {where!r}, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"url.{name}", f"must be > 0 in {where!r}")
+    return float(value)

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
 
-from conveyor.backends import redact_url
+from conveyor.backends import number_option, redact_url
 from conveyor.exceptions import ConfigError
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
@@ -45,9 +45,9 @@ def parse_postgres_url(url: str) -> PostgresSettings:
             f"{schema!r} in {where!r}: use lower-case letters, digits and _ "
             "(at most 48, not starting with a digit)",
         )
-    pool_size = _number(options, "pool_size", 10, where, int)
-    poll = _number(options, "poll", 0.05, where, float)
-    connect_timeout = _number(options, "connect_timeout", 10, where, float)
+    pool_size = number_option(options, "pool_size", 10, where, int)
+    poll = number_option(options, "poll", 0.05, where, float)
+    connect_timeout = number_option(options, "connect_timeout", 10, where, float)
     options["connect_timeout"] = str(max(1, round(connect_timeout)))
     # A peer that vanishes without closing the connection (a network cut, a host
     # that died) is noticed in about 25 s instead of the kernel's two hours.
@@ -59,19 +59,6 @@ def parse_postgres_url(url: str) -> PostgresSettings:
     except psycopg.Error as exc:
         raise ConfigError("url", f"{where!r} does not parse: {one_line(exc)}") from None
     return PostgresSettings(conninfo, schema, int(pool_size), float(poll), float(connect_timeout))
-
-
-def _number(options: dict[str, str], name: str, default: float, where: str, kind: type) -> float:
-    raw = options.pop(name, None)
-    if raw is None:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"url.{name}", f"expected a number in {where!r}, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"url.{name}", f"must be > 0 in {where!r}")
-    return float(value)
 
 
 def one_line(exc: BaseException) -> str:

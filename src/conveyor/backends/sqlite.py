@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
+from conveyor.backends import number_option
 from conveyor.backends.base import (
     Backend,
     JobFilter,
@@ -102,19 +103,6 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     return path, dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
-def _float_option(options: dict[str, str], name: str, default: float, url: str) -> float:
-    raw = options.pop(name, None)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"url.{name}", f"expected a number of seconds in {url!r}") from None
-    if value <= 0:
-        raise ConfigError(f"url.{name}", f"must be > 0 in {url!r}")
-    return value
-
-
 class SQLiteBackend(Backend):
     schemes = ("sqlite",)
 
@@ -124,8 +112,8 @@ class SQLiteBackend(Backend):
         self.synchronous = options.pop("synchronous", "normal").lower()
         if self.synchronous not in ("normal", "full", "extra"):
             raise ConfigError("url.synchronous", f"expected normal, full or extra in {url!r}")
-        self.busy_timeout = _float_option(options, "busy_timeout", 30.0, url)
-        self.poll_interval = _float_option(options, "poll", 0.002, url)
+        self.busy_timeout = number_option(options, "busy_timeout", 30.0, url)
+        self.poll_interval = number_option(options, "poll", 0.002, url)
         if options:
             raise ConfigError(
                 "url",
