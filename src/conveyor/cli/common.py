@@ -28,8 +28,8 @@ UrlOption = Annotated[
         "--url",
         envvar="CONVEYOR_URL",
         metavar="URL",
-        help="The store, e.g. sqlite:///jobs.db (default: $CONVEYOR_URL, else the URL of the "
-        "app the includes define).",
+        help="The store, e.g. sqlite:///jobs.db or postgresql://user@host/db?schema=conveyor "
+        "(default: $CONVEYOR_URL, else the URL of the app the includes define).",
     ),
 ]
 IncludeOption = Annotated[
