@@ -54,10 +54,13 @@ from conveyor.backends.postgres_enqueue import Inserter
 from conveyor.backends.postgres_notify import Notifications
 from conveyor.backends.postgres_url import one_line, parse_postgres_url
 from conveyor.backends.rows import (
+    RETRYABLE,
     Row,
     dumps,
     finish_batch,
     held_params,
+    retried_steps,
+    retry_filter,
     row_to_job,
     row_to_worker,
 )
@@ -510,7 +513,7 @@ class PostgresBackend(Backend):
             if row is None:
                 raise JobNotFound(job_id)
             job = row_to_job(row)
-            if job.state not in (State.POISONED, State.CANCELLED):
+            if job.state not in RETRYABLE:
                 raise JobStateError(job_id, job.state.value, "retry (only poisoned or cancelled)")
             retried = await self._retry_one(conn, job)
             await self._notify(conn, {job.queue})
@@ -518,10 +521,7 @@ class PostgresBackend(Backend):
 
     async def _retry_one(self, conn: psycopg.AsyncConnection[Any], job: Job) -> Job:
         """Back to queued, resuming at the failed step (inside the caller's transaction)."""
-        for step in job.steps[job.current_step :]:
-            if step.state != "succeeded":
-                step.state = "pending"
-        steps = dumps([s.to_storage() for s in job.steps])
+        steps = retried_steps(job)
         try:
             async with conn.transaction():  # a savepoint: a refusal leaves the rest intact
                 cur = await conn.execute(self._q["retry_job"], {"id": job.id, "steps": steps})
@@ -537,14 +537,7 @@ class PostgresBackend(Backend):
         return row_to_job(row)
 
     async def retry_all(self, filter: JobFilter) -> int:
-        states = filter.states or frozenset({State.POISONED})
-        retryable = frozenset({State.POISONED, State.CANCELLED})
-        if not states <= retryable:
-            bad = sorted(s.value for s in states - retryable)
-            raise JobStateError("*", ",".join(bad), "retry (only poisoned or cancelled)")
-        wanted = JobFilter(
-            states=states, queue=filter.queue, task=filter.task, tenant=filter.tenant
-        )
+        wanted = retry_filter(filter)
         count = 0
         cursor: str | None = None
         while True:

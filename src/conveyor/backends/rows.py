@@ -12,7 +12,8 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from conveyor.backends.base import WorkerInfo
+from conveyor.backends.base import JobFilter, WorkerInfo
+from conveyor.exceptions import JobStateError
 from conveyor.job import DEFAULT_RETRY, Job, Outcome, Progress, RetryPolicy, State, Step
 
 Row = tuple[Any, ...]
@@ -173,3 +174,26 @@ def finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, t
         )
         counts[job.id] = (1, int(failed))
     return dumps(rows), counts
+
+
+#: The states ``retry`` and ``retry_all`` take a job from.
+RETRYABLE = frozenset({State.POISONED, State.CANCELLED})
+
+
+def retry_filter(filter: JobFilter) -> JobFilter:
+    """What ``retry_all`` looks for: poisoned jobs unless told; JobStateError for a
+    state that cannot be retried."""
+    states = filter.states or frozenset({State.POISONED})
+    if not states <= RETRYABLE:
+        bad = sorted(s.value for s in states - RETRYABLE)
+        raise JobStateError("*", ",".join(bad), "retry (only poisoned or cancelled)")
+    return JobFilter(states=states, queue=filter.queue, task=filter.task, tenant=filter.tenant)
+
+
+def retried_steps(job: Job) -> str:
+    """The steps of a job run again: from the failed step on, every one not succeeded
+    is pending again (earlier results are kept). The ``steps`` column's JSON."""
+    for step in job.steps[job.current_step :]:
+        if step.state != "succeeded":
+            step.state = "pending"
+    return dumps([s.to_storage() for s in job.steps])

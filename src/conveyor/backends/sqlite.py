@@ -42,11 +42,14 @@ from conveyor.backends.base import (
     WorkerInfo,
 )
 from conveyor.backends.rows import (
+    RETRYABLE,
     Row,
     dumps,
     finish_batch,
     held_params,
     prepare_insert,
+    retried_steps,
+    retry_filter,
     row_to_job,
     row_to_worker,
     statements,
@@ -503,7 +506,7 @@ class SQLiteBackend(Backend):
     async def retry(self, job_id: str) -> Job:
         def retry(conn: sqlite3.Connection, now: float) -> Job:
             job = self._get(job_id)
-            if job.state not in (State.POISONED, State.CANCELLED):
+            if job.state not in RETRYABLE:
                 raise JobStateError(job_id, job.state.value, "retry (only poisoned or cancelled)")
             self._retry_one(conn, now, job)
             return self._get(job_id)
@@ -511,14 +514,8 @@ class SQLiteBackend(Backend):
         return await self._transact(retry)
 
     def _retry_one(self, conn: sqlite3.Connection, now: float, job: Job) -> None:
-        for step in job.steps[job.current_step :]:
-            if step.state != "succeeded":
-                step.state = "pending"
         try:
-            conn.execute(
-                Q["retry_job"],
-                {"id": job.id, "now": now, "steps": dumps([s.to_storage() for s in job.steps])},
-            )
+            conn.execute(Q["retry_job"], {"id": job.id, "now": now, "steps": retried_steps(job)})
         except sqlite3.IntegrityError:
             raise JobStateError(
                 job.id,
@@ -527,21 +524,11 @@ class SQLiteBackend(Backend):
             ) from None
 
     async def retry_all(self, filter: JobFilter) -> int:
-        states = filter.states or frozenset({State.POISONED})
-        retryable = frozenset({State.POISONED, State.CANCELLED})
-        if not states <= retryable:
-            bad = sorted(s.value for s in states - retryable)
-            raise JobStateError("*", ",".join(bad), "retry (only poisoned or cancelled)")
+        wanted = retry_filter(filter)
         count = 0
         cursor: str | None = None
         while True:
-            page = await self.list_jobs(
-                JobFilter(
-                    states=states, queue=filter.queue, task=filter.task, tenant=filter.tenant
-                ),
-                cursor,
-                500,
-            )
+            page = await self.list_jobs(wanted, cursor, 500)
 
             def retry_page(
                 conn: sqlite3.Connection, now: float, jobs: list[Job] = page.jobs
