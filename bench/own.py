@@ -53,6 +53,9 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "peers"))
+
+from conveyor_shared import WORKER_FLAGS  # noqa: E402
 
 from conveyor import Conveyor, Outcome  # noqa: E402
 from conveyor.backends import create_backend  # noqa: E402
@@ -69,19 +72,6 @@ app = Conveyor(os.environ["CONVEYOR_URL"])
 async def noop(i):
     return None
 """
-
-WORKER_FLAGS = [
-    "-q",
-    "default",
-    "-c",
-    "50",
-    "--fetch",
-    "100",
-    "--prefetch",
-    "100",
-    "--processes",
-    "2",
-]
 
 
 # ---------------------------------------------------------------------------

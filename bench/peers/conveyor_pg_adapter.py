@@ -7,7 +7,7 @@ PostgreSQL peers. The server runs with its defaults (``fsync`` and
 ``synchronous_commit`` on): every acknowledged enqueue and outcome survives a crash.
 
 Producer:  ``task.enqueue(i)`` (sync); bulk: ``task.enqueue_many([[i] ...])``
-           (one INSERT statement per call).
+           (COPY in one transaction per call of 64 jobs or more).
 Worker:    ``conveyor worker -i conveyor_pg_adapter:app -q default -c 50
            --fetch 100 --prefetch 100 --processes 2``: two worker processes under
            one supervisor, each one asyncio loop with 50 slots and up to 100 jobs
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 
+from conveyor_shared import ConveyorCalls, register_tasks
 from peers import common
 
 from conveyor import Conveyor
@@ -28,24 +29,7 @@ SCHEMA = "bench_conveyor"
 URL = f"{common.PG_DSN}{'&' if '?' in common.PG_DSN else '?'}schema={SCHEMA}"
 
 app = Conveyor(URL)
-
-
-@app.task(name="noop")
-async def noop(i):
-    return await common.ajob_noop(i)
-
-
-@app.task(name="incr")
-async def incr(i):
-    return await common.ajob_incr(i)
-
-
-@app.task(name="latency")
-async def latency(enqueued_at):
-    return await common.ajob_latency(enqueued_at)
-
-
-TASKS = {"noop": noop, "incr": incr, "latency": latency}
+TASKS = register_tasks(app, common)
 
 
 def reset_schema(url=URL, schema=SCHEMA):
@@ -57,42 +41,15 @@ def reset_schema(url=URL, schema=SCHEMA):
     asyncio.run(PostgresBackend(url).migrate())
 
 
-class Adapter(common.Adapter):
+class Adapter(ConveyorCalls, common.Adapter):
     peer = "conveyor_pg"
     backend = "postgresql"
-    distribution = "conveyor"
-    enqueue_api = "task.enqueue(i)"
-    bulk_api = "task.enqueue_many([[i] ...])"
+    app = app
+    tasks = TASKS
+    module = "conveyor_pg_adapter"
 
     def reset(self):
         reset_schema()
 
     def before_drain(self):
         common.analyze_schema(SCHEMA)
-
-    def enqueue(self, task, arg):
-        TASKS[task].enqueue(arg)
-
-    def enqueue_bulk(self, task, args):
-        TASKS[task].enqueue_many([[a] for a in args])
-
-    def close(self):
-        app.close()
-
-    def worker_argv(self):
-        return [
-            common.venv_bin("conveyor"),
-            "worker",
-            "-i",
-            "conveyor_pg_adapter:app",
-            "-q",
-            "default",
-            "-c",
-            "50",
-            "--fetch",
-            "100",
-            "--prefetch",
-            "100",
-            "--processes",
-            "2",
-        ]

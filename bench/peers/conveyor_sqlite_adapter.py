@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 
+from conveyor_shared import ConveyorCalls, register_tasks
 from peers import common
 
 from conveyor import Conveyor
@@ -27,61 +28,17 @@ URL = f"sqlite:///{DB_PATH}?synchronous={SYNCHRONOUS}"
 os.makedirs(common.SCRATCH, exist_ok=True)
 
 app = Conveyor(URL)
+TASKS = register_tasks(app, common)
 
 
-@app.task(name="noop")
-async def noop(i):
-    return await common.ajob_noop(i)
-
-
-@app.task(name="incr")
-async def incr(i):
-    return await common.ajob_incr(i)
-
-
-@app.task(name="latency")
-async def latency(enqueued_at):
-    return await common.ajob_latency(enqueued_at)
-
-
-TASKS = {"noop": noop, "incr": incr, "latency": latency}
-
-
-class Adapter(common.Adapter):
+class Adapter(ConveyorCalls, common.Adapter):
     peer = "conveyor_sqlite"
     backend = "sqlite"
-    distribution = "conveyor"
-    enqueue_api = "task.enqueue(i)"
-    bulk_api = "task.enqueue_many([[i] ...])"
+    app = app
+    tasks = TASKS
+    module = "conveyor_sqlite_adapter"
 
     def reset(self):
         for suffix in ("", "-wal", "-shm", "-journal"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(DB_PATH + suffix)
-
-    def enqueue(self, task, arg):
-        TASKS[task].enqueue(arg)
-
-    def enqueue_bulk(self, task, args):
-        TASKS[task].enqueue_many([[a] for a in args])
-
-    def close(self):
-        app.close()
-
-    def worker_argv(self):
-        return [
-            common.venv_bin("conveyor"),
-            "worker",
-            "-i",
-            "conveyor_sqlite_adapter:app",
-            "-q",
-            "default",
-            "-c",
-            "50",
-            "--fetch",
-            "100",
-            "--prefetch",
-            "100",
-            "--processes",
-            "2",
-        ]

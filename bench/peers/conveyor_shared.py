@@ -1,0 +1,63 @@
+"""What conveyor's adapters share: the harness's job bodies as conveyor tasks, the
+producer calls, and the worker command (``bench/own.py`` runs the same flags).
+
+Worker: ``conveyor worker -i <adapter>:app -q default -c 50 --fetch 100 --prefetch
+100 --processes 2``: two worker processes under one supervisor, each one asyncio
+loop with 50 slots and up to 100 jobs claimed ahead.
+"""
+
+from __future__ import annotations
+
+WORKER_FLAGS = [
+    "-q",
+    "default",
+    "-c",
+    "50",
+    "--fetch",
+    "100",
+    "--prefetch",
+    "100",
+    "--processes",
+    "2",
+]
+
+
+def register_tasks(app, common):
+    """The harness's async job bodies as tasks of ``app``, by their harness names."""
+
+    @app.task(name="noop")
+    async def noop(i):
+        return await common.ajob_noop(i)
+
+    @app.task(name="incr")
+    async def incr(i):
+        return await common.ajob_incr(i)
+
+    @app.task(name="latency")
+    async def latency(enqueued_at):
+        return await common.ajob_latency(enqueued_at)
+
+    return {"noop": noop, "incr": incr, "latency": latency}
+
+
+class ConveyorCalls:
+    """The producer calls and worker command of a conveyor adapter; mixed into the
+    harness's ``common.Adapter`` with ``app``, ``tasks`` and ``module`` set."""
+
+    distribution = "conveyor"
+    enqueue_api = "task.enqueue(i)"
+    bulk_api = "task.enqueue_many([[i] ...])"
+
+    def enqueue(self, task, arg):
+        self.tasks[task].enqueue(arg)
+
+    def enqueue_bulk(self, task, args):
+        self.tasks[task].enqueue_many([[a] for a in args])
+
+    def close(self):
+        self.app.close()
+
+    def worker_argv(self):
+        from peers import common
+
+        return [common.venv_bin("conveyor"), "worker", "-i", f"{self.module}:app", *WORKER_FLAGS]
