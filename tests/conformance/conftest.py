@@ -17,11 +17,14 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+import redis
 
 from conveyor.backends import BACKENDS, create_backend
 from conveyor.backends.postgres import PostgresBackend
+from conveyor.backends.redis import RedisBackend
 from conveyor.exceptions import BackendUnavailable
 from conveyor.testing import BackendFactory, wipe
+from tests.rd import delete_namespace
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,9 @@ STORES = [
         "CONVEYOR_TEST_POSTGRES_URL",
         "postgresql://postgres@127.0.0.1:5432/test?schema=conveyor_test",
     ),
-    Store("redis", "redis", "CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    Store(
+        "redis", "redis", "CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0?prefix=conveyor_test"
+    ),
 ]
 
 
@@ -83,7 +88,8 @@ _MIGRATED: set[str] = set()
 
 def _migrate_once(url: str) -> None:
     """Make the schema of a shared store anew, once per test session: the suite then
-    runs on what the migrations of this checkout create, not on an older session's."""
+    runs on what the migrations of this checkout create, not on an older session's.
+    (A Redis namespace has no schema: its keys are deleted.)"""
     if url not in _MIGRATED:
         backend = create_backend(url)
         if isinstance(backend, PostgresBackend):
@@ -91,6 +97,11 @@ def _migrate_once(url: str) -> None:
                 with psycopg.connect(backend.settings.conninfo, autocommit=True) as conn:
                     conn.execute(f'DROP SCHEMA IF EXISTS "{backend.schema}" CASCADE')
             except psycopg.OperationalError as exc:
+                raise BackendUnavailable(str(exc)) from exc
+        elif isinstance(backend, RedisBackend):
+            try:
+                delete_namespace(url, backend.settings.namespace)
+            except redis.RedisError as exc:
                 raise BackendUnavailable(str(exc)) from exc
         asyncio.run(backend.migrate())
         _MIGRATED.add(url)

@@ -1,5 +1,5 @@
-"""Real worker processes on a real store (a SQLite file, a PostgreSQL schema): helpers
-to start, watch and stop them."""
+"""Real worker processes on a real store (a SQLite file, a PostgreSQL schema, a Redis
+namespace): helpers to start, watch and stop them."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 
 from conveyor import Conveyor
 from tests.pg import fresh_schema
+from tests.rd import fresh_namespace
 
 TASKS = """
 import os, time
@@ -132,13 +133,15 @@ class WorkerEnv:
                 proc.wait()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
 def worker_env(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[WorkerEnv]:
     with contextlib.ExitStack() as stack:
         if request.param == "postgres":
             url = stack.enter_context(fresh_schema())
+        elif request.param == "redis":
+            url = stack.enter_context(fresh_namespace())
         else:
             url = f"sqlite:///{tmp_path}/jobs.db"
         env = WorkerEnv(tmp_path, monkeypatch, url)

@@ -12,6 +12,8 @@ BACKENDS: dict[str, str] = {
     "sqlite": "conveyor.backends.sqlite:SQLiteBackend",
     "postgresql": "conveyor.backends.postgres:PostgresBackend",
     "postgres": "conveyor.backends.postgres:PostgresBackend",
+    "redis": "conveyor.backends.redis:RedisBackend",
+    "rediss": "conveyor.backends.redis:RedisBackend",
 }
 
 

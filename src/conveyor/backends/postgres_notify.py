@@ -17,21 +17,19 @@ predates the current connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
-from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from conveyor.backends.postgres_url import one_line
+from conveyor.backends.wakeups import Wakeups
 
 logger = logging.getLogger("conveyor.backends.postgres")
 
 
-class Notifications:
+class Notifications(Wakeups):
     """Counts of ``NOTIFY`` per queue on one channel, and waits on them."""
 
     def __init__(
@@ -42,53 +40,11 @@ class Notifications:
         where: str,
         fallback: float = 1.0,
     ) -> None:
+        super().__init__(f"conveyor-listen-{channel}", fallback)
         self._conninfo = conninfo
         self._connect_kwargs = connect_kwargs
         self.channel = channel
         self._where = where  # the redacted URL, for log lines
-        self.fallback = fallback
-        self._counts: dict[str, int] = {}
-        #: bumped on every (re)connection: anything may have happened while deaf
-        self._epoch = 0
-        self._changed = asyncio.Event()
-        self._listening = False
-        self._task: asyncio.Task[None] | None = None
-
-    # -- lifecycle ---------------------------------------------------------------
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._listen(), name=f"conveyor-listen-{self.channel}"
-            )
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._listening = False
-
-    @property
-    def listening(self) -> bool:
-        return self._listening
-
-    @property
-    def epoch(self) -> int:
-        """How many times the listening connection has been (re)established."""
-        return self._epoch
-
-    async def connected(self, timeout: float) -> bool:
-        """Wait until the connection listens (True), at most ``timeout`` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not self._listening:
-            left = deadline - loop.time()
-            if left <= 0:
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
-        return True
 
     async def _listen(self) -> None:
         backoff = 0.1
@@ -135,34 +91,3 @@ class Notifications:
             self._wake(None)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
-
-    def _wake(self, queue: str | None) -> None:
-        if queue is None:
-            self._epoch += 1
-        else:
-            self._counts[queue] = self._counts.get(queue, 0) + 1
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    # -- waiting -----------------------------------------------------------------
-    def mark(self, queues: Sequence[str]) -> tuple[int, ...]:
-        """What has been seen of ``queues`` so far (take it before looking for work)."""
-        return (self._epoch, *(self._counts.get(q, 0) for q in queues))
-
-    async def wait(self, queues: Sequence[str], seen: tuple[int, ...], timeout: float) -> bool:
-        """Until a notification for ``queues`` arrives after ``seen`` (True) or
-        ``timeout`` passes (False). While not listening, True after ``fallback``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.mark(queues) != seen:
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            changed = self._changed
-            if not self._listening:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(left, self.fallback))
-                return True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), left)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from conveyor.backends.base import JobFilter, WorkerInfo
@@ -131,6 +132,37 @@ def has_progress(job: Job) -> bool:
     return bool(p.total or p.completed or p.message)
 
 
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """What an outcome makes of a run, for every store to write: the job's next
+    state, the retry delay, its attempts and errors, and whether the run failed."""
+
+    state: State
+    delay: float
+    attempts: int
+    errors: list[dict[str, Any]]
+    failed: bool
+
+
+def ending(job: Job, outcome: Outcome) -> Ending:
+    attempts = job.attempts
+    delay = 0.0
+    if outcome.kind == "succeeded":
+        state = State.SUCCEEDED
+    elif outcome.kind == "retry":
+        delay = outcome.delay
+        state = State.RETRYING if delay > 0 else State.QUEUED
+        if not outcome.count_attempt:
+            attempts -= 1  # a snooze gives the attempt back
+    elif outcome.kind == "poisoned":
+        state = State.POISONED
+    else:
+        state = State.CANCELLED
+    errors = [*job.errors, outcome.error] if outcome.error else job.errors
+    failed = outcome.kind == "poisoned" or (outcome.kind == "retry" and outcome.count_attempt)
+    return Ending(state, delay, attempts, errors, failed)
+
+
 def finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, tuple[int, int]]]:
     """The ``finish_batch`` parameter, and per job id its (processed, failed) counts.
 
@@ -139,40 +171,26 @@ def finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, t
     rows: list[list[Any]] = []
     counts: dict[str, tuple[int, int]] = {}
     for job, outcome in items:
-        attempts = job.attempts
-        delay = 0.0
-        if outcome.kind == "succeeded":
-            state = State.SUCCEEDED
-        elif outcome.kind == "retry":
-            delay = outcome.delay
-            state = State.RETRYING if delay > 0 else State.QUEUED
-            if not outcome.count_attempt:
-                attempts -= 1
-        elif outcome.kind == "poisoned":
-            state = State.POISONED
-        else:
-            state = State.CANCELLED
-        errors = [*job.errors, outcome.error] if outcome.error else job.errors
-        failed = outcome.kind == "poisoned" or (outcome.kind == "retry" and outcome.count_attempt)
+        end = ending(job, outcome)
         rows.append(
             [
                 job.id,
                 job.worker_id,
                 job.attempts,
-                state.value,
-                delay,
-                attempts,
+                end.state.value,
+                end.delay,
+                end.attempts,
                 # Arrays and objects ride in the batch as JSON (json_extract hands
                 # their text back); the result may be a bare string, so it is text.
                 [s.to_storage() for s in job.steps],
                 job.current_step,
                 job.progress.to_dict() if has_progress(job) else None,
                 None if job.result is None else dumps(job.result),
-                errors or None,
-                int(failed),
+                end.errors or None,
+                int(end.failed),
             ]
         )
-        counts[job.id] = (1, int(failed))
+        counts[job.id] = (1, int(end.failed))
     return dumps(rows), counts
 
 

@@ -1,0 +1,1 @@
+"""The Redis backend's Lua scripts (see conveyor.backends.redis_scripts)."""

@@ -1,0 +1,117 @@
+-- Prepended to every script of the Redis backend (see redis_scripts.py).
+--
+-- ARGV[1] is the key prefix, "{<namespace>}:": every key of a namespace carries the
+-- same hash tag, so each script touches one cluster slot. KEYS[1] is a key of that
+-- slot, for routing only.
+--
+-- Times are seconds since the epoch from Redis' own clock (TIME), written with six
+-- decimals: Lua turns a number given to redis.call into text with 14 significant
+-- digits, which would round a time to a tenth of a millisecond.
+--
+-- Keys (P = the prefix):
+--   P..'job:'..id                 hash, the job's fields (absent field = None)
+--   P..'queue:'..q..':ready'      zset of queued jobs: score priority, member
+--                                 run_at in microseconds (16 digits) .. id, so that
+--                                 ties order by run_at, then id (FIFO)
+--   P..'queue:'..q..':due'        zset of scheduled and retrying jobs by run_at
+--   P..'queue:'..q..':'..state    zset per state (all scores 0, members ids): the
+--                                 listing index; a job is in exactly one
+--   P..'finished:'..state         zset of finished jobs by finished_at (prune, keep)
+--   P..'leases'                   zset of running / cancelling jobs by lease_until
+--   P..'queues'                   hash queue -> created_at;  P..'paused' set
+--   P..'unique'                   hash unique key -> id of the active job holding it
+--   P..'counters'                 hash processed / failed
+--   P..'workers', P..'workers:started'   hashes worker id -> JSON / start time
+-- Channel P..'ready' carries the name of a queue that has new ready jobs.
+local P = ARGV[1]
+local NOW
+do
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+local function fmt(t)
+  return string.format('%.6f', t)
+end
+local SNOW = fmt(NOW)
+
+local ACTIVE = {scheduled = true, queued = true, running = true, retrying = true,
+                cancelling = true}
+local FINAL = {succeeded = true, poisoned = true, cancelled = true}
+
+local function job_key(id) return P .. 'job:' .. id end
+local function ready_key(q) return P .. 'queue:' .. q .. ':ready' end
+local function due_key(q) return P .. 'queue:' .. q .. ':due' end
+local function state_key(q, state) return P .. 'queue:' .. q .. ':' .. state end
+local function finished_key(state) return P .. 'finished:' .. state end
+
+local function ready_member(run_at, id)
+  return string.format('%016d', math.floor(tonumber(run_at) * 1000000 + 0.5)) .. id
+end
+
+-- Move a job's id from one state index to another.
+local function move(q, id, from, to)
+  if from then redis.call('ZREM', state_key(q, from), id) end
+  if to then redis.call('ZADD', state_key(q, to), 0, id) end
+end
+
+-- Put a job that is now waiting where claims look: ready (queued) or due (later).
+local function park(q, id, state, priority, run_at)
+  if state == 'queued' then
+    redis.call('ZADD', ready_key(q), priority, ready_member(run_at, id))
+  else
+    redis.call('ZADD', due_key(q), run_at, id)
+  end
+end
+
+local function release_unique(unique_key, id)
+  if unique_key and redis.call('HGET', P .. 'unique', unique_key) == id then
+    redis.call('HDEL', P .. 'unique', unique_key)
+  end
+end
+
+-- A job that just reached a final state.
+local function finished(id, state, unique_key)
+  redis.call('ZADD', finished_key(state), SNOW, id)
+  release_unique(unique_key, id)
+end
+
+-- The errors JSON array with one more entry (entry: a JSON object as text).
+local function append_error(errors, entry)
+  if not errors or errors == '' or errors == '[]' then
+    return '[' .. entry .. ']'
+  end
+  return string.sub(errors, 1, -2) .. ',' .. entry .. ']'
+end
+
+local function error_entry(attempt, step, kind, message)
+  local step_part = ''
+  if step then step_part = ',"step":' .. cjson.encode(step) end
+  return '{"attempt":' .. attempt .. step_part .. ',"at":' .. SNOW .. ',"type":"' .. kind
+    .. '","message":' .. cjson.encode(message) .. '}'
+end
+
+-- Remove a job that is not running, and every index entry of it.
+local function remove_job(id)
+  local key = job_key(id)
+  local f = redis.call('HMGET', key, 'state', 'queue', 'run_at', 'unique_key')
+  local state, q = f[1], f[2]
+  if not state then return 0 end
+  redis.call('DEL', key)
+  redis.call('ZREM', state_key(q, state), id)
+  if state == 'queued' then
+    redis.call('ZREM', ready_key(q), ready_member(f[3], id))
+  elseif state == 'scheduled' or state == 'retrying' then
+    redis.call('ZREM', due_key(q), id)
+  elseif FINAL[state] then
+    redis.call('ZREM', finished_key(state), id)
+  end
+  release_unique(f[4], id)
+  return 1
+end
+
+local function notify(queues)
+  for q in pairs(queues) do
+    redis.call('PUBLISH', P .. 'ready', q)
+  end
+end

@@ -1,0 +1,41 @@
+-- Take up to ARGV[4] ready jobs for worker ARGV[2], leased for ARGV[3] seconds, from
+-- the queues ARGV[5..] in that order (paused ones skipped). Due scheduled and
+-- retrying jobs of those queues are made ready first. Answers the clock, then each
+-- claimed job's fields (HGETALL).
+local worker, lease, left = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local lease_until = fmt(NOW + lease)
+local out = {SNOW}
+for k = 5, #ARGV do
+  local q = ARGV[k]
+  local due = redis.call('ZRANGEBYSCORE', due_key(q), '-inf', SNOW, 'LIMIT', 0, 1000)
+  for _, id in ipairs(due) do
+    local key = job_key(id)
+    redis.call('ZREM', due_key(q), id)
+    local f = redis.call('HMGET', key, 'state', 'priority', 'run_at')
+    if f[1] == 'scheduled' or f[1] == 'retrying' then
+      redis.call('HSET', key, 'state', 'queued', 'updated_at', SNOW)
+      redis.call('HINCRBY', key, 'version', 1)
+      move(q, id, f[1], 'queued')
+      park(q, id, 'queued', f[2], f[3])
+    end
+  end
+  if left > 0 and redis.call('SISMEMBER', P .. 'paused', q) == 0 then
+    local popped = redis.call('ZPOPMIN', ready_key(q), left)
+    for m = 1, #popped, 2 do
+      local id = string.sub(popped[m], 17)
+      local key = job_key(id)
+      if redis.call('HGET', key, 'state') == 'queued' then
+        redis.call('HSET', key, 'state', 'running', 'worker_id', worker,
+          'lease_until', lease_until, 'updated_at', SNOW)
+        redis.call('HSETNX', key, 'started_at', SNOW)
+        redis.call('HINCRBY', key, 'attempts', 1)
+        redis.call('HINCRBY', key, 'version', 1)
+        redis.call('ZADD', P .. 'leases', lease_until, id)
+        move(q, id, 'queued', 'running')
+        out[#out + 1] = redis.call('HGETALL', key)
+        left = left - 1
+      end
+    end
+  end
+end
+return out

@@ -1,0 +1,51 @@
+-- New jobs. ARGV[2]: fields per job; then the jobs, each: id, queue, task, priority,
+-- run_at (0: now), max_attempts, retry, timeout, steps, unique_key, metadata, tenant
+-- ('' for none). Answers the clock, then per job its state when stored, or '=' and the
+-- id of the job returned in its place: the active job holding its unique key, or the
+-- job itself when its id is stored already (a batch sent again after a lost answer).
+local width = tonumber(ARGV[2])
+local out = {SNOW}
+local ready = {}
+local known = {}
+for a = 3, #ARGV, width do
+  local id, q = ARGV[a], ARGV[a + 1]
+  local key = job_key(id)
+  local unique_key = ARGV[a + 9]
+  local holder
+  if redis.call('EXISTS', key) == 1 then
+    holder = id
+  elseif unique_key ~= '' then
+    holder = redis.call('HGET', P .. 'unique', unique_key)
+    if holder and not ACTIVE[redis.call('HGET', job_key(holder), 'state') or ''] then
+      holder = nil
+    end
+  end
+  if holder then
+    out[#out + 1] = '=' .. holder
+  else
+    local run_at = tonumber(ARGV[a + 4])
+    if run_at <= 0 then run_at = NOW end
+    local state = 'queued'
+    if run_at > NOW then state = 'scheduled' end
+    local srun_at = fmt(run_at)
+    redis.call('HSET', key, 'id', id, 'queue', q, 'priority', ARGV[a + 3], 'state', state,
+      'run_at', srun_at, 'attempts', 0, 'max_attempts', ARGV[a + 5], 'steps', ARGV[a + 8],
+      'current_step', 0, 'version', 1, 'created_at', SNOW, 'updated_at', SNOW)
+    local optional = {task = ARGV[a + 2], retry = ARGV[a + 6], timeout = ARGV[a + 7],
+                      unique_key = unique_key, metadata = ARGV[a + 10], tenant = ARGV[a + 11]}
+    for name, value in pairs(optional) do
+      if value ~= '' then redis.call('HSET', key, name, value) end
+    end
+    if unique_key ~= '' then redis.call('HSET', P .. 'unique', unique_key, id) end
+    if not known[q] then
+      redis.call('HSETNX', P .. 'queues', q, SNOW)
+      known[q] = true
+    end
+    park(q, id, state, ARGV[a + 3], srun_at)
+    move(q, id, nil, state)
+    if state == 'queued' then ready[q] = true end
+    out[#out + 1] = state
+  end
+end
+notify(ready)
+return out

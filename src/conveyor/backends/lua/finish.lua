@@ -1,0 +1,68 @@
+-- Outcomes of runs, each a compare-and-set on (id, worker, attempts held).
+-- ARGV[2], ARGV[3]: seconds to keep succeeded / poisoned and cancelled jobs (0: until
+-- pruned); ARGV[4]: fields per item; then the items, each: id, worker, attempts held,
+-- state, delay, attempts, steps, current_step, progress, result, errors, failed
+-- ('' for none). A job asked to cancel while it ran is not run again: a retry
+-- outcome ends it cancelled. Answers 1 / 0 per item (written or not).
+local keep = {succeeded = tonumber(ARGV[2]), poisoned = tonumber(ARGV[3]),
+              cancelled = tonumber(ARGV[3])}
+local width = tonumber(ARGV[4])
+local out = {}
+local ready = {}
+local processed, failed = 0, 0
+local ended = {}
+for a = 5, #ARGV, width do
+  local id = ARGV[a]
+  local key = job_key(id)
+  local f = redis.call('HMGET', key, 'worker_id', 'attempts', 'state', 'queue', 'priority',
+    'unique_key')
+  if f[1] == ARGV[a + 1] and f[2] == ARGV[a + 2] then
+    local q, current, state = f[4], f[3], ARGV[a + 3]
+    if current == 'cancelling' and (state == 'queued' or state == 'retrying') then
+      state = 'cancelled'
+    end
+    redis.call('HSET', key, 'state', state, 'attempts', ARGV[a + 5], 'steps', ARGV[a + 6],
+      'current_step', ARGV[a + 7], 'updated_at', SNOW)
+    redis.call('HDEL', key, 'worker_id', 'lease_until')
+    local optional = {progress = ARGV[a + 8], result = ARGV[a + 9], errors = ARGV[a + 10]}
+    for name, value in pairs(optional) do
+      if value == '' then
+        redis.call('HDEL', key, name)
+      else
+        redis.call('HSET', key, name, value)
+      end
+    end
+    redis.call('HINCRBY', key, 'version', 1)
+    redis.call('ZREM', P .. 'leases', id)
+    move(q, id, current, state)
+    if FINAL[state] then
+      redis.call('HSET', key, 'finished_at', SNOW)
+      finished(id, state, f[6])
+      ended[state] = true
+    else
+      local run_at = fmt(NOW + tonumber(ARGV[a + 4]))
+      redis.call('HSET', key, 'run_at', run_at)
+      redis.call('HDEL', key, 'finished_at')
+      park(q, id, state, f[5], run_at)
+      if state == 'queued' then ready[q] = true end
+    end
+    processed = processed + 1
+    failed = failed + tonumber(ARGV[a + 11])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+if processed > 0 then redis.call('HINCRBY', P .. 'counters', 'processed', processed) end
+if failed > 0 then redis.call('HINCRBY', P .. 'counters', 'failed', failed) end
+notify(ready)
+-- Retention: a few of the oldest finished jobs past their keeping time go, so that
+-- the store stays bounded without a sweeper.
+for state in pairs(ended) do
+  if keep[state] > 0 then
+    local old = redis.call('ZRANGEBYSCORE', finished_key(state), '-inf',
+      '(' .. fmt(NOW - keep[state]), 'LIMIT', 0, 100)
+    for _, id in ipairs(old) do remove_job(id) end
+  end
+end
+return out

@@ -1,0 +1,46 @@
+-- Running jobs whose lease ran out (at most ARGV[2]): waiting again (the claim counted
+-- the attempt), poisoned when attempts are spent, cancelled when a cancel was asked.
+-- The lost run counts as processed and failed, as a raising task would. Answers the
+-- recovered jobs' fields.
+local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', '(' .. SNOW, 'LIMIT', 0,
+  tonumber(ARGV[2]))
+local out = {}
+local ready = {}
+for _, id in ipairs(expired) do
+  redis.call('ZREM', P .. 'leases', id)
+  local key = job_key(id)
+  local f = redis.call('HMGET', key, 'state', 'attempts', 'max_attempts', 'worker_id', 'steps',
+    'current_step', 'errors', 'queue', 'priority', 'unique_key')
+  local current, q = f[1], f[8]
+  if current == 'running' or current == 'cancelling' then
+    local state = 'queued'
+    if current == 'cancelling' then
+      state = 'cancelled'
+    elseif tonumber(f[2]) >= tonumber(f[3]) then
+      state = 'poisoned'
+    end
+    local step = cjson.decode(f[5])[tonumber(f[6]) + 1]
+    local entry = error_entry(f[2], step and step.name, 'LeaseExpired',
+      'lease expired: worker ' .. (f[4] or '?') .. ' stopped heartbeating')
+    redis.call('HSET', key, 'state', state, 'errors', append_error(f[7], entry),
+      'updated_at', SNOW)
+    redis.call('HDEL', key, 'worker_id', 'lease_until')
+    redis.call('HINCRBY', key, 'version', 1)
+    move(q, id, current, state)
+    if state == 'queued' then
+      redis.call('HSET', key, 'run_at', SNOW)
+      park(q, id, state, f[9], SNOW)
+      ready[q] = true
+    else
+      redis.call('HSET', key, 'finished_at', SNOW)
+      finished(id, state, f[10])
+    end
+    out[#out + 1] = redis.call('HGETALL', key)
+  end
+end
+if #out > 0 then
+  redis.call('HINCRBY', P .. 'counters', 'processed', #out)
+  redis.call('HINCRBY', P .. 'counters', 'failed', #out)
+end
+notify(ready)
+return out

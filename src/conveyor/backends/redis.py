@@ -1,0 +1,621 @@
+"""Redis backend: Resque-class speed, and a claimed job is never only in a worker's memory.
+
+Every state change is one Lua script (``lua/*.lua``, loaded once by SHA, see
+:mod:`conveyor.backends.redis_scripts`), so it is atomic and one round trip. A
+claimed job stays in the store, in a lease set scored by its lease's end, until
+its worker records the outcome (a compare-and-set on the lease holder); a lease
+that runs out is recovered by any worker. Every time comes from Redis' ``TIME``.
+
+Wake-ups ride on pub/sub (:mod:`conveyor.backends.redis_notify`), with polling as
+the fallback. Finished jobs are kept for a while and then removed by the scripts
+that finish jobs (URL options ``keep_succeeded``, ``keep_failed``), so the store
+stays bounded without a sweeper; ``prune`` removes them sooner.
+
+URL: ``redis://[[user]:password@]host[:port][/db]`` (``rediss://`` for TLS), with
+redis-py's options as query parameters and conveyor's own: ``prefix`` (the
+namespace, default ``conveyor``; keys are ``{<prefix>}:...``), ``keep_succeeded``
+(seconds, default a day; 0 keeps them until pruned), ``keep_failed`` (poisoned and
+cancelled jobs, default 30 days), ``max_payload`` (bytes of arguments and metadata
+per job, default 1 MiB), ``poll`` (seconds between checks of a watched job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+import redis as redis_sync
+import redis.asyncio as redis_async
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.retry import Retry as SyncRetry
+
+from conveyor.backends import redact_url
+from conveyor.backends.base import (
+    Backend,
+    JobFilter,
+    LeaseStatus,
+    Page,
+    QueueInfo,
+    Stats,
+    WorkerInfo,
+)
+from conveyor.backends.redis_notify import Subscription
+from conveyor.backends.redis_rows import (
+    ENQUEUE_WIDTH,
+    FINISH_WIDTH,
+    RELEASE_WIDTH,
+    enqueue_args,
+    finish_args,
+    hash_to_job,
+    release_args,
+    save_args,
+)
+from conveyor.backends.redis_scripts import Scripts
+from conveyor.backends.redis_url import parse_redis_url
+from conveyor.backends.rows import dumps, loads, retried_steps, retry_filter
+from conveyor.exceptions import (
+    BackendUnavailable,
+    JobNotFound,
+    JobStateError,
+    QueueNotFound,
+)
+from conveyor.job import FINAL_STATES, WAITING_STATES, Job, Outcome, State
+
+logger = logging.getLogger("conveyor.backends.redis")
+
+_ALL_STATES = [s.value for s in State]
+#: Jobs per enqueue script call: a bigger batch goes as several calls in one
+#: MULTI/EXEC (all or nothing, one round trip) so no single script holds the server
+#: for long.
+_ENQUEUE_CHUNK = 1000
+#: Jobs removed per script call by prune and by empty / drop of a queue.
+_REMOVE_CHUNK = 1000
+#: Errors that mean the server did not answer.
+_DOWN = (
+    ConnectionError,
+    TimeoutError,
+    OSError,
+    redis_sync.ConnectionError,
+    redis_sync.TimeoutError,
+)
+#: Durability warnings already given, per URL (once per process).
+_WARNED: set[str] = set()
+
+
+class RedisBackend(Backend):
+    schemes = ("redis", "rediss")
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.settings = parse_redis_url(url)
+        self.where = redact_url(url)
+        self.prefix = self.settings.prefix
+        self._scripts = Scripts(self.prefix)
+        self._client: redis_async.Redis | None = None
+        self._sync_client: redis_sync.Redis | None = None
+        self._sync_lock = threading.Lock()
+        self._subscription: Subscription | None = None
+        #: per queue list, what the subscription had shown when a claim started
+        self._seen: dict[tuple[str, ...], tuple[int, ...]] = {}
+
+    # -- lifecycle -------------------------------------------------------------
+    def _client_kwargs(self) -> dict[str, Any]:
+        return {
+            "decode_responses": True,
+            "socket_connect_timeout": self.settings.connect_timeout,
+            "socket_keepalive": True,
+            "health_check_interval": 10,
+        }
+
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        # No retries inside the client: a script sent again after a lost answer could
+        # run twice. The caller (the worker) retries whole operations.
+        client = redis_async.Redis.from_url(
+            self.settings.url, retry=AsyncRetry(NoBackoff(), 0), **self._client_kwargs()
+        )
+        try:
+            await client.ping()
+            await Scripts.load_all(client)
+            config = await _durability_settings(client)
+        except AuthenticationError as exc:
+            await client.aclose()
+            raise BackendUnavailable(
+                f"cannot connect to Redis at {self.where}: authentication failed ({exc})"
+            ) from None
+        except (RedisError, *_DOWN) as exc:
+            await client.aclose()
+            raise BackendUnavailable(f"cannot connect to Redis at {self.where}: {exc}") from None
+        self._client = client
+        if self.url not in _WARNED:
+            _WARNED.add(self.url)
+            for warning in durability_warnings(config):
+                logger.warning("Redis at %s: %s", self.where, warning)
+
+    async def close(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.stop()
+            self._subscription = None
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+        with self._sync_lock:
+            sync_client, self._sync_client = self._sync_client, None
+            if sync_client is not None:
+                sync_client.close()
+
+    async def now(self) -> float:
+        async with self._redis() as client:
+            seconds, micros = await client.time()
+        return float(seconds) + micros / 1e6
+
+    # -- plumbing ----------------------------------------------------------------
+    def _unavailable(self, exc: BaseException) -> BackendUnavailable:
+        return BackendUnavailable(f"Redis at {self.where}: {exc}")
+
+    @contextlib.asynccontextmanager
+    async def _redis(self) -> AsyncIterator[redis_async.Redis]:
+        client = self._client
+        if client is None:
+            raise BackendUnavailable(f"Redis backend {self.where} is not open")
+        try:
+            yield client
+        except _DOWN as exc:
+            raise self._unavailable(exc) from exc
+
+    async def _call(self, script: str, *argv: Any) -> Any:
+        async with self._redis() as client:
+            return await self._scripts.call(client, script, *argv)
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    # -- enqueue -------------------------------------------------------------------
+    async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
+        if not jobs:
+            return []
+        args = enqueue_args(jobs, self.settings.max_payload)
+        async with self._redis() as client:
+            if len(jobs) <= _ENQUEUE_CHUNK:
+                answers = [await self._scripts.call(client, "enqueue", ENQUEUE_WIDTH, *args)]
+            else:
+                pipe = client.pipeline(transaction=True)
+                for start in _chunks(len(jobs)):
+                    chunk = args[start * ENQUEUE_WIDTH : (start + _ENQUEUE_CHUNK) * ENQUEUE_WIDTH]
+                    pipe.evalsha(*self._scripts.args("enqueue", ENQUEUE_WIDTH, *chunk))
+                answers = await pipe.execute()
+            stored, others = _stored(jobs, answers)
+            if others:
+                pipe = client.pipeline(transaction=False)
+                for job_id in others:
+                    pipe.hgetall(self._key("job", job_id))
+                found = await pipe.execute()
+        return _with_others(stored, others, found if others else [])
+
+    def enqueue_blocking(self, jobs: Sequence[Job]) -> list[Job] | None:
+        """Enqueue without an event loop, on a connection of its own (sync callers)."""
+        if not jobs or len(jobs) > _ENQUEUE_CHUNK:
+            return None
+        args = enqueue_args(jobs, self.settings.max_payload)
+        with self._sync_lock, self._sync() as client:
+            answer = self._scripts.call_sync(client, "enqueue", ENQUEUE_WIDTH, *args)
+            stored, others = _stored(jobs, [answer])
+            found = [client.hgetall(self._key("job", job_id)) for job_id in others]
+        return _with_others(stored, others, found)
+
+    @contextlib.contextmanager
+    def _sync(self) -> Iterator[redis_sync.Redis]:
+        if self._sync_client is None:
+            self._sync_client = redis_sync.Redis.from_url(
+                self.settings.url, retry=SyncRetry(NoBackoff(), 0), **self._client_kwargs()
+            )
+        try:
+            yield self._sync_client
+        except AuthenticationError as exc:
+            raise BackendUnavailable(
+                f"cannot connect to Redis at {self.where}: authentication failed ({exc})"
+            ) from None
+        except _DOWN as exc:
+            raise self._unavailable(exc) from exc
+
+    # -- claims and outcomes ---------------------------------------------------------
+    async def claim(
+        self, queues: Sequence[str], worker_id: str, limit: int, lease: float
+    ) -> list[Job]:
+        if limit <= 0 or not queues:
+            return []
+        names = list(queues)
+        if self._subscription is not None:
+            # Before the claim: a job enqueued after it wakes the next wait.
+            self._seen[tuple(names)] = self._subscription.mark(names)
+        answer = await self._call("claim", worker_id, repr(float(lease)), limit, *names)
+        return [hash_to_job(fields) for fields in answer[1:]]
+
+    async def extend(self, job_ids: Sequence[str], worker_id: str, lease: float) -> LeaseStatus:
+        ids = list(job_ids)
+        if not ids:
+            return LeaseStatus([], [], [])
+        states = await self._call("extend", worker_id, repr(float(lease)), *ids)
+        held = {i: s for i, s in zip(ids, states, strict=True) if s}
+        return LeaseStatus(
+            extended=[i for i in ids if i in held],
+            cancelling=[i for i in ids if held.get(i) == State.CANCELLING.value],
+            lost=[i for i in ids if i not in held],
+        )
+
+    async def save(self, job: Job) -> bool:
+        updated_at = await self._call("save", *save_args(job))
+        if not updated_at:
+            return False
+        job.version += 1
+        job.updated_at = float(updated_at)
+        return True
+
+    async def finish(self, items: Sequence[tuple[Job, Outcome]]) -> list[bool]:
+        if not items:
+            return []
+        written = await self._call(
+            "finish",
+            repr(self.settings.keep_succeeded),
+            repr(self.settings.keep_failed),
+            FINISH_WIDTH,
+            *finish_args(items),
+        )
+        return [bool(w) for w in written]
+
+    async def release(self, jobs: Sequence[Job]) -> int:
+        if not jobs:
+            return 0
+        return int(await self._call("release", RELEASE_WIDTH, *release_args(jobs)))
+
+    # -- reading -------------------------------------------------------------------
+    async def get(self, job_id: str) -> Job:
+        async with self._redis() as client:
+            fields = await client.hgetall(self._key("job", job_id))
+        if not fields:
+            raise JobNotFound(job_id)
+        return hash_to_job(fields)
+
+    async def list_jobs(
+        self, filter: JobFilter | None = None, cursor: str | None = None, limit: int = 50
+    ) -> Page:
+        wanted = filter or JobFilter()
+        states = sorted(s.value for s in (wanted.states or State))
+        async with self._redis() as client:
+            if wanted.queue is not None:
+                queues = [wanted.queue]
+            else:
+                queues = sorted(map(str, await client.hkeys(self._key("queues"))))
+            indexes = [self._key("queue", q, s) for q in queues for s in states]
+            jobs: list[Job] = []
+            after = cursor
+            batch = max(limit + 1, 100)
+            while len(jobs) <= limit and indexes:
+                pipe = client.pipeline(transaction=False)
+                for index in indexes:
+                    pipe.zrevrangebylex(index, f"({after}" if after else "+", "-", 0, batch)
+                ids = sorted({i for found in await pipe.execute() for i in found}, reverse=True)
+                ids = ids[:batch]
+                if not ids:
+                    break
+                pipe = client.pipeline(transaction=False)
+                for job_id in ids:
+                    pipe.hgetall(self._key("job", job_id))
+                for fields in await pipe.execute():
+                    if fields and _matches(fields, wanted, states):
+                        jobs.append(hash_to_job(fields))
+                after = ids[-1]
+                if len(ids) < batch:
+                    break
+        page = jobs[:limit]
+        more = len(jobs) > limit
+        return Page(page, page[-1].id if more and page else None)
+
+    # -- changes by hand -------------------------------------------------------------
+    async def cancel(self, job_id: str, reason: str = "cancelled") -> Job:
+        fields = await self._call("cancel", job_id, reason)
+        if not fields:
+            raise JobNotFound(job_id)
+        return hash_to_job(fields)
+
+    async def delete(self, job_id: str) -> bool:
+        answer = await self._call("delete", job_id)
+        if isinstance(answer, str):
+            raise JobStateError(job_id, answer, "delete a running job (cancel it first)")
+        return bool(answer)
+
+    async def retry(self, job_id: str) -> Job:
+        for _ in range(10):
+            job = await self.get(job_id)
+            if job.state not in (State.POISONED, State.CANCELLED):
+                break
+            answer = await self._call("retry", job_id, job.version, retried_steps(job))
+            if answer[0] == "ok":
+                return hash_to_job(answer[1])
+            if answer[0] == "missing":
+                raise JobNotFound(job_id)
+            if answer[0] == "unique":
+                raise JobStateError(
+                    job_id,
+                    job.state.value,
+                    f"retry: unique key {job.unique_key!r} is held by another active job",
+                )
+            # "state" or "changed": it moved since it was read; look again
+        raise JobStateError(job_id, job.state.value, "retry (only poisoned or cancelled)")
+
+    async def retry_all(self, filter: JobFilter) -> int:
+        wanted = retry_filter(filter)
+        count = 0
+        cursor: str | None = None
+        while True:
+            page = await self.list_jobs(wanted, cursor, 500)
+            for job in page.jobs:
+                try:
+                    await self.retry(job.id)
+                except (JobStateError, JobNotFound):
+                    continue
+                count += 1
+            if page.next_cursor is None:
+                return count
+            cursor = page.next_cursor
+
+    async def recover_expired(self) -> list[Job]:
+        answer = await self._call("recover", 500)
+        return [hash_to_job(fields) for fields in answer]
+
+    async def prune(self, before: float, states: Sequence[State] | None = None) -> int:
+        wanted = [s.value for s in (states or FINAL_STATES) if s in FINAL_STATES]
+        if not wanted:
+            return 0
+        total = 0
+        while True:
+            deleted = int(await self._call("prune", f"{before:.6f}", _REMOVE_CHUNK, *wanted))
+            total += deleted
+            if deleted < _REMOVE_CHUNK:
+                return total
+
+    # -- queues -------------------------------------------------------------------
+    async def create_queue(self, name: str) -> None:
+        async with self._redis() as client:
+            seconds, micros = await client.time()
+            await client.hsetnx(self._key("queues"), name, f"{seconds + micros / 1e6:.6f}")
+
+    async def _set_paused(self, name: str, paused: bool) -> None:
+        if not await self._call("queue_paused", name, "1" if paused else "0"):
+            raise QueueNotFound(name)
+
+    async def pause_queue(self, name: str) -> None:
+        await self._set_paused(name, True)
+
+    async def resume_queue(self, name: str) -> None:
+        await self._set_paused(name, False)
+
+    async def _remove_from_queue(self, name: str, mode: str, states: Sequence[State]) -> int:
+        total = 0
+        while True:
+            removed = int(
+                await self._call(
+                    "queue_jobs", name, mode, _REMOVE_CHUNK, *(s.value for s in states)
+                )
+            )
+            if removed < 0:
+                raise QueueNotFound(name)
+            total += removed
+            if removed < _REMOVE_CHUNK:
+                return total
+
+    async def empty_queue(self, name: str) -> int:
+        return await self._remove_from_queue(name, "empty", sorted(WAITING_STATES))
+
+    async def drop_queue(self, name: str) -> int:
+        kept = (State.RUNNING, State.CANCELLING)
+        return await self._remove_from_queue(name, "drop", [s for s in State if s not in kept])
+
+    async def list_queues(self) -> list[QueueInfo]:
+        rows = await self._call("queues", *_ALL_STATES)
+        return sorted(
+            (
+                QueueInfo(
+                    name,
+                    bool(paused),
+                    dict(zip(_ALL_STATES, (int(n) for n in counts), strict=True)),
+                    float(created_at),
+                )
+                for name, created_at, paused, *counts in rows
+            ),
+            key=lambda q: q.name,
+        )
+
+    # -- workers and counters -------------------------------------------------
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        await self.heartbeat_worker(worker)
+
+    async def heartbeat_worker(self, worker: WorkerInfo) -> None:
+        doc = worker.to_dict()
+        del doc["started_at"], doc["heartbeat_at"]
+        started, beat = await self._call("heartbeat", worker.id, dumps(doc))
+        worker.started_at, worker.heartbeat_at = float(started), float(beat)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        async with self._redis() as client:
+            pipe = client.pipeline(transaction=True)
+            pipe.hdel(self._key("workers"), worker_id)
+            pipe.hdel(self._key("workers", "started"), worker_id)
+            await pipe.execute()
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        async with self._redis() as client:
+            docs = await client.hvals(self._key("workers"))
+        workers = [WorkerInfo(**loads(doc)) for doc in docs]
+        return sorted(workers, key=lambda w: (w.started_at, w.id))
+
+    async def stats(self) -> Stats:
+        queues = await self.list_queues()
+        async with self._redis() as client:
+            counters = await client.hgetall(self._key("counters"))
+            info = await client.info()
+        counts = dict.fromkeys(_ALL_STATES, 0)
+        for queue in queues:
+            for state, n in queue.counts.items():
+                counts[state] += n
+        return Stats(
+            processed=int(counters.get("processed", 0)),
+            failed=int(counters.get("failed", 0)),
+            counts=counts,
+            store={
+                "backend": "redis",
+                "url": self.where,
+                "prefix": self.prefix,
+                "server_version": info.get("redis_version"),
+                "used_memory_bytes": info.get("used_memory"),
+                "appendonly": bool(info.get("aof_enabled")),
+                "maxmemory_policy": info.get("maxmemory_policy"),
+            },
+        )
+
+    # -- wake-ups -----------------------------------------------------------------
+    def _subscriber(self) -> Subscription:
+        if self._subscription is None:
+            if self._client is None:
+                raise BackendUnavailable(f"Redis backend {self.where} is not open")
+            self._subscription = Subscription(self._client, self._key("ready"), self.where)
+            self._subscription.start()
+        return self._subscription
+
+    async def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        sub = self._subscriber()
+        names = list(queues)
+        seen = self._seen.get(tuple(names))
+        stale = seen is None or seen[0] != sub.epoch or not sub.listening
+        if stale:
+            # The last claim did not happen under this subscription, so a message may
+            # have gone unheard: subscribe first, then look.
+            if not await sub.connected(min(timeout, sub.fallback)):
+                return True  # polling while the subscription is down
+            seen = sub.mark(names)
+        ready, next_due, now = await self._call("ready", *names)
+        if stale and int(ready):
+            return True
+        # No longer than until the next scheduled or retrying job is due: the claim
+        # that follows makes it ready.
+        if next_due:
+            timeout = min(timeout, max(0.005, float(next_due) - float(now)))
+        assert seen is not None
+        return await sub.wait(names, seen, timeout)
+
+    async def watch(self, job_id: str, version: int, timeout: float) -> Job | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        key = self._key("job", job_id)
+        while True:
+            async with self._redis() as client:
+                current = await client.hget(key, "version")
+            if current is None:
+                raise JobNotFound(job_id)
+            if int(current) > version:
+                return await self.get(job_id)
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            await asyncio.sleep(min(self.settings.poll, left))
+
+
+# -- helpers ---------------------------------------------------------------------------
+def _chunks(count: int) -> range:
+    return range(0, count, _ENQUEUE_CHUNK)
+
+
+def _stored(
+    jobs: Sequence[Job], answers: Sequence[Sequence[str]]
+) -> tuple[list[Job | None], list[str]]:
+    """What enqueue.lua answered, per job: the job stamped as stored, or None and
+    the id of the job returned in its place (in ``others``)."""
+    stored: list[Job | None] = []
+    others: list[str] = []
+    index = 0
+    for answer in answers:
+        now = float(answer[0])
+        for state in answer[1:]:
+            job = jobs[index]
+            index += 1
+            if state.startswith("="):
+                stored.append(None)
+                others.append(state[1:])
+                continue
+            job.created_at = job.updated_at = now
+            if not job.run_at:
+                job.run_at = now
+            job.state = State(state)
+            job.version = 1
+            stored.append(job)
+    return stored, others
+
+
+def _with_others(
+    stored: list[Job | None], others: list[str], found: Sequence[Mapping[Any, Any]]
+) -> list[Job]:
+    """The answer of enqueue: the stored jobs, and in place of the others the jobs
+    that hold their unique keys (or ids), as they are now."""
+    replacements = iter(zip(others, found, strict=True))
+    result: list[Job] = []
+    for job in stored:
+        if job is None:
+            job_id, fields = next(replacements)
+            if not fields:  # finished and removed in the meantime
+                raise JobNotFound(job_id)
+            job = hash_to_job(fields)
+        result.append(job)
+    return result
+
+
+def _matches(fields: Mapping[Any, Any], wanted: JobFilter, states: Sequence[str]) -> bool:
+    """Whether a job (its hash) passes the filter; its state may have moved since the
+    index was read."""
+    return (
+        fields.get("state") in states
+        and (wanted.task is None or fields.get("task") == wanted.task)
+        and (wanted.tenant is None or fields.get("tenant") == wanted.tenant)
+    )
+
+
+async def _durability_settings(client: redis_async.Redis) -> dict[str, str]:
+    """appendonly, save and maxmemory-policy, from CONFIG GET or (where CONFIG is
+    refused, as on managed services) from INFO."""
+    try:
+        config: dict[str, str] = {}
+        for name in ("appendonly", "save", "maxmemory-policy"):
+            for key, value in (await client.config_get(name)).items():
+                config[str(key)] = str(value)
+        return config
+    except ResponseError:
+        info = await client.info("persistence")
+        memory = await client.info("memory")
+        return {
+            "appendonly": "yes" if info.get("aof_enabled") else "no",
+            "save": "" if info.get("rdb_last_save_time") is None else "?",
+            "maxmemory-policy": str(memory.get("maxmemory_policy", "")),
+        }
+
+
+def durability_warnings(config: dict[str, str]) -> list[str]:
+    """What a Redis with these settings risks losing, one sentence per risk."""
+    warnings: list[str] = []
+    if config.get("appendonly", "no") != "yes" and not config.get("save", "").strip():
+        warnings.append(
+            "no persistence (appendonly no, no RDB snapshots): a restart of Redis loses "
+            "every job, queued or finished; set `appendonly yes` (see docs/redis.md)"
+        )
+    policy = config.get("maxmemory-policy", "noeviction")
+    if policy and policy != "noeviction":
+        warnings.append(
+            f"maxmemory-policy is {policy!r}: when memory runs out Redis evicts keys, "
+            "that is jobs and their indexes; use `maxmemory-policy noeviction`"
+        )
+    return warnings

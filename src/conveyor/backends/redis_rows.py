@@ -1,0 +1,145 @@
+"""Jobs of the Redis backend: to script arguments and back from a job's hash.
+
+A job is one hash whose field names are the :class:`~conveyor.job.Job` attributes;
+a field that is absent is None (or the attribute's empty default). Lists, dicts
+and results are JSON text, numbers their shortest round-trip text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from conveyor.backends.rows import dumps, ending, has_progress, loads
+from conveyor.exceptions import InvalidJob
+from conveyor.job import DEFAULT_RETRY, Job, Outcome, Progress, RetryPolicy, State, Step
+
+#: Fields per job in the arguments of enqueue.lua, finish.lua and release.lua.
+ENQUEUE_WIDTH = 12
+FINISH_WIDTH = 12
+RELEASE_WIDTH = 6
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def enqueue_args(jobs: Sequence[Job], max_payload: int) -> list[str]:
+    """The per-job arguments of enqueue.lua; InvalidJob for a job over the size limit."""
+    args: list[str] = []
+    for job in jobs:
+        steps = dumps([s.to_storage() for s in job.steps])
+        metadata = dumps(job.metadata) if job.metadata else ""
+        size = len(steps) + len(metadata)
+        if size > max_payload:
+            raise InvalidJob(
+                "payload",
+                f"job {job.id}: its arguments and metadata take {size} bytes as JSON, "
+                f"over the limit of {max_payload} bytes (the store URL's max_payload)",
+            )
+        args += (
+            job.id,
+            job.queue,
+            _text(job.task),
+            str(job.priority),
+            repr(float(job.run_at)),
+            str(job.max_attempts),
+            "" if job.retry == DEFAULT_RETRY else dumps(job.retry.to_dict()),
+            "" if job.timeout is None else repr(float(job.timeout)),
+            steps,
+            _text(job.unique_key),
+            metadata,
+            _text(job.tenant),
+        )
+    return args
+
+
+def _float(value: str | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def hash_to_job(flat: Sequence[Any] | Mapping[Any, Any]) -> Job:
+    """A job from its hash (HGETALL's flat list as scripts return it, or a dict)."""
+    f = flat if isinstance(flat, Mapping) else dict(zip(flat[::2], flat[1::2], strict=True))
+    retry = f.get("retry")
+    progress = f.get("progress")
+    result = f.get("result")
+    errors = f.get("errors")
+    metadata = f.get("metadata")
+    return Job(
+        id=f["id"],
+        queue=f["queue"],
+        priority=int(f["priority"]),
+        state=State(f["state"]),
+        run_at=float(f["run_at"]),
+        attempts=int(f["attempts"]),
+        max_attempts=int(f["max_attempts"]),
+        retry=RetryPolicy.from_dict(loads(retry)) if retry else DEFAULT_RETRY,
+        timeout=_float(f.get("timeout")),
+        steps=[Step(**s) for s in loads(f["steps"])],
+        current_step=int(f["current_step"]),
+        progress=Progress.from_dict(loads(progress)) if progress else Progress(),
+        result=loads(result) if result is not None else None,
+        errors=loads(errors) if errors else [],
+        unique_key=f.get("unique_key"),
+        metadata=loads(metadata) if metadata else {},
+        tenant=f.get("tenant"),
+        version=int(f["version"]),
+        created_at=float(f["created_at"]),
+        started_at=_float(f.get("started_at")),
+        finished_at=_float(f.get("finished_at")),
+        updated_at=float(f["updated_at"]),
+        worker_id=f.get("worker_id"),
+        lease_until=_float(f.get("lease_until")),
+    )
+
+
+def _progress(job: Job) -> str:
+    return dumps(job.progress.to_dict()) if has_progress(job) else ""
+
+
+def finish_args(items: Sequence[tuple[Job, Outcome]]) -> list[str]:
+    """The per-item arguments of finish.lua."""
+    args: list[str] = []
+    for job, outcome in items:
+        end = ending(job, outcome)
+        args += (
+            job.id,
+            _text(job.worker_id),
+            str(job.attempts),
+            end.state.value,
+            repr(end.delay),
+            str(end.attempts),
+            dumps([s.to_storage() for s in job.steps]),
+            str(job.current_step),
+            _progress(job),
+            "" if job.result is None else dumps(job.result),
+            dumps(end.errors) if end.errors else "",
+            "1" if end.failed else "0",
+        )
+    return args
+
+
+def release_args(jobs: Sequence[Job]) -> list[str]:
+    args: list[str] = []
+    for job in jobs:
+        args += (
+            job.id,
+            _text(job.worker_id),
+            str(job.attempts),
+            dumps([s.to_storage() for s in job.steps]),
+            str(job.current_step),
+            _progress(job),
+        )
+    return args
+
+
+def save_args(job: Job) -> list[str]:
+    return [
+        job.id,
+        _text(job.worker_id),
+        str(job.attempts),
+        dumps([s.to_storage() for s in job.steps]),
+        str(job.current_step),
+        _progress(job),
+    ]

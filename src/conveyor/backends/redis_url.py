@@ -1,0 +1,90 @@
+"""Redis URLs: what redis-py gets, and conveyor's own options."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from conveyor.backends import number_option, redact_url
+from conveyor.exceptions import ConfigError
+
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+#: Seconds finished jobs are kept by default: succeeded ones a day, poisoned and
+#: cancelled ones (the ones someone may want to look at or retry) 30 days.
+KEEP_SUCCEEDED_S = 24 * 3600.0
+KEEP_FAILED_S = 30 * 24 * 3600.0
+#: Bytes of arguments and metadata a job may carry by default.
+MAX_PAYLOAD = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """A ``redis://`` URL taken apart: what redis-py gets, and conveyor's options."""
+
+    url: str  # for redis-py, without conveyor's options
+    namespace: str
+    keep_succeeded: float  # seconds; 0 keeps them until pruned
+    keep_failed: float
+    max_payload: int
+    poll: float
+    connect_timeout: float
+
+    @property
+    def prefix(self) -> str:
+        """Every key starts with it. The braces make the namespace the hash tag: a
+        Redis Cluster keeps all of a namespace's keys in one slot, so each script
+        touches one node."""
+        return f"{{{self.namespace}}}:"
+
+
+def parse_redis_url(url: str) -> RedisSettings:
+    """Split conveyor's options off the URL and check what is left parses for redis-py."""
+    where = redact_url(url)
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigError("url", f"not a redis:// URL: {where!r}")
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    namespace = options.pop("prefix", "conveyor").removesuffix(":")
+    if not _NAMESPACE.match(namespace):
+        raise ConfigError(
+            "url.prefix",
+            f"{namespace!r} in {where!r}: use letters, digits, '_', '-' and '.' (at most 64)",
+        )
+    keep_succeeded = _seconds(options, "keep_succeeded", KEEP_SUCCEEDED_S, where)
+    keep_failed = _seconds(options, "keep_failed", KEEP_FAILED_S, where)
+    max_payload = number_option(options, "max_payload", MAX_PAYLOAD, where, int)
+    poll = number_option(options, "poll", 0.05, where, float)
+    connect_timeout = number_option(options, "connect_timeout", 10, where, float)
+    client_url = parts._replace(query=urlencode(options)).geturl()
+    try:
+        from redis.asyncio.connection import parse_url
+
+        parse_url(client_url)
+    except ValueError as exc:
+        raise ConfigError("url", f"{where!r} does not parse: {exc}") from None
+    return RedisSettings(
+        client_url,
+        namespace,
+        keep_succeeded,
+        keep_failed,
+        int(max_payload),
+        float(poll),
+        float(connect_timeout),
+    )
+
+
+def _seconds(options: dict[str, str], name: str, default: float, where: str) -> float:
+    """A number of seconds >= 0 (0: for ever)."""
+    raw = options.pop(name, None)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(
+            f"url.{name}", f"expected seconds >= 0 (0: until pruned) in {where!r}, got {raw!r}"
+        )
+    return value
