@@ -1,0 +1,79 @@
+"""What the Redis key layout promises, checked key by key against the jobs' hashes.
+
+Each job is in exactly one state index (``queue:<q>:<state>``), the one of its
+queue and state; the claim indexes hold exactly the jobs they should (ready:
+queued; due: scheduled and retrying; leases: running and cancelling; finished:
+final jobs by state); the unique-key map points only at active jobs that carry
+the key; no index names a job that does not exist.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import redis
+
+from conveyor.job import ACTIVE_STATES, FINAL_STATES, State
+
+
+def _ready_member(run_at: str, job_id: str) -> str:
+    return f"{round(float(run_at) * 1_000_000):016d}{job_id}"
+
+
+def check_indexes(client: redis.Redis, namespace: str) -> int:
+    """Assert the layout's promises for ``namespace``; the number of jobs seen."""
+    p = f"{{{namespace}}}:"
+    keys = list(client.scan_iter(match=f"{p}job:*", count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hgetall(key)
+    jobs = {k.removeprefix(f"{p}job:"): f for k, f in zip(keys, pipe.execute(), strict=True)}
+    queues = sorted(set(client.hkeys(f"{p}queues")) | {j["queue"] for j in jobs.values()})
+
+    listed: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    places = [(q, state.value) for q in queues for state in State]
+    pipe = client.pipeline(transaction=False)
+    for q, state in places:
+        pipe.zrange(f"{p}queue:{q}:{state}", 0, -1)
+    for place, ids in zip(places, pipe.execute(), strict=True):
+        for job_id in ids:
+            listed[job_id].append(place)
+    for job_id, where in listed.items():
+        assert job_id in jobs, f"state index lists {job_id}, which does not exist"
+        assert len(where) == 1, f"{job_id} is listed in {where}"
+    for job_id, job in jobs.items():
+        assert listed.get(job_id) == [(job["queue"], job["state"])], (
+            f"{job_id} ({job['queue']}, {job['state']}) is listed in {listed.get(job_id)}"
+        )
+
+    def having(*states: State) -> set[str]:
+        return {i for i, j in jobs.items() if State(j["state"]) in states}
+
+    ready: dict[str, float] = {}
+    due: dict[str, float] = {}
+    for q in queues:
+        for member, score in client.zrange(f"{p}queue:{q}:ready", 0, -1, withscores=True):
+            ready[member[16:]] = score
+            job = jobs.get(member[16:])
+            assert job is not None and member == _ready_member(job["run_at"], job["id"])
+        for job_id, score in client.zrange(f"{p}queue:{q}:due", 0, -1, withscores=True):
+            due[job_id] = score
+    assert set(ready) == having(State.QUEUED)
+    assert all(ready[i] == int(jobs[i]["priority"]) for i in ready)
+    assert set(due) == having(State.SCHEDULED, State.RETRYING)
+    assert all(abs(due[i] - float(jobs[i]["run_at"])) < 1e-5 for i in due)
+
+    leases = dict(client.zrange(f"{p}leases", 0, -1, withscores=True))
+    assert set(leases) == having(State.RUNNING, State.CANCELLING)
+    for state in FINAL_STATES:
+        finished = set(client.zrange(f"{p}finished:{state.value}", 0, -1))
+        assert finished == having(state), state
+
+    unique = client.hgetall(f"{p}unique")
+    for key, job_id in unique.items():
+        job = jobs.get(job_id)
+        assert job is not None and job.get("unique_key") == key
+    for job_id, job in jobs.items():
+        if State(job["state"]) in ACTIVE_STATES and job.get("unique_key"):
+            assert unique.get(job["unique_key"]) == job_id
+    return len(jobs)

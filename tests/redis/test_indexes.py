@@ -1,0 +1,129 @@
+"""The Redis indexes agree with the jobs after every kind of change (tests/redis/indexes.py
+says what agreeing means): under the conformance model's random operations, and
+through the paths the model does not take (schedule, retry later, recover, retry by
+hand, delete, prune, empty and drop, unique keys, retention)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from hypothesis.stateful import invariant, run_state_machine_as_test
+
+from conveyor.backends import create_backend
+from conveyor.backends.redis import RedisBackend
+from conveyor.job import Outcome, State
+from conveyor.testing import BackendFactory
+from conveyor.testing.harness import error, make_job
+from conveyor.testing.model import MODEL_SETTINGS, BackendModel
+from tests.rd import client_url, delete_namespace, fresh_namespace, with_prefix
+from tests.redis.indexes import check_indexes
+
+
+@pytest.fixture
+def factory(redis_url: str) -> Iterator[BackendFactory]:
+    with BackendFactory(lambda: create_backend(redis_url)) as made:
+        yield made
+
+
+def _client(backend: RedisBackend) -> redis.Redis:
+    return redis.Redis.from_url(client_url(backend.url), decode_responses=True)
+
+
+def test_indexes_hold_under_the_models_random_operations(factory: BackendFactory) -> None:
+    backend = factory.backend
+    assert isinstance(backend, RedisBackend)
+    client = _client(backend)
+
+    class Model(BackendModel):
+        @invariant()
+        def indexes_match_the_jobs(self) -> None:
+            check_indexes(client, backend.settings.namespace)
+
+    Model.factory = factory
+    run_state_machine_as_test(Model, settings=MODEL_SETTINGS)
+
+
+def test_indexes_hold_through_every_other_path(factory: BackendFactory) -> None:
+    backend = factory.backend
+    assert isinstance(backend, RedisBackend)
+    client = _client(backend)
+    ns = backend.settings.namespace
+    run = factory.run
+
+    def check() -> None:
+        check_indexes(client, ns)
+
+    now = run(backend.now())
+    later = make_job("q", run_at=now + 3600)
+    soon = make_job("q", run_at=now + 0.2)
+    keyed = make_job("q", unique_key="k")
+    plain = [make_job("q") for _ in range(4)]
+    run(backend.enqueue([later, soon, keyed, *plain]))
+    check()
+    time.sleep(0.25)
+    claimed = run(backend.claim(["q"], "w", 10, 0.1))  # soon is due: made ready, claimed
+    assert soon.id in {j.id for j in claimed}
+    check()
+    by_id = {j.id: j for j in claimed}
+    run(
+        backend.finish(
+            [
+                (by_id[keyed.id], Outcome.succeeded()),
+                (by_id[plain[0].id], Outcome.retry_in(3600, error("later"))),
+                (by_id[plain[1].id], Outcome.poisoned(error("bad"))),
+            ]
+        )
+    )
+    check()
+    assert run(backend.cancel(plain[2].id)).state is State.CANCELLING
+    check()
+    time.sleep(0.15)  # the 0.1 s leases of the rest run out
+    recovered = run(backend.recover_expired())
+    assert {j.state for j in recovered} <= {State.QUEUED, State.CANCELLED}
+    check()
+    assert run(backend.retry(plain[1].id)).state is State.QUEUED
+    check()
+    assert run(backend.delete(later.id))
+    check()
+    run(backend.enqueue([make_job("q", unique_key="k")]))  # the key is free again
+    check()
+    assert run(backend.prune(run(backend.now()) + 1)) >= 1
+    check()
+    assert run(backend.empty_queue("q")) >= 1
+    check()
+    run(backend.drop_queue("q"))
+    check()
+    assert check_indexes(client, ns) == 0
+
+
+def test_finished_jobs_past_their_keeping_time_go_when_others_finish() -> None:
+    """keep_succeeded bounds the store without a sweeper: a finish removes the
+    succeeded jobs older than the keeping time; a keep of 0 keeps them."""
+    with fresh_namespace() as url:
+        for keep, left in (("0.5", 1), ("0", 2)):
+            prefix = f"keep{keep.replace('.', '')}"
+            backend = create_backend(f"{with_prefix(url, prefix)}&keep_succeeded={keep}")
+            assert isinstance(backend, RedisBackend)
+
+            async def scenario(backend: RedisBackend = backend) -> int:
+                await backend.open()
+                try:
+                    for pause in (1.0, 0.0):  # the first one is then 1 s old
+                        await backend.enqueue([make_job("q")])
+                        [job] = await backend.claim(["q"], "w", 1, 30)
+                        await backend.finish([(job, Outcome.succeeded())])
+                        await asyncio.sleep(pause)
+                    page = await backend.list_jobs(None, None, 10)
+                    return len(page.jobs)
+                finally:
+                    await backend.close()
+
+            try:
+                assert asyncio.run(scenario()) == left, keep
+                check_indexes(_client(backend), backend.settings.namespace)
+            finally:
+                delete_namespace(url, backend.settings.namespace)
