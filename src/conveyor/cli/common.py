@@ -28,7 +28,8 @@ UrlOption = Annotated[
         "--url",
         envvar="CONVEYOR_URL",
         metavar="URL",
-        help="The store, e.g. sqlite:///jobs.db or postgresql://user@host/db?schema=conveyor "
+        help="The store, e.g. sqlite:///jobs.db, postgresql://user@host/db?schema=conveyor "
+        "or redis://host:6379/0?prefix=conveyor "
         "(default: $CONVEYOR_URL, else the URL of the app the includes define).",
     ),
 ]

@@ -20,6 +20,7 @@ def migrate(
     run from several machines at once, and again when there is nothing to do.
     The schema name comes from the URL (?schema=NAME, default conveyor).
     SQLite upgrades its file on open; this command does that and reports it.
+    Redis has no schema: this command only checks that the server answers.
     """
     target = store_url(includes, url)
     backend = create_backend(target)  # a bad URL fails here, before anything is touched
@@ -28,7 +29,9 @@ def migrate(
     if json_out:
         print_json({"url": where, "from_version": before, "to_version": after})
         return
-    if before == after:
+    if before == after == 0:
+        console().print(f"{where} has no schema to migrate; the server answers.", soft_wrap=True)
+    elif before == after:
         console().print(f"Schema at {where} is up to date (version {after}).", soft_wrap=True)
     else:
         console().print(f"Migrated {where} from version {before} to {after}.", soft_wrap=True)
