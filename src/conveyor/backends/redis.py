@@ -97,8 +97,10 @@ class RedisBackend(Backend):
         self.where = redact_url(url)
         self.prefix = self.settings.prefix
         self._scripts = Scripts(self.prefix)
-        self._client: redis_async.Redis | None = None
-        self._sync_client: redis_sync.Redis | None = None
+        # redis.asyncio.Redis, or RedisCluster with ?cluster=true: both take the same
+        # commands here (every key of a namespace is in one slot).
+        self._client: Any = None
+        self._sync_client: Any = None
         self._sync_lock = threading.Lock()
         self._subscription: Subscription | None = None
         #: per queue list, what the subscription had shown when a claim started
@@ -118,13 +120,20 @@ class RedisBackend(Backend):
             return
         # No retries inside the client: a script sent again after a lost answer could
         # run twice. The caller (the worker) retries whole operations.
-        client = redis_async.Redis.from_url(
-            self.settings.url, retry=AsyncRetry(NoBackoff(), 0), **self._client_kwargs()
-        )
+        retry = AsyncRetry(NoBackoff(), 0)
+        client: Any
+        if self.settings.cluster:
+            client = redis_async.RedisCluster.from_url(
+                self.settings.url, retry=retry, **self._client_kwargs()
+            )
+        else:
+            client = redis_async.Redis.from_url(
+                self.settings.url, retry=retry, **self._client_kwargs()
+            )
         try:
             await client.ping()
             await Scripts.load_all(client)
-            config = await _durability_settings(client)
+            config = await _durability_settings(client, self._node(client))
         except AuthenticationError as exc:
             await client.aclose()
             raise BackendUnavailable(
@@ -162,15 +171,22 @@ class RedisBackend(Backend):
 
     async def now(self) -> float:
         async with self._redis() as client:
-            seconds, micros = await client.time()
-        return float(seconds) + micros / 1e6
+            seconds, micros = await client.time(**self._node(client))
+        return float(seconds) + float(micros) / 1e6
 
     # -- plumbing ----------------------------------------------------------------
     def _unavailable(self, exc: BaseException) -> BackendUnavailable:
         return BackendUnavailable(f"Redis at {self.where}: {exc}")
 
+    def _node(self, client: Any) -> dict[str, Any]:
+        """For a command without keys (TIME, INFO, CONFIG): the node of the namespace's
+        slot on a cluster."""
+        if not self.settings.cluster:
+            return {}
+        return {"target_nodes": client.get_node_from_key(self._scripts.routing_key)}
+
     @contextlib.asynccontextmanager
-    async def _redis(self) -> AsyncIterator[redis_async.Redis]:
+    async def _redis(self) -> AsyncIterator[Any]:
         client = self._client
         if client is None:
             raise BackendUnavailable(f"Redis backend {self.where} is not open")
@@ -191,15 +207,24 @@ class RedisBackend(Backend):
         if not jobs:
             return []
         args = enqueue_args(jobs, self.settings.max_payload)
+        width = _ENQUEUE_CHUNK * ENQUEUE_WIDTH
+        chunks = [args[start : start + width] for start in range(0, len(args), width)]
         async with self._redis() as client:
-            if len(jobs) <= _ENQUEUE_CHUNK:
+            if len(chunks) == 1:
                 answers = [await self._scripts.call(client, "enqueue", ENQUEUE_WIDTH, *args)]
-            else:
+            elif not self.settings.cluster:
                 pipe = client.pipeline(transaction=True)
-                for start in _chunks(len(jobs)):
-                    chunk = args[start * ENQUEUE_WIDTH : (start + _ENQUEUE_CHUNK) * ENQUEUE_WIDTH]
+                for chunk in chunks:
                     pipe.evalsha(*self._scripts.args("enqueue", ENQUEUE_WIDTH, *chunk))
                 answers = await pipe.execute()
+            else:
+                # A cluster client pipelines no scripts: chunk after chunk, each atomic.
+                # Sent again after a failure, the chunks already stored store nothing
+                # twice (their ids exist).
+                answers = [
+                    await self._scripts.call(client, "enqueue", ENQUEUE_WIDTH, *chunk)
+                    for chunk in chunks
+                ]
             stored, others = _stored(jobs, answers)
             if others:
                 pipe = client.pipeline(transaction=False)
@@ -220,9 +245,10 @@ class RedisBackend(Backend):
         return _with_others(stored, others, found)
 
     @contextlib.contextmanager
-    def _sync(self) -> Iterator[redis_sync.Redis]:
+    def _sync(self) -> Iterator[Any]:
         if self._sync_client is None:
-            self._sync_client = redis_sync.Redis.from_url(
+            kind = redis_sync.RedisCluster if self.settings.cluster else redis_sync.Redis
+            self._sync_client = kind.from_url(
                 self.settings.url, retry=SyncRetry(NoBackoff(), 0), **self._client_kwargs()
             )
         try:
@@ -393,7 +419,7 @@ class RedisBackend(Backend):
     # -- queues -------------------------------------------------------------------
     async def create_queue(self, name: str) -> None:
         async with self._redis() as client:
-            seconds, micros = await client.time()
+            seconds, micros = await client.time(**self._node(client))
             await client.hsetnx(self._key("queues"), name, f"{seconds + micros / 1e6:.6f}")
 
     async def _set_paused(self, name: str, paused: bool) -> None:
@@ -469,7 +495,7 @@ class RedisBackend(Backend):
         queues = await self.list_queues()
         async with self._redis() as client:
             counters = await client.hgetall(self._key("counters"))
-            info = await client.info()
+            info = await client.info(**self._node(client))
         counts = dict.fromkeys(_ALL_STATES, 0)
         for queue in queues:
             for state, n in queue.counts.items():
@@ -537,10 +563,6 @@ class RedisBackend(Backend):
 
 
 # -- helpers ---------------------------------------------------------------------------
-def _chunks(count: int) -> range:
-    return range(0, count, _ENQUEUE_CHUNK)
-
-
 def _stored(
     jobs: Sequence[Job], answers: Sequence[Sequence[str]]
 ) -> tuple[list[Job | None], list[str]]:
@@ -594,18 +616,18 @@ def _matches(fields: Mapping[Any, Any], wanted: JobFilter, states: Sequence[str]
     )
 
 
-async def _durability_settings(client: redis_async.Redis) -> dict[str, str]:
+async def _durability_settings(client: Any, node: dict[str, Any]) -> dict[str, str]:
     """appendonly, save and maxmemory-policy, from CONFIG GET or (where CONFIG is
     refused, as on managed services) from INFO."""
     try:
         config: dict[str, str] = {}
         for name in ("appendonly", "save", "maxmemory-policy"):
-            for key, value in (await client.config_get(name)).items():
+            for key, value in (await client.config_get(name, **node)).items():
                 config[str(key)] = str(value)
         return config
     except ResponseError:
-        info = await client.info("persistence")
-        memory = await client.info("memory")
+        info = await client.info("persistence", **node)
+        memory = await client.info("memory", **node)
         return {
             "appendonly": "yes" if info.get("aof_enabled") else "no",
             "save": "" if info.get("rdb_last_save_time") is None else "?",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from conveyor.backends import number_option, redact_url
 from conveyor.exceptions import ConfigError
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_DB = re.compile(r"^[0-9]+$")
 #: Seconds finished jobs are kept by default: succeeded ones a day, poisoned and
 #: cancelled ones (the ones someone may want to look at or retry) 30 days.
 KEEP_SUCCEEDED_S = 24 * 3600.0
@@ -29,6 +30,7 @@ class RedisSettings:
     max_payload: int
     poll: float
     connect_timeout: float
+    cluster: bool = False  # a Redis Cluster: the URL names one of its nodes
 
     @property
     def prefix(self) -> str:
@@ -56,12 +58,23 @@ def parse_redis_url(url: str) -> RedisSettings:
     max_payload = number_option(options, "max_payload", MAX_PAYLOAD, where, int)
     poll = number_option(options, "poll", 0.05, where, float)
     connect_timeout = number_option(options, "connect_timeout", 10, where, float)
+    cluster = _flag(options, "cluster", where)
     client_url = parts._replace(query=urlencode(options)).geturl()
+    # redis-py reads the path as the database number but ignores one that is not a
+    # number (redis://host/x is db 0) and drops every '/' (redis://host/1/2 is db 12).
+    db = unquote(parts.path).removeprefix("/")
+    if db and not _DB.match(db):
+        raise ConfigError(
+            "url", f"{where!r} does not parse: the path must be a database number, got {db!r}"
+        )
     try:
-        from redis.asyncio.connection import parse_url
+        from redis.asyncio import ConnectionPool
 
-        parse_url(client_url)
-    except ValueError as exc:
+        # A connection object is made without connecting: an option redis-py does not
+        # know fails here, not as a TypeError at the first command.
+        pool = ConnectionPool.from_url(client_url)
+        pool.connection_class(**pool.connection_kwargs)
+    except (ValueError, TypeError) as exc:
         raise ConfigError("url", f"{where!r} does not parse: {exc}") from None
     return RedisSettings(
         client_url,
@@ -71,7 +84,15 @@ def parse_redis_url(url: str) -> RedisSettings:
         int(max_payload),
         float(poll),
         float(connect_timeout),
+        cluster,
     )
+
+
+def _flag(options: dict[str, str], name: str, where: str) -> bool:
+    raw = options.pop(name, "false").lower()
+    if raw not in ("1", "0", "true", "false", "yes", "no"):
+        raise ConfigError(f"url.{name}", f"expected true or false in {where!r}, got {raw!r}")
+    return raw in ("1", "true", "yes")
 
 
 def _seconds(options: dict[str, str], name: str, default: float, where: str) -> float:
