@@ -32,7 +32,7 @@ import redis as redis_sync
 import redis.asyncio as redis_async
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
 from redis.retry import Retry as SyncRetry
 
 from conveyor.backends import redact_url
@@ -56,7 +56,7 @@ from conveyor.backends.redis_rows import (
     release_args,
     save_args,
 )
-from conveyor.backends.redis_scripts import Scripts
+from conveyor.backends.redis_scripts import SCRIPTS, Scripts
 from conveyor.backends.redis_url import parse_redis_url
 from conveyor.backends.rows import dumps, loads, retried_steps, retry_filter
 from conveyor.exceptions import (
@@ -213,10 +213,13 @@ class RedisBackend(Backend):
             if len(chunks) == 1:
                 answers = [await self._scripts.call(client, "enqueue", ENQUEUE_WIDTH, *args)]
             elif not self.settings.cluster:
-                pipe = client.pipeline(transaction=True)
-                for chunk in chunks:
-                    pipe.evalsha(*self._scripts.args("enqueue", ENQUEUE_WIDTH, *chunk))
-                answers = await pipe.execute()
+                try:
+                    answers = await self._enqueue_transaction(client, chunks)
+                except NoScriptError:
+                    # Redis lost its scripts (a restart, a failover, SCRIPT FLUSH). No chunk
+                    # ran, as they all name that script: load it and send them again.
+                    await client.script_load(SCRIPTS["enqueue"].text)
+                    answers = await self._enqueue_transaction(client, chunks)
             else:
                 # A cluster client pipelines no scripts: chunk after chunk, each atomic.
                 # Sent again after a failure, the chunks already stored store nothing
@@ -232,6 +235,13 @@ class RedisBackend(Backend):
                     pipe.hgetall(self._key("job", job_id))
                 found = await pipe.execute()
         return _with_others(stored, others, found if others else [])
+
+    async def _enqueue_transaction(self, client: Any, chunks: list[list[str]]) -> list[Any]:
+        """The chunks' enqueue script calls in one MULTI/EXEC."""
+        pipe = client.pipeline(transaction=True)
+        for chunk in chunks:
+            pipe.evalsha(*self._scripts.args("enqueue", ENQUEUE_WIDTH, *chunk))
+        return list(await pipe.execute())
 
     def enqueue_blocking(self, jobs: Sequence[Job]) -> list[Job] | None:
         """Enqueue without an event loop, on a connection of its own (sync callers)."""
@@ -271,7 +281,18 @@ class RedisBackend(Backend):
             # Before the claim: a job enqueued after it wakes the next wait.
             self._seen[tuple(names)] = self._subscription.mark(names)
         answer = await self._call("claim", worker_id, repr(float(lease)), limit, *names)
-        return [hash_to_job(fields) for fields in answer[1:]]
+        now, lease_until = float(answer[0]), float(answer[1])
+        jobs = [hash_to_job(fields) for fields in answer[2:]]
+        for job in jobs:  # what the claim changed (the script sends the fields before)
+            job.state = State.RUNNING
+            job.worker_id = worker_id
+            job.lease_until = lease_until
+            job.attempts += 1
+            job.version += 1
+            job.updated_at = now
+            if job.started_at is None:
+                job.started_at = now
+        return jobs
 
     async def extend(self, job_ids: Sequence[str], worker_id: str, lease: float) -> LeaseStatus:
         ids = list(job_ids)

@@ -24,13 +24,18 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _utf8_size(text: str) -> int:
+    """Bytes of ``text`` as Redis stores it (UTF-8: the JSON keeps non-ASCII as is)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
 def enqueue_args(jobs: Sequence[Job], max_payload: int) -> list[str]:
     """The per-job arguments of enqueue.lua; InvalidJob for a job over the size limit."""
     args: list[str] = []
     for job in jobs:
         steps = dumps([s.to_storage() for s in job.steps])
         metadata = dumps(job.metadata) if job.metadata else ""
-        size = len(steps) + len(metadata)
+        size = _utf8_size(steps) + _utf8_size(metadata)
         if size > max_payload:
             raise InvalidJob(
                 "payload",
@@ -55,11 +60,12 @@ def enqueue_args(jobs: Sequence[Job], max_payload: int) -> list[str]:
 
 
 def _float(value: str | None) -> float | None:
-    return None if value is None else float(value)
+    return float(value) if value else None
 
 
 def hash_to_job(flat: Sequence[Any] | Mapping[Any, Any]) -> Job:
-    """A job from its hash (HGETALL's flat list as scripts return it, or a dict)."""
+    """A job from its hash (HGETALL's flat list as scripts return it, or a dict).
+    A field that is absent or empty is None (or the attribute's empty default)."""
     f = flat if isinstance(flat, Mapping) else dict(zip(flat[::2], flat[1::2], strict=True))
     retry = f.get("retry")
     progress = f.get("progress")
@@ -79,17 +85,17 @@ def hash_to_job(flat: Sequence[Any] | Mapping[Any, Any]) -> Job:
         steps=[Step(**s) for s in loads(f["steps"])],
         current_step=int(f["current_step"]),
         progress=Progress.from_dict(loads(progress)) if progress else Progress(),
-        result=loads(result) if result is not None else None,
+        result=loads(result) if result else None,
         errors=loads(errors) if errors else [],
-        unique_key=f.get("unique_key"),
+        unique_key=f.get("unique_key") or None,
         metadata=loads(metadata) if metadata else {},
-        tenant=f.get("tenant"),
+        tenant=f.get("tenant") or None,
         version=int(f["version"]),
         created_at=float(f["created_at"]),
         started_at=_float(f.get("started_at")),
         finished_at=_float(f.get("finished_at")),
         updated_at=float(f["updated_at"]),
-        worker_id=f.get("worker_id"),
+        worker_id=f.get("worker_id") or None,
         lease_until=_float(f.get("lease_until")),
     )
 

@@ -9,7 +9,7 @@
 -- digits, which would round a time to a tenth of a millisecond.
 --
 -- Keys (P = the prefix):
---   P..'job:'..id                 hash, the job's fields (absent field = None)
+--   P..'job:'..id                 hash, the job's fields (absent or empty = None)
 --   P..'queue:'..q..':ready'      zset of queued jobs: score priority, member
 --                                 run_at in microseconds (16 digits) .. id, so that
 --                                 ties order by run_at, then id (FIFO)
@@ -64,8 +64,14 @@ local function park(q, id, state, priority, run_at)
   end
 end
 
+-- Whether a job whose worker_id field reads `current` is held by `worker` (a field
+-- that is absent or empty is None: nobody holds the job).
+local function holds(current, worker)
+  return current and current ~= '' and current == worker
+end
+
 local function release_unique(unique_key, id)
-  if unique_key and redis.call('HGET', P .. 'unique', unique_key) == id then
+  if unique_key and unique_key ~= '' and redis.call('HGET', P .. 'unique', unique_key) == id then
     redis.call('HDEL', P .. 'unique', unique_key)
   end
 end

@@ -1,38 +1,45 @@
 -- Take up to ARGV[4] ready jobs for worker ARGV[2], leased for ARGV[3] seconds, from
 -- the queues ARGV[5..] in that order (paused ones skipped). Due scheduled and
 -- retrying jobs of those queues are made ready first. Answers the clock, then each
--- claimed job's fields (HGETALL).
+-- claimed job's fields as they were before the claim (HGETALL): the caller applies
+-- what a claim changes (state running, worker, lease, attempts + 1, version + 1,
+-- started_at if unset, updated_at), which saves a read per job here.
 local worker, lease, left = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local lease_until = fmt(NOW + lease)
-local out = {SNOW}
+local out = {SNOW, lease_until}
 for k = 5, #ARGV do
   local q = ARGV[k]
   local due = redis.call('ZRANGEBYSCORE', due_key(q), '-inf', SNOW, 'LIMIT', 0, 1000)
   for _, id in ipairs(due) do
     local key = job_key(id)
     redis.call('ZREM', due_key(q), id)
-    local f = redis.call('HMGET', key, 'state', 'priority', 'run_at')
+    local f = redis.call('HMGET', key, 'state', 'priority', 'run_at', 'version')
     if f[1] == 'scheduled' or f[1] == 'retrying' then
-      redis.call('HSET', key, 'state', 'queued', 'updated_at', SNOW)
-      redis.call('HINCRBY', key, 'version', 1)
+      redis.call('HSET', key, 'state', 'queued', 'updated_at', SNOW, 'version', f[4] + 1)
       move(q, id, f[1], 'queued')
       park(q, id, 'queued', f[2], f[3])
     end
   end
   if left > 0 and redis.call('SISMEMBER', P .. 'paused', q) == 0 then
     local popped = redis.call('ZPOPMIN', ready_key(q), left)
+    local running = state_key(q, 'running')
+    local queued = state_key(q, 'queued')
     for m = 1, #popped, 2 do
       local id = string.sub(popped[m], 17)
       local key = job_key(id)
-      if redis.call('HGET', key, 'state') == 'queued' then
+      local fields = redis.call('HGETALL', key)
+      local f = {}
+      for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
+      if f.state == 'queued' then
+        local started = f.started_at
+        if not started or started == '' then started = SNOW end
         redis.call('HSET', key, 'state', 'running', 'worker_id', worker,
-          'lease_until', lease_until, 'updated_at', SNOW)
-        redis.call('HSETNX', key, 'started_at', SNOW)
-        redis.call('HINCRBY', key, 'attempts', 1)
-        redis.call('HINCRBY', key, 'version', 1)
+          'lease_until', lease_until, 'updated_at', SNOW, 'started_at', started,
+          'attempts', f.attempts + 1, 'version', f.version + 1)
         redis.call('ZADD', P .. 'leases', lease_until, id)
-        move(q, id, 'queued', 'running')
-        out[#out + 1] = redis.call('HGETALL', key)
+        redis.call('ZREM', queued, id)
+        redis.call('ZADD', running, 0, id)
+        out[#out + 1] = fields
         left = left - 1
       end
     end

@@ -7,7 +7,7 @@ for k = 4, #ARGV do
   local id = ARGV[k]
   local key = job_key(id)
   local f = redis.call('HMGET', key, 'worker_id', 'state')
-  if f[1] == worker then
+  if holds(f[1], worker) then
     redis.call('HSET', key, 'lease_until', lease_until)
     redis.call('ZADD', P .. 'leases', lease_until, id)
     out[#out + 1] = f[2]

@@ -15,36 +15,36 @@ for a = 5, #ARGV, width do
   local id = ARGV[a]
   local key = job_key(id)
   local f = redis.call('HMGET', key, 'worker_id', 'attempts', 'state', 'queue', 'priority',
-    'unique_key')
-  if f[1] == ARGV[a + 1] and f[2] == ARGV[a + 2] then
+    'unique_key', 'version')
+  if holds(f[1], ARGV[a + 1]) and f[2] == ARGV[a + 2] then
     local q, current, state = f[4], f[3], ARGV[a + 3]
     if current == 'cancelling' and (state == 'queued' or state == 'retrying') then
       state = 'cancelled'
     end
-    redis.call('HSET', key, 'state', state, 'attempts', ARGV[a + 5], 'steps', ARGV[a + 6],
-      'current_step', ARGV[a + 7], 'updated_at', SNOW)
-    redis.call('HDEL', key, 'worker_id', 'lease_until')
-    local optional = {progress = ARGV[a + 8], result = ARGV[a + 9], errors = ARGV[a + 10]}
-    for name, value in pairs(optional) do
-      if value == '' then
-        redis.call('HDEL', key, name)
-      else
-        redis.call('HSET', key, name, value)
-      end
+    -- One write: fields that become None are written empty.
+    local run_at, finished_at = nil, ''
+    if FINAL[state] then
+      finished_at = SNOW
+    else
+      run_at = fmt(NOW + tonumber(ARGV[a + 4]))
     end
-    redis.call('HINCRBY', key, 'version', 1)
+    local fields = {'state', state, 'attempts', ARGV[a + 5], 'steps', ARGV[a + 6],
+      'current_step', ARGV[a + 7], 'progress', ARGV[a + 8], 'result', ARGV[a + 9],
+      'errors', ARGV[a + 10], 'worker_id', '', 'lease_until', '', 'finished_at', finished_at,
+      'updated_at', SNOW, 'version', f[7] + 1}
+    if run_at then
+      fields[#fields + 1] = 'run_at'
+      fields[#fields + 1] = run_at
+    end
+    redis.call('HSET', key, unpack(fields))
     redis.call('ZREM', P .. 'leases', id)
     move(q, id, current, state)
-    if FINAL[state] then
-      redis.call('HSET', key, 'finished_at', SNOW)
-      finished(id, state, f[6])
-      ended[state] = true
-    else
-      local run_at = fmt(NOW + tonumber(ARGV[a + 4]))
-      redis.call('HSET', key, 'run_at', run_at)
-      redis.call('HDEL', key, 'finished_at')
+    if run_at then
       park(q, id, state, f[5], run_at)
       if state == 'queued' then ready[q] = true end
+    else
+      finished(id, state, f[6])
+      ended[state] = true
     end
     processed = processed + 1
     failed = failed + tonumber(ARGV[a + 11])

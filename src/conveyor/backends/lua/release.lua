@@ -10,7 +10,7 @@ for a = 3, #ARGV, width do
   local key = job_key(id)
   local f = redis.call('HMGET', key, 'worker_id', 'attempts', 'state', 'queue', 'priority',
     'run_at', 'unique_key')
-  if f[1] == ARGV[a + 1] and f[2] == ARGV[a + 2] then
+  if holds(f[1], ARGV[a + 1]) and f[2] == ARGV[a + 2] then
     local q, current = f[4], f[3]
     local state = 'queued'
     if current == 'cancelling' then state = 'cancelled' end

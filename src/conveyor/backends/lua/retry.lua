@@ -10,7 +10,7 @@ if not state then return {'missing'} end
 if state ~= 'poisoned' and state ~= 'cancelled' then return {'state', state} end
 if f[2] ~= ARGV[3] then return {'changed'} end
 local unique_key = f[5]
-if unique_key then
+if unique_key and unique_key ~= '' then
   local holder = redis.call('HGET', P .. 'unique', unique_key)
   if holder and holder ~= id and ACTIVE[redis.call('HGET', job_key(holder), 'state') or ''] then
     return {'unique', holder}

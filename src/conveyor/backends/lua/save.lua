@@ -3,7 +3,7 @@
 -- [7] progress ('' for none). Answers the clock, or false when the lease is gone.
 local key = job_key(ARGV[2])
 local f = redis.call('HMGET', key, 'worker_id', 'attempts')
-if f[1] ~= ARGV[3] or f[2] ~= ARGV[4] then return false end
+if not holds(f[1], ARGV[3]) or f[2] ~= ARGV[4] then return false end
 redis.call('HSET', key, 'steps', ARGV[5], 'current_step', ARGV[6], 'updated_at', SNOW)
 if ARGV[7] == '' then
   redis.call('HDEL', key, 'progress')
