@@ -70,6 +70,8 @@ from conveyor.job import FINAL_STATES, WAITING_STATES, Job, Outcome, State
 logger = logging.getLogger("conveyor.backends.redis")
 
 _ALL_STATES = [s.value for s in State]
+#: States whose jobs are indexed by the lease set, not by a state index.
+_HELD = frozenset({State.RUNNING.value, State.CANCELLING.value})
 #: Jobs per enqueue script call: a bigger batch goes as several calls in one
 #: MULTI/EXEC (all or nothing, one round trip) so no single script holds the server
 #: for long.
@@ -349,16 +351,24 @@ class RedisBackend(Backend):
                 queues = [wanted.queue]
             else:
                 queues = sorted(map(str, await client.hkeys(self._key("queues"))))
-            indexes = [self._key("queue", q, s) for q in queues for s in states]
+            # Waiting and finished jobs: the state indexes, in id order. Running and
+            # cancelling ones: the lease set (as many as workers run at once).
+            indexes = [
+                self._key("queue", q, s) for q in queues for s in states if s not in _HELD
+            ]
+            held: list[str] = []
+            if any(s in _HELD for s in states):
+                held = sorted(await client.zrange(self._key("leases"), 0, -1), reverse=True)
             jobs: list[Job] = []
             after = cursor
             batch = max(limit + 1, 100)
-            while len(jobs) <= limit and indexes:
+            while len(jobs) <= limit:
                 pipe = client.pipeline(transaction=False)
                 for index in indexes:
                     pipe.zrevrangebylex(index, f"({after}" if after else "+", "-", 0, batch)
-                ids = sorted({i for found in await pipe.execute() for i in found}, reverse=True)
-                ids = ids[:batch]
+                found = {i for ids in await pipe.execute() for i in ids}
+                found.update(i for i in held if after is None or i < after)
+                ids = sorted(found, reverse=True)[:batch]
                 if not ids:
                     break
                 pipe = client.pipeline(transaction=False)
@@ -428,14 +438,18 @@ class RedisBackend(Backend):
 
     async def prune(self, before: float, states: Sequence[State] | None = None) -> int:
         wanted = [s.value for s in (states or FINAL_STATES) if s in FINAL_STATES]
-        if not wanted:
-            return 0
+        async with self._redis() as client:
+            queues = sorted(map(str, await client.hkeys(self._key("queues"))))
         total = 0
-        while True:
-            deleted = int(await self._call("prune", f"{before:.6f}", _REMOVE_CHUNK, *wanted))
-            total += deleted
-            if deleted < _REMOVE_CHUNK:
-                return total
+        for queue in queues:
+            for state in wanted:
+                after = "-"
+                while after:  # the script answers the last id it looked at, '' at the end
+                    count, after = await self._call(
+                        "prune", f"{before:.6f}", _REMOVE_CHUNK, queue, state, after
+                    )
+                    total += int(count)
+        return total
 
     # -- queues -------------------------------------------------------------------
     async def create_queue(self, name: str) -> None:
@@ -632,6 +646,7 @@ def _matches(fields: Mapping[Any, Any], wanted: JobFilter, states: Sequence[str]
     index was read."""
     return (
         fields.get("state") in states
+        and (wanted.queue is None or fields.get("queue") == wanted.queue)
         and (wanted.task is None or fields.get("task") == wanted.task)
         and (wanted.tenant is None or fields.get("tenant") == wanted.tenant)
     )

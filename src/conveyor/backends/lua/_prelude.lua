@@ -14,10 +14,14 @@
 --                                 run_at in microseconds (16 digits) .. id, so that
 --                                 ties order by run_at, then id (FIFO)
 --   P..'queue:'..q..':due'        zset of scheduled and retrying jobs by run_at
---   P..'queue:'..q..':'..state    zset per state (all scores 0, members ids): the
---                                 listing index; a job is in exactly one
---   P..'finished:'..state         zset of finished jobs by finished_at (prune, keep)
---   P..'leases'                   zset of running / cancelling jobs by lease_until
+--   P..'queue:'..q..':'..state    zset per waiting or final state (all scores 0,
+--                                 members ids, so in id order: the listing index,
+--                                 and for final states what prune and retention
+--                                 read, oldest first)
+--   P..'leases'                   zset of running and cancelling jobs by the end of
+--                                 their lease: their only index (there are as many
+--                                 as workers run at once)
+-- Every job is in exactly one of the state indexes and the lease set.
 --   P..'queues'                   hash queue -> created_at;  P..'paused' set
 --   P..'unique'                   hash unique key -> id of the active job holding it
 --   P..'counters'                 hash processed / failed
@@ -38,21 +42,29 @@ local SNOW = fmt(NOW)
 local ACTIVE = {scheduled = true, queued = true, running = true, retrying = true,
                 cancelling = true}
 local FINAL = {succeeded = true, poisoned = true, cancelled = true}
+local HELD = {running = true, cancelling = true}
 
+local LEASES = P .. 'leases'
 local function job_key(id) return P .. 'job:' .. id end
 local function ready_key(q) return P .. 'queue:' .. q .. ':ready' end
 local function due_key(q) return P .. 'queue:' .. q .. ':due' end
 local function state_key(q, state) return P .. 'queue:' .. q .. ':' .. state end
-local function finished_key(state) return P .. 'finished:' .. state end
+
+-- The smallest id of a job created at time t (ids are UUIDv7: milliseconds first).
+local function id_floor(t)
+  local hex = string.format('%012x', math.floor(t * 1000))
+  return string.sub(hex, 1, 8) .. '-' .. string.sub(hex, 9, 12) .. '-0000-0000-000000000000'
+end
 
 local function ready_member(run_at, id)
   return string.format('%016d', math.floor(tonumber(run_at) * 1000000 + 0.5)) .. id
 end
 
--- Move a job's id from one state index to another.
+-- Move a job's id from one state index to another (running and cancelling jobs are
+-- in the lease set instead: the caller adds or removes the lease).
 local function move(q, id, from, to)
-  if from then redis.call('ZREM', state_key(q, from), id) end
-  if to then redis.call('ZADD', state_key(q, to), 0, id) end
+  if from and not HELD[from] then redis.call('ZREM', state_key(q, from), id) end
+  if to and not HELD[to] then redis.call('ZADD', state_key(q, to), 0, id) end
 end
 
 -- Put a job that is now waiting where claims look: ready (queued) or due (later).
@@ -74,12 +86,6 @@ local function release_unique(unique_key, id)
   if unique_key and unique_key ~= '' and redis.call('HGET', P .. 'unique', unique_key) == id then
     redis.call('HDEL', P .. 'unique', unique_key)
   end
-end
-
--- A job that just reached a final state.
-local function finished(id, state, unique_key)
-  redis.call('ZADD', finished_key(state), SNOW, id)
-  release_unique(unique_key, id)
 end
 
 -- The errors JSON array with one more entry (entry: a JSON object as text).
@@ -109,11 +115,38 @@ local function remove_job(id)
     redis.call('ZREM', ready_key(q), ready_member(f[3], id))
   elseif state == 'scheduled' or state == 'retrying' then
     redis.call('ZREM', due_key(q), id)
-  elseif FINAL[state] then
-    redis.call('ZREM', finished_key(state), id)
   end
   release_unique(f[4], id)
   return 1
+end
+
+-- Remove up to `limit` jobs of queue q in final state `state` that finished before
+-- `before`. Candidates come from the state index in id order, oldest first, up to
+-- the first id made after `before` (a job finishes after it is made); `after` (an
+-- id, or '-') resumes a scan. Answers how many went and the last id looked at.
+local function remove_finished(q, state, before, limit, after)
+  local index = state_key(q, state)
+  local start = '-'
+  if after ~= '-' then start = '(' .. after end
+  local ids = redis.call('ZRANGEBYLEX', index, start, '(' .. id_floor(before + 60), 'LIMIT', 0,
+    limit)
+  local count = 0
+  for _, id in ipairs(ids) do
+    local finished_at = redis.call('HGET', job_key(id), 'finished_at')
+    if finished_at and finished_at ~= '' and tonumber(finished_at) < before then
+      count = count + remove_job(id)
+    end
+  end
+  return count, ids[#ids] or ''
+end
+
+-- A queue dropped while some of its jobs ran exists again once they finish (as on
+-- the SQL stores, where a queue is listed by its jobs). `known`: queues done already.
+local function keep_queue(q, known)
+  if not known[q] then
+    redis.call('HSETNX', P .. 'queues', q, SNOW)
+    known[q] = true
+  end
 end
 
 local function notify(queues)

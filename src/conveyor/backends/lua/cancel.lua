@@ -10,7 +10,6 @@ if not state then return false end
 if state == 'running' then
   redis.call('HSET', key, 'state', 'cancelling', 'updated_at', SNOW)
   redis.call('HINCRBY', key, 'version', 1)
-  move(q, id, state, 'cancelling')
 elseif state == 'scheduled' or state == 'queued' or state == 'retrying' then
   if state == 'queued' then
     redis.call('ZREM', ready_key(q), ready_member(f[3], id))
@@ -21,6 +20,6 @@ elseif state == 'scheduled' or state == 'queued' or state == 'retrying' then
     'errors', append_error(f[5], error_entry(f[4], nil, 'Cancelled', ARGV[3])))
   redis.call('HINCRBY', key, 'version', 1)
   move(q, id, state, 'cancelled')
-  finished(id, 'cancelled', f[6])
+  release_unique(f[6], id)
 end
 return redis.call('HGETALL', key)

@@ -22,7 +22,6 @@ for k = 5, #ARGV do
   end
   if left > 0 and redis.call('SISMEMBER', P .. 'paused', q) == 0 then
     local popped = redis.call('ZPOPMIN', ready_key(q), left)
-    local running = state_key(q, 'running')
     local queued = state_key(q, 'queued')
     for m = 1, #popped, 2 do
       local id = string.sub(popped[m], 17)
@@ -36,9 +35,8 @@ for k = 5, #ARGV do
         redis.call('HSET', key, 'state', 'running', 'worker_id', worker,
           'lease_until', lease_until, 'updated_at', SNOW, 'started_at', started,
           'attempts', f.attempts + 1, 'version', f.version + 1)
-        redis.call('ZADD', P .. 'leases', lease_until, id)
+        redis.call('ZADD', LEASES, lease_until, id)
         redis.call('ZREM', queued, id)
-        redis.call('ZADD', running, 0, id)
         out[#out + 1] = fields
         left = left - 1
       end

@@ -9,7 +9,7 @@ for k = 4, #ARGV do
   local f = redis.call('HMGET', key, 'worker_id', 'state')
   if holds(f[1], worker) then
     redis.call('HSET', key, 'lease_until', lease_until)
-    redis.call('ZADD', P .. 'leases', lease_until, id)
+    redis.call('ZADD', LEASES, lease_until, id)
     out[#out + 1] = f[2]
   else
     out[#out + 1] = ''

@@ -9,6 +9,7 @@ local keep = {succeeded = tonumber(ARGV[2]), poisoned = tonumber(ARGV[3]),
 local width = tonumber(ARGV[4])
 local out = {}
 local ready = {}
+local known = {}
 local processed, failed = 0, 0
 local ended = {}
 for a = 5, #ARGV, width do
@@ -37,14 +38,15 @@ for a = 5, #ARGV, width do
       fields[#fields + 1] = run_at
     end
     redis.call('HSET', key, unpack(fields))
-    redis.call('ZREM', P .. 'leases', id)
+    redis.call('ZREM', LEASES, id)
+    keep_queue(q, known)
     move(q, id, current, state)
     if run_at then
       park(q, id, state, f[5], run_at)
       if state == 'queued' then ready[q] = true end
     else
-      finished(id, state, f[6])
-      ended[state] = true
+      release_unique(f[6], id)
+      ended[q .. ':' .. state] = {q, state}
     end
     processed = processed + 1
     failed = failed + tonumber(ARGV[a + 11])
@@ -58,11 +60,8 @@ if failed > 0 then redis.call('HINCRBY', P .. 'counters', 'failed', failed) end
 notify(ready)
 -- Retention: a few of the oldest finished jobs past their keeping time go, so that
 -- the store stays bounded without a sweeper.
-for state in pairs(ended) do
-  if keep[state] > 0 then
-    local old = redis.call('ZRANGEBYSCORE', finished_key(state), '-inf',
-      '(' .. fmt(NOW - keep[state]), 'LIMIT', 0, 100)
-    for _, id in ipairs(old) do remove_job(id) end
-  end
+for _, place in pairs(ended) do
+  local q, state = place[1], place[2]
+  if keep[state] > 0 then remove_finished(q, state, NOW - keep[state], 100, '-') end
 end
 return out

@@ -1,9 +1,6 @@
--- Delete up to ARGV[3] jobs of each final state ARGV[4..] that finished before
--- ARGV[2]. Answers how many.
-local count = 0
-for k = 4, #ARGV do
-  local old = redis.call('ZRANGEBYSCORE', finished_key(ARGV[k]), '-inf', '(' .. ARGV[2],
-    'LIMIT', 0, tonumber(ARGV[3]))
-  for _, id in ipairs(old) do count = count + remove_job(id) end
-end
-return count
+-- Delete up to ARGV[3] jobs of queue ARGV[4] in final state ARGV[5] that finished
+-- before ARGV[2], looking at ids after ARGV[6] ('-': from the oldest). Answers how
+-- many went and the last id looked at ('' when the scan is done).
+local count, last = remove_finished(ARGV[4], ARGV[5], tonumber(ARGV[2]), tonumber(ARGV[3]),
+  ARGV[6])
+return {count, last}

@@ -2,12 +2,13 @@
 -- the attempt), poisoned when attempts are spent, cancelled when a cancel was asked.
 -- The lost run counts as processed and failed, as a raising task would. Answers the
 -- recovered jobs' fields.
-local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', '(' .. SNOW, 'LIMIT', 0,
+local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. SNOW, 'LIMIT', 0,
   tonumber(ARGV[2]))
 local out = {}
 local ready = {}
+local known = {}
 for _, id in ipairs(expired) do
-  redis.call('ZREM', P .. 'leases', id)
+  redis.call('ZREM', LEASES, id)
   local key = job_key(id)
   local f = redis.call('HMGET', key, 'state', 'attempts', 'max_attempts', 'worker_id', 'steps',
     'current_step', 'errors', 'queue', 'priority', 'unique_key')
@@ -27,13 +28,14 @@ for _, id in ipairs(expired) do
     redis.call('HDEL', key, 'worker_id', 'lease_until')
     redis.call('HINCRBY', key, 'version', 1)
     move(q, id, current, state)
+    keep_queue(q, known)
     if state == 'queued' then
       redis.call('HSET', key, 'run_at', SNOW)
       park(q, id, state, f[9], SNOW)
       ready[q] = true
     else
       redis.call('HSET', key, 'finished_at', SNOW)
-      finished(id, state, f[10])
+      release_unique(f[10], id)
     end
     out[#out + 1] = redis.call('HGETALL', key)
   end

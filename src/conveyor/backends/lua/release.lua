@@ -5,6 +5,7 @@
 local width = tonumber(ARGV[2])
 local count = 0
 local ready = {}
+local known = {}
 for a = 3, #ARGV, width do
   local id = ARGV[a]
   local key = job_key(id)
@@ -24,11 +25,12 @@ for a = 3, #ARGV, width do
       redis.call('HSET', key, 'progress', ARGV[a + 5])
     end
     redis.call('HINCRBY', key, 'version', 1)
-    redis.call('ZREM', P .. 'leases', id)
+    redis.call('ZREM', LEASES, id)
+    keep_queue(q, known)
     move(q, id, current, state)
     if state == 'cancelled' then
       redis.call('HSET', key, 'finished_at', SNOW)
-      finished(id, state, f[7])
+      release_unique(f[7], id)
     else
       park(q, id, state, f[5], f[6])
       ready[q] = true

@@ -21,7 +21,6 @@ redis.call('HSET', key, 'state', 'queued', 'attempts', 0, 'run_at', SNOW, 'steps
   'updated_at', SNOW)
 redis.call('HDEL', key, 'finished_at', 'worker_id', 'lease_until')
 redis.call('HINCRBY', key, 'version', 1)
-redis.call('ZREM', finished_key(state), id)
 move(q, id, state, 'queued')
 park(q, id, 'queued', f[4], SNOW)
 notify({[q] = true})
