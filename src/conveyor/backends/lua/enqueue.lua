@@ -4,6 +4,8 @@
 -- id of the job returned in its place: the active job holding its unique key, or the
 -- job itself when its id is stored already (a batch sent again after a lost answer).
 local width = tonumber(ARGV[2])
+-- Fields written only when given: their offset in a job's arguments.
+local OPTIONAL = {task = 2, retry = 6, timeout = 7, unique_key = 9, metadata = 10, tenant = 11}
 local out = {SNOW}
 local ready = {}
 local known = {}
@@ -28,14 +30,17 @@ for a = 3, #ARGV, width do
     local state = 'queued'
     if run_at > NOW then state = 'scheduled' end
     local srun_at = fmt(run_at)
-    redis.call('HSET', key, 'id', id, 'queue', q, 'priority', ARGV[a + 3], 'state', state,
+    local fields = {'id', id, 'queue', q, 'priority', ARGV[a + 3], 'state', state,
       'run_at', srun_at, 'attempts', 0, 'max_attempts', ARGV[a + 5], 'steps', ARGV[a + 8],
-      'current_step', 0, 'version', 1, 'created_at', SNOW, 'updated_at', SNOW)
-    local optional = {task = ARGV[a + 2], retry = ARGV[a + 6], timeout = ARGV[a + 7],
-                      unique_key = unique_key, metadata = ARGV[a + 10], tenant = ARGV[a + 11]}
-    for name, value in pairs(optional) do
-      if value ~= '' then redis.call('HSET', key, name, value) end
+      'current_step', 0, 'version', 1, 'created_at', SNOW, 'updated_at', SNOW}
+    for name, offset in pairs(OPTIONAL) do
+      local value = ARGV[a + offset]
+      if value ~= '' then
+        fields[#fields + 1] = name
+        fields[#fields + 1] = value
+      end
     end
+    redis.call('HSET', key, unpack(fields))
     if unique_key ~= '' then redis.call('HSET', P .. 'unique', unique_key, id) end
     if not known[q] then
       redis.call('HSETNX', P .. 'queues', q, SNOW)
