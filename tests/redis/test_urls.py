@@ -1,0 +1,172 @@
+"""Bad Redis URLs and servers that do not answer or refuse us: a clear error naming the
+URL (password hidden) and what failed, at construction or at open, before anything is
+written."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conveyor import Conveyor
+from conveyor.backends import create_backend
+from conveyor.backends.redis import RedisBackend
+from conveyor.exceptions import BackendUnavailable, ConfigError
+from tests.redis.server import RedisServer, free_port
+
+#: In every URL below, so that each test also shows it never reaches a message.
+PASSWORD = "s3cret-pw"
+
+
+@pytest.mark.parametrize(
+    ("url", "field", "words"),
+    [
+        (f"redis://:{PASSWORD}@h:99999/0", "url", "Port out of range"),
+        (f"redis://:{PASSWORD}@h:abc/0", "url", "Port could not be cast"),
+        (f"redis://:{PASSWORD}@[::1/0", "url", "does not parse"),
+        # redis-py alone would take these as database 0 and 12 (it drops what is not a
+        # digit), so a typo would silently share another app's database
+        (f"redis://:{PASSWORD}@h/x", "url", "must be a database number, got 'x'"),
+        (f"redis://:{PASSWORD}@h/1/2", "url", "must be a database number, got '1/2'"),
+        (f"redis://:{PASSWORD}@h/0?db=x", "url", "Invalid value for 'db'"),
+        # an option nobody knows would otherwise fail at the first command, as a TypeError
+        (f"redis://:{PASSWORD}@h/0?no_such_option=1", "url", "no_such_option"),
+        (f"valkey://:{PASSWORD}@h/0", "url", "unsupported scheme 'valkey'"),
+        (f"redis://:{PASSWORD}@h/0?prefix=two%20words", "url.prefix", "'two words'"),
+        (f"redis://:{PASSWORD}@h/0?prefix={'p' * 65}", "url.prefix", "at most 64"),
+        (f"redis://:{PASSWORD}@h/0?keep_succeeded=-1", "url.keep_succeeded", "got '-1'"),
+        (f"redis://:{PASSWORD}@h/0?keep_failed=soon", "url.keep_failed", "got 'soon'"),
+        (f"redis://:{PASSWORD}@h/0?max_payload=abc", "url.max_payload", "got 'abc'"),
+        (f"redis://:{PASSWORD}@h/0?max_payload=0", "url.max_payload", "must be > 0"),
+        (f"redis://:{PASSWORD}@h/0?poll=-1", "url.poll", "must be > 0"),
+        (f"redis://:{PASSWORD}@h/0?connect_timeout=x", "url.connect_timeout", "got 'x'"),
+    ],
+)
+def test_a_bad_url_is_refused_naming_the_field_without_the_password(
+    url: str, field: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        create_backend(url)
+    assert refused.value.field == field
+    assert words in str(refused.value)
+    assert PASSWORD not in str(refused.value)
+
+
+def test_a_url_of_another_scheme_given_to_the_redis_backend_is_refused() -> None:
+    with pytest.raises(ConfigError, match="not a redis:// URL") as refused:
+        RedisBackend(f"http://:{PASSWORD}@h/0")
+    assert refused.value.field == "url"
+    assert PASSWORD not in str(refused.value)
+
+
+@pytest.mark.parametrize("url", ["redis://h", "redis://h/", "redis://h/15", "rediss://h:6380/0"])
+def test_a_good_url_is_taken(url: str) -> None:
+    assert isinstance(create_backend(url), RedisBackend)
+
+
+def test_a_server_that_does_not_answer_is_named_at_open_without_the_password() -> None:
+    port = free_port()  # nothing listens there
+    url = f"redis://:{PASSWORD}@127.0.0.1:{port}/0?connect_timeout=1"
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable) as failed:
+        asyncio.run(RedisBackend(url).open())
+    took = time.monotonic() - started
+    message = str(failed.value)
+    assert f"cannot connect to Redis at redis://:***@127.0.0.1:{port}/0" in message
+    assert PASSWORD not in message
+    assert took < 10.0  # a refused connection is not waited on, let alone retried
+
+
+async def _open_and_close(backend: RedisBackend) -> None:
+    await backend.open()
+    await backend.close()
+
+
+def test_a_wrong_password_says_authentication_failed_and_hides_it(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "redis", password="the-right-one") as server:
+        for given in ("wrong-pw", ""):  # a wrong password, and none where one is needed
+            url = server.url(prefix="conveyor_t_auth", password=given)
+            with pytest.raises(BackendUnavailable) as failed:
+                asyncio.run(RedisBackend(url).open())
+            message = str(failed.value)
+            assert "authentication failed" in message, message
+            assert f"127.0.0.1:{server.port}" in message
+            assert "wrong-pw" not in message
+            assert "the-right-one" not in message
+        # and the right one opens: the refusals above were about the password
+        asyncio.run(_open_and_close(RedisBackend(server.url(prefix="conveyor_t_auth"))))
+
+
+def test_enqueue_with_a_wrong_password_raises_and_hides_it(tmp_path: Path) -> None:
+    # A sync enqueue goes through its own connection (no open() first): the same answer
+    with RedisServer(tmp_path / "redis", password="the-right-one") as server:
+        app = Conveyor(server.url(prefix="conveyor_t_auth", password="wrong-pw"))
+
+        @app.task
+        def noop() -> None: ...
+
+        try:
+            with pytest.raises(BackendUnavailable) as failed:
+                noop.enqueue()
+            assert "authentication failed" in str(failed.value)
+            assert "wrong-pw" not in str(failed.value)
+        finally:
+            app.close()
+
+
+def test_enqueue_against_a_dead_server_raises_and_says_where() -> None:
+    app = Conveyor(f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0?connect_timeout=1")
+
+    @app.task
+    def noop() -> None: ...
+
+    try:
+        with pytest.raises(BackendUnavailable) as failed:
+            noop.enqueue()
+        assert "127.0.0.1" in str(failed.value)
+        assert PASSWORD not in str(failed.value)
+    finally:
+        app.close()
+
+
+def _conveyor(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_cli_says_the_store_is_unreachable_in_one_line_and_exits_1() -> None:
+    port = free_port()
+    done = _conveyor("queues", "list", "--url", f"redis://:{PASSWORD}@127.0.0.1:{port}/0")
+    assert done.returncode == 1  # docs/cli.md: 1 is "the store did not answer"
+    assert done.stdout == ""
+    assert done.stderr.startswith(
+        f"error: store: cannot connect to Redis at redis://:***@127.0.0.1:{port}/0: "
+    ), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+    assert PASSWORD not in done.stderr
+
+
+def test_the_cli_refuses_a_bad_url_with_exit_2() -> None:
+    done = _conveyor("queues", "list", "--url", f"redis://:{PASSWORD}@127.0.0.1/x")
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: url: 'redis://:***@127.0.0.1/x' does not parse")
+    assert "Traceback" not in done.stderr
+    assert PASSWORD not in done.stderr
+
+
+def test_the_worker_command_exits_with_a_clear_error_when_the_server_is_down() -> None:
+    url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
+    done = _conveyor("worker", "--url", url, "-i", "conveyor.demo")
+    assert done.returncode != 0
+    assert "cannot connect to Redis at redis://:***@127.0.0.1" in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr + done.stdout
+    assert PASSWORD not in done.stderr + done.stdout
