@@ -386,3 +386,30 @@ def test_a_batch_over_one_script_call_is_stored_once_right_after_a_restart(
     # Then the batch is stored, once
     assert len({h.id for h in handles}) == 1001
     assert figures(env)["queued"] == 1001
+
+
+def test_the_first_enqueue_after_a_restart_gets_through(
+    env: WorkerEnv, server: RedisServer
+) -> None:
+    # Given an app whose connections to Redis were opened before a restart
+    app = env.app
+    first = env.tasks.record.enqueue(1)
+    app.portal_call(_enqueue_async(env))
+    server.kill()
+    time.sleep(OUTAGE_S)
+    server.start()
+
+    # When it enqueues again, sync and async: the dead connections fail, and the
+    # enqueue is sent once more on a new one (job ids make that safe)
+    second = env.tasks.record.enqueue(2)
+    third = app.portal_call(_enqueue_async(env))
+
+    # Then both are stored once, without the caller seeing the restart
+    handles = [first, second, third]
+    assert len({h.id for h in handles}) == 3
+    assert {h.refresh().state for h in handles} == {State.QUEUED}
+    assert figures(env)["queued"] == 4
+
+
+async def _enqueue_async(env: WorkerEnv) -> JobHandle:
+    return await env.tasks.record.enqueue_async(3)

@@ -57,6 +57,11 @@ def fresh_prefix() -> str:
             {"appendonly": "no", "save": "", "maxmemory-policy": "volatile-ttl"},
             ["no persistence", "maxmemory-policy is 'volatile-ttl'"],
         ),
+        # CONFIG refused: whether RDB snapshots run is unknown
+        (
+            {"appendonly": "no", "save": "unknown", "maxmemory-policy": "noeviction"},
+            ["appendonly is off"],
+        ),
         # what a server that answers nothing about a setting is taken to have
         ({}, ["no persistence"]),
         ({"appendonly": "yes", "maxmemory-policy": ""}, []),
@@ -127,3 +132,15 @@ def test_the_policy_is_found_where_config_is_refused(
         warned = warnings_at_open(server.url(prefix=fresh_prefix()), caplog)
     assert len(warned) == 1, warned
     assert "maxmemory-policy is 'allkeys-lru'" in warned[0]
+
+
+def test_appendonly_off_is_warned_about_where_config_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # INFO says whether AOF is on, not whether RDB snapshots are configured
+    settings = ("--appendonly", "no", "--rename-command", "CONFIG", "")
+    with RedisServer(tmp_path / "redis", *settings) as server:
+        warned = warnings_at_open(server.url(prefix=fresh_prefix()), caplog)
+    assert len(warned) == 1, warned
+    assert "appendonly is off" in warned[0]
+    assert "CONFIG is disabled" in warned[0]

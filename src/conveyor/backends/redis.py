@@ -195,6 +195,12 @@ class RedisBackend(Backend):
         try:
             yield client
         except _DOWN as exc:
+            # After a restart of Redis every idle connection is dead and would fail on
+            # its first use, one call at a time: drop them now, the next call connects.
+            pool = getattr(client, "connection_pool", None)  # (a cluster client has none)
+            if pool is not None:
+                with contextlib.suppress(Exception):
+                    await pool.disconnect(inuse_connections=False)
             raise self._unavailable(exc) from exc
 
     async def _call(self, script: str, *argv: Any) -> Any:
@@ -209,6 +215,14 @@ class RedisBackend(Backend):
         if not jobs:
             return []
         args = enqueue_args(jobs, self.settings.max_payload)
+        try:
+            return await self._enqueue(jobs, args)
+        except BackendUnavailable:
+            # Once more, on a new connection: the failed one may have died with a
+            # restart of Redis. Safe: a job whose id is stored is not stored again.
+            return await self._enqueue(jobs, args)
+
+    async def _enqueue(self, jobs: Sequence[Job], args: list[str]) -> list[Job]:
         width = _ENQUEUE_CHUNK * ENQUEUE_WIDTH
         chunks = [args[start : start + width] for start in range(0, len(args), width)]
         async with self._redis() as client:
@@ -250,7 +264,14 @@ class RedisBackend(Backend):
         if not jobs or len(jobs) > _ENQUEUE_CHUNK:
             return None
         args = enqueue_args(jobs, self.settings.max_payload)
-        with self._sync_lock, self._sync() as client:
+        with self._sync_lock:
+            try:
+                return self._enqueue_sync(jobs, args)
+            except BackendUnavailable:  # once more, as enqueue() does
+                return self._enqueue_sync(jobs, args)
+
+    def _enqueue_sync(self, jobs: Sequence[Job], args: list[str]) -> list[Job]:
+        with self._sync() as client:
             answer = self._scripts.call_sync(client, "enqueue", ENQUEUE_WIDTH, *args)
             stored, others = _stored(jobs, [answer])
             found = [client.hgetall(self._key("job", job_id)) for job_id in others]
@@ -270,6 +291,10 @@ class RedisBackend(Backend):
                 f"cannot connect to Redis at {self.where}: authentication failed ({exc})"
             ) from None
         except _DOWN as exc:
+            pool = getattr(self._sync_client, "connection_pool", None)
+            if pool is not None:
+                with contextlib.suppress(Exception):
+                    pool.disconnect(inuse_connections=False)
             raise self._unavailable(exc) from exc
 
     # -- claims and outcomes ---------------------------------------------------------
@@ -353,9 +378,7 @@ class RedisBackend(Backend):
                 queues = sorted(map(str, await client.hkeys(self._key("queues"))))
             # Waiting and finished jobs: the state indexes, in id order. Running and
             # cancelling ones: the lease set (as many as workers run at once).
-            indexes = [
-                self._key("queue", q, s) for q in queues for s in states if s not in _HELD
-            ]
+            indexes = [self._key("queue", q, s) for q in queues for s in states if s not in _HELD]
             held: list[str] = []
             if any(s in _HELD for s in states):
                 held = sorted(await client.zrange(self._key("leases"), 0, -1), reverse=True)
@@ -664,9 +687,10 @@ async def _durability_settings(client: Any, node: dict[str, Any]) -> dict[str, s
     except ResponseError:
         info = await client.info("persistence", **node)
         memory = await client.info("memory", **node)
+        # INFO does not tell whether RDB snapshots are configured.
         return {
             "appendonly": "yes" if info.get("aof_enabled") else "no",
-            "save": "" if info.get("rdb_last_save_time") is None else "?",
+            "save": "unknown",
             "maxmemory-policy": str(memory.get("maxmemory_policy", "")),
         }
 
@@ -674,11 +698,19 @@ async def _durability_settings(client: Any, node: dict[str, Any]) -> dict[str, s
 def durability_warnings(config: dict[str, str]) -> list[str]:
     """What a Redis with these settings risks losing, one sentence per risk."""
     warnings: list[str] = []
-    if config.get("appendonly", "no") != "yes" and not config.get("save", "").strip():
-        warnings.append(
-            "no persistence (appendonly no, no RDB snapshots): a restart of Redis loses "
-            "every job, queued or finished; set `appendonly yes` (see docs/redis.md)"
-        )
+    save = config.get("save", "").strip()
+    if config.get("appendonly", "no") != "yes":
+        if not save:
+            warnings.append(
+                "no persistence (appendonly no, no RDB snapshots): a restart of Redis loses "
+                "every job, queued or finished; set `appendonly yes` (see docs/redis.md)"
+            )
+        elif save == "unknown":
+            warnings.append(
+                "appendonly is off (and CONFIG is disabled, so RDB snapshots cannot be "
+                "checked): a restart of Redis loses at least the jobs since the last "
+                "snapshot; set `appendonly yes` (see docs/redis.md)"
+            )
     policy = config.get("maxmemory-policy", "noeviction")
     if policy and policy != "noeviction":
         warnings.append(
