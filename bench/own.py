@@ -19,15 +19,18 @@ W7   churn (PostgreSQL only): a steady enqueue stream at a fixed rate (half the
 W2n and W6 run on every store of ``--stores`` (``sqlite``: a file in a temporary
 folder; ``postgres``: the schema ``bench_conveyor_own`` of ``$PG_DSN``, dropped
 and migrated again before every run, ANALYZEd after the preload like the
-harness's PostgreSQL peers). On PostgreSQL, W6 loads its waiting jobs with one
+harness's PostgreSQL peers; ``redis``: the namespace ``bench_conveyor_own`` of
+``$REDIS_URL``, its keys deleted before every run with SCAN + UNLINK, nothing else
+touched). On PostgreSQL, W6 loads its waiting jobs with one
 ``INSERT ... SELECT generate_series`` of the rows the backend's ``insert_jobs``
-writes, then times claims and outcomes through the backend API as on SQLite.
+writes; on SQLite and Redis through the backend's ``enqueue``; then it times claims
+and outcomes through the backend API on every store.
 
 Writes one JSON line per (store, workload) (the shape of the peer harness's lines,
 with ``store`` naming the store) to ``--out``, replacing the lines of the same peer
 and workload there and keeping the others, and prints it. Usage::
 
-    python bench/own.py [--stores sqlite,postgres] [--workloads W2n,W6,W7]
+    python bench/own.py [--stores sqlite,postgres,redis] [--workloads W2n,W6,W7]
                         [--out bench/results/own.jsonl]
     python bench/own.py --stores postgres --workloads W7 --rate 4000 --duration 60 --hold 20
     python bench/own.py --stores postgres --workloads W7 --rate 6000 --duration 180 \
@@ -62,6 +65,8 @@ from conveyor.backends import create_backend  # noqa: E402
 
 PG_DSN = os.environ.get("PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 PG_SCHEMA = "bench_conveyor_own"
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_PREFIX = "bench_conveyor_own"
 
 TASKS_MODULE = """
 from conveyor import Conveyor
@@ -205,6 +210,82 @@ class PostgresStore:
     def settings(self) -> dict[str, str]:
         with self._connect() as conn:
             return server_settings(conn)
+
+
+class RedisStore:
+    name = "redis"
+    peer = "conveyor_redis"
+    backend = "redis"
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.plain_url = url
+        self.prefix = prefix
+        self.url = f"{url}{'&' if '?' in url else '?'}prefix={prefix}"
+
+    def _connect(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.plain_url, decode_responses=True)
+
+    def fresh(self, name: str) -> str:
+        self.drop()
+        return self.url
+
+    def analyze(self, url: str) -> None:
+        pass
+
+    def processed_reader(self, url: str) -> Any:
+        client = self._connect()
+        key = f"{{{self.prefix}}}:counters"
+
+        def processed() -> int:
+            return int(client.hget(key, "processed") or 0)
+
+        return processed, client.close
+
+    async def load_waiting(self, url: str, count: int) -> None:
+        # What enqueue writes, through the backend: calls of 10,000 jobs (ten enqueue
+        # scripts in one MULTI/EXEC).
+        backend = create_backend(url)
+        await backend.open()
+        app = Conveyor(url)
+
+        @app.task(name="noop")
+        async def noop(i: int) -> None:
+            return None
+
+        for start in range(0, count, 10_000):
+            n = min(10_000, count - start)
+            await backend.enqueue([noop.prepare(i) for i in range(start, start + n)])
+        await backend.close()
+
+    def drop(self) -> None:
+        """Delete every key of the namespace, and only those."""
+        client = self._connect()
+        try:
+            batch: list[str] = []
+            for key in client.scan_iter(match=f"{{{self.prefix}}}:*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    client.unlink(*batch)
+                    batch = []
+            if batch:
+                client.unlink(*batch)
+        finally:
+            client.close()
+
+    def settings(self) -> dict[str, str]:
+        client = self._connect()
+        try:
+            info = client.info("server")
+            config = {
+                k: str(v)
+                for name in ("appendonly", "save")
+                for k, v in client.config_get(name).items()
+            }
+        finally:
+            client.close()
+        return {"server_version": str(info.get("redis_version")), **config}
 
 
 # ---------------------------------------------------------------------------
@@ -582,7 +663,7 @@ def write(out: str, lines: list[dict[str, Any]]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default="W2n,W6,W7")
-    parser.add_argument("--stores", default="sqlite,postgres", help="sqlite, postgres")
+    parser.add_argument("--stores", default="sqlite,postgres,redis", help="sqlite, postgres, redis")
     parser.add_argument("--runs", type=int, default=3, help="runs of W2n and W6 (W7: one)")
     parser.add_argument("--n", type=int, default=100_000, help="W2n jobs")
     parser.add_argument("--big", type=int, default=1_000_000, help="W6 waiting jobs")
@@ -599,6 +680,7 @@ def main() -> int:
         "(for a server with autovacuum off; 0: never)",
     )
     parser.add_argument("--pg-dsn", default=PG_DSN, help="PostgreSQL (default: $PG_DSN)")
+    parser.add_argument("--redis-url", default=REDIS_URL, help="Redis (default: $REDIS_URL)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "own.jsonl"))
     opts = parser.parse_args()
     os.makedirs(os.path.dirname(opts.out), exist_ok=True)
@@ -615,8 +697,10 @@ def main() -> int:
                 stores.append(SQLiteStore(folder))
             elif name == "postgres":
                 stores.append(PostgresStore(opts.pg_dsn, PG_SCHEMA))
+            elif name == "redis":
+                stores.append(RedisStore(opts.redis_url, REDIS_PREFIX))
             else:
-                raise SystemExit(f"unknown store {name!r} (sqlite, postgres)")
+                raise SystemExit(f"unknown store {name!r} (sqlite, postgres, redis)")
         for store in stores:
             drain_rate = 0.0
             for workload in workloads:
@@ -666,7 +750,7 @@ def main() -> int:
                         runs.append(w6(store, opts.big, 1000))
                 key = "jobs_per_s" if workload == "W2n" else "ratio"
                 line = summary(store, workload, runs, date, key)
-                if store.name == "postgres":
+                if store.name in ("postgres", "redis"):
                     line["server"] = store.settings()
                 if workload == "W2n":
                     line["n"] = opts.n

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# `make bench`: conveyor (SQLite and PostgreSQL) beside the peers in one run of the
-# shared harness, then conveyor's own workloads (W2n, W6 on both stores; W7 on
+# `make bench`: conveyor (SQLite, PostgreSQL and Redis) beside the peers in one run of
+# the shared harness, then conveyor's own workloads (W2n, W6 on every store; W7 on
 # PostgreSQL). Results go to bench/results/ (lines of other peers are kept).
 #
-#   bash bench/run.sh                       # conveyor_sqlite, conveyor_pg + the peers in PEERS
+#   bash bench/run.sh                       # conveyor_sqlite, conveyor_pg, conveyor_redis
+#                                           # + the peers in PEERS
 #   PEERS="huey_pg procrastinate" bash bench/run.sh
 #   CONVEYOR="conveyor_pg" PEERS="huey_pg procrastinate" bash bench/run.sh   # PostgreSQL only
+#   CONVEYOR="conveyor_redis" PEERS="huey dramatiq" OWN_ARGS="--stores redis" \
+#       bash bench/run.sh                                                     # Redis only
 #   BENCH_ARGS="--n 2000 --runs 1" OWN_ARGS="--runs 1 --n 20000 --big 100000 \
 #       --duration 30 --hold 10" bash bench/run.sh                            # a quick look
 set -euo pipefail
@@ -24,11 +27,15 @@ if [ ! -x "$PEERS_VENV/bin/python" ]; then
     bash "$PEERS_DIR/setup.sh"
 fi
 # conveyor itself goes into the harness's environment, beside the peers.
-"$PEERS_VENV/bin/python" -m pip install --quiet -e "$ROOT[postgres]"
+"$PEERS_VENV/bin/python" -m pip install --quiet -e "$ROOT[postgres,redis]"
+# The peers come from wheels, byte-compiled when pip installed them; an editable install
+# is not, and the harness sets PYTHONDONTWRITEBYTECODE, so without this every worker
+# start would compile conveyor from source (about 40 ms of W2's start-up here).
+"$PEERS_VENV/bin/python" -m compileall -q "$ROOT/src/conveyor" > /dev/null
 mkdir -p "$RESULTS_DIR"
 
 # shellcheck disable=SC2086  # PEERS is a list of words
-bash "$PEERS_DIR/run.sh" ${CONVEYOR-conveyor_sqlite conveyor_pg} \
+bash "$PEERS_DIR/run.sh" ${CONVEYOR-conveyor_sqlite conveyor_pg conveyor_redis} \
     ${PEERS-huey_sqlite huey dramatiq huey_pg procrastinate}
 # shellcheck disable=SC2086
 "$PEERS_VENV/bin/python" "$HERE/own.py" --out "$RESULTS_DIR/own.jsonl" ${OWN_ARGS:-}
