@@ -46,6 +46,7 @@ from conveyor.backends.base import (
     WorkerInfo,
 )
 from conveyor.backends.redis_notify import Subscription
+from conveyor.backends.redis_packing import connection_class
 from conveyor.backends.redis_rows import (
     ENQUEUE_WIDTH,
     FINISH_WIDTH,
@@ -130,7 +131,10 @@ class RedisBackend(Backend):
             )
         else:
             client = redis_async.Redis.from_url(
-                self.settings.url, retry=retry, **self._client_kwargs()
+                self.settings.url,
+                retry=retry,
+                **connection_class(self.settings.url),
+                **self._client_kwargs(),
             )
         try:
             await client.ping()
