@@ -2,8 +2,8 @@
 redis-server (append-only file, fsync on every write) that the test kills with SIGKILL
 and starts again on the same port and folder. The promise under test: a worker whose
 Redis goes away keeps its running jobs' results until it can write them or its lease
-is gone, reconnects with backoff, logs clearly, and loses nothing; its wake-up
-subscription comes back, and polling keeps jobs flowing while it is down.
+is gone, reconnects with backoff, logs clearly, and loses nothing; an idle worker
+polls while Redis is down and blocks on its wake-up lists again once it is back.
 
 Runs are counted in files the task itself writes (tests/worker/conftest.py), apart
 from anything the store says. While Redis is down nobody reaches it, the test
@@ -29,7 +29,6 @@ import pytest
 
 from conveyor import State
 from conveyor.backends import redact_url
-from conveyor.backends.redis_url import parse_redis_url
 from conveyor.exceptions import BackendUnavailable
 from conveyor.handle import JobHandle
 from conveyor.job import Job
@@ -147,15 +146,13 @@ def recovery(line: str, where: str) -> bool:
             f"claims work again on {where} after",
             f"lease keeping works again on {where} after",
             f"outcome(s) on {where} after",
-            f"listening for new jobs on {where} again",
         )
     )
 
 
-def assert_logged_loss_then_recovery(env: WorkerEnv, subscribed: bool) -> None:
+def assert_logged_loss_then_recovery(env: WorkerEnv) -> None:
     """An ERROR naming the store (password hidden), later a WARNING that it works
-    again, no traceback; and when the worker was ``subscribed`` to wake-ups at the
-    outage, the subscription's loss and its return."""
+    again, no traceback."""
     where = redact_url(env.url)
     assert ":***@" in where
     logs = env.logs()
@@ -165,18 +162,12 @@ def assert_logged_loss_then_recovery(env: WorkerEnv, subscribed: bool) -> None:
     errors = [n for n, line in enumerate(lines) if " ERROR " in line and where in line]
     back = [n for n, line in enumerate(lines) if " WARNING " in line and recovery(line, where)]
     assert errors and back and errors[0] < back[-1], logs
-    if subscribed:
-        lost = [n for n, line in enumerate(lines) if "lost the wake-up subscription" in line]
-        again = [n for n, line in enumerate(lines) if "listening for new jobs on" in line]
-        assert lost and again and lost[0] < again[-1], logs
-        assert where in lines[lost[0]] and where in lines[again[-1]]
 
 
-def subscribers(env: WorkerEnv, server: RedisServer) -> int:
-    """Connections subscribed to the namespace's wake-up channel."""
-    channel = parse_redis_url(env.url).prefix + "ready"
+def waiters(server: RedisServer) -> int:
+    """Connections blocked in BLPOP: idle workers waiting on their wake-up lists."""
     with server.client() as client:
-        return int(dict(client.pubsub_numsub(channel)).get(channel, 0))
+        return sum(1 for c in client.client_list() if c.get("cmd") == "blpop")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -194,7 +185,7 @@ def test_a_restart_shorter_than_the_lease_keeps_the_results_and_runs_nothing_twi
     handles = env.tasks.timed.enqueue_many([[i, 1.0] for i in range(6)])
     proc = env.start_worker("-c", "8", "--lease", "10", "--interval", "30")
     env.wait_until("6 jobs running", lambda: len(runs(env)) == 6, 20)
-    env.wait_until("subscribed", lambda: subscribers(env, server) == 1, 10)
+    env.wait_until("waiting for work", lambda: waiters(server) == 1, 10)
     later = env.tasks.timed.with_options(delay=1.0).enqueue_many([[i, 0.2] for i in range(6, 10)])
 
     # When Redis dies while they run (they finish meanwhile) and starts again
@@ -213,12 +204,12 @@ def test_a_restart_shorter_than_the_lease_keeps_the_results_and_runs_nothing_twi
     found = figures(env)
     assert found["running"] == found["cancelling"] == found["queued"] == 0
     assert (found["processed"], found["failed"]) == (10, 0)
-    # And the log says the store was unreachable, then that it works again, and the
-    # same of the wake-up subscription
-    assert_logged_loss_then_recovery(env, subscribed=True)
+    # And the log says the store was unreachable, then that it works again
+    assert_logged_loss_then_recovery(env)
 
-    # And the subscription is back: a new job is woken up at once, not after 30 s
-    env.wait_until("subscribed again", lambda: subscribers(env, server) == 1, 10)
+    # And it waits on its wake-up list again: a new job is woken up at once, not
+    # after 30 s
+    env.wait_until("waiting again", lambda: waiters(server) == 1, 10)
     enqueued = time.monotonic()
     assert env.tasks.timed.enqueue(99, 0.0).wait(timeout=10) == 99
     woken_in = time.monotonic() - enqueued
@@ -279,7 +270,7 @@ def test_an_idle_worker_picks_up_jobs_after_a_restart_and_enqueue_meanwhile_rais
     # Given an idle worker that claims only when woken, or every 30 s
     proc = env.start_worker("-c", "4", "--interval", "30")
     assert env.tasks.record.enqueue(-1).wait(timeout=15) == -1
-    env.wait_until("subscribed", lambda: subscribers(env, server) == 1, 10)
+    env.wait_until("waiting for work", lambda: waiters(server) == 1, 10)
 
     # When Redis dies, a job is enqueued meanwhile, and Redis is back
     server.kill()
@@ -293,17 +284,17 @@ def test_an_idle_worker_picks_up_jobs_after_a_restart_and_enqueue_meanwhile_rais
 
     # Then jobs enqueued after the restart run long before the 30 s interval: the
     # worker's failed claims are retried with a growing pause (at most 5 s), and it
-    # polls every second while its subscription is down
+    # polls every second while Redis is down
     env.wait_until("5 succeeded", answered(lambda: all_succeeded(handles)), 15)
     picked_up_in = time.monotonic() - restarted
     # And it listens again: a new job is woken up at once
-    env.wait_until("subscribed again", lambda: subscribers(env, server) == 1, 10)
+    env.wait_until("waiting again", lambda: waiters(server) == 1, 10)
     enqueued = time.monotonic()
     assert env.tasks.record.enqueue(99).wait(timeout=10) == 99
     woken_in = time.monotonic() - enqueued
     assert runs(env) == Counter(str(i) for i in [-1, *range(5), 99])
     assert figures(env)["succeeded"] == 7
-    assert_logged_loss_then_recovery(env, subscribed=True)
+    assert_logged_loss_then_recovery(env)
     stop(proc)
     print(f"\npicked up {picked_up_in:.2f}s after the restart; then woken in {woken_in:.3f}s")
 
@@ -340,7 +331,7 @@ def test_a_crash_while_jobs_flow_loses_nothing_and_leaves_nothing_running(
     found = figures(env)
     assert found["running"] == found["cancelling"] == found["queued"] == 0
     assert (found["processed"], found["failed"]) == (attempts, attempts - 200)
-    assert_logged_loss_then_recovery(env, subscribed=False)  # busy: it never waited
+    assert_logged_loss_then_recovery(env)
     stop(proc)
     rerun = sum(1 for j in jobs if j.attempts > 1)
     print(f"\n{rerun} job(s) ran again after a lost answer; {attempts} attempts in all")

@@ -6,10 +6,13 @@ claimed job stays in the store, in a lease set scored by its lease's end, until
 its worker records the outcome (a compare-and-set on the lease holder); a lease
 that runs out is recovered by any worker. Every time comes from Redis' ``TIME``.
 
-Wake-ups ride on pub/sub (:mod:`conveyor.backends.redis_notify`), with polling as
-the fallback. Finished jobs are kept for a while and then removed by the scripts
-that finish jobs (URL options ``keep_succeeded``, ``keep_failed``), so the store
-stays bounded without a sweeper; ``prune`` removes them sooner.
+An idle worker blocks (BLPOP) on its queues' wake-up lists, where each job made
+ready leaves a token: one token wakes one worker, and a token waits for a worker
+that is not blocked yet, so no wake-up is lost.
+
+Finished jobs are kept for a while and then removed by the scripts that finish
+jobs (URL options ``keep_succeeded``, ``keep_failed``), so the store stays bounded
+without a sweeper; ``prune`` removes them sooner.
 
 URL: ``redis://[[user]:password@]host[:port][/db]`` (``rediss://`` for TLS), with
 redis-py's options as query parameters and conveyor's own: ``prefix`` (the
@@ -45,7 +48,6 @@ from conveyor.backends.base import (
     Stats,
     WorkerInfo,
 )
-from conveyor.backends.redis_notify import Subscription
 from conveyor.backends.redis_packing import connection_class
 from conveyor.backends.redis_rows import (
     ENQUEUE_WIDTH,
@@ -87,6 +89,8 @@ _DOWN = (
     redis_sync.ConnectionError,
     redis_sync.TimeoutError,
 )
+#: Seconds one BLPOP of a waiting worker blocks at most (below the socket timeout).
+_BLOCK_S = 2.0
 #: Durability warnings already given, per URL (once per process).
 _WARNED: set[str] = set()
 
@@ -105,9 +109,6 @@ class RedisBackend(Backend):
         self._client: Any = None
         self._sync_client: Any = None
         self._sync_lock = threading.Lock()
-        self._subscription: Subscription | None = None
-        #: per queue list, what the subscription had shown when a claim started
-        self._seen: dict[tuple[str, ...], tuple[int, ...]] = {}
 
     # -- lifecycle -------------------------------------------------------------
     def _client_kwargs(self) -> dict[str, Any]:
@@ -155,9 +156,6 @@ class RedisBackend(Backend):
                 logger.warning("Redis at %s: %s", self.where, warning)
 
     async def close(self) -> None:
-        if self._subscription is not None:
-            await self._subscription.stop()
-            self._subscription = None
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -308,9 +306,6 @@ class RedisBackend(Backend):
         if limit <= 0 or not queues:
             return []
         names = list(queues)
-        if self._subscription is not None:
-            # Before the claim: a job enqueued after it wakes the next wait.
-            self._seen[tuple(names)] = self._subscription.mark(names)
         answer = await self._call("claim", worker_id, repr(float(lease)), limit, *names)
         now, lease_until = float(answer[0]), float(answer[1])
         jobs = [hash_to_job(fields) for fields in answer[2:]]
@@ -578,34 +573,40 @@ class RedisBackend(Backend):
         )
 
     # -- wake-ups -----------------------------------------------------------------
-    def _subscriber(self) -> Subscription:
-        if self._subscription is None:
-            if self._client is None:
-                raise BackendUnavailable(f"Redis backend {self.where} is not open")
-            self._subscription = Subscription(self._client, self._key("ready"), self.where)
-            self._subscription.start()
-        return self._subscription
-
     async def wait(self, queues: Sequence[str], timeout: float) -> bool:
-        sub = self._subscriber()
+        """Block on the queues' wake-up lists (BLPOP): each job made ready leaves a
+        token there, and each token wakes one waiting worker. Tokens stay until taken,
+        so none is missed between a claim and the wait that follows, nor while a
+        connection was down."""
         names = list(queues)
-        seen = self._seen.get(tuple(names))
-        stale = seen is None or seen[0] != sub.epoch or not sub.listening
-        if stale:
-            # The last claim did not happen under this subscription, so a message may
-            # have gone unheard: subscribe first, then look.
-            if not await sub.connected(min(timeout, sub.fallback)):
-                return True  # polling while the subscription is down
-            seen = sub.mark(names)
-        ready, next_due, now = await self._call("ready", *names)
-        if stale and int(ready):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            ready, next_due, now = await self._call("ready", *names)
+        except BackendUnavailable:
+            await asyncio.sleep(min(_BLOCK_S / 2, timeout))
+            return True
+        if int(ready):
             return True
         # No longer than until the next scheduled or retrying job is due: the claim
         # that follows makes it ready.
         if next_due:
-            timeout = min(timeout, max(0.005, float(next_due) - float(now)))
-        assert seen is not None
-        return await sub.wait(names, seen, timeout)
+            deadline = min(deadline, loop.time() + max(0.005, float(next_due) - float(now)))
+        keys = [self._key("wake", q) for q in names]
+        try:
+            while True:
+                left = deadline - loop.time()
+                if left <= 0:
+                    return False
+                # Blocks a pooled connection; in steps shorter than the socket timeout
+                # and at least 10 ms (a timeout that rounds to 0 ms blocks for ever).
+                async with self._redis() as client:
+                    if await client.blpop(keys, timeout=min(max(left, 0.01), _BLOCK_S)):
+                        return True
+        except BackendUnavailable:
+            # Redis is away: poll. The caller's claim says so, and backs off.
+            await asyncio.sleep(min(_BLOCK_S / 2, max(deadline - loop.time(), 0.0)))
+            return True
 
     async def watch(self, job_id: str, version: int, timeout: float) -> Job | None:
         loop = asyncio.get_running_loop()

@@ -1,6 +1,6 @@
-"""Wake-ups of waiting workers, counted per queue: the part every server store shares.
+"""Wake-ups of waiting workers from a message channel, counted per queue.
 
-A store's listener (PostgreSQL's LISTEN, Redis' pub/sub) runs in a task and calls
+A store's listener (PostgreSQL's LISTEN) runs in a task and calls
 :meth:`Wakeups._wake` with a queue's name for each message, and with None each
 time it (re)connects. A waiter compares the counts with the ones it saw when it
 last looked for work (:meth:`Wakeups.mark`), so a message that arrived in between

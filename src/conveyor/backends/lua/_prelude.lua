@@ -26,7 +26,9 @@
 --   P..'unique'                   hash unique key -> id of the active job holding it
 --   P..'counters'                 hash processed / failed
 --   P..'workers', P..'workers:started'   hashes worker id -> JSON / start time
--- Channel P..'ready' carries the name of a queue that has new ready jobs.
+--   P..'wake:'..q                 list of wake-up tokens: one per job made ready, at
+--                                 most WAKE_TOKENS; an idle worker waits on its
+--                                 queues' lists with BLPOP, so each token wakes one
 local P = ARGV[1]
 local NOW
 do
@@ -149,8 +151,15 @@ local function keep_queue(q, known)
   end
 end
 
+local WAKE_TOKENS = 64
+
+-- Wake-ups for jobs made ready: `queues` maps a queue to how many.
 local function notify(queues)
-  for q in pairs(queues) do
-    redis.call('PUBLISH', P .. 'ready', q)
+  for q, count in pairs(queues) do
+    local tokens = {}
+    for i = 1, math.min(count, WAKE_TOKENS) do tokens[i] = '1' end
+    local wake = P .. 'wake:' .. q
+    redis.call('LPUSH', wake, unpack(tokens))
+    redis.call('LTRIM', wake, 0, WAKE_TOKENS - 1)
   end
 end

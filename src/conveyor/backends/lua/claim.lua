@@ -41,6 +41,8 @@ for k = 5, #ARGV do
         left = left - 1
       end
     end
+    -- Nothing left to wake anyone for.
+    if redis.call('ZCARD', ready_key(q)) == 0 then redis.call('DEL', P .. 'wake:' .. q) end
   end
 end
 return out

@@ -48,7 +48,7 @@ for a = 3, #ARGV, width do
     end
     park(q, id, state, ARGV[a + 3], srun_at)
     move(q, id, nil, state)
-    if state == 'queued' then ready[q] = true end
+    if state == 'queued' then ready[q] = (ready[q] or 0) + 1 end
     out[#out + 1] = state
   end
 end

@@ -43,7 +43,7 @@ for a = 5, #ARGV, width do
     move(q, id, current, state)
     if run_at then
       park(q, id, state, f[5], run_at)
-      if state == 'queued' then ready[q] = true end
+      if state == 'queued' then ready[q] = (ready[q] or 0) + 1 end
     else
       release_unique(f[6], id)
       ended[q .. ':' .. state] = {q, state}

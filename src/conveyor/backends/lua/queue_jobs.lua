@@ -12,5 +12,6 @@ end
 if ARGV[3] == 'drop' then
   redis.call('HDEL', P .. 'queues', q)
   redis.call('SREM', P .. 'paused', q)
+  redis.call('DEL', P .. 'wake:' .. q)
 end
 return count

@@ -5,6 +5,6 @@ if ARGV[3] == '1' then
   redis.call('SADD', P .. 'paused', q)
 else
   redis.call('SREM', P .. 'paused', q)
-  notify({[q] = true})
+  notify({[q] = 1})
 end
 return 1

@@ -32,7 +32,7 @@ for _, id in ipairs(expired) do
     if state == 'queued' then
       redis.call('HSET', key, 'run_at', SNOW)
       park(q, id, state, f[9], SNOW)
-      ready[q] = true
+      ready[q] = (ready[q] or 0) + 1
     else
       redis.call('HSET', key, 'finished_at', SNOW)
       release_unique(f[10], id)

@@ -33,7 +33,7 @@ for a = 3, #ARGV, width do
       release_unique(f[7], id)
     else
       park(q, id, state, f[5], f[6])
-      ready[q] = true
+      ready[q] = (ready[q] or 0) + 1
     end
     count = count + 1
   end

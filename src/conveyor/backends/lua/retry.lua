@@ -23,5 +23,5 @@ redis.call('HDEL', key, 'finished_at', 'worker_id', 'lease_until')
 redis.call('HINCRBY', key, 'version', 1)
 move(q, id, state, 'queued')
 park(q, id, 'queued', f[4], SNOW)
-notify({[q] = true})
+notify({[q] = 1})
 return {'ok', redis.call('HGETALL', key)}
