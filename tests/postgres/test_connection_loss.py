@@ -13,8 +13,6 @@ can enqueue and look while the worker is cut off.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -27,11 +25,19 @@ import pytest
 
 from conveyor import State
 from conveyor.backends import redact_url
-from conveyor.handle import JobHandle
 from conveyor.job import Job
 from tests.pg import fresh_schema, libpq_url
 from tests.postgres.proxy import TcpProxy
 from tests.worker.conftest import WorkerEnv
+from tests.worker.outage import (
+    all_succeeded,
+    figures,
+    jobs_of,
+    log_lines,
+    recover_expired,
+    runs,
+    stop,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -70,33 +76,6 @@ def through(proxy: TcpProxy, url: str, application_name: str) -> str:
     return parts._replace(netloc=netloc, query=urlencode(options)).geturl()
 
 
-def runs(env: WorkerEnv) -> Counter[str]:
-    """How many times each job (by its argument ``i``) started running."""
-    return Counter(env.lines("runs"))
-
-
-def jobs_of(handles: list[JobHandle]) -> list[Job]:
-    return [h.refresh().job for h in handles]
-
-
-def all_succeeded(handles: list[JobHandle]) -> bool:
-    return all(h.refresh().state is State.SUCCEEDED for h in handles)
-
-
-def figures(env: WorkerEnv) -> dict[str, int]:
-    """Jobs per state, and the processed / failed counters."""
-
-    async def stats() -> dict[str, int]:
-        found = await (await env.app.backend()).stats()
-        return {**found.counts, "processed": found.processed, "failed": found.failed}
-
-    return env.app.portal_call(stats())
-
-
-async def _recover_expired(env: WorkerEnv) -> list[Job]:
-    return await (await env.app.backend()).recover_expired()
-
-
 def heartbeat(env: WorkerEnv) -> float | None:
     """When the (only) worker's lease keeper last went round."""
 
@@ -105,10 +84,6 @@ def heartbeat(env: WorkerEnv) -> float | None:
         return workers[0].heartbeat_at if workers else None
 
     return env.app.portal_call(last())
-
-
-def log_lines(env: WorkerEnv, *words: str) -> list[str]:
-    return [line for line in env.logs().splitlines() if all(w in line for w in words)]
 
 
 def recovery(line: str, where: str) -> bool:
@@ -122,11 +97,6 @@ def recovery(line: str, where: str) -> bool:
             f"listening for new jobs on {where} again",
         )
     )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0
 
 
 def schema_of(env: WorkerEnv) -> str:
@@ -192,7 +162,7 @@ def test_a_cut_longer_than_the_lease_never_double_counts_and_loses_nothing(
     recovered: list[Job] = []
     while taken_back and len(recovered) < 4 and time.monotonic() < back_at:
         time.sleep(0.25)
-        recovered += env.app.portal_call(_recover_expired(env))
+        recovered += recover_expired(env)
     time.sleep(max(0.0, back_at - time.monotonic()))
     assert len(recovered) == (4 if taken_back else 0)
     proxy.restore()
@@ -245,7 +215,7 @@ def test_a_job_taken_back_while_its_first_run_goes_on_here_runs_again_cleanly(
             [handle.id],
         )
         assert expired.rowcount == 1
-    assert len(env.app.portal_call(_recover_expired(env))) == 1
+    assert len(recover_expired(env)) == 1
 
     # Then the worker claims it again, stops the old run, and records the new one's
     # outcome only

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -31,9 +30,17 @@ from conveyor import State
 from conveyor.backends import redact_url
 from conveyor.exceptions import BackendUnavailable
 from conveyor.handle import JobHandle
-from conveyor.job import Job
 from tests.redis.server import RedisServer
 from tests.worker.conftest import WorkerEnv
+from tests.worker.outage import (
+    all_succeeded,
+    figures,
+    jobs_of,
+    log_lines,
+    recover_expired,
+    runs,
+    stop,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -104,40 +111,6 @@ def answered_list(call: Callable[[], list[T]], timeout: float = 10.0) -> list[T]
             time.sleep(0.05)
 
 
-def runs(env: WorkerEnv) -> Counter[str]:
-    """How many times each job (by its argument ``i``) started running."""
-    return Counter(env.lines("runs"))
-
-
-def jobs_of(handles: list[JobHandle]) -> list[Job]:
-    return [h.refresh().job for h in handles]
-
-
-def all_succeeded(handles: list[JobHandle]) -> bool:
-    return all(h.refresh().state is State.SUCCEEDED for h in handles)
-
-
-def figures(env: WorkerEnv) -> dict[str, int]:
-    """Jobs per state, and the processed / failed counters."""
-
-    async def stats() -> dict[str, int]:
-        found = await (await env.app.backend()).stats()
-        return {**found.counts, "processed": found.processed, "failed": found.failed}
-
-    return env.app.portal_call(stats())
-
-
-def recover_expired(env: WorkerEnv) -> list[Job]:
-    async def recover() -> list[Job]:
-        return await (await env.app.backend()).recover_expired()
-
-    return env.app.portal_call(recover())
-
-
-def log_lines(env: WorkerEnv, *words: str) -> list[str]:
-    return [line for line in env.logs().splitlines() if all(w in line for w in words)]
-
-
 def recovery(line: str, where: str) -> bool:
     """A line saying that something works again on the store at ``where``."""
     return any(
@@ -168,11 +141,6 @@ def waiters(server: RedisServer) -> int:
     """Connections blocked in BLPOP: idle workers waiting on their wake-up lists."""
     with server.client() as client:
         return sum(1 for c in client.client_list() if c.get("cmd") == "blpop")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0
 
 
 # ---------------------------------------------------------------------------------------

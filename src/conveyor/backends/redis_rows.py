@@ -127,17 +127,8 @@ def finish_args(items: Sequence[tuple[Job, Outcome]]) -> list[str]:
 
 
 def release_args(jobs: Sequence[Job]) -> list[str]:
-    args: list[str] = []
-    for job in jobs:
-        args += (
-            job.id,
-            _text(job.worker_id),
-            str(job.attempts),
-            dumps([s.to_storage() for s in job.steps]),
-            str(job.current_step),
-            _progress(job),
-        )
-    return args
+    """The per-job arguments of release.lua: what save.lua takes, job after job."""
+    return [arg for job in jobs for arg in save_args(job)]
 
 
 def save_args(job: Job) -> list[str]:
