@@ -58,7 +58,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "peers"))
 
-from conveyor_shared import WORKER_FLAGS  # noqa: E402
+from conveyor_shared import WORKER_FLAGS, delete_namespace  # noqa: E402
 
 from conveyor import Conveyor, Outcome  # noqa: E402
 from conveyor.backends import create_backend  # noqa: E402
@@ -82,6 +82,22 @@ async def noop(i):
 # ---------------------------------------------------------------------------
 # Stores: a fresh one per run, its processed counter, and a fast load of waiting jobs
 # ---------------------------------------------------------------------------
+async def load_noop_jobs(url: str, count: int, per_call: int) -> None:
+    """``count`` waiting no-op jobs, stored through the backend ``per_call`` at a time."""
+    backend = create_backend(url)
+    await backend.open()
+    app = Conveyor(url)
+
+    @app.task(name="noop")
+    async def noop(i: int) -> None:
+        return None
+
+    for start in range(0, count, per_call):
+        n = min(per_call, count - start)
+        await backend.enqueue([noop.prepare(i) for i in range(start, start + n)])
+    await backend.close()
+
+
 class SQLiteStore:
     name = "sqlite"
     peer = "conveyor_sqlite"
@@ -112,18 +128,7 @@ class SQLiteStore:
         return processed, lambda: None
 
     async def load_waiting(self, url: str, count: int) -> None:
-        backend = create_backend(url)
-        await backend.open()
-        app = Conveyor(url)
-
-        @app.task(name="noop")
-        async def noop(i: int) -> None:
-            return None
-
-        for start in range(0, count, 5000):
-            n = min(5000, count - start)
-            await backend.enqueue([noop.prepare(i) for i in range(start, start + n)])
-        await backend.close()
+        await load_noop_jobs(url, count, 5000)
 
     def drop(self) -> None:
         pass
@@ -246,33 +251,10 @@ class RedisStore:
     async def load_waiting(self, url: str, count: int) -> None:
         # What enqueue writes, through the backend: calls of 10,000 jobs (ten enqueue
         # scripts in one MULTI/EXEC).
-        backend = create_backend(url)
-        await backend.open()
-        app = Conveyor(url)
-
-        @app.task(name="noop")
-        async def noop(i: int) -> None:
-            return None
-
-        for start in range(0, count, 10_000):
-            n = min(10_000, count - start)
-            await backend.enqueue([noop.prepare(i) for i in range(start, start + n)])
-        await backend.close()
+        await load_noop_jobs(url, count, 10_000)
 
     def drop(self) -> None:
-        """Delete every key of the namespace, and only those."""
-        client = self._connect()
-        try:
-            batch: list[str] = []
-            for key in client.scan_iter(match=f"{{{self.prefix}}}:*", count=1000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    client.unlink(*batch)
-                    batch = []
-            if batch:
-                client.unlink(*batch)
-        finally:
-            client.close()
+        delete_namespace(self.plain_url, self.prefix)
 
     def settings(self) -> dict[str, str]:
         client = self._connect()

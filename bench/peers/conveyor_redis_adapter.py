@@ -20,7 +20,7 @@ Worker:    ``conveyor worker -i conveyor_redis_adapter:app -q default -c 50
 
 from __future__ import annotations
 
-from conveyor_shared import ConveyorCalls, register_tasks
+from conveyor_shared import ConveyorCalls, delete_namespace, register_tasks
 from peers import common
 
 from conveyor import Conveyor
@@ -34,20 +34,7 @@ TASKS = register_tasks(app, common)
 
 def reset_namespace(url=common.REDIS_URL, prefix=PREFIX):
     """Delete every key of the namespace (``{prefix}:*``), and only those."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        batch = []
-        for key in client.scan_iter(match=f"{{{prefix}}}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                client.unlink(*batch)
-                batch = []
-        if batch:
-            client.unlink(*batch)
-    finally:
-        client.close()
+    delete_namespace(url, prefix)
 
 
 class Adapter(ConveyorCalls, common.Adapter):

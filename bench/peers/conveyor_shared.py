@@ -1,5 +1,6 @@
 """What conveyor's adapters share: the harness's job bodies as conveyor tasks, the
-producer calls, and the worker command (``bench/own.py`` runs the same flags).
+producer calls, the worker command (``bench/own.py`` runs the same flags), and how a
+Redis namespace is emptied.
 
 Worker: ``conveyor worker -i <adapter>:app -q default -c 50 --fetch 100 --prefetch
 100 --processes 2``: two worker processes under one supervisor, each one asyncio
@@ -61,3 +62,22 @@ class ConveyorCalls:
         from peers import common
 
         return [common.venv_bin("conveyor"), "worker", "-i", f"{self.module}:app", *WORKER_FLAGS]
+
+
+def delete_namespace(url, prefix):
+    """Delete every key of the Redis namespace ``prefix`` (``{prefix}:*``), and only
+    those (the server may hold other data: never FLUSHDB)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        batch = []
+        for key in client.scan_iter(match=f"{{{prefix}}}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                client.unlink(*batch)
+                batch = []
+        if batch:
+            client.unlink(*batch)
+    finally:
+        client.close()

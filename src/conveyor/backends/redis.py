@@ -139,7 +139,6 @@ class RedisBackend(Backend):
             )
         try:
             await client.ping()
-            await Scripts.load_all(client)
             config = await _durability_settings(client, self._node(client))
         except AuthenticationError as exc:
             await client.aclose()
@@ -684,11 +683,8 @@ async def _durability_settings(client: Any, node: dict[str, Any]) -> dict[str, s
     """appendonly, save and maxmemory-policy, from CONFIG GET or (where CONFIG is
     refused, as on managed services) from INFO."""
     try:
-        config: dict[str, str] = {}
-        for name in ("appendonly", "save", "maxmemory-policy"):
-            for key, value in (await client.config_get(name, **node)).items():
-                config[str(key)] = str(value)
-        return config
+        found = await client.config_get("appendonly", "save", "maxmemory-policy", **node)
+        return {str(key): str(value) for key, value in found.items()}
     except ResponseError:
         info = await client.info("persistence", **node)
         memory = await client.info("memory", **node)

@@ -2,8 +2,8 @@
 
 Each script is ``_prelude.lua`` (the key layout, the clock, shared helpers)
 followed by its own file. A call sends ``EVALSHA``; a server that does not know the
-script (restarted, ``SCRIPT FLUSH``) answers NOSCRIPT, and the script is loaded and
-the call sent again.
+script (new, restarted, ``SCRIPT FLUSH``) answers NOSCRIPT, and the script is loaded
+and the call sent again: nothing is loaded at start-up.
 """
 
 from __future__ import annotations
@@ -65,8 +65,3 @@ class Scripts:
         except NoScriptError:
             client.script_load(SCRIPTS[name].text)
             return client.evalsha(*self.args(name, *argv))
-
-    @staticmethod
-    async def load_all(client: Any) -> None:
-        for script in SCRIPTS.values():
-            await client.script_load(script.text)
