@@ -3,6 +3,7 @@
 One module per command group::
 
     worker.py    conveyor worker, conveyor serve
+    api.py       conveyor api
     enqueue.py   conveyor enqueue
     jobs.py      conveyor jobs list | show | retry | cancel | delete
     queues.py    conveyor queues list | create | pause | resume | empty | delete
@@ -25,7 +26,7 @@ from typing import Annotated
 import typer
 
 from conveyor import __version__
-from conveyor.cli import admin, enqueue, migrate, worker
+from conveyor.cli import admin, api, enqueue, migrate, worker
 from conveyor.cli.errors import ConveyorGroup
 from conveyor.cli.jobs import jobs_app
 from conveyor.cli.queues import queues_app
@@ -50,6 +51,7 @@ WATCH = "Watch and maintain"
 
 app.command("worker", rich_help_panel=RUN)(worker.worker)
 app.command("serve", rich_help_panel=RUN)(worker.serve)
+app.command("api", rich_help_panel=RUN)(api.api)
 app.command("enqueue", rich_help_panel=JOBS)(enqueue.enqueue)
 app.add_typer(jobs_app, rich_help_panel=JOBS)
 app.add_typer(queues_app, rich_help_panel=JOBS)

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
@@ -16,11 +17,14 @@ import typer
 
 from conveyor.app import Conveyor
 from conveyor.backends import redact_url as redact
+from conveyor.cli.api import HostOption, PortOption, announce, dev_keys
 from conveyor.cli.common import IncludeOption, UrlOption, console, load, with_store
 from conveyor.cli.parsing import split_list
 from conveyor.exceptions import ConfigError
 from conveyor.loader import import_include
 from conveyor.portal import portal
+from conveyor.web.server import serve as serve_api
+from conveyor.web.settings import ApiSettings
 from conveyor.worker.runtime import WorkerConfig, run_worker
 from conveyor.worker.supervisor import EXIT_CONFIG, STOP_SIGNALS, Supervisor, watch_parent
 
@@ -129,6 +133,8 @@ class WorkerOptions:
     url: str | None
     verbosity: int
     supervised: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8000
 
 
 def worker(
@@ -161,6 +167,8 @@ def worker(
 def serve(
     url: UrlOption = None,
     includes: IncludeOption = None,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
     queues: QueuesOption = None,
     concurrency: ConcurrencyOption = 10,
     processes: ProcessesOption = 1,
@@ -176,11 +184,15 @@ def serve(
         bool, typer.Option("--seed/--no-seed", help="Call seed() of the included modules.")
     ] = True,
 ) -> None:
-    """Run conveyor in one command: workers now (the HTTP API and the dashboard join later).
+    """Run conveyor in one command: the HTTP API and workers on one store.
 
     The store: --url, else $CONVEYOR_URL, else the app's URL, else
     sqlite:///.conveyor/conveyor.db (the folder is created).
     The queues: -q, else every queue the loaded tasks use.
+    The API (--host, --port) takes the settings of `conveyor api`; with no key in
+    CONVEYOR_API_KEYS / CONVEYOR_ADMIN_KEYS it makes a development admin key and prints
+    it (kept in .conveyor/api-key on the default store). With --processes 1 the API and
+    the worker share one process; with more, the API gets a process of its own.
 
     Seeding: when an included module defines a function seed() (no arguments), serve
     calls it once before the workers start, e.g. to enqueue example jobs
@@ -220,20 +232,34 @@ def start(options: WorkerOptions, *, serve: bool, seed: bool = False) -> None:
     config.validate()  # bad options stop here, before any process starts or job is seeded
     configure_logging(options.verbosity)
     if serve:
+        settings, dev_key = _api_settings(app)
         if seed:
             _seed(app, options.includes)
         processes = f"{options.processes} worker process(es)"
         console().print(
             f"conveyor serve: {processes} running queues {','.join(queues)} on store "
-            f"{redact(app.url)}. The HTTP API and dashboard are not part of this version yet: "
-            "watch with `conveyor jobs list` and `conveyor stats`. Ctrl-C stops.",
+            f"{redact(app.url)}. Ctrl-C stops.",
             markup=False,
             soft_wrap=True,
         )
+        announce(app, settings.secrets.encrypts, options.host, options.port, dev_key)
+    else:
+        settings = None
     if not options.supervised and (options.processes > 1 or options.max_jobs is not None):
-        _supervise(app, config, options)
+        _supervise(app, config, options, settings)
+    elif settings is not None:
+        asyncio.run(serve_api(app, settings, options.host, options.port, config))
     else:
         _run_here(app, config, options)
+
+
+def _api_settings(app: Conveyor) -> tuple[ApiSettings, str | None]:
+    """The API's settings from the environment; a development key when it names none."""
+    settings = ApiSettings.from_env()
+    if len(settings.keys):
+        return settings, None
+    keys, key = dev_keys(default_store=app.url == DEFAULT_SERVE_URL)
+    return replace(settings, keys=keys), key
 
 
 def _serve_app(options: WorkerOptions) -> Conveyor:
@@ -265,7 +291,10 @@ def _seed(app: Conveyor, includes: list[str]) -> None:
         app.close()  # the synchronous connection seed() used; workers open their own
 
 
-def _supervise(app: Conveyor, config: WorkerConfig, options: WorkerOptions) -> None:
+def _supervise(
+    app: Conveyor, config: WorkerConfig, options: WorkerOptions, api: ApiSettings | None = None
+) -> None:
+    """Worker processes under a supervisor; with ``api``, one more process serves the API."""
     # Open the store once here: a store that cannot be opened is one clear error now,
     # not N children failing and being restarted over and over.
     with_store(app.url, lambda backend: backend.now())
@@ -279,17 +308,22 @@ def _supervise(app: Conveyor, config: WorkerConfig, options: WorkerOptions) -> N
         redact(app.url),
     )
     child_options = replace(options, supervised=True)
+    api_slot = options.processes if api is not None else None
 
     def run_child() -> int:
         try:
-            _run_here(app, config, child_options)
+            if supervisor.slot == api_slot and api is not None:
+                asyncio.run(_supervised(serve_api(app, api, options.host, options.port)))
+            else:
+                _run_here(app, config, child_options)
         except ConfigError as exc:
             # A restart cannot fix it: exit 2 tells the supervisor to stop.
             logger.error("worker %d: %s", os.getpid(), exc)
             return EXIT_CONFIG
         return 0
 
-    code = Supervisor(run_child, options.processes).run()
+    supervisor = Supervisor(run_child, options.processes + (api is not None))
+    code = supervisor.run()
     logger.info("supervisor %d stopped", os.getpid())
     if code:
         raise typer.Exit(code)
@@ -306,19 +340,19 @@ def _run_here(app: Conveyor, config: WorkerConfig, options: WorkerOptions) -> No
             redact(app.url),
         )
     if options.supervised:
-        asyncio.run(_supervised(app, config))
+        asyncio.run(_supervised(run_worker(app, config, STOP_SIGNALS)))
     else:
         asyncio.run(run_worker(app, config, STOP_SIGNALS))
     if not options.verbosity:
         logger.info("worker %d stopped after %.1fs", os.getpid(), time.monotonic() - started)
 
 
-async def _supervised(app: Conveyor, config: WorkerConfig) -> None:
+async def _supervised(run: Coroutine[Any, Any, None]) -> None:
     """A supervisor's child: also stop gracefully when the supervisor vanishes (kill -9)."""
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch_parent(os.getppid(), stop, _stop_self))
     try:
-        await run_worker(app, config, STOP_SIGNALS)
+        await run
     finally:
         stop.set()
         watcher.cancel()

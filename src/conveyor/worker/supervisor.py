@@ -42,6 +42,8 @@ class Supervisor:
         self.run_child = run_child
         self.processes = processes
         self.children: dict[int, int] = {}  # pid → slot
+        #: In a child: its slot, 0 to processes - 1 (a restarted child keeps its slot).
+        self.slot: int | None = None
         self._crashes: dict[int, int] = {}
         self._stop_count = 0
         self._exit_code = 0
@@ -79,6 +81,7 @@ class Supervisor:
                     for sig in STOP_SIGNALS:
                         signal.signal(sig, signal.SIG_DFL)
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+                    self.slot = slot
                     code = self.run_child()
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

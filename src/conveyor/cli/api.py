@@ -1,0 +1,91 @@
+"""``conveyor api``: the HTTP API alone; and what ``conveyor serve`` needs to run it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from conveyor.app import Conveyor
+from conveyor.backends import redact_url
+from conveyor.cli.common import IncludeOption, UrlOption, console, load
+from conveyor.exceptions import ConfigError
+from conveyor.web.auth import ApiKeys, new_key
+
+logger = logging.getLogger("conveyor.cli")
+
+HostOption = Annotated[str, typer.Option("--host", help="Address the API listens on.")]
+PortOption = Annotated[int, typer.Option("--port", help="Port the API listens on.")]
+#: Where ``conveyor serve`` on the default store keeps its development key.
+DEV_KEY_FILE = Path(".conveyor/api-key")
+
+
+def api(
+    url: UrlOption = None,
+    includes: IncludeOption = None,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, show_default=False, help="-v: INFO logs.")
+    ] = 0,
+) -> None:
+    """Serve the HTTP API (/v1, /docs, /metrics) on one store, without workers.
+
+    Keys come from the environment: CONVEYOR_API_KEYS=tenant:key,... (or
+    CONVEYOR_API_KEYS_FILE) and CONVEYOR_ADMIN_KEYS=key,...; at least one is needed.
+    CONVEYOR_SECRET_KEY encrypts step credentials (set the same on the workers);
+    CONVEYOR_HTTP_ALLOW lets steps reach private addresses; CONVEYOR_CACHE_PURGE_URL
+    names the cache to purge. docs/http-api.md has them all.
+
+    Example: CONVEYOR_API_KEYS=shop:$KEY conveyor api --url postgresql://db/jobs --port 8000
+    """
+    import asyncio
+
+    from conveyor.cli.worker import configure_logging
+    from conveyor.web.server import serve
+    from conveyor.web.settings import ApiSettings
+
+    app = load(list(includes or ()), url)
+    settings = ApiSettings.from_env()
+    if not len(settings.keys):
+        raise ConfigError(
+            "CONVEYOR_API_KEYS",
+            "no API keys: set CONVEYOR_API_KEYS=tenant:key,... or CONVEYOR_ADMIN_KEYS=key "
+            "(conveyor serve makes a development key by itself)",
+        )
+    configure_logging(verbose)
+    announce(app, settings.secrets.encrypts, host, port, dev_key=None)
+    asyncio.run(serve(app, settings, host, port))
+
+
+def dev_keys(default_store: bool) -> tuple[ApiKeys, str]:
+    """An admin key for a development server: kept in .conveyor/api-key on the default
+    store (it survives restarts), made up for this run otherwise."""
+    key = None
+    if default_store and DEV_KEY_FILE.exists():
+        key = DEV_KEY_FILE.read_text().strip() or None
+    if key is None:
+        key = new_key()
+        if default_store:
+            DEV_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+            DEV_KEY_FILE.write_text(key + "\n")
+            os.chmod(DEV_KEY_FILE, 0o600)
+    return ApiKeys(admin_keys=[key]), key
+
+
+def announce(app: Conveyor, encrypts: bool, host: str, port: int, dev_key: str | None) -> None:
+    base = f"http://{host}:{port}"
+    lines = [f"conveyor API at {base} (docs: {base}/docs) on store {redact_url(app.url)}."]
+    if dev_key is not None:
+        lines.append(
+            f"Development admin key: {dev_key}\n"
+            f"  curl -H 'Authorization: Bearer {dev_key}' {base}/v1/jobs"
+        )
+    console().print("\n".join(lines), markup=False, soft_wrap=True)
+    if not encrypts:
+        logger.warning(
+            "CONVEYOR_SECRET_KEY is not set: step credentials and tokens are stored unencrypted"
+        )

@@ -1,0 +1,1 @@
+"""Step kinds beyond Python tasks: HTTP requests."""

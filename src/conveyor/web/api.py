@@ -1,0 +1,716 @@
+"""The REST API, ``/v1``: submit multi-step HTTP jobs, poll them through a cache, delete them.
+
+``create_api(app, settings)`` builds the ASGI application (FastAPI on Starlette).
+The poll route, ``GET /v1/jobs/{id}``, is a bare Starlette route placed before
+FastAPI's: no dependency injection, no response model, one store read, and the
+``304`` answer is made from the job's version without building the document.
+Every error is an RFC 9457 problem (:mod:`conveyor.web.problems`).
+
+Who may do what:
+
+* a tenant's key submits jobs, and reads, lists, retries and deletes its own;
+  another tenant's job is a 404, as if it did not exist;
+* an admin key does all that for every job, and steers queues and reads stats;
+* a job's read token (the ``token`` in the ``Location`` a POST answers) reads
+  that one job, and its events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from conveyor import __version__
+from conveyor.app import Conveyor
+from conveyor.backends import redact_url
+from conveyor.backends.base import Backend, JobFilter
+from conveyor.exceptions import (
+    BackendUnavailable,
+    ConveyorError,
+    InvalidJob,
+    JobNotFound,
+    JobStateError,
+    QueueNotFound,
+)
+from conveyor.job import Job, State
+from conveyor.web import models
+from conveyor.web.auth import Principal, token_matches
+from conveyor.web.caching import cache_control, etag_of, matches_etag
+from conveyor.web.documents import PRIVATE, job_document, job_summary, rfc3339
+from conveyor.web.metrics import Metrics
+from conveyor.web.problems import PROBLEM_JSON, SCHEMA, Problem, problem_response, validation_errors
+from conveyor.web.purge import Purger
+from conveyor.web.settings import ApiSettings
+from conveyor.web.submit import build_job, check, reject, request_digest, same_request
+
+logger = logging.getLogger("conveyor.api")
+
+JSON = "application/json"
+#: Longest long-poll (``?wait=``) and the SSE keep-alive period, in seconds.
+MAX_WAIT_S = 30.0
+SSE_KEEPALIVE_S = 15.0
+#: How long the API waits for a cancelled running job to stop before it gives up removing it.
+REAP_WITHIN_S = 600.0
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_dumps(data), status_code=status, media_type=JSON, headers=headers)
+
+
+class Api:
+    """The state of one API process: the app, the settings and what runs in the background."""
+
+    def __init__(self, app: Conveyor, settings: ApiSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = Metrics()
+        self.purger = Purger(settings.purge_url)
+        self._reapers: dict[str, asyncio.Task[None]] = {}
+
+    async def backend(self) -> Backend:
+        return await self.app.backend()
+
+    # -- who is asking ----------------------------------------------------------------
+    def principal(self, request: Request) -> Principal:
+        header = request.headers.get("authorization")
+        principal = self.settings.keys.lookup(header)
+        if principal is None:
+            detail = "unknown API key" if header else "send Authorization: Bearer <API key>"
+            raise Problem(401, detail)
+        return principal
+
+    def admin(self, request: Request) -> Principal:
+        principal = self.principal(request)
+        if not principal.admin:
+            raise Problem(403, "this needs an admin key (CONVEYOR_ADMIN_KEYS)")
+        return principal
+
+    async def visible_job(self, job_id: str, principal: Principal) -> Job:
+        job = await (await self.backend()).get(job_id)
+        if not principal.sees(job.tenant):
+            raise JobNotFound(job_id)
+        return job
+
+    async def readable_job(self, request: Request, job_id: str) -> tuple[Job, bool]:
+        """The job for a read by key or by read token; whether the token opened it."""
+        header = request.headers.get("authorization")
+        token = request.query_params.get("token")
+        principal = self.settings.keys.lookup(header) if header else None
+        if principal is None and not token:
+            raise Problem(
+                401, "unknown API key" if header else "send an API key or the job's token"
+            )
+        job = await (await self.backend()).get(job_id)
+        if principal is not None and principal.sees(job.tenant):
+            return job, False
+        private = job.metadata.get(PRIVATE)
+        if token and isinstance(private, dict) and token_matches(token, private.get("read")):
+            return job, True
+        raise JobNotFound(job_id)
+
+    # -- the poll route (bare Starlette) --------------------------------------------
+    async def poll(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        job, by_token = await self.readable_job(request, job_id)
+        wait = _wait_params(request, job.version)
+        if wait is not None:
+            seconds, version = wait
+            if job.version <= version:
+                job = await (await self.backend()).watch(job_id, version, seconds) or job
+        etag = etag_of(job.version)
+        headers = {
+            "ETag": etag,
+            "Cache-Control": "no-store"
+            if wait is not None
+            else cache_control(
+                job.state, public=by_token, final_max_age=self.settings.final_max_age
+            ),
+        }
+        if matches_etag(request.headers.get("if-none-match"), etag):
+            self.metrics.polls.labels("304").inc()
+            return Response(status_code=304, headers=headers)
+        self.metrics.polls.labels("200").inc()
+        return Response(_dumps(job_document(job)), media_type=JSON, headers=headers)
+
+    # -- submit ----------------------------------------------------------------------
+    async def submit(self, request: Request) -> Response:
+        principal = self.principal(request)
+        body = await _json_body(request, self.settings.max_body)
+        try:
+            spec = models.JobIn.model_validate(body)
+        except ValidationError as exc:
+            raise reject(validation_errors(exc.errors())) from None
+        errors = check(spec, self.settings)
+        if errors:
+            raise reject(errors)
+        key = _idempotency_key(request)
+        digest = request_digest(body)
+        backend = await self.backend()
+        job, token = build_job(
+            spec,
+            principal,
+            self.settings,
+            digest=digest,
+            idempotency_key=key,
+            now=time.time(),
+        )
+        try:
+            stored = (await backend.enqueue([job]))[0]
+        except InvalidJob as exc:
+            raise Problem(
+                422, str(exc), [{"pointer": "/" + exc.field, "detail": exc.problem}]
+            ) from None
+        if stored.id != job.id:
+            # The key is held by a job that is still active: the same request gets that
+            # job back; another request under the same key is refused.
+            if not same_request(stored, digest):
+                raise Problem(
+                    422,
+                    "this Idempotency-Key was used for another request body",
+                    [{"header": "Idempotency-Key", "detail": "used for another request body"}],
+                )
+            token = stored.metadata[PRIVATE]["read"]
+        self.metrics.submitted.inc()
+        location = f"/v1/jobs/{stored.id}?token={token}"
+        document = job_document(stored)
+        document["links"] = {"self": location}
+        return json_response(
+            document,
+            202,
+            {"Location": location, "ETag": etag_of(stored.version), "Cache-Control": "no-store"},
+        )
+
+    # -- delete ----------------------------------------------------------------------
+    async def delete(self, request: Request, job_id: str) -> Response:
+        principal = self.principal(request)
+        backend = await self.backend()
+        job = await self.visible_job(job_id, principal)
+        if job.state not in (State.RUNNING, State.CANCELLING):
+            try:
+                await backend.delete(job_id)
+            except JobStateError:
+                job = await backend.get(job_id)  # claimed meanwhile: cancel it instead
+            else:
+                await self.purger.purge(job_id)
+                return Response(status_code=204)
+        if job.state is State.RUNNING:
+            job = await backend.cancel(job_id, "deleted")
+        if job.state.is_final:
+            await backend.delete(job_id)
+            await self.purger.purge(job_id)
+            return Response(status_code=204)
+        self._reap(job)
+        await self.purger.purge(job_id)
+        return json_response(job_document(job), 202, {"Cache-Control": "no-store"})
+
+    def _reap(self, job: Job) -> None:
+        """Remove a cancelled running job once its worker has stopped it."""
+        if job.id in self._reapers:
+            return
+        task = asyncio.get_running_loop().create_task(self._reaper(job.id, job.version))
+        self._reapers[job.id] = task
+        task.add_done_callback(lambda _: self._reapers.pop(job.id, None))
+
+    async def _reaper(self, job_id: str, version: int) -> None:
+        deadline = time.monotonic() + REAP_WITHIN_S
+        try:
+            backend = await self.backend()
+            while time.monotonic() < deadline:
+                job = await backend.watch(job_id, version, 5.0)
+                if job is None:
+                    continue
+                version = job.version
+                if job.state.is_final or job.state.is_waiting:
+                    await backend.delete(job_id)
+                    await self.purger.purge(job_id)
+                    logger.info("job %s removed after its cancel", job_id)
+                    return
+            logger.warning("job %s did not stop within %.0f s of its DELETE", job_id, REAP_WITHIN_S)
+        except JobNotFound:
+            return
+        except ConveyorError as exc:
+            logger.warning("could not remove job %s after its cancel: %s", job_id, exc)
+
+    async def aclose(self) -> None:
+        for task in list(self._reapers.values()):
+            task.cancel()
+        await asyncio.gather(*self._reapers.values(), return_exceptions=True)
+        await self.purger.aclose()
+
+    # -- events ----------------------------------------------------------------------
+    async def events(self, request: Request, job_id: str) -> StreamingResponse:
+        job, _ = await self.readable_job(request, job_id)
+        last = request.headers.get("last-event-id")
+        seen = int(last) if last and last.isdigit() else 0
+        backend = await self.backend()
+
+        async def stream() -> AsyncIterator[str]:
+            nonlocal job, seen
+            yield "retry: 1000\n\n"
+            while True:
+                if job.version > seen:
+                    seen = job.version
+                    yield f"id: {job.version}\nevent: job\ndata: {_dumps(job_document(job))}\n\n"
+                if job.state.is_final:
+                    return
+                try:
+                    changed = await backend.watch(job_id, seen, SSE_KEEPALIVE_S)
+                except JobNotFound:
+                    yield "event: deleted\ndata: {}\n\n"
+                    return
+                if changed is None:
+                    yield ": keep-alive\n\n"
+                else:
+                    job = changed
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+
+# -- request parsing --------------------------------------------------------------------
+async def _json_body(request: Request, limit: int) -> Any:
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != JSON and not media.endswith("+json"):
+        raise Problem(
+            415,
+            f"send the job as application/json, not {media or 'no Content-Type'}",
+            [{"header": "Content-Type", "detail": "expected application/json"}],
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Problem(413, f"the body is larger than {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Problem(400, f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise Problem(
+            422, "the body must be a JSON object", [{"pointer": "", "detail": "expected an object"}]
+        )
+    return data
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise Problem(
+            422,
+            "Idempotency-Key: 1 to 255 printable characters",
+            [{"header": "Idempotency-Key", "detail": "1 to 255 printable characters"}],
+        )
+    return key
+
+
+def _wait_params(request: Request, current: int) -> tuple[float, int] | None:
+    params = request.query_params
+    wait = params.get("wait")
+    if wait is None:
+        return None
+    try:
+        seconds = float(wait)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_WAIT_S:
+        raise Problem(
+            422,
+            f"wait: seconds from 0 to {MAX_WAIT_S:g}",
+            [{"parameter": "wait", "detail": f"expected 0 to {MAX_WAIT_S:g}, got {wait!r}"}],
+        )
+    version = params.get("version")
+    if version is None:
+        return seconds, current
+    if not version.isdigit():
+        raise Problem(
+            422,
+            "version: an integer",
+            [{"parameter": "version", "detail": f"expected an integer, got {version!r}"}],
+        )
+    return seconds, int(version)
+
+
+def _states(text: str | None) -> frozenset[State] | None:
+    if not text:
+        return None
+    try:
+        return frozenset(State(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise Problem(
+            422,
+            "state: unknown state",
+            [
+                {
+                    "parameter": "state",
+                    "detail": "one or more of " + ", ".join(s.value for s in State),
+                }
+            ],
+        ) from None
+
+
+# -- the application ----------------------------------------------------------------------
+def create_api(app: Conveyor | str, settings: ApiSettings | None = None) -> FastAPI:
+    """The ASGI application of the API for a conveyor app (or a store URL)."""
+    conveyor = app if isinstance(app, Conveyor) else Conveyor(app)
+    api = Api(conveyor, settings or ApiSettings.from_env())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await api.aclose()
+            await conveyor.aclose()
+
+    web = FastAPI(
+        title="conveyor",
+        version=__version__,
+        summary="Multi-step HTTP jobs: submit, poll through a cache, delete.",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    web.state.api = api
+    _handlers(web)
+    # The hot route first, bare: FastAPI's routing comes after it.
+    web.router.routes.insert(0, Route("/v1/jobs/{job_id}", api.poll, methods=["GET"]))
+    _routes(web, api)
+    web.openapi = lambda: _openapi(web)  # type: ignore[method-assign]
+    return web
+
+
+def _handlers(web: FastAPI) -> None:
+    @web.exception_handler(Problem)
+    async def problem(_: Request, exc: Problem) -> Response:
+        return exc.response()
+
+    @web.exception_handler(JobNotFound)
+    async def not_found(_: Request, exc: JobNotFound) -> Response:
+        return problem_response(404, f"no job {exc.job_id}")
+
+    @web.exception_handler(QueueNotFound)
+    async def no_queue(_: Request, exc: QueueNotFound) -> Response:
+        return problem_response(404, f"no queue {exc.queue}")
+
+    @web.exception_handler(JobStateError)
+    async def conflict(_: Request, exc: JobStateError) -> Response:
+        return problem_response(409, str(exc))
+
+    @web.exception_handler(BackendUnavailable)
+    async def unavailable(_: Request, exc: BackendUnavailable) -> Response:
+        logger.warning("store unavailable: %s", exc)
+        return problem_response(
+            503, "the store is unavailable; try again", headers={"Retry-After": "1"}
+        )
+
+    @web.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        errors = []
+        for error in exc.errors():
+            where, *rest = error["loc"]
+            if where in ("query", "path", "header"):
+                errors.append(
+                    {
+                        "parameter" if where != "header" else "header": ".".join(map(str, rest)),
+                        "detail": error["msg"],
+                    }
+                )
+            else:
+                errors.extend(validation_errors([error]))
+        return problem_response(422, "invalid request", errors)
+
+    @web.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        return problem_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+
+
+_PROBLEMS = {
+    status: {
+        "description": title,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+    for status, title in {
+        400: "Malformed JSON",
+        401: "No or unknown API key",
+        403: "Not an admin key",
+        404: "No such job (or not yours)",
+        409: "The job's state does not allow it",
+        413: "Body too large",
+        415: "Not JSON",
+        422: "Invalid request",
+        503: "Store unavailable",
+    }.items()
+}
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: _PROBLEMS[status] for status in statuses}
+
+
+def _routes(web: FastAPI, api: Api) -> None:
+    @web.post(
+        "/v1/jobs",
+        status_code=202,
+        response_model=models.JobCreated,
+        responses=_problems(400, 401, 413, 415, 422, 503),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": {"$ref": "#/components/schemas/JobIn"}}},
+            },
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 255},
+                }
+            ],
+        },
+        summary="Submit a job of HTTP steps",
+        tags=["jobs"],
+    )
+    async def submit(request: Request) -> Response:
+        """Stored before it is acknowledged: ``202`` with ``Location`` (a capability URL
+        carrying the job's read token) and the job document."""
+        return await api.submit(request)
+
+    @web.get(
+        "/v1/jobs", response_model=models.JobList, responses=_problems(401, 422, 503), tags=["jobs"]
+    )
+    async def list_jobs(
+        request: Request,
+        state: str | None = None,
+        queue: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Response:
+        """Jobs, newest first; ``state`` takes several, comma-separated; pass ``next_cursor``
+        back as ``cursor`` for the next page."""
+        principal = api.principal(request)
+        if not 1 <= limit <= 500:
+            raise Problem(
+                422, "limit: 1 to 500", [{"parameter": "limit", "detail": "expected 1 to 500"}]
+            )
+        tenant = None if principal.admin else principal.tenant
+        job_filter = JobFilter(states=_states(state), queue=queue, tenant=tenant)
+        page = await (await api.backend()).list_jobs(job_filter, cursor, limit)
+        return json_response(
+            {"jobs": [job_summary(job) for job in page.jobs], "next_cursor": page.next_cursor},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    @web.delete(
+        "/v1/jobs/{job_id}",
+        status_code=204,
+        responses={
+            202: {
+                "description": "Running: cancelling, removed once stopped",
+                "model": models.JobOut,
+            },
+            **_problems(401, 404, 503),
+        },
+        tags=["jobs"],
+    )
+    async def delete_job(request: Request, job_id: str) -> Response:
+        """Not running: removed (``204``). Running: ``202``, state ``cancelling``; the
+        request in flight is aborted, no further step starts, and the job is removed."""
+        return await api.delete(request, job_id)
+
+    @web.post(
+        "/v1/jobs/{job_id}/retry",
+        response_model=models.JobOut,
+        responses=_problems(401, 404, 409, 503),
+        tags=["jobs"],
+    )
+    async def retry_job(request: Request, job_id: str) -> Response:
+        """A poisoned (or cancelled) job runs again, from the step that failed."""
+        principal = api.principal(request)
+        await api.visible_job(job_id, principal)
+        job = await (await api.backend()).retry(job_id)
+        await api.purger.purge(job_id)
+        return json_response(job_document(job), headers={"Cache-Control": "no-store"})
+
+    @web.get(
+        "/v1/jobs/{job_id}/events",
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
+            **_problems(401, 404, 503),
+        },
+        tags=["jobs"],
+    )
+    async def job_events(request: Request, job_id: str) -> StreamingResponse:
+        """Server-Sent Events: an ``event: job`` with the document on every change (``id``
+        is the version), until the job is finished; ``event: deleted`` if it is removed."""
+        return await api.events(request, job_id)
+
+    @web.get(
+        "/v1/queues",
+        response_model=models.QueueList,
+        responses=_problems(401, 403, 503),
+        tags=["queues"],
+    )
+    async def list_queues(request: Request) -> Response:
+        api.admin(request)
+        queues = await (await api.backend()).list_queues()
+        return json_response(
+            {
+                "queues": [
+                    {
+                        "name": q.name,
+                        "paused": q.paused,
+                        "counts": q.counts,
+                        "created_at": rfc3339(q.created_at),
+                    }
+                    for q in queues
+                ]
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def queue_action(request: Request, name: str, action: str) -> Response:
+        api.admin(request)
+        backend = await api.backend()
+        if action == "empty":
+            deleted = await backend.empty_queue(name)
+            return json_response({"queue": name, "deleted": deleted})
+        await (backend.pause_queue(name) if action == "pause" else backend.resume_queue(name))
+        return json_response({"queue": name, "paused": action == "pause"})
+
+    for action, doc in (
+        ("pause", "No job of the queue starts until it is resumed."),
+        ("resume", "Jobs of the queue start again."),
+        ("empty", "Delete the queue's waiting jobs (running ones finish)."),
+    ):
+
+        async def endpoint(request: Request, name: str, action: str = action) -> Response:
+            return await queue_action(request, name, action)
+
+        web.add_api_route(
+            f"/v1/queues/{{name}}/{action}",
+            endpoint,
+            methods=["POST"],
+            name=f"{action}_queue",
+            summary=f"{action.capitalize()} a queue",
+            description=doc,
+            responses=_problems(401, 403, 404, 503),
+            tags=["queues"],
+        )
+
+    @web.get("/v1/stats", responses=_problems(401, 403, 503), tags=["admin"])
+    async def stats(request: Request) -> Response:
+        api.admin(request)
+        figures = await (await api.backend()).stats()
+        return json_response(figures.to_dict(), headers={"Cache-Control": "no-store"})
+
+    @web.get("/healthz", tags=["admin"], responses=_problems(503))
+    async def healthz() -> Response:
+        """200 when the store answers within 2 seconds, else 503."""
+        try:
+            backend = await api.backend()
+            async with asyncio.timeout(2.0):
+                await backend.now()
+        except (ConveyorError, TimeoutError) as exc:
+            return problem_response(
+                503, f"store {redact_url(api.app.url)}: {exc or 'no answer in 2 s'}"
+            )
+        return json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+    @web.get(
+        "/metrics",
+        tags=["admin"],
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus"}},
+    )
+    async def metrics() -> Response:
+        """Prometheus metrics: the API's own counters and the store's figures."""
+        backend = await api.backend()
+        body, content_type = api.metrics.render(await backend.list_queues(), await backend.stats())
+        return Response(body, media_type=content_type)
+
+
+def _openapi(web: FastAPI) -> dict[str, Any]:
+    if web.openapi_schema:
+        return web.openapi_schema
+    schema = get_openapi(
+        title=web.title, version=web.version, summary=web.summary, routes=web.routes
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = SCHEMA
+    for model in (models.JobIn, models.JobOut):
+        definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(definition.pop("$defs", {}))
+        components[model.__name__] = definition
+    schema["paths"].setdefault("/v1/jobs/{job_id}", {})["get"] = _poll_operation()
+    web.openapi_schema = schema
+    return schema
+
+
+def _poll_operation() -> dict[str, Any]:
+    return {
+        "tags": ["jobs"],
+        "summary": "Poll a job",
+        "description": (
+            "The job document. Strong ETag (the version): If-None-Match answers 304. "
+            "Cache-Control: public, max-age=1 while active through the read token; long once "
+            "finished. ?wait=N&version=V answers as soon as the version passes V (N <= 30)."
+        ),
+        "operationId": "poll_job",
+        "parameters": [
+            {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
+            {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "wait",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
+            },
+            {
+                "name": "version",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0},
+            },
+            {
+                "name": "If-None-Match",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "The job",
+                "content": {JSON: {"schema": {"$ref": "#/components/schemas/JobOut"}}},
+            },
+            "304": {"description": "Not modified"},
+            **{str(k): v for k, v in _problems(401, 404, 422, 503).items()},
+        },
+    }

@@ -1,0 +1,107 @@
+"""Serving the API with uvicorn: alone (``conveyor api``) or beside a worker in one
+event loop (``conveyor serve``).
+
+conveyor owns the signals, not uvicorn: the first SIGTERM / SIGINT stops accepting
+requests and stops the worker gracefully (running jobs finish or are given
+back); a second one stops both at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Generator, Sequence
+
+import uvicorn
+
+from conveyor.app import Conveyor
+from conveyor.web.api import create_api
+from conveyor.web.settings import ApiSettings
+from conveyor.worker.runtime import Worker, WorkerConfig
+
+logger = logging.getLogger("conveyor.api")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The caller installs conveyor's handlers on the loop instead.
+        yield
+
+
+def uvicorn_config(app: Conveyor, settings: ApiSettings, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        create_api(app, settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        # A poll answer is small and a client polls often: keep its connection.
+        timeout_keep_alive=30,
+        server_header=False,
+    )
+
+
+class Service:
+    """The API (and a worker, when ``worker_config`` is given) in one event loop."""
+
+    def __init__(
+        self,
+        app: Conveyor,
+        settings: ApiSettings,
+        host: str,
+        port: int,
+        worker_config: WorkerConfig | None = None,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.server = _Server(uvicorn_config(app, settings, host, port))
+        self.worker = Worker(app, worker_config) if worker_config is not None else None
+
+    def stop(self) -> None:
+        """First call: graceful; second call: now. Call it on the service's loop."""
+        if self.server.should_exit:
+            self.server.force_exit = True
+        self.server.should_exit = True
+        if self.worker is not None:
+            self.worker.request_stop()
+
+    async def run(self, stop_signals: Sequence[int] = STOP_SIGNALS) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in stop_signals:
+            loop.add_signal_handler(sig, self.stop)
+        try:
+            if self.worker is None:
+                await self.server.serve()
+            else:
+                runs = [
+                    asyncio.ensure_future(self.server.serve()),
+                    asyncio.ensure_future(self.worker.run()),
+                ]
+                # Either one ending (the other's failure included) stops the other.
+                await asyncio.wait(runs, return_when=asyncio.FIRST_COMPLETED)
+                self.stop()
+                await asyncio.gather(*runs)
+            if not self.server.started:
+                raise OSError(f"the API could not listen on {self.host}:{self.port}")
+        finally:
+            for sig in stop_signals:
+                loop.remove_signal_handler(sig)
+            await self.app.aclose()
+
+
+async def serve(
+    app: Conveyor,
+    settings: ApiSettings,
+    host: str,
+    port: int,
+    worker_config: WorkerConfig | None = None,
+) -> None:
+    """Run the API (and a worker) until SIGTERM / SIGINT."""
+    await Service(app, settings, host, port, worker_config).run()

@@ -1,0 +1,65 @@
+"""Settings of the HTTP API, read from the environment once at start-up.
+
+==============================  ===================================================
+``CONVEYOR_API_KEYS``           ``tenant:key,...``: each key's tenant
+``CONVEYOR_API_KEYS_FILE``      a file of ``tenant:key`` lines (``#`` comments)
+``CONVEYOR_ADMIN_KEYS``         ``key,...``: keys that see every job, steer queues
+``CONVEYOR_SECRET_KEY``         encrypts stored step credentials (set it on workers too)
+``CONVEYOR_HTTP_ALLOW``         CIDRs or hosts that steps may reach beyond public ones
+``CONVEYOR_CACHE_PURGE_URL``    the cache in front: a change sends ``PURGE`` there
+``CONVEYOR_API_MAX_BODY``       largest request body in bytes (default 1 MiB)
+``CONVEYOR_API_MAX_STEPS``      most steps in one job (default 50)
+``CONVEYOR_FINAL_MAX_AGE``      ``max-age`` of a finished job's document (default 3600)
+==============================  ===================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from conveyor.exceptions import ConfigError
+from conveyor.secrets import SecretBox
+from conveyor.steps.guard import Guard
+from conveyor.web.auth import ApiKeys
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    keys: ApiKeys = field(default_factory=ApiKeys)
+    secrets: SecretBox = field(default_factory=lambda: SecretBox(None))
+    guard: Guard = field(default_factory=Guard)
+    purge_url: str | None = None
+    max_body: int = 1 << 20
+    max_steps: int = 50
+    final_max_age: int = 3600
+    #: The queue of a job that names none.
+    default_queue: str = "default"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> ApiSettings:
+        values: dict[str, object] = {
+            "keys": ApiKeys.from_env(environ),
+            "secrets": SecretBox.from_env(environ),
+            "guard": Guard.from_env(environ),
+            "purge_url": environ.get("CONVEYOR_CACHE_PURGE_URL") or None,
+            "max_body": _int(environ, "CONVEYOR_API_MAX_BODY", 1 << 20, low=1024),
+            "max_steps": _int(environ, "CONVEYOR_API_MAX_STEPS", 50, low=1),
+            "final_max_age": _int(environ, "CONVEYOR_FINAL_MAX_AGE", 3600, low=0),
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, *, low: int) -> int:
+    text = environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(name, f"expected an integer, got {text!r}") from None
+    if value < low:
+        raise ConfigError(name, f"must be >= {low}, got {value}")
+    return value

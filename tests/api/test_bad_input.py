@@ -1,0 +1,141 @@
+"""Bad input to the API: a problem+json answer that names the field, and nothing stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.api.server import RunningApi, running_api, settings
+
+URL = "http://127.0.0.1:9/x"
+
+
+def step(**fields: Any) -> dict[str, Any]:
+    return {"name": "one", "url": URL, **fields}
+
+
+def assert_nothing_stored(api: RunningApi) -> None:
+    assert api.client("admin").get("/v1/jobs").json()["jobs"] == []
+
+
+def problem(answer: Any, status: int) -> dict[str, Any]:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = answer.json()
+    assert body["status"] == status
+    assert body["title"] and body["detail"]
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [
+        ({}, "/steps"),
+        ({"steps": []}, "/steps"),
+        ({"steps": [{"url": URL}]}, "/steps/0/name"),
+        ({"steps": [step(name="has space")]}, "/steps/0/name"),
+        ({"steps": [step(), step()]}, "/steps/1/name"),
+        ({"steps": [step(url="ftp://127.0.0.1/x")]}, "/steps/0/url"),
+        ({"steps": [step(url="file:///etc/passwd")]}, "/steps/0/url"),
+        ({"steps": [step(method="BREW")]}, "/steps/0/method"),
+        ({"steps": [step(headers={"X-A": "1\r\nX-Injected: 2"})]}, "/steps/0/headers"),
+        ({"steps": [step(headers={"Bad Name": "1"})]}, "/steps/0/headers"),
+        ({"steps": [step(headers={"Host": "evil"})]}, "/steps/0/headers"),
+        ({"steps": [step(timeout=0)]}, "/steps/0/timeout"),
+        ({"steps": [step(expect=[700])]}, "/steps/0/expect/0"),
+        ({"steps": [step(max_attempts=0)]}, "/steps/0/max_attempts"),
+        ({"steps": [step(retry_exponent=-1)]}, "/steps/0/retry_exponent"),
+        ({"steps": [step(surprise=1)]}, "/steps/0/surprise"),
+        (
+            {"steps": [step(url=URL + "/{{ steps.later.response.status }}"), step(name="later")]},
+            "/steps/0/url",
+        ),
+        ({"steps": [step(body={"id": "{{ steps.nope.response.json.id }}"})]}, "/steps/0/body/id"),
+        ({"steps": [step(url=URL + "/{{ eval('1') }}")]}, "/steps/0/url"),
+        ({"steps": [step()], "priority": "urgent"}, "/priority"),
+        ({"steps": [step()], "priority": True}, "/priority"),
+        ({"steps": [step()], "delay": -1}, "/delay"),
+        ({"steps": [step()], "delay": 1, "run_at": "2030-01-01T00:00:00Z"}, "/run_at"),
+        ({"steps": [step()], "run_at": "2030-01-01T00:00:00"}, "/run_at"),
+        ({"steps": [step()], "queue": "a b"}, "/queue"),
+        ({"steps": [step()], "credentials": "not base64!"}, "/credentials"),
+        ({"steps": [step()], "credentials": "dXNlcg=="}, "/credentials"),
+        ({"steps": [step()], "credentials": "dTpw", "token": "t"}, "/token"),
+        ({"steps": [step()], "token": "a\nb"}, "/token"),
+        ({"steps": [step()], "metadata": {"conveyor.http": {}}}, "/metadata"),
+        ({"steps": [step()], "callback": "gopher://x"}, "/callback"),
+        ({"steps": [step()], "extra": 1}, "/extra"),
+    ],
+)
+def test_a_job_with_a_bad_field_is_422_with_a_pointer_to_it(
+    api: RunningApi, body: dict[str, Any], pointer: str
+) -> None:
+    answer = api.client("acme").post("/v1/jobs", json=body)
+    errors = problem(answer, 422)["errors"]
+    assert pointer in [e.get("pointer") for e in errors], errors
+    assert_nothing_stored(api)
+
+
+def test_malformed_json_400_not_json_415_too_large_413(api: RunningApi) -> None:
+    client = api.client("acme")
+    problem(
+        client.post(
+            "/v1/jobs", content=b'{"steps": [', headers={"Content-Type": "application/json"}
+        ),
+        400,
+    )
+    problem(
+        client.post("/v1/jobs", content=b"steps=1", headers={"Content-Type": "text/plain"}), 415
+    )
+    problem(client.post("/v1/jobs", content=b'{"steps": []}'), 415)
+    huge = {"steps": [step(body="x" * (1 << 20))]}
+    problem(client.post("/v1/jobs", json=huge), 413)
+    problem(client.post("/v1/jobs", json=[step()]), 422)
+    assert_nothing_stored(api)
+
+
+def test_too_many_steps_and_a_bad_idempotency_key_are_422(api: RunningApi) -> None:
+    client = api.client("acme")
+    many = {"steps": [step(name=f"s{i}") for i in range(51)]}
+    assert problem(client.post("/v1/jobs", json=many), 422)["errors"][0]["pointer"] == "/steps"
+    answer = client.post(
+        "/v1/jobs", json={"steps": [step()]}, headers={"Idempotency-Key": "x" * 300}
+    )
+    assert problem(answer, 422)["errors"][0]["header"] == "Idempotency-Key"
+    assert_nothing_stored(api)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/x",
+        "http://localhost:8080/x",
+        "http://0x7f000001/x",
+        "http://2130706433/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+        "http://100.64.0.1/",
+        "http://metadata.google.internal/",
+    ],
+)
+def test_a_destination_the_guard_refuses_is_422_at_post(tmp_path: Any, url: str) -> None:
+    with running_api(
+        f"sqlite:///{tmp_path / 'api.db'}",
+        settings(guard=__import__("conveyor.steps.guard", fromlist=["Guard"]).Guard()),
+    ) as api:
+        answer = api.client("acme").post("/v1/jobs", json={"steps": [step(url=url)]})
+        errors = problem(answer, 422)["errors"]
+        assert errors[0]["pointer"] == "/steps/0/url"
+        assert "CONVEYOR_HTTP_ALLOW" in errors[0]["detail"]
+        assert_nothing_stored(api)
+
+
+def test_unknown_routes_and_methods_are_problems(api: RunningApi) -> None:
+    client = api.client("acme")
+    problem(client.get("/v1/nothing"), 404)
+    problem(client.put("/v1/jobs"), 405)
+    problem(client.get("/v1/jobs/not-an-id"), 404)
+    problem(client.post("/v1/jobs/not-an-id/retry"), 404)
+    problem(client.get("/v1/jobs", params={"limit": 0}), 422)
