@@ -14,10 +14,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## run: API + workers on a SQLite file in ./.conveyor/ (demo tasks included)
+## run: API + workers on a SQLite file in ./.conveyor/ (demo tasks included) at
+## http://127.0.0.1:8000; development mode: HTTP steps may call this machine (loopback)
 run: $(STAMP)
 	mkdir -p .conveyor
-	$(BIN)/conveyor serve --url sqlite:///.conveyor/conveyor.db -i conveyor.demo -v
+	CONVEYOR_HTTP_ALLOW=$${CONVEYOR_HTTP_ALLOW:-127.0.0.0/8,::1} \
+		$(BIN)/conveyor serve --url sqlite:///.conveyor/conveyor.db -i conveyor.demo -v
 
 ## test: the whole suite against real stores
 test: $(STAMP)

@@ -7,9 +7,11 @@ import re
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conveyor.job import State
+from tests.api.server import free_port
 
 from .conftest import Cli, Processes, Store
 
@@ -148,10 +150,25 @@ def test_max_jobs_replaces_each_process_after_n_jobs(
     assert supervisor.wait(20) == 0, processes.logs()
 
 
-def test_serve_with_the_demo_seeds_jobs_and_runs_them(tmp_path: Path, processes: Processes) -> None:
+@pytest.mark.parametrize("worker_processes", [1, 2])
+def test_serve_with_the_demo_seeds_jobs_runs_them_and_serves_the_api(
+    tmp_path: Path, processes: Processes, worker_processes: int
+) -> None:
     # Given no URL anywhere: serve uses .conveyor/conveyor.db in the working directory
+    port = free_port()
     serve = processes.start(
-        "serve", "-i", "conveyor.demo", "--shutdown-timeout", "0", CONVEYOR_URL=""
+        "serve",
+        "-i",
+        "conveyor.demo",
+        "--shutdown-timeout",
+        "0",
+        "--port",
+        str(port),
+        "--processes",
+        str(worker_processes),
+        CONVEYOR_URL="",
+        CONVEYOR_API_KEYS="",
+        CONVEYOR_ADMIN_KEYS="",
     )
     store = Store(f"sqlite:///{tmp_path}/.conveyor/conveyor.db")
 
@@ -166,11 +183,28 @@ def test_serve_with_the_demo_seeds_jobs_and_runs_them(tmp_path: Path, processes:
 
     processes.wait_until("the demo greetings", greeted)
     assert len(store.jobs()) >= 9
+
+    # And the API answers with the development key it printed and kept
+    key = (tmp_path / ".conveyor" / "api-key").read_text().strip()
+    base = f"http://127.0.0.1:{port}"
+    processes.wait_until("the API", lambda: _answers(f"{base}/healthz"))
+    listed = httpx.get(f"{base}/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+    assert len(listed.json()["jobs"]) >= 9
+    assert httpx.get(f"{base}/v1/jobs").status_code == 401
+
     serve.send_signal(signal.SIGTERM)
     assert serve.wait(20) == 0, processes.logs()
     out = processes.stdout(serve)
-    assert "1 worker process(es) running queues default,images" in out
+    assert f"{worker_processes} worker process(es) running queues default,images" in out
     assert "sqlite:///.conveyor/conveyor.db" in out
+    assert f"Development admin key: {key}" in out
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @pytest.mark.parametrize(
