@@ -2,6 +2,11 @@
 
 The executor decides, the backend records: :meth:`Executor.run` returns an
 :class:`~conveyor.job.Outcome` and writes nothing itself.
+
+HTTP steps run through one :class:`~conveyor.steps.http.HttpSteps` (one pooled client),
+made at the first HTTP step and closed by :meth:`Executor.close`. Their retries follow the
+step's own policy (``max_attempts``, ``retry_exponent`` of its request), counted in
+``step.attempts``; the job's ``max_attempts`` stays a backstop against crash loops.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from conveyor.task import Hook, Task
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
+    from conveyor.steps.http import HttpStepError, HttpSteps
     from conveyor.worker.processes import ProcessRunner
 
 logger = logging.getLogger("conveyor.worker")
@@ -58,6 +64,13 @@ class Executor:
         self.orphans = 0
         self.on_slot_freed: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._http: HttpSteps | None = None
+
+    async def close(self) -> None:
+        """Close what the executor opened for its jobs (the HTTP steps' connections)."""
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
 
     async def run(self, job: Job, ctx: TaskContext) -> Outcome:
         """Run ``job`` from its current step; the outcome to record.
@@ -99,6 +112,12 @@ class Executor:
         runs no hook.
         """
         step = ctx.step
+        if step.kind == "http" and self._http is not None:
+            # Imported already, by the step that raised.
+            from conveyor.steps.http import HttpStepError
+
+            if isinstance(exc, HttpStepError):
+                return await self._http_failed(job, ctx, exc)
         if isinstance(exc, Cancel):
             self._fail_step(step, exc.reason)
             return Outcome.cancelled(_error(job, step, "Cancel", exc.reason))
@@ -125,6 +144,22 @@ class Executor:
             return Outcome.poisoned(error)
         return Outcome.retry_in(job.retry.delay(job.attempts), error)
 
+    async def _http_failed(self, job: Job, ctx: TaskContext, exc: HttpStepError) -> Outcome:
+        """The step's own retry policy: poisoned when the failure is final or the step has
+        had its attempts, else a retry after ``attempts ** retry_exponent`` seconds (or
+        what the target asked for with ``Retry-After``)."""
+        from conveyor.steps.http import retry_delay, retry_settings
+
+        step = ctx.step
+        self._fail_step(step, exc.message)
+        error = _error(job, step, "HttpStepError", exc.message)
+        await self._hooks(ctx, "error", exc)
+        max_attempts, exponent = retry_settings(step.request)
+        if not exc.retryable or step.attempts >= max_attempts or job.attempts >= job.max_attempts:
+            await self._hooks(ctx, "failure", exc)
+            return Outcome.poisoned(error)
+        return Outcome.retry_in(retry_delay(step.attempts, exponent, exc.retry_after), error)
+
     # -- steps -----------------------------------------------------------------
     async def _run_steps(self, ctx: TaskContext) -> Any:
         job = ctx.job
@@ -141,10 +176,17 @@ class Executor:
             step.result = await self._run_step(ctx, step)
             step.state = "succeeded"
             step.finished_at = time.time()
-        job.result = job.steps[-1].result if job.steps else None
+        last = job.steps[-1] if job.steps else None
+        if last is not None and last.kind == "http":
+            job.result = last.response  # an HTTP job's result is its last response
+        else:
+            job.result = last.result if last is not None else None
         return job.result
 
     async def _run_step(self, ctx: TaskContext, step: Step) -> Any:
+        if step.kind == "http":
+            await self._run_http(ctx, step)
+            return None  # an HTTP step's outcome is its response, not a result
         if step.kind != "task":
             raise Poison(f"step {step.name!r}: {step.kind!r} steps are not supported here")
         task = self._task(step.task or "")
@@ -169,6 +211,28 @@ class Executor:
         if hooks:
             await self._hooks(ctx, "success", result)
         return result
+
+    async def _run_http(self, ctx: TaskContext, step: Step) -> None:
+        http = self._http or self._open_http()
+        from conveyor.steps.http import HttpStepError
+
+        try:
+            step.response = await http.run(ctx.job, step)
+        except HttpStepError as exc:
+            # The failed attempt's response stays on the step: users see what the target said.
+            step.response = exc.response
+            raise
+
+    def _open_http(self) -> HttpSteps:
+        try:
+            from conveyor.steps.http import HttpSteps
+        except ImportError as exc:
+            # Not poisoned: another worker of the deploy may have the extra installed.
+            raise RuntimeError(
+                f"HTTP steps need aiohttp on the worker: pip install 'conveyor[http]' ({exc})"
+            ) from None
+        self._http = HttpSteps.from_env()
+        return self._http
 
     def _call(self, task: Task, step: Step) -> Awaitable[Any]:
         if task.executor == "async":

@@ -6,12 +6,17 @@ Claims take up to ``fetch`` jobs at once; outcomes are written in batches by the
 leases of running jobs and of jobs whose outcome is not written yet, for as
 long as the worker holds any, shutdown included.
 
+Cancel requests reach a worker with the lease extensions, every ``min(lease/3, 5)``
+seconds. Jobs in an HTTP step are watched more closely: every half second (and only
+while there are such jobs, so an idle or task-only worker pays nothing) their
+leases are extended too, and a cancel request aborts the request in flight.
+
 Shutdown, in this order: stop claiming → wait up to ``shutdown_timeout`` for
-running jobs (leases still kept) → cancel the rest → write pending outcomes →
-release the cancelled jobs (no attempt spent) → stop the lease keeper →
-unregister. A second stop request skips the wait. Store errors in the claim
-loop or the keeper are logged and retried; a bug that kills the keeper stops
-the worker loudly.
+running jobs (leases still kept) → cancel the rest → close the HTTP steps'
+connections → write pending outcomes → release the cancelled jobs (no attempt
+spent) → stop the lease keeper → unregister. A second stop request skips the
+wait. Store errors in the claim loop or the keeper are logged and retried; a bug
+that kills the keeper stops the worker loudly.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from dataclasses import dataclass, field
 
 from conveyor.app import Conveyor
 from conveyor.backends import redact_url
-from conveyor.backends.base import Backend, WorkerInfo
+from conveyor.backends.base import Backend, LeaseStatus, WorkerInfo
 from conveyor.context import TaskContext
 from conveyor.exceptions import ConveyorError
 from conveyor.job import Job, Outcome
@@ -46,6 +51,9 @@ logger = logging.getLogger("conveyor.worker")
 COALESCE_S = 0.001
 #: Longest pause of the claim loop after a store error (seconds; it doubles up to this).
 MAX_BACKOFF_S = 5.0
+#: How often jobs in an HTTP step are asked whether they should cancel (seconds): an
+#: in-flight request is aborted within this of a cancel request.
+HTTP_CANCEL_CHECK_S = 0.5
 
 
 @dataclass
@@ -166,17 +174,21 @@ class Worker:
             self.config.lease,
             redact_url(backend.url),
         )
-        keeper = asyncio.create_task(self._keep_leases(backend), name="conveyor-leases")
-        keeper.add_done_callback(self._keeper_done)
+        keepers = [
+            asyncio.create_task(self._keep_leases(backend), name="conveyor-leases"),
+            asyncio.create_task(self._watch_http_cancels(backend), name="conveyor-http-cancels"),
+        ]
+        for keeper in keepers:
+            keeper.add_done_callback(self._keeper_done)
         try:
             await self._claim_loop(backend)
         finally:
-            await self._shutdown(backend, keeper)
+            await self._shutdown(backend, keepers)
             threads.shutdown(wait=False, cancel_futures=True)
 
     def _keeper_done(self, keeper: asyncio.Task[None]) -> None:
         if not keeper.cancelled() and keeper.exception() is not None:
-            logger.critical("the lease keeper failed: stopping", exc_info=keeper.exception())
+            logger.critical("%s failed: stopping", keeper.get_name(), exc_info=keeper.exception())
             self._keeper_failed = True
             self.request_stop()
 
@@ -421,12 +433,40 @@ class Worker:
         status = await backend.extend(ids, self.id, self.config.lease)
         if self._held and (status.cancelling or status.lost):
             self._drop_held(set(status.cancelling), set(status.lost))
+        self._stop_running(status)
+
+    def _stop_running(self, status: LeaseStatus) -> None:
+        """Cancel the running jobs asked to cancel, and those whose lease is gone."""
         for job_id in status.cancelling:
             self._cancel_job(job_id, "cancel requested")
         for job_id in status.lost:
             if job_id in self._running:
                 logger.warning("job %s: lease lost; stopping it here", job_id)
                 self._cancel_job(job_id, "lease lost")
+
+    async def _watch_http_cancels(self, backend: Backend) -> None:
+        """Pass cancel requests on to jobs in an HTTP step within about half a second.
+
+        A request may wait on a slow target for its whole timeout; a user who cancels
+        expects it to stop now, not at the next lease extension. The extension is the
+        store's cheap way to ask which jobs are cancelling (and it keeps their leases).
+        """
+        while True:
+            await asyncio.sleep(HTTP_CANCEL_CHECK_S)
+            ids = [
+                job_id
+                for job_id, running in self._running.items()
+                if running.ctx.step.kind == "http" and not running.ctx.cancelled
+            ]
+            if not ids:
+                continue
+            try:
+                status = await backend.extend(ids, self.id, self.config.lease)
+            except ConveyorError as exc:
+                # The lease keeper reports and retries store errors; this check just waits.
+                logger.debug("checking HTTP jobs for cancel requests failed: %s", exc)
+                continue
+            self._stop_running(status)
 
     def _drop_held(self, cancelling: set[str], lost: set[str]) -> None:
         """Held jobs asked to cancel end cancelled without running; lost ones are gone."""
@@ -453,7 +493,7 @@ class Worker:
             running.task.cancel()
 
     # -- shutdown --------------------------------------------------------------------
-    async def _shutdown(self, backend: Backend, keeper: asyncio.Task[None]) -> None:
+    async def _shutdown(self, backend: Backend, keepers: list[asyncio.Task[None]]) -> None:
         self._to_release.extend(self._held)  # claimed, never started: back at once
         self._held.clear()
         pending = [r.task for r in self._running.values()]
@@ -470,6 +510,10 @@ class Worker:
             task.cancel()
         if leftover:
             await asyncio.gather(*leftover, return_exceptions=True)
+        try:
+            await self.executor.close()
+        except Exception:  # a failed close must not keep outcomes from being written
+            logger.exception("closing the HTTP steps' connections failed")
         assert self._recorder is not None
         await self._recorder.drain()
         if self._to_release:
@@ -482,13 +526,14 @@ class Worker:
                     len(self._to_release),
                     exc,
                 )
-        keeper.cancel()
-        await asyncio.gather(keeper, return_exceptions=True)
+        for keeper in keepers:
+            keeper.cancel()
+        await asyncio.gather(*keepers, return_exceptions=True)
         with contextlib.suppress(ConveyorError):
             await backend.unregister_worker(self.id)
         logger.info("worker %s stopped after %d job(s)", self.id, self.info.processed)
         if self._keeper_failed:
-            raise RuntimeError("the lease keeper failed; see the log above")
+            raise RuntimeError("a lease keeper of the worker failed; see the log above")
 
 
 def _broken(job: Job, message: str, kind: str = "WorkerError") -> dict[str, object]:

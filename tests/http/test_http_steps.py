@@ -1,0 +1,465 @@
+"""HTTP steps end to end: a real worker (in-process, on a SQLite file) sends real requests
+to a real target server on 127.0.0.1. Timings are asserted with generous bounds only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import time
+from email.utils import formatdate
+from typing import Any
+
+import pytest
+
+from conveyor import Conveyor, JobCancelled, JobFailed, State, Step
+from conveyor.job import Job, new_job_id
+from conveyor.steps.guard import BlockedDestination, Guard
+from conveyor.steps.http import _GuardedResolver, parse_retry_after, retry_delay
+from conveyor.worker.runtime import Worker
+from tests.http.target import Target
+from tests.worker.test_runtime import run_with_worker
+
+pytestmark = pytest.mark.usefixtures("allow_loopback")
+
+
+def http_step(
+    name: str, url: str, *, method: str = "GET", max_attempts: int = 1, **request: Any
+) -> Step:
+    """An HTTP step as the API stores it; retries after 1 s (exponent 0) unless told."""
+    return Step(
+        name=name,
+        kind="http",
+        request={
+            "method": method,
+            "url": url,
+            "headers": {},
+            "query": {},
+            "body": None,
+            "timeout": 10.0,
+            "expect": None,
+            "max_attempts": max_attempts,
+            "retry_exponent": 0.0,
+            **request,
+        },
+    )
+
+
+def http_job(*steps: Step, metadata: dict[str, Any] | None = None) -> Job:
+    assert all(step.request is not None for step in steps)
+    return Job(
+        id=new_job_id(),
+        queue="default",
+        steps=list(steps),
+        max_attempts=sum(step.request["max_attempts"] for step in steps if step.request),
+        metadata=metadata or {},
+    )
+
+
+def run_jobs(app: Conveyor, *jobs: Job, **config: Any) -> list[Job]:
+    """Enqueue ``jobs``, run a worker until each is final; the jobs as stored then."""
+
+    async def scenario(worker: Worker) -> list[Job]:
+        handles = await app.enqueue_jobs_async(list(jobs))
+        for handle in handles:
+            with contextlib.suppress(JobFailed, JobCancelled):
+                await handle.wait_async(20)
+        return [(await handle.refresh_async()).job for handle in handles]
+
+    result: list[Job] = run_with_worker(app, scenario, **config)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Success, templating, resume
+# ---------------------------------------------------------------------------
+def test_a_later_step_uses_the_json_of_an_earlier_response(app: Conveyor, target: Target) -> None:
+    # Given a job whose second step puts the id the first step returned in its URL and body
+    job = http_job(
+        http_step("item", target.url("/item")),
+        http_step(
+            "save",
+            target.url("/ok/items/{{ steps.item.response.json.id }}"),
+            method="POST",
+            query={"token": "{{ steps.item.response.headers.x-token }}"},
+            body={
+                "id": "{{ steps.item.response.json.id }}",
+                "note": "item {{ steps.item.response.json.name }}",
+            },
+            expect=[200],
+        ),
+    )
+
+    # When a worker runs it
+    (done,) = run_jobs(app, job)
+
+    # Then both steps succeeded and the second request carried the values, typed
+    assert done.state is State.SUCCEEDED, done.errors
+    echo = done.steps[1].response
+    assert echo is not None
+    assert echo["json"]["path"] == "/ok/items/4711"
+    assert echo["json"]["query"] == {"token": "t-1"}
+    assert echo["json"]["body"] == '{"id":4711,"note":"item widget"}'
+    assert echo["json"]["headers"]["content-type"] == "application/json"
+    # And the job's result is the last response; steps keep responses, not results
+    assert done.result == echo
+    assert [s.result for s in done.steps] == [None, None]
+    item = done.steps[0].response
+    assert item is not None
+    assert (item["status"], item["body"], item["truncated"], item["json"]) == (
+        200,
+        '{"id": 4711, "name": "widget"}',
+        False,
+        {"id": 4711, "name": "widget"},
+    )
+    assert item["headers"]["x-token"] == "t-1"
+
+
+def test_every_request_carries_an_idempotency_key_and_the_user_agent(
+    app: Conveyor, target: Target
+) -> None:
+    # Given a job of two steps, the second setting its own Idempotency-Key
+    job = http_job(
+        http_step("first", target.url("/ok")),
+        http_step("second", target.url("/ok/2"), headers={"Idempotency-Key": "mine"}),
+    )
+
+    run_jobs(app, job)
+
+    # Then the first request has job id + step name as key, the second its own
+    first, second = target.requests_to("/ok")[0], target.requests_to("/ok/2")[0]
+    assert first.headers["idempotency-key"] == f"{job.id}:first"
+    assert second.headers["idempotency-key"] == "mine"
+    assert first.headers["user-agent"].startswith("conveyor/")
+
+
+def test_a_retry_resumes_at_the_failed_step(app: Conveyor, target: Target) -> None:
+    # Given a first step that succeeds and a second that fails once with a 503
+    job = http_job(
+        http_step("item", target.url("/item")),
+        http_step(
+            "flaky", target.url("/flaky"), query={"key": "resume", "fails": "1"}, max_attempts=3
+        ),
+    )
+
+    # When a worker runs it
+    (done,) = run_jobs(app, job)
+
+    # Then the job succeeded on the second attempt of step 2, without calling step 1 again
+    assert done.state is State.SUCCEEDED, done.errors
+    assert len(target.requests_to("/item")) == 1
+    flaky = target.requests_to("/flaky")
+    assert len(flaky) == 2
+    assert [s.attempts for s in done.steps] == [1, 2]
+    # And both tries of the step carried the same Idempotency-Key
+    assert flaky[0].headers["idempotency-key"] == flaky[1].headers["idempotency-key"]
+    assert done.errors[0]["step"] == "flaky"
+    assert "status 503" in done.errors[0]["message"]
+
+
+def test_a_text_body_goes_as_text_and_a_step_may_set_its_content_type(
+    app: Conveyor, target: Target
+) -> None:
+    job = http_job(
+        http_step("plain", target.url("/ok"), method="PUT", body="hello"),
+        http_step(
+            "csv",
+            target.url("/ok"),
+            method="POST",
+            body="a,b",
+            headers={"content-type": "text/csv"},
+        ),
+    )
+
+    (done,) = run_jobs(app, job)
+
+    assert done.state is State.SUCCEEDED, done.errors
+    plain, csv = target.requests_to("/ok")
+    assert (plain.method, plain.body, plain.headers["content-type"]) == (
+        "PUT",
+        "hello",
+        "text/plain; charset=utf-8",
+    )
+    assert (csv.body, csv.headers["content-type"]) == ("a,b", "text/csv")
+
+
+# ---------------------------------------------------------------------------
+# Failures and retries
+# ---------------------------------------------------------------------------
+def test_a_404_poisons_at_once_and_keeps_the_response(app: Conveyor, target: Target) -> None:
+    # Given a step allowed 5 attempts whose URL answers 404 (and carries a token in its query)
+    job = http_job(http_step("get", target.url("/status/404?token=s3cret"), max_attempts=5))
+
+    (done,) = run_jobs(app, job)
+
+    # Then one request was made and the job is poisoned with a message that names the
+    # step, method, URL (without its query) and status, and quotes the body
+    assert done.state is State.POISONED
+    assert len(target.requests_to("/status/404")) == 1
+    message = done.errors[-1]["message"]
+    assert f"step 'get': GET {target.url('/status/404')}: status 404: status 404 here" == message
+    assert "s3cret" not in message
+    assert done.steps[0].last_error == message
+    # And the response of the failed attempt stays on the step
+    assert done.steps[0].response is not None
+    assert done.steps[0].response["status"] == 404
+
+
+def test_a_503_is_retried_then_poisoned(app: Conveyor, target: Target) -> None:
+    # Given a step of 2 attempts at exponent 0 (1 s between them) that always gets 503
+    job = http_job(http_step("down", target.url("/status/503"), max_attempts=2))
+
+    (done,) = run_jobs(app, job)
+
+    # Then it was tried twice, about a second apart, and poisoned
+    assert done.state is State.POISONED
+    tries = target.requests_to("/status/503")
+    assert len(tries) == 2
+    assert tries[1].at - tries[0].at >= 0.9
+    assert done.steps[0].attempts == 2
+    assert [e["type"] for e in done.errors] == ["HttpStepError", "HttpStepError"]
+
+
+def test_retry_after_is_honoured(app: Conveyor, target: Target) -> None:
+    # Given a step at exponent 0 (1 s) whose target answers 429 with Retry-After: 2
+    job = http_job(http_step("limited", target.url("/limited?retry_after=2"), max_attempts=2))
+
+    (done,) = run_jobs(app, job)
+
+    # Then the second try waited at least the 2 s the target asked for
+    tries = target.requests_to("/limited")
+    assert len(tries) == 2
+    assert tries[1].at - tries[0].at >= 1.9
+    assert done.state is State.POISONED
+
+
+def test_a_timeout_is_a_retryable_failure(app: Conveyor, target: Target) -> None:
+    job = http_job(http_step("slow", target.url("/slow?seconds=5"), timeout=0.3))
+
+    started = time.monotonic()
+    (done,) = run_jobs(app, job)
+
+    assert done.state is State.POISONED
+    assert done.errors[-1]["message"].endswith("timed out after 0.3 s")
+    assert time.monotonic() - started < 4
+
+
+# ---------------------------------------------------------------------------
+# Cancellation
+# ---------------------------------------------------------------------------
+def test_a_cancel_aborts_the_request_in_flight(app: Conveyor, target: Target) -> None:
+    # Given a job whose first step waits on a slow target, and a second step after it;
+    # the lease is long, so the lease keeper alone would notice a cancel only after 5 s
+    job = http_job(
+        http_step("slow", target.url("/slow?seconds=30")),
+        http_step("after", target.url("/ok/after")),
+    )
+
+    async def scenario(worker: Worker) -> float:
+        (handle,) = await app.enqueue_jobs_async([job])
+        while not target.requests_to("/slow"):
+            await asyncio.sleep(0.02)
+        # When the job is cancelled while its request is in flight
+        asked = time.monotonic()
+        assert await handle.cancel_async() is State.CANCELLING
+        with pytest.raises(JobCancelled):
+            await handle.wait_async(10)
+        return time.monotonic() - asked
+
+    took = run_with_worker(app, scenario, lease=30.0)
+
+    # Then the job ended cancelled within about a second, the target saw the client go,
+    # and the next step never started
+    assert took < 2.0
+    deadline = time.monotonic() + 2
+    while not target.aborted and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert target.aborted == ["/slow"]
+    assert target.requests_to("/ok/after") == []
+
+
+# ---------------------------------------------------------------------------
+# The SSRF guard
+# ---------------------------------------------------------------------------
+def test_the_guard_blocks_loopback_unless_allowed(
+    app: Conveyor, target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a worker whose guard allows nothing beyond public addresses
+    monkeypatch.delenv("CONVEYOR_HTTP_ALLOW")
+    job = http_job(http_step("local", target.url("/ok"), max_attempts=5))
+
+    (done,) = run_jobs(app, job)
+
+    # Then the step is poisoned at once, says why and how to allow it, and sent nothing
+    assert done.state is State.POISONED
+    assert done.steps[0].attempts == 1
+    message = done.errors[-1]["message"]
+    assert "127.0.0.1" in message
+    assert "CONVEYOR_HTTP_ALLOW" in message
+    assert target.seen == []
+
+
+def test_a_redirect_to_a_blocked_address_is_blocked(app: Conveyor, target: Target) -> None:
+    # Given a target (allowed) that redirects to the cloud metadata address
+    to = "http://169.254.169.254/latest/meta-data"
+    job = http_job(http_step("hop", target.url(f"/redirect?to={to}"), max_attempts=3))
+
+    (done,) = run_jobs(app, job)
+
+    # Then the step is poisoned at the redirect, naming the address
+    assert done.state is State.POISONED
+    assert done.steps[0].attempts == 1
+    message = done.errors[-1]["message"]
+    assert "169.254.169.254" in message
+    assert "CONVEYOR_HTTP_ALLOW" in message
+
+
+def test_redirects_are_followed_as_browsers_do(app: Conveyor, target: Target) -> None:
+    # Given a POST redirected with 307 (method and body kept) and one with 303 (GET, no body)
+    keep = http_step(
+        "keep",
+        target.url("/redirect?status=307&to=/ok/kept"),
+        method="POST",
+        body={"a": 1},
+    )
+    change = http_step(
+        "change",
+        target.url("/redirect?status=303&to=/ok/changed"),
+        method="POST",
+        body={"a": 1},
+    )
+
+    (done,) = run_jobs(app, http_job(keep, change))
+
+    assert done.state is State.SUCCEEDED, done.errors
+    (kept,) = target.requests_to("/ok/kept")
+    (changed,) = target.requests_to("/ok/changed")
+    assert (kept.method, kept.body) == ("POST", '{"a":1}')
+    assert (changed.method, changed.body) == ("GET", "")
+    assert "content-type" not in changed.headers
+
+
+def test_the_resolver_checks_every_address_a_name_resolves_to() -> None:
+    # aiohttp calls the resolver for names only; "localhost" resolves to loopback
+    async def resolve(guard: Guard) -> list[str]:
+        resolver = _GuardedResolver(guard)
+        try:
+            return [r["host"] for r in await resolver.resolve("localhost", 80, socket.AF_UNSPEC)]
+        finally:
+            await resolver.close()
+
+    with pytest.raises(BlockedDestination, match="CONVEYOR_HTTP_ALLOW"):
+        asyncio.run(resolve(Guard()))
+    assert "127.0.0.1" in asyncio.run(resolve(Guard(["127.0.0.0/8", "::1/128"])))
+
+
+# ---------------------------------------------------------------------------
+# The kept response, credentials
+# ---------------------------------------------------------------------------
+def test_a_long_body_is_truncated_and_cookies_are_not_kept(
+    app: Conveyor, target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a worker keeping 1000 bytes of each body
+    monkeypatch.setenv("CONVEYOR_HTTP_MAX_BODY", "1000")
+    job = http_job(
+        http_step("big", target.url("/big?size=5000")),
+        http_step("cookie", target.url("/cookie")),
+    )
+
+    (done,) = run_jobs(app, job)
+
+    big, cookie = (step.response for step in done.steps)
+    assert big is not None and cookie is not None
+    # Then the body is cut at the limit, said so, and not parsed as JSON
+    assert len(big["body"]) == 1000
+    assert big["truncated"] is True
+    assert "json" not in big
+    # And Set-Cookie is dropped while the other headers are kept, names in lower case
+    assert "set-cookie" not in cookie["headers"]
+    assert cookie["headers"]["content-type"] == "application/json; charset=utf-8"
+    assert cookie["json"] == {"ok": True}
+
+
+def test_the_stored_credentials_go_with_every_step(app: Conveyor, target: Target) -> None:
+    private = {"conveyor.http": {"auth": "plain:Bearer s3cret"}}
+    job = http_job(
+        http_step("one", target.url("/ok/1")),
+        http_step("two", target.url("/ok/2")),
+        metadata=private,
+    )
+
+    (done,) = run_jobs(app, job)
+
+    assert done.state is State.SUCCEEDED, done.errors
+    for path in ("/ok/1", "/ok/2"):
+        (seen,) = target.requests_to(path)
+        assert seen.headers["authorization"] == "Bearer s3cret"
+
+
+def test_credentials_that_cannot_be_opened_poison_without_showing_them(
+    app: Conveyor, target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a job sealed with a key this worker does not have
+    monkeypatch.delenv("CONVEYOR_SECRET_KEY", raising=False)
+    stored = "enc:v1:gAAAAABnot-really-a-token"
+    job = http_job(
+        http_step("one", target.url("/ok"), max_attempts=5),
+        metadata={"conveyor.http": {"auth": stored}},
+    )
+
+    (done,) = run_jobs(app, job)
+
+    # Then it is poisoned at once, says what is wrong, never shows the stored value, and
+    # sends nothing
+    assert done.state is State.POISONED
+    message = done.errors[-1]["message"]
+    assert "CONVEYOR_SECRET_KEY" in message
+    assert stored not in message and "not-really" not in message
+    assert target.seen == []
+
+
+# ---------------------------------------------------------------------------
+# The retry rule (pure)
+# ---------------------------------------------------------------------------
+class _Fixed(random.Random):
+    """An rng whose ``uniform`` gives the low or the high end of the range."""
+
+    def __init__(self, high: bool) -> None:
+        super().__init__(0)
+        self.high = high
+
+    def uniform(self, a: float, b: float) -> float:
+        return b if self.high else a
+
+
+@pytest.mark.parametrize(
+    ("exponent", "low", "high"),
+    [(2.0, 30.0, 33.0), (2.5, 54.0, 60.0), (3.0, 100.0, 110.0)],
+)
+def test_five_attempts_poison_after_the_documented_time(
+    exponent: float, low: float, high: float
+) -> None:
+    # The delays after attempts 1..4 (the 5th failure poisons), at both ends of the jitter
+    shortest = sum(retry_delay(n, exponent, rng=_Fixed(high=False)) for n in range(1, 5))
+    longest = sum(retry_delay(n, exponent, rng=_Fixed(high=True)) for n in range(1, 5))
+    assert low <= shortest <= longest <= high
+    assert longest == pytest.approx(shortest * 1.1)
+
+
+def test_retry_after_raises_the_delay_up_to_an_hour() -> None:
+    no_jitter = _Fixed(high=False)
+    assert retry_delay(1, 2.0, retry_after=7.5, rng=no_jitter) == 7.5
+    assert retry_delay(3, 2.0, retry_after=2.0, rng=no_jitter) == 9.0
+    assert retry_delay(2, 2.0, retry_after=86400.0, rng=no_jitter) == 3600.0
+    assert retry_delay(100, 50.0, rng=no_jitter) == 3600.0
+
+
+def test_retry_after_reads_seconds_and_http_dates_on_a_given_clock() -> None:
+    now = 1_700_000_000.0
+    assert parse_retry_after("120", now=now) == 120.0
+    assert parse_retry_after(formatdate(now + 90, usegmt=True), now=now) == 90.0
+    assert parse_retry_after(formatdate(now - 90, usegmt=True), now=now) == 0.0
+    assert parse_retry_after("soon", now=now) is None
+    assert parse_retry_after("-5", now=now) is None
+    assert parse_retry_after(None, now=now) is None
