@@ -210,8 +210,10 @@ def retry_filter(filter: JobFilter) -> JobFilter:
 
 def retried_steps(job: Job) -> str:
     """The steps of a job run again: from the failed step on, every one not succeeded
-    is pending again (earlier results are kept). The ``steps`` column's JSON."""
+    is pending again, with its attempts back to 0 (an HTTP step counts its own, and a
+    retried job gets them all again); earlier results are kept. The ``steps`` column's JSON."""
     for step in job.steps[job.current_step :]:
         if step.state != "succeeded":
             step.state = "pending"
+            step.attempts = 0
     return dumps([s.to_storage() for s in job.steps])

@@ -117,7 +117,9 @@ class AdminConformance:
         await enqueue_one(backend, make_job(steps=[task_step("fetch"), task_step("store")]))
         job = await claim_one(backend)
         job.steps[0].state, job.steps[0].result = "succeeded", {"rows": 3}
+        job.steps[0].attempts = 1
         job.steps[1].state, job.steps[1].last_error = "failed", "disk full"
+        job.steps[1].attempts = 5  # a step with a retry policy of its own spent them all
         job.current_step = 1
         await finish_one(backend, job, Outcome.poisoned(error("disk full", step="store")))
 
@@ -132,6 +134,7 @@ class AdminConformance:
             assert seen.current_step == 1
             assert seen.steps[0].state == "succeeded"
             assert seen.steps[0].result == {"rows": 3}
+            assert [s.attempts for s in seen.steps] == [1, 0]  # the failed step's all again
             assert seen.finished_at is None
         again = await claim_one(backend)
         assert (again.id, again.current_step, again.attempts) == (job.id, 1, 1)
