@@ -363,6 +363,33 @@ class HttpSteps:
         _judge(request, document)
         return document
 
+    async def send_json(
+        self, url: str, body: Any, *, idempotency_key: str, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """POST ``body`` as JSON to ``url`` through the guard, with no placeholder filled
+        and no stored credential (a job's callback). The response document; raises
+        HttpStepError as a step would."""
+        headers: CIMultiDict[str] = CIMultiDict({"Idempotency-Key": idempotency_key})
+        request = _Request(
+            method="POST",
+            url=URL(url),
+            headers=headers,
+            body=_encode(body, headers),
+            timeout=timeout,
+            expect=None,
+            where=f"callback: POST {_display(URL(url))}",
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                document = await self._exchange(request)
+        except Exception as exc:
+            error = _translate(exc, request)
+            if error is None:
+                raise
+            raise error from None
+        _judge(request, document)
+        return document
+
     async def close(self) -> None:
         """Close the pooled connections (the instance may be used again afterwards)."""
         session, self._session = self._session, None

@@ -213,7 +213,7 @@ class Executor:
         return result
 
     async def _run_http(self, ctx: TaskContext, step: Step) -> None:
-        http = self._http or self._open_http()
+        http = self.http()
         from conveyor.steps.http import HttpStepError
 
         try:
@@ -222,6 +222,10 @@ class Executor:
             # The failed attempt's response stays on the step: users see what the target said.
             step.response = exc.response
             raise
+
+    def http(self) -> HttpSteps:
+        """The pooled HTTP client of this worker (made on first use)."""
+        return self._http or self._open_http()
 
     def _open_http(self) -> HttpSteps:
         try:

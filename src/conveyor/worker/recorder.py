@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from conveyor.backends import redact_url
 from conveyor.backends.base import Backend
@@ -37,6 +37,8 @@ class OutcomeRecorder:
         self._task: asyncio.Task[None] | None = None
         self.give_up = False  # set by a second stop signal: do not wait for the store
         self._failing_since: float | None = None  # first failed write of the current streak
+        #: Called with each outcome once the store has it (the worker sends callbacks).
+        self.on_written: Callable[[Job, Outcome], None] | None = None
 
     @property
     def pending_ids(self) -> list[str]:
@@ -102,9 +104,11 @@ class OutcomeRecorder:
         except Exception:
             logger.exception("a batch of %d outcome(s) failed; writing them one by one", len(batch))
             written = [await self._write_one(job, outcome) for job, outcome in batch]
-        for (job, _), ok in zip(batch, written, strict=True):
+        for (job, outcome), ok in zip(batch, written, strict=True):
             if not ok:
                 logger.warning("job %s: lease lost before its outcome was recorded", job.id)
+            elif self.on_written is not None:
+                self.on_written(job, outcome)
 
     async def _write_one(self, job: Job, outcome: Outcome) -> bool:
         try:

@@ -41,6 +41,7 @@ from conveyor.backends.base import Backend, LeaseStatus, WorkerInfo
 from conveyor.context import TaskContext
 from conveyor.exceptions import ConveyorError
 from conveyor.job import Job, Outcome
+from conveyor.worker.callbacks import Callbacks, callback_url
 from conveyor.worker.executor import Executor
 from conveyor.worker.processes import ProcessRunner
 from conveyor.worker.recorder import OutcomeRecorder
@@ -49,6 +50,8 @@ logger = logging.getLogger("conveyor.worker")
 
 #: How long a busy worker waits for more free slots before a small claim (seconds).
 COALESCE_S = 0.001
+#: How long a stopping worker waits for the callbacks it still owes (seconds).
+CALLBACK_GRACE_S = 5.0
 #: Longest pause of the claim loop after a store error (seconds; it doubles up to this).
 MAX_BACKOFF_S = 5.0
 #: How often jobs in an HTTP step are asked whether they should cancel (seconds): an
@@ -131,6 +134,7 @@ class Worker:
         self._recorder: OutcomeRecorder | None = None
         self._keeper_failed = False
         self._background: set[asyncio.Task[None]] = set()
+        self._callbacks: Callbacks | None = None
 
     # -- control -----------------------------------------------------------------
     def request_stop(self) -> None:
@@ -163,6 +167,7 @@ class Worker:
         )
         self.executor.on_slot_freed = self._slot_freed.set
         self._recorder = OutcomeRecorder(backend)
+        self._recorder.on_written = functools.partial(self._written, backend)
         self.info.started_at = time.time()
         await backend.register_worker(self.info)
         logger.info(
@@ -369,6 +374,15 @@ class Worker:
         self._record(job, outcome)
         self._start_buffered()
 
+    def _written(self, backend: Backend, job: Job, outcome: Outcome) -> None:
+        """An outcome is in the store: send the job's callback if it has one."""
+        url = callback_url(job, outcome)
+        if url is None:
+            return
+        if self._callbacks is None:
+            self._callbacks = Callbacks(backend, self.executor.http())
+        self._callbacks.send(job.id, url)
+
     def _record(self, job: Job, outcome: Outcome) -> None:
         self.info.processed += 1
         if outcome.kind == "poisoned" or (outcome.kind == "retry" and outcome.count_attempt):
@@ -510,12 +524,14 @@ class Worker:
             task.cancel()
         if leftover:
             await asyncio.gather(*leftover, return_exceptions=True)
-        try:
-            await self.executor.close()
-        except Exception:  # a failed close must not keep outcomes from being written
-            logger.exception("closing the HTTP steps' connections failed")
         assert self._recorder is not None
         await self._recorder.drain()
+        if self._callbacks is not None:
+            await self._callbacks.close(grace=0.0 if self._stop_now else CALLBACK_GRACE_S)
+        try:
+            await self.executor.close()
+        except Exception:  # a failed close must not keep jobs from being released
+            logger.exception("closing the HTTP steps' connections failed")
         if self._to_release:
             try:
                 released = await backend.release(self._to_release)

@@ -1,0 +1,189 @@
+"""HTTP jobs end to end: submitted to the real API, run by a real worker (in the API's
+loop, as `conveyor serve` runs them) against a real target server."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conveyor.worker.runtime import WorkerConfig
+from tests.api.server import RunningApi, running_api
+from tests.http.target import Target
+
+
+@pytest.fixture
+def target() -> Iterator[Target]:
+    server = Target()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: Target) -> Iterator[RunningApi]:
+    """API + worker on a SQLite file; steps may reach the target on loopback."""
+    monkeypatch.setenv("CONVEYOR_HTTP_ALLOW", "127.0.0.0/8")
+    worker = WorkerConfig(queues=["default"], concurrency=4, interval=0.2, lease=30)
+    with running_api(f"sqlite:///{tmp_path / 'api.db'}", worker=worker) as running:
+        yield running
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def poll_until_final(client: httpx.Client, location: str) -> dict[str, Any]:
+    final = ("succeeded", "poisoned", "cancelled")
+
+    def done() -> dict[str, Any] | None:
+        job: dict[str, Any] = client.get(location).json()
+        return job if job["state"] in final else None
+
+    result: dict[str, Any] = wait_for("a final state", done)
+    return result
+
+
+def test_a_three_step_job_runs_in_order_with_placeholders_and_calls_back(
+    served: RunningApi, target: Target
+) -> None:
+    body = {
+        "steps": [
+            {"name": "item", "url": target.url("/item")},
+            {
+                "name": "update",
+                "method": "PUT",
+                "url": target.url("/ok/items/{{ steps.item.response.json.id }}"),
+                "headers": {"X-Token": "{{ steps.item.response.headers.x-token }}"},
+                "body": {"id": "{{ steps.item.response.json.id }}", "name": "new"},
+            },
+            {"name": "tidy", "method": "DELETE", "url": target.url("/ok/tmp")},
+        ],
+        "token": "bearer-for-steps",
+        "callback": target.url("/ok/callback"),
+    }
+    created = served.client("acme").post("/v1/jobs", json=body)
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+
+    job = poll_until_final(served.client(None), created.headers["location"])
+
+    assert job["state"] == "succeeded", job
+    assert [s["state"] for s in job["steps"]] == ["succeeded"] * 3
+    assert job["progress"]["completed"] == job["progress"]["total"] == 3
+    assert job["progress"]["percent"] == 100.0
+    assert job["response"]["status"] == 200
+    assert job["steps"][0]["response"]["json"] == {"id": 4711, "name": "widget"}
+    update = target.requests_to("/ok/items/4711")[0]
+    assert update.method == "PUT"
+    assert update.headers["x-token"] == "t-1"
+    assert json.loads(update.body) == {"id": 4711, "name": "new"}
+    assert update.headers["authorization"] == "Bearer bearer-for-steps"
+    assert update.headers["idempotency-key"] == f"{job_id}:update"
+    # the callback receives the final document, without the secrets
+    callback = wait_for("the callback", lambda: target.requests_to("/ok/callback"))[0]
+    sent = json.loads(callback.body)
+    assert (sent["id"], sent["state"], sent["version"]) == (job_id, "succeeded", job["version"])
+    assert "conveyor.http" not in callback.body  # the job's own secrets stay home
+    assert callback.headers["idempotency-key"] == f"{job_id}:callback"
+
+
+def test_delete_of_a_running_job_aborts_its_request_and_removes_it(
+    served: RunningApi, target: Target
+) -> None:
+    body = {
+        "steps": [
+            {"name": "slow", "url": target.url("/slow?seconds=30")},
+            {"name": "after", "url": target.url("/ok/after")},
+        ]
+    }
+    created = served.client("acme").post("/v1/jobs", json=body)
+    location = created.headers["location"]
+    anonymous = served.client(None)
+    wait_for("the slow request", lambda: target.requests_to("/slow"))
+
+    deleted = served.client("acme").delete(f"/v1/jobs/{created.json()['id']}")
+    assert deleted.status_code == 202
+    assert deleted.json()["state"] == "cancelling"
+    asked = time.monotonic()
+
+    wait_for("the aborted request", lambda: target.aborted == ["/slow"], timeout=5)
+    aborted_after = time.monotonic() - asked
+    wait_for("the job removed", lambda: anonymous.get(location).status_code == 404, timeout=10)
+    assert target.requests_to("/ok/after") == []
+    # generous: the worker checks for cancels every half second
+    assert aborted_after < 3
+    assert served.client("acme").delete(f"/v1/jobs/{created.json()['id']}").status_code == 404
+
+
+def test_a_poisoned_job_is_retried_from_the_failed_step(served: RunningApi, target: Target) -> None:
+    body = {
+        "steps": [
+            {"name": "first", "url": target.url("/ok/first")},
+            {"name": "flaky", "url": target.url("/flaky?key=k1&fails=1"), "max_attempts": 1},
+        ]
+    }
+    acme = served.client("acme")
+    created = acme.post("/v1/jobs", json=body)
+    job = poll_until_final(acme, created.headers["location"])
+    assert job["state"] == "poisoned"
+    assert job["steps"][1]["state"] == "failed"
+    assert "status 503" in job["last_error"]
+    assert job["steps"][1]["response"]["status"] == 503
+
+    retried = acme.post(f"/v1/jobs/{job['id']}/retry")
+    assert retried.status_code == 200
+    assert retried.json()["state"] == "queued"
+    job = poll_until_final(acme, created.headers["location"])
+
+    assert job["state"] == "succeeded"
+    assert len(target.requests_to("/ok/first")) == 1  # the first step did not run again
+    assert len(target.requests_to("/flaky")) == 2
+    assert acme.post(f"/v1/jobs/{job['id']}/retry").status_code == 409
+
+
+def test_events_stream_every_change_until_the_job_finishes(
+    served: RunningApi, target: Target
+) -> None:
+    body = {
+        "steps": [
+            {"name": "one", "url": target.url("/slow?seconds=0.3")},
+            {"name": "two", "url": target.url("/ok/two")},
+        ]
+    }
+    created = served.client("acme").post("/v1/jobs", json=body)
+    events: list[dict[str, Any]] = []
+    url = created.headers["location"].replace("?", "/events?")
+    with served.client(None).stream("GET", url) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        event, data, ident = None, None, None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data = line[6:]
+            elif line.startswith("id: "):
+                ident = line[4:]
+            elif line == "" and event == "job" and data is not None:
+                document = json.loads(data)
+                assert str(document["version"]) == ident
+                events.append(document)
+                event = data = None
+    versions = [e["version"] for e in events]
+    assert versions == sorted(set(versions))
+    assert events[0]["state"] in ("queued", "running")
+    assert events[-1]["state"] == "succeeded"
+    assert "running" in [e["state"] for e in events]
