@@ -1,0 +1,69 @@
+"""The API while its store is away (a TCP proxy in front of the real server, cut and
+restored): 503 problems, never a 2xx for a job that was not stored, and service again
+once the store is back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.api.server import RunningApi, running_api
+from tests.postgres.proxy import TcpProxy
+
+JOB = {"steps": [{"name": "one", "url": "http://127.0.0.1:9/x"}]}
+
+
+@pytest.fixture(params=["postgres", "redis"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("pg_url" if request.param == "postgres" else "redis_url"))
+
+
+@pytest.fixture
+def proxied(store_url: str) -> Iterator[tuple[RunningApi, TcpProxy]]:
+    server = urlsplit(store_url)
+    with TcpProxy(server.hostname or "127.0.0.1", server.port or 0) as proxy:
+        # Short connect timeouts: a cut store answers 503 in seconds, not after the defaults.
+        separator = "&" if "?" in store_url else "?"
+        url = proxy.rewrite(store_url) + separator + "connect_timeout=2"
+        with running_api(url) as api:
+            yield api, proxy
+
+
+def test_while_the_store_is_down_the_api_answers_503_and_stores_nothing(
+    proxied: tuple[RunningApi, TcpProxy],
+) -> None:
+    api, proxy = proxied
+    acme = api.client("acme")
+    first = acme.post("/v1/jobs", json=JOB)
+    assert first.status_code == 202
+    job_id = first.json()["id"]
+
+    proxy.cut()
+    anonymous = api.client(None)
+    calls = [
+        lambda: acme.post("/v1/jobs", json=JOB),
+        lambda: acme.get(f"/v1/jobs/{job_id}"),
+        lambda: anonymous.get(first.headers["location"]),
+        lambda: acme.get("/v1/jobs"),
+    ]
+    # At once: PostgreSQL's pool gives up on a connection after 5 s, each call alike.
+    with ThreadPoolExecutor(len(calls)) as pool:
+        answers = list(pool.map(lambda call: call(), calls))
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.headers["retry-after"] == "1"
+    assert api.client(None).get("/healthz").status_code == 503
+
+    proxy.restore()
+    deadline = time.monotonic() + 30
+    while (answer := acme.get(f"/v1/jobs/{job_id}")).status_code != 200:
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.2)
+    # the refused POST stored nothing: only the first job is there
+    assert [j["id"] for j in acme.get("/v1/jobs").json()["jobs"]] == [job_id]
+    assert acme.post("/v1/jobs", json=JOB).status_code == 202
