@@ -3,7 +3,9 @@ loop, as `conveyor serve` runs them) against a real target server."""
 
 from __future__ import annotations
 
+import base64
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from conveyor.secrets import SecretBox
 from conveyor.worker.runtime import WorkerConfig
-from tests.api.server import RunningApi, running_api
+from tests.api.server import RunningApi, running_api, settings
 from tests.http.target import Target
 
 
@@ -187,3 +190,32 @@ def test_events_stream_every_change_until_the_job_finishes(
     assert events[0]["state"] in ("queued", "running")
     assert events[-1]["state"] == "succeeded"
     assert "running" in [e["state"] for e in events]
+
+
+def test_credentials_are_stored_sealed_and_sent_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: Target
+) -> None:
+    # Given the API and its worker sharing one CONVEYOR_SECRET_KEY
+    monkeypatch.setenv("CONVEYOR_HTTP_ALLOW", "127.0.0.0/8")
+    monkeypatch.setenv("CONVEYOR_SECRET_KEY", "a shared secret of this deployment")
+    worker = WorkerConfig(queues=["default"], concurrency=2, interval=0.2)
+    api_settings = settings(secrets=SecretBox.from_env())
+    with running_api(f"sqlite:///{tmp_path / 'api.db'}", api_settings, worker) as served:
+        credentials = base64.b64encode(b"shop:pa55word").decode()
+        created = served.client("acme").post(
+            "/v1/jobs",
+            json={
+                "steps": [{"name": "one", "url": target.url("/ok/one")}],
+                "credentials": credentials,
+            },
+        )
+        job = poll_until_final(served.client(None), created.headers["location"])
+        assert job["state"] == "succeeded"
+
+        # Then the target got the credentials, and the store holds them only sealed
+        assert target.requests_to("/ok/one")[0].headers["authorization"] == f"Basic {credentials}"
+        with sqlite3.connect(tmp_path / "api.db") as db:
+            (metadata,) = db.execute("SELECT metadata FROM jobs").fetchone()
+        assert credentials not in metadata
+        assert "pa55word" not in metadata
+        assert json.loads(metadata)["conveyor.http"]["auth"].startswith("enc:v1:")
