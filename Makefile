@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench install clean nginx
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,25 @@ run: $(STAMP)
 		$(BIN)/conveyor serve --url sqlite:///.conveyor/conveyor.db -i conveyor.demo -v
 
 ## test: the whole suite against real stores
-test: $(STAMP)
+test: $(STAMP) nginx
 	$(BIN)/python -m pytest -q
+
+## nginx: the real nginx (Debian's package) that tests/api/test_cache.py puts in front of the
+## API. Installed when missing, by apt-get as root or through `sudo -n`; the package starts a
+## system nginx on port 80, which no test uses: it is stopped and disabled again. Without
+## apt-get or the rights, a warning: the test then skips, or fails when CI is set.
+nginx:
+	@if ! test -x /usr/sbin/nginx && ! command -v nginx >/dev/null 2>&1; then \
+	  sudo=""; test "$$(id -u)" = 0 || sudo="sudo -n"; \
+	  echo "installing nginx (Debian package) for tests/api/test_cache.py"; \
+	  if command -v apt-get >/dev/null 2>&1 && $$sudo env DEBIAN_FRONTEND=noninteractive \
+	      sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx'; \
+	  then \
+	    { $$sudo systemctl disable --now nginx || $$sudo service nginx stop; } >/dev/null 2>&1 || true; \
+	  else \
+	    echo "WARNING: could not install nginx: tests/api/test_cache.py will skip (fail under CI)" >&2; \
+	  fi; \
+	fi
 
 ## lint: ruff and mypy (strict) on src/
 lint: $(STAMP)

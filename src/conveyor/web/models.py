@@ -15,9 +15,9 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-from conveyor.job import parse_priority
+from conveyor.job import Priority
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 #: Header names a step may not set: they belong to the connection, not the request.
@@ -26,6 +26,28 @@ RESERVED_HEADERS = frozenset(
 )
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
 _BAD_CHARS = re.compile(r"[\r\n\x00]")
+#: Priorities every store keeps (PostgreSQL's ``integer``).
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
+
+
+def _any_case(word: str) -> str:
+    """A regex matching ``word`` (letters and ``-``) in any case: JSON Schema's ``pattern``
+    has no flags."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+# What the validators below enforce, said in JSON Schema so that /openapi.json promises no
+# more and no less than the API accepts (tests/api/test_schema.py holds it to that).
+_NO_CONTROL = r"^[^\r\n\x00]*$"
+_METHOD_PATTERN = "^(?:" + "|".join(_any_case(m) for m in METHODS) + ")$"
+_URL_PATTERN = r"^(?:\{\{|" + _any_case("http") + r"[Ss]?:)[^\r\n\x00]*$"
+_CALLBACK_PATTERN = "^" + _any_case("http") + r"[Ss]?://[^\r\n\x00]*$"
+_HEADER_NAMES: dict[str, JsonValue] = {
+    "pattern": _TOKEN.pattern,
+    "not": {"pattern": "^(?:" + "|".join(_any_case(h) for h in sorted(RESERVED_HEADERS)) + ")$"},
+}
+_PRIORITY_NAMES = "^(?:" + "|".join(_any_case(p.name) for p in Priority) + ")$"
+_BASE64 = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 StepName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Unique in the job.")]
 
@@ -42,9 +64,24 @@ class StepIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: StepName
-    method: str = Field("GET", description="One of " + ", ".join(METHODS) + ".")
-    url: str = Field(max_length=8192, description="http or https; may hold placeholders.")
-    headers: dict[str, str] = Field(default_factory=dict, max_length=100)
+    method: str = Field(
+        "GET",
+        description="One of " + ", ".join(METHODS) + " (any case).",
+        json_schema_extra={"pattern": _METHOD_PATTERN},
+    )
+    url: str = Field(
+        max_length=8192,
+        description="http or https; may hold placeholders.",
+        json_schema_extra={"pattern": _URL_PATTERN},
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=100,
+        json_schema_extra={
+            "propertyNames": _HEADER_NAMES,
+            "additionalProperties": {"type": "string", "maxLength": 8192, "pattern": _NO_CONTROL},
+        },
+    )
     query: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=100)
     body: Any = Field(None, description="JSON (sent as application/json) or a string (text).")
     timeout: float = Field(30.0, gt=0, le=300, description="Seconds for the whole request.")
@@ -78,7 +115,8 @@ class StepIn(BaseModel):
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         for name, text in value.items():
-            if not _TOKEN.match(name):
+            # fullmatch: with match, "$" let "Host\n" through (past the reserved check too).
+            if not _TOKEN.fullmatch(name):
                 raise ValueError(f"header name {name[:80]!r} is not a valid token")
             if name.lower() in RESERVED_HEADERS:
                 raise ValueError(f"header {name!r} is set by conveyor, not by a step")
@@ -89,9 +127,18 @@ class StepIn(BaseModel):
 
 
 def _priority(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError("expected an int or high / normal / low / bulk")
-    return parse_priority(value)
+    # Stricter than conveyor.job.parse_priority on purpose: exactly what the schema says (an
+    # int, or a level name in any case; no "5", no " high"), and an int every store keeps
+    # (past 64 bits was a 500 on SQLite; PostgreSQL's column is a 32-bit integer).
+    if isinstance(value, str) and value.isascii() and value.upper() in Priority.__members__:
+        return Priority[value.upper()].value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON's 5.0 is the integer 5, as JSON Schema counts it
+    if isinstance(value, int) and not isinstance(value, bool):
+        if PRIORITY_MIN <= value <= PRIORITY_MAX:
+            return value
+        raise ValueError(f"expected {PRIORITY_MIN} to {PRIORITY_MAX}")
+    raise ValueError("expected an int or high / normal / low / bulk")
 
 
 class JobIn(BaseModel):
@@ -101,18 +148,41 @@ class JobIn(BaseModel):
 
     steps: list[StepIn] = Field(min_length=1)
     queue: str | None = Field(None, pattern=r"^[^\s,]{1,200}$")
-    priority: int | str = Field(0, description="Lower runs first; or high, normal, low, bulk.")
+    priority: int | str = Field(
+        0,
+        description="Lower runs first; or high, normal, low, bulk (any case).",
+        json_schema_extra={
+            "anyOf": [
+                {"type": "integer", "minimum": PRIORITY_MIN, "maximum": PRIORITY_MAX},
+                {"type": "string", "pattern": _PRIORITY_NAMES},
+            ]
+        },
+    )
     delay: float | None = Field(None, ge=0, le=365 * 24 * 3600, description="Seconds.")
     run_at: dt.datetime | None = Field(None, description="RFC 3339 with a time zone.")
     credentials: str | None = Field(
-        None, max_length=4096, description="HTTP Basic for the steps: base64 of user:pass."
+        None,
+        max_length=4096,
+        description="HTTP Basic for the steps: base64 of user:pass.",
+        json_schema_extra={"pattern": _BASE64},
     )
     token: str | None = Field(
-        None, min_length=1, max_length=4096, description="Bearer token for the steps."
+        None,
+        min_length=1,
+        max_length=4096,
+        description="Bearer token for the steps.",
+        json_schema_extra={"pattern": _NO_CONTROL},
     )
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Yours, shown in the job document; keys starting with conveyor. are not.",
+        json_schema_extra={"propertyNames": {"not": {"pattern": r"^conveyor\."}}},
+    )
     callback: str | None = Field(
-        None, max_length=8192, description="Receives the final job document (POST)."
+        None,
+        max_length=8192,
+        description="Receives the final job document (POST).",
+        json_schema_extra={"pattern": _CALLBACK_PATTERN},
     )
 
     @field_validator("priority", mode="before")
