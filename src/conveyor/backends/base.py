@@ -50,6 +50,22 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
+class JobHead:
+    """A job without its steps, result and errors (``Backend.head``): enough to decide who
+    may read it and whether a reader's copy (its ``version``) is still current."""
+
+    id: str
+    version: int
+    state: State
+    tenant: str | None
+    metadata: dict[str, Any]
+
+    @classmethod
+    def of(cls, job: Job) -> JobHead:
+        return cls(job.id, job.version, job.state, job.tenant, job.metadata)
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseStatus:
     """Answer of ``extend``: which leases were extended, which of those jobs were asked
     to cancel meanwhile, and which leases this worker no longer holds."""
@@ -199,6 +215,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def get(self, job_id: str) -> Job:
         """The job, or :class:`~conveyor.exceptions.JobNotFound`."""
+
+    async def head(self, job_id: str) -> JobHead:
+        """The job's head, or :class:`~conveyor.exceptions.JobNotFound`.
+
+        One indexed read of four fields: the API answers most polls (``304 Not Modified``)
+        from it alone, without reading and decoding the whole job. This default reads the
+        whole job; a backend overrides it with a read of only these fields.
+        """
+        return JobHead.of(await self.get(job_id))
 
     @abc.abstractmethod
     async def list_jobs(

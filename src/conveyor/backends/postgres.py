@@ -43,6 +43,7 @@ from conveyor.backends import redact_url
 from conveyor.backends.base import (
     Backend,
     JobFilter,
+    JobHead,
     LeaseStatus,
     Page,
     QueueInfo,
@@ -59,6 +60,7 @@ from conveyor.backends.rows import (
     dumps,
     finish_batch,
     held_params,
+    loads,
     retried_steps,
     retry_filter,
     row_to_job,
@@ -454,6 +456,12 @@ class PostgresBackend(Backend):
         if row is None:
             raise JobNotFound(job_id)
         return row_to_job(row)
+
+    async def head(self, job_id: str) -> JobHead:
+        r = await self._fetchone("job_head", {"id": job_id})
+        if r is None:
+            raise JobNotFound(job_id)
+        return JobHead(r[0], r[1], State(r[2]), r[3], loads(r[4]) if r[4] else {})
 
     async def list_jobs(
         self, filter: JobFilter | None = None, cursor: str | None = None, limit: int = 50

@@ -42,6 +42,7 @@ from conveyor.backends import redact_url
 from conveyor.backends.base import (
     Backend,
     JobFilter,
+    JobHead,
     LeaseStatus,
     Page,
     QueueInfo,
@@ -363,6 +364,17 @@ class RedisBackend(Backend):
         if not fields:
             raise JobNotFound(job_id)
         return hash_to_job(fields)
+
+    async def head(self, job_id: str) -> JobHead:
+        async with self._redis() as client:
+            found, version, state, tenant, metadata = await client.hmget(
+                self._key("job", job_id), ["id", "version", "state", "tenant", "metadata"]
+            )
+        if found is None:
+            raise JobNotFound(job_id)
+        return JobHead(
+            found, int(version), State(state), tenant or None, loads(metadata) if metadata else {}
+        )
 
     async def list_jobs(
         self, filter: JobFilter | None = None, cursor: str | None = None, limit: int = 50

@@ -8,7 +8,11 @@ same connection directly, under the same lock, without an event loop.
 SQLite cannot push notifications to other processes, so wake-ups poll
 ``PRAGMA data_version`` on a second connection: it changes whenever any other
 connection commits and costs a few microseconds to read, so a 2 ms poll gives
-low pickup latency without running a query per poll.
+low pickup latency without running a query per poll. ``get`` and ``head`` read on
+that second connection too, on the caller's thread: one row by its primary key costs
+a few microseconds and a WAL reader never waits for a writer, while the hop to the
+backend's thread costs far more (under an API's poll load, both threads then also
+fight over the GIL: W5 in docs/benchmarks.md).
 
 URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``; options
 as query parameters: ``synchronous`` (``normal``, the default, survives any
@@ -35,6 +39,7 @@ from conveyor.backends import number_option
 from conveyor.backends.base import (
     Backend,
     JobFilter,
+    JobHead,
     LeaseStatus,
     Page,
     QueueInfo,
@@ -47,6 +52,7 @@ from conveyor.backends.rows import (
     dumps,
     finish_batch,
     held_params,
+    loads,
     prepare_insert,
     retried_steps,
     retry_filter,
@@ -216,7 +222,7 @@ class SQLiteBackend(Backend):
         await self._run(self.open_blocking)
 
     async def close(self) -> None:
-        with self._lock:
+        with self._lock, self._watch_lock:
             for conn in (self._conn, self._watch_conn):
                 if conn is not None:
                     conn.close()
@@ -427,7 +433,26 @@ class SQLiteBackend(Backend):
         return await self._transact(release) if jobs else 0
 
     async def get(self, job_id: str) -> Job:
-        return await self._run(self._get, job_id)
+        return row_to_job(self._read_job(Q["get_job"], job_id))
+
+    async def head(self, job_id: str) -> JobHead:
+        r = self._read_job(Q["job_head"], job_id)
+        return JobHead(r[0], r[1], State(r[2]), r[3], loads(r[4]) if r[4] else {})
+
+    def _read_job(self, query: str, job_id: str) -> Row:
+        """One job's row, read on the caller's thread (see the module's docstring)."""
+        with self._watch_lock:
+            if self._watch_conn is None:
+                raise BackendUnavailable(f"SQLite backend {self.path!r} is not open")
+            try:
+                # fetchall, not fetchone: the statement runs to its end, so no read
+                # transaction stays open (one would hold back checkpoints).
+                rows = self._watch_conn.execute(query, (job_id,)).fetchall()
+            except sqlite3.Error as exc:
+                raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
+        if not rows:
+            raise JobNotFound(job_id)
+        return cast(Row, rows[0])
 
     def _get(self, job_id: str) -> Job:
         row = self._db().execute(Q["get_job"], (job_id,)).fetchone()

@@ -42,10 +42,8 @@ def api(
 
     Example: CONVEYOR_API_KEYS=shop:$KEY conveyor api --url postgresql://db/jobs --port 8000
     """
-    import asyncio
-
     from conveyor.cli.worker import configure_logging
-    from conveyor.web.server import serve
+    from conveyor.web.server import run_loop, serve
     from conveyor.web.settings import ApiSettings
 
     app = load(list(includes or ()), url)
@@ -58,7 +56,7 @@ def api(
         )
     configure_logging(verbose)
     announce(app, settings.secrets.encrypts, host, port, dev_key=None)
-    asyncio.run(serve(app, settings, host, port))
+    run_loop(serve(app, settings, host, port))
 
 
 def dev_keys(default_store: bool) -> tuple[ApiKeys, str]:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from conveyor.backends.base import Backend
+from conveyor.backends.base import Backend, JobHead
 from conveyor.exceptions import JobNotFound
 from conveyor.job import Outcome, RetryPolicy, State, Step
 from conveyor.testing.harness import (
@@ -172,6 +172,44 @@ class EnqueueConformance:
         # When / Then it is looked up
         with pytest.raises(JobNotFound):
             await backend.get(missing)
+
+    @async_test
+    async def test_head_is_the_jobs_version_state_tenant_and_metadata(
+        self, backend: Backend
+    ) -> None:
+        # Given a job with a tenant and metadata, and one without either
+        job = await enqueue_one(
+            backend, make_job(metadata={"conveyor.http": {"read": "t0k"}, "n": 1}, tenant="acme")
+        )
+        bare = await enqueue_one(backend, make_job())
+
+        # When their heads are read, before and after the first is claimed and finished
+        queued = await backend.head(job.id)
+        await claim_one(backend)
+        running = await backend.head(job.id)
+        await finish_one(backend, await backend.get(job.id), Outcome.succeeded())
+        done = await backend.get(job.id)
+
+        # Then each head says what the whole job says at that moment
+        assert queued == JobHead(job.id, job.version, State.QUEUED, "acme", job.metadata)
+        assert running.state is State.RUNNING and running.version > queued.version
+        assert await backend.head(job.id) == JobHead(
+            done.id,
+            done.version,
+            State.SUCCEEDED,
+            "acme",
+            {"conveyor.http": {"read": "t0k"}, "n": 1},
+        )
+        assert await backend.head(bare.id) == JobHead(bare.id, bare.version, State.QUEUED, None, {})
+
+    @async_test
+    async def test_head_of_an_unknown_id_raises_job_not_found(self, backend: Backend) -> None:
+        # Given a job id that was never stored
+        missing = make_job().id
+
+        # When / Then its head is looked up
+        with pytest.raises(JobNotFound):
+            await backend.head(missing)
 
     @async_test
     async def test_enqueue_blocking_stores_like_enqueue(self, backend: Backend) -> None:

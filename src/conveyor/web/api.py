@@ -1,9 +1,9 @@
 """The REST API, ``/v1``: submit multi-step HTTP jobs, poll them through a cache, delete them.
 
 ``create_api(app, settings)`` builds the ASGI application (FastAPI on Starlette).
-The poll route, ``GET /v1/jobs/{id}``, is a bare Starlette route placed before
-FastAPI's: no dependency injection, no response model, one store read, and the
-``304`` answer is made from the job's version without building the document.
+The poll route, ``GET /v1/jobs/{id}``, is a bare ASGI app answered before FastAPI's
+middleware (:mod:`conveyor.web.poll`): one read of the job's head, and the ``304``
+answer is made from its version without reading or building the document.
 Every error is an RFC 9457 problem (:mod:`conveyor.web.problems`).
 
 Who may do what:
@@ -21,11 +21,11 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic import ValidationError
@@ -36,7 +36,7 @@ from starlette.routing import Route
 from conveyor import __version__
 from conveyor.app import Conveyor
 from conveyor.backends import redact_url
-from conveyor.backends.base import Backend, JobFilter
+from conveyor.backends.base import Backend, JobFilter, JobHead
 from conveyor.exceptions import (
     BackendUnavailable,
     ConveyorError,
@@ -48,9 +48,10 @@ from conveyor.exceptions import (
 from conveyor.job import Job, State
 from conveyor.web import models
 from conveyor.web.auth import Principal, token_matches
-from conveyor.web.caching import cache_control, etag_of, matches_etag
+from conveyor.web.caching import etag_of
 from conveyor.web.documents import PRIVATE, job_document, job_summary, rfc3339
 from conveyor.web.metrics import Metrics
+from conveyor.web.poll import MAX_WAIT_S, PATH, Poll, PollFirst
 from conveyor.web.problems import PROBLEM_JSON, SCHEMA, Problem, problem_response, validation_errors
 from conveyor.web.purge import Purger
 from conveyor.web.settings import ApiSettings
@@ -59,8 +60,7 @@ from conveyor.web.submit import build_job, check, reject, request_digest, same_r
 logger = logging.getLogger("conveyor.api")
 
 JSON = "application/json"
-#: Longest long-poll (``?wait=``) and the SSE keep-alive period, in seconds.
-MAX_WAIT_S = 30.0
+#: The SSE keep-alive period, in seconds.
 SSE_KEEPALIVE_S = 15.0
 #: How long the API waits for a cancelled running job to stop before it gives up removing it.
 REAP_WITHIN_S = 600.0
@@ -108,44 +108,32 @@ class Api:
 
     async def readable_job(self, request: Request, job_id: str) -> tuple[Job, bool]:
         """The job for a read by key or by read token; whether the token opened it."""
-        header = request.headers.get("authorization")
         token = request.query_params.get("token")
-        principal = self.settings.keys.lookup(header) if header else None
+        principal = self.reader(request.headers.get("authorization"), token)
+        job = await (await self.backend()).get(job_id)
+        return job, self.opened_by_token(JobHead.of(job), principal, token)
+
+    def reader(self, authorization: str | None, token: str | None) -> Principal | None:
+        """The principal of a read's key (None: a read token alone), checked before
+        the store is asked; 401 when the read brings neither."""
+        principal = self.settings.keys.lookup(authorization) if authorization else None
         if principal is None and not token:
             raise Problem(
-                401, "unknown API key" if header else "send an API key or the job's token"
+                401, "unknown API key" if authorization else "send an API key or the job's token"
             )
-        job = await (await self.backend()).get(job_id)
-        if principal is not None and principal.sees(job.tenant):
-            return job, False
-        private = job.metadata.get(PRIVATE)
-        if token and isinstance(private, dict) and token_matches(token, private.get("read")):
-            return job, True
-        raise JobNotFound(job_id)
+        return principal
 
-    # -- the poll route (bare Starlette) --------------------------------------------
-    async def poll(self, request: Request) -> Response:
-        job_id = request.path_params["job_id"]
-        job, by_token = await self.readable_job(request, job_id)
-        wait = _wait_params(request, job.version)
-        if wait is not None:
-            seconds, version = wait
-            if job.version <= version:
-                job = await (await self.backend()).watch(job_id, version, seconds) or job
-        etag = etag_of(job.version)
-        headers = {
-            "ETag": etag,
-            "Cache-Control": "no-store"
-            if wait is not None
-            else cache_control(
-                job.state, public=by_token, final_max_age=self.settings.final_max_age
-            ),
-        }
-        if matches_etag(request.headers.get("if-none-match"), etag):
-            self.metrics.polls.labels("304").inc()
-            return Response(status_code=304, headers=headers)
-        self.metrics.polls.labels("200").inc()
-        return Response(_dumps(job_document(job)), media_type=JSON, headers=headers)
+    def opened_by_token(
+        self, head: JobHead, principal: Principal | None, token: str | None
+    ) -> bool:
+        """Whether the read token opened the job (False: the key did); a job that neither
+        opens is a 404, as if it did not exist."""
+        if principal is not None and principal.sees(head.tenant):
+            return False
+        private = head.metadata.get(PRIVATE)
+        if token and isinstance(private, dict) and token_matches(token, private.get("read")):
+            return True
+        raise JobNotFound(head.id)
 
     # -- submit ----------------------------------------------------------------------
     async def submit(self, request: Request) -> Response:
@@ -317,6 +305,12 @@ async def _json_body(request: Request, limit: int) -> Any:
     return data
 
 
+#: What _idempotency_key accepts, as the schema says it: printable characters (a header is
+#: Latin-1), not only spaces (HTTP strips those around a value, and an empty key is refused).
+_PRINTABLE = " -~\u00a1-\u00ac\u00ae-\u00ff"
+_IDEMPOTENCY_KEY = f"^[{_PRINTABLE}]*[!-~\u00a1-\u00ac\u00ae-\u00ff][{_PRINTABLE}]*$"
+
+
 def _idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is None:
@@ -330,31 +324,10 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-def _wait_params(request: Request, current: int) -> tuple[float, int] | None:
-    params = request.query_params
-    wait = params.get("wait")
-    if wait is None:
-        return None
-    try:
-        seconds = float(wait)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds <= MAX_WAIT_S:
-        raise Problem(
-            422,
-            f"wait: seconds from 0 to {MAX_WAIT_S:g}",
-            [{"parameter": "wait", "detail": f"expected 0 to {MAX_WAIT_S:g}, got {wait!r}"}],
-        )
-    version = params.get("version")
-    if version is None:
-        return seconds, current
-    if not version.isdigit():
-        raise Problem(
-            422,
-            "version: an integer",
-            [{"parameter": "version", "detail": f"expected an integer, got {version!r}"}],
-        )
-    return seconds, int(version)
+#: ``?state=`` as the schema says it (checked by _states, with its own problem): states,
+#: comma-separated, spaces allowed around them.
+_STATE = "(?:" + "|".join(s.value for s in State) + ")"
+_STATES = rf"^\s*(?:{_STATE}\s*)?(?:,\s*(?:{_STATE}\s*)?)*$"
 
 
 def _states(text: str | None) -> frozenset[State] | None:
@@ -389,7 +362,7 @@ def create_api(app: Conveyor | str, settings: ApiSettings | None = None) -> Fast
             await api.aclose()
             await conveyor.aclose()
 
-    web = FastAPI(
+    web = PollFirst(
         title="conveyor",
         version=__version__,
         summary="Multi-step HTTP jobs: submit, poll through a cache, delete.",
@@ -400,8 +373,10 @@ def create_api(app: Conveyor | str, settings: ApiSettings | None = None) -> Fast
     )
     web.state.api = api
     _handlers(web)
-    # The hot route first, bare: FastAPI's routing comes after it.
-    web.router.routes.insert(0, Route("/v1/jobs/{job_id}", api.poll, methods=["GET"]))
+    # The hot route: answered by PollFirst before FastAPI's middleware and, for what that
+    # leaves to the router (HEAD, a mounted app), first among the routes.
+    web.poll = Poll(api)
+    web.router.routes.insert(0, Route(PATH, web.poll, methods=["GET"]))
     _routes(web, api)
     web.openapi = lambda: _openapi(web)  # type: ignore[method-assign]
     return web
@@ -491,7 +466,7 @@ def _routes(web: FastAPI, api: Api) -> None:
                     "name": "Idempotency-Key",
                     "in": "header",
                     "required": False,
-                    "schema": {"type": "string", "maxLength": 255},
+                    "schema": {"type": "string", "maxLength": 255, "pattern": _IDEMPOTENCY_KEY},
                 }
             ],
         },
@@ -508,10 +483,10 @@ def _routes(web: FastAPI, api: Api) -> None:
     )
     async def list_jobs(
         request: Request,
-        state: str | None = None,
+        state: Annotated[str | None, Query(json_schema_extra={"pattern": _STATES})] = None,
         queue: str | None = None,
         cursor: str | None = None,
-        limit: int = 50,
+        limit: Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": 500})] = 50,
     ) -> Response:
         """Jobs, newest first; ``state`` takes several, comma-separated; pass ``next_cursor``
         back as ``cursor`` for the next page."""
@@ -605,18 +580,22 @@ def _routes(web: FastAPI, api: Api) -> None:
         await (backend.pause_queue(name) if action == "pause" else backend.resume_queue(name))
         return json_response({"queue": name, "paused": action == "pause"})
 
+    def queue_endpoint(action: str) -> Callable[[Request, str], Awaitable[Response]]:
+        # The action is bound by the closure, not a default argument: FastAPI would have made
+        # that a query parameter, and POST .../pause?action=empty emptied the queue.
+        async def endpoint(request: Request, name: str) -> Response:
+            return await queue_action(request, name, action)
+
+        return endpoint
+
     for action, doc in (
         ("pause", "No job of the queue starts until it is resumed."),
         ("resume", "Jobs of the queue start again."),
         ("empty", "Delete the queue's waiting jobs (running ones finish)."),
     ):
-
-        async def endpoint(request: Request, name: str, action: str = action) -> Response:
-            return await queue_action(request, name, action)
-
         web.add_api_route(
             f"/v1/queues/{{name}}/{action}",
-            endpoint,
+            queue_endpoint(action),
             methods=["POST"],
             name=f"{action}_queue",
             summary=f"{action.capitalize()} a queue",
@@ -669,8 +648,41 @@ def _openapi(web: FastAPI) -> dict[str, Any]:
         components.update(definition.pop("$defs", {}))
         components[model.__name__] = definition
     schema["paths"].setdefault("/v1/jobs/{job_id}", {})["get"] = _poll_operation()
+    # FastAPI documents its own 422 (HTTPValidationError, application/json) on routes with
+    # parameters; the handler above answers every invalid request with a problem instead.
+    for operation in (op for item in schema["paths"].values() for op in item.values()):
+        responses = operation.get("responses", {})
+        if "HTTPValidationError" in json.dumps(responses.get("422", {})):
+            responses["422"] = _PROBLEMS[422]
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    # Who may call what (Api.principal, Api.readable_job): a key on every /v1 route; a job
+    # and its events also open to the job's read token.
+    schema["components"]["securitySchemes"] = _SECURITY_SCHEMES
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if path.startswith("/v1/jobs/{job_id}") and method == "get":
+                operation["security"] = [{"apiKey": []}, {"readToken": []}]
+            elif path.startswith("/v1/"):
+                operation["security"] = [{"apiKey": []}]
     web.openapi_schema = schema
     return schema
+
+
+_SECURITY_SCHEMES = {
+    "apiKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A tenant's key (CONVEYOR_API_KEYS) or an admin key (CONVEYOR_ADMIN_KEYS).",
+    },
+    "readToken": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "The job's read token, in the Location a POST answers. A wrong token "
+        "answers 404, as an unknown job does.",
+    },
+}
 
 
 def _poll_operation() -> dict[str, Any]:
@@ -685,7 +697,6 @@ def _poll_operation() -> dict[str, Any]:
         "operationId": "poll_job",
         "parameters": [
             {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
-            {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},
             {
                 "name": "wait",
                 "in": "query",

@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Generator, Sequence
+from collections.abc import Coroutine, Generator, Sequence
+from typing import Any, TypeVar
 
 import uvicorn
 
@@ -24,6 +25,7 @@ from conveyor.worker.runtime import Worker, WorkerConfig
 logger = logging.getLogger("conveyor.api")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+T = TypeVar("T")
 
 
 class _Server(uvicorn.Server):
@@ -33,18 +35,20 @@ class _Server(uvicorn.Server):
         yield
 
 
+#: uvicorn's settings for the API (``bench/w5_poll.py`` serves its bare-Starlette ceiling
+#: with the same, so that the two compare).
+UVICORN_OPTIONS: dict[str, Any] = {
+    "log_level": "warning",
+    "access_log": False,
+    "lifespan": "on",
+    # A poll answer is small and a client polls often: keep its connection.
+    "timeout_keep_alive": 30,
+    "server_header": False,
+}
+
+
 def uvicorn_config(app: Conveyor, settings: ApiSettings, host: str, port: int) -> uvicorn.Config:
-    return uvicorn.Config(
-        create_api(app, settings),
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        # A poll answer is small and a client polls often: keep its connection.
-        timeout_keep_alive=30,
-        server_header=False,
-    )
+    return uvicorn.Config(create_api(app, settings), host=host, port=port, **UVICORN_OPTIONS)
 
 
 class Service:
@@ -72,6 +76,12 @@ class Service:
         if self.worker is not None:
             self.worker.request_stop()
 
+    def _wind_down(self) -> None:
+        """One half stopped on its own: stop the other gracefully (never "now")."""
+        self.server.should_exit = True
+        if self.worker is not None and not self.worker.stopping:
+            self.worker.request_stop()
+
     async def run(self, stop_signals: Sequence[int] = STOP_SIGNALS) -> None:
         loop = asyncio.get_running_loop()
         for sig in stop_signals:
@@ -86,7 +96,7 @@ class Service:
                 ]
                 # Either one ending (the other's failure included) stops the other.
                 await asyncio.wait(runs, return_when=asyncio.FIRST_COMPLETED)
-                self.stop()
+                self._wind_down()
                 await asyncio.gather(*runs)
             if not self.server.started:
                 raise OSError(f"the API could not listen on {self.host}:{self.port}")
@@ -105,3 +115,15 @@ async def serve(
 ) -> None:
     """Run the API (and a worker) until SIGTERM / SIGINT."""
     await Service(app, settings, host, port, worker_config).run()
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on the event loop ``conveyor api`` serves on: uvloop when it is
+    installed (``uvicorn[standard]`` brings it), as ``uvicorn.run`` would choose;
+    asyncio's own loop otherwise. uvloop's is the cheaper per request."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)

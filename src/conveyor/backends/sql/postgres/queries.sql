@@ -197,6 +197,9 @@ SELECT pg_notify(%(channel)s, q) FROM unnest(%(queues)s::text[]) AS q;
 -- name: get_job
 SELECT * FROM {schema}.jobs WHERE id = %(id)s;
 
+-- name: job_head
+SELECT id, version, state, tenant, metadata FROM {schema}.jobs WHERE id = %(id)s;
+
 -- name: job_version
 SELECT version FROM {schema}.jobs WHERE id = %(id)s;
 

@@ -104,6 +104,9 @@ UPDATE counters SET value = value + ? WHERE name = ?;
 -- name: get_job
 SELECT * FROM jobs WHERE id = ?;
 
+-- name: job_head
+SELECT id, version, state, tenant, metadata FROM jobs WHERE id = ?;
+
 -- name: job_version
 SELECT version FROM jobs WHERE id = ?;
 
