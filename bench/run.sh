@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: conveyor (SQLite, PostgreSQL and Redis) beside the peers in one run of
 # the shared harness, then conveyor's own workloads (W2n, W6 on every store; W7 on
-# PostgreSQL). Results go to bench/results/ (lines of other peers are kept).
+# PostgreSQL; W4, HTTP steps, and W5, polling the HTTP API, on every store). Results go
+# to bench/results/ (lines of other peers are kept).
 #
 #   bash bench/run.sh                       # conveyor_sqlite, conveyor_pg, conveyor_redis
 #                                           # + the peers in PEERS
@@ -11,6 +12,8 @@
 #       bash bench/run.sh                                                     # Redis only
 #   BENCH_ARGS="--n 2000 --runs 1" OWN_ARGS="--runs 1 --n 20000 --big 100000 \
 #       --duration 30 --hold 10" bash bench/run.sh                            # a quick look
+#   W4_ARGS="--url sqlite --concurrency 64" bash bench/run.sh                # W4 on SQLite only
+#   W5_ARGS="--url sqlite" bash bench/run.sh                                  # W5 on SQLite only
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$HERE")"
@@ -39,4 +42,15 @@ bash "$PEERS_DIR/run.sh" ${CONVEYOR-conveyor_sqlite conveyor_pg conveyor_redis} 
     ${PEERS-huey_sqlite huey dramatiq huey_pg procrastinate}
 # shellcheck disable=SC2086
 "$PEERS_VENV/bin/python" "$HERE/own.py" --out "$RESULTS_DIR/own.jsonl" ${OWN_ARGS:-}
+# W4 runs in the project's environment: it needs the HTTP extras (aiohttp for the worker,
+# the API's models to store the jobs as POST /v1/jobs does), which the harness's lacks.
+W4_ARGS="${W4_ARGS:---url sqlite --url ${PG_DSN:-postgresql://postgres@127.0.0.1:5432/test} \
+--url ${REDIS_URL:-redis://127.0.0.1:6379/0}}"
+# shellcheck disable=SC2086
+"${W4_PYTHON:-$ROOT/.venv/bin/python}" "$HERE/w4_http.py" --out "$RESULTS_DIR/own.jsonl" $W4_ARGS
+# W5 too (the API's extras); it needs wrk (Debian's package: apt-get install wrk).
+W5_ARGS="${W5_ARGS:---url sqlite --url ${PG_DSN:-postgresql://postgres@127.0.0.1:5432/test} \
+--url ${REDIS_URL:-redis://127.0.0.1:6379/0}}"
+# shellcheck disable=SC2086
+"${W5_PYTHON:-$ROOT/.venv/bin/python}" "$HERE/w5_poll.py" --out "$RESULTS_DIR/own.jsonl" $W5_ARGS
 echo "bench: results in $RESULTS_DIR"
