@@ -137,6 +137,8 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
+from conveyor.eventloop import run_loop
+from conveyor.garbage import settle_for_service
 from conveyor.web import server
 
 async def constant(request):
@@ -144,7 +146,8 @@ async def constant(request):
 
 app = Starlette(routes=[Route("/", constant)])
 config = uvicorn.Config(app, host="127.0.0.1", port=int(sys.argv[1]), **server.UVICORN_OPTIONS)
-server.run_loop(uvicorn.Server(config).serve())
+settle_for_service()  # as conveyor.web.server.serve does
+run_loop(uvicorn.Server(config).serve())
 """
 
 
@@ -450,7 +453,7 @@ PEERS = {"sqlite": "conveyor_sqlite", "postgres": "conveyor_pg", "redis": "conve
 
 def server_stack() -> str:
     """What the API process serves with here: uvicorn's HTTP parser ("auto" takes httptools
-    when installed) and the event loop of ``conveyor.web.server.run_loop``."""
+    when installed) and the event loop of ``conveyor.eventloop.run_loop``."""
     import uvicorn
 
     try:

@@ -104,6 +104,38 @@ def test_a_three_step_job_runs_in_order_with_placeholders_and_calls_back(
     assert callback.headers["idempotency-key"] == f"{job_id}:callback"
 
 
+def test_a_poll_shows_each_finished_step_while_the_job_runs(
+    served: RunningApi, target: Target
+) -> None:
+    # Given a job whose second and third steps are slow
+    body = {
+        "steps": [
+            {"name": "book", "url": target.url("/ok/book"), "method": "POST", "body": {}},
+            {"name": "pay", "url": target.url("/slow?seconds=2")},
+            {"name": "mail", "url": target.url("/slow?seconds=2")},
+        ]
+    }
+    created = served.client("acme").post("/v1/jobs", json=body)
+    poller = served.client(None)
+
+    def at(step: str) -> dict[str, Any] | None:
+        job: dict[str, Any] = poller.get(created.headers["location"]).json()
+        return job if job["progress"]["current_step"] == step else None
+
+    # When it is polled while the steps run
+    # Then each poll shows the steps done so far, and the kept responses
+    paying = wait_for("the second step", lambda: at("pay"), timeout=10)
+    assert paying["state"] == "running"
+    assert paying["progress"]["completed"] == 1
+    assert paying["progress"]["percent"] == pytest.approx(33.33)
+    assert [s["state"] for s in paying["steps"]] == ["succeeded", "running", "pending"]
+    assert paying["steps"][0]["response"]["status"] == 200
+    mailing = wait_for("the third step", lambda: at("mail"), timeout=10)
+    assert mailing["progress"]["completed"] == 2
+    assert mailing["version"] > paying["version"]
+    assert poll_until_final(poller, created.headers["location"])["state"] == "succeeded"
+
+
 def test_delete_of_a_running_job_aborts_its_request_and_removes_it(
     served: RunningApi, target: Target
 ) -> None:

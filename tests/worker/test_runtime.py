@@ -263,6 +263,51 @@ def test_progress_is_written_while_the_job_runs(app: Conveyor) -> None:
     )
 
 
+def test_a_finished_step_is_written_while_the_next_one_runs(app: Conveyor) -> None:
+    release = asyncio.Event()
+
+    @app.task(name="first")
+    def first() -> str:
+        return "first-done"
+
+    @app.task(name="second")
+    async def second() -> str:
+        await release.wait()
+        return "second-done"
+
+    # Given a two-step job whose second step waits, and a worker whose lease keeper
+    # runs only every 5 s (lease 30 s)
+    job = Job(
+        id=new_job_id(),
+        queue="default",
+        steps=[Step(name="a", task="first"), Step(name="b", task="second")],
+    )
+
+    async def scenario(worker: Worker) -> tuple[Job, float]:
+        (handle,) = await app.enqueue_jobs_async([job])
+        t = time.monotonic()
+        # When the first step is done
+        while handle.job.steps[0].state != "succeeded" and time.monotonic() - t < 10:
+            await asyncio.sleep(0.05)
+            await handle.refresh_async()
+        seen = time.monotonic() - t
+        running = handle.job
+        release.set()
+        await handle.wait_async(10)
+        return running, seen
+
+    running, seen = run_with_worker(app, scenario, lease=30.0)
+    # Then the store shows it done, with its result, within about a second, and the
+    # second step running
+    assert seen < 2.5
+    assert running.state is State.RUNNING
+    assert running.current_step == 1
+    assert [(s.state, s.result) for s in running.steps] == [
+        ("succeeded", "first-done"),
+        ("running", None),
+    ]
+
+
 def test_a_retry_resumes_at_the_failed_step(app: Conveyor) -> None:
     calls: list[str] = []
 

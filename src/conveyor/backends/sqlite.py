@@ -407,14 +407,20 @@ class SQLiteBackend(Backend):
         return await self._transact(extend)
 
     async def save(self, job: Job) -> bool:
-        def save(conn: sqlite3.Connection, now: float) -> bool:
-            changed = conn.execute(Q["save_running"], held_params(job, now)).rowcount
-            if changed:
-                job.version += 1
-                job.updated_at = now
-            return bool(changed)
+        # Encoded here, on the caller's loop: the job's task may change its steps while
+        # the write waits for the store's thread.
+        params = held_params(job, 0.0)
 
-        return await self._transact(save)
+        def save(conn: sqlite3.Connection, now: float) -> float | None:
+            params["now"] = now
+            return now if conn.execute(Q["save_running"], params).rowcount else None
+
+        saved_at = await self._transact(save)
+        if saved_at is None:
+            return False
+        job.version += 1
+        job.updated_at = saved_at
+        return True
 
     async def finish(self, items: Sequence[tuple[Job, Outcome]]) -> list[bool]:
         if not items:

@@ -43,7 +43,8 @@ def api(
     Example: CONVEYOR_API_KEYS=shop:$KEY conveyor api --url postgresql://db/jobs --port 8000
     """
     from conveyor.cli.worker import configure_logging
-    from conveyor.web.server import run_loop, serve
+    from conveyor.eventloop import run_loop
+    from conveyor.web.server import serve
     from conveyor.web.settings import ApiSettings
 
     app = load(list(includes or ()), url)

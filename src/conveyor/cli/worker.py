@@ -20,10 +20,10 @@ from conveyor.backends import redact_url as redact
 from conveyor.cli.api import HostOption, PortOption, announce, dev_keys
 from conveyor.cli.common import IncludeOption, UrlOption, console, load, with_store
 from conveyor.cli.parsing import split_list
+from conveyor.eventloop import run_loop
 from conveyor.exceptions import ConfigError
 from conveyor.loader import import_include
 from conveyor.portal import portal
-from conveyor.web.server import serve as serve_api
 from conveyor.web.settings import ApiSettings
 from conveyor.worker.runtime import WorkerConfig, run_worker
 from conveyor.worker.supervisor import EXIT_CONFIG, STOP_SIGNALS, Supervisor, watch_parent
@@ -248,7 +248,7 @@ def start(options: WorkerOptions, *, serve: bool, seed: bool = False) -> None:
     if not options.supervised and (options.processes > 1 or options.max_jobs is not None):
         _supervise(app, config, options, settings)
     elif settings is not None:
-        asyncio.run(serve_api(app, settings, options.host, options.port, config))
+        run_loop(_serve_api(app, settings, options.host, options.port, config))
     else:
         _run_here(app, config, options)
 
@@ -313,7 +313,7 @@ def _supervise(
     def run_child() -> int:
         try:
             if supervisor.slot == api_slot and api is not None:
-                asyncio.run(_supervised(serve_api(app, api, options.host, options.port)))
+                run_loop(_supervised(_serve_api(app, api, options.host, options.port)))
             else:
                 _run_here(app, config, child_options)
         except ConfigError as exc:
@@ -340,11 +340,25 @@ def _run_here(app: Conveyor, config: WorkerConfig, options: WorkerOptions) -> No
             redact(app.url),
         )
     if options.supervised:
-        asyncio.run(_supervised(run_worker(app, config, STOP_SIGNALS)))
+        run_loop(_supervised(run_worker(app, config, STOP_SIGNALS)))
     else:
-        asyncio.run(run_worker(app, config, STOP_SIGNALS))
+        run_loop(run_worker(app, config, STOP_SIGNALS))
     if not options.verbosity:
         logger.info("worker %d stopped after %.1fs", os.getpid(), time.monotonic() - started)
+
+
+async def _serve_api(
+    app: Conveyor,
+    settings: ApiSettings,
+    host: str,
+    port: int,
+    worker: WorkerConfig | None = None,
+) -> None:
+    # Imported here: FastAPI and the API's modules take half a second to import, which a
+    # `conveyor worker` process, which serves no API, does not pay.
+    from conveyor.web.server import serve
+
+    await serve(app, settings, host, port, worker)
 
 
 async def _supervised(run: Coroutine[Any, Any, None]) -> None:

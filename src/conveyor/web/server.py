@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Coroutine, Generator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Generator, Sequence
+from typing import Any
 
 import uvicorn
 
 from conveyor.app import Conveyor
+from conveyor.garbage import settle_for_service
 from conveyor.web.api import create_api
 from conveyor.web.settings import ApiSettings
 from conveyor.worker.runtime import Worker, WorkerConfig
@@ -25,7 +26,6 @@ from conveyor.worker.runtime import Worker, WorkerConfig
 logger = logging.getLogger("conveyor.api")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-T = TypeVar("T")
 
 
 class _Server(uvicorn.Server):
@@ -114,16 +114,6 @@ async def serve(
     worker_config: WorkerConfig | None = None,
 ) -> None:
     """Run the API (and a worker) until SIGTERM / SIGINT."""
-    await Service(app, settings, host, port, worker_config).run()
-
-
-def run_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` on the event loop ``conveyor api`` serves on: uvloop when it is
-    installed (``uvicorn[standard]`` brings it), as ``uvicorn.run`` would choose;
-    asyncio's own loop otherwise. uvloop's is the cheaper per request."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
+    service = Service(app, settings, host, port, worker_config)
+    settle_for_service()  # the process serves from here on; FastAPI's objects are made
+    await service.run()

@@ -176,6 +176,8 @@ class Executor:
             step.result = await self._run_step(ctx, step)
             step.state = "succeeded"
             step.finished_at = time.time()
+            if index + 1 < len(job.steps):
+                ctx._progress_dirty = True  # saved by the worker if the job runs on
         last = job.steps[-1] if job.steps else None
         if last is not None and last.kind == "http":
             job.result = last.response  # an HTTP job's result is its last response

@@ -25,7 +25,6 @@ import asyncio
 import collections
 import contextlib
 import functools
-import gc
 import logging
 import os
 import random
@@ -41,6 +40,7 @@ from conveyor.backends import redact_url
 from conveyor.backends.base import Backend, LeaseStatus, WorkerInfo
 from conveyor.context import TaskContext
 from conveyor.exceptions import ConveyorError
+from conveyor.garbage import settle_for_service
 from conveyor.job import Job, Outcome
 from conveyor.worker.callbacks import Callbacks, callback_url
 from conveyor.worker.executor import Executor
@@ -55,12 +55,10 @@ COALESCE_S = 0.001
 CALLBACK_GRACE_S = 5.0
 #: Longest pause of the claim loop after a store error (seconds; it doubles up to this).
 MAX_BACKOFF_S = 5.0
-#: How often jobs in an HTTP step are asked whether they should cancel (seconds): an
-#: in-flight request is aborted within this of a cancel request.
-HTTP_CANCEL_CHECK_S = 0.5
-#: Net allocations of containers between two collections of the youngest generation, at
-#: least, in a worker process (Python's default: 700).
-YOUNG_GC_THRESHOLD = 10_000
+#: How often the worker looks at its running jobs (seconds): jobs in an HTTP step are
+#: asked whether they should cancel (an in-flight request is aborted within this of a
+#: cancel request), and the progress of jobs running longer than this is saved.
+WATCH_RUNNING_S = 0.5
 
 
 @dataclass
@@ -185,7 +183,7 @@ class Worker:
         )
         keepers = [
             asyncio.create_task(self._keep_leases(backend), name="conveyor-leases"),
-            asyncio.create_task(self._watch_http_cancels(backend), name="conveyor-http-cancels"),
+            asyncio.create_task(self._watch_running(backend), name="conveyor-running"),
         ]
         for keeper in keepers:
             keeper.add_done_callback(self._keeper_done)
@@ -403,7 +401,7 @@ class Worker:
 
     # -- leases ----------------------------------------------------------------------
     async def _keep_leases(self, backend: Backend) -> None:
-        """Extend leases, pass cancel requests on, save progress, heartbeat, recover.
+        """Extend leases, pass cancel requests on, heartbeat, recover.
 
         Each step's store errors are logged and tried again next period: a passing
         hiccup must not leave running jobs without their leases.
@@ -416,7 +414,6 @@ class Worker:
             await asyncio.sleep(period)
             try:
                 await self._extend(backend)
-                await self._save_progress(backend)
                 self.info.running = list(self._running)
                 await backend.heartbeat_worker(self.info)
                 if time.monotonic() >= next_recover and not self._stopping.is_set():
@@ -462,15 +459,25 @@ class Worker:
                 logger.warning("job %s: lease lost; stopping it here", job_id)
                 self._cancel_job(job_id, "lease lost")
 
-    async def _watch_http_cancels(self, backend: Backend) -> None:
-        """Pass cancel requests on to jobs in an HTTP step within about half a second.
+    async def _watch_running(self, backend: Backend) -> None:
+        """Every half second: save progress, pass cancel requests on to HTTP steps.
+
+        Progress (``ctx.progress``, or a step of a multi-step job done) is what a user
+        polling the job watches move, so it is written within about a second, not at the
+        next lease extension (up to 5 s away). A job is saved once it has run for a
+        whole period: most short jobs finish first, and their outcome carries it anyway.
 
         A request may wait on a slow target for its whole timeout; a user who cancels
-        expects it to stop now, not at the next lease extension. The extension is the
-        store's cheap way to ask which jobs are cancelling (and it keeps their leases).
+        expects it to stop now. The lease extension is the store's cheap way to ask which
+        jobs are cancelling (and it keeps their leases).
         """
         while True:
-            await asyncio.sleep(HTTP_CANCEL_CHECK_S)
+            await asyncio.sleep(WATCH_RUNNING_S)
+            try:
+                await self._save_progress(backend)
+            except ConveyorError as exc:
+                # The lease keeper reports store errors; progress is saved next time.
+                logger.debug("saving progress failed: %s", exc)
             ids = [
                 job_id
                 for job_id, running in self._running.items()
@@ -497,10 +504,15 @@ class Worker:
         self._held = keep
 
     async def _save_progress(self, backend: Backend) -> None:
+        started_before = time.monotonic() - WATCH_RUNNING_S
         for running in list(self._running.values()):
-            if running.ctx._progress_dirty:
+            if running.ctx._progress_dirty and running.started <= started_before:
                 running.ctx._progress_dirty = False
-                await backend.save(running.job)
+                try:
+                    await backend.save(running.job)
+                except BaseException:
+                    running.ctx._progress_dirty = True  # not written: next time
+                    raise
 
     def _cancel_job(self, job_id: str, why: str) -> None:
         running = self._running.get(job_id)
@@ -570,19 +582,10 @@ def _broken(job: Job, message: str, kind: str = "WorkerError") -> dict[str, obje
 async def run_worker(app: Conveyor, config: WorkerConfig, stop_signals: Sequence[int] = ()) -> None:
     """Run a worker until a stop signal (first: graceful, second: now).
 
-    The process is a worker from here on, so the cyclic garbage collector is set for one
-    (docs/benchmarks.md, W4: it took about a tenth of the CPU of a worker running HTTP
-    steps). What the process holds now, the objects of its imports (tens of thousands),
-    lives as long as it does: frozen, it is no longer scanned by every full collection.
-    And a job makes and drops many small containers (dicts, frames, futures: dozens per
-    HTTP step) whose count set off a young collection every few steps at Python's
-    default threshold; a higher one collects as much garbage, less often. A threshold the
-    tasks' own modules set higher, or 0 (collection off), is left alone.
+    The process is a worker from here on: its garbage collector is set for one
+    (:mod:`conveyor.garbage`).
     """
-    threshold, *older = gc.get_threshold()
-    if 0 < threshold < YOUNG_GC_THRESHOLD:
-        gc.set_threshold(YOUNG_GC_THRESHOLD, *older)
-    gc.freeze()
+    settle_for_service()
     worker = Worker(app, config)
     loop = asyncio.get_running_loop()
     for sig in stop_signals:
