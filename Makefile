@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean nginx
+.PHONY: run test lint bench install clean nginx chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ run: $(STAMP)
 		$(BIN)/conveyor serve --url sqlite:///.conveyor/conveyor.db -i conveyor.demo -v
 
 ## test: the whole suite against real stores
-test: $(STAMP) nginx
+test: $(STAMP) nginx chromium
 	$(BIN)/python -m pytest -q
 
 ## nginx: the real nginx (Debian's package) that tests/api/test_cache.py puts in front of the
@@ -39,6 +39,21 @@ nginx:
 	    { $$sudo systemctl disable --now nginx || $$sudo service nginx stop; } >/dev/null 2>&1 || true; \
 	  else \
 	    echo "WARNING: could not install nginx: tests/api/test_cache.py will skip (fail under CI)" >&2; \
+	  fi; \
+	fi
+
+## chromium: Debian's chromium, the headless browser that tests/dashboard drives through
+## Playwright (launched by path: `playwright install` is never run, nothing is downloaded
+## but Debian's packages). Installed when missing, as nginx is; without apt-get or the
+## rights, a warning: the dashboard tests then skip, or fail when CI is set.
+chromium:
+	@if ! test -x /usr/bin/chromium; then \
+	  sudo=""; test "$$(id -u)" = 0 || sudo="sudo -n"; \
+	  echo "installing chromium (Debian package) for tests/dashboard"; \
+	  if ! { command -v apt-get >/dev/null 2>&1 && $$sudo env DEBIAN_FRONTEND=noninteractive \
+	      sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core'; }; \
+	  then \
+	    echo "WARNING: could not install chromium: tests/dashboard will skip (fail under CI)" >&2; \
 	  fi; \
 	fi
 

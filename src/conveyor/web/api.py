@@ -49,6 +49,7 @@ from conveyor.job import Job, State
 from conveyor.web import models
 from conveyor.web.auth import Principal, token_matches
 from conveyor.web.caching import etag_of
+from conveyor.web.dashboard import create_dashboard
 from conveyor.web.documents import PRIVATE, job_document, job_summary, rfc3339
 from conveyor.web.metrics import Metrics
 from conveyor.web.poll import MAX_WAIT_S, PATH, Poll, PollFirst
@@ -378,6 +379,8 @@ def create_api(app: Conveyor | str, settings: ApiSettings | None = None) -> Fast
     web.poll = Poll(api)
     web.router.routes.insert(0, Route(PATH, web.poll, methods=["GET"]))
     _routes(web, api)
+    # The dashboard (docs/dashboard.md): server-rendered pages, outside the OpenAPI schema.
+    web.mount("/dashboard", create_dashboard(api), name="dashboard")
     web.openapi = lambda: _openapi(web)  # type: ignore[method-assign]
     return web
 

@@ -44,7 +44,8 @@ class Principal:
 ADMIN = Principal(None, admin=True)
 
 
-def _digest(key: str) -> bytes:
+def key_digest(key: str) -> bytes:
+    """The SHA-256 digest a key is known by (the only form in which keys are kept)."""
     return hashlib.sha256(key.encode()).digest()
 
 
@@ -68,7 +69,7 @@ class ApiKeys:
                 source,
                 f"tenant {principal.tenant!r}: letters, digits, '_', '.', '-' (at most 64)",
             )
-        digest = _digest(key)
+        digest = key_digest(key)
         if self._by_digest.get(digest, principal) != principal:
             raise ConfigError(source, "one key is given to two tenants")
         self._by_digest[digest] = principal
@@ -88,7 +89,12 @@ class ApiKeys:
         if scheme.lower() != "bearer" or not key:
             return None
         # A dict lookup on the digest: comparing digests leaks nothing about the key.
-        return self._by_digest.get(_digest(key.strip()))
+        return self._by_digest.get(key_digest(key.strip()))
+
+    def by_digest(self, digest: bytes) -> Principal | None:
+        """The principal of a key known by its digest (a dashboard session keeps the
+        digest, never the key); None once the key is no longer configured."""
+        return self._by_digest.get(digest)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ApiKeys:

@@ -10,12 +10,19 @@
 ``CONVEYOR_API_MAX_BODY``       largest request body in bytes (default 1 MiB)
 ``CONVEYOR_API_MAX_STEPS``      most steps in one job (default 50)
 ``CONVEYOR_FINAL_MAX_AGE``      ``max-age`` of a finished job's document (default 3600)
+``CONVEYOR_SESSION_MAX_AGE``    seconds a dashboard login lasts (default 43200: 12 h)
 ==============================  ===================================================
+
+The dashboard signs its session cookies with a key derived from ``CONVEYOR_SECRET_KEY``;
+without it, with a random key made at start-up: sessions then end when the process does.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import secrets as random_secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -36,6 +43,10 @@ class ApiSettings:
     final_max_age: int = 3600
     #: The queue of a job that names none.
     default_queue: str = "default"
+    #: The key the dashboard signs its cookies with (:func:`session_key`).
+    session_key: bytes = field(default_factory=lambda: session_key(None), repr=False)
+    #: How long a dashboard login lasts, in seconds.
+    session_max_age: int = 12 * 3600
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> ApiSettings:
@@ -47,9 +58,19 @@ class ApiSettings:
             "max_body": _int(environ, "CONVEYOR_API_MAX_BODY", 1 << 20, low=1024),
             "max_steps": _int(environ, "CONVEYOR_API_MAX_STEPS", 50, low=1),
             "final_max_age": _int(environ, "CONVEYOR_FINAL_MAX_AGE", 3600, low=0),
+            "session_key": session_key(environ.get("CONVEYOR_SECRET_KEY") or None),
+            "session_max_age": _int(environ, "CONVEYOR_SESSION_MAX_AGE", 12 * 3600, low=60),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def session_key(secret: str | None) -> bytes:
+    """The dashboard's signing key: derived from ``CONVEYOR_SECRET_KEY`` (so that every API
+    process, and the next one after a restart, accepts the same sessions), or random."""
+    if secret is None:
+        return random_secrets.token_bytes(32)
+    return hmac.new(secret.encode(), b"conveyor.dashboard.session", hashlib.sha256).digest()
 
 
 def _int(environ: Mapping[str, str], name: str, default: int, *, low: int) -> int:

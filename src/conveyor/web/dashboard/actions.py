@@ -1,0 +1,168 @@
+"""The dashboard's actions (POST): steer a queue; retry, cancel or delete a job; retry or
+remove poisoned jobs in bulk.
+
+Each checks the CSRF token first (nothing is done without it), does one thing through the
+Backend interface, and answers with a ``303`` to a page whose flash message says what was
+done. A job action carries the state the job had on the page it was clicked on: when the
+job has moved on meanwhile (another operator, a worker), nothing is done and the message
+says so, so that a double click or a stale page never does a thing twice.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from conveyor.backends.base import JobFilter
+from conveyor.exceptions import JobNotFound, JobStateError, QueueNotFound
+from conveyor.job import State
+from conveyor.web.dashboard.forms import optional
+from conveyor.web.dashboard.jobview import actions as allowed_actions
+
+if TYPE_CHECKING:
+    from conveyor.web.dashboard.app import Dashboard
+
+QUEUE_ACTIONS = ("pause", "resume", "empty")
+JOB_ACTIONS = ("retry", "cancel", "delete")
+
+
+async def queue_action(dash: Dashboard, request: Request) -> Response:
+    name, action = request.path_params["name"], request.path_params["action"]
+    if action not in QUEUE_ACTIONS:
+        raise HTTPException(404)
+    _, fields = await dash.form(request)
+    back = dash.inside(request, fields.get("next"), "/queues")
+    backend = await dash.backend()
+    try:
+        if action == "pause":
+            await backend.pause_queue(name)
+            message = f"Paused queue {name}: none of its jobs start until it is resumed."
+        elif action == "resume":
+            await backend.resume_queue(name)
+            message = f"Resumed queue {name}: its jobs start again."
+        else:
+            deleted = await backend.empty_queue(name)
+            message = f"Emptied queue {name}: {_jobs(deleted)} deleted."
+    except QueueNotFound:
+        return dash.redirect(request, back, ("error", f"There is no queue {name}: nothing done."))
+    return dash.redirect(request, back, ("ok", message))
+
+
+async def job_action(dash: Dashboard, request: Request) -> Response:
+    job_id, action = request.path_params["job_id"], request.path_params["action"]
+    if action not in JOB_ACTIONS:
+        raise HTTPException(404)
+    _, fields = await dash.form(request)
+    page = f"/jobs/{job_id}"
+    back = dash.inside(request, fields.get("next"), page)
+    backend = await dash.backend()
+    try:
+        job = await backend.get(job_id)
+    except JobNotFound:
+        gone = back if back != page else "/jobs"
+        return dash.redirect(
+            request, gone, ("error", f"Job {job_id} no longer exists: nothing done.")
+        )
+    seen = fields.get("state")
+    if (seen is not None and seen != job.state.value) or action not in allowed_actions(job.state):
+        was = f" (it was {seen} on your page)" if seen and seen != job.state.value else ""
+        return dash.redirect(
+            request,
+            back,
+            ("error", f"Job {job_id} is {job.state.value} now{was}: not {_done[action]}."),
+        )
+    try:
+        if action == "retry":
+            job = await backend.retry(job_id)
+            step = job.steps[job.current_step].name if job.steps else None
+            message = f"Job {job_id} is queued again" + (f", from step {step}." if step else ".")
+        elif action == "cancel":
+            job = await backend.cancel(job_id, "cancelled from the dashboard")
+            message = (
+                f"Cancel asked: job {job_id}'s worker stops it."
+                if job.state is State.CANCELLING
+                else f"Job {job_id} is {job.state.value}."
+            )
+        else:
+            await backend.delete(job_id)
+            message = f"Job {job_id} deleted."
+            back = back if back != page else "/jobs"
+    except JobStateError:
+        now = await backend.get(job_id)
+        return dash.redirect(
+            request,
+            back,
+            ("error", f"Job {job_id} is {now.state.value} now: not {_done[action]}."),
+        )
+    except JobNotFound:
+        return dash.redirect(
+            request, "/jobs", ("error", f"Job {job_id} no longer exists: nothing done.")
+        )
+    await dash.api.purger.purge(job_id)
+    return dash.redirect(request, back, ("ok", message))
+
+
+_done = {"retry": "retried", "cancel": "cancelled", "delete": "deleted"}
+
+
+def _filter(fields: dict[str, str]) -> JobFilter:
+    return JobFilter(
+        states=frozenset({State.POISONED}),
+        queue=optional(fields.get("queue")),
+        task=optional(fields.get("task")),
+    )
+
+
+def _jobs(count: int) -> str:
+    return f"{count:,} job" + ("" if count == 1 else "s")
+
+
+def _which(job_filter: JobFilter) -> str:
+    parts = [f"queue {job_filter.queue}"] if job_filter.queue else []
+    if job_filter.task:
+        parts.append(f"task {job_filter.task}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+async def retry_all(dash: Dashboard, request: Request) -> Response:
+    _, fields = await dash.form(request)
+    job_filter = _filter(fields)
+    count = await (await dash.backend()).retry_all(job_filter)
+    back = dash.inside(request, fields.get("next"), "/failed")
+    return dash.redirect(
+        request, back, ("ok", f"Retried {_jobs(count)} poisoned{_which(job_filter)}.")
+    )
+
+
+async def remove_all(dash: Dashboard, request: Request) -> Response:
+    """Delete the poisoned jobs (of a queue, of a task) that had failed when the
+    confirmation was shown: one that fails after that is not removed unseen."""
+    _, fields = await dash.form(request)
+    job_filter = _filter(fields)
+    try:
+        seen = float(fields.get("seen", ""))
+    except ValueError:
+        raise HTTPException(400, "The form lacks the time it was shown at.") from None
+    backend = await dash.backend()
+    if job_filter.queue is None and job_filter.task is None:
+        count = await backend.prune(seen + 0.001, [State.POISONED])
+    else:
+        count = 0
+        cursor = None
+        while True:
+            page = await backend.list_jobs(job_filter, cursor, 500)
+            for job in page.jobs:
+                if job.finished_at is not None and job.finished_at <= seen:
+                    try:
+                        count += await backend.delete(job.id)
+                    except JobStateError:
+                        continue  # retried and running meanwhile
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+    return dash.redirect(
+        request, "/failed", ("ok", f"Removed {_jobs(count)} poisoned{_which(job_filter)}.")
+    )

@@ -1,0 +1,90 @@
+// conveyor's dashboard: its own small script, no library.
+//
+// 1. Live parts: every element with [data-live] and an id is refreshed every few seconds
+//    (body[data-refresh]) from the same page, fetched again, without a full reload. A part
+//    holding the keyboard focus or a text selection is left alone until it no longer does,
+//    and open <details> stay open. Paused while the tab is hidden.
+// 2. Forms with [data-confirm] ask before they submit.
+"use strict";
+
+(function () {
+  const body = document.body;
+  const every = Number(body.dataset.refresh || 0) * 1000;
+  const status = document.getElementById("live-status");
+
+  function say(text) {
+    if (status) status.textContent = text;
+  }
+
+  function busy(element) {
+    if (element.contains(document.activeElement) && document.activeElement !== body) return true;
+    const selection = window.getSelection();
+    return Boolean(
+      selection && !selection.isCollapsed && selection.rangeCount &&
+      element.contains(selection.getRangeAt(0).commonAncestorContainer)
+    );
+  }
+
+  function swap(current, fresh) {
+    for (const open of current.querySelectorAll("details[open][id]")) {
+      const twin = fresh.querySelector("#" + CSS.escape(open.id));
+      if (twin) twin.open = true;
+    }
+    current.replaceWith(document.adoptNode(fresh));
+  }
+
+  let timer = null;
+  let running = false;
+  function schedule() {
+    if (every > 0) timer = window.setTimeout(refresh, every);
+  }
+
+  async function refresh() {
+    timer = null;
+    if (document.hidden) return; // the visibilitychange handler starts again
+    running = true;
+    try {
+      const response = await fetch(window.location.href, {
+        headers: { "X-Conveyor-Live": "1" },
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+      if (response.redirected && new URL(response.url).pathname === body.dataset.login) {
+        say("Your session has ended: reload the page to log in again.");
+        running = false;
+        return;
+      }
+      if (!response.ok) {
+        say(response.status === 404 ? "This no longer exists." : "Update failed (" + response.status + ").");
+        if (response.status === 404) {
+          running = false;
+          return;
+        }
+      } else {
+        const page = new DOMParser().parseFromString(await response.text(), "text/html");
+        for (const current of document.querySelectorAll("[data-live][id]")) {
+          const fresh = page.getElementById(current.id);
+          if (fresh && !busy(current)) swap(current, fresh);
+        }
+        say("Updated " + new Date().toLocaleTimeString());
+      }
+    } catch (error) {
+      say("Update failed: the server does not answer.");
+    }
+    running = false;
+    schedule();
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden && timer === null && !running && every > 0) refresh();
+  });
+
+  document.addEventListener("submit", function (event) {
+    const form = event.target;
+    if (form instanceof HTMLFormElement && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+      event.preventDefault();
+    }
+  });
+
+  schedule();
+})();

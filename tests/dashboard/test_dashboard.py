@@ -1,0 +1,246 @@
+"""The dashboard in Debian's headless chromium, on the API with a worker on SQLite: log in,
+watch queues change as jobs run, open a poisoned job's traceback and retry it, pause and
+empty a queue; CSRF, 404 pages, a phone's width, and no console error on any page.
+
+Every test checks what the browser shows, and what the store holds after a click."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from playwright.sync_api import Browser
+
+from conveyor.job import State
+from tests.api.server import ADMIN_KEY, KEYS, RunningApi
+from tests.dashboard import store
+from tests.dashboard.browser import LIVE_TIMEOUT_MS, Tab, expect
+from tests.dashboard.conftest import tab
+from tests.dashboard.tasks import fail_until, ok, slow
+
+PAGES = ["/", "/queues", "/jobs", "/jobs?state=succeeded", "/failed", "/workers", "/stats"]
+
+
+def test_login_takes_an_admin_key_and_refuses_others(browser: Browser, served: RunningApi) -> None:
+    with tab(browser, served) as t:
+        # Given a browser without a session
+        # When it opens the dashboard
+        t.open("/jobs?state=poisoned")
+        # Then it is sent to the login form, which will bring it back
+        expect(t.page).to_have_url(re.compile(r"/dashboard/login\?next="))
+        t.expected_statuses.update({401, 403})
+
+        # When it logs in with an unknown key, then with a tenant's key
+        t.page.get_by_label("Admin API key").fill("not-a-key-0123456789")
+        t.page.get_by_role("button", name="Log in").click()
+        expect(t.page.locator("#login-error")).to_contain_text("Unknown key")
+        t.page.get_by_label("Admin API key").fill(KEYS["acme"])
+        t.page.get_by_role("button", name="Log in").click()
+        # Then both are refused, and no session cookie is set
+        expect(t.page.locator("#login-error")).to_contain_text("tenant acme's key")
+        assert "conveyor_session" not in {c["name"] for c in t.page.context.cookies()}
+
+        # When it logs in with the admin key
+        t.page.get_by_label("Admin API key").fill(ADMIN_KEY)
+        t.page.get_by_role("button", name="Log in").click()
+        # Then it lands on the page it asked for, with a secure, HttpOnly, strict cookie
+        expect(t.page).to_have_url(re.compile(r"/dashboard/jobs\?state=poisoned$"))
+        t.expect_flash("Logged in.")
+        cookie = next(c for c in t.page.context.cookies() if c["name"] == "conveyor_session")
+        assert (cookie["httpOnly"], cookie["secure"], cookie["sameSite"]) == (True, True, "Strict")
+        assert cookie["path"] == "/dashboard"
+
+        # When it logs out, the cookie no longer opens a page
+        t.page.get_by_role("button", name="Log out").click()
+        t.expect_flash("Logged out.")
+        t.open("/")
+        expect(t.page).to_have_url(re.compile(r"/dashboard/login"))
+
+
+def test_a_queue_s_counts_change_as_its_jobs_run_without_a_reload(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given three jobs waiting in a paused queue, and the overview open
+    store.call(served, "create_queue", "counts")
+    store.call(served, "pause_queue", "counts")
+    ids = [store.enqueue(served, slow, 0.5, queue="counts") for _ in range(3)]
+    dash.open("/")
+    expect(dash.queue_count("counts", "queued")).to_have_text("3")
+    expect(dash.queue_row("counts")).to_contain_text("paused")
+    dash.page.evaluate("window.__sameDocument = true")
+
+    # When the queue is resumed (elsewhere) and its jobs run
+    store.call(served, "resume_queue", "counts")
+
+    # Then the page shows them run and succeed, without a reload
+    expect(dash.queue_count("counts", "succeeded")).to_have_text("3", timeout=LIVE_TIMEOUT_MS)
+    expect(dash.queue_count("counts", "queued")).to_have_text("0")
+    expect(dash.queue_row("counts")).not_to_contain_text("paused")
+    assert dash.page.evaluate("window.__sameDocument") is True
+    assert {store.job(served, i).state for i in ids} == {State.SUCCEEDED}
+    expect(dash.page.locator("#live-status")).to_contain_text("Updated")
+
+
+def test_a_poisoned_job_shows_its_traceback_and_its_retry_succeeds_once(
+    dash: Tab, served: RunningApi, tmp_path: Path
+) -> None:
+    # Given a job that failed for good
+    flag = tmp_path / "flag"
+    job_id = store.enqueue(served, fail_until, str(flag), queue="poison", max_attempts=1)
+    store.wait_state(served, job_id, State.POISONED)
+
+    # When the Failed page is opened, and the job in it
+    dash.open("/failed?queue=poison")
+    row = dash.page.locator(f'tr[data-job="{job_id}"]')
+    expect(row).to_contain_text("RuntimeError: the flag flag is not there yet")
+    row.get_by_role("link", name=job_id).click()
+
+    # Then its page shows the error, and the whole traceback a click away
+    expect(dash.page.locator("h1")).to_contain_text(job_id)
+    expect(dash.page.locator("#job-summary .state").first).to_have_text("poisoned")
+    traceback = dash.page.locator("details.traceback").first
+    traceback.locator("summary").click()
+    expect(traceback.locator("pre")).to_contain_text("Traceback (most recent call last)")
+    expect(traceback.locator("pre")).to_contain_text('tests/dashboard/tasks.py", line')
+    expect(traceback.locator("pre")).to_contain_text("in fail_until")
+    csrf = dash.page.locator('#job-summary form[action$="/retry"] input[name=csrf]').input_value()
+
+    # When the cause is fixed and Retry is clicked
+    flag.touch()
+    dash.page.get_by_role("button", name="Retry").click()
+
+    # Then the page says so, and shows the job succeed without a reload
+    dash.expect_flash(f"Job {job_id} is queued again, from step main.")
+    expect(dash.page.locator("#job-summary .state").first).to_have_text(
+        "succeeded", timeout=LIVE_TIMEOUT_MS
+    )
+    expect(dash.page.locator("#job-progress")).to_have_attribute("value", "100.0")
+    done = store.job(served, job_id)
+    assert (done.state, done.result) == (State.SUCCEEDED, "the flag is there")
+
+    # When the same Retry is sent again (a double click, a stale tab)
+    again = dash.page.request.post(
+        f"{dash.base}/jobs/{job_id}/retry",
+        form={"csrf": csrf, "state": "poisoned"},
+    )
+    # Then nothing is done, and the page says why
+    assert again.ok
+    assert "is succeeded now (it was poisoned on your page): not retried" in again.text()
+    assert store.job(served, job_id).version == done.version
+
+
+def test_a_paused_queue_starts_no_job_and_emptying_it_says_how_many_it_deletes(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given a queue on the Queues page
+    store.call(served, "create_queue", "mail")
+    dash.open("/queues")
+
+    # When it is paused there, and jobs arrive
+    dash.queue_row("mail").get_by_role("button", name="Pause").click()
+    dash.expect_flash("Paused queue mail: none of its jobs start until it is resumed.")
+    expect(dash.queue_row("mail")).to_contain_text("paused")
+    ids = [store.enqueue(served, ok, n, queue="mail") for n in range(2)]
+
+    # Then no job starts (the worker looks every 0.2 s)
+    expect(dash.queue_count("mail", "queued")).to_have_text("2", timeout=LIVE_TIMEOUT_MS)
+    dash.page.wait_for_timeout(1500)
+    expect(dash.queue_count("mail", "running")).to_have_text("0")
+    expect(dash.queue_count("mail", "succeeded")).to_have_text("0")
+    assert {store.job(served, i).state for i in ids} == {State.QUEUED}
+
+    # When it is emptied: first a confirmation that says what it destroys
+    dash.queue_row("mail").get_by_role("link", name="Empty…").click()
+    expect(dash.page.locator("#empty-count")).to_contain_text("This deletes 2 jobs")
+    dash.page.get_by_role("button", name="Delete 2 jobs").click()
+
+    # Then the jobs are gone, and the page says how many
+    dash.expect_flash("Emptied queue mail: 2 jobs deleted.")
+    expect(dash.queue_count("mail", "queued")).to_have_text("0")
+    assert store.queue(served, "mail").counts["queued"] == 0
+
+    # And resuming answers too
+    dash.queue_row("mail").get_by_role("button", name="Resume").click()
+    dash.expect_flash("Resumed queue mail")
+    assert store.queue(served, "mail").paused is False
+
+
+def test_an_action_without_its_csrf_token_is_refused_and_does_nothing(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given the Queues page, with a form whose CSRF token has been taken out
+    store.call(served, "create_queue", "guarded")
+    dash.open("/queues")
+    form = dash.queue_row("guarded").locator('form[action$="/pause"]')
+    form.locator("input[name=csrf]").evaluate("input => input.remove()")
+    dash.expected_statuses.add(403)
+
+    # When it is submitted
+    with dash.page.expect_navigation() as navigation:
+        form.get_by_role("button", name="Pause").click()
+
+    # Then the answer is a 403 page, and the queue is not paused
+    assert navigation.value is not None and navigation.value.status == 403
+    expect(dash.page.locator("h1")).to_have_text("Refused: this form is not valid here")
+    assert store.queue(served, "guarded").paused is False
+
+    # And a token of another value, or a POST from a browser without a session, neither
+    forged = dash.page.request.post(
+        f"{dash.base}/queues/guarded/empty", form={"csrf": "forged"}, max_redirects=0
+    )
+    assert forged.status == 403
+    anonymous = dash.page.context.browser.new_context()  # type: ignore[union-attr]
+    try:
+        stranger = anonymous.request.post(
+            f"{dash.base}/queues/guarded/pause", form={"csrf": "x"}, max_redirects=0
+        )
+        assert stranger.status == 303
+        assert "/dashboard/login" in stranger.headers["location"]
+    finally:
+        anonymous.close()
+    assert store.queue(served, "guarded").paused is False
+
+
+def test_an_unknown_job_is_a_404_page_with_a_way_back(dash: Tab) -> None:
+    dash.expected_statuses.add(404)
+    # When a job that does not exist is opened, or searched for
+    response = dash.open("/jobs/0190ffff-0000-7000-8000-000000000000")
+    # Then the answer is a 404 page that links back to the jobs
+    assert response.status == 404
+    expect(dash.page.locator("h1")).to_have_text("No such job")
+    dash.page.get_by_role("link", name="Back to the jobs").click()
+    expect(dash.page).to_have_url(re.compile(r"/dashboard/jobs$"))
+
+    dash.page.get_by_label("Job id").fill("no-such-job")
+    dash.page.get_by_role("button", name="Find").click()
+    expect(dash.page.locator(".error-page")).to_contain_text("There is no job no-such-job")
+
+    # And an unknown page is a 404 too
+    assert dash.open("/nowhere").status == 404
+
+
+def test_every_page_fits_a_phone_and_logs_no_error(browser: Browser, served: RunningApi) -> None:
+    # Given jobs of every kind, so that tables have rows
+    job_id = store.enqueue(served, ok, 1, queue="phone")
+    store.wait_state(served, job_id, State.SUCCEEDED)
+    store.enqueue(served, ok, 2, queue="phone", delay=3600)
+    with tab(browser, served, viewport={"width": 375, "height": 740}, is_mobile=True) as t:
+        t.login()
+        # When each page is opened at a phone's width
+        for path in [*PAGES, f"/jobs/{job_id}", "/queues/phone/empty", "/failed/remove"]:
+            response = t.open(path)
+            assert response.status == 200, path
+            # Then nothing scrolls sideways (and the tab checks that no error was logged)
+            sizes = t.fits_width()
+            assert sizes["scroll"] <= sizes["client"], (path, sizes)
+
+
+def test_every_page_renders_on_a_desktop_without_errors(dash: Tab, served: RunningApi) -> None:
+    job_id = store.enqueue(served, ok, 3, queue="default", kwargs={})
+    store.wait_state(served, job_id, State.SUCCEEDED)
+    for path in [*PAGES, f"/jobs/{job_id}"]:
+        response = dash.open(path)
+        assert response.status == 200, path
+        expect(dash.page.locator("h1")).to_be_visible()
+        # the navigation marks where the page is
+        assert dash.page.locator('header nav a[aria-current="page"]').count() == 1, path
