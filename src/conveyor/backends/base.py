@@ -22,6 +22,7 @@ Rules every implementation keeps (the conformance suite in
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +110,39 @@ class WorkerInfo:
             "failed": self.failed,
             "running": self.running,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteCount:
+    """One queue's figures for one minute (``Backend.minute_counts``): the dashboard's
+    throughput and queue-depth chart."""
+
+    #: start of the minute, seconds since the epoch on the store's clock (a multiple of 60)
+    minute: float
+    queue: str
+    #: runs that ended in that minute, counted as ``Stats.processed`` counts them
+    processed: int
+    #: runs that failed in that minute, counted as ``Stats.failed`` counts them
+    failed: int
+    #: jobs waiting (``queued``) in the queue as last sampled in that minute; None: not sampled
+    depth: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "minute": self.minute,
+            "queue": self.queue,
+            "processed": self.processed,
+            "failed": self.failed,
+            "depth": self.depth,
+        }
+
+
+#: Seconds between two looks of one backend instance in ``Backend.sample_depth``.
+DEPTH_EVERY_S = 20.0
+
+#: Seconds a minute's counts are kept after the minute starts (``Backend.keep_counts``):
+#: at least a day of whole minutes.
+KEEP_COUNTS = 25 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +330,47 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def stats(self) -> Stats: ...
+
+    # -- counts per minute -----------------------------------------------------
+    #: Seconds a minute's counts are kept after the minute starts; older ones are
+    #: removed by ``sample_depth`` and ``prune`` (SQL stores) or expire (Redis).
+    keep_counts: float = KEEP_COUNTS
+
+    async def minute_counts(self, since: float, queue: str | None = None) -> list[MinuteCount]:
+        """Per queue and minute, the minutes starting at or after ``since``, oldest first
+        (then by queue name); minutes with nothing recorded are absent.
+
+        ``finish`` and ``recover_expired`` add the runs they end to the current minute
+        of the store's clock, in the same transaction (or script) as ``Stats``' totals
+        and counted the same way, so the minutes add up to the totals' growth. The
+        depth is what ``sample_depth`` last recorded in that minute. Counts are kept
+        ``keep_counts`` seconds (at least a day). ``queue``: that queue only.
+        """
+        return []
+
+    async def sample_depth(self) -> None:
+        """Record how many jobs wait (``queued``) in each queue, in the current minute.
+
+        Cheap to call often: a backend instance looks at most every
+        ``DEPTH_EVERY_S`` seconds (so every minute of the store's clock gets a look,
+        whatever the skew), and counts only when some queue has no depth yet in this
+        minute of the store's clock: one process counts per minute. Workers call it
+        from their lease keeper, so a store with a running worker has a depth for
+        every minute; with no worker running, minutes have no depth (None) unless
+        someone else calls it. SQL stores also remove counts older than
+        ``keep_counts`` here, once a minute.
+        """
+        return None
+
+    _depth_looked_at: float = float("-inf")
+
+    def _depth_look_due(self) -> bool:
+        """For ``sample_depth``: True at most every ``DEPTH_EVERY_S`` seconds."""
+        now = time.monotonic()
+        if now - self._depth_looked_at < DEPTH_EVERY_S:
+            return False
+        self._depth_looked_at = now
+        return True
 
     # -- wake-ups ------------------------------------------------------------
     @abc.abstractmethod

@@ -163,13 +163,14 @@ def ending(job: Job, outcome: Outcome) -> Ending:
     return Ending(state, delay, attempts, errors, failed)
 
 
-def finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, tuple[int, int]]]:
-    """The ``finish_batch`` parameter, and per job id its (processed, failed) counts.
+def finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, tuple[str, int]]]:
+    """The ``finish_batch`` parameter, and per job id its queue and whether the run
+    failed (1 or 0), for the counters and the counts per minute.
 
     Each row ends with its ``failed`` flag (1 or 0), for stores that count in SQL.
     """
     rows: list[list[Any]] = []
-    counts: dict[str, tuple[int, int]] = {}
+    counts: dict[str, tuple[str, int]] = {}
     for job, outcome in items:
         end = ending(job, outcome)
         rows.append(
@@ -190,8 +191,27 @@ def finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, t
                 int(end.failed),
             ]
         )
-        counts[job.id] = (1, int(end.failed))
+        counts[job.id] = (job.queue, int(end.failed))
     return dumps(rows), counts
+
+
+def minute_of(t: float) -> int:
+    """The start of the minute holding time ``t`` (epoch seconds)."""
+    return int(t // 60) * 60
+
+
+def tally(written: Iterable[str], counts: dict[str, tuple[str, int]]) -> dict[str, list[int]]:
+    """Per queue, [processed, failed] of the written runs (``finish_batch``'s counts)."""
+    per_queue: dict[str, list[int]] = {}
+    for job_id in written:
+        queue, failed = counts[job_id]
+        found = per_queue.get(queue)
+        if found is None:
+            per_queue[queue] = [1, failed]
+        else:
+            found[0] += 1
+            found[1] += failed
+    return per_queue
 
 
 #: The states ``retry`` and ``retry_all`` take a job from.

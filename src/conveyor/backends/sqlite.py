@@ -41,6 +41,7 @@ from conveyor.backends.base import (
     JobFilter,
     JobHead,
     LeaseStatus,
+    MinuteCount,
     Page,
     QueueInfo,
     Stats,
@@ -53,12 +54,14 @@ from conveyor.backends.rows import (
     finish_batch,
     held_params,
     loads,
+    minute_of,
     prepare_insert,
     retried_steps,
     retry_filter,
     row_to_job,
     row_to_worker,
     statements,
+    tally,
 )
 from conveyor.backends.sqlfiles import load_migrations, load_queries
 from conveyor.exceptions import (
@@ -614,6 +617,7 @@ class SQLiteBackend(Backend):
                     # The lost run counts as worked and failed, as a raising task would.
                     conn.execute(Q["add_counter"], (1, "processed"))
                     conn.execute(Q["add_counter"], (1, "failed"))
+                    conn.execute(Q["add_minute_counts"], (minute_of(now), job.queue, 1, 1))
                     recovered.append(row_to_job(conn.execute(Q["get_job"], (job.id,)).fetchone()))
             return recovered
 
@@ -623,6 +627,7 @@ class SQLiteBackend(Backend):
         wanted = [s.value for s in (states or FINAL_STATES) if s in FINAL_STATES]
         # A minute of slack covers ids minted a moment before their job was stored.
         params = {"states": dumps(wanted), "before": before, "cut": id_floor(before + 60.0)}
+        await self._transact(self._prune_minute_counts)
         total = 0
         while True:
             deleted: int = await self._transact(
@@ -745,6 +750,35 @@ class SQLiteBackend(Backend):
 
         return await self._run(stats)
 
+    # -- counts per minute --------------------------------------------------------
+    async def minute_counts(self, since: float, queue: str | None = None) -> list[MinuteCount]:
+        def read() -> list[MinuteCount]:
+            rows = self._db().execute(Q["minute_counts"], {"since": since, "queue": queue})
+            return [MinuteCount(float(m), q, p, f, d) for m, q, p, f, d in rows]
+
+        return await self._run(read)
+
+    async def sample_depth(self) -> None:
+        if self._depth_look_due():
+            await self._run(self._sample_depth)
+
+    def _sample_depth(self) -> None:
+        conn = self._db()
+        if not conn.execute(Q["depth_missing"], (minute_of(time.time()),)).fetchone()[0]:
+            return
+        # Counted before the write lock is taken: a WAL reader waits for nobody.
+        depths = conn.execute(Q["queue_depths"]).fetchall()
+
+        def record(conn: sqlite3.Connection, now: float) -> None:
+            minute = minute_of(now)
+            conn.executemany(Q["set_depth"], [(minute, queue, n) for queue, n in depths])
+            self._prune_minute_counts(conn, now)
+
+        self._write(record)
+
+    def _prune_minute_counts(self, conn: sqlite3.Connection, now: float) -> None:
+        conn.execute(Q["prune_minute_counts"], (now - self.keep_counts,))
+
     # -- wake-ups -----------------------------------------------------------------
     def _data_version(self) -> int:
         with self._watch_lock:
@@ -780,13 +814,17 @@ class SQLiteBackend(Backend):
 
 
 def _finish(
-    conn: sqlite3.Connection, now: float, batch: str, counts: dict[str, tuple[int, int]]
+    conn: sqlite3.Connection, now: float, batch: str, counts: dict[str, tuple[str, int]]
 ) -> list[str]:
     written = [r[0] for r in conn.execute(Q["finish_batch"], {"now": now, "batch": batch})]
-    processed = sum(counts[i][0] for i in written)
-    failed = sum(counts[i][1] for i in written)
-    if processed:
-        conn.execute(Q["add_counter"], (processed, "processed"))
+    if not written:
+        return written
+    per_queue = tally(written, counts)
+    failed = sum(f for _, f in per_queue.values())
+    conn.execute(Q["add_counter"], (len(written), "processed"))
     if failed:
         conn.execute(Q["add_counter"], (failed, "failed"))
+    minute = minute_of(now)
+    for queue, (p, f) in per_queue.items():  # one upsert per queue and batch
+        conn.execute(Q["add_minute_counts"], (minute, queue, p, f))
     return written

@@ -21,8 +21,9 @@ machine's within that margin.
 
 The suite is split by topic, one mixin per module: ``_enqueue`` (enqueue, get,
 claim, unique keys), ``_leases`` (extend, save, finish, release, recovery),
-``_admin`` (cancel, delete, retry, list, prune, queues, workers) and
-``_concurrency`` (wait / watch, races, the state machine of :mod:`.model`).
+``_admin`` (cancel, delete, retry, list, prune, queues, workers), ``_minutes``
+(counts per queue and minute) and ``_concurrency`` (wait / watch, races, the state
+machine of :mod:`.model`).
 """
 
 from __future__ import annotations
@@ -31,9 +32,14 @@ from conveyor.testing._admin import AdminConformance
 from conveyor.testing._concurrency import ConcurrencyConformance
 from conveyor.testing._enqueue import EnqueueConformance
 from conveyor.testing._leases import LeaseConformance
+from conveyor.testing._minutes import MinuteConformance
 
 
 class BackendConformance(
-    EnqueueConformance, LeaseConformance, AdminConformance, ConcurrencyConformance
+    EnqueueConformance,
+    LeaseConformance,
+    AdminConformance,
+    MinuteConformance,
+    ConcurrencyConformance,
 ):
     """The conformance suite. Subclass it in a ``test_*.py`` module to collect it."""

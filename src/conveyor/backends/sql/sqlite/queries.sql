@@ -191,3 +191,33 @@ SELECT * FROM workers ORDER BY started_at, id;
 
 -- name: counters
 SELECT name, value FROM counters;
+
+-- Counts per queue and minute (0002_minute_counts.sql).
+-- name: add_minute_counts
+INSERT INTO minute_counts (minute, queue, processed, failed) VALUES (?, ?, ?, ?)
+ON CONFLICT (minute, queue) DO UPDATE
+SET processed = processed + excluded.processed, failed = failed + excluded.failed;
+
+-- name: minute_counts
+SELECT minute, queue, processed, failed, depth FROM minute_counts
+WHERE minute >= :since AND (:queue IS NULL OR queue = :queue)
+ORDER BY minute, queue;
+
+-- Queues without a depth in minute ?: when there are none, the minute is sampled.
+-- name: depth_missing
+SELECT EXISTS (SELECT 1 FROM queues
+               WHERE name NOT IN (SELECT queue FROM minute_counts
+                                  WHERE minute = ? AND depth IS NOT NULL));
+
+-- Queued jobs per queue, through the claim index (every queue, 0 for none).
+-- name: queue_depths
+SELECT name, (SELECT count(*) FROM jobs INDEXED BY jobs_ready
+              WHERE state = 'queued' AND queue = queues.name)
+FROM queues;
+
+-- name: set_depth
+INSERT INTO minute_counts (minute, queue, depth) VALUES (?, ?, ?)
+ON CONFLICT (minute, queue) DO UPDATE SET depth = excluded.depth;
+
+-- name: prune_minute_counts
+DELETE FROM minute_counts WHERE minute < ?;
