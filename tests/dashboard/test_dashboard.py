@@ -17,7 +17,10 @@ from tests.dashboard import store
 from tests.dashboard.browser import LIVE_TIMEOUT_MS, Tab, expect
 from tests.dashboard.conftest import tab
 from tests.dashboard.tasks import fail_until, ok, slow
+from tests.http.target import Target
 
+#: Secrets an HTTP job carries, which the dashboard must never show.
+SECRETS = ["k-secret-4567", "bearer-secret-1234", "meta-secret-8910"]
 PAGES = ["/", "/queues", "/jobs", "/jobs?state=succeeded", "/failed", "/workers", "/stats"]
 
 
@@ -244,3 +247,55 @@ def test_every_page_renders_on_a_desktop_without_errors(dash: Tab, served: Runni
         expect(dash.page.locator("h1")).to_be_visible()
         # the navigation marks where the page is
         assert dash.page.locator('header nav a[aria-current="page"]').count() == 1, path
+
+
+def test_an_http_job_s_page_shows_its_responses_and_no_secret(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given an HTTP job with a bearer token, a key header and a secret in its metadata,
+    # whose second step fails for good against a real target
+    target = Target()
+    target.start()
+    try:
+        body = {
+            "steps": [
+                {"name": "item", "url": target.url("/item"), "headers": {"X-Api-Key": SECRETS[0]}},
+                {"name": "flaky", "url": target.url("/flaky?key=dash&fails=1"), "max_attempts": 1},
+            ],
+            "queue": "http",
+            "token": SECRETS[1],
+            "metadata": {"order": 7781, "password": SECRETS[2]},
+        }
+        created = served.client("acme").post("/v1/jobs", json=body)
+        assert created.status_code == 202, created.text
+        job_id = created.json()["id"]
+        read_token = created.headers["location"].split("token=")[1]
+        store.wait_state(served, job_id, State.POISONED)
+    finally:
+        target.stop()
+
+    # When its page is opened
+    dash.open(f"/jobs/{job_id}")
+
+    # Then each step shows its request and its response: status, headers, body
+    item = dash.page.locator('li[data-step="item"]')
+    expect(item).to_contain_text(f"GET {target.url('/item')}")
+    item.locator("summary", has_text="Response").click()
+    expect(item.locator(".response .status")).to_have_text("200")
+    expect(item.locator(".response pre.body")).to_contain_text('"name": "widget"')
+    expect(item.locator(".response .headers")).to_contain_text("content-type")
+    flaky = dash.page.locator('li[data-step="flaky"]')
+    expect(flaky.locator(".state")).to_have_text("failed")
+    expect(flaky.locator(".response .status")).to_have_text("503")
+    expect(flaky).to_contain_text("status 503")
+    expect(dash.page.locator("#job-progress")).to_have_attribute("value", "50.0")
+    # and the metadata, with its secret redacted
+    expect(dash.page.locator("#metadata")).to_contain_text('"order": 7781')
+    expect(dash.page.locator("#metadata")).to_contain_text('"password": "[redacted]"')
+    item.locator("summary", has_text="Request").click()
+    expect(item).to_contain_text('"X-Api-Key": "[redacted]"')
+    # And no secret is anywhere in the page: not the token, the key, the metadata's
+    # password, nor the job's read token and private metadata
+    html = dash.page.content()
+    for secret in [*SECRETS, read_token, "conveyor.http"]:
+        assert secret not in html
