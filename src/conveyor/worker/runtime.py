@@ -416,6 +416,7 @@ class Worker:
                 await self._extend(backend)
                 self.info.running = list(self._running)
                 await backend.heartbeat_worker(self.info)
+                await backend.sample_depth()  # the chart's queue depth; cheap, see its doc
                 if time.monotonic() >= next_recover and not self._stopping.is_set():
                     next_recover = time.monotonic() + recover_every
                     for job in await backend.recover_expired():
