@@ -45,6 +45,7 @@ from conveyor.backends.base import (
     JobFilter,
     JobHead,
     LeaseStatus,
+    MinuteCount,
     Page,
     QueueInfo,
     Stats,
@@ -574,6 +575,7 @@ class PostgresBackend(Backend):
         wanted = [s.value for s in (states or FINAL_STATES) if s in FINAL_STATES]
         # A minute of slack covers ids minted a moment before their job was stored.
         params = {"states": wanted, "before": before, "cut": id_floor(before + 60.0)}
+        await self._rowcount("prune_minute_counts", {"keep": self.keep_counts})
         total = 0
         while True:
             deleted = await self._rowcount("prune_finished", params)
@@ -687,6 +689,24 @@ class PostgresBackend(Backend):
                 "synchronous_commit": synchronous_commit,
             },
         )
+
+    # -- counts per minute --------------------------------------------------------
+    async def minute_counts(self, since: float, queue: str | None = None) -> list[MinuteCount]:
+        rows = await self._fetch("minute_counts", {"since": since, "queue": queue})
+        return [
+            MinuteCount(float(m), q, int(p), int(f), None if d is None else int(d))
+            for m, q, p, f, d in rows
+        ]
+
+    async def sample_depth(self) -> None:
+        if not self._depth_look_due():
+            return
+        row = await self._fetchone("depth_missing", {})
+        if row is None or not row[0]:
+            return
+        # Two statements: one that also deleted could meet the rows its upsert changes.
+        await self._rowcount("sample_depth", {})
+        await self._rowcount("prune_minute_counts", {"keep": self.keep_counts})
 
     # -- wake-ups -----------------------------------------------------------------
     def _listener(self) -> Notifications:

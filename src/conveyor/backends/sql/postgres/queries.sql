@@ -172,6 +172,15 @@ counted AS (
           SELECT 'failed', coalesce(sum(failed), 0) FROM done) AS d
     WHERE c.name = d.name AND c.shard = %(shard)s AND d.n > 0
 ),
+-- Queues in name order: two batches upserting the same rows lock them in one order.
+minutes AS (
+    INSERT INTO {schema}.minute_counts AS m (minute, queue, shard, processed, failed)
+    SELECT floor({schema}.epoch_now() / 60)::bigint * 60, queue, %(shard)s, count(*),
+           sum(failed)
+    FROM done GROUP BY queue ORDER BY queue
+    ON CONFLICT (minute, queue, shard) DO UPDATE
+    SET processed = m.processed + excluded.processed, failed = m.failed + excluded.failed
+),
 notified AS (
     SELECT pg_notify(%(channel)s, q.queue)
     FROM (SELECT DISTINCT queue FROM done WHERE state = 'queued') AS q
@@ -268,6 +277,13 @@ counted AS (
     WHERE c.name IN ('processed', 'failed') AND c.shard = %(shard)s
       AND EXISTS (SELECT 1 FROM recovered)
 ),
+minutes AS (
+    INSERT INTO {schema}.minute_counts AS m (minute, queue, shard, processed, failed)
+    SELECT floor({schema}.epoch_now() / 60)::bigint * 60, queue, %(shard)s, count(*), count(*)
+    FROM recovered GROUP BY queue ORDER BY queue
+    ON CONFLICT (minute, queue, shard) DO UPDATE
+    SET processed = m.processed + excluded.processed, failed = m.failed + excluded.failed
+),
 notified AS (
     SELECT pg_notify(%(channel)s, q.queue)
     FROM (SELECT DISTINCT queue FROM recovered WHERE state = 'queued') AS q
@@ -343,3 +359,33 @@ SELECT name, sum(value)::bigint FROM {schema}.counters GROUP BY name;
 -- name: store_figures
 SELECT pg_total_relation_size('{schema}.jobs'::regclass), current_setting('server_version'),
        current_setting('synchronous_commit');
+
+-- Counts per queue and minute (0002_minute_counts.sql): the shards summed.
+-- name: minute_counts
+SELECT minute, queue, sum(processed)::bigint, sum(failed)::bigint, max(depth)
+FROM {schema}.minute_counts
+WHERE minute >= %(since)s AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+GROUP BY minute, queue
+ORDER BY minute, queue;
+
+-- Whether some queue has no depth yet in the current minute (then it is sampled).
+-- name: depth_missing
+SELECT EXISTS (
+    SELECT 1 FROM {schema}.queues q
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.minute_counts m
+                      WHERE m.minute = floor({schema}.epoch_now() / 60)::bigint * 60
+                        AND m.queue = q.name AND m.shard = 0 AND m.depth IS NOT NULL));
+
+-- Queued jobs per queue (every queue, 0 for none), into shard 0 of the current minute.
+-- name: sample_depth
+INSERT INTO {schema}.minute_counts AS m (minute, queue, shard, depth)
+SELECT floor({schema}.epoch_now() / 60)::bigint * 60, d.queue, 0, max(d.n)
+FROM (SELECT name AS queue, 0 AS n FROM {schema}.queues
+      UNION ALL
+      SELECT queue, count(*) FROM {schema}.jobs WHERE state = 'queued' GROUP BY queue) AS d
+GROUP BY d.queue
+ORDER BY d.queue
+ON CONFLICT (minute, queue, shard) DO UPDATE SET depth = excluded.depth;
+
+-- name: prune_minute_counts
+DELETE FROM {schema}.minute_counts WHERE minute < {schema}.epoch_now() - %(keep)s;
