@@ -22,7 +22,7 @@ from tests.api.server import RunningApi, running_api
 from tests.dashboard.browser import Tab, require_chromium
 
 #: The queues the worker under test takes jobs from; each test uses its own.
-QUEUES = ["default", "counts", "poison", "mail", "guarded", "http", "phone"]
+QUEUES = ["default", "counts", "poison", "mail", "guarded", "http", "phone", "chart", "bulk"]
 
 
 def worker_config() -> WorkerConfig:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Browser
 
+from conveyor.exceptions import JobNotFound
 from conveyor.job import State
 from tests.api.server import ADMIN_KEY, KEYS, RunningApi
 from tests.dashboard import store
@@ -299,3 +301,117 @@ def test_an_http_job_s_page_shows_its_responses_and_no_secret(
     html = dash.page.content()
     for secret in [*SECRETS, read_token, "conveyor.http"]:
         assert secret not in html
+
+
+def test_the_overview_charts_the_runs_of_the_last_hour(dash: Tab, served: RunningApi) -> None:
+    # Given jobs that ran in the last hour, one of them failing for good
+    ids = [store.enqueue(served, ok, n, queue="chart") for n in range(4)]
+    bad = store.enqueue(served, fail_until, "/nonexistent/flag", queue="chart", max_attempts=1)
+    for job_id in ids:
+        store.wait_state(served, job_id, State.SUCCEEDED)
+    store.wait_state(served, bad, State.POISONED)
+    totals = store.call(served, "stats")
+    assert totals.failed >= 1
+
+    # When the overview is opened
+    dash.open("/")
+
+    # Then the throughput chart counts every run of the hour (all of this test module's),
+    # with the failed ones apart, as the store's totals do
+    chart = dash.page.locator("#chart-throughput")
+    expect(chart.locator(".summary")).to_have_text(
+        f"Last hour: {totals.processed:,} runs, {totals.failed:,} failed."
+    )
+    expect(chart.locator("rect.bar-failed").first).to_be_visible()
+    assert chart.locator("rect.bar-ok").count() >= 1
+    expect(chart.locator(".nodata")).to_have_count(0)
+    # and the depth chart has the queues' lengths as sampled this minute
+    expect(dash.page.locator("#chart-depth polyline").first).to_be_attached()
+
+
+def test_poisoned_jobs_are_retried_and_removed_in_bulk_by_queue(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given two jobs poisoned in queue bulk (and the other tests' elsewhere)
+    never = "/nonexistent/flag"
+    ids = [store.enqueue(served, fail_until, never, queue="bulk", max_attempts=1) for _ in "ab"]
+    for job_id in ids:
+        store.wait_state(served, job_id, State.POISONED)
+    versions = {job_id: store.job(served, job_id).version for job_id in ids}
+
+    # When the Failed page is filtered to the queue, and all of it retried
+    dash.open("/failed")
+    dash.page.get_by_label("Queue").select_option("bulk")
+    dash.page.get_by_role("button", name="Filter").click()
+    expect(dash.page.locator("#failed .bulk")).to_contain_text("2 poisoned jobs of queue bulk.")
+    dash.page.get_by_role("button", name="Retry all of queue bulk").click()
+
+    # Then both ran again (and, the cause still there, were poisoned again)
+    dash.expect_flash("Retried 2 poisoned jobs (queue bulk).")
+    for job_id in ids:
+        again = store.wait_for(
+            "the retried job poisoned again",
+            lambda job_id=job_id: (
+                (j := store.job(served, job_id)).state is State.POISONED
+                and j.version > versions[job_id]
+                and j
+            ),
+        )
+        assert len(again.errors) == 2
+
+    # When all of the queue is removed: first a confirmation with the count
+    dash.open("/failed?queue=bulk")
+    dash.page.get_by_role("link", name="Remove all of queue bulk…").click()
+    expect(dash.page.locator("#remove-count")).to_contain_text("This deletes 2 jobs")
+    dash.page.get_by_role("button", name="Remove 2 jobs").click()
+
+    # Then they are gone, and only they
+    dash.expect_flash("Removed 2 poisoned jobs (queue bulk).")
+    expect(dash.page.locator("#failed")).to_contain_text("No poisoned jobs of queue bulk.")
+    assert store.queue(served, "bulk").counts["poisoned"] == 0
+
+
+def test_a_waiting_job_is_cancelled_then_deleted_from_its_page(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given a job scheduled for later
+    job_id = store.enqueue(served, ok, 1, queue="default", delay=3600)
+    dash.open(f"/jobs/{job_id}")
+    expect(dash.page.locator("#job-summary .state").first).to_have_text("scheduled")
+
+    # When it is cancelled
+    dash.page.get_by_role("button", name="Cancel").click()
+    dash.expect_flash(f"Job {job_id} is cancelled.")
+    assert store.job(served, job_id).state is State.CANCELLED
+
+    # When Delete is clicked: the browser asks first; refused, nothing happens
+    dash.page.once("dialog", lambda dialog: dialog.dismiss())
+    dash.page.get_by_role("button", name="Delete").click()
+    expect(dash.page).to_have_url(re.compile(f"/dashboard/jobs/{job_id}$"))
+    assert store.job(served, job_id).state is State.CANCELLED
+    # accepted, the job is deleted and the list of jobs shown
+    dash.page.once("dialog", lambda dialog: dialog.accept())
+    dash.page.get_by_role("button", name="Delete").click()
+    dash.expect_flash(f"Job {job_id} deleted.")
+    expect(dash.page).to_have_url(re.compile(r"/dashboard/jobs$"))
+    with pytest.raises(JobNotFound):
+        store.job(served, job_id)
+
+
+def test_the_job_list_pages_with_a_cursor(dash: Tab, served: RunningApi) -> None:
+    # Given 55 jobs in a queue no worker takes
+    ids = [store.enqueue(served, ok, n, queue="paged") for n in range(55)]
+    # When its list is opened: the newest 50, then the 5 older ones
+    dash.open("/jobs?queue=paged")
+    rows = dash.page.locator("#jobs tbody tr")
+    expect(rows).to_have_count(50)
+    expect(rows.first).to_have_attribute("data-job", ids[-1])
+    expect(dash.page.get_by_role("tab", name="queued")).to_have_count(0)
+    dash.page.get_by_role("link", name="Older »").click()
+    expect(rows).to_have_count(5)
+    expect(rows.last).to_have_attribute("data-job", ids[0])
+    expect(dash.page.get_by_role("link", name="Older »")).to_have_count(0)
+    dash.page.get_by_role("link", name="« Newest").click()
+    expect(rows).to_have_count(50)
+    # and the state tabs count the queue's jobs
+    expect(dash.page.locator(".tabs a", has_text="queued")).to_contain_text("55")

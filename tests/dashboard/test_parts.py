@@ -145,6 +145,7 @@ def test_the_throughput_chart_draws_a_bar_per_minute_with_its_failed_part() -> N
         Minute(this_minute, "b", 5, 0, 1),
         Minute(this_minute - 120, "a", 3, 0, 7),
         Minute(this_minute - 3600, "a", 99, 9, 9),  # over an hour ago: not drawn
+        Minute(this_minute - 60, "idle", 0, 0, 0),  # empty all hour: no line
     ]
     drawn = chart.throughput(counts, now)
     assert not drawn.empty

@@ -32,7 +32,8 @@ def api(
         int, typer.Option("--verbose", "-v", count=True, show_default=False, help="-v: INFO logs.")
     ] = 0,
 ) -> None:
-    """Serve the HTTP API (/v1, /docs, /metrics) on one store, without workers.
+    """Serve the HTTP API (/v1, /docs, /metrics) and the dashboard (/dashboard) on one
+    store, without workers.
 
     Keys come from the environment: CONVEYOR_API_KEYS=tenant:key,... (or
     CONVEYOR_API_KEYS_FILE) and CONVEYOR_ADMIN_KEYS=key,...; at least one is needed.
@@ -77,7 +78,10 @@ def dev_keys(default_store: bool) -> tuple[ApiKeys, str]:
 
 def announce(app: Conveyor, encrypts: bool, host: str, port: int, dev_key: str | None) -> None:
     base = f"http://{host}:{port}"
-    lines = [f"conveyor API at {base} (docs: {base}/docs) on store {redact_url(app.url)}."]
+    lines = [
+        f"conveyor API at {base} (docs: {base}/docs, dashboard: {base}/dashboard) "
+        f"on store {redact_url(app.url)}."
+    ]
     if dev_key is not None:
         lines.append(
             f"Development admin key: {dev_key}\n"

@@ -11,6 +11,7 @@ says so, so that a double click or a stale page never does a thing twice.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -116,8 +117,8 @@ def _filter(fields: dict[str, str]) -> JobFilter:
     )
 
 
-def _jobs(count: int) -> str:
-    return f"{count:,} job" + ("" if count == 1 else "s")
+def _jobs(count: int, kind: str = "") -> str:
+    return f"{count:,} {kind}job" + ("" if count == 1 else "s")
 
 
 def _which(job_filter: JobFilter) -> str:
@@ -133,7 +134,7 @@ async def retry_all(dash: Dashboard, request: Request) -> Response:
     count = await (await dash.backend()).retry_all(job_filter)
     back = dash.inside(request, fields.get("next"), "/failed")
     return dash.redirect(
-        request, back, ("ok", f"Retried {_jobs(count)} poisoned{_which(job_filter)}.")
+        request, back, ("ok", f"Retried {_jobs(count, 'poisoned ')}{_which(job_filter)}.")
     )
 
 
@@ -163,6 +164,7 @@ async def remove_all(dash: Dashboard, request: Request) -> Response:
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
-    return dash.redirect(
-        request, "/failed", ("ok", f"Removed {_jobs(count)} poisoned{_which(job_filter)}.")
-    )
+    shown = {k: v for k, v in (("queue", job_filter.queue), ("task", job_filter.task)) if v}
+    back = "/failed" + (f"?{urlencode(shown)}" if shown else "")
+    message = f"Removed {_jobs(count, 'poisoned ')}{_which(job_filter)}."
+    return dash.redirect(request, back, ("ok", message))

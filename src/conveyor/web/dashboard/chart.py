@@ -16,7 +16,7 @@ from typing import Protocol
 
 WIDTH = 600
 HEIGHT = 170
-LEFT, RIGHT, TOP, BOTTOM = 42, 8, 10, 24
+LEFT, RIGHT, TOP, BOTTOM = 42, 8, 18, 24
 MINUTES = 60
 #: Lines drawn one per queue, the busiest first; the rest are summed into "other queues".
 MAX_LINES = 5
@@ -171,6 +171,9 @@ def depth(counts: Sequence[MinuteFigures], now: float) -> Chart:
         slot = int((count.minute - first) // 60)
         if count.depth is not None and 0 <= slot < MINUTES:
             by_queue.setdefault(count.queue, {})[slot] = count.depth
+    # Queues that stayed empty all hour are left out, unless no queue had a backlog.
+    busy = {q: v for q, v in by_queue.items() if max(v.values())}
+    by_queue = busy or by_queue
     ranked = sorted(by_queue, key=lambda q: (-max(by_queue[q].values()), q))
     series = {q: by_queue[q] for q in ranked[:MAX_LINES]}
     if len(ranked) > MAX_LINES:

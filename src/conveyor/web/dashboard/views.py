@@ -4,12 +4,23 @@ offset): page 10,000 of a million jobs costs what page 1 costs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
 from dataclasses import dataclass
 
-from conveyor.backends.base import Backend, JobFilter, Page, QueueInfo, Stats, WorkerInfo
+from conveyor.backends.base import (
+    Backend,
+    JobFilter,
+    MinuteCount,
+    Page,
+    QueueInfo,
+    Stats,
+    WorkerInfo,
+)
+from conveyor.exceptions import ConveyorError
 from conveyor.job import WAITING_STATES, State
 from conveyor.web.dashboard import chart
+
+logger = logging.getLogger("conveyor.dashboard")
 
 #: A worker whose last heartbeat is older than this (seconds) is marked stale (as the CLI does).
 STALE_AFTER = 60.0
@@ -55,13 +66,18 @@ async def queue(backend: Backend, name: str) -> QueueInfo | None:
     return next((q for q in await backend.list_queues() if q.name == name), None)
 
 
-async def minute_counts(backend: Backend, since: float) -> Sequence[chart.MinuteFigures]:
-    """The store's per-minute counts since ``since``; none where the store keeps none."""
-    reader = getattr(backend, "minute_counts", None)
-    if reader is None:
-        return []
-    found: Sequence[chart.MinuteFigures] = await reader(since)
-    return found
+async def minute_counts(backend: Backend, since: float) -> list[MinuteCount]:
+    """The store's per-minute counts since ``since``.
+
+    Queue depths are sampled by the workers; the overview samples too (at most every
+    ``DEPTH_EVERY_S`` seconds per process, and only in a minute that has none yet), so
+    that a store whose workers are stopped still shows its backlog while someone looks.
+    """
+    try:
+        await backend.sample_depth()
+    except ConveyorError as exc:
+        logger.warning("could not sample queue depths: %s", exc)
+    return await backend.minute_counts(since)
 
 
 async def overview(backend: Backend) -> Overview:
