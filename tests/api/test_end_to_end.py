@@ -17,7 +17,7 @@ import pytest
 from conveyor.secrets import SecretBox
 from conveyor.worker.runtime import WorkerConfig
 from tests.api.server import RunningApi, running_api, settings
-from tests.http.target import Target
+from tests.http.target import Seen, Target
 
 
 @pytest.fixture
@@ -134,6 +134,47 @@ def test_a_poll_shows_each_finished_step_while_the_job_runs(
     assert mailing["progress"]["completed"] == 2
     assert mailing["version"] > paying["version"]
     assert poll_until_final(poller, created.headers["location"])["state"] == "succeeded"
+
+
+def test_the_worker_purges_the_cache_on_each_change_it_makes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: Target
+) -> None:
+    # Given a worker told of a cache in front of the API (here: the target, which records
+    # the purges it gets), and a job whose second step is slow
+    monkeypatch.setenv("CONVEYOR_HTTP_ALLOW", "127.0.0.0/8")
+    monkeypatch.setenv("CONVEYOR_CACHE_PURGE_URL", target.url("/cache"))
+    worker = WorkerConfig(queues=["default"], concurrency=4, interval=0.2, lease=30)
+    purged = settings(purge_url=target.url("/cache"))
+    with running_api(f"sqlite:///{tmp_path / 'api.db'}", purged, worker) as served:
+        body = {
+            "steps": [
+                {"name": "one", "url": target.url("/ok/one")},
+                {"name": "two", "url": target.url("/slow?seconds=1.5")},
+            ]
+        }
+        created = served.client("acme").post("/v1/jobs", json=body)
+        job_id = created.json()["id"]
+        # (and since every change purges it, a shared cache may keep an active job longer)
+        active = served.client(None).get(created.headers["location"])
+        assert active.json()["state"] in ("queued", "running")
+        assert active.headers["cache-control"] == (
+            "public, max-age=1, s-maxage=30, stale-while-revalidate=2"
+        )
+        # When it runs to the end
+        job = poll_until_final(served.client(None), created.headers["location"])
+
+        def purges() -> list[Seen]:
+            return target.requests_to(f"/cache/v1/jobs/{job_id}")
+
+        wait_for("three purges", lambda: len(purges()) >= 3, timeout=5)
+    # Then the cache was told when the job started, when its first step was done (saved
+    # while the slow one ran), and once its outcome was stored
+    assert job["state"] == "succeeded"
+    slow = target.requests_to("/slow")[0]
+    assert all(p.method == "PURGE" and p.headers["x-conveyor-job"] == job_id for p in purges())
+    assert [p for p in purges() if p.at < slow.at]  # started
+    assert [p for p in purges() if slow.at < p.at < slow.at + 1.4]  # step one saved
+    assert purges()[-1].at > slow.at + 1.4  # the outcome
 
 
 def test_delete_of_a_running_job_aborts_its_request_and_removes_it(

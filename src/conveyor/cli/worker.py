@@ -158,6 +158,10 @@ def worker(
     The first signal stops claiming, waits up to --shutdown-timeout for running jobs
     and gives the rest back; a second one stops at once. Exit code 0 on a clean stop.
 
+    HTTP jobs read the environment: CONVEYOR_HTTP_ALLOW (destinations beyond public
+    addresses), CONVEYOR_SECRET_KEY (the API's, to open stored credentials),
+    CONVEYOR_CACHE_PURGE_URL (the cache in front of the API, purged on each change).
+
     Example: conveyor worker -i ./tasks.py -q high,default,low -c 10 --processes 2 -v
     """
     # The parameters carry the names of WorkerOptions fields (see _options).

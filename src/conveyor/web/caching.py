@@ -2,8 +2,10 @@
 
 An active job changes often, so a cache may keep its document one second (and
 serve it two more while it fetches a fresh one); a finished job changes only by
-an explicit retry or a delete, so it may be kept long (``CONVEYOR_FINAL_MAX_AGE``;
-with ``CONVEYOR_CACHE_PURGE_URL`` set, those changes purge it).
+an explicit retry or a delete, so it may be kept long (``CONVEYOR_FINAL_MAX_AGE``).
+With ``CONVEYOR_CACHE_PURGE_URL`` set, every change the API and the workers make
+purges the cache, so a shared cache may keep an active document
+``PURGED_S_MAXAGE`` seconds (browsers still one): the purge, not the age, ends it.
 
 Only answers to the read token (a capability URL) are ``public``: an answer to
 an API key is ``private``, so that a shared cache never hands one tenant's
@@ -15,6 +17,10 @@ from __future__ import annotations
 from conveyor.job import State
 
 ACTIVE_PUBLIC = "public, max-age=1, s-maxage=1, stale-while-revalidate=2"
+#: How long a shared cache that is purged on changes keeps an active document: what a
+#: lost purge (or a change made around the API and the workers, by the CLI) costs.
+PURGED_S_MAXAGE = 30
+ACTIVE_PUBLIC_PURGED = f"public, max-age=1, s-maxage={PURGED_S_MAXAGE}, stale-while-revalidate=2"
 ACTIVE_PRIVATE = "private, max-age=1"
 
 
@@ -37,9 +43,12 @@ def matches_etag(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
-def cache_control(state: State, *, public: bool, final_max_age: int) -> str:
+def cache_control(state: State, *, public: bool, final_max_age: int, purged: bool = False) -> str:
+    """``purged``: the cache in front is purged on every change."""
     if not state.is_final:
-        return ACTIVE_PUBLIC if public else ACTIVE_PRIVATE
+        if not public:
+            return ACTIVE_PRIVATE
+        return ACTIVE_PUBLIC_PURGED if purged else ACTIVE_PUBLIC
     if public:
         return f"public, max-age={final_max_age}, s-maxage={final_max_age}"
     return f"private, max-age={final_max_age}"

@@ -115,8 +115,13 @@ class Poll:
         if waited:
             cache = _NO_STORE
         else:
-            final_max_age = self.api.settings.final_max_age
-            cache = cache_control(state, public=by_token, final_max_age=final_max_age).encode()
+            settings = self.api.settings
+            cache = cache_control(
+                state,
+                public=by_token,
+                final_max_age=settings.final_max_age,
+                purged=settings.purge_url is not None,
+            ).encode()
         return [(b"etag", etag.encode()), (b"cache-control", cache)]
 
 

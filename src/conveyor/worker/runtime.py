@@ -42,6 +42,8 @@ from conveyor.context import TaskContext
 from conveyor.exceptions import ConveyorError
 from conveyor.garbage import settle_for_service
 from conveyor.job import Job, Outcome
+from conveyor.web.documents import PRIVATE
+from conveyor.web.purge import Purger
 from conveyor.worker.callbacks import Callbacks, callback_url
 from conveyor.worker.executor import Executor
 from conveyor.worker.processes import ProcessRunner
@@ -51,6 +53,8 @@ logger = logging.getLogger("conveyor.worker")
 
 #: How long a busy worker waits for more free slots before a small claim (seconds).
 COALESCE_S = 0.001
+#: How long a stopping worker waits for the cache purges it started (seconds).
+PURGE_GRACE_S = 2.0
 #: How long a stopping worker waits for the callbacks it still owes (seconds).
 CALLBACK_GRACE_S = 5.0
 #: Longest pause of the claim loop after a store error (seconds; it doubles up to this).
@@ -137,6 +141,9 @@ class Worker:
         self._keeper_failed = False
         self._background: set[asyncio.Task[None]] = set()
         self._callbacks: Callbacks | None = None
+        # The cache in front of the API, told of each change this worker makes to an HTTP
+        # job (the API's own changes it purges itself): see conveyor.web.purge.
+        self._purger = Purger(os.environ.get("CONVEYOR_CACHE_PURGE_URL") or None)
 
     # -- control -----------------------------------------------------------------
     def request_stop(self) -> None:
@@ -320,6 +327,7 @@ class Worker:
             older.task.cancel()
         task = asyncio.create_task(self.executor.run(job, ctx), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, ctx, task, time.monotonic())
+        self._purge(job)  # claimed: now running
         self._started_jobs += 1
         if logger.isEnabledFor(logging.INFO):
             logger.info(
@@ -377,13 +385,18 @@ class Worker:
         self._start_buffered()
 
     def _written(self, backend: Backend, job: Job, outcome: Outcome) -> None:
-        """An outcome is in the store: send the job's callback if it has one."""
+        """An outcome is in the store: purge the cache, send the job's callback if it has one."""
+        self._purge(job)
         url = callback_url(job, outcome)
         if url is None:
             return
         if self._callbacks is None:
             self._callbacks = Callbacks(backend, self.executor.http())
         self._callbacks.send(job.id, url)
+
+    def _purge(self, job: Job) -> None:
+        if self._purger.enabled and PRIVATE in job.metadata:  # only HTTP jobs are cached
+            self._purger.soon(job.id)
 
     def _record(self, job: Job, outcome: Outcome) -> None:
         self.info.processed += 1
@@ -420,6 +433,7 @@ class Worker:
                 if time.monotonic() >= next_recover and not self._stopping.is_set():
                     next_recover = time.monotonic() + recover_every
                     for job in await backend.recover_expired():
+                        self._purge(job)
                         logger.warning(
                             "recovered job %s from a lost worker: now %s", job.id, job.state
                         )
@@ -510,10 +524,12 @@ class Worker:
             if running.ctx._progress_dirty and running.started <= started_before:
                 running.ctx._progress_dirty = False
                 try:
-                    await backend.save(running.job)
+                    saved = await backend.save(running.job)
                 except BaseException:
                     running.ctx._progress_dirty = True  # not written: next time
                     raise
+                if saved:
+                    self._purge(running.job)
 
     def _cancel_job(self, job_id: str, why: str) -> None:
         running = self._running.get(job_id)
@@ -553,6 +569,8 @@ class Worker:
             try:
                 released = await backend.release(self._to_release)
                 logger.info("released %d job(s) for other workers", released)
+                for job in self._to_release:
+                    self._purge(job)
             except ConveyorError as exc:
                 logger.error(
                     "could not release %d job(s) (%s): they run again once their leases expire",
@@ -562,6 +580,7 @@ class Worker:
         for keeper in keepers:
             keeper.cancel()
         await asyncio.gather(*keepers, return_exceptions=True)
+        await self._purger.aclose(grace=0.0 if self._stop_now else PURGE_GRACE_S)
         with contextlib.suppress(ConveyorError):
             await backend.unregister_worker(self.id)
         logger.info("worker %s stopped after %d job(s)", self.id, self.info.processed)
