@@ -108,6 +108,7 @@ async def jobs(dash: Dashboard, request: Request) -> Response:
     )
     backend = await dash.backend()
     page = await views.jobs(backend, states, queue, task, cursor)
+    found = await views.queues(backend)
     return dash.pages.render(
         request,
         "jobs.html",
@@ -117,8 +118,8 @@ async def jobs(dash: Dashboard, request: Request) -> Response:
             "queue": queue,
             "task": task,
             "cursor": cursor,
-            "counts": await views.count_by_state(backend, queue),
-            "queue_names": [q.name for q in await views.queues(backend)],
+            "counts": views.count_by_state(found, queue),
+            "queue_names": [q.name for q in found],
             "now": await backend.now(),
             "tab_urls": {
                 name: _url("/jobs", state=None if name == "all" else name, queue=queue, task=task)
@@ -158,7 +159,8 @@ async def failed(dash: Dashboard, request: Request) -> Response:
     )
     backend = await dash.backend()
     page = await views.jobs(backend, frozenset({State.POISONED}), queue, task, cursor)
-    counts = await views.count_by_state(backend, queue)
+    found = await views.queues(backend)
+    counts = views.count_by_state(found, queue)
     return dash.pages.render(
         request,
         "failed.html",
@@ -168,7 +170,7 @@ async def failed(dash: Dashboard, request: Request) -> Response:
             "task": task,
             "cursor": cursor,
             "total": None if task else counts.get(State.POISONED.value, 0),
-            "queue_names": [q.name for q in await views.queues(backend)],
+            "queue_names": [q.name for q in found],
             "now": await backend.now(),
             "remove_url": _url("/failed/remove", queue=queue, task=task),
             **_pages("/failed", cursor, page, queue=queue, task=task),
@@ -184,9 +186,8 @@ async def confirm_remove(dash: Dashboard, request: Request) -> Response:
     backend = await dash.backend()
     now = await backend.now()
     if task is None:
-        count: int | None = (await views.count_by_state(backend, queue)).get(
-            State.POISONED.value, 0
-        )
+        found = await views.queues(backend)
+        count: int | None = views.count_by_state(found, queue).get(State.POISONED.value, 0)
     else:
         count = await _count(
             dash, JobFilter(states=frozenset({State.POISONED}), queue=queue, task=task)
