@@ -415,3 +415,16 @@ def test_the_job_list_pages_with_a_cursor(dash: Tab, served: RunningApi) -> None
     expect(rows).to_have_count(50)
     # and the state tabs count the queue's jobs
     expect(dash.page.locator(".tabs a", has_text="queued")).to_contain_text("55")
+
+
+def test_a_queue_whose_name_holds_a_slash_is_steered_too(dash: Tab, served: RunningApi) -> None:
+    # Given a queue named team/mail (names may hold anything but spaces and commas)
+    store.call(served, "create_queue", "team/mail")
+    dash.open("/queues")
+    # When it is paused, and its empty confirmation opened
+    dash.queue_row("team/mail").get_by_role("button", name="Pause").click()
+    # Then both reach that queue
+    dash.expect_flash("Paused queue team/mail")
+    assert store.queue(served, "team/mail").paused is True
+    dash.queue_row("team/mail").get_by_role("link", name="Empty…").click()
+    expect(dash.page.locator("h1")).to_have_text("Empty queue team/mail?")

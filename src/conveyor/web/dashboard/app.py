@@ -119,8 +119,9 @@ def create_dashboard(api: Api) -> Starlette:
         post("/login", login.submit, "login_submit"),
         post("/logout", login.logout, "logout"),
         get("/queues", pages.queues, "queues"),
-        get("/queues/{name}/empty", pages.confirm_empty, "confirm_empty"),
-        post("/queues/{name}/{action:str}", actions.queue_action, "queue_action"),
+        # A queue's name may hold "/" (only spaces and commas are refused).
+        get("/queues/{name:path}/empty", pages.confirm_empty, "confirm_empty"),
+        post("/queues/{name:path}/{action:str}", actions.queue_action, "queue_action"),
         get("/jobs", pages.jobs, "jobs"),
         get("/jobs/{job_id}", pages.job, "job"),
         post("/jobs/{job_id}/{action:str}", actions.job_action, "job_action"),
