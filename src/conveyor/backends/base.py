@@ -336,6 +336,7 @@ class Backend(abc.ABC):
     #: removed by ``sample_depth`` and ``prune`` (SQL stores) or expire (Redis).
     keep_counts: float = KEEP_COUNTS
 
+    @abc.abstractmethod
     async def minute_counts(self, since: float, queue: str | None = None) -> list[MinuteCount]:
         """Per queue and minute, the minutes starting at or after ``since``, oldest first
         (then by queue name); minutes with nothing recorded are absent.
@@ -344,10 +345,11 @@ class Backend(abc.ABC):
         of the store's clock, in the same transaction (or script) as ``Stats``' totals
         and counted the same way, so the minutes add up to the totals' growth. The
         depth is what ``sample_depth`` last recorded in that minute. Counts are kept
-        ``keep_counts`` seconds (at least a day). ``queue``: that queue only.
+        ``keep_counts`` seconds after the minute starts (25 hours: at least a day of
+        minutes). ``queue``: that queue only.
         """
-        return []
 
+    @abc.abstractmethod
     async def sample_depth(self) -> None:
         """Record how many jobs wait (``queued``) in each queue, in the current minute.
 
@@ -360,7 +362,6 @@ class Backend(abc.ABC):
         someone else calls it. SQL stores also remove counts older than
         ``keep_counts`` here, once a minute.
         """
-        return None
 
     _depth_looked_at: float = float("-inf")
 

@@ -44,6 +44,7 @@ from conveyor.backends.base import (
     JobFilter,
     JobHead,
     LeaseStatus,
+    MinuteCount,
     Page,
     QueueInfo,
     Stats,
@@ -347,6 +348,7 @@ class RedisBackend(Backend):
             "finish",
             repr(self.settings.keep_succeeded),
             repr(self.settings.keep_failed),
+            repr(float(self.keep_counts)),
             FINISH_WIDTH,
             *finish_args(items),
         )
@@ -466,7 +468,7 @@ class RedisBackend(Backend):
             cursor = page.next_cursor
 
     async def recover_expired(self) -> list[Job]:
-        answer = await self._call("recover", 500)
+        answer = await self._call("recover", 500, repr(float(self.keep_counts)))
         return [hash_to_job(fields) for fields in answer]
 
     async def prune(self, before: float, states: Sequence[State] | None = None) -> int:
@@ -582,6 +584,22 @@ class RedisBackend(Backend):
                 "maxmemory_policy": info.get("maxmemory_policy"),
             },
         )
+
+    # -- counts per minute --------------------------------------------------------
+    async def minute_counts(self, since: float, queue: str | None = None) -> list[MinuteCount]:
+        rows = await self._call(
+            "minutes", repr(float(since)), repr(float(self.keep_counts)), queue or ""
+        )
+        counts = [
+            MinuteCount(float(m), q, int(p), int(f), int(d) if d != "" else None)
+            for m, q, p, f, d in rows
+        ]
+        counts.sort(key=lambda c: (c.minute, c.queue))  # Lua orders names by locale
+        return counts
+
+    async def sample_depth(self) -> None:
+        if self._depth_look_due():
+            await self._call("depth", repr(float(self.keep_counts)))
 
     # -- wake-ups -----------------------------------------------------------------
     async def wait(self, queues: Sequence[str], timeout: float) -> bool:

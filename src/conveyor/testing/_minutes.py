@@ -40,12 +40,6 @@ def _totals(rows: list[MinuteCount]) -> dict[str, tuple[int, int]]:
     return totals
 
 
-def _skip_unless_recorded(backend: Backend) -> None:
-    # While the stores gain minute counts one by one (removed once all have them).
-    if type(backend).minute_counts is Backend.minute_counts:
-        pytest.skip("this backend does not record counts per minute yet")
-
-
 class MinuteConformance:
     """Runs ended and jobs waiting, per queue and minute of the store's clock."""
 
@@ -53,7 +47,6 @@ class MinuteConformance:
     async def test_a_finished_batch_counts_in_the_current_minute_per_queue(
         self, backend: Backend
     ) -> None:
-        _skip_unless_recorded(backend)
         # Given three running jobs of one queue and two of another
         a, b = _queue("a"), _queue("b")
         await backend.enqueue([make_job(a) for _ in range(3)] + [make_job(b) for _ in range(2)])
@@ -76,7 +69,6 @@ class MinuteConformance:
 
     @async_test
     async def test_failures_count_as_the_stats_count_them(self, backend: Backend) -> None:
-        _skip_unless_recorded(backend)
         # Given five running jobs of a queue
         q = _queue()
         await backend.enqueue([make_job(q) for _ in range(5)])
@@ -102,7 +94,6 @@ class MinuteConformance:
 
     @async_test
     async def test_a_run_lost_with_its_lease_counts_as_failed(self, backend: Backend) -> None:
-        _skip_unless_recorded(backend)
         # Given a job whose worker stopped renewing its lease
         q = _queue()
         await backend.enqueue([make_job(q)])
@@ -122,7 +113,6 @@ class MinuteConformance:
 
     @async_test
     async def test_since_and_queue_select_the_minutes(self, backend: Backend) -> None:
-        _skip_unless_recorded(backend)
         # Given one run finished in each of two queues
         a, b = _queue("a"), _queue("b")
         await backend.enqueue([make_job(a), make_job(b)])
@@ -145,7 +135,6 @@ class MinuteConformance:
 
     @async_test
     async def test_minutes_come_in_order_of_minute_then_queue(self, backend: Backend) -> None:
-        _skip_unless_recorded(backend)
         # Given runs finished in queues named out of creation order
         names = [_queue("c"), _queue("a"), _queue("b")]
         for name in names:
@@ -166,7 +155,6 @@ class MinuteConformance:
     @async_test
     async def test_minutes_come_oldest_first(self, backend: Backend) -> None:
         """Waits for the next minute of the store's clock (up to a minute)."""
-        _skip_unless_recorded(backend)
         # Given a run finished in one minute and two in the next
         q = _queue()
         await backend.enqueue([make_job(q) for _ in range(3)])
@@ -192,7 +180,6 @@ class MinuteConformance:
     async def test_sample_depth_records_the_jobs_waiting_in_each_queue(
         self, backend: Backend
     ) -> None:
-        _skip_unless_recorded(backend)
         # Given a queue with four queued jobs, one running and one scheduled for later,
         # and an empty queue
         busy, idle = _queue("busy"), _queue("idle")
@@ -214,7 +201,6 @@ class MinuteConformance:
 
     @async_test
     async def test_counts_older_than_keep_counts_go(self, backend: Backend) -> None:
-        _skip_unless_recorded(backend)
         # Given a run counted in its minute
         q = _queue()
         await backend.enqueue([make_job(q)])

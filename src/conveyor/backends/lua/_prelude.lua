@@ -29,6 +29,10 @@
 --   P..'wake:'..q                 list of wake-up tokens: one per job made ready, at
 --                                 most WAKE_TOKENS; an idle worker waits on its
 --                                 queues' lists with BLPOP, so each token wakes one
+--   P..'minute:'..m               hash of the minute starting at m (epoch seconds, a
+--                                 multiple of 60): 'p:'..q, 'f:'..q runs of queue q
+--                                 ended / failed in it, 'd:'..q its queued jobs as
+--                                 sampled; expires keep_counts after m
 local P = ARGV[1]
 local NOW
 do
@@ -162,4 +166,21 @@ local function notify(queues)
     redis.call('LPUSH', wake, unpack(tokens))
     redis.call('LTRIM', wake, 0, WAKE_TOKENS - 1)
   end
+end
+
+-- Counts per queue and minute: `tallies` maps a queue to {processed, failed}; kept
+-- `keep` seconds after the minute starts (an expiry in the past removes the key).
+local function minute_key(m) return P .. 'minute:' .. string.format('%d', m) end
+local MINUTE = math.floor(NOW / 60) * 60
+
+local function count_minute(tallies, keep)
+  local key = minute_key(MINUTE)
+  local fresh = false
+  for q, t in pairs(tallies) do
+    if redis.call('HINCRBY', key, 'p:' .. q, t[1]) == t[1] then fresh = true end
+    if t[2] > 0 then redis.call('HINCRBY', key, 'f:' .. q, t[2]) end
+  end
+  -- Set once, when the key (or a queue's field of it) is new: a later batch in the
+  -- same minute leaves the expiry as it is.
+  if fresh then redis.call('EXPIREAT', key, MINUTE + math.floor(keep)) end
 end

@@ -1,18 +1,20 @@
 -- Outcomes of runs, each a compare-and-set on (id, worker, attempts held).
 -- ARGV[2], ARGV[3]: seconds to keep succeeded / poisoned and cancelled jobs (0: until
--- pruned); ARGV[4]: fields per item; then the items, each: id, worker, attempts held,
+-- pruned); ARGV[4]: seconds to keep counts per minute; ARGV[5]: fields per item; then
+-- the items, each: id, worker, attempts held,
 -- state, delay, attempts, steps, current_step, progress, result, errors, failed
 -- ('' for none). A job asked to cancel while it ran is not run again: a retry
 -- outcome ends it cancelled. Answers 1 / 0 per item (written or not).
 local keep = {succeeded = tonumber(ARGV[2]), poisoned = tonumber(ARGV[3]),
               cancelled = tonumber(ARGV[3])}
-local width = tonumber(ARGV[4])
+local width = tonumber(ARGV[5])
 local out = {}
 local ready = {}
 local known = {}
 local processed, failed = 0, 0
+local tallies = {}
 local ended = {}
-for a = 5, #ARGV, width do
+for a = 6, #ARGV, width do
   local id = ARGV[a]
   local key = job_key(id)
   local f = redis.call('HMGET', key, 'worker_id', 'attempts', 'state', 'queue', 'priority',
@@ -48,8 +50,16 @@ for a = 5, #ARGV, width do
       release_unique(f[6], id)
       ended[q .. ':' .. state] = {q, state}
     end
+    local run_failed = tonumber(ARGV[a + 11])
     processed = processed + 1
-    failed = failed + tonumber(ARGV[a + 11])
+    failed = failed + run_failed
+    local t = tallies[q]
+    if t then
+      t[1] = t[1] + 1
+      t[2] = t[2] + run_failed
+    else
+      tallies[q] = {1, run_failed}
+    end
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
@@ -57,6 +67,7 @@ for a = 5, #ARGV, width do
 end
 if processed > 0 then redis.call('HINCRBY', P .. 'counters', 'processed', processed) end
 if failed > 0 then redis.call('HINCRBY', P .. 'counters', 'failed', failed) end
+if processed > 0 then count_minute(tallies, tonumber(ARGV[4])) end
 notify(ready)
 -- Retention: a few of the oldest finished jobs past their keeping time go, so that
 -- the store stays bounded without a sweeper.

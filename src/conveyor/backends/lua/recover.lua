@@ -1,12 +1,13 @@
 -- Running jobs whose lease ran out (at most ARGV[2]): waiting again (the claim counted
 -- the attempt), poisoned when attempts are spent, cancelled when a cancel was asked.
--- The lost run counts as processed and failed, as a raising task would. Answers the
--- recovered jobs' fields.
+-- The lost run counts as processed and failed, as a raising task would, also in the
+-- counts per minute (kept ARGV[3] seconds). Answers the recovered jobs' fields.
 local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. SNOW, 'LIMIT', 0,
   tonumber(ARGV[2]))
 local out = {}
 local ready = {}
 local known = {}
+local tallies = {}
 for _, id in ipairs(expired) do
   redis.call('ZREM', LEASES, id)
   local key = job_key(id)
@@ -37,12 +38,15 @@ for _, id in ipairs(expired) do
       redis.call('HSET', key, 'finished_at', SNOW)
       release_unique(f[10], id)
     end
+    local t = tallies[q] or {0, 0}
+    tallies[q] = {t[1] + 1, t[2] + 1}
     out[#out + 1] = redis.call('HGETALL', key)
   end
 end
 if #out > 0 then
   redis.call('HINCRBY', P .. 'counters', 'processed', #out)
   redis.call('HINCRBY', P .. 'counters', 'failed', #out)
+  count_minute(tallies, tonumber(ARGV[3]))
 end
 notify(ready)
 return out
