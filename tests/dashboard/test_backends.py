@@ -46,6 +46,11 @@ def test_the_overview_and_a_job_page_work_on_every_store(store_url: str, tmp_pat
         expect(t.page.locator("#workers tbody tr")).to_have_count(1)
         expect(t.page.locator('[data-total="processed"]')).to_have_text("2")
         expect(t.page.locator('[data-total="failed"]')).to_have_text("1")
+        # and the two runs in the chart of the hour, from the store's per-minute counts
+        expect(t.page.locator("#chart-throughput .summary")).to_have_text(
+            "Last hour: 2 runs, 1 failed."
+        )
+        expect(t.page.locator("#chart-throughput rect.bar-failed")).to_have_count(1)
 
         # When the poisoned job is opened from the Failed page
         t.open("/failed")
