@@ -188,14 +188,15 @@ def serve(
         bool, typer.Option("--seed/--no-seed", help="Call seed() of the included modules.")
     ] = True,
 ) -> None:
-    """Run conveyor in one command: the HTTP API and workers on one store.
+    """Run conveyor in one command: the HTTP API, the dashboard and workers on one store.
 
     The store: --url, else $CONVEYOR_URL, else the app's URL, else
     sqlite:///.conveyor/conveyor.db (the folder is created).
     The queues: -q, else every queue the loaded tasks use.
     The API (--host, --port) takes the settings of `conveyor api`; with no key in
     CONVEYOR_API_KEYS / CONVEYOR_ADMIN_KEYS it makes a development admin key and prints
-    it (kept in .conveyor/api-key on the default store). With --processes 1 the API and
+    it (kept in .conveyor/api-key on the default store); it also logs in to the
+    dashboard at /dashboard. With --processes 1 the API and
     the worker share one process; with more, the API gets a process of its own.
 
     Seeding: when an included module defines a function seed() (no arguments), serve
