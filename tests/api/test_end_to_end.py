@@ -39,6 +39,21 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: Target) -> I
         yield running
 
 
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
+def served_on_each_store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: Target
+) -> Iterator[RunningApi]:
+    """As ``served``, on each store in turn."""
+    monkeypatch.setenv("CONVEYOR_HTTP_ALLOW", "127.0.0.0/8")
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'api.db'}"
+    else:
+        url = str(request.getfixturevalue("pg_url" if request.param == "postgres" else "redis_url"))
+    worker = WorkerConfig(queues=["default"], concurrency=4, interval=0.2, lease=30)
+    with running_api(url, worker=worker) as running:
+        yield running
+
+
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 20) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,6 +117,50 @@ def test_a_three_step_job_runs_in_order_with_placeholders_and_calls_back(
     assert (sent["id"], sent["state"], sent["version"]) == (job_id, "succeeded", job["version"])
     assert "conveyor.http" not in callback.body  # the job's own secrets stay home
     assert callback.headers["idempotency-key"] == f"{job_id}:callback"
+
+
+def test_a_post_sent_again_after_its_job_has_run_gets_that_job_and_runs_nothing(
+    served_on_each_store: RunningApi, target: Target
+) -> None:
+    # Given a job posted with an Idempotency-Key, which has run and succeeded
+    served = served_on_each_store
+    client = served.client("acme")
+    headers = {"Idempotency-Key": "booking-7781"}
+    body = {"steps": [{"name": "book", "method": "POST", "url": target.url("/ok/book")}]}
+    created = client.post("/v1/jobs", json=body, headers=headers)
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    job = poll_until_final(served.client(None), created.headers["location"])
+    assert job["state"] == "succeeded"
+
+    # When the client sends the same POST again (its first answer was lost, say)
+    again = client.post("/v1/jobs", json=body, headers=headers)
+
+    # Then it gets the same job, finished, and the target was booked once
+    assert again.status_code == 202, again.text
+    assert again.json()["id"] == job_id
+    assert again.json()["state"] == "succeeded"
+    assert again.json()["version"] == job["version"]
+    assert again.headers["location"] == created.headers["location"]
+    time.sleep(0.5)  # a second job, had one been made, would run meanwhile
+    assert len(target.requests_to("/ok/book")) == 1
+    assert [j["id"] for j in client.get("/v1/jobs").json()["jobs"]] == [job_id]
+
+    # And another body under that key is refused
+    other = {"steps": [{"name": "book", "method": "POST", "url": target.url("/ok/other")}]}
+    refused = client.post("/v1/jobs", json=other, headers=headers)
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == [
+        {"header": "Idempotency-Key", "detail": "used for another request body"}
+    ]
+
+    # And once the job is deleted, the key makes a new job, which runs
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+    new = client.post("/v1/jobs", json=body, headers=headers)
+    assert new.status_code == 202, new.text
+    assert new.json()["id"] != job_id
+    assert poll_until_final(served.client(None), new.headers["location"])["state"] == "succeeded"
+    assert len(target.requests_to("/ok/book")) == 2
 
 
 def test_a_poll_shows_each_finished_step_while_the_job_runs(

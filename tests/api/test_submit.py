@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from conveyor.backends.base import Backend
 from tests.api.server import RunningApi
 
 TARGET = "http://127.0.0.1:9/never-called"
@@ -157,6 +158,42 @@ def test_the_same_idempotency_key_and_body_return_the_same_job(api: RunningApi) 
     theirs = api.client("globex").post("/v1/jobs", json=job_body(), headers=headers)
     assert theirs.json()["id"] != first.json()["id"]
     assert len(api.client("admin").get("/v1/jobs").json()["jobs"]) == 2
+
+
+def test_an_idempotency_key_holds_after_its_job_has_finished_until_the_job_is_deleted(
+    api: RunningApi,
+) -> None:
+    # Given a job posted with a key, which has finished (cancelled) since
+    client = api.client("acme")
+    headers = {"Idempotency-Key": "order-43"}
+    first = client.post("/v1/jobs", json=job_body(), headers=headers)
+    job_id = first.json()["id"]
+    backend = api.call(api.app.backend())
+    assert isinstance(backend, Backend)
+    api.call(backend.cancel(job_id))
+
+    # When the same POST comes again
+    again = client.post("/v1/jobs", json=job_body(), headers=headers)
+
+    # Then it is answered with that job, as it is now, and its Location
+    assert again.status_code == 202, again.text
+    assert again.json()["id"] == job_id
+    assert again.json()["state"] == "cancelled"
+    assert again.headers["location"] == first.headers["location"]
+    # another body under the key is still refused, another tenant's key is its own
+    changed = client.post("/v1/jobs", json=job_body(priority=5), headers=headers)
+    assert changed.status_code == 422
+    assert changed.json()["errors"][0]["header"] == "Idempotency-Key"
+    theirs = api.client("globex").post("/v1/jobs", json=job_body(), headers=headers)
+    assert theirs.status_code == 202
+    assert theirs.json()["id"] != job_id
+
+    # And once the job is deleted, the key makes a new job
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+    new = client.post("/v1/jobs", json=job_body(priority=5), headers=headers)
+    assert new.status_code == 202
+    assert new.json()["id"] not in (job_id, theirs.json()["id"])
+    assert new.json()["state"] == "queued"
 
 
 def test_delete_of_a_waiting_job_removes_it_and_a_repeat_changes_nothing(api: RunningApi) -> None:

@@ -4,7 +4,8 @@ Each waiting or finished job is in exactly one state index (``queue:<q>:<state>`
 the one of its queue and state, and each running or cancelling job is in the lease
 set instead; the claim indexes hold exactly the jobs they should (ready: queued;
 due: scheduled and retrying); the unique-key map points only at active jobs that
-carry the key; no index names a job that does not exist.
+carry the key, and each key's set (``unique:<k>``) holds exactly the stored jobs that
+carry it, in any state; no index names a job that does not exist.
 """
 
 from __future__ import annotations
@@ -78,4 +79,17 @@ def check_indexes(client: redis.Redis, namespace: str) -> int:
     for job_id, job in jobs.items():
         if State(job["state"]) in ACTIVE_STATES and job.get("unique_key"):
             assert unique.get(job["unique_key"]) == job_id
+
+    keyed: dict[str, set[str]] = defaultdict(set)
+    for job_id, job in jobs.items():
+        if job.get("unique_key"):
+            keyed[job["unique_key"]].add(job_id)
+    sets = list(client.scan_iter(match=f"{p}unique:*", count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in sets:
+        pipe.zrange(key, 0, -1)
+    found = {
+        k.removeprefix(f"{p}unique:"): set(ids) for k, ids in zip(sets, pipe.execute(), strict=True)
+    }
+    assert found == keyed, "the sets of unique keys do not hold exactly the jobs with the key"
     return len(jobs)

@@ -38,6 +38,7 @@ def plan(conn: sqlite3.Connection, sql: str, params: object) -> str:
         ("ready_probe", {"queues": '["q"]', "now": 1.0}, "jobs_due"),
         ("expired_leases", (1.0,), "jobs_leases"),
         ("active_by_unique_key", ("k",), "jobs_unique_key"),
+        ("newest_by_unique_key", ("k",), "jobs_by_unique_key"),
         ("prune_finished", {"states": '["succeeded"]', "before": 1.0, "cut": "0"}, "jobs_listing"),
     ],
 )
@@ -58,4 +59,15 @@ def test_claim_reads_the_ready_index_in_order_without_sorting(conn: sqlite3.Conn
     )
 
     assert "SEARCH jobs USING INDEX jobs_ready (queue=?)" in text
+    assert "TEMP B-TREE" not in text
+
+
+def test_the_newest_job_of_a_unique_key_is_the_last_entry_of_its_index(
+    conn: sqlite3.Connection,
+) -> None:
+    # find_unique: one search of jobs_by_unique_key for the key, read from its newest
+    # end (the index is in id order within a key), whatever the jobs' states
+    text = plan(conn, Q["newest_by_unique_key"], ("k",))
+
+    assert "SEARCH jobs USING INDEX jobs_by_unique_key (unique_key=?)" in text
     assert "TEMP B-TREE" not in text

@@ -260,6 +260,19 @@ class Backend(abc.ABC):
         return JobHead.of(await self.get(job_id))
 
     @abc.abstractmethod
+    async def find_unique(self, unique_key: str) -> Job | None:
+        """The newest stored job carrying ``unique_key``, in any state; None when none.
+
+        ``enqueue`` matches a unique key against active jobs only (a finished job frees
+        its key); this finds finished jobs too, for as long as they are stored: until
+        ``delete``, ``prune``, emptying or dropping their queue, or the store's own
+        retention removes them. Newest means the highest id (ids are time-ordered). One
+        indexed read, whatever the number of jobs. The HTTP API answers a repeated
+        ``Idempotency-Key`` from it, so that a retried POST does not make a second job
+        of one whose first run has already finished.
+        """
+
+    @abc.abstractmethod
     async def list_jobs(
         self, filter: JobFilter | None = None, cursor: str | None = None, limit: int = 50
     ) -> Page:

@@ -464,6 +464,10 @@ class PostgresBackend(Backend):
             raise JobNotFound(job_id)
         return JobHead(r[0], r[1], State(r[2]), r[3], loads(r[4]) if r[4] else {})
 
+    async def find_unique(self, unique_key: str) -> Job | None:
+        row = await self._fetchone("newest_by_unique_key", {"key": unique_key})
+        return row_to_job(row) if row is not None else None
+
     async def list_jobs(
         self, filter: JobFilter | None = None, cursor: str | None = None, limit: int = 50
     ) -> Page:

@@ -378,6 +378,10 @@ class RedisBackend(Backend):
             found, int(version), State(state), tenant or None, loads(metadata) if metadata else {}
         )
 
+    async def find_unique(self, unique_key: str) -> Job | None:
+        fields = await self._call("find_unique", unique_key)
+        return hash_to_job(fields) if fields else None
+
     async def list_jobs(
         self, filter: JobFilter | None = None, cursor: str | None = None, limit: int = 50
     ) -> Page:

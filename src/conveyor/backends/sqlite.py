@@ -448,20 +448,29 @@ class SQLiteBackend(Backend):
         r = self._read_job(Q["job_head"], job_id)
         return JobHead(r[0], r[1], State(r[2]), r[3], loads(r[4]) if r[4] else {})
 
+    async def find_unique(self, unique_key: str) -> Job | None:
+        rows = self._read_rows(Q["newest_by_unique_key"], unique_key)
+        return row_to_job(rows[0]) if rows else None
+
     def _read_job(self, query: str, job_id: str) -> Row:
         """One job's row, read on the caller's thread (see the module's docstring)."""
+        rows = self._read_rows(query, job_id)
+        if not rows:
+            raise JobNotFound(job_id)
+        return rows[0]
+
+    def _read_rows(self, query: str, param: str) -> list[Row]:
+        """The rows of a read by one parameter, on the caller's thread."""
         with self._watch_lock:
             if self._watch_conn is None:
                 raise BackendUnavailable(f"SQLite backend {self.path!r} is not open")
             try:
                 # fetchall, not fetchone: the statement runs to its end, so no read
                 # transaction stays open (one would hold back checkpoints).
-                rows = self._watch_conn.execute(query, (job_id,)).fetchall()
+                rows = self._watch_conn.execute(query, (param,)).fetchall()
             except sqlite3.Error as exc:
                 raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
-        if not rows:
-            raise JobNotFound(job_id)
-        return cast(Row, rows[0])
+        return cast(list[Row], rows)
 
     def _get(self, job_id: str) -> Job:
         row = self._db().execute(Q["get_job"], (job_id,)).fetchone()

@@ -21,9 +21,10 @@ machine's within that margin.
 
 The suite is split by topic, one mixin per module: ``_enqueue`` (enqueue, get,
 claim, unique keys), ``_leases`` (extend, save, finish, release, recovery),
-``_admin`` (cancel, delete, retry, list, prune, queues, workers), ``_minutes``
-(counts per queue and minute) and ``_concurrency`` (wait / watch, races, the state
-machine of :mod:`.model`).
+``_admin`` (cancel, delete, retry, list, prune, queues, workers), ``_unique``
+(the job of a unique key in any state: ``find_unique``), ``_minutes`` (counts per
+queue and minute) and ``_concurrency`` (wait / watch, races, the state machine of
+:mod:`.model`).
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ from conveyor.testing._concurrency import ConcurrencyConformance
 from conveyor.testing._enqueue import EnqueueConformance
 from conveyor.testing._leases import LeaseConformance
 from conveyor.testing._minutes import MinuteConformance
+from conveyor.testing._unique import UniqueConformance
 
 
 class BackendConformance(
     EnqueueConformance,
     LeaseConformance,
     AdminConformance,
+    UniqueConformance,
     MinuteConformance,
     ConcurrencyConformance,
 ):

@@ -158,15 +158,28 @@ class Api:
             idempotency_key=key,
             now=time.time(),
         )
-        try:
-            stored = (await backend.enqueue([job]))[0]
-        except InvalidJob as exc:
-            raise Problem(
-                422, str(exc), [{"pointer": "/" + exc.field, "detail": exc.problem}]
-            ) from None
+        stored: Job | None = None
+        if job.unique_key is not None:
+            # A key holds as long as its job is stored, finished or not: a client that
+            # sends its POST again after a timeout gets the job it made, even when that
+            # job has already run.
+            stored = await backend.find_unique(job.unique_key)
+            if stored is not None and stored.tenant != principal.tenant:
+                stored = None
+        if stored is None:
+            try:
+                # Two requests racing with one key: the store keeps a unique key to one
+                # active job, and answers the other request with it. (Not covered: a
+                # racing request's job stored, run and finished entirely between this
+                # request's find_unique and this enqueue.)
+                stored = (await backend.enqueue([job]))[0]
+            except InvalidJob as exc:
+                raise Problem(
+                    422, str(exc), [{"pointer": "/" + exc.field, "detail": exc.problem}]
+                ) from None
         if stored.id != job.id:
-            # The key is held by a job that is still active: the same request gets that
-            # job back; another request under the same key is refused.
+            # The same request gets the key's job back; another request under the same
+            # key is refused.
             if not same_request(stored, digest):
                 raise Problem(
                     422,

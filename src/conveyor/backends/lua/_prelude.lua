@@ -24,6 +24,9 @@
 -- Every job is in exactly one of the state indexes and the lease set.
 --   P..'queues'                   hash queue -> created_at;  P..'paused' set
 --   P..'unique'                   hash unique key -> id of the active job holding it
+--   P..'unique:'..k               zset of every stored job carrying unique key k, in
+--                                 any state (all scores 0, members ids: newest
+--                                 last); its entry goes with the job (remove_job)
 --   P..'counters'                 hash processed / failed
 --   P..'workers', P..'workers:started'   hashes worker id -> JSON / start time
 --   P..'wake:'..q                 list of wake-up tokens: one per job made ready, at
@@ -123,6 +126,7 @@ local function remove_job(id)
     redis.call('ZREM', due_key(q), id)
   end
   release_unique(f[4], id)
+  if f[4] and f[4] ~= '' then redis.call('ZREM', P .. 'unique:' .. f[4], id) end
   return 1
 end
 

@@ -41,7 +41,10 @@ for a = 3, #ARGV, width do
       end
     end
     redis.call('HSET', key, unpack(fields))
-    if unique_key ~= '' then redis.call('HSET', P .. 'unique', unique_key, id) end
+    if unique_key ~= '' then
+      redis.call('HSET', P .. 'unique', unique_key, id)
+      redis.call('ZADD', P .. 'unique:' .. unique_key, 0, id)
+    end
     if not known[q] then
       redis.call('HSETNX', P .. 'queues', q, SNOW)
       known[q] = true

@@ -98,6 +98,14 @@ SELECT * FROM {schema}.jobs
 WHERE unique_key = ANY(%(keys)s)
   AND state IN ('scheduled', 'queued', 'running', 'retrying', 'cancelling');
 
+-- The newest job of a unique key, in any state (0003_unique_keys.sql): the last
+-- entry of the key in jobs_by_unique_key.
+-- name: newest_by_unique_key
+SELECT * FROM {schema}.jobs
+WHERE unique_key = %(key)s
+ORDER BY id DESC
+LIMIT 1;
+
 -- name: now
 SELECT {schema}.epoch_now();
 

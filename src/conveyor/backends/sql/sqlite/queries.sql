@@ -17,6 +17,14 @@ SELECT * FROM jobs
 WHERE unique_key = ?
   AND state IN ('scheduled', 'queued', 'running', 'retrying', 'cancelling');
 
+-- The newest job of a unique key, in any state (0003_unique_keys.sql): the last
+-- entry of the key in jobs_by_unique_key.
+-- name: newest_by_unique_key
+SELECT * FROM jobs INDEXED BY jobs_by_unique_key
+WHERE unique_key = ?
+ORDER BY id DESC
+LIMIT 1;
+
 -- INDEXED BY pins the partial indexes: without statistics the planner would
 -- rather walk jobs_listing, whose cost grows with the number of such jobs.
 
