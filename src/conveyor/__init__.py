@@ -13,7 +13,15 @@ Public API only; everything else is an implementation detail::
 """
 
 from conveyor.app import Conveyor
-from conveyor.backends.base import Backend, JobFilter, Page, QueueInfo, Stats, WorkerInfo
+from conveyor.backends.base import (
+    Backend,
+    JobFilter,
+    MinuteCount,
+    Page,
+    QueueInfo,
+    Stats,
+    WorkerInfo,
+)
 from conveyor.context import TaskContext, current_context
 from conveyor.exceptions import (
     BackendUnavailable,
@@ -53,6 +61,7 @@ __all__ = [
     "JobNotFound",
     "JobStateError",
     "JobTimeout",
+    "MinuteCount",
     "Outcome",
     "Page",
     "Poison",
