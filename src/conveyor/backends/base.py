@@ -22,7 +22,6 @@ Rules every implementation keeps (the conformance suite in
 from __future__ import annotations
 
 import abc
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,7 +136,8 @@ class MinuteCount:
         }
 
 
-#: Seconds between two looks of one backend instance in ``Backend.sample_depth``.
+#: Seconds between two calls of ``Backend.sample_depth`` by a worker's lease keeper: a
+#: look in every minute of the store's clock, whatever the skew.
 DEPTH_EVERY_S = 20.0
 
 #: Seconds a minute's counts are kept after the minute starts (``Backend.keep_counts``):
@@ -366,25 +366,14 @@ class Backend(abc.ABC):
     async def sample_depth(self) -> None:
         """Record how many jobs wait (``queued``) in each queue, in the current minute.
 
-        Cheap to call often: a backend instance looks at most every
-        ``DEPTH_EVERY_S`` seconds (so every minute of the store's clock gets a look,
-        whatever the skew), and counts only when some queue has no depth yet in this
-        minute of the store's clock: one process counts per minute. Workers call it
-        from their lease keeper, so a store with a running worker has a depth for
-        every minute; with no worker running, minutes have no depth (None) unless
-        someone else calls it. SQL stores also remove counts older than
-        ``keep_counts`` here, once a minute.
+        Each call looks whether some queue has no depth yet in this minute of the
+        store's clock (a cheap read) and counts only then: one count per minute,
+        however many processes call. Workers call it every ``DEPTH_EVERY_S`` seconds
+        from their lease keeper, so a store with a running worker has a depth for every
+        minute; the dashboard's overview calls it on each load, so that a store whose
+        workers are stopped shows its backlog too. SQL stores also remove counts older
+        than ``keep_counts`` when they count.
         """
-
-    _depth_looked_at: float = float("-inf")
-
-    def _depth_look_due(self) -> bool:
-        """For ``sample_depth``: True at most every ``DEPTH_EVERY_S`` seconds."""
-        now = time.monotonic()
-        if now - self._depth_looked_at < DEPTH_EVERY_S:
-            return False
-        self._depth_looked_at = now
-        return True
 
     # -- wake-ups ------------------------------------------------------------
     @abc.abstractmethod

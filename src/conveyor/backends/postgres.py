@@ -703,8 +703,6 @@ class PostgresBackend(Backend):
         ]
 
     async def sample_depth(self) -> None:
-        if not self._depth_look_due():
-            return
         row = await self._fetchone("depth_missing", {})
         if row is None or not row[0]:
             return

@@ -602,8 +602,7 @@ class RedisBackend(Backend):
         return counts
 
     async def sample_depth(self) -> None:
-        if self._depth_look_due():
-            await self._call("depth", repr(float(self.keep_counts)))
+        await self._call("depth", repr(float(self.keep_counts)))
 
     # -- wake-ups -----------------------------------------------------------------
     async def wait(self, queues: Sequence[str], timeout: float) -> bool:

@@ -768,8 +768,6 @@ class SQLiteBackend(Backend):
         return await self._run(read)
 
     async def sample_depth(self) -> None:
-        if not self._depth_look_due():
-            return
         self._db()  # BackendUnavailable when closed (a new connection would make the file)
         # Counted on a connection and thread of its own, before the write lock is taken:
         # a WAL reader waits for nobody, and the backend's thread stays free for claims

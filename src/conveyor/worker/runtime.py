@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from conveyor.app import Conveyor
 from conveyor.backends import redact_url
-from conveyor.backends.base import Backend, LeaseStatus, WorkerInfo
+from conveyor.backends.base import DEPTH_EVERY_S, Backend, LeaseStatus, WorkerInfo
 from conveyor.context import TaskContext
 from conveyor.exceptions import ConveyorError
 from conveyor.garbage import settle_for_service
@@ -422,6 +422,7 @@ class Worker:
         period = max(min(self.config.lease / 3, 5.0), 0.05)
         recover_every = max(self.config.lease / 2, 0.1)
         next_recover = time.monotonic() + random.uniform(0, recover_every)
+        next_depth = time.monotonic()
         failing_since: float | None = None
         while True:
             await asyncio.sleep(period)
@@ -429,7 +430,9 @@ class Worker:
                 await self._extend(backend)
                 self.info.running = list(self._running)
                 await backend.heartbeat_worker(self.info)
-                await backend.sample_depth()  # the chart's queue depth; cheap, see its doc
+                if time.monotonic() >= next_depth:
+                    next_depth = time.monotonic() + DEPTH_EVERY_S
+                    await backend.sample_depth()  # the dashboard's queue depths
                 if time.monotonic() >= next_recover and not self._stopping.is_set():
                     next_recover = time.monotonic() + recover_every
                     for job in await backend.recover_expired():

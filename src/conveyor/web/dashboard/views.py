@@ -69,9 +69,9 @@ async def queue(backend: Backend, name: str) -> QueueInfo | None:
 async def minute_counts(backend: Backend, since: float) -> list[MinuteCount]:
     """The store's per-minute counts since ``since``.
 
-    Queue depths are sampled by the workers; the overview samples too (at most every
-    ``DEPTH_EVERY_S`` seconds per process, and only in a minute that has none yet), so
-    that a store whose workers are stopped still shows its backlog while someone looks.
+    Queue depths are sampled by the workers; the overview samples too (the store counts
+    only in a minute that has none yet), so that a store whose workers are stopped
+    still shows its backlog while someone looks.
     """
     try:
         await backend.sample_depth()
