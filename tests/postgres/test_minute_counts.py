@@ -4,8 +4,6 @@ sharded rows that add up, and old minutes swept (the conformance suite covers th
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 
 import psycopg
@@ -16,18 +14,15 @@ from conveyor.backends.postgres import SCHEMA_VERSION, PostgresBackend, _shard
 from conveyor.exceptions import ConfigError
 from conveyor.job import Job, Outcome, State
 from conveyor.testing.harness import make_job
+from tests.migrations import run_migrate, schema_stopped_at
 from tests.pg import fresh_schema, libpq_url
 
 
-def test_a_version_1_schema_is_refused_until_migrate_upgrades_it_with_its_jobs(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_version_1_schema_is_refused_until_migrate_upgrades_it_with_its_jobs() -> None:
     with fresh_schema(migrate=False) as url:
         # Given a schema made by a conveyor whose schema stopped at version 1, with a
         # queued job and a running one
-        with monkeypatch.context() as old:
-            old.setattr(postgres_module, "MIGRATIONS", postgres_module.MIGRATIONS[:1])
-            old.setattr(postgres_module, "SCHEMA_VERSION", 1)
+        with schema_stopped_at(postgres_module, 1):
 
             async def fill() -> Job:
                 backend = PostgresBackend(url)
@@ -45,12 +40,7 @@ def test_a_version_1_schema_is_refused_until_migrate_upgrades_it_with_its_jobs(
         # When this conveyor opens it, and after `conveyor migrate`
         with pytest.raises(ConfigError, match=r"is at version 1.*conveyor migrate"):
             asyncio.run(PostgresBackend(url).open())
-        done = subprocess.run(
-            [sys.executable, "-m", "conveyor", "migrate", "--url", url],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_migrate(url)
 
         # Then the upgrade keeps the jobs, and the outcome of the run that was going on
         # is counted in the new table

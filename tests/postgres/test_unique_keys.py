@@ -4,8 +4,6 @@ and the upgrade of a version-2 schema (the conformance suite covers the behaviou
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 
 import psycopg
 import pytest
@@ -15,6 +13,7 @@ from conveyor.backends.postgres import SCHEMA_VERSION, PostgresBackend, queries_
 from conveyor.exceptions import ConfigError
 from conveyor.job import Job, Outcome, State
 from conveyor.testing.harness import make_job
+from tests.migrations import run_migrate, schema_stopped_at
 from tests.pg import fresh_schema, libpq_url
 
 
@@ -57,15 +56,11 @@ def test_find_unique_reads_its_index_beside_many_finished_jobs(pg_url: str) -> N
     assert found is not None and found.state is State.SUCCEEDED
 
 
-def test_a_version_2_schema_is_upgraded_and_its_finished_jobs_are_found_by_key(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_version_2_schema_is_upgraded_and_its_finished_jobs_are_found_by_key() -> None:
     with fresh_schema(migrate=False) as url:
         # Given a schema made by a conveyor whose schema stopped at version 2, with a
         # job of a unique key that succeeded
-        with monkeypatch.context() as old:
-            old.setattr(postgres_module, "MIGRATIONS", postgres_module.MIGRATIONS[:2])
-            old.setattr(postgres_module, "SCHEMA_VERSION", 2)
+        with schema_stopped_at(postgres_module, 2):
 
             async def fill() -> Job:
                 backend = PostgresBackend(url)
@@ -84,12 +79,7 @@ def test_a_version_2_schema_is_upgraded_and_its_finished_jobs_are_found_by_key(
         # When this conveyor opens it, and after `conveyor migrate`
         with pytest.raises(ConfigError, match=r"is at version 2.*conveyor migrate"):
             asyncio.run(PostgresBackend(url).open())
-        done = subprocess.run(
-            [sys.executable, "-m", "conveyor", "migrate", "--url", url],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_migrate(url)
 
         # Then the schema is at this version and the finished job is found by its key
         assert done.returncode == 0, done.stderr

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,22 +14,19 @@ from conveyor.backends import sqlite as sqlite_module
 from conveyor.backends.sqlite import SCHEMA_VERSION, Q, SQLiteBackend
 from conveyor.job import Outcome, State
 from conveyor.testing.harness import make_job
+from tests.migrations import run_migrate, schema_stopped_at
 
 
 def _minute(t: float) -> int:
     return int(t // 60) * 60
 
 
-def test_a_version_1_file_is_upgraded_by_migrate_and_keeps_its_jobs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_version_1_file_is_upgraded_by_migrate_and_keeps_its_jobs(tmp_path: Path) -> None:
     # Given a file made by a conveyor whose schema stopped at version 1, with a
     # queued job and a running one
     path = tmp_path / "old.db"
     url = f"sqlite:///{path}"
-    with monkeypatch.context() as old:
-        old.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:1])
-        old.setattr(sqlite_module, "SCHEMA_VERSION", 1)
+    with schema_stopped_at(sqlite_module, 1):
 
         async def fill() -> list[str]:
             backend = SQLiteBackend(url)
@@ -48,12 +43,7 @@ def test_a_version_1_file_is_upgraded_by_migrate_and_keeps_its_jobs(
         assert "minute_counts" not in tables
 
     # When `conveyor migrate` runs on it
-    done = subprocess.run(
-        [sys.executable, "-m", "conveyor", "migrate", "--url", url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_migrate(url)
 
     # Then it is at this version, with its jobs and the new table
     assert done.returncode == 0, done.stderr

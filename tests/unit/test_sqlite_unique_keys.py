@@ -5,28 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 from conveyor.backends import sqlite as sqlite_module
 from conveyor.backends.sqlite import SCHEMA_VERSION, SQLiteBackend
 from conveyor.job import Job, Outcome, State
 from conveyor.testing.harness import make_job
+from tests.migrations import run_migrate, schema_stopped_at
 
 
 def test_a_version_2_file_is_upgraded_and_its_finished_jobs_are_found_by_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     # Given a file made by a conveyor whose schema stopped at version 2, with a job
     # of a unique key that succeeded
     path = tmp_path / "old.db"
     url = f"sqlite:///{path}"
-    with monkeypatch.context() as old:
-        old.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:2])
-        old.setattr(sqlite_module, "SCHEMA_VERSION", 2)
+    with schema_stopped_at(sqlite_module, 2):
 
         async def fill() -> Job:
             backend = SQLiteBackend(url)
@@ -44,12 +39,7 @@ def test_a_version_2_file_is_upgraded_and_its_finished_jobs_are_found_by_key(
         assert conn.execute("PRAGMA user_version").fetchone() == (2,)
 
     # When `conveyor migrate` runs on it
-    done = subprocess.run(
-        [sys.executable, "-m", "conveyor", "migrate", "--url", url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_migrate(url)
 
     # Then it is at this version, and the finished job is found by its key
     assert done.returncode == 0, done.stderr
