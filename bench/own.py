@@ -44,7 +44,6 @@ import asyncio
 import datetime
 import json
 import os
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -58,6 +57,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "peers"))
 
+import processes  # noqa: E402
 from conveyor_shared import WORKER_FLAGS, delete_namespace  # noqa: E402
 
 from conveyor import Conveyor, Outcome  # noqa: E402
@@ -279,25 +279,9 @@ def start_worker(folder: str, url: str, name: str) -> tuple[subprocess.Popen[byt
     conveyor_bin = os.path.join(os.path.dirname(sys.executable), "conveyor")
     env = dict(os.environ, CONVEYOR_URL=url, PYTHONPATH=folder)
     log_path = os.path.join(folder, f"{name}-worker.log")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [conveyor_bin, "worker", "-i", "bench_tasks:app", *WORKER_FLAGS],
-            cwd=folder,
-            env=env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
+    cmd = [conveyor_bin, "worker", "-i", "bench_tasks:app", *WORKER_FLAGS]
+    proc = processes.start(cmd, env, log_path, cwd=folder)
     return proc, log_path
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
 
 
 # ---------------------------------------------------------------------------
@@ -327,7 +311,7 @@ def w2n(store: Any, folder: str, n: int) -> dict[str, float]:
             time.sleep(0.005)
         t_done = time.perf_counter()
     finally:
-        stop_worker(proc)
+        processes.stop(proc)
         close()
     seconds = t_done - t_spawn
     return {"seconds": seconds, "jobs_per_s": n / seconds, "preload_s": preload}
@@ -525,7 +509,7 @@ def w7(
         holder.release.set()
         if vacuumer is not None:
             vacuumer.finish()
-        stop_worker(proc)
+        processes.stop(proc)
         app.close()
         close()
         holder.join(30)

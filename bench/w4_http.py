@@ -54,7 +54,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -67,6 +66,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from own import PostgresStore, RedisStore, SQLiteStore, write  # noqa: E402
+from processes import free_port, start, stop, wait_listening  # noqa: E402
 
 from conveyor.backends import create_backend  # noqa: E402
 from conveyor.job import Job  # noqa: E402
@@ -198,7 +198,7 @@ class Targets:
                 cmd.append("--reuse-port")
             log = os.path.join(folder, f"target-{n}.log")
             self.procs.append(start(cmd, dict(os.environ), log))
-            wait_listening(self.procs[-1], control, log)
+            wait_listening(self.procs[-1], control, "/stats", log)
 
     @property
     def base(self) -> str:
@@ -242,42 +242,6 @@ def control_call(port: int, method: str, path: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 # Processes
 # ---------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(cmd: list[str], env: dict[str, str], log_path: str) -> subprocess.Popen[bytes]:
-    with open(log_path, "w") as log:
-        return subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
-
-
-def wait_listening(proc: subprocess.Popen[bytes], port: int, log: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            with open(log) as f:
-                raise RuntimeError(f"the target exited with {proc.returncode}:\n{f.read()}")
-        try:
-            control_call(port, "GET", "/stats")
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing answered on port {port} within 30 s; see {log}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
 def cpu_times(pid: int) -> tuple[float, float]:
     """User and system CPU seconds of a process, its threads included."""
     with open(f"/proc/{pid}/stat") as f:

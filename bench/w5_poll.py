@@ -47,7 +47,6 @@ import re
 import resource
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,6 +59,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from own import PostgresStore, RedisStore, SQLiteStore, write  # noqa: E402
+from processes import free_port, start, stop, wait_listening  # noqa: E402
 
 SCHEMA = "bench_conveyor_w5"
 VARIANTS = ("304", "200 token", "200 key", "ceiling")
@@ -172,43 +172,6 @@ def fresh_store(url: str | None, folder: str) -> tuple[str, Any, str]:
         rd = RedisStore(urllib.parse.urlunsplit(parts._replace(query=rest)), prefix)
         return rd.fresh("w5"), rd.drop, "redis"
     raise SystemExit(f"--url: sqlite, or a sqlite:, postgresql: or redis: URL, not {url!r}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(cmd: list[str], env: dict[str, str], log_path: str) -> subprocess.Popen[bytes]:
-    with open(log_path, "w") as log:
-        return subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
-
-
-def wait_listening(proc: subprocess.Popen[bytes], port: int, path: str, log: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            with open(log) as f:
-                raise RuntimeError(f"the server exited with {proc.returncode}:\n{f.read()}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", path)
-            if conn.getresponse().status == 200:
-                conn.close()
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing answered on port {port} within 30 s; see {log}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 def submit_jobs(port: int, key: str, count: int) -> list[tuple[str, str]]:
