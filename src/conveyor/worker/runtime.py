@@ -59,6 +59,9 @@ PURGE_GRACE_S = 2.0
 CALLBACK_GRACE_S = 5.0
 #: Longest pause of the claim loop after a store error (seconds; it doubles up to this).
 MAX_BACKOFF_S = 5.0
+#: After a failed wait for work, the claim loop claims again this soon (seconds), as it
+#: polls while a store's wake-ups are down.
+WAIT_FAILED_S = 1.0
 #: How often the worker looks at its running jobs (seconds): jobs in an HTTP step are
 #: asked whether they should cancel (an in-flight request is aborted within this of a
 #: cancel request), and the progress of jobs running longer than this is saved.
@@ -300,8 +303,11 @@ class Worker:
             try:
                 woke = waiter.result()
             except ConveyorError as exc:
+                # Not ``interval`` (which may be long when the store wakes workers): the
+                # store that failed may be back already, with work that came meanwhile
+                # and whose wake-up was lost. Claims take their own backoff if it is not.
                 logger.error("waiting for work failed: %s", exc)
-                await self._sleep_unless_stopped(self.config.interval)
+                await self._sleep_unless_stopped(min(self.config.interval, WAIT_FAILED_S))
                 return
             logger.debug("idle wait ended: %s", "store changed" if woke else "interval")
 
