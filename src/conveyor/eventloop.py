@@ -1,10 +1,10 @@
 """The event loop conveyor's processes run on: uvloop when it is installed, asyncio's own
 otherwise.
 
-``uvicorn[standard]`` (the ``api`` extra) brings uvloop. Its loop costs less per socket
-event: 15-20 % less CPU per HTTP step in a worker (docs/benchmarks.md, W4), and more
-requests per second in the API (W5). A worker installed without it runs the same on
-asyncio's loop.
+uvloop is a dependency of conveyor wherever it has wheels (CPython, not Windows). Its
+loop costs less per socket event: 15-20 % less CPU per HTTP step in a worker
+(docs/benchmarks.md, W4), 4-7 % more jobs per second in W2, and more requests per second
+in the API (W5). Where it is missing, everything runs the same on asyncio's loop.
 """
 
 from __future__ import annotations
