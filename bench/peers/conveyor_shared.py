@@ -8,8 +8,10 @@ loop with 50 slots and up to 100 jobs claimed ahead.
 
 The client library the job bodies call is imported here, at the top, as a tasks module
 imports what its tasks use: the supervisor loads this module once and forks its worker
-processes from it, so they do not import it again on their first job (the harness's
-job bodies import it lazily, which cost each worker process 50-70 ms of W2's start-up).
+processes from it, so they do not import it on their first job (the harness's job bodies
+import it lazily). The import (50-70 ms) then runs once, before the fork, instead of in
+both processes at once: about 10 ms less W2 start-up on SQLite in one comparison, none
+on PostgreSQL or Redis (whose backend imports redis-py anyway).
 """
 
 from __future__ import annotations
