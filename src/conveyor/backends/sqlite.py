@@ -814,9 +814,34 @@ class SQLiteBackend(Backend):
                 return None
             await asyncio.sleep(min(self.poll_interval, left))
 
+    def _look(self, queues: Sequence[str]) -> tuple[bool, float | None]:
+        """Whether a job is ready in ``queues`` (or due), and when the next scheduled or
+        retrying job is due; a read on the watch connection, on the caller's thread."""
+        with self._watch_lock:
+            if self._watch_conn is None:
+                raise BackendUnavailable(f"SQLite backend {self.path!r} is not open")
+            try:
+                now = time.time()
+                (ready,) = self._watch_conn.execute(
+                    Q["ready_probe"], {"queues": dumps(list(queues)), "now": now}
+                ).fetchone()
+                (next_due,) = self._watch_conn.execute(Q["next_due"]).fetchone()
+            except sqlite3.Error as exc:
+                raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
+        return bool(ready), None if next_due is None else next_due - now
+
     async def wait(self, queues: Sequence[str], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        return await self._changed(self._data_version(), deadline) is not None
+        # The version first, then a look: a job stored before the version was read is
+        # seen by the look, one stored after it moves the version. (Without the look,
+        # a job stored between the worker's last claim and this wait waited for the
+        # next change of the file or the timeout.)
+        since = self._data_version()
+        ready, due_in = self._look(queues)
+        if ready:
+            return True
+        if due_in is not None:  # no longer than until the next scheduled job is due
+            timeout = min(timeout, max(0.005, due_in))
+        return await self._changed(since, time.monotonic() + timeout) is not None
 
     async def watch(self, job_id: str, version: int, timeout: float) -> Job | None:
         deadline = time.monotonic() + timeout

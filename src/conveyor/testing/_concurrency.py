@@ -75,6 +75,52 @@ class ConcurrencyConformance:
         assert woke is False
         assert time.monotonic() - started >= 0.25
 
+    @async_test
+    async def test_wait_returns_at_once_for_a_job_stored_before_it(self, backend: Backend) -> None:
+        # Given a job stored after the worker's last claim and before its wait (a
+        # worker goes from a claim that found too few jobs straight to the wait)
+        assert await backend.claim(["mail"], "w1", 10, 30.0) == []
+        await enqueue_one(backend, make_job("mail"))
+
+        # When the worker waits on "mail" with a long timeout
+        started = time.monotonic()
+        woke = await backend.wait(["mail"], 5.0)
+
+        # Then it returns at once, saying to claim
+        assert woke is True
+        assert time.monotonic() - started < 1.0
+
+    @async_test
+    async def test_wait_ends_when_a_scheduled_job_falls_due(self, backend: Backend) -> None:
+        # Given a job scheduled 0.3 s from now, and nothing ready
+        now = await backend.now()
+        job = await enqueue_one(backend, make_job("mail", run_at=now + 0.3))
+
+        # When the worker waits on "mail" with a long timeout
+        started = time.monotonic()
+        await backend.wait(["mail"], 5.0)
+
+        # Then the wait ends about when the job is due, and the claim that follows takes it
+        assert time.monotonic() - started < 2.0
+        claimed = await backend.claim(["mail"], "w1", 10, 30.0)
+        assert [j.id for j in claimed] == [job.id]
+
+    @async_test
+    async def test_wait_does_not_keep_waking_for_a_paused_queue(self, backend: Backend) -> None:
+        # Given a paused queue with a job ready in it
+        await enqueue_one(backend, make_job("mail"))
+        await backend.pause_queue("mail")
+
+        # When a worker waits on it twice (the first wait may end at once, as a
+        # wake-up sent before the pause is spent)
+        await backend.wait(["mail"], 0.3)
+        started = time.monotonic()
+        woke = await backend.wait(["mail"], 0.3)
+
+        # Then the second wait lasts its timeout: nothing there can be claimed
+        assert woke is False
+        assert time.monotonic() - started >= 0.25
+
     def test_watch_returns_the_job_once_another_instance_changed_it(
         self, backend_factory: BackendFactory
     ) -> None:

@@ -264,7 +264,11 @@ class Worker:
                 break
             self._held.extend(jobs)
             self._start_buffered()
-            if not jobs and not self._held:
+            if len(jobs) < limit and not self._held:
+                # Fewer than asked: the queues are empty now. Wait for the store's
+                # wake-up rather than claim again at once: a job just claimed starts
+                # without an empty claim's round trip in its way (pickup latency, W3),
+                # and every store's wait sees what arrives after the claim.
                 await self._idle(backend)
 
     def _room(self) -> int:

@@ -32,11 +32,19 @@ LIMIT 1;
 UPDATE jobs INDEXED BY jobs_due SET state = 'queued', version = version + 1, updated_at = :now
 WHERE state IN ('scheduled', 'retrying') AND run_at <= :now;
 
+-- Whether a claim would find work: a ready job in a queue that is not paused, or a
+-- due one anywhere (a claim promotes every due job).
 -- name: ready_probe
 SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_ready
-               WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(:queues)))
+               WHERE state = 'queued'
+                 AND queue IN (SELECT value FROM json_each(:queues)
+                               WHERE value NOT IN (SELECT name FROM queues WHERE paused = 1)))
     OR EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_due
                WHERE state IN ('scheduled', 'retrying') AND run_at <= :now);
+
+-- The earliest run_at of a scheduled or retrying job (NULL: none).
+-- name: next_due
+SELECT min(run_at) FROM jobs INDEXED BY jobs_due WHERE state IN ('scheduled', 'retrying');
 
 -- name: paused_queues
 SELECT name FROM queues WHERE paused = 1 AND name IN (SELECT value FROM json_each(?));
