@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,16 +53,24 @@ class Store:
         return self.scheme in BACKENDS
 
 
+#: The schema / namespace of this test session on a server store, unless its URL is set:
+#: one of its own, so that two sessions on one server (two checkouts, say) do not wipe
+#: each other's jobs. Dropped when the session ends.
+SESSION_NAME = f"conveyor_test_{uuid.uuid4().hex[:8]}"
+
 STORES = [
     Store("sqlite", "sqlite"),
     Store(
         "postgres",
         "postgresql",
         "CONVEYOR_TEST_POSTGRES_URL",
-        "postgresql://postgres@127.0.0.1:5432/test?schema=conveyor_test",
+        f"postgresql://postgres@127.0.0.1:5432/test?schema={SESSION_NAME}",
     ),
     Store(
-        "redis", "redis", "CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0?prefix=conveyor_test"
+        "redis",
+        "redis",
+        "CONVEYOR_TEST_REDIS_URL",
+        f"redis://127.0.0.1:6379/0?prefix={SESSION_NAME}",
     ),
 ]
 
@@ -86,25 +95,38 @@ def _unreachable(store: Store, url: str, exc: BaseException) -> None:
 _MIGRATED: set[str] = set()
 
 
+def _drop(url: str) -> None:
+    """Drop the schema of a shared store (a Redis namespace: delete its keys)."""
+    backend = create_backend(url)
+    if isinstance(backend, PostgresBackend):
+        try:
+            with psycopg.connect(backend.settings.conninfo, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{backend.schema}" CASCADE')
+        except psycopg.OperationalError as exc:
+            raise BackendUnavailable(str(exc)) from exc
+    elif isinstance(backend, RedisBackend):
+        try:
+            delete_namespace(url, backend.settings.namespace)
+        except redis.RedisError as exc:
+            raise BackendUnavailable(str(exc)) from exc
+
+
 def _migrate_once(url: str) -> None:
     """Make the schema of a shared store anew, once per test session: the suite then
-    runs on what the migrations of this checkout create, not on an older session's.
-    (A Redis namespace has no schema: its keys are deleted.)"""
+    runs on what the migrations of this checkout create, not on an older session's."""
     if url not in _MIGRATED:
-        backend = create_backend(url)
-        if isinstance(backend, PostgresBackend):
-            try:
-                with psycopg.connect(backend.settings.conninfo, autocommit=True) as conn:
-                    conn.execute(f'DROP SCHEMA IF EXISTS "{backend.schema}" CASCADE')
-            except psycopg.OperationalError as exc:
-                raise BackendUnavailable(str(exc)) from exc
-        elif isinstance(backend, RedisBackend):
-            try:
-                delete_namespace(url, backend.settings.namespace)
-            except redis.RedisError as exc:
-                raise BackendUnavailable(str(exc)) from exc
-        asyncio.run(backend.migrate())
+        _drop(url)
+        asyncio.run(create_backend(url).migrate())
         _MIGRATED.add(url)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_session_stores() -> Iterator[None]:
+    """At the end of the session, drop the schemas / namespaces it made for itself."""
+    yield
+    for url in _MIGRATED:
+        if SESSION_NAME in url:
+            _drop(url)
 
 
 @pytest.fixture(params=[s for s in STORES if s.enabled], ids=lambda s: s.name)
