@@ -147,14 +147,18 @@ RETURNING updated_at;
 -- (id, worker, attempts); answers the ids written. A job asked to cancel while it
 -- ran is not run again: a retry outcome ends it cancelled. The counters of the
 -- caller's shard grow in the same statement.
+-- The batch is read as jsonb, parsed once: each ->> of a json value parses its text
+-- again (twelve times per row), which took about a sixth of the statement's time.
+-- Steps, progress and errors are taken as jsonb values as they are (a JSON null is no
+-- value); the result arrives as JSON text (a result may be a bare string).
 -- name: finish_batch
 WITH b AS (
     SELECT e->>0 AS id, e->>1 AS worker, (e->>2)::integer AS held_attempts,
            e->>3 AS state, (e->>4)::double precision AS delay, (e->>5)::integer AS attempts,
-           (e->>6)::jsonb AS steps, (e->>7)::integer AS current_step,
-           (e->>8)::jsonb AS progress, (e->>9)::jsonb AS result, (e->>10)::jsonb AS errors,
-           (e->>11)::integer AS failed
-    FROM json_array_elements(%(batch)s::json) AS e
+           e->6 AS steps, (e->>7)::integer AS current_step,
+           nullif(e->8, 'null') AS progress, (e->>9)::jsonb AS result,
+           nullif(e->10, 'null') AS errors, (e->>11)::integer AS failed
+    FROM jsonb_array_elements(%(batch)s::jsonb) AS e
 ),
 done AS (
     UPDATE {schema}.jobs j
