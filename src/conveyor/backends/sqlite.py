@@ -459,17 +459,24 @@ class SQLiteBackend(Backend):
             raise JobNotFound(job_id)
         return rows[0]
 
-    def _read_rows(self, query: str, param: str) -> list[Row]:
-        """The rows of a read by one parameter, on the caller's thread."""
+    @contextlib.contextmanager
+    def _watching(self) -> Iterator[sqlite3.Connection]:
+        """The watch connection, for reads on the caller's thread (see the module's
+        docstring); its errors as BackendUnavailable."""
         with self._watch_lock:
             if self._watch_conn is None:
                 raise BackendUnavailable(f"SQLite backend {self.path!r} is not open")
             try:
-                # fetchall, not fetchone: the statement runs to its end, so no read
-                # transaction stays open (one would hold back checkpoints).
-                rows = self._watch_conn.execute(query, (param,)).fetchall()
+                yield self._watch_conn
             except sqlite3.Error as exc:
                 raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
+
+    def _read_rows(self, query: str, param: str) -> list[Row]:
+        """The rows of a read by one parameter, on the caller's thread."""
+        with self._watching() as conn:
+            # fetchall, not fetchone: the statement runs to its end, so no read
+            # transaction stays open (one would hold back checkpoints).
+            rows = conn.execute(query, (param,)).fetchall()
         return cast(list[Row], rows)
 
     def _get(self, job_id: str) -> Job:
@@ -797,10 +804,8 @@ class SQLiteBackend(Backend):
 
     # -- wake-ups -----------------------------------------------------------------
     def _data_version(self) -> int:
-        with self._watch_lock:
-            if self._watch_conn is None:
-                raise BackendUnavailable(f"SQLite backend {self.path!r} is not open")
-            return int(self._watch_conn.execute("PRAGMA data_version").fetchone()[0])
+        with self._watching() as conn:
+            return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
     async def _changed(self, since: int, deadline: float) -> int | None:
         """Poll the data version until it moves past ``since`` (→ new version) or the
@@ -814,29 +819,25 @@ class SQLiteBackend(Backend):
                 return None
             await asyncio.sleep(min(self.poll_interval, left))
 
-    def _look(self, queues: Sequence[str]) -> tuple[bool, float | None]:
-        """Whether a job is ready in ``queues`` (or due), and when the next scheduled or
-        retrying job is due; a read on the watch connection, on the caller's thread."""
-        with self._watch_lock:
-            if self._watch_conn is None:
-                raise BackendUnavailable(f"SQLite backend {self.path!r} is not open")
-            try:
-                now = time.time()
-                (ready,) = self._watch_conn.execute(
-                    Q["ready_probe"], {"queues": dumps(list(queues)), "now": now}
-                ).fetchone()
-                (next_due,) = self._watch_conn.execute(Q["next_due"]).fetchone()
-            except sqlite3.Error as exc:
-                raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
-        return bool(ready), None if next_due is None else next_due - now
+    def _look(self, queues: Sequence[str]) -> tuple[int, bool, float | None]:
+        """The data version, then whether a job is ready in ``queues`` (or due) and in
+        how long the next scheduled or retrying job is due.
+
+        The version comes first: a job stored before it was read is seen by the look,
+        one stored after it moves the version. (Without the look, a job stored between
+        a worker's last claim and its wait waited for the next change of the file or
+        the timeout.)"""
+        with self._watching() as conn:
+            version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+            now = time.time()
+            (ready,) = conn.execute(
+                Q["ready_probe"], {"queues": dumps(list(queues)), "now": now}
+            ).fetchone()
+            (next_due,) = conn.execute(Q["next_due"]).fetchone()
+        return version, bool(ready), None if next_due is None else next_due - now
 
     async def wait(self, queues: Sequence[str], timeout: float) -> bool:
-        # The version first, then a look: a job stored before the version was read is
-        # seen by the look, one stored after it moves the version. (Without the look,
-        # a job stored between the worker's last claim and this wait waited for the
-        # next change of the file or the timeout.)
-        since = self._data_version()
-        ready, due_in = self._look(queues)
+        since, ready, due_in = self._look(queues)
         if ready:
             return True
         if due_in is not None:  # no longer than until the next scheduled job is due
