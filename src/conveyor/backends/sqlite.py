@@ -89,9 +89,12 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 _ALL_STATES = [s.value for s in State]
 _FINAL = [s.value for s in FINAL_STATES]
 #: The states of two partial indexes, and their conditions word for word (SQLite uses
-#: a partial index only for a query that repeats its condition).
+#: a partial index only for a query that repeats its condition; 0004_index_conditions.sql
+#: says why jobs_listing's is ORs).
 _LISTED = frozenset({State.RETRYING, State.SUCCEEDED, State.POISONED, State.CANCELLED})
-_LISTED_CONDITION = "state IN ('retrying', 'succeeded', 'poisoned', 'cancelled')"
+_LISTED_CONDITION = (
+    "(state = 'retrying' OR state = 'succeeded' OR state = 'poisoned' OR state = 'cancelled')"
+)
 _LEASED = frozenset({State.RUNNING, State.CANCELLING})
 _LEASED_CONDITION = "state IN ('running', 'cancelling')"
 

@@ -15,7 +15,8 @@ INSERT OR IGNORE INTO queues (name, paused, created_at) VALUES (?, 0, ?);
 -- name: active_by_unique_key
 SELECT * FROM jobs
 WHERE unique_key = ?
-  AND state IN ('scheduled', 'queued', 'running', 'retrying', 'cancelling');
+  AND (state = 'scheduled' OR state = 'queued' OR state = 'running'
+       OR state = 'retrying' OR state = 'cancelling');
 
 -- The newest job of a unique key, in any state (0003_unique_keys.sql): the last
 -- entry of the key in jobs_by_unique_key.
@@ -163,7 +164,8 @@ WHERE id = :id AND worker_id = :worker AND attempts = :attempts
 -- name: prune_finished
 DELETE FROM jobs
 WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_listing
-             WHERE state IN ('retrying', 'succeeded', 'poisoned', 'cancelled')
+             WHERE (state = 'retrying' OR state = 'succeeded' OR state = 'poisoned'
+                    OR state = 'cancelled')
                AND state IN (SELECT value FROM json_each(:states))
                AND id < :cut AND finished_at < :before
              LIMIT 5000);
