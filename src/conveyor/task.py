@@ -141,6 +141,8 @@ class Task:
         return await self.app.enqueue_jobs_async(jobs, built_here=True, connection=self._connection)
 
     def _prepare_item(self, call: Sequence[Any] | Mapping[str, Any]) -> Job:
+        if type(call) is list or type(call) is tuple:
+            return self.prepare(*call)  # the common case, before the slower ABC checks
         if isinstance(call, Mapping):
             return self.prepare(**call)
         if isinstance(call, str | bytes):

