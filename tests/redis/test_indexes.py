@@ -100,6 +100,37 @@ def test_indexes_hold_through_every_other_path(factory: BackendFactory) -> None:
     assert check_indexes(client, ns) == 0
 
 
+def test_a_batch_sent_again_or_naming_a_job_twice_stores_each_job_once(
+    factory: BackendFactory,
+) -> None:
+    """A batch is sent again when its answer was lost; the script finds its jobs
+    stored (one EXISTS for a new batch, then job by job) and answers them as they are."""
+    backend = factory.backend
+    assert isinstance(backend, RedisBackend)
+    run = factory.run
+    first = [make_job("q", priority=i % 3) for i in range(5)]
+    run(backend.enqueue(first))
+    [claimed] = run(backend.claim(["q"], "w", 1, 60.0))
+
+    # When the same batch is sent again with one new job, and a batch names a job twice
+    new = make_job("q")
+    again = run(backend.enqueue([*first, new]))
+    twice = make_job("q")
+    doubled = run(backend.enqueue([twice, twice]))
+
+    # Then the stored jobs come back as stored (the claimed one running), the new one is
+    # queued, the doubled one is stored once, and the indexes agree with the jobs
+    assert [j.id for j in again] == [*(j.id for j in first), new.id]
+    states = {j.id: j.state for j in again}
+    assert states[claimed.id] is State.RUNNING
+    assert [states[j.id] for j in first if j.id != claimed.id] == [State.QUEUED] * 4
+    assert states[new.id] is State.QUEUED
+    assert [j.id for j in doubled] == [twice.id, twice.id]
+    counts = {q.name: q.counts for q in run(backend.list_queues())}["q"]
+    assert (counts["queued"], counts["running"]) == (6, 1)
+    check_indexes(_client(backend), backend.settings.namespace)
+
+
 def test_finished_jobs_past_their_keeping_time_go_when_others_finish() -> None:
     """keep_succeeded bounds the store without a sweeper: a finish removes the
     succeeded jobs older than the keeping time; a keep of 0 keeps them."""

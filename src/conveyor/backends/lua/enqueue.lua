@@ -3,18 +3,50 @@
 -- ('' for none). Answers the clock, then per job its state when stored, or '=' and the
 -- id of the job returned in its place: the active job holding its unique key, or the
 -- job itself when its id is stored already (a batch sent again after a lost answer).
+--
+-- A job's hash is written at once (a later job of the batch may read it through its
+-- unique key); the index entries of the batch are added at the end, a few commands
+-- for all of them: each redis.call costs about as much again as the command it runs.
 local width = tonumber(ARGV[2])
 -- Fields written only when given: their offset in a job's arguments.
-local OPTIONAL = {task = 2, retry = 6, timeout = 7, unique_key = 9, metadata = 10, tenant = 11}
+local OPTIONAL = {{'task', 2}, {'retry', 6}, {'timeout', 7}, {'unique_key', 9},
+                  {'metadata', 10}, {'tenant', 11}}
+-- Members per ZADD: Lua's unpack takes a few thousand values at most.
+local CHUNK = 1000
+
+-- Whether any of the batch's ids is stored already: one EXISTS for the batch, so a
+-- new batch (the usual case) skips the check job by job.
+local replayed = false
+do
+  local keys = {}
+  for a = 3, #ARGV, width do
+    keys[#keys + 1] = job_key(ARGV[a])
+    if #keys == CHUNK or a + width > #ARGV then
+      if redis.call('EXISTS', unpack(keys)) > 0 then replayed = true; break end
+      keys = {}
+    end
+  end
+end
+
 local out = {SNOW}
 local ready = {}
 local known = {}
+local seen = {}
+local adds = {}  -- zset key -> {score, member, score, member, ...}
+local function add(key, score, member)
+  local list = adds[key]
+  if not list then list = {}; adds[key] = list end
+  list[#list + 1] = score
+  list[#list + 1] = member
+end
+local now_member = ready_member(SNOW, '')  -- the ready member's prefix of run_at now
+
 for a = 3, #ARGV, width do
   local id, q = ARGV[a], ARGV[a + 1]
   local key = job_key(id)
   local unique_key = ARGV[a + 9]
   local holder
-  if redis.call('EXISTS', key) == 1 then
+  if seen[id] or (replayed and redis.call('EXISTS', key) == 1) then
     holder = id
   elseif unique_key ~= '' then
     holder = redis.call('HGET', P .. 'unique', unique_key)
@@ -25,18 +57,20 @@ for a = 3, #ARGV, width do
   if holder then
     out[#out + 1] = '=' .. holder
   else
+    seen[id] = true
     local run_at = tonumber(ARGV[a + 4])
-    if run_at <= 0 then run_at = NOW end
-    local state = 'queued'
-    if run_at > NOW then state = 'scheduled' end
-    local srun_at = fmt(run_at)
+    local state, srun_at = 'queued', SNOW
+    if run_at > 0 then
+      if run_at > NOW then state = 'scheduled' end
+      srun_at = fmt(run_at)
+    end
     local fields = {'id', id, 'queue', q, 'priority', ARGV[a + 3], 'state', state,
       'run_at', srun_at, 'attempts', 0, 'max_attempts', ARGV[a + 5], 'steps', ARGV[a + 8],
       'current_step', 0, 'version', 1, 'created_at', SNOW, 'updated_at', SNOW}
-    for name, offset in pairs(OPTIONAL) do
-      local value = ARGV[a + offset]
+    for _, field in ipairs(OPTIONAL) do
+      local value = ARGV[a + field[2]]
       if value ~= '' then
-        fields[#fields + 1] = name
+        fields[#fields + 1] = field[1]
         fields[#fields + 1] = value
       end
     end
@@ -49,10 +83,22 @@ for a = 3, #ARGV, width do
       redis.call('HSETNX', P .. 'queues', q, SNOW)
       known[q] = true
     end
-    park(q, id, state, ARGV[a + 3], srun_at)
-    move(q, id, nil, state)
-    if state == 'queued' then ready[q] = (ready[q] or 0) + 1 end
+    -- park and move of the prelude, deferred: the waiting index, then the state index.
+    if state == 'queued' then
+      local member = now_member .. id
+      if srun_at ~= SNOW then member = ready_member(srun_at, id) end
+      add(ready_key(q), ARGV[a + 3], member)
+      ready[q] = (ready[q] or 0) + 1
+    else
+      add(due_key(q), srun_at, id)
+    end
+    add(state_key(q, state), 0, id)
     out[#out + 1] = state
+  end
+end
+for key, list in pairs(adds) do
+  for i = 1, #list, 2 * CHUNK do
+    redis.call('ZADD', key, unpack(list, i, math.min(i + 2 * CHUNK - 1, #list)))
   end
 end
 notify(ready)
