@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.backends.sqlite import Q, SQLiteBackend
+from conveyor.backends.sqlite import _FINISH_ROWS, Q, SQLiteBackend, _rows_at_once
 
 
 @pytest.fixture
@@ -71,3 +71,15 @@ def test_the_newest_job_of_a_unique_key_is_the_last_entry_of_its_index(
 
     assert "SEARCH jobs USING INDEX jobs_by_unique_key (unique_key=?)" in text
     assert "TEMP B-TREE" not in text
+
+
+def test_a_batch_of_outcomes_finds_each_job_by_its_id(conn: sqlite3.Connection) -> None:
+    # Given the finish statement for the largest batch (rows of NULLs stand for runs)
+    statement = _rows_at_once(Q["finish_rows"], _FINISH_ROWS)
+
+    # When it is planned
+    text = plan(conn, statement, [None] * (11 * _FINISH_ROWS + 1))
+
+    # Then each run's job is found by its primary key: no scan of the jobs table
+    assert "SEARCH jobs USING PRIMARY KEY (id=?)" in text
+    assert "SCAN jobs" not in text

@@ -220,13 +220,42 @@ def finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, t
     return dumps(rows), counts
 
 
+def finish_rows(
+    items: Sequence[tuple[Job, Outcome]],
+) -> tuple[list[Row], dict[str, tuple[str, int]]]:
+    """``finish_batch`` as one row of statement parameters per run, its arrays and
+    objects as JSON text (SQLite binds them as they are), and the same counts."""
+    rows: list[Row] = []
+    counts: dict[str, tuple[str, int]] = {}
+    for job, outcome in items:
+        end = ending(job, outcome)
+        rows.append(
+            (
+                job.id,
+                job.worker_id,
+                job.attempts,
+                end.state.value,
+                end.delay,
+                end.attempts,
+                dumps([s.to_storage() for s in job.steps]),
+                job.current_step,
+                dumps(job.progress.to_dict()) if has_progress(job) else None,
+                None if job.result is None else dumps(job.result),
+                dumps(end.errors) if end.errors else None,
+            )
+        )
+        counts[job.id] = (job.queue, int(end.failed))
+    return rows, counts
+
+
 def minute_of(t: float) -> int:
     """The start of the minute holding time ``t`` (epoch seconds)."""
     return int(t // 60) * 60
 
 
 def tally(written: Iterable[str], counts: dict[str, tuple[str, int]]) -> dict[str, list[int]]:
-    """Per queue, [processed, failed] of the written runs (``finish_batch``'s counts)."""
+    """Per queue, [processed, failed] of the written runs (the counts of
+    ``finish_batch`` or ``finish_rows``)."""
     per_queue: dict[str, list[int]] = {}
     for job_id in written:
         queue, failed = counts[job_id]

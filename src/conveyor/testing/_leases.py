@@ -258,6 +258,39 @@ class LeaseConformance:
         assert got.attempts == second_attempt.attempts == 2
 
     @async_test
+    async def test_a_large_batch_of_outcomes_is_written_whole(self, backend: Backend) -> None:
+        # Given 300 jobs run by worker-1 (stores may write a large batch in parts), and
+        # one more that worker-1 takes for its own while worker-2 holds its lease
+        await backend.enqueue([make_job("big", args=[i]) for i in range(300)])
+        running = await backend.claim(["big"], "worker-1", 300, 60.0)
+        await backend.enqueue([make_job("big")])
+        [other] = await backend.claim(["big"], "worker-2", 1, 60.0)
+        other.worker_id = "worker-1"
+        before = await backend.stats()
+
+        # When they end in one batch, every third in a retry, the other's run among them
+        for i, job in enumerate(running):
+            job.result = {"i": i}
+        outcomes = [
+            (job, Outcome.retry_in(60.0, error("again")) if i % 3 == 0 else Outcome.succeeded())
+            for i, job in enumerate(running)
+        ]
+        written = await backend.finish(
+            [*outcomes[:150], (other, Outcome.succeeded()), *outcomes[150:]]
+        )
+
+        # Then each run of worker-1 is written as told, and the other's is not
+        assert written == [True] * 150 + [False] + [True] * 150
+        for i, job in enumerate(running):
+            got = await backend.get(job.id)
+            assert got.state is (State.RETRYING if i % 3 == 0 else State.SUCCEEDED)
+            assert got.result == {"i": i}
+        assert (await backend.get(other.id)).state is State.RUNNING
+        after = await backend.stats()
+        assert after.processed - before.processed == 300
+        assert after.failed - before.failed == 100
+
+    @async_test
     async def test_stats_count_processed_and_failed_runs(self, backend: Backend) -> None:
         # Given three running jobs
         await backend.enqueue([make_job() for _ in range(3)])

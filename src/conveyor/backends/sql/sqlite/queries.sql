@@ -73,15 +73,18 @@ SET steps = :steps, current_step = :current_step, progress = :progress,
 WHERE id = :id AND worker_id = :worker AND attempts = :held_attempts
   AND state IN ('running', 'cancelling');
 
--- Outcomes of a batch of runs, one statement. :batch is a JSON array of
--- [id, worker, held_attempts, state, delay, attempts, steps, current_step, progress,
---  result, errors] (steps, progress and errors as JSON, result as JSON text), prepared
--- before the transaction so that no Python runs while the
--- write lock is held. Compare-and-set on (id, worker, attempts); RETURNING names the
--- rows written. A job asked to cancel while it ran is not run again: a retry outcome
--- ends it cancelled (the executor cannot see a cancel that arrived after its last
--- lease check).
--- name: finish_batch
+-- Outcomes of a batch of runs, one statement. Each row of b is one run: the
+-- parameters of rows.finish_rows (steps, progress and errors as JSON text, result as
+-- JSON text), prepared before the transaction so that no Python runs while the write
+-- lock is held. The backend repeats the row of VALUES for a batch (a row of NULLs
+-- matches no job) and numbers :now after them. Rows as parameters, not one JSON array
+-- taken apart by json_each: 5.9 against 9.6 us a job (SQLite 3.40, 100 runs).
+-- Compare-and-set on (id, worker, attempts); RETURNING names the rows written. A job
+-- asked to cancel while it ran is not run again: a retry outcome ends it cancelled
+-- (the executor cannot see a cancel that arrived after its last lease check).
+-- name: finish_rows
+WITH b (id, worker, held_attempts, state, delay, attempts, steps, current_step, progress,
+        result, errors) AS (VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?))
 UPDATE jobs
 SET state = CASE WHEN jobs.state = 'cancelling' AND b.state IN ('queued', 'retrying')
                  THEN 'cancelled' ELSE b.state END,
@@ -92,13 +95,7 @@ SET state = CASE WHEN jobs.state = 'cancelling' AND b.state IN ('queued', 'retry
     attempts = b.attempts, steps = b.steps, current_step = b.current_step,
     progress = b.progress, result = b.result, errors = b.errors,
     worker_id = NULL, lease_until = NULL, version = jobs.version + 1, updated_at = :now
-FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS worker,
-             json_extract(value, '$[2]') AS held_attempts, json_extract(value, '$[3]') AS state,
-             json_extract(value, '$[4]') AS delay, json_extract(value, '$[5]') AS attempts,
-             json_extract(value, '$[6]') AS steps, json_extract(value, '$[7]') AS current_step,
-             json_extract(value, '$[8]') AS progress, json_extract(value, '$[9]') AS result,
-             json_extract(value, '$[10]') AS errors
-      FROM json_each(:batch)) AS b
+FROM b
 WHERE jobs.id = b.id AND jobs.worker_id = b.worker AND jobs.attempts = b.held_attempts
   AND jobs.state IN ('running', 'cancelling')
 RETURNING jobs.id;
