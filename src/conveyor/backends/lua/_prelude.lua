@@ -85,6 +85,39 @@ local function park(q, id, state, priority, run_at)
   end
 end
 
+-- Index entries of a batch of jobs, written at the end of a script with one command
+-- per key: each redis.call costs about as much again as the command it runs. `adds`
+-- and `rems` map a key to its members (ZADD: score, member, score, member, ...).
+local CHUNK = 1000  -- members per command: Lua's unpack takes a few thousand values
+local function add_later(adds, key, score, member)
+  local list = adds[key]
+  if not list then list = {}; adds[key] = list end
+  list[#list + 1] = score
+  list[#list + 1] = member
+end
+local function rem_later(rems, key, member)
+  local list = rems[key]
+  if not list then list = {}; rems[key] = list end
+  list[#list + 1] = member
+end
+-- Run `command` (ZADD or ZREM) for each key of `batch`, `width` values per member.
+local function write_later(command, batch, width)
+  local step = CHUNK * width
+  for key, list in pairs(batch) do
+    for i = 1, #list, step do
+      redis.call(command, key, unpack(list, i, math.min(i + step - 1, #list)))
+    end
+  end
+end
+-- park, for a batch: the ZADD of a job made waiting goes into `adds`.
+local function park_later(adds, q, id, state, priority, run_at)
+  if state == 'queued' then
+    add_later(adds, ready_key(q), priority, ready_member(run_at, id))
+  else
+    add_later(adds, due_key(q), run_at, id)
+  end
+end
+
 -- Whether a job whose worker_id field reads `current` is held by `worker` (a field
 -- that is absent or empty is None: nobody holds the job).
 local function holds(current, worker)

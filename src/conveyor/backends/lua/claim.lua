@@ -7,6 +7,7 @@
 local worker, lease, left = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local lease_until = fmt(NOW + lease)
 local out = {SNOW, lease_until}
+local adds, rems = {}, {}  -- the claimed jobs' index entries, written at the end
 for k = 5, #ARGV do
   local q = ARGV[k]
   local due = redis.call('ZRANGEBYSCORE', due_key(q), '-inf', SNOW, 'LIMIT', 0, 1000)
@@ -35,8 +36,8 @@ for k = 5, #ARGV do
         redis.call('HSET', key, 'state', 'running', 'worker_id', worker,
           'lease_until', lease_until, 'updated_at', SNOW, 'started_at', started,
           'attempts', f.attempts + 1, 'version', f.version + 1)
-        redis.call('ZADD', LEASES, lease_until, id)
-        redis.call('ZREM', queued, id)
+        add_later(adds, LEASES, lease_until, id)
+        rem_later(rems, queued, id)
         out[#out + 1] = fields
         left = left - 1
       end
@@ -45,4 +46,6 @@ for k = 5, #ARGV do
     if redis.call('ZCARD', ready_key(q)) == 0 then redis.call('DEL', P .. 'wake:' .. q) end
   end
 end
+write_later('ZADD', adds, 2)
+write_later('ZREM', rems, 1)
 return out

@@ -11,9 +11,6 @@ local width = tonumber(ARGV[2])
 -- Fields written only when given: their offset in a job's arguments.
 local OPTIONAL = {{'task', 2}, {'retry', 6}, {'timeout', 7}, {'unique_key', 9},
                   {'metadata', 10}, {'tenant', 11}}
--- Members per ZADD: Lua's unpack takes a few thousand values at most.
-local CHUNK = 1000
-
 -- Whether any of the batch's ids is stored already: one EXISTS for the batch, so a
 -- new batch (the usual case) skips the check job by job.
 local replayed = false
@@ -32,13 +29,7 @@ local out = {SNOW}
 local ready = {}
 local known = {}
 local seen = {}
-local adds = {}  -- zset key -> {score, member, score, member, ...}
-local function add(key, score, member)
-  local list = adds[key]
-  if not list then list = {}; adds[key] = list end
-  list[#list + 1] = score
-  list[#list + 1] = member
-end
+local adds = {}
 local now_member = ready_member(SNOW, '')  -- the ready member's prefix of run_at now
 
 for a = 3, #ARGV, width do
@@ -87,19 +78,15 @@ for a = 3, #ARGV, width do
     if state == 'queued' then
       local member = now_member .. id
       if srun_at ~= SNOW then member = ready_member(srun_at, id) end
-      add(ready_key(q), ARGV[a + 3], member)
+      add_later(adds, ready_key(q), ARGV[a + 3], member)
       ready[q] = (ready[q] or 0) + 1
     else
-      add(due_key(q), srun_at, id)
+      add_later(adds, due_key(q), srun_at, id)
     end
-    add(state_key(q, state), 0, id)
+    add_later(adds, state_key(q, state), 0, id)
     out[#out + 1] = state
   end
 end
-for key, list in pairs(adds) do
-  for i = 1, #list, 2 * CHUNK do
-    redis.call('ZADD', key, unpack(list, i, math.min(i + 2 * CHUNK - 1, #list)))
-  end
-end
+write_later('ZADD', adds, 2)
 notify(ready)
 return out

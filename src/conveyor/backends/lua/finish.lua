@@ -14,6 +14,7 @@ local known = {}
 local processed, failed = 0, 0
 local tallies = {}
 local ended = {}
+local adds, unleased = {}, {}  -- index entries of the written runs, written at the end
 for a = 6, #ARGV, width do
   local id = ARGV[a]
   local key = job_key(id)
@@ -40,11 +41,12 @@ for a = 6, #ARGV, width do
       fields[#fields + 1] = run_at
     end
     redis.call('HSET', key, unpack(fields))
-    redis.call('ZREM', LEASES, id)
+    unleased[#unleased + 1] = id
     keep_queue(q, known)
-    move(q, id, current, state)
+    -- move and park of the prelude, deferred (a held job is in no state index).
+    if not HELD[state] then add_later(adds, state_key(q, state), 0, id) end
     if run_at then
-      park(q, id, state, f[5], run_at)
+      park_later(adds, q, id, state, f[5], run_at)
       if state == 'queued' then ready[q] = (ready[q] or 0) + 1 end
     else
       release_unique(f[6], id)
@@ -65,6 +67,8 @@ for a = 6, #ARGV, width do
     out[#out + 1] = 0
   end
 end
+write_later('ZADD', adds, 2)
+write_later('ZREM', {[LEASES] = unleased}, 1)
 if processed > 0 then redis.call('HINCRBY', P .. 'counters', 'processed', processed) end
 if failed > 0 then redis.call('HINCRBY', P .. 'counters', 'failed', failed) end
 if processed > 0 then count_minute(tallies, tonumber(ARGV[4])) end
