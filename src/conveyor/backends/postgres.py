@@ -427,7 +427,7 @@ class PostgresBackend(Backend):
         # In id order, as extend_leases locks them (primary key order): a worker's
         # lease keeper and its outcome writer, on two connections, lock overlapping
         # rows, and in different orders they deadlock (a benchmark saw it).
-        batch, _ = finish_batch(sorted(items, key=lambda item: item[0].id))
+        batch = finish_batch(sorted(items, key=lambda item: item[0].id))
         rows = await self._fetch(
             "finish_batch",
             {"batch": batch, "shard": _shard(items[0][0].worker_id), "channel": self.channel},

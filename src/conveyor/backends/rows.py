@@ -188,16 +188,26 @@ def ending(job: Job, outcome: Outcome) -> Ending:
     return Ending(state, delay, attempts, errors, failed)
 
 
-def finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, tuple[str, int]]]:
-    """The ``finish_batch`` parameter, and per job id its queue and whether the run
-    failed (1 or 0), for the counters and the counts per minute.
-
-    Each row ends with its ``failed`` flag (1 or 0), for stores that count in SQL.
-    """
+def outcome_rows(
+    items: Sequence[tuple[Job, Outcome]], *, as_text: bool
+) -> tuple[list[list[Any]], dict[str, tuple[str, int]], list[int]]:
+    """Per run, the values an outcome writes: id, worker, attempts held, state, delay,
+    attempts, steps, current_step, progress, result, errors. Steps, progress and errors
+    are lists and dicts, or with ``as_text`` JSON text; the result is always JSON text
+    (it may be a bare string). Also per job id its queue and whether the run failed,
+    for the counters and the counts per minute, and per run that flag (1 or 0)."""
     rows: list[list[Any]] = []
     counts: dict[str, tuple[str, int]] = {}
+    failed: list[int] = []
     for job, outcome in items:
         end = ending(job, outcome)
+        steps: Any = [s.to_storage() for s in job.steps]
+        progress: Any = job.progress.to_dict() if has_progress(job) else None
+        errors: Any = end.errors or None
+        if as_text:
+            steps = dumps(steps)
+            progress = None if progress is None else dumps(progress)
+            errors = None if errors is None else dumps(errors)
         rows.append(
             [
                 job.id,
@@ -206,46 +216,25 @@ def finish_batch(items: Sequence[tuple[Job, Outcome]]) -> tuple[str, dict[str, t
                 end.state.value,
                 end.delay,
                 end.attempts,
-                # Arrays and objects ride in the batch as JSON (json_extract hands
-                # their text back); the result may be a bare string, so it is text.
-                [s.to_storage() for s in job.steps],
+                steps,
                 job.current_step,
-                job.progress.to_dict() if has_progress(job) else None,
+                progress,
                 None if job.result is None else dumps(job.result),
-                end.errors or None,
-                int(end.failed),
+                errors,
             ]
         )
         counts[job.id] = (job.queue, int(end.failed))
-    return dumps(rows), counts
+        failed.append(int(end.failed))
+    return rows, counts, failed
 
 
-def finish_rows(
-    items: Sequence[tuple[Job, Outcome]],
-) -> tuple[list[Row], dict[str, tuple[str, int]]]:
-    """``finish_batch`` as one row of statement parameters per run, its arrays and
-    objects as JSON text (SQLite binds them as they are), and the same counts."""
-    rows: list[Row] = []
-    counts: dict[str, tuple[str, int]] = {}
-    for job, outcome in items:
-        end = ending(job, outcome)
-        rows.append(
-            (
-                job.id,
-                job.worker_id,
-                job.attempts,
-                end.state.value,
-                end.delay,
-                end.attempts,
-                dumps([s.to_storage() for s in job.steps]),
-                job.current_step,
-                dumps(job.progress.to_dict()) if has_progress(job) else None,
-                None if job.result is None else dumps(job.result),
-                dumps(end.errors) if end.errors else None,
-            )
-        )
-        counts[job.id] = (job.queue, int(end.failed))
-    return rows, counts
+def finish_batch(items: Sequence[tuple[Job, Outcome]]) -> str:
+    """PostgreSQL's ``finish_batch`` parameter: the ``outcome_rows`` as one JSON array,
+    each row ending with its failed flag (PostgreSQL counts in SQL)."""
+    rows, _, failed = outcome_rows(items, as_text=False)
+    for row, flag in zip(rows, failed, strict=True):
+        row.append(flag)
+    return dumps(rows)
 
 
 def minute_of(t: float) -> int:
@@ -254,8 +243,7 @@ def minute_of(t: float) -> int:
 
 
 def tally(written: Iterable[str], counts: dict[str, tuple[str, int]]) -> dict[str, list[int]]:
-    """Per queue, [processed, failed] of the written runs (the counts of
-    ``finish_batch`` or ``finish_rows``)."""
+    """Per queue, [processed, failed] of the written runs (``outcome_rows``' counts)."""
     per_queue: dict[str, list[int]] = {}
     for job_id in written:
         queue, failed = counts[job_id]

@@ -53,10 +53,10 @@ from conveyor.backends.rows import (
     RETRYABLE,
     Row,
     dumps,
-    finish_rows,
     held_params,
     loads,
     minute_of,
+    outcome_rows,
     prepare_insert,
     retried_steps,
     retry_filter,
@@ -463,7 +463,7 @@ class SQLiteBackend(Backend):
     async def finish(self, items: Sequence[tuple[Job, Outcome]]) -> list[bool]:
         if not items:
             return []
-        rows, counts = finish_rows(items)  # encoded before the write lock is taken
+        rows, counts, _ = outcome_rows(items, as_text=True)  # before the write lock
         runs = _finish_statements(rows)
         written = set(await self._transact(lambda conn, now: _finish(conn, now, runs, counts)))
         return [job.id in written for job, _ in items]
@@ -891,7 +891,7 @@ class SQLiteBackend(Backend):
                 return None
 
 
-def _finish_statements(rows: list[Row]) -> list[tuple[str, list[Any]]]:
+def _finish_statements(rows: list[list[Any]]) -> list[tuple[str, list[Any]]]:
     """The finish_rows statements of a batch and their parameters, the last of which
     (:now) is left for the transaction to set."""
     runs: list[tuple[str, list[Any]]] = []
