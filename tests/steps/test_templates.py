@@ -20,6 +20,7 @@ from conveyor.steps.templates import (
     render_text,
     render_url,
 )
+from tests.strategies import json_values
 
 LOGIN: dict[str, Any] = {
     "status": 201,
@@ -243,15 +244,6 @@ def test_a_list_index_and_a_digit_key_are_told_apart() -> None:
 # ---------------------------------------------------------------------------
 # Properties.
 # ---------------------------------------------------------------------------
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=12,
-)
 
 
 def _context(value: Any) -> dict[str, dict[str, Any]]:

@@ -9,22 +9,12 @@ from typing import Any
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from conveyor.backends.rows import dumps
-
-_json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=20,
-)
+from tests.strategies import json_values
 
 
-@given(_json_values)
+@given(json_values)
 def test_the_text_is_the_standard_librarys_compact_json(value: Any) -> None:
     # Given any JSON value; When it is encoded
     text = dumps(value)
