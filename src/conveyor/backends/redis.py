@@ -60,6 +60,7 @@ from conveyor.backends.redis_rows import (
     hash_to_job,
     release_args,
     save_args,
+    values_to_job,
 )
 from conveyor.backends.redis_scripts import SCRIPTS, Scripts
 from conveyor.backends.redis_url import parse_redis_url
@@ -309,7 +310,7 @@ class RedisBackend(Backend):
         names = list(queues)
         answer = await self._call("claim", worker_id, repr(float(lease)), limit, *names)
         now, lease_until = float(answer[0]), float(answer[1])
-        jobs = [hash_to_job(fields) for fields in answer[2:]]
+        jobs = [values_to_job(values) for values in answer[2:]]
         for job in jobs:  # what the claim changed (the script sends the fields before)
             job.state = State.RUNNING
             job.worker_id = worker_id

@@ -59,44 +59,102 @@ def enqueue_args(jobs: Sequence[Job], max_payload: int) -> list[str]:
     return args
 
 
-def _float(value: str | None) -> float | None:
-    return float(value) if value else None
+#: The hash fields a job is read from, in the order of ``values_to_job``'s values (and of
+#: JOB_FIELDS in _prelude.lua, whose claim answers them so: no field names to send).
+JOB_FIELDS = (
+    "id",
+    "queue",
+    "priority",
+    "state",
+    "run_at",
+    "attempts",
+    "max_attempts",
+    "retry",
+    "timeout",
+    "steps",
+    "current_step",
+    "progress",
+    "result",
+    "errors",
+    "unique_key",
+    "metadata",
+    "tenant",
+    "version",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "worker_id",
+    "lease_until",
+)
+_STATES = {state.value: state for state in State}
 
 
 def hash_to_job(flat: Sequence[Any] | Mapping[Any, Any]) -> Job:
     """A job from its hash (HGETALL's flat list as scripts return it, or a dict).
     A field that is absent or empty is None (or the attribute's empty default)."""
-    f = flat if isinstance(flat, Mapping) else dict(zip(flat[::2], flat[1::2], strict=True))
-    retry = f.get("retry")
-    progress = f.get("progress")
-    result = f.get("result")
-    errors = f.get("errors")
-    metadata = f.get("metadata")
+    if isinstance(flat, Mapping):
+        f = flat
+    else:
+        pairs = iter(flat)
+        f = dict(zip(pairs, pairs, strict=True))
+    return values_to_job([f.get(name) for name in JOB_FIELDS])
+
+
+def values_to_job(values: Sequence[Any]) -> Job:
+    """A job from the values of its JOB_FIELDS, in that order (None, or empty, for a
+    field the hash does not have)."""
+    (
+        id_,
+        queue,
+        priority,
+        state,
+        run_at,
+        attempts,
+        max_attempts,
+        retry,
+        timeout,
+        steps,
+        current_step,
+        progress,
+        result,
+        errors,
+        unique_key,
+        metadata,
+        tenant,
+        version,
+        created_at,
+        started_at,
+        finished_at,
+        updated_at,
+        worker_id,
+        lease_until,
+    ) = values
     return Job(
-        id=f["id"],
-        queue=f["queue"],
-        priority=int(f["priority"]),
-        state=State(f["state"]),
-        run_at=float(f["run_at"]),
-        attempts=int(f["attempts"]),
-        max_attempts=int(f["max_attempts"]),
+        id=id_,
+        queue=queue,
+        priority=int(priority),
+        state=_STATES[state],
+        run_at=float(run_at),
+        attempts=int(attempts),
+        max_attempts=int(max_attempts),
         retry=RetryPolicy.from_dict(loads(retry)) if retry else DEFAULT_RETRY,
-        timeout=_float(f.get("timeout")),
-        steps=[Step(**s) for s in loads(f["steps"])],
-        current_step=int(f["current_step"]),
+        timeout=float(timeout) if timeout else None,
+        steps=[Step(**s) for s in loads(steps)],
+        current_step=int(current_step),
         progress=Progress.from_dict(loads(progress)) if progress else Progress(),
         result=loads(result) if result else None,
         errors=loads(errors) if errors else [],
-        unique_key=f.get("unique_key") or None,
+        unique_key=unique_key or None,
         metadata=loads(metadata) if metadata else {},
-        tenant=f.get("tenant") or None,
-        version=int(f["version"]),
-        created_at=float(f["created_at"]),
-        started_at=_float(f.get("started_at")),
-        finished_at=_float(f.get("finished_at")),
-        updated_at=float(f["updated_at"]),
-        worker_id=f.get("worker_id") or None,
-        lease_until=_float(f.get("lease_until")),
+        tenant=tenant or None,
+        version=int(version),
+        created_at=float(created_at),
+        started_at=float(started_at) if started_at else None,
+        finished_at=float(finished_at) if finished_at else None,
+        updated_at=float(updated_at),
+        worker_id=worker_id or None,
+        lease_until=float(lease_until) if lease_until else None,
     )
 
 

@@ -48,6 +48,13 @@ local function fmt(t)
 end
 local SNOW = fmt(NOW)
 
+-- The hash fields a claim answers per job, in this order (JOB_FIELDS in redis_rows.py).
+local JOB_FIELDS = {'id', 'queue', 'priority', 'state', 'run_at', 'attempts', 'max_attempts',
+  'retry', 'timeout', 'steps', 'current_step', 'progress', 'result', 'errors', 'unique_key',
+  'metadata', 'tenant', 'version', 'created_at', 'started_at', 'finished_at', 'updated_at',
+  'worker_id', 'lease_until'}
+local F_STATE, F_ATTEMPTS, F_VERSION, F_STARTED_AT = 4, 6, 18, 20
+
 local ACTIVE = {scheduled = true, queued = true, running = true, retrying = true,
                 cancelling = true}
 local FINAL = {succeeded = true, poisoned = true, cancelled = true}

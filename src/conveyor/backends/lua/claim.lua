@@ -1,7 +1,7 @@
 -- Take up to ARGV[4] ready jobs for worker ARGV[2], leased for ARGV[3] seconds, from
 -- the queues ARGV[5..] in that order (paused ones skipped). Due scheduled and
 -- retrying jobs of those queues are made ready first. Answers the clock, then each
--- claimed job's fields as they were before the claim (HGETALL): the caller applies
+-- claimed job's JOB_FIELDS as they were before the claim (HMGET): the caller applies
 -- what a claim changes (state running, worker, lease, attempts + 1, version + 1,
 -- started_at if unset, updated_at), which saves a read per job here.
 local worker, lease, left = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -27,18 +27,17 @@ for k = 5, #ARGV do
     for m = 1, #popped, 2 do
       local id = string.sub(popped[m], 17)
       local key = job_key(id)
-      local fields = redis.call('HGETALL', key)
-      local f = {}
-      for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
-      if f.state == 'queued' then
-        local started = f.started_at
+      -- An absent field reads false, which the answer carries as nil.
+      local v = redis.call('HMGET', key, unpack(JOB_FIELDS))
+      if v[F_STATE] == 'queued' then
+        local started = v[F_STARTED_AT]
         if not started or started == '' then started = SNOW end
         redis.call('HSET', key, 'state', 'running', 'worker_id', worker,
           'lease_until', lease_until, 'updated_at', SNOW, 'started_at', started,
-          'attempts', f.attempts + 1, 'version', f.version + 1)
+          'attempts', v[F_ATTEMPTS] + 1, 'version', v[F_VERSION] + 1)
         add_later(adds, LEASES, lease_until, id)
         rem_later(rems, queued, id)
-        out[#out + 1] = fields
+        out[#out + 1] = v
         left = left - 1
       end
     end
