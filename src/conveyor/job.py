@@ -41,6 +41,10 @@ class State(StrEnum):
         return self in WAITING_STATES
 
 
+#: State by its value, for reading stored jobs: ``State(value)`` goes through the enum
+#: machinery (0.35 us), a lookup here does not.
+STATE_OF: dict[str, State] = {state.value: state for state in State}
+
 #: States a job never leaves on its own (only an explicit retry moves a poisoned job).
 FINAL_STATES = frozenset({State.SUCCEEDED, State.POISONED, State.CANCELLED})
 #: States of a job that waits to be claimed.

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
-from conveyor.backends.rows import dumps
+from conveyor.backends.rows import dumps, loads
 from tests.strategies import json_values
 
 
@@ -49,3 +50,22 @@ def test_what_json_cannot_hold_is_refused_as_the_standard_library_refuses_it(
 
     # and the next value is encoded as usual (no state is left behind)
     assert dumps([1, {"b": "é"}]) == '[1,{"b":"é"}]'
+
+
+@given(json_values, st.sampled_from(["", " ", "\n  "]))
+def test_stored_text_reads_back_as_the_standard_library_reads_it(value: Any, space: str) -> None:
+    # Given the JSON text of a value, with or without whitespace around it
+    text = f"{space}{json.dumps(value)}{space}"
+
+    # When it is read; Then it is what json.loads reads
+    assert loads(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ["", "[1,", '{"a" 1}', "[1] x", "nope"])
+def test_text_that_is_not_json_is_refused_as_the_standard_library_refuses_it(text: str) -> None:
+    # Given text that is not JSON; When it is read; Then json.loads's error says where
+    with pytest.raises(json.JSONDecodeError) as ours:
+        loads(text)
+    with pytest.raises(json.JSONDecodeError) as theirs:
+        json.loads(text)
+    assert str(ours.value) == str(theirs.value)

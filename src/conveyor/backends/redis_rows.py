@@ -12,7 +12,7 @@ from typing import Any
 
 from conveyor.backends.rows import dumps, ending, has_progress, loads
 from conveyor.exceptions import InvalidJob
-from conveyor.job import DEFAULT_RETRY, Job, Outcome, Progress, RetryPolicy, State, Step
+from conveyor.job import DEFAULT_RETRY, STATE_OF, Job, Outcome, Progress, RetryPolicy, Step
 
 #: Fields per job in the arguments of enqueue.lua, finish.lua and release.lua.
 ENQUEUE_WIDTH = 12
@@ -87,7 +87,6 @@ JOB_FIELDS = (
     "worker_id",
     "lease_until",
 )
-_STATES = {state.value: state for state in State}
 
 
 def hash_to_job(flat: Sequence[Any] | Mapping[Any, Any]) -> Job:
@@ -134,7 +133,7 @@ def values_to_job(values: Sequence[Any]) -> Job:
         id=id_,
         queue=queue,
         priority=int(priority),
-        state=_STATES[state],
+        state=STATE_OF[state],
         run_at=float(run_at),
         attempts=int(attempts),
         max_attempts=int(max_attempts),

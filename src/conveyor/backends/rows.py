@@ -8,14 +8,15 @@ backend encodes before it takes a lock and decodes after it releases it.
 from __future__ import annotations
 
 import json
+import json.scanner
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from conveyor.backends.base import JobFilter, WorkerInfo
 from conveyor.exceptions import JobStateError
-from conveyor.job import DEFAULT_RETRY, Job, Outcome, Progress, RetryPolicy, State, Step
+from conveyor.job import DEFAULT_RETRY, STATE_OF, Job, Outcome, Progress, RetryPolicy, State, Step
 
 Row = tuple[Any, ...]
 
@@ -46,7 +47,23 @@ def dumps(value: Any) -> str:
         raise ValueError("Circular reference detected") from None
 
 
-loads = json.loads
+# json.loads goes through JSONDecoder.decode, which matches whitespace before and after
+# with a regular expression: half the cost of reading a job's steps (1.26 us). The
+# stored JSON has none, so the C scanner reads it directly; anything it does not read
+# whole goes to json.loads, for the same value or the same error.
+# (typeshed types make_scanner's argument as a scanner; it takes the decoder.)
+_scan = json.scanner.make_scanner(cast(Any, json.JSONDecoder()))
+
+
+def loads(text: str) -> Any:
+    """The value of JSON ``text``, as json.loads reads it."""
+    if type(text) is not str:
+        return json.loads(text)
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
 
 
 def statements(script: str) -> Iterable[str]:
@@ -113,7 +130,7 @@ def row_to_job(r: Row) -> Job:
         id=r[0],
         queue=r[1],
         priority=r[3],
-        state=State(r[4]),
+        state=STATE_OF[r[4]],
         run_at=r[5],
         attempts=r[6],
         max_attempts=r[7],
