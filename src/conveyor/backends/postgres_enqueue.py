@@ -81,7 +81,8 @@ class Inserter:
                 cur.execute(self._q["after_copy"], self._after_copy(jobs))
             return self._stored(jobs, {}, own)
         cur = conn.cursor(row_factory=tuple_row)
-        cur.adapters.register_loader("jsonb", TextLoader)
+        if not own:  # conveyor's own connections read jsonb as text already
+            cur.adapters.register_loader("jsonb", TextLoader)
         placed: dict[str, Job] = {}
         pending = list(jobs)
         for _ in range(_INSERT_ROUNDS):
@@ -109,7 +110,8 @@ class Inserter:
                 await cur.execute(self._q["after_copy"], self._after_copy(jobs))
             return self._stored(jobs, {}, own)
         cur = conn.cursor(row_factory=tuple_row)
-        cur.adapters.register_loader("jsonb", TextLoader)
+        if not own:  # conveyor's own connections read jsonb as text already
+            cur.adapters.register_loader("jsonb", TextLoader)
         placed: dict[str, Job] = {}
         pending = list(jobs)
         for _ in range(_INSERT_ROUNDS):

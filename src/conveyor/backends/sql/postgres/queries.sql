@@ -17,7 +17,8 @@
 -- an active job holds (the caller then looks that job up). Answers one row: the
 -- clock, how many were stored, the stored ids that had a unique key, how many
 -- NOTIFYs went out. %(new_queues)s: also write the queues' rows (false when this
--- process has written them already).
+-- process has written them already). For one job the ids are not needed (stored or
+-- not says it all) and are not gathered: a subquery less in every single enqueue.
 -- name: insert_job
 WITH t AS (SELECT {schema}.epoch_now() AS now),
 new_queue AS (
@@ -36,11 +37,11 @@ inserted AS (
            %(tenant)s, t.now, t.now
     FROM t
     ON CONFLICT DO NOTHING
-    RETURNING id, queue, state, unique_key
+    RETURNING queue, state
 )
 SELECT t.now,
        (SELECT count(*) FROM inserted),
-       (SELECT array_agg(id) FROM inserted WHERE unique_key IS NOT NULL),
+       NULL::text[],
        (SELECT count(pg_notify(%(channel)s, queue)) FROM inserted WHERE state = 'queued')
 FROM t;
 
