@@ -555,13 +555,13 @@ class SQLiteBackend(Backend):
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit + 1)
 
-        def page() -> Page:
-            rows = self._db().execute(sql, params).fetchall()
+        def page(conn: sqlite3.Connection) -> Page:
+            rows = conn.execute(sql, params).fetchall()
             jobs = [row_to_job(r) for r in rows[:limit]]
             more = len(rows) > limit
             return Page(jobs, jobs[-1].id if more and jobs else None)
 
-        return await self._run(page)
+        return await self._read_aside(page)
 
     async def cancel(self, job_id: str, reason: str = "cancelled") -> Job:
         def cancel(conn: sqlite3.Connection, now: float) -> Job:
@@ -727,8 +727,7 @@ class SQLiteBackend(Backend):
         return await self._transact(drop)
 
     async def list_queues(self) -> list[QueueInfo]:
-        def queues() -> list[QueueInfo]:
-            conn = self._db()
+        def queues(conn: sqlite3.Connection) -> list[QueueInfo]:
             counts: dict[str, dict[str, int]] = {}
             for queue, state, n in conn.execute(Q["count_by_queue_state"]):
                 counts.setdefault(queue, dict.fromkeys(_ALL_STATES, 0))[state] = n
@@ -739,7 +738,7 @@ class SQLiteBackend(Backend):
                 for name, paused, created_at in conn.execute(Q["list_queues"])
             ]
 
-        return await self._run(queues)
+        return await self._read_aside(queues)
 
     # -- workers and counters -------------------------------------------------
     async def register_worker(self, worker: WorkerInfo) -> None:
@@ -778,8 +777,7 @@ class SQLiteBackend(Backend):
         return await self._run(workers)
 
     async def stats(self) -> Stats:
-        def stats() -> Stats:
-            conn = self._db()
+        def stats(conn: sqlite3.Connection) -> Stats:
             counters = dict(conn.execute(Q["counters"]).fetchall())
             counts = dict.fromkeys(_ALL_STATES, 0)
             counts.update(dict(conn.execute(Q["count_by_state"]).fetchall()))
@@ -800,22 +798,20 @@ class SQLiteBackend(Backend):
                 },
             )
 
-        return await self._run(stats)
+        return await self._read_aside(stats)
 
     # -- counts per minute --------------------------------------------------------
     async def minute_counts(self, since: float, queue: str | None = None) -> list[MinuteCount]:
-        def read() -> list[MinuteCount]:
-            rows = self._db().execute(Q["minute_counts"], {"since": since, "queue": queue})
+        def read(conn: sqlite3.Connection) -> list[MinuteCount]:
+            rows = conn.execute(Q["minute_counts"], {"since": since, "queue": queue})
             return [MinuteCount(float(m), q, p, f, d) for m, q, p, f, d in rows]
 
-        return await self._run(read)
+        return await self._read_aside(read)
 
     async def sample_depth(self) -> None:
-        self._db()  # BackendUnavailable when closed (a new connection would make the file)
-        # Counted on a connection and thread of its own, before the write lock is taken:
-        # a WAL reader waits for nobody, and the backend's thread stays free for claims
-        # and outcomes (with a million jobs queued, the count takes about 0.4 s).
-        depths = await asyncio.to_thread(self._count_depths)
+        # Counted aside, before the write lock is taken (with a million jobs queued, the
+        # count takes about 0.4 s).
+        depths = await self._read_aside(_count_depths)
         if not depths:
             return
 
@@ -826,12 +822,18 @@ class SQLiteBackend(Backend):
 
         await self._transact(record)
 
-    def _count_depths(self) -> list[tuple[str, int]]:
-        """Queued jobs per queue, or [] when every queue has a depth this minute."""
+    async def _read_aside(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(conn)`` on a connection and thread of its own. Counts and listings
+        (a second or more on a file of millions of jobs) must not hold the backend's
+        thread, which every enqueue, claim and outcome of this process waits for; a
+        WAL reader waits for nobody and sees every commit made before it starts."""
+        self._db()  # BackendUnavailable when closed (a new connection would make the file)
+        return await asyncio.to_thread(self._with_reader, fn)
+
+    def _with_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
             with contextlib.closing(sqlite3.connect(self.path, timeout=self.busy_timeout)) as conn:
-                missing = conn.execute(Q["depth_missing"], (minute_of(time.time()),)).fetchall()
-                return conn.execute(Q["queue_depths"]).fetchall() if missing[0][0] else []
+                return fn(conn)
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
 
@@ -889,6 +891,14 @@ class SQLiteBackend(Backend):
                 return job
             if await self._changed(seen, deadline) is None:
                 return None
+
+
+def _count_depths(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+    """Queued jobs per queue, or [] when every queue has a depth this minute."""
+    missing = conn.execute(Q["depth_missing"], (minute_of(time.time()),)).fetchall()
+    if not missing[0][0]:
+        return []
+    return cast(list[tuple[str, int]], conn.execute(Q["queue_depths"]).fetchall())
 
 
 def _finish_statements(rows: list[list[Any]]) -> list[tuple[str, list[Any]]]:
