@@ -207,15 +207,14 @@ def ending(job: Job, outcome: Outcome) -> Ending:
 
 def outcome_rows(
     items: Sequence[tuple[Job, Outcome]], *, as_text: bool
-) -> tuple[list[list[Any]], dict[str, tuple[str, int]], list[int]]:
+) -> tuple[list[list[Any]], dict[str, tuple[str, int]]]:
     """Per run, the values an outcome writes: id, worker, attempts held, state, delay,
     attempts, steps, current_step, progress, result, errors. Steps, progress and errors
     are lists and dicts, or with ``as_text`` JSON text; the result is always JSON text
-    (it may be a bare string). Also per job id its queue and whether the run failed,
-    for the counters and the counts per minute, and per run that flag (1 or 0)."""
+    (it may be a bare string). Also per job id its queue and whether the run failed
+    (1 or 0), for the counters and the counts per minute."""
     rows: list[list[Any]] = []
     counts: dict[str, tuple[str, int]] = {}
-    failed: list[int] = []
     for job, outcome in items:
         end = ending(job, outcome)
         steps: Any = [s.to_storage() for s in job.steps]
@@ -241,16 +240,15 @@ def outcome_rows(
             ]
         )
         counts[job.id] = (job.queue, int(end.failed))
-        failed.append(int(end.failed))
-    return rows, counts, failed
+    return rows, counts
 
 
 def finish_batch(items: Sequence[tuple[Job, Outcome]]) -> str:
     """PostgreSQL's ``finish_batch`` parameter: the ``outcome_rows`` as one JSON array,
     each row ending with its failed flag (PostgreSQL counts in SQL)."""
-    rows, _, failed = outcome_rows(items, as_text=False)
-    for row, flag in zip(rows, failed, strict=True):
-        row.append(flag)
+    rows, counts = outcome_rows(items, as_text=False)
+    for row in rows:
+        row.append(counts[row[0]][1])
     return dumps(rows)
 
 

@@ -463,7 +463,7 @@ class SQLiteBackend(Backend):
     async def finish(self, items: Sequence[tuple[Job, Outcome]]) -> list[bool]:
         if not items:
             return []
-        rows, counts, _ = outcome_rows(items, as_text=True)  # before the write lock
+        rows, counts = outcome_rows(items, as_text=True)  # before the write lock
         runs = _finish_statements(rows)
         written = set(await self._transact(lambda conn, now: _finish(conn, now, runs, counts)))
         return [job.id in written for job, _ in items]

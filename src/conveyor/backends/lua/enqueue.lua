@@ -30,7 +30,6 @@ local ready = {}
 local known = {}
 local seen = {}
 local adds = {}
-local now_member = ready_member(SNOW, '')  -- the ready member's prefix of run_at now
 
 for a = 3, #ARGV, width do
   local id, q = ARGV[a], ARGV[a + 1]
@@ -75,14 +74,8 @@ for a = 3, #ARGV, width do
       known[q] = true
     end
     -- park and move of the prelude, deferred: the waiting index, then the state index.
-    if state == 'queued' then
-      local member = now_member .. id
-      if srun_at ~= SNOW then member = ready_member(srun_at, id) end
-      add_later(adds, ready_key(q), ARGV[a + 3], member)
-      ready[q] = (ready[q] or 0) + 1
-    else
-      add_later(adds, due_key(q), srun_at, id)
-    end
+    park_later(adds, q, id, state, ARGV[a + 3], srun_at)
+    if state == 'queued' then ready[q] = (ready[q] or 0) + 1 end
     add_later(adds, state_key(q, state), 0, id)
     out[#out + 1] = state
   end
