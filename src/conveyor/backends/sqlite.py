@@ -181,6 +181,11 @@ class SQLiteBackend(Backend):
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             self._use_wal(conn)
             conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            # A claim or an outcome batch updates many rows inside a transaction, so
+            # SQLite keeps a statement journal for it; past 64 KiB that journal spills
+            # to a temporary file, created and unlinked on every such statement (five
+            # system calls, and the writes). In memory the W2n drain ran 3-10 % faster.
+            conn.execute("PRAGMA temp_store=MEMORY")
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         return conn

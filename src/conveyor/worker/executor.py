@@ -81,7 +81,6 @@ class Executor:
         was asked to cancel; otherwise (shutdown, a lost lease) it propagates and
         the worker gives the job back.
         """
-        self._loop = asyncio.get_running_loop()
         token = set_context(ctx)
         try:
             try:
@@ -248,6 +247,7 @@ class Executor:
         return self._in_thread(task, step)
 
     async def _in_thread(self, task: Task, step: Step) -> Any:
+        self._loop = asyncio.get_running_loop()  # where an orphaned thread reports back
         context = contextvars.copy_context()
         running = self.threads.submit(context.run, task.fn, *step.args, **step.kwargs)
         try:

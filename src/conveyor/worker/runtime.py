@@ -144,6 +144,9 @@ class Worker:
         self._keeper_failed = False
         self._background: set[asyncio.Task[None]] = set()
         self._callbacks: Callbacks | None = None
+        # The loop run() runs on, for the job tasks: asyncio.create_task looks the loop
+        # up, and that lookup makes a getpid system call (a fork check), 0.5 us here.
+        self._loop: asyncio.AbstractEventLoop | None = None
         # The cache in front of the API, told of each change this worker makes to an HTTP
         # job (the API's own changes it purges itself): see conveyor.web.purge.
         self._purger = Purger(os.environ.get("CONVEYOR_CACHE_PURGE_URL") or None)
@@ -169,6 +172,7 @@ class Worker:
 
     # -- main loop -----------------------------------------------------------------
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         backend = await self.app.backend()
         threads = ThreadPoolExecutor(
             self.config.threads or self.config.concurrency, thread_name_prefix="conveyor-task"
@@ -335,7 +339,8 @@ class Worker:
                 older.job.attempts,
             )
             older.task.cancel()
-        task = asyncio.create_task(self.executor.run(job, ctx), name=f"job-{job.id}")
+        assert self._loop is not None
+        task = self._loop.create_task(self.executor.run(job, ctx), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, ctx, task, time.monotonic())
         self._purge(job)  # claimed: now running
         self._started_jobs += 1
