@@ -9,13 +9,14 @@ These connection classes pack as the sync one does.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio.connection as aio
 from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 
-_SERIALIZER = HiredisRespSerializer()
+# Untyped in some redis-py releases (8.2), typed in others: called through Any.
+_SERIALIZER = cast(Any, HiredisRespSerializer)()
 
 
 def _pack(args: tuple[Any, ...]) -> list[bytes]:
