@@ -126,32 +126,64 @@ def held_params(job: Job, now: float) -> dict[str, Any]:
 
 
 def row_to_job(r: Row) -> Job:
+    # Positional, in Job's field order (JOB_FIELD_ORDER, held to it by a test): a
+    # dataclass takes 24 arguments positionally in 40 % of the time it takes them by
+    # keyword (0.9 against 2.3 us here), and every claimed job is read here.
     return Job(
-        id=r[0],
-        queue=r[1],
-        priority=r[3],
-        state=STATE_OF[r[4]],
-        run_at=r[5],
-        attempts=r[6],
-        max_attempts=r[7],
-        retry=RetryPolicy.from_dict(loads(r[8])) if r[8] else DEFAULT_RETRY,
-        timeout=r[9],
-        steps=[Step(**s) for s in loads(r[10])],
-        current_step=r[11],
-        progress=Progress.from_dict(loads(r[12])) if r[12] else Progress(),
-        result=loads(r[13]) if r[13] is not None else None,
-        errors=loads(r[14]) if r[14] else [],
-        unique_key=r[15],
-        metadata=loads(r[16]) if r[16] else {},
-        tenant=r[17],
-        version=r[18],
-        created_at=r[19],
-        started_at=r[20],
-        finished_at=r[21],
-        updated_at=r[22],
-        worker_id=r[23],
-        lease_until=r[24],
+        r[0],  # id
+        r[1],  # queue
+        [Step(**s) for s in loads(r[10])],  # steps
+        r[3],  # priority
+        STATE_OF[r[4]],  # state
+        r[5],  # run_at
+        r[6],  # attempts
+        r[7],  # max_attempts
+        RetryPolicy.from_dict(loads(r[8])) if r[8] else DEFAULT_RETRY,  # retry
+        r[9],  # timeout
+        r[11],  # current_step
+        Progress.from_dict(loads(r[12])) if r[12] else Progress(),  # progress
+        loads(r[13]) if r[13] is not None else None,  # result
+        loads(r[14]) if r[14] else [],  # errors
+        r[15],  # unique_key
+        loads(r[16]) if r[16] else {},  # metadata
+        r[17],  # tenant
+        r[18],  # version
+        r[19],  # created_at
+        r[20],  # started_at
+        r[21],  # finished_at
+        r[22],  # updated_at
+        r[23],  # worker_id
+        r[24],  # lease_until
     )
+
+
+#: Job's fields in the order row_to_job (and Redis' values_to_job) pass them.
+JOB_FIELD_ORDER = (
+    "id",
+    "queue",
+    "steps",
+    "priority",
+    "state",
+    "run_at",
+    "attempts",
+    "max_attempts",
+    "retry",
+    "timeout",
+    "current_step",
+    "progress",
+    "result",
+    "errors",
+    "unique_key",
+    "metadata",
+    "tenant",
+    "version",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "worker_id",
+    "lease_until",
+)
 
 
 def row_to_worker(r: Row) -> WorkerInfo:
@@ -174,7 +206,7 @@ def has_progress(job: Job) -> bool:
     return bool(p.total or p.completed or p.message)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen one takes 3.7 times as long to make
 class Ending:
     """What an outcome makes of a run, for every store to write: the job's next
     state, the retry delay, its attempts and errors, and whether the run failed."""
