@@ -21,7 +21,9 @@ from conveyor.job import (
     DEFAULT_RETRY,
     Job,
     Priority,
+    Progress,
     RetryPolicy,
+    State,
     Step,
     new_job_id,
     parse_priority,
@@ -296,17 +298,26 @@ def build_job(
     if kwargs_dict:
         check_json("kwargs", kwargs_dict)
     run_at = options.run_at or (time.time() + options.delay if options.delay else 0.0)
+    # Positional, in the fields' order (the defaults between them spelled out): by
+    # keyword, making the Job and its Step took 3.8 us here, positionally 1.3, and an
+    # enqueue_many makes one per job.
     return Job(
-        id=new_job_id(),
-        queue=options.queue,
-        steps=[Step(name="main", kind="task", task=task_name, args=args_list, kwargs=kwargs_dict)],
-        priority=options.priority,
-        run_at=run_at,
-        max_attempts=options.max_attempts,
-        retry=options.retry,
-        timeout=options.timeout,
-        unique_key=options.unique_key,
-        metadata=dict(options.metadata),
+        new_job_id(),  # id
+        options.queue,  # queue
+        [Step("main", "task", task_name, args_list, kwargs_dict)],  # steps
+        options.priority,  # priority
+        State.QUEUED,  # state (the store's decides: queued, or scheduled)
+        run_at,  # run_at
+        0,  # attempts
+        options.max_attempts,  # max_attempts
+        options.retry,  # retry
+        options.timeout,  # timeout
+        0,  # current_step
+        Progress(),  # progress
+        None,  # result
+        [],  # errors
+        options.unique_key,  # unique_key
+        dict(options.metadata),  # metadata
     )
 
 

@@ -19,7 +19,7 @@ from psycopg.types.string import TextLoader
 
 from conveyor.backends.rows import Row, dumps, prepare_insert, row_to_job, stamp_new
 from conveyor.exceptions import BackendUnavailable
-from conveyor.job import DEFAULT_RETRY, Job, State
+from conveyor.job import Job, State, is_default_retry
 
 #: A job whose unique key's holder finished between the INSERT and the lookup is
 #: inserted again; more rounds than this means something else is wrong.
@@ -43,7 +43,7 @@ def job_fields(job: Job) -> dict[str, Any]:
         "priority": job.priority,
         "run_at": job.run_at,
         "max_attempts": job.max_attempts,
-        "retry": None if job.retry == DEFAULT_RETRY else job.retry.to_dict(),
+        "retry": None if is_default_retry(job.retry) else job.retry.to_dict(),
         "timeout": job.timeout,
         "steps": [s.to_storage() for s in job.steps],
         "unique_key": job.unique_key,

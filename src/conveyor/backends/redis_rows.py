@@ -12,7 +12,16 @@ from typing import Any
 
 from conveyor.backends.rows import dumps, ending, has_progress, loads
 from conveyor.exceptions import InvalidJob
-from conveyor.job import DEFAULT_RETRY, STATE_OF, Job, Outcome, Progress, RetryPolicy, Step
+from conveyor.job import (
+    DEFAULT_RETRY,
+    STATE_OF,
+    Job,
+    Outcome,
+    Progress,
+    RetryPolicy,
+    Step,
+    is_default_retry,
+)
 
 #: Fields per job in the arguments of enqueue.lua, finish.lua and release.lua.
 ENQUEUE_WIDTH = 12
@@ -49,7 +58,7 @@ def enqueue_args(jobs: Sequence[Job], max_payload: int) -> list[str]:
             str(job.priority),
             repr(float(job.run_at)),
             str(job.max_attempts),
-            "" if job.retry == DEFAULT_RETRY else dumps(job.retry.to_dict()),
+            "" if is_default_retry(job.retry) else dumps(job.retry.to_dict()),
             "" if job.timeout is None else repr(float(job.timeout)),
             steps,
             _text(job.unique_key),

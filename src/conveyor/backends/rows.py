@@ -16,7 +16,17 @@ from typing import Any, cast
 
 from conveyor.backends.base import JobFilter, WorkerInfo
 from conveyor.exceptions import JobStateError
-from conveyor.job import DEFAULT_RETRY, STATE_OF, Job, Outcome, Progress, RetryPolicy, State, Step
+from conveyor.job import (
+    DEFAULT_RETRY,
+    STATE_OF,
+    Job,
+    Outcome,
+    Progress,
+    RetryPolicy,
+    State,
+    Step,
+    is_default_retry,
+)
 
 Row = tuple[Any, ...]
 
@@ -91,7 +101,7 @@ def prepare_insert(job: Job, now: float) -> Row:
         job.state.value,
         job.run_at,
         job.max_attempts,
-        None if job.retry == DEFAULT_RETRY else dumps(job.retry.to_dict()),
+        None if is_default_retry(job.retry) else dumps(job.retry.to_dict()),
         job.timeout,
         dumps([s.to_storage() for s in job.steps]),
         job.unique_key,
