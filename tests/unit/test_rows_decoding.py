@@ -13,62 +13,35 @@ from conveyor.backends.redis_rows import JOB_FIELDS, values_to_job
 from conveyor.backends.rows import row_to_job
 from conveyor.job import Job, State
 
-_SQL_COLUMNS = (
-    "id",
-    "queue",
-    "task",
-    "priority",
-    "state",
-    "run_at",
-    "attempts",
-    "max_attempts",
-    "retry",
-    "timeout",
-    "steps",
-    "current_step",
-    "progress",
-    "result",
-    "errors",
-    "unique_key",
-    "metadata",
-    "tenant",
-    "version",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "updated_at",
-    "worker_id",
-    "lease_until",
-)
-
-# A row of the SQL stores' jobs table (_SQL_COLUMNS), every column set apart from its neighbours.
-_ROW = (
-    "01a2-id",  # id
-    "mail",  # queue
-    "send",  # task
-    7,  # priority
-    "running",  # state
-    11.5,  # run_at
-    2,  # attempts
-    9,  # max_attempts
-    '{"base":3.0,"exponent":2.0,"max_delay":60.0,"jitter":0.5}',  # retry
-    4.5,  # timeout
-    '[{"name":"main","task":"send","args":[1]}]',  # steps
-    0,  # current_step
-    '{"completed":1,"total":4,"message":"m"}',  # progress
-    '"the result"',  # result
-    '[{"type":"E"}]',  # errors
-    "key-1",  # unique_key
-    '{"who":"me"}',  # metadata
-    "tenant-a",  # tenant
-    5,  # version
-    100.0,  # created_at
-    101.0,  # started_at
-    102.0,  # finished_at
-    103.0,  # updated_at
-    "worker-1",  # worker_id
-    130.0,  # lease_until
-)
+# One stored job by column (SQLite) and field (Redis) name, every value set apart from
+# its neighbours, so that a value in the wrong place fails _check.
+_STORED = {
+    "id": "01a2-id",
+    "queue": "mail",
+    "task": "send",
+    "priority": 7,
+    "state": "running",
+    "run_at": 11.5,
+    "attempts": 2,
+    "max_attempts": 9,
+    "retry": '{"base":3.0,"exponent":2.0,"max_delay":60.0,"jitter":0.5}',
+    "timeout": 4.5,
+    "steps": '[{"name":"main","task":"send","args":[1]}]',
+    "current_step": 0,
+    "progress": '{"completed":1,"total":4,"message":"m"}',
+    "result": '"the result"',
+    "errors": '[{"type":"E"}]',
+    "unique_key": "key-1",
+    "metadata": '{"who":"me"}',
+    "tenant": "tenant-a",
+    "version": 5,
+    "created_at": 100.0,
+    "started_at": 101.0,
+    "finished_at": 102.0,
+    "updated_at": 103.0,
+    "worker_id": "worker-1",
+    "lease_until": 130.0,
+}
 
 
 def _check(job: Job) -> None:
@@ -95,24 +68,23 @@ def _check(job: Job) -> None:
 
 
 def test_every_sql_column_lands_in_its_field(tmp_path: Path) -> None:
-    # Given the columns of the SQLite schema, and a row whose values all differ
+    # Given a row of the jobs table in the current schema's column order
     path = tmp_path / "jobs.db"
     backend = create_backend(f"sqlite:///{path}")
     asyncio.run(backend.open())  # migrated to the current schema
     asyncio.run(backend.close())
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        columns = tuple(r[1] for r in conn.execute("PRAGMA table_info(jobs)"))
-    assert columns == _SQL_COLUMNS
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(jobs)")]
+    assert sorted(columns) == sorted(_STORED)
+    row = tuple(_STORED[name] for name in columns)
 
     # When the row is decoded; Then each value is in its field
-    _check(row_to_job(_ROW))
+    _check(row_to_job(row))
 
 
 def test_every_redis_field_lands_in_its_field() -> None:
-    # Given the same job as a Redis hash's values: JOB_FIELDS are the SQL columns but
-    # the task (the steps name it), as text
-    assert tuple(f for f in _SQL_COLUMNS if f != "task") == JOB_FIELDS
-    values = [str(v) for name, v in zip(_SQL_COLUMNS, _ROW, strict=True) if name != "task"]
+    # Given the job as a Redis hash's values, in JOB_FIELDS order, as text
+    values = [str(_STORED[name]) for name in JOB_FIELDS]
 
     # When they are decoded; Then each value is in its field
     _check(values_to_job(values))
