@@ -50,6 +50,7 @@ from conveyor.backends.base import (
     Stats,
     WorkerInfo,
 )
+from conveyor.backends.redis_direct import DirectClient
 from conveyor.backends.redis_packing import connection_class
 from conveyor.backends.redis_rows import (
     ENQUEUE_WIDTH,
@@ -284,7 +285,9 @@ class RedisBackend(Backend):
     @contextlib.contextmanager
     def _sync(self) -> Iterator[Any]:
         if self._sync_client is None:
-            kind = redis_sync.RedisCluster if self.settings.cluster else redis_sync.Redis
+            # One connection, without the client layer's cost (see redis_direct); a
+            # cluster client routes the commands.
+            kind = redis_sync.RedisCluster if self.settings.cluster else DirectClient
             self._sync_client = kind.from_url(
                 self.settings.url, retry=SyncRetry(NoBackoff(), 0), **self._client_kwargs()
             )

@@ -1,0 +1,68 @@
+"""A sync enqueue on Redis goes through one connection of its own, without redis-py's
+client layer (conveyor.backends.redis_direct): what that client did for it (answers
+as dicts, scripts loaded when the server lost them, a new connection after a dead
+one) still holds. The first enqueue after a restart: tests/redis/test_connection_loss.py."""
+
+from __future__ import annotations
+
+import redis
+
+from conveyor import Conveyor, State
+from tests.rd import client_url
+
+
+def test_a_held_unique_key_returns_the_job_holding_it_with_its_fields(redis_url: str) -> None:
+    app = Conveyor(redis_url)
+
+    @app.task(name="report", queue="reports")
+    def report(day: str) -> None: ...
+
+    try:
+        # Given a waiting job holding a unique key
+        first = report.with_options(unique_key="report:2026-12-04", priority=3).enqueue("x")
+
+        # When a sync enqueue asks for the same key with other arguments
+        second = report.with_options(unique_key="report:2026-12-04").enqueue("y")
+
+        # Then it answers the waiting job, read back whole from its hash
+        assert second.id == first.id
+        job = second.job
+        assert job.state is State.QUEUED
+        assert (job.queue, job.priority, job.unique_key) == ("reports", 3, "report:2026-12-04")
+        assert job.steps[0].args == ["x"]
+    finally:
+        app.close()
+
+
+def test_scripts_flushed_and_connections_killed_on_the_server_are_recovered(
+    redis_url: str,
+) -> None:
+    app = Conveyor(redis_url)
+
+    @app.task(name="record")
+    def record(n: int) -> None: ...
+
+    try:
+        record.enqueue(1)
+        # Given a server that forgot its scripts (a restart or SCRIPT FLUSH does that)
+        # and then dropped every other client's connection
+        with redis.Redis.from_url(client_url(redis_url)) as admin:
+            admin.script_flush()
+            admin.client_kill_filter(_type="normal", skipme=True)
+
+        # When the app enqueues again, twice
+        second = record.enqueue(2)
+        third = record.enqueue(3)
+
+        # Then both are stored once each, beside the first
+        assert second.refresh().state is State.QUEUED
+        assert third.refresh().state is State.QUEUED
+        queued = app.portal_call(_queued(app))
+        assert queued == 3
+    finally:
+        app.close()
+
+
+async def _queued(app: Conveyor) -> int:
+    stats = await (await app.backend()).stats()
+    return stats.counts.get(State.QUEUED.value, 0)
