@@ -67,7 +67,7 @@ for a = 3, #ARGV, width do
     redis.call('HSET', key, unpack(fields))
     if unique_key ~= '' then
       redis.call('HSET', P .. 'unique', unique_key, id)
-      redis.call('ZADD', P .. 'unique:' .. unique_key, 0, id)
+      redis.call('ZADD', P .. 'unique:' .. unique_key, '0', id)
     end
     if not known[q] then
       redis.call('HSETNX', P .. 'queues', q, SNOW)
@@ -76,7 +76,7 @@ for a = 3, #ARGV, width do
     -- park and move of the prelude, deferred: the waiting index, then the state index.
     park_later(adds, q, id, state, ARGV[a + 3], srun_at)
     if state == 'queued' then ready[q] = (ready[q] or 0) + 1 end
-    add_later(adds, state_key(q, state), 0, id)
+    add_later(adds, state_key(q, state), '0', id)
     out[#out + 1] = state
   end
 end

@@ -45,7 +45,7 @@ for a = 6, #ARGV, width do
     keep_queue(q, known)
     -- move and park of the prelude, deferred (a held job is in no state index).
     if not HELD[current] then redis.call('ZREM', state_key(q, current), id) end
-    if not HELD[state] then add_later(adds, state_key(q, state), 0, id) end
+    if not HELD[state] then add_later(adds, state_key(q, state), '0', id) end
     if run_at then
       park_later(adds, q, id, state, f[5], run_at)
       if state == 'queued' then ready[q] = (ready[q] or 0) + 1 end
