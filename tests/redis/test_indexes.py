@@ -131,6 +131,35 @@ def test_a_batch_sent_again_or_naming_a_job_twice_stores_each_job_once(
     check_indexes(_client(backend), backend.settings.namespace)
 
 
+def test_wake_up_tokens_stay_bounded_however_many_jobs_are_made_ready(
+    factory: BackendFactory,
+) -> None:
+    """One token per job made ready wakes one blocked worker; the list keeps at most 64
+    (more would wake nobody more), trimmed only when a push goes over."""
+    backend = factory.backend
+    assert isinstance(backend, RedisBackend)
+    run = factory.run
+    client = _client(backend)
+    wake = f"{{{backend.settings.namespace}}}:wake:q"
+
+    # Given jobs enqueued one at a time with no worker to take the tokens
+    for _ in range(3):
+        run(backend.enqueue([make_job("q")]))
+    few = client.llen(wake)
+
+    # When a batch of 100 and then single jobs follow
+    run(backend.enqueue([make_job("q") for _ in range(100)]))
+    after_batch = client.llen(wake)
+    for _ in range(3):
+        run(backend.enqueue([make_job("q")]))
+
+    # Then there is a token per job up to 64, and never more; a claim that empties
+    # the queue removes them
+    assert (few, after_batch, client.llen(wake)) == (3, 64, 64)
+    run(backend.claim(["q"], "w", 200, 60.0))
+    assert client.exists(wake) == 0
+
+
 def test_finished_jobs_past_their_keeping_time_go_when_others_finish() -> None:
     """keep_succeeded bounds the store without a sweeper: a finish removes the
     succeeded jobs older than the keeping time; a keep of 0 keeps them."""

@@ -210,8 +210,11 @@ local function notify(queues)
     local tokens = {}
     for i = 1, math.min(count, WAKE_TOKENS) do tokens[i] = '1' end
     local wake = P .. 'wake:' .. q
-    redis.call('LPUSH', wake, unpack(tokens))
-    redis.call('LTRIM', wake, 0, WAKE_TOKENS - 1)
+    -- LPUSH answers the list's length: trimmed only when over (rarely: a worker
+    -- that is not blocked yet takes the tokens with its claim).
+    if redis.call('LPUSH', wake, unpack(tokens)) > WAKE_TOKENS then
+      redis.call('LTRIM', wake, '0', '63')  -- WAKE_TOKENS - 1
+    end
   end
 end
 
