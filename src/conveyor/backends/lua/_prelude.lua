@@ -76,6 +76,11 @@ local function id_floor(t)
 end
 
 local function ready_member(run_at, id)
+  -- A time as the scripts write it (ten digits, a point, six): its digits are the
+  -- microseconds, without a string.format.
+  if #run_at == 17 and string.byte(run_at, 11) == 46 then
+    return string.sub(run_at, 1, 10) .. string.sub(run_at, 12) .. id
+  end
   return string.format('%016d', math.floor(tonumber(run_at) * 1000000 + 0.5)) .. id
 end
 

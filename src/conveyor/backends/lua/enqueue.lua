@@ -55,8 +55,8 @@ for a = 3, #ARGV, width do
       srun_at = fmt(run_at)
     end
     local fields = {'id', id, 'queue', q, 'priority', ARGV[a + 3], 'state', state,
-      'run_at', srun_at, 'attempts', 0, 'max_attempts', ARGV[a + 5], 'steps', ARGV[a + 8],
-      'current_step', 0, 'version', 1, 'created_at', SNOW, 'updated_at', SNOW}
+      'run_at', srun_at, 'attempts', '0', 'max_attempts', ARGV[a + 5], 'steps', ARGV[a + 8],
+      'current_step', '0', 'version', '1', 'created_at', SNOW, 'updated_at', SNOW}
     for _, field in ipairs(OPTIONAL) do
       local value = ARGV[a + field[2]]
       if value ~= '' then
