@@ -50,7 +50,7 @@ from conveyor.backends.base import (
     Stats,
     WorkerInfo,
 )
-from conveyor.backends.redis_direct import DirectClient
+from conveyor.backends.redis_direct import DirectAsyncClient, DirectClient
 from conveyor.backends.redis_packing import connection_class
 from conveyor.backends.redis_rows import (
     ENQUEUE_WIDTH,
@@ -111,6 +111,7 @@ class RedisBackend(Backend):
         # redis.asyncio.Redis, or RedisCluster with ?cluster=true: both take the same
         # commands here (every key of a namespace is in one slot).
         self._client: Any = None
+        self._direct: DirectAsyncClient | None = None
         self._sync_client: Any = None
         self._sync_lock = threading.Lock()
 
@@ -153,6 +154,10 @@ class RedisBackend(Backend):
             await client.aclose()
             raise BackendUnavailable(f"cannot connect to Redis at {self.where}: {exc}") from None
         self._client = client
+        if not self.settings.cluster:
+            self._direct = DirectAsyncClient.from_url(
+                self.settings.url, retry=retry, **self._client_kwargs()
+            )
         if self.url not in _WARNED:
             _WARNED.add(self.url)
             for warning in durability_warnings(config):
@@ -160,6 +165,9 @@ class RedisBackend(Backend):
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            await direct.close()
         if client is not None:
             await client.aclose()
         with self._sync_lock:
@@ -193,12 +201,14 @@ class RedisBackend(Backend):
         return {"target_nodes": client.get_node_from_key(self._scripts.routing_key)}
 
     @contextlib.asynccontextmanager
-    async def _redis(self) -> AsyncIterator[Any]:
+    async def _redis(self, direct: bool = False) -> AsyncIterator[Any]:
+        """The client; with ``direct``, for script calls and BLPOP, the connections used
+        without redis-py's client layer where there are some (see redis_direct)."""
         client = self._client
         if client is None:
             raise BackendUnavailable(f"Redis backend {self.where} is not open")
         try:
-            yield client
+            yield self._direct if direct and self._direct is not None else client
         except _DOWN as exc:
             # After a restart of Redis every idle connection is dead and would fail on
             # its first use, one call at a time: drop them now, the next call connects.
@@ -206,10 +216,12 @@ class RedisBackend(Backend):
             if pool is not None:
                 with contextlib.suppress(Exception):
                     await pool.disconnect(inuse_connections=False)
+            if self._direct is not None:
+                await self._direct.close()
             raise self._unavailable(exc) from exc
 
     async def _call(self, script: str, *argv: Any) -> Any:
-        async with self._redis() as client:
+        async with self._redis(direct=True) as client:
             return await self._scripts.call(client, script, *argv)
 
     def _key(self, *parts: str) -> str:
@@ -636,7 +648,7 @@ class RedisBackend(Backend):
                     return False
                 # Blocks a pooled connection; in steps shorter than the socket timeout
                 # and at least 10 ms (a timeout that rounds to 0 ms blocks for ever).
-                async with self._redis() as client:
+                async with self._redis(direct=True) as client:
                     if await client.blpop(keys, timeout=min(max(left, 0.01), _BLOCK_S)):
                         return True
         except BackendUnavailable:
