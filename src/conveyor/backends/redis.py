@@ -646,7 +646,7 @@ class RedisBackend(Backend):
                 left = deadline - loop.time()
                 if left <= 0:
                     return False
-                # Blocks a pooled connection; in steps shorter than the socket timeout
+                # Blocks a connection of its own; in steps shorter than the socket timeout
                 # and at least 10 ms (a timeout that rounds to 0 ms blocks for ever).
                 async with self._redis(direct=True) as client:
                     if await client.blpop(keys, timeout=min(max(left, 0.01), _BLOCK_S)):
