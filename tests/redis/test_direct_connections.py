@@ -8,6 +8,8 @@ answering: tests/redis/test_unresponsive_server.py."""
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
 
 import redis
 
@@ -108,3 +110,44 @@ def test_a_blocked_wait_holds_up_no_other_call_and_a_cancelled_one_leaves_none_b
     # cancelled wait the next call works
     assert (woken, claimed) == (True, 1)
     assert (cancelled, claimed_after) == (True, 1)
+
+
+def test_a_forked_process_enqueues_on_a_connection_of_its_own(redis_url: str) -> None:
+    name = f"fork-test-{uuid.uuid4().hex[:8]}"  # the connections' CLIENT SETNAME
+    app = Conveyor(f"{redis_url}&client_name={name}")
+
+    @app.task(name="record")
+    def record(n: int) -> None: ...
+
+    done_r, done_w = os.pipe()
+    exit_r, exit_w = os.pipe()
+    try:
+        # Given an app whose sync connection is open (as in a pre-forking server that
+        # enqueued before it forked its workers)
+        record.enqueue(0)
+
+        # When the process forks and the child enqueues, keeping its connection until
+        # the parent has looked at the server's clients
+        pid = os.fork()
+        if pid == 0:
+            ok = record.enqueue(1).job.steps[0].args == [1]
+            os.write(done_w, b"1" if ok else b"0")
+            os.read(exit_r, 1)
+            os._exit(0)
+        child_ok = os.read(done_r, 1) == b"1"
+        with redis.Redis.from_url(client_url(redis_url), decode_responses=True) as admin:
+            scripting = [
+                c for c in admin.client_list() if c["name"] == name and c["cmd"] == "evalsha"
+            ]
+        os.write(exit_w, b"x")
+        os.waitpid(pid, 0)
+
+        # Then the child's enqueue went through a connection of its own: the server saw
+        # two clients run the script, and both jobs are stored
+        assert child_ok
+        assert len(scripting) == 2, scripting
+        assert app.portal_call(_queued(app)) == 2
+    finally:
+        for fd in (done_r, done_w, exit_r, exit_w):
+            os.close(fd)
+        app.close()

@@ -19,6 +19,7 @@ every other command, and for a cluster.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import redis
@@ -35,6 +36,7 @@ class DirectClient:
         self._connection_class = connection_class
         self._connection_kwargs = connection_kwargs
         self._connection: Any = None
+        self._pid = os.getpid()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> DirectClient:
@@ -46,8 +48,12 @@ class DirectClient:
 
     def execute(self, *args: Any) -> Any:
         connection = self._connection
-        if connection is None:
+        if connection is None or self._pid != os.getpid():
+            # A forked process (a pre-forking server) must not share its parent's socket:
+            # their answers would cross. It leaves the parent's connection alone (redis-py
+            # closes a socket only in the process that opened it) and makes its own.
             connection = self._connection = self._connection_class(**self._connection_kwargs)
+            self._pid = os.getpid()
         try:
             # check_health=False: no PING before a command idle for a while. A dead
             # connection fails the command itself, and the caller decides whether
