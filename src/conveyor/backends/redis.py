@@ -244,7 +244,8 @@ class RedisBackend(Backend):
         chunks = [args[start : start + width] for start in range(0, len(args), width)]
         async with self._redis() as client:
             if len(chunks) == 1:
-                answers = [await self._scripts.call(client, "enqueue", ENQUEUE_WIDTH, *args)]
+                caller = self._direct or client  # (see redis_direct)
+                answers = [await self._scripts.call(caller, "enqueue", ENQUEUE_WIDTH, *args)]
             elif not self.settings.cluster:
                 try:
                     answers = await self._enqueue_transaction(client, chunks)
