@@ -7,8 +7,11 @@ import signal
 from collections import Counter
 
 import pytest
+import redis
 
 from conveyor import State
+from conveyor.backends.redis_url import parse_redis_url
+from tests.rd import client_url
 
 from .conftest import WorkerEnv
 
@@ -57,6 +60,35 @@ def test_kill_9_mid_job_the_job_runs_again_after_its_lease(worker_env: WorkerEnv
     assert job.attempts == 2
     assert sorted(worker_env.lines("started")) == ["1", "2"]
     assert any("lease expired" in e["message"] for e in job.errors)
+
+
+def test_kill_9_of_a_waiting_worker_loses_no_job_enqueued_after_it(
+    worker_env: WorkerEnv,
+) -> None:
+    # Given a worker that ran a job and waits for the next (on Redis: registered for
+    # the hand-off of the next job enqueued, for its 5 s interval)
+    tasks = worker_env.tasks
+    first = worker_env.start_worker("--lease", "1.5", "--interval", "5")
+    tasks.record.enqueue(0)
+    worker_env.wait_until("first job ran", lambda: worker_env.lines("runs") == ["0"])
+    worker_env.wait_until(
+        "first job recorded", lambda: tasks.app.portal_call(_count(tasks.app, State.SUCCEEDED))
+    )
+    if worker_env.url.startswith("redis"):
+        worker_env.wait_until("worker registered for a hand-off", lambda: _waiters(worker_env))
+
+    # When the worker is killed with SIGKILL, a job is enqueued at once, and another
+    # worker starts
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    handle = tasks.record.enqueue(1)
+    worker_env.start_worker("--lease", "1.5")
+
+    # Then the job runs once, on its first attempt, with no error recorded
+    assert handle.wait(timeout=30) == 1
+    job = handle.job
+    assert (job.attempts, job.errors) == (1, [])
+    assert sorted(worker_env.lines("runs")) == ["0", "1"]
 
 
 def test_sigterm_lets_running_jobs_finish(worker_env: WorkerEnv) -> None:
@@ -114,6 +146,13 @@ def test_a_job_that_always_raises_ends_poisoned_with_its_error_history(
     assert [e["attempt"] for e in job.errors] == [1, 2, 3]
     assert all("this task always fails" in e["message"] for e in job.errors)
     assert "RuntimeError" in job.errors[-1]["traceback"]
+
+
+def _waiters(worker_env: WorkerEnv) -> int:
+    """Workers of a Redis store registered for hand-offs (see backends/lua/ready.lua)."""
+    prefix = parse_redis_url(worker_env.url).prefix
+    with redis.Redis.from_url(client_url(worker_env.url)) as client:
+        return int(client.hlen(f"{prefix}waiters"))
 
 
 async def _count(app, state: State) -> int:

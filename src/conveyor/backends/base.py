@@ -384,6 +384,21 @@ class Backend(abc.ABC):
         A spurious True is allowed, a missed wake-up is not (callers also poll).
         """
 
+    async def wait_for_jobs(
+        self, queues: Sequence[str], worker_id: str, lease: float, timeout: float
+    ) -> tuple[bool, list[Job]]:
+        """``wait``, for worker ``worker_id``, which can start jobs at once: a store may
+        hand it a job enqueued meanwhile, claimed for it (leased for ``lease`` seconds),
+        rather than wake it to claim: one round trip less between an enqueue and the
+        job's start. Answers what ``wait`` would, and the jobs handed over.
+
+        The worker claims after every wait; a store that hands jobs over gives back
+        there (and when the worker unregisters, or its lease runs out unstarted) any job
+        handed over after the wait ended, without counting an attempt. This default
+        hands over nothing.
+        """
+        return await self.wait(queues, timeout), []
+
     @abc.abstractmethod
     async def watch(self, job_id: str, version: int, timeout: float) -> Job | None:
         """The job as soon as its version is past ``version``; None after ``timeout``."""

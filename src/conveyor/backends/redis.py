@@ -68,6 +68,7 @@ from conveyor.backends.redis_url import parse_redis_url
 from conveyor.backends.rows import dumps, loads, retried_steps, retry_filter
 from conveyor.exceptions import (
     BackendUnavailable,
+    ConveyorError,
     JobNotFound,
     JobStateError,
     QueueNotFound,
@@ -326,17 +327,7 @@ class RedisBackend(Backend):
         names = list(queues)
         answer = await self._call("claim", worker_id, repr(float(lease)), limit, *names)
         now, lease_until = float(answer[0]), float(answer[1])
-        jobs = [values_to_job(values) for values in answer[2:]]
-        for job in jobs:  # what the claim changed (the script sends the fields before)
-            job.state = State.RUNNING
-            job.worker_id = worker_id
-            job.lease_until = lease_until
-            job.attempts += 1
-            job.version += 1
-            job.updated_at = now
-            if job.started_at is None:
-                job.started_at = now
-        return jobs
+        return [_claimed(values, worker_id, now, lease_until) for values in answer[2:]]
 
     async def extend(self, job_ids: Sequence[str], worker_id: str, lease: float) -> LeaseStatus:
         ids = list(job_ids)
@@ -570,6 +561,8 @@ class RedisBackend(Backend):
         worker.started_at, worker.heartbeat_at = float(started), float(beat)
 
     async def unregister_worker(self, worker_id: str) -> None:
+        # A job handed to the worker after its last wait is given back first.
+        await self._call("unpark", worker_id, "0")
         async with self._redis() as client:
             pipe = client.pipeline(transaction=True)
             pipe.hdel(self._key("workers"), worker_id)
@@ -627,35 +620,95 @@ class RedisBackend(Backend):
         token there, and each token wakes one waiting worker. Tokens stay until taken,
         so none is missed between a claim and the wait that follows, nor while a
         connection was down."""
-        names = list(queues)
+        woke, _ = await self._wait(list(queues), timeout)
+        return woke
+
+    async def wait_for_jobs(
+        self, queues: Sequence[str], worker_id: str, lease: float, timeout: float
+    ) -> tuple[bool, list[Job]]:
+        """``wait``, and the worker is registered for hand-offs: a job enqueued while it
+        blocks comes claimed, in the answer to its BLPOP (on its own hand-off list),
+        instead of as a token to claim after. A cancelled wait gives back what it was
+        handed (see ``_leave``)."""
+        return await self._wait(list(queues), timeout, (worker_id, lease))
+
+    async def _wait(
+        self, names: list[str], timeout: float, waiter: tuple[str, float] | None = None
+    ) -> tuple[bool, list[Job]]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        try:
-            ready, next_due, now = await self._call("ready", *names)
-        except BackendUnavailable:
-            await asyncio.sleep(min(_BLOCK_S / 2, timeout))
-            return True
-        if int(ready):
-            return True
-        # No longer than until the next scheduled or retrying job is due: the claim
-        # that follows makes it ready.
-        if next_due:
-            deadline = min(deadline, loop.time() + max(0.005, float(next_due) - float(now)))
+        worker, lease = waiter or ("", 0.0)
         keys = [self._key("wake", q) for q in names]
+        if worker:
+            keys.insert(0, self._key("handoff", worker))  # BLPOP takes the first non-empty
+        pop: asyncio.Future[Any] | None = None
         try:
+            try:
+                ready, next_due, now = await self._call(
+                    "ready", worker, repr(float(lease)), repr(float(timeout)), *names
+                )
+            except BackendUnavailable:
+                await asyncio.sleep(min(_BLOCK_S / 2, timeout))
+                return True, []
+            if int(ready):
+                return True, []
+            # No longer than until the next scheduled or retrying job is due: the claim
+            # that follows makes it ready.
+            if next_due:
+                deadline = min(deadline, loop.time() + max(0.005, float(next_due) - float(now)))
             while True:
                 left = deadline - loop.time()
                 if left <= 0:
-                    return False
+                    return False, []
                 # Blocks a connection of its own; in steps shorter than the socket timeout
                 # and at least 10 ms (a timeout that rounds to 0 ms blocks for ever).
                 async with self._redis(direct=True) as client:
-                    if await client.blpop(keys, timeout=min(max(left, 0.01), _BLOCK_S)):
-                        return True
+                    # Shielded: a cancelled wait first stops the BLPOP by a push, so that
+                    # a job it pops is not lost with its connection (_leave).
+                    pop = asyncio.ensure_future(
+                        client.blpop(keys, timeout=min(max(left, 0.01), _BLOCK_S))
+                    )
+                    popped = await asyncio.shield(pop)
+                    pop = None
+                if popped:
+                    return True, self._handed(popped, worker)
         except BackendUnavailable:
             # Redis is away: poll. The caller's claim says so, and backs off.
             await asyncio.sleep(min(_BLOCK_S / 2, max(deadline - loop.time(), 0.0)))
-            return True
+            return True, []
+        except asyncio.CancelledError:
+            if worker:
+                await self._leave(worker, pop)
+            raise
+
+    def _handed(self, popped: Sequence[str], worker: str) -> list[Job]:
+        """The job in a BLPOP's answer if it came from the worker's hand-off list."""
+        key, value = popped
+        if not worker or key != self._key("handoff", worker) or value == "stop":
+            return []
+        now, lease_until, values = loads(value)
+        # cjson writes a field the hash does not have as false
+        fields = [None if v is False else v for v in values]
+        return [_claimed(fields, worker, float(now), float(lease_until))]
+
+    async def _leave(self, worker: str, pop: asyncio.Future[Any] | None) -> None:
+        """A cancelled wait's way out: the registration goes, and every job handed to
+        the worker is given back, one in a BLPOP's answer on its way here too (a
+        'stop' pushed to the list ends a BLPOP still blocked)."""
+        try:
+            await self._call("unpark", worker, "0" if pop is None else "1")
+            if pop is not None:
+                popped = await asyncio.wait_for(pop, _BLOCK_S)
+                taken = self._handed(popped, worker) if popped else []
+                if taken:
+                    await self._call("unpark", worker, "0", taken[0].id)
+        except (ConveyorError, RedisError, *_DOWN) as exc:
+            # The registration lapses with the wait's timeout; a job handed over
+            # meanwhile is given back when its lease runs out (recover.lua).
+            logger.warning("worker %s left its wait without a word to Redis: %s", worker, exc)
+        finally:
+            if pop is not None and not pop.done():
+                pop.cancel()
 
     async def watch(self, job_id: str, version: int, timeout: float) -> Job | None:
         loop = asyncio.get_running_loop()
@@ -675,6 +728,21 @@ class RedisBackend(Backend):
 
 
 # -- helpers ---------------------------------------------------------------------------
+def _claimed(values: Sequence[Any], worker_id: str, now: float, lease_until: float) -> Job:
+    """A job from a claim's answer: its fields before the claim, with what the claim
+    changed applied (the script sends the fields before, which saves it a read)."""
+    job = values_to_job(values)
+    job.state = State.RUNNING
+    job.worker_id = worker_id
+    job.lease_until = lease_until
+    job.attempts += 1
+    job.version += 1
+    job.updated_at = now
+    if job.started_at is None:
+        job.started_at = now
+    return job
+
+
 def _stored(
     jobs: Sequence[Job], answers: Sequence[Sequence[str]]
 ) -> tuple[list[Job | None], list[str]]:

@@ -300,8 +300,13 @@ class Worker:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _idle(self, backend: Backend) -> None:
-        """Sleep until the store signals work, a stop, or ``interval``."""
-        waiter = asyncio.create_task(backend.wait(self.config.queues, self.config.interval))
+        """Sleep until the store signals work (or hands a job over), a stop, or
+        ``interval``."""
+        waiter = asyncio.create_task(
+            backend.wait_for_jobs(
+                self.config.queues, self.id, self.config.lease, self.config.interval
+            )
+        )
         stopper = asyncio.create_task(self._stopping.wait())
         done, pending = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
@@ -309,7 +314,7 @@ class Worker:
         await asyncio.gather(*pending, return_exceptions=True)
         if waiter in done:
             try:
-                woke = waiter.result()
+                woke, handed = waiter.result()
             except ConveyorError as exc:
                 # Not ``interval`` (which may be long when the store wakes workers): the
                 # store that failed may be back already, with work that came meanwhile
@@ -317,7 +322,14 @@ class Worker:
                 logger.error("waiting for work failed: %s", exc)
                 await self._sleep_unless_stopped(min(self.config.interval, WAIT_FAILED_S))
                 return
-            logger.debug("idle wait ended: %s", "store changed" if woke else "interval")
+            logger.debug(
+                "idle wait ended: %s",
+                f"{len(handed)} handed over" if handed else "store changed" if woke else "interval",
+            )
+            if self._stopping.is_set():
+                self._to_release.extend(handed)
+            else:
+                self._held.extend(handed)
 
     def _start(self, job: Job) -> None:
         try:

@@ -33,6 +33,17 @@
 --   P..'wake:'..q                 list of wake-up tokens: one per job made ready, at
 --                                 most WAKE_TOKENS; an idle worker waits on its
 --                                 queues' lists with BLPOP, so each token wakes one
+--   P..'waiters'                  hash worker id -> JSON [lease seconds, until, queues]:
+--                                 a worker blocked in wait that a new job may be
+--                                 handed to (ready.lua registers it; a hand-off uses
+--                                 it up, the worker's next claim removes it)
+--   P..'waiting:'..q              list of the ids of workers registered on q, oldest
+--                                 at the right (an id whose registration is gone is
+--                                 dropped when reached)
+--   P..'handoff:'..w              list of jobs handed to worker w, each the JSON of
+--                                 [clock, lease_until, JOB_FIELDS values]: claimed
+--                                 for w, and only there until w takes them ('stop'
+--                                 ends a wait that is cancelled)
 --   P..'minute:'..m               hash of the minute starting at m (epoch seconds, a
 --                                 multiple of 60): 'p:'..q, 'f:'..q runs of queue q
 --                                 ended / failed in it, 'd:'..q its queued jobs as
@@ -221,6 +232,115 @@ local function notify(queues)
       redis.call('LTRIM', wake, '0', '63')  -- WAKE_TOKENS - 1
     end
   end
+end
+
+-- Undo the claim of job `id` held by `worker` that never ran there (handed over too
+-- late, or given back by a worker that stops): waiting again at its place, the
+-- attempt not counted; a job asked to cancel meanwhile ends cancelled. `attempts`
+-- (or nil): the attempts the holder saw, to match. `extra`: more field / value pairs
+-- to write. `ready` and `known` as for notify and keep_queue. Answers whether it did.
+local function give_back(id, worker, attempts, ready, known, extra)
+  local key = job_key(id)
+  local f = redis.call('HMGET', key, 'worker_id', 'attempts', 'state', 'queue', 'priority',
+    'run_at', 'unique_key')
+  if not holds(f[1], worker) or (attempts and f[2] ~= attempts) then return false end
+  local q, current = f[4], f[3]
+  local state = 'queued'
+  if current == 'cancelling' then state = 'cancelled' end
+  local fields = {'state', state, 'updated_at', SNOW}
+  for _, value in ipairs(extra or {}) do fields[#fields + 1] = value end
+  redis.call('HSET', key, unpack(fields))
+  redis.call('HINCRBY', key, 'attempts', -1)
+  redis.call('HDEL', key, 'worker_id', 'lease_until')
+  redis.call('HINCRBY', key, 'version', 1)
+  redis.call('ZREM', LEASES, id)
+  keep_queue(q, known)
+  move(q, id, current, state)
+  if state == 'cancelled' then
+    redis.call('HSET', key, 'finished_at', SNOW)
+    release_unique(f[7], id)
+  else
+    park(q, id, state, f[5], f[6])
+    ready[q] = (ready[q] or 0) + 1
+  end
+  return true
+end
+
+-- Hand-offs: a job enqueued while a worker blocks in wait goes to that worker,
+-- claimed, in the answer to its BLPOP (one round trip, not a wake-up and a claim).
+local WAITERS = P .. 'waiters'
+local function handoff_key(worker) return P .. 'handoff:' .. worker end
+
+-- A worker registered on queue q that a job made ready on q now can be handed to:
+-- its id and lease seconds, or nil. Its registration is used up (one job per wait).
+-- Nil too when q is paused, or a queue the worker waits on has ready jobs: those
+-- come first (strict order), and their wake-up tokens wake it.
+local function take_waiter(q)
+  local waiting = P .. 'waiting:' .. q
+  while true do
+    local worker = redis.call('RPOP', waiting)
+    if not worker then return nil end
+    local registration = redis.call('HGET', WAITERS, worker)
+    if registration then
+      local r = cjson.decode(registration)
+      if tonumber(r[2]) < NOW then
+        redis.call('HDEL', WAITERS, worker)  -- its wait is over: it claims anyway
+      else
+        local first = redis.call('SISMEMBER', P .. 'paused', q) == 1
+        for _, wq in ipairs(r[3]) do
+          if first then break end
+          first = redis.call('ZCARD', ready_key(wq)) > 0
+            and redis.call('SISMEMBER', P .. 'paused', wq) == 0
+        end
+        if first then
+          redis.call('RPUSH', waiting, worker)  -- keeps its turn
+          return nil
+        end
+        redis.call('HDEL', WAITERS, worker)
+        return worker, r[1]
+      end
+    end
+  end
+end
+
+-- Claim job `id` (queued, in no index yet) for `worker` and push it to the worker's
+-- hand-off list, as a claim would answer it (the fields before the claim).
+local function hand_off(id, worker, lease)
+  local key = job_key(id)
+  local lease_until = fmt(NOW + tonumber(lease))
+  local v = redis.call('HMGET', key, unpack(JOB_FIELDS))
+  local started = v[F_STARTED_AT]
+  if not started or started == '' then started = SNOW end
+  redis.call('HSET', key, 'state', 'running', 'worker_id', worker, 'lease_until', lease_until,
+    'updated_at', SNOW, 'started_at', started, 'attempts', v[F_ATTEMPTS] + 1,
+    'version', v[F_VERSION] + 1)
+  redis.call('ZADD', LEASES, lease_until, id)
+  redis.call('RPUSH', handoff_key(worker), cjson.encode({SNOW, lease_until, v}))
+end
+
+-- Jobs handed to `worker` that it did not take (its wait ended first): given back,
+-- the list emptied.
+local function take_back_handed(worker, ready, known)
+  local key = handoff_key(worker)
+  local items = redis.call('LRANGE', key, 0, -1)
+  if #items == 0 then return end
+  redis.call('DEL', key)
+  for _, item in ipairs(items) do
+    if item ~= 'stop' then give_back(cjson.decode(item)[3][1], worker, nil, ready, known) end
+  end
+end
+
+-- Whether job `id`, leased to `worker`, still sits in the worker's hand-off list
+-- (it never reached the worker); if so it leaves the list.
+local function undelivered(id, worker)
+  local key = handoff_key(worker)
+  for _, item in ipairs(redis.call('LRANGE', key, 0, -1)) do
+    if item ~= 'stop' and cjson.decode(item)[3][1] == id then
+      redis.call('LREM', key, 1, item)
+      return true
+    end
+  end
+  return false
 end
 
 -- Counts per queue and minute: `tallies` maps a queue to {processed, failed}; kept

@@ -8,6 +8,14 @@ local worker, lease, left = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local lease_until = fmt(NOW + lease)
 local out = {SNOW, lease_until}
 local adds, rems = {}, {}  -- the claimed jobs' index entries, written at the end
+-- The worker waits no more: no job is handed to it now. One handed to it after its
+-- wait ended is given back, at its place, and claimed below like the others.
+redis.call('HDEL', WAITERS, worker)
+do
+  local back, known = {}, {}
+  take_back_handed(worker, back, known)
+  notify(back)
+end
 for k = 5, #ARGV do
   local q = ARGV[k]
   local due = redis.call('ZRANGEBYSCORE', due_key(q), '-inf', SNOW, 'LIMIT', 0, 1000)

@@ -7,6 +7,8 @@
 -- A job's hash is written at once (a later job of the batch may read it through its
 -- unique key); the index entries of the batch are added at the end, a few commands
 -- for all of them: each redis.call costs about as much again as the command it runs.
+-- A job ready now goes to a worker blocked in wait on its queue if there is one,
+-- claimed for it (hand_off), and into no index.
 local width = tonumber(ARGV[2])
 -- Fields written only when given: their offset in a job's arguments.
 local OPTIONAL = {{'task', 2}, {'retry', 6}, {'timeout', 7}, {'unique_key', 9},
@@ -30,6 +32,7 @@ local ready = {}
 local known = {}
 local seen = {}
 local adds = {}
+local unwatched = {}  -- queues with no worker waiting to be handed a job
 
 for a = 3, #ARGV, width do
   local id, q = ARGV[a], ARGV[a + 1]
@@ -73,10 +76,20 @@ for a = 3, #ARGV, width do
       redis.call('HSETNX', P .. 'queues', q, SNOW)
       known[q] = true
     end
-    -- park and move of the prelude, deferred: the waiting index, then the state index.
-    park_later(adds, q, id, state, ARGV[a + 3], srun_at)
-    if state == 'queued' then ready[q] = (ready[q] or 0) + 1 end
-    add_later(adds, state_key(q, state), '0', id)
+    local worker, lease
+    if state == 'queued' and not unwatched[q] then
+      worker, lease = take_waiter(q)
+      unwatched[q] = not worker
+    end
+    if worker then
+      -- Answered as queued, as stored: the hand-off is a claim that follows.
+      hand_off(id, worker, lease)
+    else
+      -- park and move of the prelude, deferred: the waiting index, then the state index.
+      park_later(adds, q, id, state, ARGV[a + 3], srun_at)
+      if state == 'queued' then ready[q] = (ready[q] or 0) + 1 end
+      add_later(adds, state_key(q, state), '0', id)
+    end
     out[#out + 1] = state
   end
 end

@@ -1,7 +1,8 @@
 -- Running jobs whose lease ran out (at most ARGV[2]): waiting again (the claim counted
 -- the attempt), poisoned when attempts are spent, cancelled when a cancel was asked.
 -- The lost run counts as processed and failed, as a raising task would, also in the
--- counts per minute (kept ARGV[3] seconds). Answers the recovered jobs' fields.
+-- counts per minute (kept ARGV[3] seconds). A job handed to a worker that never took
+-- it is only given back. Answers the recovered jobs' fields (not those given back).
 local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. SNOW, 'LIMIT', 0,
   tonumber(ARGV[2]))
 local out = {}
@@ -14,7 +15,11 @@ for _, id in ipairs(expired) do
   local f = redis.call('HMGET', key, 'state', 'attempts', 'max_attempts', 'worker_id', 'steps',
     'current_step', 'errors', 'queue', 'priority', 'unique_key')
   local current, q = f[1], f[8]
-  if current == 'running' or current == 'cancelling' then
+  if f[4] and f[4] ~= '' and undelivered(id, f[4]) then
+    -- Handed to a worker that died (or stopped) waiting: it never ran, and costs
+    -- no attempt.
+    give_back(id, f[4], nil, ready, known)
+  elseif current == 'running' or current == 'cancelling' then
     local state = 'queued'
     if current == 'cancelling' then
       state = 'cancelled'
