@@ -14,7 +14,8 @@ Worker:    ``conveyor worker -i conveyor_redis_adapter:app -q default -c 50
            --fetch 100 --prefetch 100 --processes 2``: two worker processes under
            one supervisor, each one asyncio loop with 50 slots and up to 100 jobs
            claimed ahead (one claim script call per fetch, outcomes one finish script
-           call per batch), woken by pub/sub; the job bodies are the async ones of
+           call per batch), woken by BLPOP on wake-up lists (an idle worker is
+           handed a new job in that BLPOP's answer); the job bodies are the async ones of
            ``peers.common``.
 """
 

@@ -8,7 +8,9 @@ that runs out is recovered by any worker. Every time comes from Redis' ``TIME``.
 
 An idle worker blocks (BLPOP) on its queues' wake-up lists, where each job made
 ready leaves a token: one token wakes one worker, and a token waits for a worker
-that is not blocked yet, so no wake-up is lost.
+that is not blocked yet, so no wake-up is lost. A job enqueued while a worker
+waits is handed to it instead, claimed, on a list of the worker's own that the
+same BLPOP watches (``wait_for_jobs``).
 
 Finished jobs are kept for a while and then removed by the scripts that finish
 jobs (URL options ``keep_succeeded``, ``keep_failed``), so the store stays bounded
