@@ -709,8 +709,12 @@ class RedisBackend(Backend):
             # meanwhile is given back when its lease runs out (recover.lua).
             logger.warning("worker %s left its wait without a word to Redis: %s", worker, exc)
         finally:
-            if pop is not None and not pop.done():
-                pop.cancel()
+            if pop is not None:
+                if pop.done():
+                    if not pop.cancelled():
+                        pop.exception()  # retrieved: asyncio would log it as lost
+                else:
+                    pop.cancel()
 
     async def watch(self, job_id: str, version: int, timeout: float) -> Job | None:
         loop = asyncio.get_running_loop()
