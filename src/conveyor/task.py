@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from conveyor.exceptions import InvalidJob, TaskNotFound
+from conveyor.garbage import collector_paused
 from conveyor.job import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RETRY,
@@ -133,8 +134,9 @@ class Task:
 
     def enqueue_many(self, calls: Iterable[Sequence[Any] | Mapping[str, Any]]) -> list[JobHandle]:
         """One job per item (a sequence of args, or a mapping of kwargs), one round trip."""
-        jobs = [self._prepare_item(c) for c in calls]
-        return self.app.enqueue_jobs(jobs, built_here=True, connection=self._connection)
+        with collector_paused():
+            jobs = [self._prepare_item(c) for c in calls]
+            return self.app.enqueue_jobs(jobs, built_here=True, connection=self._connection)
 
     async def enqueue_many_async(
         self, calls: Iterable[Sequence[Any] | Mapping[str, Any]]

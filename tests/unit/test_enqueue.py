@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import math
 import time
 from pathlib import Path
@@ -234,6 +235,35 @@ def test_enqueue_middleware_sees_every_job(app: Conveyor) -> None:
     def t() -> None: ...
 
     assert t.enqueue().job.metadata == {"stamped": True}
+
+
+def test_a_bulk_enqueue_pauses_the_cyclic_collector_and_restores_it(app: Conveyor) -> None:
+    # Given a middleware that notes whether the collector runs while a batch is stored
+    seen: list[bool] = []
+
+    @app.before_enqueue
+    def note(job):
+        seen.append(gc.isenabled())
+        return job
+
+    @app.task(name="t")
+    def t(i: int) -> None: ...
+
+    # When a batch is enqueued with the collector on, and then with it turned off
+    t.enqueue_many([[1], [2]])
+    on_after = gc.isenabled()
+    gc.disable()
+    try:
+        t.enqueue_many([[3]])
+        off_after = gc.isenabled()
+    finally:
+        gc.enable()
+
+    # Then the collector was off while each batch was made and stored, came back on
+    # after the first, and stayed off after the second (not turned on by conveyor)
+    assert seen == [False, False, False]
+    assert (on_after, off_after) == (True, False)
+    assert stored_count(app) == 3
 
 
 def test_an_import_path_finds_the_registered_task_with_its_options(
