@@ -303,17 +303,25 @@ local function take_waiter(q)
   end
 end
 
--- Claim job `id` (queued, in no index yet) for `worker` and push it to the worker's
--- hand-off list, as a claim would answer it (the fields before the claim).
-local function hand_off(id, worker, lease)
-  local key = job_key(id)
+-- Claim a new job for `worker`. `fields`: the job's hash as the enqueue is about to
+-- write it (name, value, ...; queued, attempts 0, version 1), to which the claim's
+-- changes are made here, so that one HSET writes both. The job enters the lease set,
+-- and the worker's hand-off list gets it as a claim answers it (the fields before).
+local CLAIMED = {state = 'running', attempts = '1', version = '2'}
+local function hand_off(id, worker, lease, fields)
   local lease_until = fmt(NOW + tonumber(lease))
-  local v = redis.call('HMGET', key, unpack(JOB_FIELDS))
-  local started = v[F_STARTED_AT]
-  if not started or started == '' then started = SNOW end
-  redis.call('HSET', key, 'state', 'running', 'worker_id', worker, 'lease_until', lease_until,
-    'updated_at', SNOW, 'started_at', started, 'attempts', v[F_ATTEMPTS] + 1,
-    'version', v[F_VERSION] + 1)
+  local named = {}
+  for i = 1, #fields, 2 do
+    local name = fields[i]
+    named[name] = fields[i + 1]
+    if CLAIMED[name] then fields[i + 1] = CLAIMED[name] end
+  end
+  local v = {}
+  for i, name in ipairs(JOB_FIELDS) do v[i] = named[name] or false end
+  local n = #fields
+  fields[n + 1], fields[n + 2] = 'worker_id', worker
+  fields[n + 3], fields[n + 4] = 'lease_until', lease_until
+  fields[n + 5], fields[n + 6] = 'started_at', SNOW
   redis.call('ZADD', LEASES, lease_until, id)
   redis.call('RPUSH', handoff_key(worker), cjson.encode({SNOW, lease_until, v}))
 end

@@ -67,6 +67,13 @@ for a = 3, #ARGV, width do
         fields[#fields + 1] = value
       end
     end
+    local worker, lease
+    if state == 'queued' and not unwatched[q] then
+      worker, lease = take_waiter(q)
+      unwatched[q] = not worker
+    end
+    -- Answered as queued, as stored: the hand-off is a claim that follows.
+    if worker then hand_off(id, worker, lease, fields) end
     redis.call('HSET', key, unpack(fields))
     if unique_key ~= '' then
       redis.call('HSET', P .. 'unique', unique_key, id)
@@ -76,15 +83,7 @@ for a = 3, #ARGV, width do
       redis.call('HSETNX', P .. 'queues', q, SNOW)
       known[q] = true
     end
-    local worker, lease
-    if state == 'queued' and not unwatched[q] then
-      worker, lease = take_waiter(q)
-      unwatched[q] = not worker
-    end
-    if worker then
-      -- Answered as queued, as stored: the hand-off is a claim that follows.
-      hand_off(id, worker, lease)
-    else
+    if not worker then
       -- park and move of the prelude, deferred: the waiting index, then the state index.
       park_later(adds, q, id, state, ARGV[a + 3], srun_at)
       if state == 'queued' then ready[q] = (ready[q] or 0) + 1 end
