@@ -136,6 +136,7 @@ class Worker:
         self._running: dict[str, _Running] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._waiter: asyncio.Future[tuple[bool, list[Job]]] | None = None  # the idle wait
         self._stop_now = False
         self._started_jobs = 0
         self._held: collections.deque[Job] = collections.deque()  # claimed, not started
@@ -165,6 +166,8 @@ class Worker:
                 self._recorder.give_up = True
         self._stopping.set()
         self._slot_freed.set()
+        if self._waiter is not None:
+            self._waiter.cancel()  # the idle wait ends now (see _idle)
 
     @property
     def stopping(self) -> bool:
@@ -218,7 +221,8 @@ class Worker:
         backoff = 0.0
         failing_since: float | None = None  # first failed claim of the current streak
         while not self._stopping.is_set():
-            self._start_buffered()
+            if self._start_buffered():
+                await _let_started_jobs_begin()
             if max_jobs is not None and self._started_jobs >= max_jobs:
                 logger.info("worker %s ran %d jobs (--max-jobs): recycling", self.id, max_jobs)
                 self._stopping.set()
@@ -267,7 +271,8 @@ class Worker:
                 self._to_release.extend(jobs)  # claimed as the stop arrived: not started
                 break
             self._held.extend(jobs)
-            self._start_buffered()
+            if self._start_buffered():
+                await _let_started_jobs_begin()
             if len(jobs) < limit and not self._held:
                 # Fewer than asked: the queues are empty now. Wait for the store's
                 # wake-up rather than claim again at once: a job just claimed starts
@@ -282,14 +287,17 @@ class Worker:
             room = min(room, self.config.max_jobs - self._started_jobs - len(self._held))
         return room
 
-    def _start_buffered(self) -> None:
+    def _start_buffered(self) -> int:
         """Start held jobs while slots are free (also called as each job ends, so a
-        freed slot is filled at once, without waiting for a claim)."""
+        freed slot is filled at once, without waiting for a claim); how many."""
         max_jobs = self.config.max_jobs
+        started = 0
         while self._held and self._free_slots() > 0 and not self._stopping.is_set():
             if max_jobs is not None and self._started_jobs >= max_jobs:
-                return
+                break
             self._start(self._held.popleft())
+            started += 1
+        return started
 
     def _free_slots(self) -> int:
         # A thread still running a timed-out sync task holds its slot until it returns.
@@ -301,35 +309,40 @@ class Worker:
 
     async def _idle(self, backend: Backend) -> None:
         """Sleep until the store signals work (or hands a job over), a stop, or
-        ``interval``."""
-        waiter = asyncio.create_task(
+        ``interval``. A stop cancels the wait (``request_stop``); the wait is awaited
+        itself, not raced against the stop in ``asyncio.wait``, which took two more
+        turns of the loop and a task per wait between a hand-off and the job's start."""
+        if self._stopping.is_set():
+            return
+        waiter = self._waiter = asyncio.ensure_future(
             backend.wait_for_jobs(
                 self.config.queues, self.id, self.config.lease, self.config.interval
             )
         )
-        stopper = asyncio.create_task(self._stopping.wait())
-        done, pending = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        if waiter in done:
-            try:
-                woke, handed = waiter.result()
-            except ConveyorError as exc:
-                # Not ``interval`` (which may be long when the store wakes workers): the
-                # store that failed may be back already, with work that came meanwhile
-                # and whose wake-up was lost. Claims take their own backoff if it is not.
-                logger.error("waiting for work failed: %s", exc)
-                await self._sleep_unless_stopped(min(self.config.interval, WAIT_FAILED_S))
-                return
-            logger.debug(
-                "idle wait ended: %s",
-                f"{len(handed)} handed over" if handed else "store changed" if woke else "interval",
-            )
-            if self._stopping.is_set():
-                self._to_release.extend(handed)
-            else:
-                self._held.extend(handed)
+        try:
+            woke, handed = await waiter
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not waiter.cancelled() or (current is not None and current.cancelling()):
+                raise  # this task is cancelled, not just its wait
+            return  # stopped
+        except ConveyorError as exc:
+            # Not ``interval`` (which may be long when the store wakes workers): the
+            # store that failed may be back already, with work that came meanwhile
+            # and whose wake-up was lost. Claims take their own backoff if it is not.
+            logger.error("waiting for work failed: %s", exc)
+            await self._sleep_unless_stopped(min(self.config.interval, WAIT_FAILED_S))
+            return
+        finally:
+            self._waiter = None
+        logger.debug(
+            "idle wait ended: %s",
+            f"{len(handed)} handed over" if handed else "store changed" if woke else "interval",
+        )
+        if self._stopping.is_set():
+            self._to_release.extend(handed)
+        else:
+            self._held.extend(handed)
 
     def _start(self, job: Job) -> None:
         try:
@@ -616,6 +629,13 @@ class Worker:
         logger.info("worker %s stopped after %d job(s)", self.id, self.info.processed)
         if self._keeper_failed:
             raise RuntimeError("a lease keeper of the worker failed; see the log above")
+
+
+async def _let_started_jobs_begin() -> None:
+    """One turn of the event loop: the tasks of jobs just started run to their first
+    wait before the claim loop's next claim or wait does its own work in between
+    (the pickup latency of W3 is measured at the job's first line)."""
+    await asyncio.sleep(0)
 
 
 def _broken(job: Job, message: str, kind: str = "WorkerError") -> dict[str, object]:
