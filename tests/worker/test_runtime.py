@@ -427,3 +427,36 @@ def test_a_registered_only_worker_refuses_import_paths(app: Conveyor) -> None:
         return str(await handle.wait_async(10))
 
     assert run_with_worker(app, scenario, registered_only=True) == "ran"
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_a_stop_ends_an_idle_wait_at_once_and_a_job_enqueued_while_waiting_runs(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("redis_url") if store == "redis" else f"sqlite:///{tmp_path}/j.db"
+    app = Conveyor(url)
+
+    @app.task(name="t")
+    async def t(i: int) -> int:
+        return i
+
+    async def main() -> Any:
+        # Given a worker whose idle waits last an hour
+        worker = Worker(app, WorkerConfig(lease=30.0, interval=3600.0))
+        running = asyncio.create_task(worker.run())
+        try:
+            await asyncio.sleep(0.3)
+            # When a job is enqueued while it waits (on Redis: handed to it), and then
+            # the worker is asked to stop while it waits again
+            handle = await t.enqueue_async(7)
+            result = await asyncio.wait_for(handle.wait_async(), 30)
+            await asyncio.sleep(0.3)
+            worker.request_stop()
+            # Then the worker ends without waiting out its hour (wait_for fails after 30 s)
+            await asyncio.wait_for(running, 30)
+            return result
+        finally:
+            await app.aclose()
+
+    # And the job ran
+    assert asyncio.run(main()) == 7
