@@ -12,6 +12,7 @@ from typing import Any, TypeVar, overload
 from conveyor.backends import create_backend
 from conveyor.backends.base import Backend
 from conveyor.exceptions import ConfigError, InvalidJob, TaskNotFound
+from conveyor.garbage import collector_paused
 from conveyor.handle import JobHandle
 from conveyor.job import Job, Priority, RetryPolicy, parse_priority
 from conveyor.portal import portal
@@ -254,7 +255,8 @@ class Conveyor:
 
     def enqueue_many(self, jobs: Iterable[Job]) -> list[JobHandle]:
         """Store prepared jobs (``task.prepare(...)``) in one round trip."""
-        return self.enqueue_jobs(list(jobs))
+        with collector_paused():  # see Task.enqueue_many
+            return self.enqueue_jobs(list(jobs))
 
     async def enqueue_many_async(self, jobs: Iterable[Job]) -> list[JobHandle]:
         return await self.enqueue_jobs_async(list(jobs))

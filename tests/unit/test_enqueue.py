@@ -249,8 +249,10 @@ def test_a_bulk_enqueue_pauses_the_cyclic_collector_and_restores_it(app: Conveyo
     @app.task(name="t")
     def t(i: int) -> None: ...
 
-    # When a batch is enqueued with the collector on, and then with it turned off
+    # When batches are enqueued with the collector on (by the task and by the app), and
+    # then with it turned off
     t.enqueue_many([[1], [2]])
+    app.enqueue_many([t.prepare(4)])
     on_after = gc.isenabled()
     gc.disable()
     try:
@@ -260,10 +262,10 @@ def test_a_bulk_enqueue_pauses_the_cyclic_collector_and_restores_it(app: Conveyo
         gc.enable()
 
     # Then the collector was off while each batch was made and stored, came back on
-    # after the first, and stayed off after the second (not turned on by conveyor)
-    assert seen == [False, False, False]
+    # after the first two, and stayed off after the last (not turned on by conveyor)
+    assert seen == [False, False, False, False]
     assert (on_after, off_after) == (True, False)
-    assert stored_count(app) == 3
+    assert stored_count(app) == 4
 
 
 def test_an_import_path_finds_the_registered_task_with_its_options(
