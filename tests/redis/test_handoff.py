@@ -55,6 +55,14 @@ def _register(
     assert ready == 0
 
 
+def _nothing_left_of_the_wait(backend: RedisBackend, client: redis.Redis, worker: str) -> None:
+    """The worker is registered for no hand-off, its hand-off list is gone, and the
+    indexes agree with the jobs."""
+    assert client.exists(f"{backend.prefix}handoff:{worker}") == 0
+    assert client.hexists(f"{backend.prefix}waiters", worker) == 0
+    check_indexes(client, backend.settings.namespace)
+
+
 def test_a_job_enqueued_while_a_worker_waits_comes_to_it_claimed(
     factory: BackendFactory, backend: RedisBackend, client: redis.Redis
 ) -> None:
@@ -140,9 +148,7 @@ def test_a_job_handed_over_after_the_wait_ended_is_claimed_with_one_attempt(
         1,
         claimed[0].version,
     )
-    assert client.exists(f"{backend.prefix}handoff:w") == 0
-    assert client.hexists(f"{backend.prefix}waiters", "w") == 0
-    check_indexes(client, backend.settings.namespace)
+    _nothing_left_of_the_wait(backend, client, "w")
 
 
 def test_a_job_handed_to_a_worker_that_died_waiting_runs_later_without_a_lost_attempt(
@@ -186,9 +192,7 @@ def test_an_unregistering_worker_gives_back_what_was_handed_to_it(
     # Then the job waits again with no attempt spent, and the worker's keys are gone
     stored = run(backend.get(job.id))
     assert (stored.state, stored.attempts, stored.worker_id) == (State.QUEUED, 0, None)
-    assert client.exists(f"{backend.prefix}handoff:w") == 0
-    assert client.hexists(f"{backend.prefix}waiters", "w") == 0
-    check_indexes(client, backend.settings.namespace)
+    _nothing_left_of_the_wait(backend, client, "w")
 
 
 def test_a_registration_lapses_with_its_wait(
@@ -252,9 +256,7 @@ def test_a_wait_cancelled_with_a_handed_job_on_its_way_gives_the_job_back(
     assert cancelled
     stored = factory.run(backend.get(job.id))
     assert (stored.state, stored.attempts, stored.worker_id) == (State.QUEUED, 0, None)
-    assert client.exists(f"{backend.prefix}handoff:w") == 0
-    assert client.hexists(f"{backend.prefix}waiters", "w") == 0
-    check_indexes(client, backend.settings.namespace)
+    _nothing_left_of_the_wait(backend, client, "w")
 
 
 def test_a_cancelled_wait_leaves_no_registration(
