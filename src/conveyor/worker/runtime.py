@@ -136,7 +136,8 @@ class Worker:
         self._running: dict[str, _Running] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._waiter: asyncio.Future[tuple[bool, list[Job]]] | None = None  # the idle wait
+        self._idle_task: asyncio.Task[object] | None = None  # the claim loop, while it waits
+        self._stop_cancelled = False  # request_stop cancelled that wait
         self._stop_now = False
         self._started_jobs = 0
         self._held: collections.deque[Job] = collections.deque()  # claimed, not started
@@ -166,8 +167,9 @@ class Worker:
                 self._recorder.give_up = True
         self._stopping.set()
         self._slot_freed.set()
-        if self._waiter is not None:
-            self._waiter.cancel()  # the idle wait ends now (see _idle)
+        if self._idle_task is not None and not self._stop_cancelled:
+            self._stop_cancelled = True
+            self._idle_task.cancel()  # the idle wait ends now (see _idle)
 
     @property
     def stopping(self) -> bool:
@@ -309,23 +311,21 @@ class Worker:
 
     async def _idle(self, backend: Backend) -> None:
         """Sleep until the store signals work (or hands a job over), a stop, or
-        ``interval``. A stop cancels the wait (``request_stop``); the wait is awaited
-        itself, not raced against the stop in ``asyncio.wait``, which took two more
-        turns of the loop and a task per wait between a hand-off and the job's start."""
+        ``interval``. A stop cancels the wait (``request_stop``), which this swallows.
+        The wait runs in the claim loop's own task: in a task of its own, raced against
+        the stop in ``asyncio.wait``, it took a task per wait and three more turns of
+        the loop between a hand-off and the job's start."""
         if self._stopping.is_set():
             return
-        waiter = self._waiter = asyncio.ensure_future(
-            backend.wait_for_jobs(
+        task = self._idle_task = asyncio.current_task()
+        try:
+            woke, handed = await backend.wait_for_jobs(
                 self.config.queues, self.id, self.config.lease, self.config.interval
             )
-        )
-        try:
-            woke, handed = await waiter
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if not waiter.cancelled() or (current is not None and current.cancelling()):
-                raise  # this task is cancelled, not just its wait
-            return  # stopped
+            if self._stop_cancelled and task is not None and task.uncancel() == 0:
+                return  # the stop's cancel, and nobody else's
+            raise
         except ConveyorError as exc:
             # Not ``interval`` (which may be long when the store wakes workers): the
             # store that failed may be back already, with work that came meanwhile
@@ -334,7 +334,8 @@ class Worker:
             await self._sleep_unless_stopped(min(self.config.interval, WAIT_FAILED_S))
             return
         finally:
-            self._waiter = None
+            self._idle_task = None
+            self._stop_cancelled = False
         logger.debug(
             "idle wait ended: %s",
             f"{len(handed)} handed over" if handed else "store changed" if woke else "interval",
