@@ -67,8 +67,7 @@ class Wakeups(abc.ABC):
             left = deadline - loop.time()
             if left <= 0:
                 return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+            await _until(self._changed, left)
         return True
 
     def _wake(self, queue: str | None) -> None:
@@ -96,8 +95,15 @@ class Wakeups(abc.ABC):
                 return False
             changed = self._changed
             if not self._listening:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(left, self.fallback))
+                await _until(changed, min(left, self.fallback))
                 return True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), left)
+            await _until(changed, left)
+
+
+async def _until(event: asyncio.Event, seconds: float) -> None:
+    """Until ``event`` is set or ``seconds`` pass. ``asyncio.timeout``, not
+    ``asyncio.wait_for``: wait_for runs the wait in a task of its own (Python 3.11),
+    a task and two more turns of the loop between a notification and the waiter."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
