@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
+import time
 from collections import Counter
 
 import pytest
@@ -89,6 +91,44 @@ def test_kill_9_of_a_waiting_worker_loses_no_job_enqueued_after_it(
     job = handle.job
     assert (job.attempts, job.errors) == (1, [])
     assert sorted(worker_env.lines("runs")) == ["0", "1"]
+
+
+def test_workers_stopped_and_killed_while_jobs_arrive_lose_none_and_count_each_run_once(
+    worker_env: WorkerEnv,
+) -> None:
+    # Given workers that get jobs while they wait (on Redis: handed over) and are then
+    # stopped with SIGTERM, or killed with SIGKILL every third time, with more jobs
+    # enqueued while they stop
+    tasks = worker_env.tasks
+    rng = random.Random(7)
+    handles = []
+    for cycle in range(6):
+        proc = worker_env.start_worker(
+            "-c", "4", "--processes", "2", "--lease", "2", "--interval", "5"
+        )
+        time.sleep(rng.uniform(0.4, 0.7))  # up, and waiting
+        for _ in range(rng.randint(4, 8)):
+            handles.append(tasks.record.enqueue(len(handles)))
+            time.sleep(rng.uniform(0, 0.01))
+        os.killpg(proc.pid, signal.SIGKILL if cycle % 3 == 2 else signal.SIGTERM)
+        for _ in range(rng.randint(0, 3)):
+            handles.append(tasks.record.enqueue(len(handles)))
+        proc.wait(30)
+
+    # When one more worker runs until every job has ended
+    worker_env.start_worker("--lease", "2")
+    worker_env.wait_until(
+        "every job succeeded",
+        lambda: all(h.refresh().state is State.SUCCEEDED for h in handles),
+        60,
+    )
+
+    # Then each job ran, and each counted exactly the attempts it ran: a job handed to
+    # or claimed by a worker that stopped or died before starting it cost none
+    runs = Counter(worker_env.lines("runs"))
+    for i, handle in enumerate(handles):
+        assert runs[str(i)] >= 1, f"job {i} never ran"
+        assert handle.job.attempts == runs[str(i)], (i, handle.job.attempts, runs[str(i)])
 
 
 def test_sigterm_lets_running_jobs_finish(worker_env: WorkerEnv) -> None:
