@@ -268,63 +268,10 @@ end
 
 -- Hand-offs: a job enqueued while a worker blocks in wait goes to that worker,
 -- claimed, in the answer to its BLPOP (one round trip, not a wake-up and a claim).
+-- enqueue.lua makes them; ready.lua registers the waiting worker. Here what several
+-- scripts share (each script runs the whole prelude on every call).
 local WAITERS = P .. 'waiters'
 local function handoff_key(worker) return P .. 'handoff:' .. worker end
-
--- A worker registered on queue q that a job made ready on q now can be handed to:
--- its id and lease seconds, or nil. Its registration is used up (one job per wait).
--- Nil too when q is paused, or a queue the worker waits on has ready jobs: those
--- come first (strict order), and their wake-up tokens wake it.
-local function take_waiter(q)
-  local waiting = P .. 'waiting:' .. q
-  while true do
-    local worker = redis.call('RPOP', waiting)
-    if not worker then return nil end
-    local registration = redis.call('HGET', WAITERS, worker)
-    if registration then
-      local r = cjson.decode(registration)
-      if tonumber(r[2]) < NOW then
-        redis.call('HDEL', WAITERS, worker)  -- its wait is over: it claims anyway
-      else
-        local first = redis.call('SISMEMBER', P .. 'paused', q) == 1
-        for _, wq in ipairs(r[3]) do
-          if first then break end
-          first = redis.call('ZCARD', ready_key(wq)) > 0
-            and redis.call('SISMEMBER', P .. 'paused', wq) == 0
-        end
-        if first then
-          redis.call('RPUSH', waiting, worker)  -- keeps its turn
-          return nil
-        end
-        redis.call('HDEL', WAITERS, worker)
-        return worker, r[1]
-      end
-    end
-  end
-end
-
--- Claim a new job for `worker`. `fields`: the job's hash as the enqueue is about to
--- write it (name, value, ...; queued, attempts 0, version 1), to which the claim's
--- changes are made here, so that one HSET writes both. The job enters the lease set,
--- and the worker's hand-off list gets it as a claim answers it (the fields before).
-local CLAIMED = {state = 'running', attempts = '1', version = '2'}
-local function hand_off(id, worker, lease, fields)
-  local lease_until = fmt(NOW + tonumber(lease))
-  local named = {}
-  for i = 1, #fields, 2 do
-    local name = fields[i]
-    named[name] = fields[i + 1]
-    if CLAIMED[name] then fields[i + 1] = CLAIMED[name] end
-  end
-  local v = {}
-  for i, name in ipairs(JOB_FIELDS) do v[i] = named[name] or false end
-  local n = #fields
-  fields[n + 1], fields[n + 2] = 'worker_id', worker
-  fields[n + 3], fields[n + 4] = 'lease_until', lease_until
-  fields[n + 5], fields[n + 6] = 'started_at', SNOW
-  redis.call('ZADD', LEASES, lease_until, id)
-  redis.call('RPUSH', handoff_key(worker), cjson.encode({SNOW, lease_until, v}))
-end
 
 -- Jobs handed to `worker` that it did not take (its wait ended first): given back,
 -- the list emptied.
@@ -336,19 +283,6 @@ local function take_back_handed(worker, ready, known)
   for _, item in ipairs(items) do
     if item ~= 'stop' then give_back(cjson.decode(item)[3][1], worker, nil, ready, known) end
   end
-end
-
--- Whether job `id`, leased to `worker`, still sits in the worker's hand-off list
--- (it never reached the worker); if so it leaves the list.
-local function undelivered(id, worker)
-  local key = handoff_key(worker)
-  for _, item in ipairs(redis.call('LRANGE', key, 0, -1)) do
-    if item ~= 'stop' and cjson.decode(item)[3][1] == id then
-      redis.call('LREM', key, 1, item)
-      return true
-    end
-  end
-  return false
 end
 
 -- Counts per queue and minute: `tallies` maps a queue to {processed, failed}; kept

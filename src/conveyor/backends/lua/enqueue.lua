@@ -9,6 +9,62 @@
 -- for all of them: each redis.call costs about as much again as the command it runs.
 -- A job ready now goes to a worker blocked in wait on its queue if there is one,
 -- claimed for it (hand_off), and into no index.
+
+-- A worker registered on queue q that a job made ready on q now can be handed to:
+-- its id and lease seconds, or nil. Its registration is used up (one job per wait).
+-- Nil too when q is paused, or a queue the worker waits on has ready jobs: those
+-- come first (strict order), and their wake-up tokens wake it.
+local function take_waiter(q)
+  local waiting = P .. 'waiting:' .. q
+  while true do
+    local worker = redis.call('RPOP', waiting)
+    if not worker then return nil end
+    local registration = redis.call('HGET', WAITERS, worker)
+    if registration then
+      local r = cjson.decode(registration)
+      if tonumber(r[2]) < NOW then
+        redis.call('HDEL', WAITERS, worker)  -- its wait is over: it claims anyway
+      else
+        local first = redis.call('SISMEMBER', P .. 'paused', q) == 1
+        for _, wq in ipairs(r[3]) do
+          if first then break end
+          first = redis.call('ZCARD', ready_key(wq)) > 0
+            and redis.call('SISMEMBER', P .. 'paused', wq) == 0
+        end
+        if first then
+          redis.call('RPUSH', waiting, worker)  -- keeps its turn
+          return nil
+        end
+        redis.call('HDEL', WAITERS, worker)
+        return worker, r[1]
+      end
+    end
+  end
+end
+
+-- Claim a new job for `worker`. `fields`: the job's hash as the enqueue is about to
+-- write it (name, value, ...; queued, attempts 0, version 1), to which the claim's
+-- changes are made here, so that one HSET writes both. The job enters the lease set,
+-- and the worker's hand-off list gets it as a claim answers it (the fields before).
+local CLAIMED = {state = 'running', attempts = '1', version = '2'}
+local function hand_off(id, worker, lease, fields)
+  local lease_until = fmt(NOW + tonumber(lease))
+  local named = {}
+  for i = 1, #fields, 2 do
+    local name = fields[i]
+    named[name] = fields[i + 1]
+    if CLAIMED[name] then fields[i + 1] = CLAIMED[name] end
+  end
+  local v = {}
+  for i, name in ipairs(JOB_FIELDS) do v[i] = named[name] or false end
+  local n = #fields
+  fields[n + 1], fields[n + 2] = 'worker_id', worker
+  fields[n + 3], fields[n + 4] = 'lease_until', lease_until
+  fields[n + 5], fields[n + 6] = 'started_at', SNOW
+  redis.call('ZADD', LEASES, lease_until, id)
+  redis.call('RPUSH', handoff_key(worker), cjson.encode({SNOW, lease_until, v}))
+end
+
 local width = tonumber(ARGV[2])
 -- Fields written only when given: their offset in a job's arguments.
 local OPTIONAL = {{'task', 2}, {'retry', 6}, {'timeout', 7}, {'unique_key', 9},

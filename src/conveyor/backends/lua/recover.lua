@@ -3,6 +3,20 @@
 -- The lost run counts as processed and failed, as a raising task would, also in the
 -- counts per minute (kept ARGV[3] seconds). A job handed to a worker that never took
 -- it is only given back. Answers the recovered jobs' fields (not those given back).
+
+-- Whether job `id`, leased to `worker`, still sits in the worker's hand-off list
+-- (it never reached the worker); if so it leaves the list.
+local function undelivered(id, worker)
+  local key = handoff_key(worker)
+  for _, item in ipairs(redis.call('LRANGE', key, 0, -1)) do
+    if item ~= 'stop' and cjson.decode(item)[3][1] == id then
+      redis.call('LREM', key, 1, item)
+      return true
+    end
+  end
+  return false
+end
+
 local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. SNOW, 'LIMIT', 0,
   tonumber(ARGV[2]))
 local out = {}

@@ -39,6 +39,8 @@ BEGIN
     FOR i IN 1 .. coalesce(array_length(p_queues, 1), 0) LOOP
         v_queue := p_queues[i];
         CONTINUE WHEN EXISTS (SELECT 1 FROM {schema}.queues WHERE name = v_queue AND paused);
+        -- Two statements, not one with "p_after_id[i] IS NULL OR (...) > (...)": the
+        -- plan PL/pgSQL caches must be able to start the index scan at `after`.
         IF p_after_id[i] IS NULL THEN
             RETURN QUERY
                 WITH picked AS (
