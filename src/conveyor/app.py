@@ -14,7 +14,7 @@ from conveyor.backends.base import Backend
 from conveyor.exceptions import ConfigError, InvalidJob, TaskNotFound
 from conveyor.garbage import collector_paused
 from conveyor.handle import JobHandle
-from conveyor.job import Job, Priority, RetryPolicy, parse_priority
+from conveyor.job import DEFAULT_RETRY, Job, Priority, RetryPolicy, parse_priority
 from conveyor.portal import portal
 from conveyor.task import (
     ExecutorKind,
@@ -357,7 +357,9 @@ class Conveyor:
 
 def _policy(retry: RetryPolicy | dict[str, Any] | None) -> RetryPolicy:
     if retry is None:
-        return RetryPolicy()
+        # The shared default (frozen): the stores test a job's policy for it by identity
+        # first, which saves a field-by-field comparison per job enqueued.
+        return DEFAULT_RETRY
     if isinstance(retry, RetryPolicy):
         return retry
     return RetryPolicy.from_dict(retry)

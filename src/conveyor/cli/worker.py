@@ -20,7 +20,7 @@ from conveyor.backends import redact_url as redact
 from conveyor.cli.api import HostOption, PortOption, announce, dev_keys
 from conveyor.cli.common import IncludeOption, UrlOption, console, load, with_store
 from conveyor.cli.parsing import split_list
-from conveyor.eventloop import run_loop
+from conveyor.eventloop import loop_factory, run_loop
 from conveyor.exceptions import ConfigError
 from conveyor.loader import import_include
 from conveyor.portal import portal
@@ -304,6 +304,7 @@ def _supervise(
     # not N children failing and being restarted over and over.
     with_store(app.url, lambda backend: backend.now())
     portal.stop()  # no threads may be alive when the children are forked
+    loop_factory()  # imported once here, not in every child
     logger.info(
         "supervisor %d started: %d worker process(es), queues %s, concurrency %d each, store %s",
         os.getpid(),
