@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from conveyor.backends.base import Backend, Stats, WorkerInfo
 from conveyor.cli.common import (
@@ -58,6 +56,9 @@ def workers(
     if not found:
         out.print("No workers.")
         return
+    from rich.markup import escape
+    from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
+
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in (
         "HOST",
@@ -112,6 +113,9 @@ def stats(
     if json_out:
         print_json(figures.to_dict())
         return
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(justify="right")

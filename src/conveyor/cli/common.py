@@ -9,16 +9,18 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
 from conveyor.app import Conveyor
 from conveyor.backends import create_backend
 from conveyor.backends.base import Backend
 from conveyor.exceptions import ConfigError, QueueNotFound
 from conveyor.loader import load_app
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 T = TypeVar("T")
 
@@ -94,11 +96,15 @@ async def require_queue(backend: Backend, name: str) -> None:
 def console() -> Console:
     """stdout for humans. Made per call so that it sees the streams and $COLUMNS of
     this invocation; wide when piped so that lines are not folded at 80 columns."""
+    from rich.console import Console
+
     wide = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
     return Console(highlight=False, width=160 if wide else None)
 
 
 def err_console() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False)
 
 

@@ -26,8 +26,6 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.text import Text
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
@@ -87,6 +85,9 @@ def one_line(text: str) -> str:
 
 def print_error(text: str) -> None:
     """``error: ...`` on stderr, never wrapped (one line per error, for scripts' logs)."""
+    from rich.console import Console
+    from rich.text import Text
+
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     console.print(Text.assemble(("error: ", "bold red"), one_line(text)))
 

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Group
-from rich.markup import escape
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
 
 from conveyor.backends.base import Backend, JobFilter, Page
 from conveyor.cli.common import (
@@ -28,6 +23,11 @@ from conveyor.cli.common import (
 )
 from conveyor.cli.parsing import parse_states
 from conveyor.exceptions import InvalidJob, JobNotFound, JobStateError
+
+if TYPE_CHECKING:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
 from conveyor.job import Job, State
 
 jobs_app = typer.Typer(
@@ -98,6 +98,9 @@ WIDE = 140
 
 
 def _jobs_table(jobs: list[Job], now: float, *, wide: bool) -> Table:
+    from rich.markup import escape
+    from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
+
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("ID", no_wrap=True)  # never folded: it is what people copy
     table.add_column("TASK", overflow="fold")
@@ -154,6 +157,9 @@ def show(
     if json_out:
         print_json(job.to_dict())
         return
+    from rich.panel import Panel
+    from rich.text import Text
+
     out = console()
     out.print(_fields(job, now))
     out.print(_steps(job))
@@ -170,6 +176,9 @@ def show(
 
 
 def _fields(job: Job, now: float) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -207,11 +216,16 @@ def _progress(job: Job) -> str:
     if p.percent is not None:
         text += f" ({p.percent:g}%)"
     if p.message:
+        from rich.markup import escape
+
         text += f" {escape(p.message)}"
     return text
 
 
 def _steps(job: Job) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title="steps", title_justify="left", title_style="bold", header_style="bold")
     for column in ("#", "NAME", "KIND", "CALL", "STATE", "ATTEMPTS", "RESULT / LAST ERROR"):
         table.add_column(column, overflow="fold")
@@ -248,10 +262,15 @@ def _short_json(value: Any) -> str:
 
 
 def _json_text(value: Any) -> Text:
+    from rich.text import Text
+
     return Text(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
 def _error(error: dict[str, Any], now: float) -> Group:
+    from rich.console import Group
+    from rich.text import Text
+
     head = Text.assemble(
         (f"attempt {error.get('attempt', '?')}", "bold"),
         f" · step {error.get('step') or '-'} · {when(error.get('at'), now)} · ",

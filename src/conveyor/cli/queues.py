@@ -6,8 +6,6 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from conveyor.backends.base import Backend, QueueInfo
 from conveyor.cli.common import (
@@ -78,6 +76,9 @@ def list_queues(
     if not queues:
         out.print("No queues.")
         return
+    from rich.markup import escape
+    from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
+
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("QUEUE")
     table.add_column("STATUS")
@@ -114,7 +115,8 @@ def create(
     if json_out:
         print_json({"queue": name, "created": created})
     else:
-        console().print(f"Queue {escape(name)} " + ("created." if created else "already exists."))
+        message = f"Queue {name} " + ("created." if created else "already exists.")
+        console().print(message, markup=False)
 
 
 def _set_paused(
@@ -131,7 +133,7 @@ def _set_paused(
         print_json({"queue": name, "paused": paused})
     else:
         console().print(
-            f"Queue {escape(name)} " + ("paused: workers skip it." if paused else "resumed.")
+            f"Queue {name} " + ("paused: workers skip it." if paused else "resumed."), markup=False
         )
 
 
@@ -177,7 +179,7 @@ def empty(
     if json_out:
         print_json({"queue": name, "deleted": deleted})
     else:
-        console().print(f"Deleted {deleted} job(s) from queue {escape(name)}.")
+        console().print(f"Deleted {deleted} job(s) from queue {name}.", markup=False)
 
 
 @queues_app.command("delete")
@@ -197,7 +199,7 @@ def delete(
     if json_out:
         print_json({"queue": name, "deleted": True, "jobs_deleted": deleted})
     else:
-        console().print(f"Deleted queue {escape(name)} and {deleted} job(s).")
+        console().print(f"Deleted queue {name} and {deleted} job(s).", markup=False)
 
 
 def _confirm(question: str, count: int, yes: bool) -> None:
