@@ -7,6 +7,7 @@ import asyncio
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ import pytest
 
 from conveyor import Conveyor, InvalidJob, JobFailed, Retry, RetryPolicy, State, current_context
 from conveyor.backends.sqlite import SQLiteBackend
+from conveyor.context import TaskContext
 from conveyor.job import Job, new_job_id
-from conveyor.worker.runtime import Worker, WorkerConfig
+from conveyor.testing.harness import make_job
+from conveyor.worker.runtime import Worker, WorkerConfig, _Running
 
 from .test_runtime import run_with_worker
 
@@ -189,3 +192,63 @@ def test_a_timed_out_sync_task_holds_its_slot_until_its_thread_returns(app: Conv
         return str(await second.wait_async(10))
 
     assert run_with_worker(app, scenario, concurrency=1) == "ran"
+
+
+def test_a_late_answer_about_a_lost_lease_spares_a_newer_claim_of_the_job(
+    app: Conveyor,
+) -> None:
+    """A lease extension asks about the runs of the moment; on a slow or returning store
+    the answer may come after the job, its lease lost, was claimed again here. That
+    newer run, and a newer held claim, hold another lease: the answer is not about them."""
+
+    async def scenario() -> tuple[list[str], bool, bool, bool]:
+        worker = Worker(app, WorkerConfig(lease=30.0))
+        backend = await app.backend()
+        await backend.enqueue([make_job(), make_job()])
+        try:
+            # Given a run and a held claim of this worker, with a short lease
+            claimed = await backend.claim(["default"], worker.id, 2, 0.05)
+            old_run, old_held = claimed
+
+            def run_of(job: Job) -> _Running:
+                ctx = TaskContext(job=job, step=job.steps[0], worker_id=worker.id)
+                task = asyncio.create_task(asyncio.sleep(30))
+                return _Running(job, ctx, task, time.monotonic())
+
+            worker._running[old_run.id] = run_of(old_run)
+            worker._held.append(old_held)
+            # And a lease extension asking about them, whose answer comes late: both
+            # leases ran out and were taken back meanwhile
+            asked = worker._asked()
+            await asyncio.sleep(0.1)
+            assert len(await backend.recover_expired()) == 2
+            status = await backend.extend([old_run.id, old_held.id], worker.id, 30.0)
+
+            # When the answer arrives after the worker claimed both jobs again
+            newer = run_of(replace(old_run, attempts=old_run.attempts + 1))
+            worker._running[old_run.id] = newer
+            worker._held.clear()
+            worker._held.append(replace(old_held, attempts=old_held.attempts + 1))
+            worker._drop_held(set(status.cancelling), set(status.lost), asked)
+            worker._stop_running(status, asked)
+            await asyncio.sleep(0)
+            spared = not newer.task.cancelled() and len(worker._held) == 1
+
+            # And (for contrast) an answer about the newer run itself
+            worker._stop_running(status, worker._asked())
+            await asyncio.sleep(0)
+            newer_stopped = newer.task.cancelled()
+            worker._drop_held(set(status.cancelling), set(status.lost), worker._asked())
+            return status.lost, spared, newer_stopped, not worker._held
+        finally:
+            for running in worker._running.values():
+                running.task.cancel()
+            await app.aclose()
+
+    lost, spared, newer_stopped, held_dropped = asyncio.run(scenario())
+
+    # Then the late answer said both leases were lost, and stopped neither newer claim;
+    # the same answer about the newer ones stops them
+    assert len(lost) == 2
+    assert spared
+    assert newer_stopped and held_dropped

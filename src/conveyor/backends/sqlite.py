@@ -66,6 +66,7 @@ from conveyor.backends.rows import (
     tally,
 )
 from conveyor.backends.sqlfiles import load_migrations, load_queries
+from conveyor.backends.sqlite_writes import WriteTransactions
 from conveyor.exceptions import (
     BackendUnavailable,
     ConfigError,
@@ -179,6 +180,7 @@ class SQLiteBackend(Backend):
         self._watch_lock = threading.Lock()
         self._lock_fd: int | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._writes = WriteTransactions(self.path, self._db, self._writer_lock)
         self._versions = (SCHEMA_VERSION, SCHEMA_VERSION)
 
     # -- lifecycle -------------------------------------------------------------
@@ -266,8 +268,6 @@ class SQLiteBackend(Backend):
         return self._versions
 
     async def open(self) -> None:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite")
         await self._run(self.open_blocking)
 
     async def close(self) -> None:
@@ -287,11 +287,15 @@ class SQLiteBackend(Backend):
         return time.time()
 
     # -- plumbing ----------------------------------------------------------------
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    def _thread(self) -> ThreadPoolExecutor:
+        """The backend's thread, where its connection runs statements."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite")
+        return self._executor
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, fn, args)
+        return await loop.run_in_executor(self._thread(), self._call, fn, args)
 
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         with self._lock:
@@ -301,8 +305,12 @@ class SQLiteBackend(Backend):
                 raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
 
     async def _transact(self, fn: Callable[[sqlite3.Connection, float], T]) -> T:
-        """``fn(conn, now)`` in one write transaction on the backend's thread."""
-        return cast(T, await self._run(self._write, fn))
+        """``fn(conn, now)`` in a write transaction on the backend's thread: its own, or
+        one that started before its turn and carried it (conveyor.backends.sqlite_writes).
+        Either way the caller resumes at its turn on the thread, not sooner: see there."""
+        done = self._writes.submit(fn)
+        await self._run(self._writes.run_waiting)
+        return cast(T, done.result())
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -310,22 +318,10 @@ class SQLiteBackend(Backend):
         return self._conn
 
     def _write(self, fn: Callable[[sqlite3.Connection, float], T]) -> T:
-        """Run ``fn(conn, now)`` in one IMMEDIATE transaction (takes the write lock first,
-        so a read-then-write inside cannot be overtaken by another process)."""
-        conn = self._db()
-        with self._writer_lock():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn, time.time())
-                conn.execute("COMMIT")
-            except BaseException:
-                # Also after a failed COMMIT (disk full, I/O error): an open transaction
-                # would keep the write lock from every other process.
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
-        return result
+        """``fn(conn, now)`` in one IMMEDIATE transaction, which carries the writes
+        waiting meanwhile (on the backend's thread or a synchronous caller's, with
+        ``self._lock`` held)."""
+        return self._writes.run(fn)
 
     @contextlib.contextmanager
     def _writer_lock(self) -> Iterator[None]:

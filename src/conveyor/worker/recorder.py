@@ -1,8 +1,12 @@
 """Writing outcomes: batched without a timer, never dropped silently.
 
 While one ``finish`` call is in flight the next outcomes gather, and the
-following call takes them all (group commit). Until an outcome is written its
-job stays ``pending`` here, so the worker keeps extending its lease.
+following call takes them all (group commit). It starts one turn of the event loop
+after the call before returned, so that the jobs ending in the turn that answer came
+in join it: fewer, larger batches (on SQLite, whose transactions take turns between
+the processes, the W2n drain ran about 15 % faster; docs/benchmarks.md). Until an
+outcome is written its job stays ``pending`` here, so the worker keeps extending its
+lease.
 
 When the store is down the batch is kept and tried again (a job whose lease
 runs out meanwhile is recovered elsewhere: at least once still holds). When a
@@ -68,6 +72,9 @@ class OutcomeRecorder:
 
     async def _write_all(self) -> None:
         while self._queued and not self.give_up:
+            # One turn of the loop first: the jobs that end in this turn, after the
+            # write before was answered, join the batch (see the module's docstring).
+            await asyncio.sleep(0)
             self._in_flight, self._queued = self._queued, []
             try:
                 await self._write(self._in_flight)

@@ -504,17 +504,28 @@ class Worker:
         ]
         if not ids:
             return
+        asked = self._asked()
         status = await backend.extend(ids, self.id, self.config.lease)
         if self._held and (status.cancelling or status.lost):
-            self._drop_held(set(status.cancelling), set(status.lost))
-        self._stop_running(status)
+            self._drop_held(set(status.cancelling), set(status.lost), asked)
+        self._stop_running(status, asked)
 
-    def _stop_running(self, status: LeaseStatus) -> None:
+    def _asked(self) -> dict[str, object]:
+        """The runs and held claims an extension asks about, by job id. Its answer is
+        about them: a job whose lease was lost may be claimed again here before the
+        answer comes (the store was slow, or away), and that newer claim's lease is
+        not the one lost."""
+        asked: dict[str, object] = {job.id: job for job in self._held}
+        asked.update(self._running)
+        return asked
+
+    def _stop_running(self, status: LeaseStatus, asked: dict[str, object]) -> None:
         """Cancel the running jobs asked to cancel, and those whose lease is gone."""
         for job_id in status.cancelling:
             self._cancel_job(job_id, "cancel requested")
         for job_id in status.lost:
-            if job_id in self._running:
+            running = self._running.get(job_id)
+            if running is not None and asked.get(job_id) is running:
                 logger.warning("job %s: lease lost; stopping it here", job_id)
                 self._cancel_job(job_id, "lease lost")
 
@@ -544,21 +555,23 @@ class Worker:
             ]
             if not ids:
                 continue
+            asked = self._asked()
             try:
                 status = await backend.extend(ids, self.id, self.config.lease)
             except ConveyorError as exc:
                 # The lease keeper reports and retries store errors; this check just waits.
                 logger.debug("checking HTTP jobs for cancel requests failed: %s", exc)
                 continue
-            self._stop_running(status)
+            self._stop_running(status, asked)
 
-    def _drop_held(self, cancelling: set[str], lost: set[str]) -> None:
-        """Held jobs asked to cancel end cancelled without running; lost ones are gone."""
+    def _drop_held(self, cancelling: set[str], lost: set[str], asked: dict[str, object]) -> None:
+        """Held jobs asked to cancel end cancelled without running; lost ones are gone
+        (a claim made after the question is not the one the answer is about)."""
         keep: collections.deque[Job] = collections.deque()
         for job in self._held:
             if job.id in cancelling:
                 self._record(job, Outcome.cancelled(_broken(job, "cancel requested", "Cancelled")))
-            elif job.id not in lost:
+            elif job.id not in lost or asked.get(job.id) is not job:
                 keep.append(job)
         self._held = keep
 
