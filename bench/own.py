@@ -26,12 +26,17 @@ touched). On PostgreSQL, W6 loads its waiting jobs with one
 writes; on SQLite and Redis through the backend's ``enqueue``; then it times claims
 and outcomes through the backend API on every store.
 
-Writes one JSON line per (store, workload) (the shape of the peer harness's lines,
-with ``store`` naming the store) to ``--out``, replacing the lines of the same peer
-and workload there and keeping the others, and prints it. Usage::
+``--flags`` gives the worker other flags than the peer adapters' (``-q default -c 50
+--fetch 100 --prefetch 100 --processes 2``); such a W2n line is a variant of its own.
+
+Writes one JSON line per (store, workload, variant) (the shape of the peer harness's
+lines, with ``store`` naming the store) to ``--out``, replacing the lines of the same
+peer, workload and variant there and keeping the others, and prints it. Usage::
 
     python bench/own.py [--stores sqlite,postgres,redis] [--workloads W2n,W6,W7]
                         [--out bench/results/own.jsonl]
+    python bench/own.py --workloads W2n \
+        --flags "-q default -c 50 --fetch 300 --prefetch 600 --processes 2"
     python bench/own.py --stores postgres --workloads W7 --rate 4000 --duration 60 --hold 20
     python bench/own.py --stores postgres --workloads W7 --rate 6000 --duration 180 \
                         --hold 60 --vacuum-every 60
@@ -273,13 +278,15 @@ class RedisStore:
 # ---------------------------------------------------------------------------
 # The worker
 # ---------------------------------------------------------------------------
-def start_worker(folder: str, url: str, name: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_worker(
+    folder: str, url: str, name: str, flags: list[str]
+) -> tuple[subprocess.Popen[bytes], str]:
     with open(os.path.join(folder, "bench_tasks.py"), "w") as f:
         f.write(TASKS_MODULE)  # what the worker imports
     conveyor_bin = os.path.join(os.path.dirname(sys.executable), "conveyor")
     env = dict(os.environ, CONVEYOR_URL=url, PYTHONPATH=folder)
     log_path = os.path.join(folder, f"{name}-worker.log")
-    cmd = [conveyor_bin, "worker", "-i", "bench_tasks:app", *WORKER_FLAGS]
+    cmd = [conveyor_bin, "worker", "-i", "bench_tasks:app", *flags]
     proc = processes.start(cmd, env, log_path, cwd=folder)
     return proc, log_path
 
@@ -287,7 +294,7 @@ def start_worker(folder: str, url: str, name: str) -> tuple[subprocess.Popen[byt
 # ---------------------------------------------------------------------------
 # W2n
 # ---------------------------------------------------------------------------
-def w2n(store: Any, folder: str, n: int) -> dict[str, float]:
+def w2n(store: Any, folder: str, n: int, flags: list[str]) -> dict[str, float]:
     url = store.fresh("w2n")
     app = Conveyor(url)  # a fresh app (and connection) per run: the store was just replaced
 
@@ -303,7 +310,7 @@ def w2n(store: Any, folder: str, n: int) -> dict[str, float]:
     store.analyze(url)
     processed, close = store.processed_reader(url)
     t_spawn = time.perf_counter()
-    proc, log = start_worker(folder, url, "w2n")
+    proc, log = start_worker(folder, url, "w2n", flags)
     try:
         while processed() < n:
             if proc.poll() is not None:
@@ -450,6 +457,7 @@ def w7(
     vacuum_every: float = 0.0,
     window: float = 5.0,
     warmup: float = 10.0,
+    flags: list[str] = WORKER_FLAGS,
 ) -> dict[str, Any]:
     url = store.fresh("w7")
     store.analyze(url)
@@ -467,7 +475,7 @@ def w7(
     settings = server_settings(stat_conn)
     holder = HeldSnapshot(store)
     vacuumer = Vacuumer(store, vacuum_every) if vacuum_every > 0 else None
-    proc, log = start_worker(folder, url, "w7")
+    proc, log = start_worker(folder, url, "w7", flags)
     tick = 0.01
     sent = 0
 
@@ -647,8 +655,15 @@ def main() -> int:
     )
     parser.add_argument("--pg-dsn", default=PG_DSN, help="PostgreSQL (default: $PG_DSN)")
     parser.add_argument("--redis-url", default=REDIS_URL, help="Redis (default: $REDIS_URL)")
+    parser.add_argument(
+        "--flags",
+        default=" ".join(WORKER_FLAGS),
+        help="the worker's flags (default: the peer adapters'); W2n lines of other flags "
+        "are kept apart, as a variant",
+    )
     parser.add_argument("--out", default=os.path.join(HERE, "results", "own.jsonl"))
     opts = parser.parse_args()
+    flags = opts.flags.split()
     os.makedirs(os.path.dirname(opts.out), exist_ok=True)
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     workloads = opts.workloads.split(",")
@@ -674,9 +689,17 @@ def main() -> int:
                     if store.name != "postgres":
                         continue
                     if not opts.rate and not drain_rate:
-                        drain_rate = w2n(store, folder, opts.n)["jobs_per_s"]
+                        drain_rate = w2n(store, folder, opts.n, flags)["jobs_per_s"]
                     rate = opts.rate or drain_rate / 2
-                    run = w7(store, folder, rate, opts.duration, opts.hold, opts.vacuum_every)
+                    run = w7(
+                        store,
+                        folder,
+                        rate,
+                        opts.duration,
+                        opts.hold,
+                        opts.vacuum_every,
+                        flags=flags,
+                    )
                     line = {
                         "peer": store.peer,
                         "backend": store.backend,
@@ -689,7 +712,7 @@ def main() -> int:
                         "status": "ok",
                         # the W2n rate of this invocation (None when --rate set the pace)
                         "peak_drain_jobs_per_s": drain_rate or None,
-                        "flags": "conveyor worker " + " ".join(WORKER_FLAGS),
+                        "flags": "conveyor worker " + " ".join(flags),
                         **run,
                     }
                     if drain_rate:
@@ -711,7 +734,7 @@ def main() -> int:
                 runs = []
                 for _ in range(opts.runs):
                     if workload == "W2n":
-                        runs.append(w2n(store, folder, opts.n))
+                        runs.append(w2n(store, folder, opts.n, flags))
                     else:
                         runs.append(w6(store, opts.big, 1000))
                 key = "jobs_per_s" if workload == "W2n" else "ratio"
@@ -720,7 +743,9 @@ def main() -> int:
                     line["server"] = store.settings()
                 if workload == "W2n":
                     line["n"] = opts.n
-                    line["flags"] = "conveyor worker " + " ".join(WORKER_FLAGS)
+                    line["flags"] = "conveyor worker " + " ".join(flags)
+                    if flags != WORKER_FLAGS:
+                        line["variant"] = "flags " + " ".join(flags)
                     drain_rate = line["jobs_per_s"]
                 else:
                     for k in ("claim_ms_small", "claim_ms_big"):
