@@ -219,3 +219,50 @@ def test_outcomes_recorded_while_a_claim_waits_for_the_lock_commit_with_it(
     assert written == [True, True]
     assert transactions == 1
     assert states == [State.SUCCEEDED] * 2 + [State.RUNNING] * 2
+
+
+def test_a_write_whose_caller_is_cancelled_while_it_waits_is_not_carried(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cancelled.db"
+
+    async def scenario() -> tuple[int, bool]:
+        backend = SQLiteBackend(f"sqlite:///{path}")
+        await backend.open()
+        try:
+            await backend.enqueue([make_job()])
+            assert backend._conn is not None
+            probed = threading.Event()
+            backend._conn.set_trace_callback(
+                lambda statement: probed.set() if "EXISTS" in statement else None
+            )
+            # Given a claim waiting for the write lock, held by another process
+            lock = os.open(f"{path}-lock", os.O_RDWR)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                claiming = asyncio.ensure_future(backend.claim(["default"], "w", 1, 60.0))
+                assert await asyncio.to_thread(probed.wait, 10)
+                # And a pause of the queue waiting behind it
+                pausing = asyncio.ensure_future(backend.pause_queue("default"))
+                for _ in range(1000):
+                    if backend._writes._waiting:
+                        break
+                    await asyncio.sleep(0)
+                # When the pause's caller gives up before the lock is free
+                pausing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pausing
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                os.close(lock)
+            claimed = await asyncio.wait_for(claiming, 10)
+            queues = await backend.list_queues()
+            return len(claimed), queues[0].paused
+        finally:
+            await backend.close()
+
+    claimed, paused = asyncio.run(scenario())
+
+    # Then the claim's transaction did not carry the pause
+    assert claimed == 1
+    assert paused is False

@@ -309,7 +309,11 @@ class SQLiteBackend(Backend):
         one that started before its turn and carried it (conveyor.backends.sqlite_writes).
         Either way the caller resumes at its turn on the thread, not sooner: see there."""
         done = self._writes.submit(fn)
-        await self._run(self._writes.run_waiting)
+        try:
+            await self._run(self._writes.run_waiting)
+        except asyncio.CancelledError:
+            done.cancel()  # if it has not run yet, no transaction will run it now
+            raise
         return cast(T, done.result())
 
     def _db(self) -> sqlite3.Connection:
