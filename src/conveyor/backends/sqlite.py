@@ -106,10 +106,13 @@ def _rows_at_once(statement: str, rows: int) -> str:
 #: run of 100 rows costs 4.3 us a row against 6.0 (SQLite 3.40, 1,000 jobs).
 _ROWS_PER_INSERT = 100
 _INSERT_JOBS = _rows_at_once(Q["insert_job"], _ROWS_PER_INSERT)
-#: Runs per finish_rows statement at most. A batch is padded to a power of two with
-#: rows whose id is empty (they match no job), so that a few prepared statements serve
-#: all sizes. Not NULLs: see _bind_null.
+#: Runs per finish_rows statement at most. A batch is padded to a multiple of
+#: _FINISH_STEP with rows whose id is empty (they match no job), so that eight prepared
+#: statements serve all sizes. Not NULLs: see _bind_null. Each padding row is one more
+#: primary-key look-up under the write lock: padded to a power of two instead, the
+#: outcomes of 75 jobs took 5.6 us a job against 5.0.
 _FINISH_ROWS = 128
+_FINISH_STEP = 16
 _FINISH_PADDING = ("", "", 0, "", 0.0, 0, "", 0, "", "", "")
 
 
@@ -927,7 +930,7 @@ def _finish_statements(rows: list[list[Any]]) -> list[tuple[str, list[Any]]]:
     runs: list[tuple[str, list[Any]]] = []
     for start in range(0, len(rows), _FINISH_ROWS):
         chunk = rows[start : start + _FINISH_ROWS]
-        size = 1 << (len(chunk) - 1).bit_length()
+        size = -(-len(chunk) // _FINISH_STEP) * _FINISH_STEP
         params = list(itertools.chain.from_iterable(chunk))
         params += _FINISH_PADDING * (size - len(chunk))
         params.append(None)  # :now, set by the transaction
