@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: conveyor (SQLite, PostgreSQL and Redis) beside the peers in one run of
 # the shared harness, then conveyor's own workloads (W2n, W6 on every store; W7 on
-# PostgreSQL; W4, HTTP steps, and W5, polling the HTTP API, on every store). Results go
-# to bench/results/ (lines of other peers are kept).
+# PostgreSQL; W2n again with larger batches, $BATCH_FLAGS; W4, HTTP steps, and W5,
+# polling the HTTP API, on every store). Results go to bench/results/ (lines of other
+# peers are kept).
 #
 #   bash bench/run.sh                       # conveyor_sqlite, conveyor_pg, conveyor_redis
 #                                           # + the peers in PEERS
@@ -42,6 +43,14 @@ bash "$PEERS_DIR/run.sh" ${CONVEYOR-conveyor_sqlite conveyor_pg conveyor_redis} 
     ${PEERS-huey_sqlite huey dramatiq huey_pg procrastinate}
 # shellcheck disable=SC2086
 "$PEERS_VENV/bin/python" "$HERE/own.py" --out "$RESULTS_DIR/own.jsonl" ${OWN_ARGS:-}
+# W2n again with larger batches than the adapters' flags (a variant line of its own);
+# BATCH_FLAGS="" skips it.
+BATCH_FLAGS="${BATCH_FLAGS--q default -c 50 --fetch 300 --prefetch 600 --processes 2}"
+if [ -n "$BATCH_FLAGS" ]; then
+    # shellcheck disable=SC2086
+    "$PEERS_VENV/bin/python" "$HERE/own.py" --out "$RESULTS_DIR/own.jsonl" ${OWN_ARGS:-} \
+        --workloads W2n --flags "$BATCH_FLAGS"
+fi
 # W4 runs in the project's environment: it needs the HTTP extras (aiohttp for the worker,
 # the API's models to store the jobs as POST /v1/jobs does), which the harness's lacks.
 W4_ARGS="${W4_ARGS:---url sqlite --url ${PG_DSN:-postgresql://postgres@127.0.0.1:5432/test} \
