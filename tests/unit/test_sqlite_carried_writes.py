@@ -11,6 +11,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ def _store(tmp_path: Path) -> tuple[sqlite3.Connection, WriteTransactions, list[
     return conn, WriteTransactions(str(tmp_path), lambda: conn, contextlib.nullcontext), statements
 
 
-def _insert(name: str):  # type: ignore[no-untyped-def]
+def _insert(name: str) -> Callable[[sqlite3.Connection, float], str]:
     def write(conn: sqlite3.Connection, now: float) -> str:
         conn.execute("INSERT INTO t (name) VALUES (?)", (name,))
         return name

@@ -66,7 +66,7 @@ from conveyor.backends.rows import (
     tally,
 )
 from conveyor.backends.sqlfiles import load_migrations, load_queries
-from conveyor.backends.sqlite_writes import WriteTransactions
+from conveyor.backends.sqlite_writes import WriteTransactions, store_error
 from conveyor.exceptions import (
     BackendUnavailable,
     ConfigError,
@@ -305,7 +305,7 @@ class SQLiteBackend(Backend):
             try:
                 return fn(*args)
             except sqlite3.Error as exc:
-                raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
+                raise store_error(self.path, exc) from exc
 
     async def _transact(self, fn: Callable[[sqlite3.Connection, float], T]) -> T:
         """``fn(conn, now)`` in a write transaction on the backend's thread: its own, or
@@ -357,7 +357,7 @@ class SQLiteBackend(Backend):
             try:
                 return self._enqueue(jobs)
             except sqlite3.Error as exc:
-                raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
+                raise store_error(self.path, exc) from exc
 
     async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
         return await self._run(self._enqueue, jobs)
@@ -528,7 +528,7 @@ class SQLiteBackend(Backend):
             try:
                 yield self._watch_conn
             except sqlite3.Error as exc:
-                raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
+                raise store_error(self.path, exc) from exc
 
     def _read_rows(self, query: str, param: str) -> list[Row]:
         """The rows of a read by one parameter, on the caller's thread."""
@@ -858,7 +858,7 @@ class SQLiteBackend(Backend):
             with contextlib.closing(sqlite3.connect(self.path, timeout=self.busy_timeout)) as conn:
                 return fn(conn)
         except sqlite3.Error as exc:
-            raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
+            raise store_error(self.path, exc) from exc
 
     def _prune_minute_counts(self, conn: sqlite3.Connection, now: float) -> None:
         conn.execute(Q["prune_minute_counts"], (now - self.keep_counts,))

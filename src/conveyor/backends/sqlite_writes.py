@@ -133,10 +133,15 @@ class WriteTransactions:
     def error(self, exc: BaseException) -> BaseException:
         """What a caller gets for an exception of a write: SQLite's errors name the file."""
         if isinstance(exc, sqlite3.Error):
-            wrapped = BackendUnavailable(f"SQLite {self.path!r}: {exc}")
+            wrapped = store_error(self.path, exc)
             wrapped.__cause__ = exc
             return wrapped
         return exc
+
+
+def store_error(path: str, exc: sqlite3.Error) -> BackendUnavailable:
+    """An error of SQLite as the backend's callers see it: naming the file."""
+    return BackendUnavailable(f"SQLite {path!r}: {exc}")
 
 
 @dataclass
