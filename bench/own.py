@@ -284,7 +284,10 @@ def start_worker(
     with open(os.path.join(folder, "bench_tasks.py"), "w") as f:
         f.write(TASKS_MODULE)  # what the worker imports
     conveyor_bin = os.path.join(os.path.dirname(sys.executable), "conveyor")
-    env = dict(os.environ, CONVEYOR_URL=url, PYTHONPATH=folder)
+    # The folder first, then the caller's PYTHONPATH: a run against another checkout's
+    # code (PYTHONPATH=/other/src) runs that code in the worker too.
+    pythonpath = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, CONVEYOR_URL=url, PYTHONPATH=pythonpath)
     log_path = os.path.join(folder, f"{name}-worker.log")
     cmd = [conveyor_bin, "worker", "-i", "bench_tasks:app", *flags]
     proc = processes.start(cmd, env, log_path, cwd=folder)
