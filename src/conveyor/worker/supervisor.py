@@ -73,6 +73,12 @@ class Supervisor:
         # its own session and handlers), so none is lost or handled twice.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
+            # A stop that came before the block was passed on to the children there
+            # were: a child forked now would never hear of it, and the supervisor would
+            # wait for it for ever (a SIGTERM between the first fork and the second).
+            stops = self._stop_count
+            if stops:
+                return
             pid = os.fork()
             if pid == 0:  # the child
                 code = 1
@@ -92,6 +98,11 @@ class Supervisor:
                     sys.stderr.flush()
                     os._exit(code)
             self.children[pid] = slot
+            if self._stop_count != stops:
+                # Python runs a signal's handler between two bytecodes, not when the
+                # signal arrives: one that arrived just before the block can run during
+                # the fork, before the child was known. Pass that stop on here, once.
+                os.kill(pid, signal.SIGTERM)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         logger.info("supervisor: started worker process %d (slot %d)", pid, slot)
