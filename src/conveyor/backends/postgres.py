@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -82,6 +82,7 @@ MIGRATIONS = load_migrations(_SQL_PACKAGE)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _ALL_STATES = [s.value for s in State]
+_TUPLES_OK = pq.ExecStatus.TUPLES_OK
 _SHARDS = 16
 #: Seconds to wait for a pooled connection before the store counts as down.
 _CHECKOUT_TIMEOUT = 5.0
@@ -306,7 +307,11 @@ class PostgresBackend(Backend):
     async def _fetch(self, query: str, params: dict[str, Any]) -> list[Row]:
         async with self._connection() as conn:
             cur = await conn.execute(self._q[query], params)
-            return await cur.fetchall() if cur.description else []
+            # Whether rows came back, from the result's status: `cur.description` would
+            # make a Column object per column to answer it (25 for a claim: 0.2 of the
+            # 0.6 ms of an empty claim through the backend here).
+            result = cur.pgresult
+            return await cur.fetchall() if result and result.status == _TUPLES_OK else []
 
     async def _fetchone(self, query: str, params: dict[str, Any]) -> Row | None:
         rows = await self._fetch(query, params)
