@@ -157,9 +157,7 @@ class Supervisor:
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline and not self._stop_count:
                 time.sleep(0.05)
-            if self._stop_count:
-                return
-        self._spawn(slot)
+        self._spawn(slot)  # not after a stop: _spawn checks
 
 
 async def watch_parent(
