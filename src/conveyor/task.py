@@ -27,6 +27,7 @@ from conveyor.job import (
     State,
     Step,
     new_job_id,
+    new_job_ids,
     parse_priority,
 )
 
@@ -135,23 +136,37 @@ class Task:
     def enqueue_many(self, calls: Iterable[Sequence[Any] | Mapping[str, Any]]) -> list[JobHandle]:
         """One job per item (a sequence of args, or a mapping of kwargs), one round trip."""
         with collector_paused():
-            jobs = [self._prepare_item(c) for c in calls]
+            jobs = self.prepare_many(calls)
             return self.app.enqueue_jobs(jobs, built_here=True, connection=self._connection)
 
     async def enqueue_many_async(
         self, calls: Iterable[Sequence[Any] | Mapping[str, Any]]
     ) -> list[JobHandle]:
-        jobs = [self._prepare_item(c) for c in calls]
+        jobs = self.prepare_many(calls)
         return await self.app.enqueue_jobs_async(jobs, built_here=True, connection=self._connection)
 
-    def _prepare_item(self, call: Sequence[Any] | Mapping[str, Any]) -> Job:
-        if type(call) is list or type(call) is tuple:
-            return self.prepare(*call)  # the common case, before the slower ABC checks
-        if isinstance(call, Mapping):
-            return self.prepare(**call)
-        if isinstance(call, str | bytes):
-            raise InvalidJob("calls", "each item is a sequence of args or a mapping of kwargs")
-        return self.prepare(*call)
+    def prepare_many(self, calls: Iterable[Sequence[Any] | Mapping[str, Any]]) -> list[Job]:
+        """The jobs ``enqueue_many`` would store, validated, not stored: what
+        ``prepare`` makes of each item, in one pass (one run of ids for the batch, no
+        call per job: 1.6 instead of 2.4 us a job here)."""
+        arity = _positional_arity(self.fn)
+        arguments: list[tuple[list[Any], dict[str, Any]]] = []
+        kwargs: dict[str, Any]
+        for call in calls:
+            if type(call) is list or type(call) is tuple:  # before the slower ABC checks
+                args, kwargs = list(call), {}
+                if arity is None or not arity[0] <= len(args) <= arity[1]:
+                    self._check_signature(args, kwargs)
+            elif isinstance(call, Mapping):
+                args, kwargs = [], dict(call)
+                self._check_signature(args, kwargs)
+            elif isinstance(call, str | bytes):
+                raise InvalidJob("calls", "each item is a sequence of args or a mapping of kwargs")
+            else:
+                args, kwargs = list(call), {}
+                self._check_signature(args, kwargs)
+            arguments.append((args, kwargs))
+        return build_jobs(self.name, arguments, self._resolved())
 
     def _check_signature(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         if not kwargs:
@@ -295,18 +310,48 @@ def build_job(
     """A new Job calling ``task_name`` (run_at 0 = now on the store's clock)."""
     args_list = list(args)
     kwargs_dict = dict(kwargs)
-    if args_list and not _plain_scalars(args_list):
-        check_json("args", args_list)
-    if kwargs_dict:
-        check_json("kwargs", kwargs_dict)
-    run_at = options.run_at or (time.time() + options.delay if options.delay else 0.0)
+    _check_arguments(args_list, kwargs_dict)
+    return _new_job(new_job_id(), task_name, args_list, kwargs_dict, _run_at(options), options)
+
+
+def build_jobs(
+    task_name: str, arguments: Sequence[tuple[list[Any], dict[str, Any]]], options: ResolvedOptions
+) -> list[Job]:
+    """``build_job`` for each (args, kwargs) pair, the lists and dicts taken as they are."""
+    run_at = _run_at(options)
+    jobs = []
+    for job_id, (args, kwargs) in zip(new_job_ids(len(arguments)), arguments, strict=True):
+        _check_arguments(args, kwargs)
+        jobs.append(_new_job(job_id, task_name, args, kwargs, run_at, options))
+    return jobs
+
+
+def _check_arguments(args: list[Any], kwargs: dict[str, Any]) -> None:
+    if args and not _PLAIN.issuperset(map(type, args)):
+        check_json("args", args)  # not only the plain scalars that are JSON as they are
+    if kwargs:
+        check_json("kwargs", kwargs)
+
+
+def _run_at(options: ResolvedOptions) -> float:
+    return options.run_at or (time.time() + options.delay if options.delay else 0.0)
+
+
+def _new_job(
+    job_id: str,
+    task_name: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    run_at: float,
+    options: ResolvedOptions,
+) -> Job:
     # Positional, in the fields' order (the defaults between them spelled out): by
     # keyword, making the Job and its Step took 3.8 us here, positionally 1.3, and an
     # enqueue_many makes one per job.
     return Job(
-        new_job_id(),  # id
+        job_id,  # id
         options.queue,  # queue
-        [Step("main", "task", task_name, args_list, kwargs_dict)],  # steps
+        [Step("main", "task", task_name, args, kwargs)],  # steps
         options.priority,  # priority
         State.QUEUED,  # state (the store's decides: queued, or scheduled)
         run_at,  # run_at
@@ -323,13 +368,9 @@ def build_job(
     )
 
 
+#: The common args (ids, names, flags): JSON as they are, without a check. Floats are
+#: not here: NaN and infinity are not JSON.
 _PLAIN = frozenset({str, int, bool, type(None)})
-
-
-def _plain_scalars(values: list[Any]) -> bool:
-    """True for the common args (ids, names, flags) that are JSON without a check.
-    Floats are not here: NaN and infinity are not JSON."""
-    return all(type(v) in _PLAIN for v in values)
 
 
 def validate_job(job: Job) -> None:

@@ -165,6 +165,62 @@ def test_bad_input_names_the_field_and_stores_nothing(
     assert stored_count(app) == 0
 
 
+@pytest.mark.parametrize(
+    ("bad_item", "field"),
+    [
+        ([1, 2], "args"),  # one positional too many
+        ([], "args"),  # one too few
+        ({"m": 1}, "args"),  # a keyword the task does not take
+        ([object()], "args"),
+        ([math.inf], "args"),
+        ({"n": {1, 2}}, "kwargs"),
+        ("12", "calls"),  # a string is not a sequence of args here
+    ],
+)
+@pytest.mark.parametrize("form", ["sync", "async"])
+def test_one_bad_item_refuses_the_whole_batch_naming_the_field(
+    app: Conveyor, bad_item: object, field: str, form: str
+) -> None:
+    @app.task(name="one")
+    def one(n: object) -> None: ...
+
+    # Given a batch (as a generator) whose 501st item is bad
+    calls = (bad_item if i == 500 else [i] for i in range(1_000))
+
+    # When it is enqueued; Then InvalidJob names the field, and none of the batch is stored
+    with pytest.raises(InvalidJob) as info:
+        if form == "sync":
+            one.enqueue_many(calls)
+        else:
+            asyncio.run(one.enqueue_many_async(calls))
+    assert info.value.field == field
+    assert stored_count(app) == 0
+
+
+def test_a_batch_keeps_the_order_and_arguments_of_its_items(app: Conveyor) -> None:
+    @app.task(name="pair", queue="pairs")
+    def pair(a: object, b: object = None) -> None: ...
+
+    # Given items of every form: lists, tuples, mappings, other sequences
+    calls = [[1], (2, "x"), {"a": 3, "b": [4]}, range(5, 7), ["é", {"k": 1.5}]]
+
+    # When they are enqueued in one call
+    handles = pair.enqueue_many(calls)
+
+    # Then each stored job calls the task with its item's arguments, in the items' order,
+    # with ids that increase in that order
+    stored = [app.job(h.id).job for h in handles]
+    assert [(j.steps[0].args, j.steps[0].kwargs) for j in stored] == [
+        ([1], {}),
+        ([2, "x"], {}),
+        ([], {"a": 3, "b": [4]}),
+        ([5, 6], {}),
+        (["é", {"k": 1.5}], {}),
+    ]
+    assert [h.id for h in handles] == sorted(h.id for h in handles)
+    assert {j.queue for j in stored} == {"pairs"}
+
+
 def test_unknown_options_are_refused(app: Conveyor) -> None:
     @app.task(name="one")
     def one() -> None: ...
