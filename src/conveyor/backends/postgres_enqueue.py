@@ -10,14 +10,16 @@ upsert of an existing row costs a noticeable part of a single enqueue.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg.rows import tuple_row
 from psycopg.types.string import TextLoader
 
-from conveyor.backends.rows import Row, dumps, prepare_insert, row_to_job, stamp_new
+from conveyor.backends.postgres_copy import COLUMNS as COPY_COLUMNS
+from conveyor.backends.postgres_copy import copy_chunks
+from conveyor.backends.rows import Row, dumps, row_to_job, stamp_new
 from conveyor.exceptions import BackendUnavailable
 from conveyor.job import Job, State, is_default_retry
 
@@ -28,10 +30,6 @@ _INSERT_ROUNDS = 5
 #: rows without parsing a JSON batch, about twice as fast per job (a few more round
 #: trips per batch).
 COPY_MIN = 64
-_COPY_COLUMNS = (
-    "id, queue, task, priority, state, run_at, max_attempts, retry, timeout, steps, "
-    "unique_key, metadata, tenant, created_at, updated_at"
-)
 
 
 def job_fields(job: Job) -> dict[str, Any]:
@@ -76,8 +74,8 @@ class Inserter:
                 cur = conn.cursor(row_factory=tuple_row)
                 now = _answer(cur.execute(self._q["now"]).fetchone())[0]
                 with cur.copy(self._copy_sql) as copy:
-                    for row in _copy_rows(jobs, now):
-                        copy.write_row(row)
+                    for chunk in copy_chunks(jobs, now):
+                        copy.write(chunk)
                 cur.execute(self._q["after_copy"], self._after_copy(jobs))
             return self._stored(jobs, {}, own)
         cur = conn.cursor(row_factory=tuple_row)
@@ -105,8 +103,8 @@ class Inserter:
                 await cur.execute(self._q["now"])
                 now = _answer(await cur.fetchone())[0]
                 async with cur.copy(self._copy_sql) as copy:
-                    for row in _copy_rows(jobs, now):
-                        await copy.write_row(row)
+                    for chunk in copy_chunks(jobs, now):
+                        await copy.write(chunk)
                 await cur.execute(self._q["after_copy"], self._after_copy(jobs))
             return self._stored(jobs, {}, own)
         cur = conn.cursor(row_factory=tuple_row)
@@ -127,7 +125,7 @@ class Inserter:
 
     @property
     def _copy_sql(self) -> str:
-        return self._q["copy_jobs"].replace("{columns}", _COPY_COLUMNS)
+        return self._q["copy_jobs"].replace("{columns}", COPY_COLUMNS)
 
     def _after_copy(self, jobs: Sequence[Job]) -> dict[str, Any]:
         """Parameters of ``after_copy``: the queues to create, the queues to wake."""
@@ -196,13 +194,6 @@ class _InsertRound:
 
 def _copyable(jobs: Sequence[Job]) -> bool:
     return len(jobs) >= COPY_MIN and all(job.unique_key is None for job in jobs)
-
-
-def _copy_rows(jobs: Sequence[Job], now: float) -> Iterator[tuple[Any, ...]]:
-    """COPY rows of new jobs, stamped with the store's clock as ``insert_jobs`` would
-    (the columns of SQLite's INSERT, in its order)."""
-    for job in jobs:
-        yield prepare_insert(job, now)
 
 
 def _answer(row: Row | None) -> Row:
