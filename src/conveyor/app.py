@@ -21,6 +21,7 @@ from conveyor.task import (
     Hook,
     Task,
     TaskOptions,
+    check_text,
     default_task_name,
     executor_for,
     import_callable,
@@ -173,6 +174,7 @@ class Conveyor:
                 raise InvalidJob("max_attempts", f"must be >= 1, got {max_attempts!r}")
             validate_queue_name(options.queue)
             task_name = name or default_task_name(func)
+            check_text("name", task_name)
             existing = self.tasks.get(task_name)
             if existing is not None and existing.fn is not func:
                 raise InvalidJob("name", f"a different task is already registered as {task_name!r}")

@@ -13,6 +13,7 @@ from typing import Any
 
 from conveyor.exceptions import Cancel
 from conveyor.job import Job, Step
+from conveyor.storable import problem
 
 _current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
     "conveyor_task_context", default=None
@@ -56,13 +57,18 @@ class TaskContext:
         Non-blocking, safe from sync and async tasks.
 
         Raises:
-            ValueError: ``done`` / ``total`` not finite numbers, or ``message`` not a string.
+            ValueError: ``done`` / ``total`` not finite numbers, or ``message`` not a string
+                every store can keep (see conveyor.storable).
         """
         _check_number("progress.done", done)
         if total is not None:
             _check_number("progress.total", total)
-        if message is not None and not isinstance(message, str):
-            raise ValueError(f"progress.message: expected a string, got {message!r:.80}")
+        if message is not None:
+            if not isinstance(message, str):
+                raise ValueError(f"progress.message: expected a string, got {message!r:.80}")
+            why = problem(message)
+            if why is not None:
+                raise ValueError(f"progress.message: {why}")
         self.job.progress.completed = done
         if total is not None:
             self.job.progress.total = total

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import inspect
-import json
 import math
 import os
 import sys
@@ -30,6 +29,7 @@ from conveyor.job import (
     new_job_ids,
     parse_priority,
 )
+from conveyor.storable import json_problem, problem
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -292,10 +292,8 @@ def resolve_options(defaults: TaskOptions, call: EnqueueOptions) -> ResolvedOpti
     retry = _retry_policy(call.retry) if call.retry is not None else defaults.retry
     timeout = call.timeout if call.timeout is not None else defaults.timeout
     _check_timeout(timeout)
-    if call.unique_key is not None and (
-        not isinstance(call.unique_key, str) or not call.unique_key
-    ):
-        raise InvalidJob("unique_key", f"must be a non-empty string, got {call.unique_key!r}")
+    if call.unique_key is not None:
+        check_unique_key(call.unique_key)
     metadata = dict(call.metadata or {})
     if metadata:
         check_json("metadata", metadata)
@@ -327,10 +325,24 @@ def build_jobs(
 
 
 def _check_arguments(args: list[Any], kwargs: dict[str, Any]) -> None:
-    if args and not _PLAIN.issuperset(map(type, args)):
-        check_json("args", args)  # not only the plain scalars that are JSON as they are
+    if args and not _plain(args):
+        check_json("args", args)
     if kwargs:
         check_json("kwargs", kwargs)
+
+
+def _plain(args: list[Any]) -> bool:
+    """True for the common args (ids, names, flags) that every store keeps as they are:
+    no check of their JSON needed. Floats are not here (NaN and infinity are not JSON),
+    nor strings with a NUL or a character beyond ASCII (it could be a lone surrogate)."""
+    for value in args:
+        kind = type(value)
+        if kind is str:
+            if not value.isascii() or "\x00" in value:
+                return False
+        elif kind not in _PLAIN:
+            return False
+    return True
 
 
 def _run_at(options: ResolvedOptions) -> float:
@@ -368,9 +380,7 @@ def _new_job(
     )
 
 
-#: The common args (ids, names, flags): JSON as they are, without a check. Floats are
-#: not here: NaN and infinity are not JSON.
-_PLAIN = frozenset({str, int, bool, type(None)})
+_PLAIN = frozenset({int, bool, type(None)})  # and str (see _plain)
 
 
 def validate_job(job: Job) -> None:
@@ -385,9 +395,11 @@ def validate_job(job: Job) -> None:
     if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
         raise InvalidJob("steps", f"step names must be unique non-empty strings: {names}")
     for step in job.steps:
+        check_text("steps", step.name)
         if step.kind == "task":
             if not isinstance(step.task, str) or not step.task:
                 raise InvalidJob("steps", f"step {step.name!r}: a task step names its task")
+            check_text("steps", step.task)
             if not isinstance(step.args, list) or not isinstance(step.kwargs, dict):
                 raise InvalidJob("steps", f"step {step.name!r}: args is a list, kwargs a dict")
             check_json("args", step.args)
@@ -417,8 +429,14 @@ def validate_job(job: Job) -> None:
     if not isinstance(job.metadata, dict):
         raise InvalidJob("metadata", "expected a dict")
     check_json("metadata", job.metadata)
-    if job.unique_key is not None and (not isinstance(job.unique_key, str) or not job.unique_key):
-        raise InvalidJob("unique_key", f"must be a non-empty string, got {job.unique_key!r}")
+    if job.unique_key is not None:
+        check_unique_key(job.unique_key)
+
+
+def check_unique_key(key: Any) -> None:
+    if not isinstance(key, str) or not key:
+        raise InvalidJob("unique_key", f"must be a non-empty string, got {key!r}")
+    check_text("unique_key", key)
 
 
 _valid_queues: set[str] = set()
@@ -431,20 +449,27 @@ def validate_queue_name(queue: Any) -> None:
         raise InvalidJob("queue", f"must be a non-empty string of at most 200 chars, got {queue!r}")
     if any(c.isspace() or c == "," for c in queue):
         raise InvalidJob("queue", f"may not contain spaces or commas: {queue!r}")
+    check_text("queue", queue)
     if len(_valid_queues) < 10_000:
         _valid_queues.add(queue)
 
 
 def check_json(field_name: str, value: Any) -> None:
-    """InvalidJob unless ``value`` is plain JSON (what a worker elsewhere will get back)."""
+    """InvalidJob unless ``value`` is plain JSON (what a worker elsewhere will get back)
+    that every store can keep."""
     try:
-        json.dumps(value, allow_nan=False, default=_refuse)
+        why = json_problem(value)
     except (TypeError, ValueError) as exc:
         raise InvalidJob(field_name, f"not JSON-serializable: {exc}") from None
+    if why is not None:
+        raise InvalidJob(field_name, why)
 
 
-def _refuse(value: Any) -> Any:
-    raise TypeError(f"{type(value).__name__} {value!r:.80}")
+def check_text(field_name: str, value: str) -> None:
+    """InvalidJob unless every store can keep the string ``value``."""
+    why = problem(value)
+    if why is not None:
+        raise InvalidJob(field_name, f"{why}: {value!r:.80}")
 
 
 def _check_timeout(timeout: Any) -> None:

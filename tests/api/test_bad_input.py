@@ -66,6 +66,10 @@ def problem(answer: Any, status: int) -> dict[str, Any]:
         ({"steps": [step()], "metadata": {"conveyor.http": {}}}, "/metadata"),
         ({"steps": [step()], "callback": "gopher://x"}, "/callback"),
         ({"steps": [step()], "extra": 1}, "/extra"),
+        # Text some store cannot keep (a NUL: PostgreSQL; a lone surrogate: UTF-8)
+        ({"steps": [step(body={"a": "x\u0000"})]}, "/steps/0/body/a"),
+        ({"steps": [step()], "metadata": {"k": "\u0000"}}, "/metadata/k"),
+        ({"steps": [step()], "queue": "q\u0000"}, "/queue"),
     ],
 )
 def test_a_job_with_a_bad_field_is_422_with_a_pointer_to_it(
@@ -74,6 +78,23 @@ def test_a_job_with_a_bad_field_is_422_with_a_pointer_to_it(
     answer = api.client("acme").post("/v1/jobs", json=body)
     errors = problem(answer, 422)["errors"]
     assert pointer in [e.get("pointer") for e in errors], errors
+    assert_nothing_stored(api)
+
+
+def test_a_lone_surrogate_anywhere_in_the_body_is_422_with_a_pointer_to_it(
+    api: RunningApi,
+) -> None:
+    # Given JSON text with an escaped lone surrogate (valid JSON; not storable as UTF-8)
+    body = '{"steps": [{"name": "one", "url": "%s", "body": {"k\\udfff": ["\\ud800"]}}]}'
+    answer = api.client("acme").post(
+        "/v1/jobs", content=(body % URL).encode(), headers={"Content-Type": "application/json"}
+    )
+
+    # Then 422 points at the key and at the value (the surrogate shown as U+FFFD: the
+    # answer is UTF-8 too), and nothing is stored
+    errors = problem(answer, 422)["errors"]
+    pointers = {e["pointer"] for e in errors}
+    assert {"/steps/0/body/k\ufffd", "/steps/0/body/k\ufffd/0"} <= pointers, errors
     assert_nothing_stored(api)
 
 

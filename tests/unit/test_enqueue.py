@@ -149,6 +149,15 @@ def test_async_forms(app: Conveyor) -> None:
         ({}, [], "args"),
         ({}, [1, 2], "args"),
         ({"metadata": {"when": dt.date(2026, 1, 1)}}, [1], "metadata"),
+        # Text some store cannot keep: a NUL (PostgreSQL), a lone surrogate (UTF-8)
+        ({}, ["a\x00b"], "args"),
+        ({}, ["é\ud800"], "args"),
+        ({}, [{"deep": ["\x00"]}], "args"),
+        ({}, [{"key\udfff": 1}], "args"),
+        ({"metadata": {"who": "\x00"}}, [1], "metadata"),
+        ({"unique_key": "k\x00"}, [1], "unique_key"),
+        ({"unique_key": "k\ud800"}, [1], "unique_key"),
+        ({"queue": "q\x00"}, [1], "queue"),
     ],
 )
 def test_bad_input_names_the_field_and_stores_nothing(
@@ -219,6 +228,32 @@ def test_a_batch_keeps_the_order_and_arguments_of_its_items(app: Conveyor) -> No
     ]
     assert [h.id for h in handles] == sorted(h.id for h in handles)
     assert {j.queue for j in stored} == {"pairs"}
+
+
+def test_text_every_store_keeps_is_taken_as_it_is(app: Conveyor) -> None:
+    @app.task(name="echo")
+    def echo(*args: object, **kwargs: object) -> None: ...
+
+    # Given text with escapes that look like the refused characters, and astral ones
+    values = ["\\u0000", "\\\\u0000x", "🚀 é ✓", "\\ud800"]
+
+    # When enqueued as arguments, keyword arguments and metadata; Then all are stored
+    handle = echo.with_options(metadata={"m": values}).enqueue(*values, k=values)
+    job = app.job(handle.id).job
+    assert job.steps[0].args == values
+    assert job.steps[0].kwargs == {"k": values}
+    assert job.metadata == {"m": values}
+
+
+@pytest.mark.parametrize("name", ["nul\x00name", "lone\ud800"])
+def test_a_task_name_no_store_keeps_is_refused_at_registration(app: Conveyor, name: str) -> None:
+    with pytest.raises(InvalidJob) as info:
+
+        @app.task(name=name)
+        def task() -> None: ...
+
+    assert info.value.field == "name"
+    assert name not in app.tasks
 
 
 def test_unknown_options_are_refused(app: Conveyor) -> None:

@@ -56,7 +56,14 @@ from conveyor.web.poll import MAX_WAIT_S, PATH, Poll, PollFirst
 from conveyor.web.problems import PROBLEM_JSON, SCHEMA, Problem, problem_response, validation_errors
 from conveyor.web.purge import Purger
 from conveyor.web.settings import ApiSettings
-from conveyor.web.submit import build_job, check, reject, request_digest, same_request
+from conveyor.web.submit import (
+    build_job,
+    check,
+    reject,
+    request_digest,
+    same_request,
+    unstorable,
+)
 
 logger = logging.getLogger("conveyor.api")
 
@@ -144,7 +151,7 @@ class Api:
             spec = models.JobIn.model_validate(body)
         except ValidationError as exc:
             raise reject(validation_errors(exc.errors())) from None
-        errors = check(spec, self.settings)
+        errors = unstorable(body) + check(spec, self.settings)
         if errors:
             raise reject(errors)
         key = _idempotency_key(request)

@@ -14,6 +14,8 @@ from typing import Any
 
 from starlette.responses import Response
 
+from conveyor.storable import storable
+
 PROBLEM_JSON = "application/problem+json"
 
 TITLES = {
@@ -70,7 +72,9 @@ def problem_response(
     if status == 401:
         all_headers.setdefault("WWW-Authenticate", 'Bearer realm="conveyor"')
     return Response(
-        json.dumps(body, ensure_ascii=False),
+        # A pointer or a message may quote the request's text, lone surrogates included,
+        # which UTF-8 cannot carry.
+        storable(json.dumps(body, ensure_ascii=False)),
         status_code=status,
         media_type=PROBLEM_JSON,
         headers=all_headers,

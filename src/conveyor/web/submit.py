@@ -22,6 +22,7 @@ from typing import Any
 from conveyor.job import Job, Step, new_job_id
 from conveyor.steps import templates
 from conveyor.steps.guard import BlockedDestination
+from conveyor.storable import problem
 from conveyor.web.auth import Principal, new_read_token
 from conveyor.web.documents import PRIVATE
 from conveyor.web.models import JobIn, StepIn
@@ -35,6 +36,26 @@ def request_digest(body: Any) -> str:
     """The same JSON body, however its keys are ordered or spaced, has one digest."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def unstorable(body: Any, location: list[str | int] | None = None) -> list[dict[str, Any]]:
+    """A problem ``errors`` entry for each string of the body (key or value) that some
+    store cannot keep: a NUL character, a lone surrogate (see conveyor.storable)."""
+    location = location or []
+    if isinstance(body, str):
+        why = problem(body)
+        return [] if why is None else [field_error(location, why)]
+    errors: list[dict[str, Any]] = []
+    if isinstance(body, dict):
+        for key, value in body.items():
+            why = problem(key)
+            if why is not None:
+                errors.append(field_error([*location, key], f"the key {why}"))
+            errors += unstorable(value, [*location, key])
+    elif isinstance(body, list):
+        for index, value in enumerate(body):
+            errors += unstorable(value, [*location, index])
+    return errors
 
 
 def check(spec: JobIn, settings: ApiSettings) -> list[dict[str, Any]]:

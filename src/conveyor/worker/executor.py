@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
-import json
 import logging
 import time
 import traceback
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.context import TaskContext, reset_context, set_context
 from conveyor.exceptions import Cancel, Poison, Retry, TaskNotFound
 from conveyor.job import Job, Outcome, Step
+from conveyor.storable import json_problem, problem, storable
 from conveyor.task import Hook, Task
 
 if TYPE_CHECKING:
@@ -294,7 +294,7 @@ class Executor:
     @staticmethod
     def _fail_step(step: Step, message: str) -> None:
         step.state = "failed"
-        step.last_error = message
+        step.last_error = storable(message)
         step.finished_at = time.time()
 
     async def _report(self, ctx: TaskContext, exc: BaseException) -> None:
@@ -324,7 +324,7 @@ class Executor:
                 logger.exception("%s hook of task %s failed (job %s)", event, name, ctx.job.id)
 
 
-_SCALARS = frozenset({str, int, bool})
+_SCALARS = frozenset({int, bool})  # results that are JSON as they are
 
 
 def _compose(middleware: list[Any], endpoint: Endpoint) -> Endpoint:
@@ -347,22 +347,30 @@ def _message(exc: BaseException) -> str:
 def _error(
     job: Job, step: Step, kind: str, message: str, exc: BaseException | None = None
 ) -> dict[str, Any]:
+    # Written as told, except for the characters no store keeps (an exception's message
+    # may hold any text): an outcome that cannot be written would help nobody.
     error: dict[str, Any] = {
         "attempt": job.attempts,
         "step": step.name,
         "at": time.time(),
-        "type": kind,
-        "message": message,
+        "type": storable(kind),
+        "message": storable(message),
     }
     if exc is not None:
-        error["traceback"] = "".join(traceback.format_exception(exc))[-20000:]
+        error["traceback"] = storable("".join(traceback.format_exception(exc))[-20000:])
     return error
 
 
 def _check_result(result: Any, task_name: str) -> None:
-    if result is None or type(result) in _SCALARS:
+    """TypeError (the attempt fails, saying why) for a result the store cannot keep: not
+    JSON, or text that some store refuses (see conveyor.storable). Refused here, it is
+    the task's error like any other, instead of an outcome that cannot be written."""
+    kind = type(result)
+    if result is None or kind in _SCALARS:
         return
     try:
-        json.dumps(result, allow_nan=False)
+        why = problem(result) if kind is str else json_problem(result)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"task {task_name!r} returned a result that is not JSON: {exc}") from None
+    if why is not None:
+        raise TypeError(f"task {task_name!r} returned a result that cannot be stored: it {why}")

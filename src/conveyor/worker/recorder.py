@@ -26,6 +26,7 @@ from conveyor.backends import redact_url
 from conveyor.backends.base import Backend
 from conveyor.exceptions import ConveyorError
 from conveyor.job import Job, Outcome
+from conveyor.storable import storable
 
 logger = logging.getLogger("conveyor.worker")
 
@@ -104,6 +105,7 @@ class OutcomeRecorder:
             self._in_flight = []
 
     async def _write(self, batch: Sequence[tuple[Job, Outcome]]) -> None:
+        written: Sequence[bool | None]
         try:
             written = await self.backend.finish(batch)
         except ConveyorError:
@@ -112,29 +114,49 @@ class OutcomeRecorder:
             logger.exception("a batch of %d outcome(s) failed; writing them one by one", len(batch))
             written = [await self._write_one(job, outcome) for job, outcome in batch]
         for (job, outcome), ok in zip(batch, written, strict=True):
+            if ok is None:
+                continue  # not written, logged: the job's lease runs out (see _write_one)
             if not ok:
                 logger.warning("job %s: lease lost before its outcome was recorded", job.id)
             elif self.on_written is not None:
                 self.on_written(job, outcome)
 
-    async def _write_one(self, job: Job, outcome: Outcome) -> bool:
+    async def _write_one(self, job: Job, outcome: Outcome) -> bool | None:
+        """Write one outcome; if the store refuses it, a ``poisoned`` outcome that says
+        why and keeps nothing of the run (results, progress, step errors); None if even
+        that is refused: the job stays running in the store until its lease runs out and
+        is recovered there (an attempt spent, and poisoned when it had its last)."""
         try:
             return (await self.backend.finish([(job, outcome)]))[0]
         except ConveyorError:
             raise
         except Exception as exc:
             logger.exception("job %s: its outcome cannot be stored; poisoning it", job.id)
-            job.result = None
-            job.progress.completed = job.progress.total = 0
-            job.progress.message = None
-            step = job.steps[job.current_step] if job.steps else None
-            for s in job.steps:
-                s.result = None
-            error = {
-                "attempt": job.attempts,
-                "step": step.name if step else None,
-                "at": time.time(),
-                "type": type(exc).__name__,
-                "message": f"the outcome could not be stored: {exc}",
-            }
+            reason = exc
+        job.result = None
+        job.progress.completed = job.progress.total = 0
+        job.progress.message = None
+        step = job.steps[job.current_step] if job.steps else None
+        for s in job.steps:
+            s.result = s.response = s.last_error = None
+        error = {
+            "attempt": job.attempts,
+            "step": storable(step.name) if step else None,
+            "at": time.time(),
+            "type": type(reason).__name__,
+            "message": storable(f"the outcome could not be stored: {reason}"),
+        }
+        try:
             return (await self.backend.finish([(job, Outcome.poisoned(error))]))[0]
+        except ConveyorError:
+            raise
+        except Exception:
+            # A bug of conveyor's, not the task's: the recorder must go on for the
+            # other jobs, and this one is not lost (its lease runs out; see above).
+            logger.critical(
+                "job %s: not even its poisoned outcome can be stored; leaving it to the "
+                "recovery of expired leases",
+                job.id,
+                exc_info=True,
+            )
+            return None

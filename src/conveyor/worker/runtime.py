@@ -42,6 +42,7 @@ from conveyor.context import TaskContext
 from conveyor.exceptions import ConveyorError
 from conveyor.garbage import settle_for_service
 from conveyor.job import Job, Outcome
+from conveyor.storable import storable
 from conveyor.web.documents import PRIVATE
 from conveyor.web.purge import Purger
 from conveyor.worker.callbacks import Callbacks, callback_url
@@ -659,7 +660,7 @@ def _broken(job: Job, message: str, kind: str = "WorkerError") -> dict[str, obje
         "step": step,
         "at": time.time(),
         "type": kind,
-        "message": message,
+        "message": storable(message),  # it may quote an exception's text
     }
 
 

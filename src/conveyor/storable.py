@@ -1,0 +1,61 @@
+"""Text every store can keep.
+
+PostgreSQL's ``text`` and ``jsonb`` hold no NUL character (a JSON ``"\\u0000"``
+included), and no store takes a lone surrogate (``"\\ud800"``: Python strings may hold
+one, UTF-8 cannot). A job carrying either would be stored on one store and refused by
+another, or, coming from a task's result or error, could not be recorded at all. So:
+
+- what a caller gives (arguments, metadata, keys, names, a task's result) is refused
+  with the reason, naming the field: :func:`problem`, :func:`json_problem`;
+- what conveyor writes about a run (error messages, tracebacks) is kept readable with
+  those characters replaced by U+FFFD: :func:`storable`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+_NUL = "contains a NUL character (\\u0000), which PostgreSQL cannot store"
+_SURROGATE = "contains a lone surrogate (U+D800 to U+DFFF), which is not UTF-8"
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# An escaped NUL in JSON text: \u0000 after an even number of backslashes (an odd one
+# escapes the backslash, as in the text "\\u0000" of the string '\u0000' written out).
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} {value!r:.80}")
+
+
+_encode = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_not_json
+).encode
+
+
+def problem(text: str) -> str | None:
+    """Why the stores cannot keep ``text``, or None."""
+    if "\x00" in text:
+        return _NUL
+    if not text.isascii() and _SURROGATES.search(text):
+        return _SURROGATE
+    return None
+
+
+def json_problem(value: Any) -> str | None:
+    """Why the stores cannot keep the JSON of ``value`` (any string in it, keys
+    included), or None. TypeError or ValueError when ``value`` is not JSON at all."""
+    text = _encode(value)
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        return _NUL
+    if not text.isascii() and _SURROGATES.search(text):
+        return _SURROGATE
+    return None
+
+
+def storable(text: str) -> str:
+    """``text`` with NUL characters and lone surrogates replaced by U+FFFD."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return _SURROGATES.sub("\ufffd", text).replace("\x00", "\ufffd")

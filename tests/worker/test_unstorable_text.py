@@ -1,0 +1,128 @@
+"""Text some store cannot keep (a NUL character: PostgreSQL; a lone surrogate: every
+store, as UTF-8 has none) coming out of a task: the attempt fails saying why, error
+messages keep what they can, and no other job's outcome waits on it. The same on
+every store (see conveyor.storable)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conveyor import Conveyor, State, current_context
+from conveyor.job import Job
+from conveyor.worker.runtime import Worker
+from tests.pg import fresh_schema
+from tests.rd import fresh_namespace
+
+from .test_runtime import run_with_worker
+
+NUL, SURROGATE = "a\x00b", "a\ud800b"
+BAD = [NUL, SURROGATE]  # by index: the text could not be enqueued as an argument
+
+
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
+def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Conveyor]:
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgres":
+            url = stack.enter_context(fresh_schema())
+        elif request.param == "redis":
+            url = stack.enter_context(fresh_namespace())
+        else:
+            url = f"sqlite:///{tmp_path}/jobs.db"
+        app = Conveyor(url)
+        yield app
+        app.close()
+
+
+def test_results_and_errors_no_store_keeps_fail_the_attempt_not_the_others(
+    app: Conveyor,
+) -> None:
+    @app.task(name="returns", max_attempts=1)
+    async def returns(bad: int) -> object:
+        return {"kept": [BAD[bad]]}
+
+    @app.task(name="raises", max_attempts=1)
+    def raises(bad: int) -> None:
+        raise ValueError(f"bad {BAD[bad]} input")
+
+    @app.task(name="reports", max_attempts=1)
+    async def reports(bad: int) -> None:
+        current_context().progress(1, 2, BAD[bad])
+
+    @app.task(name="fine")
+    async def fine(i: int) -> int:
+        return i
+
+    async def scenario(worker: Worker) -> list[Job]:
+        # Given good jobs around tasks that return, raise and report bad text
+        good = await fine.enqueue_many_async([[i] for i in range(10)])
+        bad = [await task.enqueue_async(i) for task in (returns, raises, reports) for i in range(2)]
+        more = await fine.enqueue_many_async([[i] for i in range(10, 20)])
+        handles = [*good, *bad, *more]
+        for handle in handles:
+            with contextlib.suppress(Exception):
+                await handle.wait_async(20)
+        return [(await h.refresh_async()).job for h in handles]
+
+    jobs = run_with_worker(app, scenario, concurrency=8)
+
+    # Then every good job succeeded; each bad one is poisoned, saying why
+    by_task: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_task.setdefault(job.task or "", []).append(job)
+    assert [j.state for j in by_task["fine"]] == [State.SUCCEEDED] * 20
+    assert [j.result for j in by_task["fine"]] == list(range(20))
+    for job in by_task["returns"]:
+        assert job.state is State.POISONED
+        assert "returned a result that cannot be stored" in (job.last_error or "")
+        assert job.result is None
+    nul, surrogate = by_task["raises"]
+    assert (nul.state, surrogate.state) == (State.POISONED, State.POISONED)
+    assert nul.last_error == "ValueError: bad a\ufffdb input"
+    assert surrogate.last_error == "ValueError: bad a\ufffdb input"
+    for job in by_task["reports"]:
+        assert job.state is State.POISONED
+        assert (job.last_error or "").startswith("ValueError: progress.message: contains a")
+
+
+def test_a_run_whose_outcome_no_store_keeps_is_recovered_and_the_rest_recorded(
+    app: Conveyor, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.task(name="spoils", max_attempts=1)
+    async def spoils() -> None:
+        # Task code that changes what conveyor writes back: its own step's arguments
+        current_context().step.args.append(SURROGATE)
+
+    @app.task(name="fine")
+    async def fine(i: int) -> int:
+        return i
+
+    async def scenario(worker: Worker) -> list[Job]:
+        # Given a job whose outcome (and poisoned outcome) the store refuses, among others
+        good = await fine.enqueue_many_async([[i] for i in range(5)])
+        spoiled = await spoils.enqueue_async()
+        more = await fine.enqueue_many_async([[i] for i in range(5, 10)])
+        for handle in [*good, *more]:
+            await handle.wait_async(20)
+        # When its lease runs out: it is recovered, its one attempt spent
+        deadline = asyncio.get_running_loop().time() + 20
+        while (await spoiled.refresh_async()).state is State.RUNNING:
+            assert asyncio.get_running_loop().time() < deadline, "never recovered"
+            await asyncio.sleep(0.1)
+        # And the worker goes on recording outcomes
+        after = await fine.enqueue_async(99)
+        assert await after.wait_async(20) == 99
+        return [(await h.refresh_async()).job for h in [*good, spoiled, *more]]
+
+    jobs = run_with_worker(app, scenario, lease=1.0)
+
+    # Then the others succeeded, and the spoiled job ended poisoned, not lost
+    spoiled = jobs[5]
+    assert [j.state for j in jobs[:5] + jobs[6:]] == [State.SUCCEEDED] * 10
+    assert spoiled.state is State.POISONED
+    assert spoiled.attempts == 1
+    assert any("not even its poisoned outcome" in r.getMessage() for r in caplog.records)
