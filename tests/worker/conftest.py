@@ -133,17 +133,26 @@ class WorkerEnv:
                 proc.wait()
 
 
+@contextlib.contextmanager
+def store_url(store: str, tmp_path: Path) -> Iterator[str]:
+    """A URL on a fresh store of the kind named: a SQLite file in ``tmp_path``, a
+    PostgreSQL schema or a Redis namespace (dropped or deleted after)."""
+    if store == "postgres":
+        with fresh_schema() as url:
+            yield url
+    elif store == "redis":
+        with fresh_namespace() as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp_path}/jobs.db"
+
+
 @pytest.fixture(params=["sqlite", "postgres", "redis"])
 def worker_env(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[WorkerEnv]:
     with contextlib.ExitStack() as stack:
-        if request.param == "postgres":
-            url = stack.enter_context(fresh_schema())
-        elif request.param == "redis":
-            url = stack.enter_context(fresh_namespace())
-        else:
-            url = f"sqlite:///{tmp_path}/jobs.db"
+        url = stack.enter_context(store_url(request.param, tmp_path))
         env = WorkerEnv(tmp_path, monkeypatch, url)
         try:
             yield env

@@ -15,9 +15,8 @@ import pytest
 from conveyor import Conveyor, State, current_context
 from conveyor.job import Job
 from conveyor.worker.runtime import Worker
-from tests.pg import fresh_schema
-from tests.rd import fresh_namespace
 
+from .conftest import store_url
 from .test_runtime import run_with_worker
 
 NUL, SURROGATE = "a\x00b", "a\ud800b"
@@ -26,13 +25,7 @@ BAD = [NUL, SURROGATE]  # by index: the text could not be enqueued as an argumen
 
 @pytest.fixture(params=["sqlite", "postgres", "redis"])
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Conveyor]:
-    with contextlib.ExitStack() as stack:
-        if request.param == "postgres":
-            url = stack.enter_context(fresh_schema())
-        elif request.param == "redis":
-            url = stack.enter_context(fresh_namespace())
-        else:
-            url = f"sqlite:///{tmp_path}/jobs.db"
+    with store_url(request.param, tmp_path) as url:
         app = Conveyor(url)
         yield app
         app.close()
