@@ -151,8 +151,9 @@ class OutcomeRecorder:
         except ConveyorError:
             raise
         except Exception:
-            # A bug of conveyor's, not the task's: the recorder must go on for the
-            # other jobs, and this one is not lost (its lease runs out; see above).
+            # Task code that changed what is written back (its step's arguments, say),
+            # or a bug of conveyor's: the recorder must go on for the other jobs, and
+            # this one is not lost (its lease runs out; see above).
             logger.critical(
                 "job %s: not even its poisoned outcome can be stored; leaving it to the "
                 "recovery of expired leases",
