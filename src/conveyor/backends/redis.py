@@ -75,7 +75,7 @@ from conveyor.exceptions import (
     JobStateError,
     QueueNotFound,
 )
-from conveyor.job import FINAL_STATES, WAITING_STATES, Job, Outcome, State
+from conveyor.job import FINAL_STATES, STATE_OF, WAITING_STATES, Job, Outcome, State
 
 logger = logging.getLogger("conveyor.backends.redis")
 
@@ -769,7 +769,7 @@ def _stored(
             job.created_at = job.updated_at = now
             if not job.run_at:
                 job.run_at = now
-            job.state = State(state)
+            job.state = STATE_OF[state]  # a dict look-up: State(state) took 0.2 us a job
             job.version = 1
             stored.append(job)
     return stored, others
