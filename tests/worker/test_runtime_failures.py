@@ -89,6 +89,41 @@ def test_a_task_that_exits_the_interpreter_fails_its_attempt_not_the_worker(
     assert run_with_worker(app, scenario) == "still working"
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no text for this one")
+
+
+def test_an_exception_whose_str_raises_fails_its_attempt_like_any_other(app: Conveyor) -> None:
+    seen: list[str] = []
+
+    @app.task(name="odd", max_attempts=1)
+    async def odd() -> None:
+        raise Unprintable
+
+    @odd.on("error")
+    def on_error(ctx: TaskContext, exc: BaseException) -> None:
+        seen.append(type(exc).__name__)
+
+    async def scenario(worker: Worker) -> Job:
+        handle = await odd.enqueue_async()
+        with pytest.raises(JobFailed):
+            await handle.wait_async(10)
+        return (await handle.refresh_async()).job
+
+    # Given a task whose exception cannot be turned into text; When it runs
+    job = run_with_worker(app, scenario)
+
+    # Then its attempt failed as a task error: hooks ran, the step failed, the error
+    # names the exception's type and says its text could not be had
+    assert job.state is State.POISONED
+    assert seen == ["Unprintable"]
+    assert job.steps[0].state == "failed"
+    assert job.errors[-1]["type"] == "Unprintable"
+    assert job.last_error == "Unprintable: <str() failed: ValueError>"
+    assert "Unprintable" in job.errors[-1]["traceback"]
+
+
 @pytest.mark.parametrize("delay", [math.inf, math.nan, -1])
 def test_retry_refuses_a_delay_that_is_not_a_finite_number(delay: float) -> None:
     with pytest.raises(ValueError, match="delay"):

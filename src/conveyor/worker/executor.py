@@ -134,8 +134,8 @@ class Executor:
                 return Outcome.poisoned(error)
             delay = exc.delay if exc.delay is not None else job.retry.delay(job.attempts)
             return Outcome.retry_in(delay, error, count_attempt=exc.count_attempt)
-        self._fail_step(step, _message(exc))
-        error = _error(job, step, type(exc).__qualname__, _message(exc), exc)
+        self._fail_step(step, describe(exc))
+        error = _error(job, step, type(exc).__qualname__, describe(exc), exc)
         await self._hooks(ctx, "error", exc)
         await self._report(ctx, exc)
         if job.attempts >= job.max_attempts:
@@ -339,8 +339,13 @@ def _compose(middleware: list[Any], endpoint: Endpoint) -> Endpoint:
     return call
 
 
-def _message(exc: BaseException) -> str:
-    text = str(exc)
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception, also when its ``__str__`` raises (task code's
+    exceptions may do anything; their attempt must still fail as any other)."""
+    try:
+        text = str(exc)
+    except Exception as inner:
+        text = f"<str() failed: {type(inner).__name__}>"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -46,7 +46,7 @@ from conveyor.storable import storable
 from conveyor.web.documents import PRIVATE
 from conveyor.web.purge import Purger
 from conveyor.worker.callbacks import Callbacks, callback_url
-from conveyor.worker.executor import Executor
+from conveyor.worker.executor import Executor, describe
 from conveyor.worker.processes import ProcessRunner
 from conveyor.worker.recorder import OutcomeRecorder
 
@@ -407,7 +407,7 @@ class Worker:
             # conveyor: count it as a failed attempt rather than guess, so that a job
             # that trips it cannot loop for ever.
             logger.error("executor failed on job %s", job_id, exc_info=exc)
-            message = f"worker error: {type(exc).__name__}: {exc}"
+            message = f"worker error: {describe(exc)}"
             if job.attempts >= job.max_attempts:
                 outcome = Outcome.poisoned(_broken(job, message))
             else:
