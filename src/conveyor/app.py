@@ -258,10 +258,10 @@ class Conveyor:
     def enqueue_many(self, jobs: Iterable[Job]) -> list[JobHandle]:
         """Store prepared jobs (``task.prepare(...)``) in one round trip."""
         with collector_paused():  # see Task.enqueue_many
-            return self.enqueue_jobs(list(jobs))
+            return self.enqueue_jobs(_job_list(jobs))
 
     async def enqueue_many_async(self, jobs: Iterable[Job]) -> list[JobHandle]:
-        return await self.enqueue_jobs_async(list(jobs))
+        return await self.enqueue_jobs_async(_job_list(jobs))
 
     def _through_middleware(self, jobs: Sequence[Job], built_here: bool) -> list[Job]:
         """Enqueue middleware, then validation of every job that did not come straight
@@ -365,3 +365,13 @@ def _policy(retry: RetryPolicy | dict[str, Any] | None) -> RetryPolicy:
     if isinstance(retry, RetryPolicy):
         return retry
     return RetryPolicy.from_dict(retry)
+
+
+def _job_list(jobs: Iterable[Job]) -> list[Job]:
+    try:
+        items = iter(jobs)
+    except TypeError:
+        raise InvalidJob(
+            "jobs", f"expected an iterable of Job objects (task.prepare(...)), got {jobs!r:.80}"
+        ) from None
+    return list(items)

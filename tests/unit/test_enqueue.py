@@ -184,6 +184,8 @@ def test_bad_input_names_the_field_and_stores_nothing(
         ([math.inf], "args"),
         ({"n": {1, 2}}, "kwargs"),
         ("12", "calls"),  # a string is not a sequence of args here
+        (12, "calls"),
+        (None, "calls"),
     ],
 )
 @pytest.mark.parametrize("form", ["sync", "async"])
@@ -203,6 +205,25 @@ def test_one_bad_item_refuses_the_whole_batch_naming_the_field(
         else:
             asyncio.run(one.enqueue_many_async(calls))
     assert info.value.field == field
+    assert stored_count(app) == 0
+
+
+@pytest.mark.parametrize("calls", [None, 5, object()])
+def test_a_batch_that_is_not_iterable_is_refused_naming_the_field(
+    app: Conveyor, calls: object
+) -> None:
+    @app.task(name="one")
+    def one(n: object) -> None: ...
+
+    with pytest.raises(InvalidJob) as info:
+        one.enqueue_many(calls)  # type: ignore[arg-type]
+    assert info.value.field == "calls"
+    with pytest.raises(InvalidJob) as info:
+        app.enqueue_many(calls)  # type: ignore[arg-type]
+    assert info.value.field == "jobs"
+    with pytest.raises(InvalidJob) as info:
+        asyncio.run(app.enqueue_many_async(calls))  # type: ignore[arg-type]
+    assert info.value.field == "jobs"
     assert stored_count(app) == 0
 
 
