@@ -44,6 +44,7 @@ class JobHandle:
             JobFailed: the job ended poisoned (its last error in the message).
             JobCancelled: the job was cancelled.
             JobTimeout: ``timeout`` seconds passed first.
+            ValueError, TypeError: ``timeout`` is not None or a number >= 0.
         """
         return self._app.portal_call(self.wait_async(timeout))
 
@@ -57,6 +58,7 @@ class JobHandle:
         return self
 
     async def wait_async(self, timeout: float | None = None) -> Any:
+        _check_timeout(timeout)
         backend = await self._app.backend()
         deadline = None if timeout is None else time.monotonic() + timeout
         job = await backend.get(self.id)
@@ -74,6 +76,17 @@ class JobHandle:
     async def cancel_async(self, reason: str = "cancelled by request") -> State:
         self.job = await (await self._app.backend()).cancel(self.id, reason)
         return self.job.state
+
+
+def _check_timeout(timeout: Any) -> None:
+    # NaN would wait for ever (no comparison with it is true), a negative number is a
+    # caller's slip: both refused, as queue.Queue.get refuses a negative timeout.
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout: expected seconds (a number) or None, got {timeout!r:.80}")
+    if not timeout >= 0:
+        raise ValueError(f"timeout: must be >= 0 seconds (or None: no limit), got {timeout!r}")
 
 
 def _result(job: Job) -> Any:

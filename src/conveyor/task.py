@@ -304,6 +304,8 @@ def resolve_options(defaults: TaskOptions, call: EnqueueOptions) -> ResolvedOpti
     _check_timeout(timeout)
     if call.unique_key is not None:
         check_unique_key(call.unique_key)
+    if call.metadata is not None and not isinstance(call.metadata, Mapping):
+        raise InvalidJob("metadata", f"expected a dict, got {call.metadata!r:.80}")
     metadata = dict(call.metadata or {})
     if metadata:
         check_json("metadata", metadata)
@@ -398,6 +400,9 @@ def validate_job(job: Job) -> None:
     one a worker can run and the store can keep."""
     if not isinstance(job, Job):
         raise InvalidJob("jobs", f"expected Job objects (task.prepare(...)), got {job!r:.80}")
+    if not isinstance(job.id, str) or not job.id:
+        raise InvalidJob("id", f"must be a non-empty string, got {job.id!r:.80}")
+    check_text("id", job.id)
     validate_queue_name(job.queue)
     if not job.steps:
         raise InvalidJob("steps", "a job needs at least one step")
@@ -492,6 +497,8 @@ def _check_timeout(timeout: Any) -> None:
 def _retry_policy(value: RetryPolicy | Mapping[str, Any]) -> RetryPolicy:
     if isinstance(value, RetryPolicy):
         return value
+    if not isinstance(value, Mapping):
+        raise InvalidJob("retry", f"expected a RetryPolicy or a dict, got {value!r:.80}")
     try:
         return RetryPolicy.from_dict(dict(value))
     except (TypeError, ValueError) as exc:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
 
 from tests.api.server import RunningApi, running_api, settings
+from tests.pg import fresh_schema
+from tests.rd import fresh_namespace
 
 URL = "http://127.0.0.1:9/x"
 
@@ -160,3 +163,17 @@ def test_unknown_routes_and_methods_are_problems(api: RunningApi) -> None:
     problem(client.get("/v1/jobs/not-an-id"), 404)
     problem(client.post("/v1/jobs/not-an-id/retry"), 404)
     problem(client.get("/v1/jobs", params={"limit": 0}), 422)
+
+
+@pytest.mark.parametrize("store", ["postgres", "redis"])
+def test_an_id_no_store_holds_is_404_on_every_store(store: str) -> None:
+    # Given the API on PostgreSQL or Redis (whose drivers refuse a NUL or a lone
+    # surrogate: the store's error was a 500)
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(fresh_schema() if store == "postgres" else fresh_namespace())
+        client = stack.enter_context(running_api(url)).client("admin")
+        # When a job is asked for by such an id; Then it is not found, as any unknown id
+        for odd in ("a%00b", "lone%ED%A0%80"):
+            problem(client.get(f"/v1/jobs/{odd}"), 404)
+            problem(client.delete(f"/v1/jobs/{odd}"), 404)
+            problem(client.post(f"/v1/jobs/{odd}/retry"), 404)

@@ -149,6 +149,9 @@ def test_async_forms(app: Conveyor) -> None:
         ({}, [], "args"),
         ({}, [1, 2], "args"),
         ({"metadata": {"when": dt.date(2026, 1, 1)}}, [1], "metadata"),
+        ({"metadata": 5}, [1], "metadata"),
+        ({"metadata": ["a", "b"]}, [1], "metadata"),
+        ({"retry": 5}, [1], "retry"),
         # Text some store cannot keep: a NUL (PostgreSQL), a lone surrogate (UTF-8)
         ({}, ["a\x00b"], "args"),
         ({}, ["é\ud800"], "args"),
@@ -431,3 +434,23 @@ def test_ids_sort_by_creation_time_around_their_floor() -> None:
 
     assert earlier < id_floor(1_800_000_000.5) < later
     assert sorted([later, earlier]) == [earlier, later]
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [(math.nan, ValueError), (-1, ValueError), ("5", TypeError), (True, TypeError)],
+)
+def test_wait_refuses_a_timeout_that_is_not_seconds(
+    app: Conveyor, timeout: object, error: type[Exception]
+) -> None:
+    @app.task(name="one")
+    def one() -> None: ...
+
+    # Given a waiting job (no worker); When waited on with a bad timeout
+    handle = one.enqueue()
+
+    # Then the call says so at once (NaN waited for ever: no comparison with it is true)
+    with pytest.raises(error, match="timeout"):
+        handle.wait(timeout)  # type: ignore[arg-type]
+    with pytest.raises(error, match="timeout"):
+        asyncio.run(handle.wait_async(timeout))  # type: ignore[arg-type]

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from conveyor.exceptions import ConfigError
+from conveyor.exceptions import ConfigError, JobNotFound
 from conveyor.job import Job, Outcome, State
+from conveyor.storable import problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +160,19 @@ class Stats:
             "counts": self.counts,
             "store": self.store,
         }
+
+
+def could_exist(job_id: object) -> bool:
+    """Whether a job could have this id: a string any store can hold. An id with a NUL
+    or a lone surrogate (from a URL, a command line) would reach a store as an error,
+    not as the answer that there is no such job (see conveyor.storable)."""
+    return isinstance(job_id, str) and problem(job_id) is None
+
+
+def known_id(job_id: str) -> None:
+    """JobNotFound for an id no job can have (see ``could_exist``)."""
+    if not could_exist(job_id):
+        raise JobNotFound(job_id)
 
 
 class Backend(abc.ABC):

@@ -50,6 +50,8 @@ from conveyor.backends.base import (
     QueueInfo,
     Stats,
     WorkerInfo,
+    could_exist,
+    known_id,
 )
 from conveyor.backends.postgres_claims import ClaimStart
 from conveyor.backends.postgres_enqueue import Inserter
@@ -458,12 +460,14 @@ class PostgresBackend(Backend):
 
     # -- reading -------------------------------------------------------------------
     async def get(self, job_id: str) -> Job:
+        known_id(job_id)
         row = await self._fetchone("get_job", {"id": job_id})
         if row is None:
             raise JobNotFound(job_id)
         return row_to_job(row)
 
     async def head(self, job_id: str) -> JobHead:
+        known_id(job_id)
         r = await self._fetchone("job_head", {"id": job_id})
         if r is None:
             raise JobNotFound(job_id)
@@ -511,12 +515,15 @@ class PostgresBackend(Backend):
 
     # -- changes by hand -------------------------------------------------------------
     async def cancel(self, job_id: str, reason: str = "cancelled") -> Job:
+        known_id(job_id)
         row = await self._fetchone("cancel_job", {"id": job_id, "reason": reason})
         if row is not None:
             return row_to_job(row)
         return await self.get(job_id)
 
     async def delete(self, job_id: str) -> bool:
+        if not could_exist(job_id):
+            return False
         if await self._fetchone("delete_job", {"id": job_id}) is not None:
             return True
         row = await self._fetchone("job_state", {"id": job_id})
@@ -525,6 +532,7 @@ class PostgresBackend(Backend):
         return False
 
     async def retry(self, job_id: str) -> Job:
+        known_id(job_id)
         async with self._connection() as conn, conn.transaction():
             cur = await conn.execute(self._q["lock_job"], {"id": job_id})
             row = await cur.fetchone()
@@ -745,6 +753,7 @@ class PostgresBackend(Backend):
         return await notes.wait(names, seen, timeout)
 
     async def watch(self, job_id: str, version: int, timeout: float) -> Job | None:
+        known_id(job_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

@@ -51,6 +51,8 @@ from conveyor.backends.base import (
     QueueInfo,
     Stats,
     WorkerInfo,
+    could_exist,
+    known_id,
 )
 from conveyor.backends.redis_direct import DirectAsyncClient, DirectClient
 from conveyor.backends.redis_packing import connection_class
@@ -371,6 +373,7 @@ class RedisBackend(Backend):
 
     # -- reading -------------------------------------------------------------------
     async def get(self, job_id: str) -> Job:
+        known_id(job_id)
         async with self._redis() as client:
             fields = await client.hgetall(self._key("job", job_id))
         if not fields:
@@ -378,6 +381,7 @@ class RedisBackend(Backend):
         return hash_to_job(fields)
 
     async def head(self, job_id: str) -> JobHead:
+        known_id(job_id)
         async with self._redis() as client:
             found, version, state, tenant, metadata = await client.hmget(
                 self._key("job", job_id), ["id", "version", "state", "tenant", "metadata"]
@@ -435,18 +439,22 @@ class RedisBackend(Backend):
 
     # -- changes by hand -------------------------------------------------------------
     async def cancel(self, job_id: str, reason: str = "cancelled") -> Job:
+        known_id(job_id)
         fields = await self._call("cancel", job_id, reason)
         if not fields:
             raise JobNotFound(job_id)
         return hash_to_job(fields)
 
     async def delete(self, job_id: str) -> bool:
+        if not could_exist(job_id):
+            return False
         answer = await self._call("delete", job_id)
         if isinstance(answer, str):
             raise JobStateError(job_id, answer, "delete a running job (cancel it first)")
         return bool(answer)
 
     async def retry(self, job_id: str) -> Job:
+        known_id(job_id)
         for _ in range(10):
             job = await self.get(job_id)
             if job.state not in (State.POISONED, State.CANCELLED):
@@ -717,6 +725,7 @@ class RedisBackend(Backend):
                     pop.cancel()
 
     async def watch(self, job_id: str, version: int, timeout: float) -> Job | None:
+        known_id(job_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         key = self._key("job", job_id)

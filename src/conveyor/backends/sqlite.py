@@ -48,6 +48,8 @@ from conveyor.backends.base import (
     QueueInfo,
     Stats,
     WorkerInfo,
+    could_exist,
+    known_id,
 )
 from conveyor.backends.rows import (
     RETRYABLE,
@@ -501,9 +503,11 @@ class SQLiteBackend(Backend):
         return await self._transact(release) if jobs else 0
 
     async def get(self, job_id: str) -> Job:
+        known_id(job_id)
         return row_to_job(self._read_job(Q["get_job"], job_id))
 
     async def head(self, job_id: str) -> JobHead:
+        known_id(job_id)
         r = self._read_job(Q["job_head"], job_id)
         return JobHead(r[0], r[1], State(r[2]), r[3], loads(r[4]) if r[4] else {})
 
@@ -587,6 +591,8 @@ class SQLiteBackend(Backend):
         return await self._read_aside(page)
 
     async def cancel(self, job_id: str, reason: str = "cancelled") -> Job:
+        known_id(job_id)
+
         def cancel(conn: sqlite3.Connection, now: float) -> Job:
             job = self._get(job_id)
             if job.state.is_waiting:
@@ -602,6 +608,9 @@ class SQLiteBackend(Backend):
         return await self._transact(cancel)
 
     async def delete(self, job_id: str) -> bool:
+        if not could_exist(job_id):
+            return False
+
         def delete(conn: sqlite3.Connection, now: float) -> bool:
             if conn.execute(Q["delete_job"], (job_id,)).rowcount:
                 return True
@@ -613,6 +622,8 @@ class SQLiteBackend(Backend):
         return await self._transact(delete)
 
     async def retry(self, job_id: str) -> Job:
+        known_id(job_id)
+
         def retry(conn: sqlite3.Connection, now: float) -> Job:
             job = self._get(job_id)
             if job.state not in RETRYABLE:
@@ -906,6 +917,7 @@ class SQLiteBackend(Backend):
         return await self._changed(since, time.monotonic() + timeout) is not None
 
     async def watch(self, job_id: str, version: int, timeout: float) -> Job | None:
+        known_id(job_id)
         deadline = time.monotonic() + timeout
         while True:
             seen = self._data_version()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -174,6 +175,28 @@ class EnqueueConformance:
         # When / Then it is looked up
         with pytest.raises(JobNotFound):
             await backend.get(missing)
+
+    @async_test
+    async def test_an_id_no_store_holds_is_not_found_by_every_method(
+        self, backend: Backend
+    ) -> None:
+        # Given ids that no job can have (from a URL or a command line): with a NUL, with
+        # a lone surrogate, not a string
+        await enqueue_one(backend, make_job())
+        missing: Any
+        for missing in ("nul\x00id", "lone\ud800", 42):
+            # When each method that takes an id is asked about one; Then the answer is
+            # that there is no such job, as for any other unknown id
+            for ask in (
+                backend.get(missing),
+                backend.head(missing),
+                backend.cancel(missing),
+                backend.retry(missing),
+                backend.watch(missing, 1, 0.01),
+            ):
+                with pytest.raises(JobNotFound):
+                    await ask
+            assert await backend.delete(missing) is False
 
     @async_test
     async def test_head_is_the_jobs_version_state_tenant_and_metadata(
