@@ -214,6 +214,11 @@ def _answers(url: str) -> bool:
         (["--fetch", "0"], "fetch"),
         (["--interval", "0"], "interval"),
         (["--lease", "-1"], "lease"),
+        (["--lease", "nan"], "lease"),  # (it started, and its lease keeper died)
+        (["--lease", "inf"], "lease"),
+        (["--interval", "inf"], "interval"),
+        (["--interval", "nan"], "interval"),
+        (["--shutdown-timeout", "nan"], "shutdown_timeout"),
         (["--max-jobs", "0"], "max_jobs"),
         (["--shutdown-timeout", "-1"], "shutdown_timeout"),
         (["--processes", "0"], "processes"),

@@ -26,6 +26,7 @@ import collections
 import contextlib
 import functools
 import logging
+import math
 import os
 import random
 import socket
@@ -100,11 +101,16 @@ class WorkerConfig:
                 raise ConfigError(name, f"must be >= 1, got {value}")
         if self.prefetch < 0:
             raise ConfigError("prefetch", f"must be >= 0, got {self.prefetch}")
+        # Written so that NaN fails them too (no comparison with it is true): a NaN lease
+        # passed, and the lease keeper died on it after the worker had started.
         for name in ("interval", "lease"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(name, f"must be > 0 seconds, got {getattr(self, name)}")
-        if self.shutdown_timeout < 0:
-            raise ConfigError("shutdown_timeout", "must be >= 0 seconds")
+            value = getattr(self, name)
+            if not 0 < value < math.inf:
+                raise ConfigError(name, f"must be a finite number of seconds > 0, got {value}")
+        if not self.shutdown_timeout >= 0:  # inf: wait as long as the jobs run
+            raise ConfigError(
+                "shutdown_timeout", f"must be a number of seconds >= 0, got {self.shutdown_timeout}"
+            )
 
 
 @dataclass
