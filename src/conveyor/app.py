@@ -21,7 +21,9 @@ from conveyor.task import (
     Hook,
     Task,
     TaskOptions,
+    check_max_attempts,
     check_text,
+    check_timeout,
     default_task_name,
     executor_for,
     import_callable,
@@ -170,8 +172,8 @@ class Conveyor:
                 kind = executor_for(func, executor)
             except ValueError as exc:
                 raise InvalidJob("task", str(exc)) from None
-            if max_attempts < 1:
-                raise InvalidJob("max_attempts", f"must be >= 1, got {max_attempts!r}")
+            check_max_attempts(max_attempts)
+            check_timeout(options.timeout)
             validate_queue_name(options.queue)
             task_name = name or default_task_name(func)
             check_text("name", task_name)

@@ -291,17 +291,10 @@ def resolve_options(defaults: TaskOptions, call: EnqueueOptions) -> ResolvedOpti
     if not -(2**31) <= priority < 2**31:
         raise InvalidJob("priority", f"must fit in 32 bits, got {priority}")
     max_attempts = call.max_attempts if call.max_attempts is not None else defaults.max_attempts
-    if (
-        isinstance(max_attempts, bool)
-        or not isinstance(max_attempts, int)
-        or not 1 <= max_attempts <= 1_000_000
-    ):
-        raise InvalidJob(
-            "max_attempts", f"must be an int from 1 to 1,000,000, got {max_attempts!r}"
-        )
+    check_max_attempts(max_attempts)
     retry = _retry_policy(call.retry) if call.retry is not None else defaults.retry
     timeout = call.timeout if call.timeout is not None else defaults.timeout
-    _check_timeout(timeout)
+    check_timeout(timeout)
     if call.unique_key is not None:
         check_unique_key(call.unique_key)
     if call.metadata is not None and not isinstance(call.metadata, Mapping):
@@ -431,16 +424,9 @@ def validate_job(job: Job) -> None:
         raise InvalidJob("priority", f"expected an int, got {job.priority!r}")
     if not -(2**31) <= job.priority < 2**31:
         raise InvalidJob("priority", f"must fit in 32 bits, got {job.priority}")
-    if (
-        isinstance(job.max_attempts, bool)
-        or not isinstance(job.max_attempts, int)
-        or not (1 <= job.max_attempts <= 1_000_000)
-    ):
-        raise InvalidJob(
-            "max_attempts", f"must be an int from 1 to 1,000,000: {job.max_attempts!r}"
-        )
+    check_max_attempts(job.max_attempts)
     _epoch(job.run_at)
-    _check_timeout(job.timeout)
+    check_timeout(job.timeout)
     if not isinstance(job.metadata, dict):
         raise InvalidJob("metadata", "expected a dict")
     check_json("metadata", job.metadata)
@@ -487,11 +473,24 @@ def check_text(field_name: str, value: str) -> None:
         raise InvalidJob(field_name, f"{why}: {value!r:.80}")
 
 
-def _check_timeout(timeout: Any) -> None:
+def check_max_attempts(max_attempts: Any) -> None:
+    if (
+        isinstance(max_attempts, bool)
+        or not isinstance(max_attempts, int)
+        or not 1 <= max_attempts <= 1_000_000
+    ):
+        raise InvalidJob(
+            "max_attempts", f"must be an int from 1 to 1,000,000, got {max_attempts!r}"
+        )
+
+
+def check_timeout(timeout: Any) -> None:
     if timeout is None:
         return
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise InvalidJob("timeout", f"must be a number of seconds > 0, got {timeout!r}")
+    # Finite: an infinite timeout is no timeout (None), and JSON has no infinity.
+    number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+    if not number or not 0 < timeout < math.inf:
+        raise InvalidJob("timeout", f"must be a finite number of seconds > 0, got {timeout!r}")
 
 
 def _retry_policy(value: RetryPolicy | Mapping[str, Any]) -> RetryPolicy:

@@ -113,6 +113,14 @@ def test_malformed_json_400_not_json_415_too_large_413(api: RunningApi) -> None:
         client.post("/v1/jobs", content=b"steps=1", headers={"Content-Type": "text/plain"}), 415
     )
     problem(client.post("/v1/jobs", content=b'{"steps": []}'), 415)
+    # Python reads these; JSON has none of them, and no store keeps them (they were 500s)
+    for number in (b"NaN", b"Infinity", b"-Infinity", b"1e999"):
+        body = b'{"steps": [{"name": "a", "url": "%s", "body": {"x": %s}}]}' % (
+            URL.encode(),
+            number,
+        )
+        answer = client.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
+        assert number.decode().lstrip("-") in problem(answer, 400)["detail"]
     huge = {"steps": [step(body="x" * (1 << 20))]}
     problem(client.post("/v1/jobs", json=huge), 413)
     problem(client.post("/v1/jobs", json=[step()]), 422)

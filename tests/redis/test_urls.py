@@ -43,6 +43,8 @@ PASSWORD = "s3cret-pw"
         (f"redis://:{PASSWORD}@h/0?max_payload=abc", "url.max_payload", "got 'abc'"),
         (f"redis://:{PASSWORD}@h/0?max_payload=0", "url.max_payload", "must be > 0"),
         (f"redis://:{PASSWORD}@h/0?poll=-1", "url.poll", "must be > 0"),
+        (f"redis://:{PASSWORD}@h/0?poll=nan", "url.poll", "must be > 0 and finite"),
+        (f"redis://:{PASSWORD}@h/0?connect_timeout=inf", "url.connect_timeout", "got 'inf'"),
         (f"redis://:{PASSWORD}@h/0?connect_timeout=x", "url.connect_timeout", "got 'x'"),
     ],
 )

@@ -8,6 +8,7 @@ import gc
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,6 +142,8 @@ def test_async_forms(app: Conveyor) -> None:
         ({"queue": "a b"}, [1], "queue"),
         ({"max_attempts": 0}, [1], "max_attempts"),
         ({"timeout": -5}, [1], "timeout"),
+        ({"timeout": math.nan}, [1], "timeout"),
+        ({"timeout": math.inf}, [1], "timeout"),
         ({"run_at": dt.datetime(2030, 1, 1)}, [1], "run_at"),
         ({"retry": {"exponent": -1}}, [1], "retry"),
         ({"retry": {"bogus": 1}}, [1], "retry"),
@@ -280,6 +283,29 @@ def test_a_task_name_no_store_keeps_is_refused_at_registration(app: Conveyor, na
     assert name not in app.tasks
 
 
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"timeout": math.nan}, "timeout"),
+        ({"timeout": math.inf}, "timeout"),
+        ({"max_attempts": math.nan}, "max_attempts"),
+        ({"max_attempts": 2.5}, "max_attempts"),
+        ({"max_attempts": True}, "max_attempts"),
+    ],
+)
+def test_bad_task_defaults_are_refused_at_registration(
+    app: Conveyor, options: dict[str, Any], field: str
+) -> None:
+    # (they were accepted, and every enqueue of the task failed)
+    with pytest.raises(InvalidJob) as info:
+
+        @app.task(name="bad", **options)
+        def bad() -> None: ...
+
+    assert info.value.field == field
+    assert "bad" not in app.tasks
+
+
 def test_unknown_options_are_refused(app: Conveyor) -> None:
     @app.task(name="one")
     def one() -> None: ...
@@ -307,6 +333,8 @@ def test_unknown_task_is_refused_at_the_call(app: Conveyor, name: str) -> None:
         "sqlite://host/x.db",
         "sqlite:///x.db?synchronous=sometimes",
         "sqlite:///x.db?bogus=1",
+        "sqlite:///x.db?busy_timeout=nan",
+        "sqlite:///x.db?poll=inf",
     ],
 )
 def test_bad_urls_are_refused_at_construction(url: str, monkeypatch: pytest.MonkeyPatch) -> None:

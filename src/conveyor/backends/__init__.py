@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from urllib.parse import urlsplit
 
 from conveyor.backends.base import Backend
@@ -57,8 +58,8 @@ def redact_url(url: str) -> str:
 def number_option(
     options: dict[str, str], name: str, default: float, where: str, kind: type = float
 ) -> float:
-    """Pop the URL option ``name`` (a number > 0) from ``options``; ConfigError naming
-    ``url.<name>`` when it is not one."""
+    """Pop the URL option ``name`` (a finite number > 0) from ``options``; ConfigError
+    naming ``url.<name>`` when it is not one."""
     raw = options.pop(name, None)
     if raw is None:
         return default
@@ -66,6 +67,6 @@ def number_option(
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"url.{name}", f"expected a number in {where!r}, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"url.{name}", f"must be > 0 in {where!r}")
+    if not 0 < value < math.inf:  # NaN fails this too
+        raise ConfigError(f"url.{name}", f"must be > 0 and finite in {where!r}, got {raw!r}")
     return float(value)

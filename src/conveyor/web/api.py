@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -295,6 +296,19 @@ class Api:
 
 
 # -- request parsing --------------------------------------------------------------------
+def _not_json_constant(name: str) -> Any:
+    # Python's json reads NaN, Infinity and -Infinity; JSON has none of them, and a job
+    # holding one could not be stored (it was a 500).
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999: JSON, but no float holds it
+        raise ValueError(f"{text} is too large for a number")
+    return value
+
+
 async def _json_body(request: Request, limit: int) -> Any:
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
@@ -316,7 +330,7 @@ async def _json_body(request: Request, limit: int) -> Any:
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_not_json_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError) as exc:
         raise Problem(400, f"the body is not JSON: {exc}") from None
     if not isinstance(data, dict):
