@@ -185,3 +185,10 @@ def test_an_id_no_store_holds_is_404_on_every_store(store: str) -> None:
             problem(client.get(f"/v1/jobs/{odd}"), 404)
             problem(client.delete(f"/v1/jobs/{odd}"), 404)
             problem(client.post(f"/v1/jobs/{odd}/retry"), 404)
+            problem(client.post(f"/v1/queues/{odd}/pause"), 404)
+            problem(client.post(f"/v1/queues/{odd}/empty"), 404)
+        # A NUL as a list's filter or cursor: a 422 naming the parameter (bytes that are
+        # not UTF-8 in a query string are read with U+FFFD in their place)
+        for parameter in ("queue", "cursor"):
+            listed = problem(client.get(f"/v1/jobs?{parameter}=a%00b"), 422)
+            assert listed["errors"][0]["parameter"] == parameter

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from conveyor.exceptions import ConfigError, JobNotFound
+from conveyor.exceptions import ConfigError, JobNotFound, QueueNotFound
 from conveyor.job import Job, Outcome, State
 from conveyor.storable import problem
 
@@ -173,6 +173,18 @@ def known_id(job_id: str) -> None:
     """JobNotFound for an id no job can have (see ``could_exist``)."""
     if not could_exist(job_id):
         raise JobNotFound(job_id)
+
+
+def known_queue(name: str) -> None:
+    """QueueNotFound for a name no queue can have (see ``could_exist``)."""
+    if not could_exist(name):
+        raise QueueNotFound(name)
+
+
+def matches_nothing(filter: JobFilter | None, cursor: str | None) -> bool:
+    """Whether a listing asks for text no job can hold (its answer: no jobs)."""
+    asked = (cursor,) if filter is None else (filter.queue, filter.task, filter.tenant, cursor)
+    return any(value is not None and not could_exist(value) for value in asked)
 
 
 class Backend(abc.ABC):

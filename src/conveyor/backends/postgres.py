@@ -52,6 +52,8 @@ from conveyor.backends.base import (
     WorkerInfo,
     could_exist,
     known_id,
+    known_queue,
+    matches_nothing,
 )
 from conveyor.backends.postgres_claims import ClaimStart
 from conveyor.backends.postgres_enqueue import Inserter
@@ -480,6 +482,8 @@ class PostgresBackend(Backend):
     async def list_jobs(
         self, filter: JobFilter | None = None, cursor: str | None = None, limit: int = 50
     ) -> Page:
+        if matches_nothing(filter, cursor):
+            return Page([], None)
         where: list[sql.Composable] = []
         params: dict[str, Any] = {"limit": limit + 1}
         states = filter.states if filter is not None else None
@@ -614,9 +618,11 @@ class PostgresBackend(Backend):
                 await self._notify(conn, {name})
 
     async def pause_queue(self, name: str) -> None:
+        known_queue(name)
         await self._set_paused(name, True)
 
     async def resume_queue(self, name: str) -> None:
+        known_queue(name)
         await self._set_paused(name, False)
 
     async def _in_queue(self, name: str, delete: str) -> int:
@@ -631,9 +637,11 @@ class PostgresBackend(Backend):
             return deleted
 
     async def empty_queue(self, name: str) -> int:
+        known_queue(name)
         return await self._in_queue(name, "empty_queue")
 
     async def drop_queue(self, name: str) -> int:
+        known_queue(name)
         self._inserter.forget_queue(name)
         return await self._in_queue(name, "drop_queue_jobs")
 

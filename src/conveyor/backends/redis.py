@@ -53,6 +53,8 @@ from conveyor.backends.base import (
     WorkerInfo,
     could_exist,
     known_id,
+    known_queue,
+    matches_nothing,
 )
 from conveyor.backends.redis_direct import DirectAsyncClient, DirectClient
 from conveyor.backends.redis_packing import connection_class
@@ -399,6 +401,8 @@ class RedisBackend(Backend):
     async def list_jobs(
         self, filter: JobFilter | None = None, cursor: str | None = None, limit: int = 50
     ) -> Page:
+        if matches_nothing(filter, cursor):
+            return Page([], None)
         wanted = filter or JobFilter()
         states = sorted(s.value for s in (wanted.states or State))
         async with self._redis() as client:
@@ -519,9 +523,11 @@ class RedisBackend(Backend):
             raise QueueNotFound(name)
 
     async def pause_queue(self, name: str) -> None:
+        known_queue(name)
         await self._set_paused(name, True)
 
     async def resume_queue(self, name: str) -> None:
+        known_queue(name)
         await self._set_paused(name, False)
 
     async def _remove_from_queue(self, name: str, mode: str, states: Sequence[State]) -> int:
@@ -539,9 +545,11 @@ class RedisBackend(Backend):
                 return total
 
     async def empty_queue(self, name: str) -> int:
+        known_queue(name)
         return await self._remove_from_queue(name, "empty", sorted(WAITING_STATES))
 
     async def drop_queue(self, name: str) -> int:
+        known_queue(name)
         kept = (State.RUNNING, State.CANCELLING)
         return await self._remove_from_queue(name, "drop", [s for s in State if s not in kept])
 

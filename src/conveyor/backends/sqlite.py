@@ -50,6 +50,8 @@ from conveyor.backends.base import (
     WorkerInfo,
     could_exist,
     known_id,
+    known_queue,
+    matches_nothing,
 )
 from conveyor.backends.rows import (
     RETRYABLE,
@@ -551,6 +553,8 @@ class SQLiteBackend(Backend):
     async def list_jobs(
         self, filter: JobFilter | None = None, cursor: str | None = None, limit: int = 50
     ) -> Page:
+        if matches_nothing(filter, cursor):
+            return Page([], None)
         where: list[str] = []
         params: list[Any] = []
         if filter is not None:
@@ -739,12 +743,16 @@ class SQLiteBackend(Backend):
         await self._transact(set_paused)
 
     async def pause_queue(self, name: str) -> None:
+        known_queue(name)
         await self._set_paused(name, True)
 
     async def resume_queue(self, name: str) -> None:
+        known_queue(name)
         await self._set_paused(name, False)
 
     async def empty_queue(self, name: str) -> int:
+        known_queue(name)
+
         def empty(conn: sqlite3.Connection, now: float) -> int:
             self._require_queue(conn, name)
             return int(conn.execute(Q["empty_queue"], (name,)).rowcount)
@@ -752,6 +760,8 @@ class SQLiteBackend(Backend):
         return await self._transact(empty)
 
     async def drop_queue(self, name: str) -> int:
+        known_queue(name)
+
         def drop(conn: sqlite3.Connection, now: float) -> int:
             self._require_queue(conn, name)
             deleted = int(conn.execute(Q["drop_queue_jobs"], (name,)).rowcount)

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from conveyor.backends.base import Backend, JobHead
-from conveyor.exceptions import JobNotFound
+from conveyor.backends.base import Backend, JobFilter, JobHead
+from conveyor.exceptions import JobNotFound, QueueNotFound
 from conveyor.job import Outcome, RetryPolicy, State, Step
 from conveyor.testing.harness import (
     all_jobs,
@@ -197,6 +197,32 @@ class EnqueueConformance:
                 with pytest.raises(JobNotFound):
                     await ask
             assert await backend.delete(missing) is False
+
+    @async_test
+    async def test_names_no_store_holds_find_no_queue_and_list_no_jobs(
+        self, backend: Backend
+    ) -> None:
+        # Given a stored job, and names no queue or job can have (from a URL, a form)
+        await enqueue_one(backend, make_job())
+        for odd in ("nul\x00q", "lone\ud800"):
+            # When queues of that name are acted on; Then there is no such queue
+            for act in (
+                backend.pause_queue(odd),
+                backend.resume_queue(odd),
+                backend.empty_queue(odd),
+                backend.drop_queue(odd),
+            ):
+                with pytest.raises(QueueNotFound):
+                    await act
+            # And listings filtered by it, or continued from it, hold no job
+            for filter, cursor in (
+                (JobFilter(queue=odd), None),
+                (JobFilter(task=odd), None),
+                (JobFilter(tenant=odd), None),
+                (None, odd),
+            ):
+                page = await backend.list_jobs(filter, cursor)
+                assert (page.jobs, page.next_cursor) == ([], None)
 
     @async_test
     async def test_head_is_the_jobs_version_state_tenant_and_metadata(

@@ -47,6 +47,7 @@ from conveyor.exceptions import (
     QueueNotFound,
 )
 from conveyor.job import Job, State
+from conveyor.storable import problem
 from conveyor.web import models
 from conveyor.web.auth import Principal, token_matches
 from conveyor.web.caching import etag_of
@@ -533,6 +534,10 @@ def _routes(web: FastAPI, api: Api) -> None:
                 422, "limit: 1 to 500", [{"parameter": "limit", "detail": "expected 1 to 500"}]
             )
         tenant = None if principal.admin else principal.tenant
+        for name, value in (("queue", queue), ("cursor", cursor)):
+            why = None if value is None else problem(value)
+            if why is not None:  # it would reach the store as an error (a 500)
+                raise Problem(422, f"{name}: {why}", [{"parameter": name, "detail": why}])
         job_filter = JobFilter(states=_states(state), queue=queue, tenant=tenant)
         page = await (await api.backend()).list_jobs(job_filter, cursor, limit)
         return json_response(
