@@ -162,11 +162,11 @@ class Stats:
         }
 
 
-def could_exist(job_id: object) -> bool:
-    """Whether a job could have this id: a string any store can hold. An id with a NUL
-    or a lone surrogate (from a URL, a command line) would reach a store as an error,
-    not as the answer that there is no such job (see conveyor.storable)."""
-    return isinstance(job_id, str) and problem(job_id) is None
+def could_exist(key: object) -> bool:
+    """Whether a job id or a queue name could be stored: a string every store can hold.
+    One with a NUL or a lone surrogate (from a URL, a command line) would reach a store
+    as an error, not as the answer that there is no such thing (see conveyor.storable)."""
+    return isinstance(key, str) and problem(key) is None
 
 
 def known_id(job_id: str) -> None:
