@@ -27,6 +27,7 @@ from conveyor.task import (
     default_task_name,
     executor_for,
     import_callable,
+    iterate,
     validate_job,
     validate_queue_name,
 )
@@ -370,10 +371,4 @@ def _policy(retry: RetryPolicy | dict[str, Any] | None) -> RetryPolicy:
 
 
 def _job_list(jobs: Iterable[Job]) -> list[Job]:
-    try:
-        items = iter(jobs)
-    except TypeError:
-        raise InvalidJob(
-            "jobs", f"expected an iterable of Job objects (task.prepare(...)), got {jobs!r:.80}"
-        ) from None
-    return list(items)
+    return list(iterate(jobs, "jobs", "Job objects (task.prepare(...))"))

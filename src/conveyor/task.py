@@ -10,7 +10,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -149,13 +149,7 @@ class Task:
         """The jobs ``enqueue_many`` would store, validated, not stored: what
         ``prepare`` makes of each item, in one pass (one run of ids for the batch, no
         call per job: 1.6 instead of 2.4 us a job here)."""
-        try:
-            items = iter(calls)
-        except TypeError:
-            raise InvalidJob(
-                "calls",
-                f"expected an iterable of items (args lists, kwargs dicts), got {calls!r:.80}",
-            ) from None
+        items = iterate(calls, "calls", "args lists or kwargs dicts")
         arity = _positional_arity(self.fn)
         arguments: list[tuple[list[Any], dict[str, Any]]] = []
         kwargs: dict[str, Any]
@@ -464,6 +458,17 @@ def check_json(field_name: str, value: Any) -> None:
         raise InvalidJob(field_name, f"not JSON-serializable: {exc}") from None
     if why is not None:
         raise InvalidJob(field_name, why)
+
+
+def iterate(value: Any, field_name: str, items: str) -> Iterator[Any]:
+    """An iterator over ``value``; InvalidJob naming the field when it is not iterable
+    (``items`` says what it should hold)."""
+    try:
+        return iter(value)
+    except TypeError:
+        raise InvalidJob(
+            field_name, f"expected an iterable of {items}, got {value!r:.80}"
+        ) from None
 
 
 def check_text(field_name: str, value: str) -> None:
