@@ -67,9 +67,13 @@ def test_a_version_2_schema_is_upgraded_and_its_finished_jobs_are_found_by_key()
                 assert await backend.migrate() == (0, 2)
                 await backend.open()
                 try:
-                    await backend.enqueue([make_job(unique_key="order-7")])
-                    (job,) = await backend.claim(["default"], "w", 1, 60.0)
-                    assert await backend.finish([(job, Outcome.succeeded())]) == [True]
+                    # Two jobs: a batch's statement is the same at version 2, a single
+                    # job's reads the waiters table of version 6.
+                    job, other = await backend.enqueue([make_job(unique_key="order-7"), make_job()])
+                    claimed = await backend.claim(["default"], "w", 2, 60.0)
+                    assert {j.id for j in claimed} == {job.id, other.id}
+                    done = [(j, Outcome.succeeded()) for j in claimed]
+                    assert await backend.finish(done) == [True, True]
                     return job
                 finally:
                     await backend.close()

@@ -446,8 +446,8 @@ def test_a_stop_ends_an_idle_wait_at_once_and_a_job_enqueued_while_waiting_runs(
         running = asyncio.create_task(worker.run())
         try:
             await asyncio.sleep(0.3)
-            # When a job is enqueued while it waits (on Redis: handed to it), and then
-            # the worker is asked to stop while it waits again
+            # When a job is enqueued while it waits (on Redis and PostgreSQL: handed to
+            # it), and then the worker is asked to stop while it waits again
             handle = await t.enqueue_async(7)
             result = await asyncio.wait_for(handle.wait_async(), 30)
             await asyncio.sleep(0.3)

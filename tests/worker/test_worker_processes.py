@@ -8,11 +8,14 @@ import signal
 import time
 from collections import Counter
 
+import psycopg
 import pytest
 import redis
 
 from conveyor import State
+from conveyor.backends.postgres_url import parse_postgres_url
 from conveyor.backends.redis_url import parse_redis_url
+from tests.pg import libpq_url
 from tests.rd import client_url
 
 from .conftest import WorkerEnv
@@ -67,8 +70,8 @@ def test_kill_9_mid_job_the_job_runs_again_after_its_lease(worker_env: WorkerEnv
 def test_kill_9_of_a_waiting_worker_loses_no_job_enqueued_after_it(
     worker_env: WorkerEnv,
 ) -> None:
-    # Given a worker that ran a job and waits for the next (on Redis: registered for
-    # the hand-off of the next job enqueued, for its 5 s interval)
+    # Given a worker that ran a job and waits for the next (on Redis and PostgreSQL:
+    # registered for the hand-off of the next job enqueued, for its 5 s interval)
     tasks = worker_env.tasks
     first = worker_env.start_worker("--lease", "1.5", "--interval", "5")
     tasks.record.enqueue(0)
@@ -76,7 +79,7 @@ def test_kill_9_of_a_waiting_worker_loses_no_job_enqueued_after_it(
     worker_env.wait_until(
         "first job recorded", lambda: tasks.app.portal_call(_count(tasks.app, State.SUCCEEDED))
     )
-    if worker_env.url.startswith("redis"):
+    if not worker_env.url.startswith("sqlite"):
         worker_env.wait_until("worker registered for a hand-off", lambda: _waiters(worker_env))
 
     # When the worker is killed with SIGKILL, a job is enqueued at once, and another
@@ -96,9 +99,9 @@ def test_kill_9_of_a_waiting_worker_loses_no_job_enqueued_after_it(
 def test_workers_stopped_and_killed_while_jobs_arrive_lose_none_and_count_each_run_once(
     worker_env: WorkerEnv,
 ) -> None:
-    # Given workers that get jobs while they wait (on Redis: handed over) and are then
-    # stopped with SIGTERM, or killed with SIGKILL every third time, with more jobs
-    # enqueued while they stop
+    # Given workers that get jobs while they wait (on Redis and PostgreSQL: handed
+    # over) and are then stopped with SIGTERM, or killed with SIGKILL every third
+    # time, with more jobs enqueued while they stop
     tasks = worker_env.tasks
     rng = random.Random(7)
     handles = []
@@ -189,7 +192,13 @@ def test_a_job_that_always_raises_ends_poisoned_with_its_error_history(
 
 
 def _waiters(worker_env: WorkerEnv) -> int:
-    """Workers of a Redis store registered for hand-offs (see backends/lua/ready.lua)."""
+    """Workers registered for hand-offs (Redis: backends/lua/ready.lua; PostgreSQL:
+    0006_hand_offs.sql)."""
+    if worker_env.url.startswith("postgres"):
+        schema = parse_postgres_url(worker_env.url).schema
+        with psycopg.connect(libpq_url(worker_env.url)) as conn:
+            row = conn.execute(f'SELECT count(*) FROM "{schema}".waiters').fetchone()
+            return int(row[0]) if row else 0
     prefix = parse_redis_url(worker_env.url).prefix
     with redis.Redis.from_url(client_url(worker_env.url)) as client:
         return int(client.hlen(f"{prefix}waiters"))

@@ -57,6 +57,7 @@ from conveyor.backends.base import (
 )
 from conveyor.backends.postgres_claims import ClaimStart
 from conveyor.backends.postgres_enqueue import Inserter
+from conveyor.backends.postgres_handoff import HandOffs
 from conveyor.backends.postgres_notify import Notifications
 from conveyor.backends.postgres_url import one_line, parse_postgres_url
 from conveyor.backends.rows import (
@@ -139,6 +140,7 @@ class PostgresBackend(Backend):
         self._sync_conn: psycopg.Connection[Any] | None = None
         self._checking: asyncio.Task[None] | None = None
         self._claim_start = ClaimStart()
+        self._hand_offs = HandOffs(self.schema)
         self._sync_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------
@@ -587,6 +589,9 @@ class PostgresBackend(Backend):
             cursor = page.next_cursor
 
     async def recover_expired(self) -> list[Job]:
+        # First the jobs handed to workers that died waiting: never started, they wait
+        # again as they were (0006_hand_offs.sql), not as runs that were lost.
+        await self._fetchone("give_back_lapsed_hand_offs", {"channel": self.channel})
         rows = await self._fetch(
             "recover_expired", {"shard": _shard(None), "channel": self.channel}
         )
@@ -686,6 +691,7 @@ class PostgresBackend(Backend):
             worker.started_at, worker.heartbeat_at = row
 
     async def unregister_worker(self, worker_id: str) -> None:
+        await self._unpark(worker_id)
         await self._rowcount("delete_worker", {"id": worker_id})
 
     async def list_workers(self) -> list[WorkerInfo]:
@@ -732,13 +738,18 @@ class PostgresBackend(Backend):
         await self._rowcount("prune_minute_counts", {"keep": self.keep_counts})
 
     # -- wake-ups -----------------------------------------------------------------
-    def _listener(self) -> Notifications:
-        if self._notes is None:
-            self._notes = Notifications(
+    def _listener(self, worker_id: str | None = None) -> Notifications:
+        """The notification listener (started on first use), listening on
+        ``worker_id``'s hand-off channel too when given."""
+        notes = self._notes
+        if notes is None:
+            notes = self._notes = Notifications(
                 self.settings.conninfo, self._connect_kwargs, self.channel, self.where
             )
-            self._notes.start()
-        return self._notes
+        if worker_id is not None:
+            notes.listen_for(self._hand_offs.channel(worker_id))
+        notes.start()
+        return notes
 
     async def wait(self, queues: Sequence[str], timeout: float) -> bool:
         notes = self._listener()
@@ -759,6 +770,96 @@ class PostgresBackend(Backend):
         if row is not None and row[0] is not None:
             timeout = min(timeout, max(0.005, row[0] - row[1]))
         return await notes.wait(names, seen, timeout)
+
+    async def wait_for_jobs(
+        self, queues: Sequence[str], worker_id: str, lease: float, timeout: float
+    ) -> tuple[bool, list[Job]]:
+        """``wait``, with the worker registered for hand-offs while it lasts
+        (:mod:`conveyor.backends.postgres_handoff`): a job enqueued meanwhile comes
+        claimed, in the notification that ends the wait. A cancelled wait gives back
+        what was handed to it."""
+        notes = self._listener(worker_id)
+        channel = self._hand_offs.channel(worker_id)
+        names = list(queues)
+        seen = self._seen.get(tuple(names))
+        if seen is None or seen[0] != notes.epoch or not notes.listening:
+            # As in wait(): listen first; the registration's statement then looks.
+            if not await notes.connected(min(timeout, notes.fallback)):
+                return True, []
+            seen = notes.mark(names)
+        elif notes.mark(names) != seen:
+            return True, []  # a job came since the claim
+        token = self._hand_offs.new_wait(worker_id)
+        notes.take(channel)  # earlier waits' hand-offs, which their claims answered
+        on_the_way: list[str] = []  # ids of jobs handed over, from their notification on
+        try:
+            row = await self._fetchone(
+                "register_waiter",
+                {
+                    "worker": worker_id,
+                    "queues": names,
+                    "channel": channel,
+                    "token": token,
+                    "lease": lease,
+                    "seconds": timeout,
+                },
+            )
+            if row is None or row[0]:
+                return True, []
+            if row[1] is not None:
+                # No longer than until the next scheduled or retrying job is due: the
+                # claim that follows makes it ready.
+                timeout = min(timeout, max(0.005, row[1] - row[2]))
+            deadline = time.monotonic() + timeout
+            while True:
+                woke = await notes.wait(
+                    names, seen, deadline - time.monotonic(), until=lambda: notes.handed(channel)
+                )
+                jobs = await self._handed(worker_id, notes.take(channel), on_the_way)
+                if jobs or not woke or notes.mark(names) != seen or not notes.listening:
+                    break
+                # only an earlier wait's notification, come late: wait on
+        except asyncio.CancelledError:
+            # Cancelled at a stop, maybe while the store took a job's acknowledgement:
+            # that job never reached the worker either.
+            await asyncio.shield(self._unpark(worker_id, on_the_way))
+            raise
+        finally:
+            self._hand_offs.end_wait(worker_id)
+        return woke or bool(jobs), jobs
+
+    async def _handed(
+        self, worker_id: str, payloads: list[str], on_the_way: list[str]
+    ) -> list[Job]:
+        """The job the notifications brought, once the store has it acknowledged: from
+        then on it is the worker's to run or release, and no longer given back as
+        never started. ``on_the_way`` gets the ids before the first round trip."""
+        jobs, ids = self._hand_offs.received(worker_id, payloads)
+        on_the_way.extend([*ids, *(job.id for job in jobs)])
+        for job_id in ids:  # a row too long for its notification
+            job = await self.get(job_id)
+            if job.worker_id == worker_id and job.state in (State.RUNNING, State.CANCELLING):
+                jobs.append(job)
+        if not jobs:
+            return []
+        row = await self._fetchone(
+            "acknowledge_hand_off", {"worker": worker_id, "ids": [job.id for job in jobs]}
+        )
+        acknowledged = row[0] if row is not None else None
+        return [job for job in jobs if job.id == acknowledged]
+
+    async def _unpark(self, worker_id: str, handed: Sequence[str] = ()) -> None:
+        """The worker waits no more: its registration goes, and the job handed to it
+        that it did not start (its registration's, and ``handed``) waits again, as it
+        was."""
+        if self._notes is not None:
+            self._notes.take(self._hand_offs.channel(worker_id))
+        row = await self._fetchone("unpark_waiter", {"worker": worker_id})
+        ids = [*handed, row[0]] if row is not None and row[0] is not None else list(handed)
+        if ids:
+            await self._fetchone(
+                "give_back_handed", {"worker": worker_id, "ids": ids, "channel": self.channel}
+            )
 
     async def watch(self, job_id: str, version: int, timeout: float) -> Job | None:
         known_id(job_id)

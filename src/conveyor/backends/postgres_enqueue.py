@@ -57,6 +57,9 @@ class Inserter:
         self._q = queries
         self.channel = channel
         self._queues: set[str] = set()
+        #: Whether a worker waited for a hand-off at this process's last single enqueue
+        #: (each answers it): the next one then tries a hand-off. Unknown at first.
+        self._waiters = True
 
     def forget_queue(self, name: str) -> None:
         self._queues.discard(name)
@@ -86,7 +89,7 @@ class Inserter:
         for _ in range(_INSERT_ROUNDS):
             insert = self._round(pending, own)
             cur.execute(self._q[insert.query], insert.params)
-            keys = insert.keys_to_look_up(_answer(cur.fetchone()))
+            keys = self._look_up(insert, _answer(cur.fetchone()))
             if keys:
                 cur.execute(self._q["active_by_unique_keys"], {"keys": keys})
                 pending = insert.place(cur.fetchall(), placed)
@@ -115,7 +118,7 @@ class Inserter:
         for _ in range(_INSERT_ROUNDS):
             insert = self._round(pending, own)
             await cur.execute(self._q[insert.query], insert.params)
-            keys = insert.keys_to_look_up(_answer(await cur.fetchone()))
+            keys = self._look_up(insert, _answer(await cur.fetchone()))
             if keys:
                 await cur.execute(self._q["active_by_unique_keys"], {"keys": keys})
                 pending = insert.place(await cur.fetchall(), placed)
@@ -135,7 +138,15 @@ class Inserter:
 
     def _round(self, jobs: list[Job], own: bool) -> _InsertRound:
         new_queues = not own or any(job.queue not in self._queues for job in jobs)
-        return _InsertRound(jobs, self.channel, new_queues)
+        # Hand-offs only while workers wait (the statement costs more), and never in a
+        # caller's transaction: it would hold the waiting worker's registration
+        # locked, and that worker's next claim with it, until it ends.
+        return _InsertRound(jobs, self.channel, new_queues, hand_off=own and self._waiters)
+
+    def _look_up(self, insert: _InsertRound, answer: Row) -> list[str]:
+        if insert.query != "insert_jobs":
+            self._waiters = answer[4]
+        return insert.keys_to_look_up(answer)
 
     def _stored(self, jobs: Sequence[Job], placed: dict[str, Job], own: bool) -> list[Job]:
         if own:
@@ -147,11 +158,11 @@ class _InsertRound:
     """One INSERT and what its answer means (shared by the sync and the async path,
     which differ only in how they talk to the connection)."""
 
-    def __init__(self, jobs: list[Job], channel: str, new_queues: bool) -> None:
+    def __init__(self, jobs: list[Job], channel: str, new_queues: bool, hand_off: bool) -> None:
         self.jobs = jobs
         self.params: dict[str, Any]
         if len(jobs) == 1:
-            self.query = "insert_job"
+            self.query = "insert_job_hand_off" if hand_off else "insert_job"
             fields = job_fields(jobs[0])
             for name in ("retry", "steps", "metadata"):
                 if fields[name] is not None:
@@ -167,7 +178,7 @@ class _InsertRound:
 
     def keys_to_look_up(self, answer: Row) -> list[str]:
         """Stamp the jobs with the store's answer; the unique keys found held."""
-        now, stored, unique_ids, _ = answer
+        now, stored, unique_ids = answer[0], answer[1], answer[2]
         for job in self.jobs:
             stamp_new(job, now)
         if stored == len(self.jobs):

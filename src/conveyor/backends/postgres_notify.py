@@ -7,11 +7,17 @@ ones it saw when it last looked for work: a notification that arrived in between
 wakes it at once, so none is missed between a claim that found nothing and the
 wait that follows.
 
+The same connection listens on the channel of each worker of this process that waits
+for hand-offs (``listen_for``): an enqueue hands such a worker its job, claimed, in a
+notification on that channel (0006_hand_offs.sql). Those payloads are kept per
+channel until the worker's wait takes them (``take``).
+
 Notifications are a hint, never the only path: when the listening connection
 drops, it is reconnected with backoff, every waiter is woken (work may have come
 meanwhile) and, until it is back, waits are cut to ``fallback`` seconds so that
 callers poll. The backend checks the store itself whenever what a waiter saw
-predates the current connection.
+predates the current connection; a job handed over while the connection was down
+is answered by the worker's next claim.
 """
 
 from __future__ import annotations
@@ -45,6 +51,39 @@ class Notifications(Wakeups):
         self._connect_kwargs = connect_kwargs
         self.channel = channel
         self._where = where  # the redacted URL, for log lines
+        #: hand-off channels listened on, each with the payloads not taken yet
+        self._handed: dict[str, list[str]] = {}
+
+    def listen_for(self, channel: str) -> None:
+        """Listen on a worker's hand-off channel too. A new channel while the listener
+        runs restarts it (its connection LISTENs once, as it connects): a waiter then
+        checks the store, as after any reconnection."""
+        if channel in self._handed:
+            return
+        self._handed[channel] = []
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+            self._listening = False
+            self.start()
+
+    def take(self, channel: str) -> list[str]:
+        """The payloads that came on ``channel`` since the last take."""
+        payloads = self._handed.get(channel)
+        if not payloads:
+            return []
+        self._handed[channel] = []
+        return payloads
+
+    def handed(self, channel: str) -> bool:
+        return bool(self._handed.get(channel))
+
+    def _hand(self, channel: str, payload: str) -> None:
+        payloads = self._handed.get(channel)
+        if payloads is not None:
+            payloads.append(payload)
+            self._changed.set()
+            self._changed = asyncio.Event()
 
     async def _listen(self) -> None:
         backoff = 0.1
@@ -69,9 +108,11 @@ class Notifications(Wakeups):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
+            me = asyncio.current_task()
             try:
                 async with conn:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    for channel in (self.channel, *self._handed):
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     if backoff > 0.1:
                         logger.warning("listening for new jobs on %s again", self._where)
                     backoff = 0.1
@@ -79,7 +120,10 @@ class Notifications(Wakeups):
                     self._listening = True
                     self._wake(None)
                     async for note in conn.notifies():
-                        self._wake(note.payload)
+                        if note.channel == self.channel:
+                            self._wake(note.payload)
+                        else:
+                            self._hand(note.channel, note.payload)
             except psycopg.Error as exc:
                 logger.warning(
                     "lost the notification connection to %s (%s); polling until it is back",
@@ -87,7 +131,8 @@ class Notifications(Wakeups):
                     one_line(exc),
                 )
             finally:
-                self._listening = False
+                if self._task is me:  # not a listener replaced by listen_for
+                    self._listening = False
             self._wake(None)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)

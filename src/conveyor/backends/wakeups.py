@@ -17,7 +17,7 @@ import abc
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 class Wakeups(abc.ABC):
@@ -83,12 +83,19 @@ class Wakeups(abc.ABC):
         """What has been seen of ``queues`` so far (take it before looking for work)."""
         return (self._epoch, *(self._counts.get(q, 0) for q in queues))
 
-    async def wait(self, queues: Sequence[str], seen: tuple[int, ...], timeout: float) -> bool:
-        """Until a message for ``queues`` arrives after ``seen`` (True) or ``timeout``
-        passes (False). While not listening, True after ``fallback``."""
+    async def wait(
+        self,
+        queues: Sequence[str],
+        seen: tuple[int, ...],
+        timeout: float,
+        until: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Until a message for ``queues`` arrives after ``seen`` or ``until()`` holds
+        (True), or ``timeout`` passes (False). While not listening, True after
+        ``fallback``."""
         deadline = time.monotonic() + timeout
         while True:
-            if self.mark(queues) != seen:
+            if self.mark(queues) != seen or (until is not None and until()):
                 return True
             left = deadline - time.monotonic()
             if left <= 0:

@@ -16,9 +16,11 @@
 -- stores the job scheduled. ON CONFLICT DO NOTHING skips a job whose unique key
 -- an active job holds (the caller then looks that job up). Answers one row: the
 -- clock, how many were stored, the stored ids that had a unique key, how many
--- NOTIFYs went out. %(new_queues)s: also write the queues' rows (false when this
--- process has written them already). For one job the ids are not needed (stored or
--- not says it all) and are not gathered: a subquery less in every single enqueue.
+-- NOTIFYs went out, and whether a worker waits for a hand-off now (0006_hand_offs.sql:
+-- the process's next single enqueue then takes insert_job_hand_off). %(new_queues)s:
+-- also write the queues' rows (false when this process has written them already).
+-- For one job the ids are not needed (stored or not says it all) and are not
+-- gathered: a subquery less in every single enqueue.
 -- name: insert_job
 WITH t AS (SELECT {schema}.epoch_now() AS now),
 new_queue AS (
@@ -42,7 +44,78 @@ inserted AS (
 SELECT t.now,
        (SELECT count(*) FROM inserted),
        NULL::text[],
+       (SELECT count(pg_notify(%(channel)s, queue)) FROM inserted WHERE state = 'queued'),
+       EXISTS (SELECT 1 FROM {schema}.waiters w WHERE w.job_id IS NULL AND w.until > t.now)
+FROM t;
+
+-- insert_job, and a job ready now without a unique key goes to the worker waiting
+-- longest on its queue, if any (0006_hand_offs.sql): stored running for it, and
+-- [token of the wait, row] sent to the worker's channel instead of a wake-up to all
+-- (the row in get_job's column order, jsonb as text; just the id when the row is too
+-- long for a notification). Never past a job ready in a queue the worker lists before
+-- this one, nor into a paused queue. Only on conveyor's own connections, and only
+-- while workers wait: it costs more than insert_job (about 20 us here).
+-- name: insert_job_hand_off
+WITH t AS (SELECT {schema}.epoch_now() AS now),
+new_queue AS (
+    INSERT INTO {schema}.queues (name, paused, created_at)
+    SELECT %(queue)s, false, t.now FROM t WHERE %(new_queues)s
+    ON CONFLICT DO NOTHING
+),
+waiter AS (
+    UPDATE {schema}.waiters w SET job_id = %(id)s
+    WHERE w.worker_id = (
+        SELECT c.worker_id FROM {schema}.waiters c, t
+        WHERE %(unique_key)s::text IS NULL AND %(run_at)s <= t.now
+          AND c.job_id IS NULL AND c.until > t.now AND %(queue)s = ANY (c.queues)
+          AND NOT EXISTS (SELECT 1 FROM {schema}.queues q WHERE q.name = %(queue)s AND q.paused)
+          AND NOT EXISTS (
+              SELECT 1 FROM unnest(c.queues[1:array_position(c.queues, %(queue)s) - 1]) AS e(name)
+              WHERE NOT EXISTS (SELECT 1 FROM {schema}.queues q WHERE q.name = e.name AND q.paused)
+                AND EXISTS (SELECT 1 FROM {schema}.jobs j
+                            WHERE j.queue = e.name AND j.state = 'queued'))
+        ORDER BY c.since
+        LIMIT 1
+        FOR UPDATE OF c SKIP LOCKED)
+    RETURNING w.worker_id, w.lease, w.channel, w.token
+),
+inserted AS (
+    INSERT INTO {schema}.jobs (id, queue, task, priority, state, run_at, attempts,
+                               max_attempts, retry, timeout, steps, unique_key, metadata,
+                               tenant, version, created_at, started_at, updated_at,
+                               worker_id, lease_until)
+    SELECT %(id)s, %(queue)s, %(task)s, %(priority)s,
+           CASE WHEN waiter.worker_id IS NOT NULL THEN 'running'
+                WHEN %(run_at)s > t.now THEN 'scheduled' ELSE 'queued' END,
+           CASE WHEN %(run_at)s > 0 THEN %(run_at)s ELSE t.now END,
+           CASE WHEN waiter.worker_id IS NOT NULL THEN 1 ELSE 0 END,
+           %(max_attempts)s, %(retry)s, %(timeout)s, %(steps)s, %(unique_key)s, %(metadata)s,
+           %(tenant)s, CASE WHEN waiter.worker_id IS NOT NULL THEN 2 ELSE 1 END,
+           t.now, CASE WHEN waiter.worker_id IS NOT NULL THEN t.now END, t.now,
+           waiter.worker_id, t.now + waiter.lease
+    FROM t LEFT JOIN waiter ON true
+    ON CONFLICT DO NOTHING
+    RETURNING queue, state, worker_id
+),
+handed AS (
+    SELECT pg_notify(waiter.channel, json_build_array(
+               waiter.token,
+               CASE WHEN octet_length(r.row::text) < 7800 THEN r.row
+                    ELSE to_json(%(id)s::text) END)::text)
+    FROM inserted i JOIN waiter ON i.worker_id = waiter.worker_id, t,
+         LATERAL (SELECT json_build_array(
+             %(id)s::text, %(queue)s::text, %(task)s::text, %(priority)s::integer, i.state,
+             CASE WHEN %(run_at)s > 0 THEN %(run_at)s ELSE t.now END, 1, %(max_attempts)s::integer, %(retry)s::text, %(timeout)s::float8,
+             %(steps)s::text, 0, NULL, NULL, NULL, NULL, %(metadata)s::text,
+             %(tenant)s::text, 2, t.now, t.now, NULL, t.now, waiter.worker_id,
+             t.now + waiter.lease)) AS r(row)
+)
+SELECT t.now,
+       (SELECT count(*) FROM inserted),
+       NULL::text[],
        (SELECT count(pg_notify(%(channel)s, queue)) FROM inserted WHERE state = 'queued')
+         + (SELECT count(*) FROM handed),
+       EXISTS (SELECT 1 FROM {schema}.waiters w WHERE w.job_id IS NULL AND w.until > t.now)
 FROM t;
 
 -- name: insert_jobs
@@ -115,6 +188,95 @@ SELECT * FROM {schema}.claim(%(queues)s::text[], %(worker)s::text, %(limit)s::in
                              %(lease)s::double precision,
                              %(after_priority)s::integer[],
                              %(after_run_at)s::double precision[], %(after_id)s::text[]);
+
+-- A waiting worker registers for hand-offs until %(seconds)s from now (0006_hand_offs.sql)
+-- and, in the same statement, looks: whether one of its queues (not paused) has a job
+-- ready, whether a job was handed to it already (a registration its last claim did not
+-- take: it claims first), the earliest run_at of a scheduled or retrying job (NULL:
+-- none), and the clock.
+-- name: register_waiter
+WITH t AS (SELECT {schema}.epoch_now() AS now),
+registered AS (
+    INSERT INTO {schema}.waiters AS w (worker_id, queues, channel, token, lease, until, since)
+    SELECT %(worker)s, %(queues)s::text[], %(channel)s, %(token)s, %(lease)s,
+           t.now + %(seconds)s, t.now
+    FROM t
+    ON CONFLICT (worker_id) DO UPDATE
+    SET queues = excluded.queues, channel = excluded.channel, token = excluded.token,
+        lease = excluded.lease, until = excluded.until, since = excluded.since
+    WHERE w.job_id IS NULL
+    RETURNING w.job_id
+)
+SELECT EXISTS (
+           SELECT 1 FROM unnest(%(queues)s::text[]) AS n(name)
+           WHERE NOT EXISTS (SELECT 1 FROM {schema}.queues q WHERE q.name = n.name AND q.paused)
+             AND EXISTS (SELECT 1 FROM {schema}.jobs j
+                         WHERE j.queue = n.name AND j.state = 'queued'))
+         OR NOT EXISTS (SELECT 1 FROM registered),
+       (SELECT run_at FROM {schema}.jobs
+        WHERE state IN ('scheduled', 'retrying')
+        ORDER BY run_at LIMIT 1),
+       t.now
+FROM t;
+
+-- A worker's wait took the job handed to it from its notification: the registration
+-- goes (answers the job's id if it was that job's, NULL otherwise: the job was given
+-- back or claimed meanwhile, and is not the wait's to start).
+-- name: acknowledge_hand_off
+WITH gone AS (
+    DELETE FROM {schema}.waiters
+    WHERE worker_id = %(worker)s AND job_id = ANY (%(ids)s::text[])
+    RETURNING job_id
+)
+SELECT (SELECT job_id FROM gone);
+
+-- A worker that stops waiting without claiming (a cancelled wait, its stop): its
+-- registration goes, answering the job handed to it by then, if any.
+-- name: unpark_waiter
+DELETE FROM {schema}.waiters WHERE worker_id = %(worker)s RETURNING job_id;
+
+-- Jobs handed to a worker that it will not start (unpark_waiter's, and those a
+-- cancelled wait had taken from their notification) wait again as they were before:
+-- no attempt spent, not started. A statement of its own: it must see a hand-off that
+-- committed while unpark_waiter waited for the registration's lock, which a
+-- statement that began before could not.
+-- name: give_back_handed
+WITH given_back AS (
+    UPDATE {schema}.jobs j
+    SET state = CASE j.state WHEN 'cancelling' THEN 'cancelled' ELSE 'queued' END,
+        finished_at = CASE j.state WHEN 'cancelling' THEN {schema}.epoch_now() END,
+        attempts = j.attempts - 1, started_at = NULL, worker_id = NULL, lease_until = NULL,
+        version = j.version + 1, updated_at = {schema}.epoch_now()
+    WHERE j.id = ANY (%(ids)s::text[]) AND j.worker_id = %(worker)s
+      AND j.state IN ('running', 'cancelling')
+    RETURNING j.queue, j.state
+)
+SELECT count(pg_notify(%(channel)s, queue)) FROM given_back WHERE state = 'queued';
+
+-- Registrations of waits long over (a worker that died waiting) go, and a job handed
+-- to one whose lease ran out waits again as it was: it never started (the
+-- registration would be gone), so no attempt is spent (0006_hand_offs.sql).
+-- name: give_back_lapsed_hand_offs
+WITH gone AS (
+    DELETE FROM {schema}.waiters w
+    WHERE w.until + w.lease < {schema}.epoch_now()
+       OR EXISTS (SELECT 1 FROM {schema}.jobs j
+                  WHERE j.id = w.job_id AND j.worker_id = w.worker_id
+                    AND j.lease_until < {schema}.epoch_now())
+    RETURNING w.worker_id, w.job_id
+),
+given_back AS (
+    UPDATE {schema}.jobs j
+    SET state = CASE j.state WHEN 'cancelling' THEN 'cancelled' ELSE 'queued' END,
+        finished_at = CASE j.state WHEN 'cancelling' THEN {schema}.epoch_now() END,
+        attempts = j.attempts - 1, started_at = NULL, worker_id = NULL, lease_until = NULL,
+        version = j.version + 1, updated_at = {schema}.epoch_now()
+    FROM gone
+    WHERE j.id = gone.job_id AND j.worker_id = gone.worker_id
+      AND j.state IN ('running', 'cancelling') AND j.lease_until < {schema}.epoch_now()
+    RETURNING j.queue, j.state
+)
+SELECT count(pg_notify(%(channel)s, queue)) FROM given_back WHERE state = 'queued';
 
 -- Whether a queue of the list (not paused) has a job ready now.
 -- name: ready_in
