@@ -87,11 +87,11 @@ def test_a_job_enqueued_while_a_worker_waits_comes_to_it_claimed(
         # When a job is enqueued (due since a minute), then a second one
         [first] = await backend.enqueue([make_job("q", run_at=time.time() - 60)])
         answer = await asyncio.wait_for(waiting, 5.0)
-        registrations.extend(await asyncio.to_thread(_registrations, backend))
         [second] = await backend.enqueue([make_job("q")])
         by_other = await backend.claim(["q"], "w2", 10, 30.0)
         # (the worker claims after its wait, as always)
         by_worker = await backend.claim(["q"], "w1", 10, 30.0)
+        registrations.extend(await asyncio.to_thread(_registrations, backend))
         return answer, first, second, by_other, by_worker
 
     (woke, handed), first, second, by_other, by_worker = factory.run(run())
@@ -105,10 +105,10 @@ def test_a_job_enqueued_while_a_worker_waits_comes_to_it_claimed(
     assert (job.state, job.worker_id, job.attempts) == (State.RUNNING, "w1", 1)
     stored = factory.run(backend.get(job.id))
     assert stored == job
-    # And the wait took it from its registration: nobody else will be handed it
-    assert registrations == []
     assert [j.id for j in by_other] == [second.id]
+    # And the worker's claim answers it no second time, and ends its registration
     assert by_worker == []
+    assert registrations == []
 
     # And the handed job's outcome is recorded as a claimed job's would be
     assert factory.run(backend.finish([(job, Outcome.succeeded())])) == [True]
@@ -343,25 +343,63 @@ def test_a_job_handed_to_a_worker_that_died_waiting_runs_later_without_a_lost_at
     assert (claimed.id, claimed.attempts) == (job.id, 1)
 
 
-def test_a_started_handed_job_of_a_worker_that_died_is_recovered_as_a_lost_run(
+def test_a_job_is_given_back_without_an_attempt_once_at_most(
     factory: BackendFactory, backend: PostgresBackend
 ) -> None:
-    async def run() -> tuple[Job, Job]:
-        # Given a job handed to a worker with a 0.2 s lease that took it (its wait
-        # answered it) and then died
-        waiting = asyncio.create_task(backend.wait_for_jobs(["q"], "w", 0.2, 10.0))
+    async def run() -> tuple[Job, list[Job], Job, list[Job]]:
+        # Given a job handed to a worker with a 0.2 s lease, whose wait brought it,
+        # and which died before its next claim (the store cannot tell it from a
+        # worker that died waiting)
+        waiting = asyncio.create_task(backend.wait_for_jobs(["q"], "w1", 0.2, 10.0))
         await asyncio.sleep(0.2)
         await backend.enqueue([make_job("elsewhere")])
-        await backend.enqueue([make_job("q", max_attempts=2)])
-        _, [job] = await asyncio.wait_for(waiting, 5.0)
-        # When its lease runs out and a live worker recovers expired leases
+        await backend.enqueue([make_job("q", max_attempts=3)])
+        _, [handed] = await asyncio.wait_for(waiting, 5.0)
         await asyncio.sleep(0.3)
-        [recovered] = await backend.recover_expired()
-        return job, recovered
 
-    job, recovered = factory.run(run())
+        # When recovery runs, then the job is claimed by a worker that dies too
+        first = await backend.recover_expired()
+        given_back = await backend.get(handed.id)
+        await backend.claim(["q"], "w2", 10, 0.2)
+        await asyncio.sleep(0.3)
+        second = await backend.recover_expired()
+        return handed, first, given_back, second
 
-    # Then its attempt counts, as any run lost with its worker
-    assert recovered.id == job.id
-    assert (recovered.state, recovered.attempts) == (State.QUEUED, 1)
-    assert recovered.errors[-1]["type"] == "LeaseExpired"
+    handed, first, given_back, second = factory.run(run())
+
+    # Then the first loss costs no attempt: the job waits again as it was
+    assert first == []
+    assert (given_back.state, given_back.attempts, given_back.errors) == (State.QUEUED, 0, [])
+    # And the second, a claimed job's, counts as any run lost with its worker: a job is
+    # handed over only when new
+    [lost] = second
+    assert (lost.id, lost.state, lost.attempts) == (handed.id, State.QUEUED, 1)
+    assert lost.errors[-1]["type"] == "LeaseExpired"
+
+
+def test_two_workers_of_one_process_each_get_their_own_hand_offs(
+    factory: BackendFactory, backend: PostgresBackend
+) -> None:
+    async def run() -> tuple[tuple[bool, list[Job]], list[Job], tuple[bool, list[Job]], Job]:
+        # Given a worker waiting, and a second worker of the same process that starts
+        # waiting too (the listening connection starts over to listen on its channel:
+        # the first worker's wait ends, as after any reconnection, and it claims)
+        first = asyncio.create_task(backend.wait_for_jobs(["q"], "w1", 30.0, 10.0))
+        await asyncio.sleep(0.2)
+        second = asyncio.create_task(backend.wait_for_jobs(["q"], "w2", 30.0, 10.0))
+        first_ended = await asyncio.wait_for(first, 5.0)
+        first_claimed = await backend.claim(["q"], "w1", 10, 30.0)
+        await asyncio.sleep(0.2)
+
+        # When a job is enqueued
+        await backend.enqueue([make_job("elsewhere")])
+        [job] = await backend.enqueue([make_job("q")])
+        return first_ended, first_claimed, await asyncio.wait_for(second, 5.0), job
+
+    first_ended, first_claimed, (woke, handed), job = factory.run(run())
+
+    # Then the second worker is handed the job on its own channel
+    assert first_ended == (True, [])
+    assert first_claimed == []
+    assert woke is True
+    assert [(j.id, j.worker_id) for j in handed] == [(job.id, "w2")]

@@ -405,7 +405,7 @@ class PostgresBackend(Backend):
             "claim",
             {"queues": names, "worker": worker_id, "limit": limit, "lease": lease, **after},
         )
-        jobs = [row_to_job(r) for r in rows]
+        jobs = self._hand_offs.claimed(worker_id, [row_to_job(r) for r in rows])
         order = {name: i for i, name in enumerate(names)}
         jobs.sort(key=lambda j: (order[j.queue], j.priority, j.run_at, j.id))
         ended = time.monotonic()
@@ -792,6 +792,7 @@ class PostgresBackend(Backend):
         token = self._hand_offs.new_wait(worker_id)
         notes.take(channel)  # earlier waits' hand-offs, which their claims answered
         on_the_way: list[str] = []  # ids of jobs handed over, from their notification on
+        jobs: list[Job] = []
         try:
             row = await self._fetchone(
                 "register_waiter",
@@ -820,33 +821,28 @@ class PostgresBackend(Backend):
                     break
                 # only an earlier wait's notification, come late: wait on
         except asyncio.CancelledError:
-            # Cancelled at a stop, maybe while the store took a job's acknowledgement:
-            # that job never reached the worker either.
+            # Cancelled at a stop, maybe while reading a handed job's row: that job
+            # never reached the worker either.
             await asyncio.shield(self._unpark(worker_id, on_the_way))
             raise
         finally:
-            self._hand_offs.end_wait(worker_id)
+            self._hand_offs.end_wait(worker_id, jobs)
         return woke or bool(jobs), jobs
 
     async def _handed(
         self, worker_id: str, payloads: list[str], on_the_way: list[str]
     ) -> list[Job]:
-        """The job the notifications brought, once the store has it acknowledged: from
-        then on it is the worker's to run or release, and no longer given back as
-        never started. ``on_the_way`` gets the ids before the first round trip."""
+        """The job the notifications brought (``on_the_way`` gets the ids first). The
+        store learns that the worker took it from the claim that follows, which deletes
+        the registration holding it: one statement less than a separate
+        acknowledgement on the way to the job's start."""
         jobs, ids = self._hand_offs.received(worker_id, payloads)
         on_the_way.extend([*ids, *(job.id for job in jobs)])
         for job_id in ids:  # a row too long for its notification
             job = await self.get(job_id)
             if job.worker_id == worker_id and job.state in (State.RUNNING, State.CANCELLING):
                 jobs.append(job)
-        if not jobs:
-            return []
-        row = await self._fetchone(
-            "acknowledge_hand_off", {"worker": worker_id, "ids": [job.id for job in jobs]}
-        )
-        acknowledged = row[0] if row is not None else None
-        return [job for job in jobs if job.id == acknowledged]
+        return jobs
 
     async def _unpark(self, worker_id: str, handed: Sequence[str] = ()) -> None:
         """The worker waits no more: its registration goes, and the job handed to it
@@ -856,6 +852,8 @@ class PostgresBackend(Backend):
             self._notes.take(self._hand_offs.channel(worker_id))
         row = await self._fetchone("unpark_waiter", {"worker": worker_id})
         ids = [*handed, row[0]] if row is not None and row[0] is not None else list(handed)
+        taken = self._hand_offs.answered(worker_id)  # the worker's to run or release
+        ids = [job_id for job_id in ids if job_id not in taken]
         if ids:
             await self._fetchone(
                 "give_back_handed", {"worker": worker_id, "ids": ids, "channel": self.channel}

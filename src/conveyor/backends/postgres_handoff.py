@@ -6,14 +6,21 @@ job ready for it as claimed by it and sends ``[token, row]`` on that channel: th
 job starts without a claim's round trip, and the other waiting workers are not woken
 to race for it.
 
-The registration marked with the job is the hand-off's record until the worker
-takes the job: the wait acknowledges the notification by deleting it (before the job
-starts), or the worker's next claim deletes it and answers the job, when the
-notification did not come in time (it came after the wait ended, or was lost with
-the listening connection). So a job handed over is always reached, and a
-registration that still holds a job means that job never started: a worker that
-stops gives it back, and so does lease recovery for a worker that died waiting, with
-no attempt spent.
+The registration marked with a job is the hand-off's record until the worker's next
+claim deletes it: the claim that follows every wait, which also answers the job when
+the notification did not bring it in time (it came after the wait ended, or was lost
+with the listening connection). So a job handed over is always reached, and a
+registration that still holds a job means the worker has not claimed since: a worker
+that stops gives the job back, and so does lease recovery for a worker that died
+waiting, with no attempt spent. The store cannot tell a worker that died waiting from
+one that died after the notification brought the job and before its next claim (the
+claim follows the job's start at once, unless the job took the worker's last slot);
+but only a new job is handed over, so a job is given back that way once at most, and
+a job that kills its worker still runs out of attempts.
+
+What this class keeps makes sure a job is answered once: a notification counts only
+for the wait whose token it carries, and the claim after a wait drops the job the
+wait answered.
 """
 
 from __future__ import annotations
@@ -27,12 +34,13 @@ from conveyor.job import Job
 
 
 class HandOffs:
-    """The tokens of the waits of one process's workers."""
+    """The tokens of the waits of one process's workers, and what each wait answered."""
 
     def __init__(self, schema: str) -> None:
         self._schema = schema
         self._counter = itertools.count(1)
         self._tokens: dict[str, str] = {}  # worker -> token of its current wait
+        self._answered: dict[str, set[str]] = {}  # worker -> ids its last wait answered
 
     def channel(self, worker_id: str) -> str:
         """The worker's channel: a fixed-length name (channel names end at 63 bytes)."""
@@ -62,5 +70,21 @@ class HandOffs:
                 jobs.append(row_to_job(body))
         return jobs, ids
 
-    def end_wait(self, worker_id: str) -> None:
+    def end_wait(self, worker_id: str, answered: Sequence[Job]) -> None:
+        """The worker's wait is over, having answered ``answered``."""
         self._tokens.pop(worker_id, None)
+        if answered:
+            self._answered[worker_id] = {job.id for job in answered}
+
+    def answered(self, worker_id: str) -> set[str]:
+        """Ids the worker's last wait answered, not claimed since (the worker has them)."""
+        return self._answered.get(worker_id, set())
+
+    def claimed(self, worker_id: str, jobs: list[Job]) -> list[Job]:
+        """A claim's jobs without those the worker's last wait answered (the claim
+        answers the job of the registration it deletes, brought by its notification
+        or not)."""
+        answered = self._answered.pop(worker_id, None)
+        if answered:
+            return [job for job in jobs if job.id not in answered]
+        return jobs

@@ -13,16 +13,18 @@
 -- past a job ready in a queue the worker lists before this one, nor into a paused
 -- queue (queries.sql: insert_job_hand_off).
 --
--- The registration marked with a job is the hand-off's record until the worker takes
--- the job: its wait deletes it on the notification, before the job starts
--- (acknowledge_hand_off), or its next claim deletes it and answers the job with the
--- claimed ones, when the notification did not come in time (after the wait ended, or
--- lost with the listening connection). So a registration that still holds a job
--- means the job never started: a worker that stops gives it back (unpark_waiter), and
--- so does lease recovery for one that died waiting (give_back_lapsed_hand_offs), with
--- no attempt spent. Unlogged: registrations live for a wait; after a crash of the
--- server they are gone, and a job handed just before is recovered with its lease like
--- any running job.
+-- The registration marked with a job is the hand-off's record until the worker's next
+-- claim deletes it: the claim that follows every wait, which also answers the job when
+-- the notification did not bring it in time (after the wait ended, or lost with the
+-- listening connection). A registration that still holds a job means the worker has
+-- not claimed since: a worker that stops gives the job back (unpark_waiter,
+-- give_back_handed), and so does lease recovery for one that died waiting
+-- (give_back_lapsed_hand_offs), with no attempt spent. That worker may also have died
+-- after the notification brought the job, before its claim; but only a new job is
+-- handed over, so a job is given back that way once at most, and a job that kills its
+-- worker still runs out of attempts. Unlogged:
+-- registrations live for a wait; after a crash of the server they are gone, and a job
+-- handed just before is recovered with its lease like any running job.
 --
 -- claim() now starts by deleting the worker's registration; otherwise the same.
 
@@ -55,7 +57,8 @@ BEGIN
     -- A claim does not wait for its WAL flush (this transaction only; see version 1).
     PERFORM set_config('synchronous_commit', 'off', true);
     -- The worker waits no longer: no job is handed to it from here on. One handed to
-    -- it before that its wait did not take is answered with the claimed ones.
+    -- it before is answered with the claimed ones (the worker drops it when its
+    -- notification brought it already).
     DELETE FROM {schema}.waiters WHERE worker_id = p_worker RETURNING job_id INTO v_handed;
     IF v_handed IS NOT NULL THEN
         RETURN QUERY SELECT * FROM {schema}.jobs

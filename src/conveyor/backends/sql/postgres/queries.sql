@@ -219,17 +219,6 @@ SELECT EXISTS (
        t.now
 FROM t;
 
--- A worker's wait took the job handed to it from its notification: the registration
--- goes (answers the job's id if it was that job's, NULL otherwise: the job was given
--- back or claimed meanwhile, and is not the wait's to start).
--- name: acknowledge_hand_off
-WITH gone AS (
-    DELETE FROM {schema}.waiters
-    WHERE worker_id = %(worker)s AND job_id = ANY (%(ids)s::text[])
-    RETURNING job_id
-)
-SELECT (SELECT job_id FROM gone);
-
 -- A worker that stops waiting without claiming (a cancelled wait, its stop): its
 -- registration goes, answering the job handed to it by then, if any.
 -- name: unpark_waiter
@@ -254,8 +243,10 @@ WITH given_back AS (
 SELECT count(pg_notify(%(channel)s, queue)) FROM given_back WHERE state = 'queued';
 
 -- Registrations of waits long over (a worker that died waiting) go, and a job handed
--- to one whose lease ran out waits again as it was: it never started (the
--- registration would be gone), so no attempt is spent (0006_hand_offs.sql).
+-- to one whose lease ran out waits again as it was, with no attempt spent: the worker
+-- had not claimed since, so it most likely never started the job. Only a new job is
+-- handed over, so this happens to a job once at most: a job that kills its worker as
+-- it starts still runs out of attempts (0006_hand_offs.sql).
 -- name: give_back_lapsed_hand_offs
 WITH gone AS (
     DELETE FROM {schema}.waiters w
