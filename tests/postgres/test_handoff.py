@@ -65,6 +65,17 @@ def _see_waiters(factory: BackendFactory) -> None:
     factory.run(factory.backend.enqueue([make_job("elsewhere")]))
 
 
+async def _waiting_seen(
+    backend: PostgresBackend, worker: str, lease: float = 30.0
+) -> asyncio.Task[tuple[bool, list[Job]]]:
+    """A worker's wait on queue q, under way, and a producer that has seen it wait (a
+    single enqueue elsewhere)."""
+    waiting = asyncio.create_task(backend.wait_for_jobs(["q"], worker, lease, 10.0))
+    await asyncio.sleep(0.2)
+    await backend.enqueue([make_job("elsewhere")])
+    return waiting
+
+
 def _registrations(backend: PostgresBackend) -> list[tuple[str, str | None]]:
     with psycopg.connect(libpq_url(backend.url)) as conn:
         rows = conn.execute(
@@ -80,9 +91,7 @@ def test_a_job_enqueued_while_a_worker_waits_comes_to_it_claimed(
 
     async def run() -> tuple[tuple[bool, list[Job]], Job, Job, list[Job], list[Job]]:
         # Given a worker waiting on an empty queue, and a producer that saw it wait
-        waiting = asyncio.create_task(backend.wait_for_jobs(["q"], "w1", 30.0, 10.0))
-        await asyncio.sleep(0.2)
-        await backend.enqueue([make_job("elsewhere")])
+        waiting = await _waiting_seen(backend, "w1")
 
         # When a job is enqueued (due since a minute), then a second one
         [first] = await backend.enqueue([make_job("q", run_at=time.time() - 60)])
@@ -250,9 +259,7 @@ def test_a_job_too_long_for_a_notification_is_handed_by_its_id(
 ) -> None:
     async def run() -> tuple[bool, list[Job]]:
         # Given a worker waiting, seen by the producer
-        waiting = asyncio.create_task(backend.wait_for_jobs(["q"], "w", 30.0, 10.0))
-        await asyncio.sleep(0.2)
-        await backend.enqueue([make_job("elsewhere")])
+        waiting = await _waiting_seen(backend, "w")
         # When a job whose row is longer than a notification may be is enqueued
         await backend.enqueue([make_job("q", args=["x" * 10_000])])
         return await asyncio.wait_for(waiting, 5.0)
@@ -272,9 +279,7 @@ def test_a_wait_cancelled_with_a_handed_job_on_its_way_gives_the_job_back(
 ) -> None:
     async def run() -> tuple[bool, Job]:
         # Given a worker waiting, seen by the producer
-        waiting = asyncio.create_task(backend.wait_for_jobs(["q"], "w", 30.0, 10.0))
-        await asyncio.sleep(0.2)
-        await backend.enqueue([make_job("elsewhere")])
+        waiting = await _waiting_seen(backend, "w")
 
         # When a job is handed to it while its event loop is busy (a sync enqueue
         # blocks the loop: the notification is on the socket, not read), and the
@@ -350,9 +355,7 @@ def test_a_job_is_given_back_without_an_attempt_once_at_most(
         # Given a job handed to a worker with a 0.2 s lease, whose wait brought it,
         # and which died before its next claim (the store cannot tell it from a
         # worker that died waiting)
-        waiting = asyncio.create_task(backend.wait_for_jobs(["q"], "w1", 0.2, 10.0))
-        await asyncio.sleep(0.2)
-        await backend.enqueue([make_job("elsewhere")])
+        waiting = await _waiting_seen(backend, "w1", lease=0.2)
         await backend.enqueue([make_job("q", max_attempts=3)])
         _, [handed] = await asyncio.wait_for(waiting, 5.0)
         await asyncio.sleep(0.3)
