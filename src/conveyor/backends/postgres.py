@@ -589,9 +589,6 @@ class PostgresBackend(Backend):
             cursor = page.next_cursor
 
     async def recover_expired(self) -> list[Job]:
-        # First the jobs handed to workers that died waiting: never started, they wait
-        # again as they were (0006_hand_offs.sql), not as runs that were lost.
-        await self._fetchone("give_back_lapsed_hand_offs", {"channel": self.channel})
         rows = await self._fetch(
             "recover_expired", {"shard": _shard(None), "channel": self.channel}
         )

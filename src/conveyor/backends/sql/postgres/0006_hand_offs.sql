@@ -19,7 +19,7 @@
 -- listening connection). A registration that still holds a job means the worker has
 -- not claimed since: a worker that stops gives the job back (unpark_waiter,
 -- give_back_handed), and so does lease recovery for one that died waiting
--- (give_back_lapsed_hand_offs), with no attempt spent. That worker may also have died
+-- (recover_expired), with no attempt spent. That worker may also have died
 -- after the notification brought the job, before its claim; but only a new job is
 -- handed over, so a job is given back that way once at most, and a job that kills its
 -- worker still runs out of attempts. Unlogged:

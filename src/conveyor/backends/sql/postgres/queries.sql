@@ -243,33 +243,6 @@ WITH given_back AS (
 )
 SELECT count(pg_notify(%(channel)s, queue)) FROM given_back WHERE state = 'queued';
 
--- Registrations of waits long over (a worker that died waiting) go, and a job handed
--- to one whose lease ran out waits again as it was, with no attempt spent: the worker
--- had not claimed since, so it most likely never started the job. Only a new job is
--- handed over, so this happens to a job once at most: a job that kills its worker as
--- it starts still runs out of attempts (0006_hand_offs.sql).
--- name: give_back_lapsed_hand_offs
-WITH gone AS (
-    DELETE FROM {schema}.waiters w
-    WHERE w.until + w.lease < {schema}.epoch_now()
-       OR EXISTS (SELECT 1 FROM {schema}.jobs j
-                  WHERE j.id = w.job_id AND j.worker_id = w.worker_id
-                    AND j.lease_until < {schema}.epoch_now())
-    RETURNING w.worker_id, w.job_id
-),
-given_back AS (
-    UPDATE {schema}.jobs j
-    SET state = CASE j.state WHEN 'cancelling' THEN 'cancelled' ELSE 'queued' END,
-        finished_at = CASE j.state WHEN 'cancelling' THEN {schema}.epoch_now() END,
-        attempts = j.attempts - 1, started_at = NULL, worker_id = NULL, lease_until = NULL,
-        version = j.version + 1, updated_at = {schema}.epoch_now()
-    FROM gone
-    WHERE j.id = gone.job_id AND j.worker_id = gone.worker_id
-      AND j.state IN ('running', 'cancelling') AND j.lease_until < {schema}.epoch_now()
-    RETURNING j.queue, j.state
-)
-SELECT count(pg_notify(%(channel)s, queue)) FROM given_back WHERE state = 'queued';
-
 -- Whether a queue of the list (not paused) has a job ready now.
 -- name: ready_in
 SELECT EXISTS (
@@ -413,10 +386,36 @@ RETURNING *;
 -- Running jobs whose lease ran out: waiting again (the claim counted the attempt),
 -- poisoned when attempts are spent, cancelled when a cancel was asked. The lost run
 -- counts as processed and failed, as a raising task would.
+-- Except a job handed to a worker that died before its next claim (0006_hand_offs.sql:
+-- its registration still holds the job; gone with the registrations of waits long
+-- over): it most likely never started, and waits again as it was, no attempt spent.
+-- Only a new job is handed over, so this happens to a job once at most: a job that
+-- kills its worker as it starts still runs out of attempts. One statement: recovery
+-- runs in every worker's lease keeper.
 -- name: recover_expired
-WITH expired AS MATERIALIZED (
+WITH gone AS (
+    DELETE FROM {schema}.waiters w
+    WHERE w.until + w.lease < {schema}.epoch_now()
+       OR EXISTS (SELECT 1 FROM {schema}.jobs j
+                  WHERE j.id = w.job_id AND j.worker_id = w.worker_id
+                    AND j.lease_until < {schema}.epoch_now())
+    RETURNING w.worker_id, w.job_id
+),
+given_back AS (
+    UPDATE {schema}.jobs j
+    SET state = CASE j.state WHEN 'cancelling' THEN 'cancelled' ELSE 'queued' END,
+        finished_at = CASE j.state WHEN 'cancelling' THEN {schema}.epoch_now() END,
+        attempts = j.attempts - 1, started_at = NULL, worker_id = NULL, lease_until = NULL,
+        version = j.version + 1, updated_at = {schema}.epoch_now()
+    FROM gone
+    WHERE j.id = gone.job_id AND j.worker_id = gone.worker_id
+      AND j.state IN ('running', 'cancelling') AND j.lease_until < {schema}.epoch_now()
+    RETURNING j.queue, j.state
+),
+expired AS MATERIALIZED (
     SELECT id FROM {schema}.jobs
     WHERE state IN ('running', 'cancelling') AND lease_until < {schema}.epoch_now()
+      AND id <> ALL (ARRAY(SELECT job_id FROM gone WHERE job_id IS NOT NULL))
     ORDER BY lease_until
     LIMIT 500
     FOR UPDATE SKIP LOCKED
@@ -453,7 +452,8 @@ minutes AS (
 ),
 notified AS (
     SELECT pg_notify(%(channel)s, q.queue)
-    FROM (SELECT DISTINCT queue FROM recovered WHERE state = 'queued') AS q
+    FROM (SELECT queue FROM recovered WHERE state = 'queued'
+          UNION SELECT queue FROM given_back WHERE state = 'queued') AS q
 )
 SELECT * FROM recovered WHERE (SELECT count(*) FROM notified) >= 0;
 
