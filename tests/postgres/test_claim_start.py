@@ -7,7 +7,13 @@ import asyncio
 import psycopg
 
 from conveyor.backends.postgres import PostgresBackend
-from conveyor.backends.postgres_claims import FRONT_EVERY_S, SLOW_CLAIM_S, ClaimStart
+from conveyor.backends.postgres_claims import (
+    FRONT_EVERY_MAX_S,
+    FRONT_EVERY_S,
+    FRONT_PAUSE_FACTOR,
+    SLOW_CLAIM_S,
+    ClaimStart,
+)
 from conveyor.job import Outcome
 from conveyor.testing.harness import make_job
 from tests.pg import libpq_url
@@ -24,7 +30,7 @@ def test_claims_from_the_front_until_one_is_slow_then_past_the_last_key() -> Non
     assert start.params(["q", "r"], now=1.1)["after_id"] is None
 
     # A slow one: past the last key taken, per queue (none yet for r).
-    start.record(front, jobs, elapsed=SLOW_CLAIM_S * 2, now=2.0)
+    start.record(front, jobs, elapsed=SLOW_CLAIM_S * 1.2, now=2.0)
     after = start.params(["q", "r"], now=2.1)
     assert after["after_id"] == [jobs[1].id, None]
     assert after["after_priority"] == [jobs[1].priority, None]
@@ -34,6 +40,26 @@ def test_claims_from_the_front_until_one_is_slow_then_past_the_last_key() -> Non
     assert front_again["after_id"] is None
     start.record(front_again, [], elapsed=SLOW_CLAIM_S / 2, now=2.0 + FRONT_EVERY_S)
     assert start.params(["q", "r"], now=2.1 + FRONT_EVERY_S)["after_id"] is None
+
+
+def _next_front(took: float, expected: float) -> tuple[bool, bool]:
+    """After a claim from the front that took ``took`` seconds: whether the claims just
+    before ``expected`` seconds skip ahead, and whether the one at ``expected`` does."""
+    start = ClaimStart()
+    start.record(start.params(["q"], now=100.0), [make_job("q")], elapsed=took, now=100.0)
+    before = start.params(["q"], now=100.0 + expected - 0.01)["after_id"] is not None
+    at = start.params(["q"], now=100.0 + expected)["after_id"] is not None
+    return before, at
+
+
+def test_a_slow_claim_from_the_front_puts_the_next_one_off_in_proportion_up_to_a_cap() -> None:
+    # Given claims from the front slow enough to skip ahead, and slower still,
+    # Then the next claim from the front comes after the usual half second, after 20
+    # times as long as a slow one took (a twentieth of the time at most goes to
+    # them), and never later than the cap: until then the claims skip ahead.
+    assert _next_front(SLOW_CLAIM_S * 1.2, FRONT_EVERY_S) == (True, False)
+    assert _next_front(0.1, FRONT_PAUSE_FACTOR * 0.1) == (True, False)
+    assert _next_front(2.0, FRONT_EVERY_MAX_S) == (True, False)
 
 
 def test_a_claim_past_a_key_takes_only_later_jobs_and_the_front_gets_the_rest(
