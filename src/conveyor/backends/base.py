@@ -68,8 +68,10 @@ class JobHead:
 
 @dataclass(frozen=True, slots=True)
 class LeaseStatus:
-    """Answer of ``extend``: which leases were extended, which of those jobs were asked
-    to cancel meanwhile, and which leases this worker no longer holds."""
+    """Answer of ``extend``: which leases were extended, which jobs were asked to cancel
+    meanwhile, and which leases this worker no longer holds. A store may leave a job it
+    could not extend at once (its row busy) out of ``extended`` without calling it lost:
+    its lease is extended at the next call."""
 
     extended: list[str]
     cancelling: list[str]
