@@ -60,6 +60,7 @@ from conveyor.backends.postgres_enqueue import Inserter
 from conveyor.backends.postgres_handoff import HandOffs
 from conveyor.backends.postgres_notify import Notifications
 from conveyor.backends.postgres_url import one_line, parse_postgres_url
+from conveyor.backends.postgres_vacuum import MISSING, SchemaState, state_query, warn_once
 from conveyor.backends.rows import (
     RETRYABLE,
     Row,
@@ -158,7 +159,7 @@ class PostgresBackend(Backend):
                 f"cannot connect to PostgreSQL at {self.where}: {one_line(exc)}"
             ) from None
         async with conn:
-            self._check_version(await _schema_version_async(conn, self.schema))
+            self._check_schema(await _schema_state_async(conn, self.schema))
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             self.settings.conninfo,
             min_size=min(2, self.settings.pool_size),
@@ -199,6 +200,11 @@ class PostgresBackend(Backend):
         if not pool.closed:
             with contextlib.suppress(Exception):
                 await pool.check()
+
+    def _check_schema(self, state: SchemaState) -> None:
+        """Refuse a schema of another version; warn (once) when vacuum cannot run."""
+        self._check_version(state.version)
+        warn_once(self.where, self.schema, state)
 
     def _check_version(self, version: int) -> None:
         if version < SCHEMA_VERSION:
@@ -358,7 +364,7 @@ class PostgresBackend(Backend):
                 f"cannot connect to PostgreSQL at {self.where}: {one_line(exc)}"
             ) from None
         try:
-            self._check_version(_schema_version_sync(conn, self.schema))
+            self._check_schema(_schema_state_sync(conn, self.schema))
         except BaseException:
             conn.close()
             raise
@@ -874,25 +880,19 @@ class PostgresBackend(Backend):
             await asyncio.sleep(min(self.settings.poll, left))
 
 
-def _version_query(schema: str) -> sql.Composed:
-    return sql.SQL("SELECT coalesce(max(version), 0) FROM {}.schema_version").format(
-        sql.Identifier(schema)
-    )
-
-
-async def _schema_version_async(conn: psycopg.AsyncConnection[Any], schema: str) -> int:
+async def _schema_state_async(conn: psycopg.AsyncConnection[Any], schema: str) -> SchemaState:
     try:
-        cur = await conn.execute(_version_query(schema))
+        cur = await conn.execute(state_query(schema))
     except psycopg.errors.UndefinedTable:
-        return 0
+        return MISSING
     row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    return SchemaState(*row) if row else MISSING
 
 
-def _schema_version_sync(conn: psycopg.Connection[Any], schema: str) -> int:
+def _schema_state_sync(conn: psycopg.Connection[Any], schema: str) -> SchemaState:
     try:
-        cur = conn.execute(_version_query(schema))
+        cur = conn.execute(state_query(schema))
     except psycopg.errors.UndefinedTable:
-        return 0
+        return MISSING
     row = cur.fetchone()
-    return int(row[0]) if row else 0
+    return SchemaState(*row) if row else MISSING
