@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -63,6 +64,19 @@ async def _register(
 def _see_waiters(factory: BackendFactory) -> None:
     """A single enqueue elsewhere: the producer then knows that workers wait."""
     factory.run(factory.backend.enqueue([make_job("elsewhere")]))
+
+
+def _handed(
+    factory: BackendFactory, backend: PostgresBackend, worker: str, lease: float = 30.0, **job: Any
+) -> Job:
+    """A job of queue q handed to ``worker``, registered (and seen by the producer)
+    without taking it since, as after a wait that ended or a notification lost."""
+    factory.run(_register(backend, worker, ["q"], lease=lease))
+    _see_waiters(factory)
+    [new] = factory.run(backend.enqueue([make_job("q", **job)]))
+    stored = factory.run(backend.get(new.id))
+    assert (stored.state, stored.worker_id) == (State.RUNNING, worker)
+    return new
 
 
 async def _waiting_seen(
@@ -156,10 +170,7 @@ def test_a_job_handed_over_after_the_wait_ended_is_claimed_with_one_attempt(
     run = factory.run
     # Given a job handed to a worker whose wait ended before its notification came
     # (or whose listening connection dropped)
-    run(_register(backend, "w", ["q"]))
-    _see_waiters(factory)
-    [job] = run(backend.enqueue([make_job("q")]))
-    assert run(backend.get(job.id)).state is State.RUNNING
+    job = _handed(factory, backend, "w")
 
     # When the worker claims, as it does after every wait
     claimed = run(backend.claim(["q"], "w", 10, 30.0))
@@ -203,10 +214,7 @@ def test_an_unregistering_worker_gives_back_what_was_handed_to_it(
 ) -> None:
     run = factory.run
     # Given a job handed to a worker after its last wait
-    run(_register(backend, "w", ["q"]))
-    _see_waiters(factory)
-    [job] = run(backend.enqueue([make_job("q")]))
-    assert run(backend.get(job.id)).state is State.RUNNING
+    job = _handed(factory, backend, "w")
 
     # When the worker unregisters, as it does last when it stops
     run(backend.unregister_worker("w"))
@@ -327,10 +335,7 @@ def test_a_job_handed_to_a_worker_that_died_waiting_runs_later_without_a_lost_at
     run = factory.run
     # Given a job handed to a worker with a 0.2 s lease that died waiting (its
     # registration still holds the job: it never took it)
-    run(_register(backend, "dead", ["q"], lease=0.2))
-    _see_waiters(factory)
-    [job] = run(backend.enqueue([make_job("q", max_attempts=1)]))
-    assert run(backend.get(job.id)).worker_id == "dead"
+    job = _handed(factory, backend, "dead", lease=0.2, max_attempts=1)
 
     # When its lease runs out and a live worker recovers expired leases
     run(asyncio.sleep(0.3))
