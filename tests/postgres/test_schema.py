@@ -56,12 +56,29 @@ def test_a_missing_schema_is_refused_with_the_command_to_run() -> None:
         assert "hunter2" not in message
 
 
+def test_a_supervised_worker_on_a_missing_schema_exits_2_before_forking(tmp_path) -> None:
+    # Given a schema that was never migrated and a worker of two processes
+    (tmp_path / "tasks.py").write_text("")
+    with fresh_schema(migrate=False) as url:
+        command = [sys.executable, "-m", "conveyor", "worker", "-i", "tasks.py"]
+        command += ["--url", url, "--processes", "2", "-v"]
+        # When it starts
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    # Then the supervisor's check refuses at once, naming the command to run, and no
+    # worker process was started
+    assert result.returncode == 2, result.stderr
+    assert "conveyor migrate" in result.stderr
+    assert "started worker process" not in result.stderr
+
+
 def test_a_schema_newer_than_the_code_is_refused(pg_url: str) -> None:
     schema = PostgresBackend(pg_url).schema
     with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
         conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES (999)')
     with pytest.raises(ConfigError, match="newer than this conveyor"):
         asyncio.run(PostgresBackend(pg_url).open())
+    with pytest.raises(ConfigError, match="newer than this conveyor"):
+        asyncio.run(PostgresBackend(pg_url).check())
     with pytest.raises(ConfigError, match="newer than this conveyor"):
         asyncio.run(PostgresBackend(pg_url).migrate())
 

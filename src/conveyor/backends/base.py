@@ -205,6 +205,18 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    async def check(self) -> None:
+        """Whether the store can be used now, as ``open`` finds out (reachable, its
+        schema current; BackendUnavailable or ConfigError if not), leaving nothing
+        open. A supervisor asks before it starts its workers. This default opens the
+        store, asks its clock and closes it; a store whose ``open`` does more than
+        the check (a pool of connections) answers with less."""
+        await self.open()
+        try:
+            await self.now()
+        finally:
+            await self.close()
+
     async def migrate(self) -> tuple[int, int]:
         """Create or upgrade the store's schema; the version before and after.
 

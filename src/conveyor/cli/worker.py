@@ -16,9 +16,10 @@ from typing import Annotated, Any
 import typer
 
 from conveyor.app import Conveyor
+from conveyor.backends import create_backend
 from conveyor.backends import redact_url as redact
 from conveyor.cli.api import HostOption, PortOption, announce, dev_keys
-from conveyor.cli.common import IncludeOption, UrlOption, console, load, with_store
+from conveyor.cli.common import IncludeOption, UrlOption, console, load
 from conveyor.cli.parsing import split_list
 from conveyor.eventloop import loop_factory, run_loop
 from conveyor.exceptions import ConfigError
@@ -300,9 +301,9 @@ def _supervise(
     app: Conveyor, config: WorkerConfig, options: WorkerOptions, api: ApiSettings | None = None
 ) -> None:
     """Worker processes under a supervisor; with ``api``, one more process serves the API."""
-    # Open the store once here: a store that cannot be opened is one clear error now,
+    # Check the store once here: a store that cannot be used is one clear error now,
     # not N children failing and being restarted over and over.
-    with_store(app.url, lambda backend: backend.now())
+    asyncio.run(create_backend(app.url).check())
     portal.stop()  # no threads may be alive when the children are forked
     loop_factory()  # imported once here, not in every child
     logger.info(
