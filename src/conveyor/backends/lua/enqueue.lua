@@ -1,8 +1,12 @@
--- New jobs. ARGV[2]: fields per job; then the jobs, each: id, queue, task, priority,
--- run_at (0: now), max_attempts, retry, timeout, steps, unique_key, metadata, tenant
--- ('' for none). Answers the clock, then per job its state when stored, or '=' and the
--- id of the job returned in its place: the active job holding its unique key, or the
--- job itself when its id is stored already (a batch sent again after a lost answer).
+-- New jobs. ARGV[2]: fields per job, 12 or 2. With 12, the jobs follow, each: id,
+-- queue, task, priority, run_at (0: now), max_attempts, retry, timeout, steps,
+-- unique_key, metadata, tenant ('' for none). With 2, the jobs are alike (a batch of
+-- one task with the same options, none with a unique key): ARGV[3..14] are the first
+-- job's 12 fields, which they all share but for id and steps, and each job follows
+-- as its id and steps (a sixth of the arguments to send, parse and read). Answers the
+-- clock, then per job its state when stored, or '=' and the id of the job returned
+-- in its place: the active job holding its unique key, or the job itself when its id
+-- is stored already (a batch sent again after a lost answer).
 --
 -- A job's hash is written at once (a later job of the batch may read it through its
 -- unique key); the index entries of the batch are added at the end, a few commands
@@ -66,12 +70,17 @@ local function hand_off(id, worker, lease, fields)
 end
 
 local width = tonumber(ARGV[2])
+local first, alike = 3, nil  -- ARGV index of the first job; the shared fields
+if width == 2 then
+  alike = {unpack(ARGV, 3, 14)}
+  first = 15
+end
 -- Whether any of the batch's ids is stored already: one EXISTS for the batch, so a
 -- new batch (the usual case) skips the check job by job.
 local replayed = false
 do
   local keys = {}
-  for a = 3, #ARGV, width do
+  for a = first, #ARGV, width do
     keys[#keys + 1] = job_key(ARGV[a])
     if #keys == CHUNK or a + width > #ARGV then
       if redis.call('EXISTS', unpack(keys)) > 0 then replayed = true; break end
@@ -93,10 +102,18 @@ local unwatched = {}  -- queues with no worker waiting to be handed a job
 local ready_lists, queued_lists = {}, {}
 local now_member = ready_member(SNOW, '')
 
-for a = 3, #ARGV, width do
-  local id, q = ARGV[a], ARGV[a + 1]
+for a = first, #ARGV, width do
+  local id, q, task, priority, run_at, max_attempts, retry, timeout, steps, unique_key,
+    metadata, tenant
+  if alike then
+    id, steps = ARGV[a], ARGV[a + 1]
+    q, task, priority, run_at, max_attempts = alike[2], alike[3], alike[4], alike[5], alike[6]
+    retry, timeout, unique_key, metadata, tenant = alike[7], alike[8], '', alike[11], alike[12]
+  else
+    id, q, task, priority, run_at, max_attempts, retry, timeout, steps, unique_key, metadata,
+      tenant = unpack(ARGV, a, a + 11)
+  end
   local key = job_key(id)
-  local unique_key = ARGV[a + 9]
   local holder
   if seen[id] or (replayed and redis.call('EXISTS', key) == 1) then
     holder = id
@@ -110,30 +127,26 @@ for a = 3, #ARGV, width do
     out[#out + 1] = '=' .. holder
   else
     seen[id] = true
-    local run_at = tonumber(ARGV[a + 4])
+    local at = tonumber(run_at)
     local state, srun_at = 'queued', SNOW
-    if run_at > 0 then
-      if run_at > NOW then state = 'scheduled' end
-      srun_at = fmt(run_at)
+    if at > 0 then
+      if at > NOW then state = 'scheduled' end
+      srun_at = fmt(at)
     end
-    local fields = {'id', id, 'queue', q, 'priority', ARGV[a + 3], 'state', state,
-      'run_at', srun_at, 'attempts', '0', 'max_attempts', ARGV[a + 5], 'steps', ARGV[a + 8],
+    local fields = {'id', id, 'queue', q, 'priority', priority, 'state', state,
+      'run_at', srun_at, 'attempts', '0', 'max_attempts', max_attempts, 'steps', steps,
       'current_step', '0', 'version', '1', 'created_at', SNOW, 'updated_at', SNOW}
     -- Fields written only when given, one test each (a loop over a table of their
     -- names and offsets cost about 0.5 us a job).
-    local n, v = #fields, ARGV[a + 2]
-    if v ~= '' then fields[n + 1] = 'task'; fields[n + 2] = v; n = n + 2 end
-    v = ARGV[a + 6]
-    if v ~= '' then fields[n + 1] = 'retry'; fields[n + 2] = v; n = n + 2 end
-    v = ARGV[a + 7]
-    if v ~= '' then fields[n + 1] = 'timeout'; fields[n + 2] = v; n = n + 2 end
+    local n = #fields
+    if task ~= '' then fields[n + 1] = 'task'; fields[n + 2] = task; n = n + 2 end
+    if retry ~= '' then fields[n + 1] = 'retry'; fields[n + 2] = retry; n = n + 2 end
+    if timeout ~= '' then fields[n + 1] = 'timeout'; fields[n + 2] = timeout; n = n + 2 end
     if unique_key ~= '' then
       fields[n + 1] = 'unique_key'; fields[n + 2] = unique_key; n = n + 2
     end
-    v = ARGV[a + 10]
-    if v ~= '' then fields[n + 1] = 'metadata'; fields[n + 2] = v; n = n + 2 end
-    v = ARGV[a + 11]
-    if v ~= '' then fields[n + 1] = 'tenant'; fields[n + 2] = v end
+    if metadata ~= '' then fields[n + 1] = 'metadata'; fields[n + 2] = metadata; n = n + 2 end
+    if tenant ~= '' then fields[n + 1] = 'tenant'; fields[n + 2] = tenant end
     local worker, lease
     if state == 'queued' and not unwatched[q] then
       worker, lease = take_waiter(q)
@@ -161,13 +174,13 @@ for a = 3, #ARGV, width do
         ready_lists[q], queued_lists[q] = ready_list, queued_list
       end
       local n = #ready_list
-      ready_list[n + 1] = ARGV[a + 3]
+      ready_list[n + 1] = priority
       ready_list[n + 2] = srun_at == SNOW and now_member .. id or ready_member(srun_at, id)
       n = #queued_list
       queued_list[n + 1], queued_list[n + 2] = '0', id
       ready[q] = (ready[q] or 0) + 1
     elseif not worker then
-      park_later(adds, q, id, state, ARGV[a + 3], srun_at)
+      park_later(adds, q, id, state, priority, srun_at)
       add_later(adds, state_key(q, state), '0', id)
     end
     out[#out + 1] = state
