@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from conveyor.backends.rows import dumps, stamp_new
+from conveyor.backends.rows import dumps, stamp_new, steps_text
 from conveyor.job import Job, is_default_retry
 
 #: The columns of a row, in its order.
@@ -41,7 +41,7 @@ def copy_chunks(jobs: Sequence[Job], now: float) -> Iterator[str]:
         for job in jobs[start : start + CHUNK]:
             stamp_new(job, now)
             retry = None if is_default_retry(job.retry) else dumps(job.retry.to_dict())
-            steps = escape(dumps([s.to_storage() for s in job.steps]))
+            steps = escape(steps_text(job.steps))
             metadata = escape(dumps(job.metadata)) if job.metadata else NULL
             run_at = stamp if job.run_at == now else _number(job.run_at)
             lines.append(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from conveyor.backends.rows import dumps, ending, has_progress, loads
+from conveyor.backends.rows import dumps, ending, has_progress, loads, steps_text
 from conveyor.exceptions import InvalidJob
 from conveyor.job import (
     DEFAULT_RETRY,
@@ -60,7 +60,7 @@ def enqueue_calls(jobs: Sequence[Job], max_payload: int, chunk: int) -> list[lis
 def _call(jobs: Sequence[Job], max_payload: int) -> list[str]:
     args = [str(ENQUEUE_WIDTH)]
     for job in jobs:
-        args += _fields(job, _steps(job), max_payload)
+        args += _fields(job, steps_text(job.steps), max_payload)
     return args
 
 
@@ -73,11 +73,11 @@ def _alike_call(jobs: Sequence[Job], max_payload: int) -> list[str] | None:
     for job in jobs:
         if job.unique_key is not None or _shared(job) != shared:
             return None
-    fields = _fields(first, _steps(first), max_payload)
+    fields = _fields(first, steps_text(first.steps), max_payload)
     metadata = fields[10]
     args = [str(ALIKE_WIDTH), *fields]
     for job in jobs:
-        steps = _steps(job)
+        steps = steps_text(job.steps)
         _check_size(job, steps, metadata, max_payload)
         args += (job.id, steps)
     return args
@@ -98,10 +98,6 @@ def _shared(job: Job) -> tuple[Any, ...]:
         job.metadata,
         job.tenant,
     )
-
-
-def _steps(job: Job) -> str:
-    return dumps([s.to_storage() for s in job.steps])
 
 
 def _fields(job: Job, steps: str, max_payload: int) -> tuple[str, ...]:

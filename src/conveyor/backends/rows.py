@@ -57,6 +57,50 @@ def dumps(value: Any) -> str:
         raise ValueError("Circular reference detected") from None
 
 
+def steps_text(steps: Sequence[Step]) -> str:
+    """``dumps([s.to_storage() for s in steps])``: the ``steps`` column's JSON.
+
+    A new task job's steps (one task step with its args and nothing else set: every
+    ``enqueue`` and ``enqueue_many``) are the same text around their args, made once
+    per step name and task: 0.5 against 1.0 us a job here, for bulk enqueues on every
+    store."""
+    if len(steps) == 1:
+        step = steps[0]
+        if (
+            step.args
+            and step.task is not None
+            and (
+                step.kind,
+                step.kwargs,
+                step.request,
+                step.state,
+                step.attempts,
+                step.result,
+                step.response,
+                step.last_error,
+                step.started_at,
+                step.finished_at,
+            )
+            == _UNSET
+        ):
+            key = (step.name, step.task)
+            around = _AROUND_ARGS.get(key)
+            if around is None:
+                if len(_AROUND_ARGS) >= 1024:  # names made per job: keep it small
+                    _AROUND_ARGS.clear()
+                around = _AROUND_ARGS[key] = (
+                    f'[{{"name":{dumps(step.name)},"task":{dumps(step.task)},"args":'
+                )
+            return f"{around}{dumps(step.args)}}}]"
+    return dumps([s.to_storage() for s in steps])
+
+
+#: The fields of a task step (kind to finished_at, but task and args) at the values
+#: ``Step.to_storage`` leaves out.
+_UNSET: tuple[Any, ...] = ("task", {}, None, "pending", 0, None, None, None, None, None)
+#: The text of a new task step before its args, by step name and task.
+_AROUND_ARGS: dict[tuple[str, str], str] = {}
+
 # json.loads goes through JSONDecoder.decode, which matches whitespace before and after
 # with a regular expression: half the cost of reading a job's steps (1.26 us). The
 # stored JSON has none, so the C scanner reads it directly; anything it does not read
@@ -103,7 +147,7 @@ def prepare_insert(job: Job, now: float) -> Row:
         job.max_attempts,
         None if is_default_retry(job.retry) else dumps(job.retry.to_dict()),
         job.timeout,
-        dumps([s.to_storage() for s in job.steps]),
+        steps_text(job.steps),
         job.unique_key,
         dumps(job.metadata) if job.metadata else None,
         job.tenant,
