@@ -112,6 +112,31 @@ def test_jobs_that_differ_go_whole_and_are_stored_as_they_are(factory: BackendFa
             assert _fields(run(backend.get(sent.id))) == _fields(sent)
 
 
+def test_jobs_whose_options_are_equal_but_written_differently_keep_their_own_text(
+    factory: BackendFactory,
+) -> None:
+    # Given jobs whose metadata or retry policies are equal in Python but are not the
+    # same JSON (1 and True, another key order, 3 and 3.0)
+    backend = factory.backend
+    run = factory.run
+    metadata = [{"flag": 1, "n": 2}, {"flag": True, "n": 2}, {"n": 2, "flag": 1.0}]
+    retries = [RetryPolicy(exponent=3), RetryPolicy(exponent=3.0)]
+    batches = [
+        [make_job("mail", task="send", args=[i], metadata=m) for i, m in enumerate(metadata)],
+        [make_job("mail", task="send", args=[i], retry=r) for i, r in enumerate(retries)],
+    ]
+
+    # When each batch is enqueued
+    for batch in batches:
+        run(backend.enqueue(batch))
+
+    # Then each job reads back with its own metadata and policy, as it was written
+    for sent in batches[0]:
+        assert repr(run(backend.get(sent.id)).metadata) == repr(sent.metadata)
+    for sent in batches[1]:
+        assert repr(run(backend.get(sent.id)).retry) == repr(sent.retry)
+
+
 def test_an_alike_batch_sent_again_stores_nothing_twice(factory: BackendFactory) -> None:
     # Given an alike batch stored, one of its jobs claimed since
     backend = factory.backend

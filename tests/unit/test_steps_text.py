@@ -92,6 +92,34 @@ def test_a_new_task_jobs_step_takes_the_short_way_and_gives_the_same_text() -> N
     assert steps_text(second) == '[{"name":"sen\\"d","task":"mail.send","args":[2]}]'
 
 
+class _FalsyInt(int):
+    def __bool__(self) -> bool:
+        return False
+
+
+class _TruthyZero(int):
+    def __bool__(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        Step(name=1, task="t", args=[1]),  # type: ignore[arg-type]
+        Step(name=True, task="t", args=[1]),  # type: ignore[arg-type]
+        Step(name=1.0, task="t", args=[1]),  # type: ignore[arg-type]
+        Step(name="t", task="t", args=[1], attempts=_TruthyZero(0)),
+        Step(name="t", task="t", args=[1], attempts=_FalsyInt(2)),
+    ],
+    ids=["int name", "bool name", "float name", "truthy zero attempts", "falsy attempts"],
+)
+def test_odd_values_are_written_as_their_storage_says(step: Step) -> None:
+    # Given steps one after the other whose names compare equal (1, True, 1.0) or whose
+    # attempts say another thing as a number and as a truth value
+    # Then each is written as encoding its storage writes it
+    assert steps_text([step]) == _storage_text([step])
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
 def test_args_that_are_not_json_are_refused_either_way(bad: float) -> None:
     new = [Step(name="t", task="t", args=[bad])]

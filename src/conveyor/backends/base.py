@@ -211,8 +211,8 @@ class Backend(abc.ABC):
         open. A supervisor asks before it starts its workers. This default opens the
         store, asks its clock and closes it; a store whose ``open`` does more than
         the check (a pool of connections) answers with less."""
-        await self.open()
         try:
+            await self.open()
             await self.now()
         finally:
             await self.close()

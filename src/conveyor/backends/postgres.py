@@ -176,9 +176,10 @@ class PostgresBackend(Backend):
 
     async def check(self) -> None:
         """One connection of its own, without the pool: the server's own error when it
-        cannot be reached, and the schema's version. About 4 ms here, against 16 for
-        opening the pool and closing it again (the supervisor's check before it forks
-        its workers)."""
+        cannot be reached, and the schema's version. 6.3-6.6 ms in a fresh process here,
+        against 11.8-13.3 for opening the pool and closing it again (a supervisor's
+        check before it forks its workers). What only the pool would meet (a server at
+        its max_connections) shows in the workers' own ``open``."""
         try:
             conn = await psycopg.AsyncConnection.connect(self.settings.conninfo, autocommit=True)
         except psycopg.Error as exc:

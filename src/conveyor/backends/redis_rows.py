@@ -65,16 +65,24 @@ def _call(jobs: Sequence[Job], max_payload: int) -> list[str]:
 
 
 def _alike_call(jobs: Sequence[Job], max_payload: int) -> list[str] | None:
-    """The call for jobs alike (see ``enqueue_calls``), or None when they are not."""
+    """The call for jobs alike (see ``enqueue_calls``), or None when they are not.
+
+    Alike means sent the same: the retry policy and metadata of every job are the
+    first job's objects or encode to the same text (equal values may not: ``1`` and
+    ``True``, dicts in another key order)."""
     first = jobs[0]
     if len(jobs) < 2 or first.unique_key is not None:
         return None
-    shared = _shared(first)
-    for job in jobs:
-        if job.unique_key is not None or _shared(job) != shared:
-            return None
     fields = _fields(first, steps_text(first.steps), max_payload)
-    metadata = fields[10]
+    shared, retry, metadata = _shared(first), fields[6], fields[10]
+    for job in jobs:
+        if (
+            job.unique_key is not None
+            or _shared(job) != shared
+            or (job.retry is not first.retry and _retry_text(job) != retry)
+            or (job.metadata is not first.metadata and _metadata_text(job) != metadata)
+        ):
+            return None
     args = [str(ALIKE_WIDTH), *fields]
     for job in jobs:
         steps = steps_text(job.steps)
@@ -84,25 +92,30 @@ def _alike_call(jobs: Sequence[Job], max_payload: int) -> list[str] | None:
 
 
 def _shared(job: Job) -> tuple[Any, ...]:
-    """What alike jobs have in common: every field enqueue.lua reads but id, steps and
-    unique_key (the default retry policy and an empty metadata are the same objects
-    in every job of a task, so the comparison seldom looks inside them)."""
+    """What alike jobs have in common, but retry and metadata: every field enqueue.lua
+    reads but id, steps and unique_key (numbers as their text: see ``_fields``)."""
     return (
         job.queue,
         job.task,
         job.priority,
         job.run_at,
         job.max_attempts,
-        job.retry,
         job.timeout,
-        job.metadata,
         job.tenant,
     )
 
 
+def _retry_text(job: Job) -> str:
+    return "" if is_default_retry(job.retry) else dumps(job.retry.to_dict())
+
+
+def _metadata_text(job: Job) -> str:
+    return dumps(job.metadata) if job.metadata else ""
+
+
 def _fields(job: Job, steps: str, max_payload: int) -> tuple[str, ...]:
     """A job's twelve fields as enqueue.lua reads them."""
-    metadata = dumps(job.metadata) if job.metadata else ""
+    metadata = _metadata_text(job)
     _check_size(job, steps, metadata, max_payload)
     return (
         job.id,
@@ -111,7 +124,7 @@ def _fields(job: Job, steps: str, max_payload: int) -> tuple[str, ...]:
         str(job.priority),
         repr(float(job.run_at)),
         str(job.max_attempts),
-        "" if is_default_retry(job.retry) else dumps(job.retry.to_dict()),
+        _retry_text(job),
         "" if job.timeout is None else repr(float(job.timeout)),
         steps,
         _text(job.unique_key),

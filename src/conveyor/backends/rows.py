@@ -63,25 +63,23 @@ def steps_text(steps: Sequence[Step]) -> str:
     A new task job's steps (one task step with its args and nothing else set: every
     ``enqueue`` and ``enqueue_many``) are the same text around their args, made once
     per step name and task: 0.5 against 1.0 us a job here, for bulk enqueues on every
-    store."""
+    store. The test for that shape asks what ``Step.to_storage`` asks, field by field."""
     if len(steps) == 1:
         step = steps[0]
         if (
             step.args
-            and step.task is not None
-            and (
-                step.kind,
-                step.kwargs,
-                step.request,
-                step.state,
-                step.attempts,
-                step.result,
-                step.response,
-                step.last_error,
-                step.started_at,
-                step.finished_at,
-            )
-            == _UNSET
+            and type(step.name) is str
+            and type(step.task) is str
+            and step.kind == "task"
+            and not step.kwargs
+            and step.request is None
+            and step.state == "pending"
+            and not step.attempts
+            and step.result is None
+            and step.response is None
+            and step.last_error is None
+            and step.started_at is None
+            and step.finished_at is None
         ):
             key = (step.name, step.task)
             around = _AROUND_ARGS.get(key)
@@ -95,9 +93,6 @@ def steps_text(steps: Sequence[Step]) -> str:
     return dumps([s.to_storage() for s in steps])
 
 
-#: The fields of a task step (kind to finished_at, but task and args) at the values
-#: ``Step.to_storage`` leaves out.
-_UNSET: tuple[Any, ...] = ("task", {}, None, "pending", 0, None, None, None, None, None)
 #: The text of a new task step before its args, by step name and task.
 _AROUND_ARGS: dict[tuple[str, str], str] = {}
 
