@@ -12,31 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import pytest
 
-from conveyor.backends import create_backend
 from conveyor.backends.postgres import PostgresBackend
 from conveyor.backends.rows import dumps
 from conveyor.job import Job, Outcome, State
 from conveyor.testing import BackendFactory
 from conveyor.testing.harness import make_job
 from tests.pg import libpq_url
-
-
-@pytest.fixture
-def factory(pg_url: str) -> Iterator[BackendFactory]:
-    with BackendFactory(lambda: create_backend(pg_url)) as made:
-        yield made
-
-
-@pytest.fixture
-def backend(factory: BackendFactory) -> PostgresBackend:
-    assert isinstance(factory.backend, PostgresBackend)
-    return factory.backend
 
 
 async def _register(
