@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -30,12 +31,36 @@ def import_include(include: str) -> ModuleType:
         name = os.path.splitext(filename)[0]
     else:
         name = module_part
-        if "" not in sys.path and os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
+        add_working_dir()
     try:
         return importlib.import_module(name)
     except ImportError as exc:
         raise ConfigError("include", f"cannot import {include!r}: {exc}") from None
+    except Exception as exc:
+        # The module itself is broken (a syntax error, an exception at import): one line
+        # that says what and where, as for any other bad include.
+        raise ConfigError("include", f"importing {include!r} failed: {_where(exc)}") from None
+
+
+def add_working_dir() -> None:
+    """Make modules of the working directory importable, as ``python -m`` does: a task
+    named by its import path (``tasks:send``) is found by a worker started in the
+    folder that holds ``tasks.py``, as by ``conveyor enqueue`` run there."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def _where(exc: Exception) -> str:
+    """``SyntaxError: invalid syntax (tasks.py, line 3)``, or ``RuntimeError: boom
+    (tasks.py, line 9)``: the exception and the line of the user's file that raised it."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SyntaxError):
+        return text  # its message names the file and line already
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in frames if not f.filename.startswith("<frozen ")]
+    if user:
+        return f"{text} ({os.path.basename(user[-1].filename)}, line {user[-1].lineno})"
+    return text
 
 
 def load_app(includes: Sequence[str], url: str | None = None) -> Conveyor:

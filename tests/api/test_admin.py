@@ -16,10 +16,15 @@ def test_queues_are_listed_paused_resumed_and_emptied_by_admins_only(api: Runnin
     queues = {q["name"]: q for q in admin.get("/v1/queues").json()["queues"]}
     assert queues["mail"]["counts"]["queued"] == 3
     assert queues["mail"]["paused"] is False
-    assert admin.post("/v1/queues/mail/pause").json() == {"queue": "mail", "paused": True}
+    paused = admin.post("/v1/queues/mail/pause")
+    assert paused.json() == {"queue": "mail", "paused": True}
     assert {q["name"]: q for q in admin.get("/v1/queues").json()["queues"]}["mail"]["paused"]
-    assert admin.post("/v1/queues/mail/resume").json() == {"queue": "mail", "paused": False}
-    assert admin.post("/v1/queues/mail/empty").json() == {"queue": "mail", "deleted": 3}
+    resumed = admin.post("/v1/queues/mail/resume")
+    assert resumed.json() == {"queue": "mail", "paused": False}
+    emptied = admin.post("/v1/queues/mail/empty")
+    assert emptied.json() == {"queue": "mail", "deleted": 3}
+    # (answers a cache in front of the API must not keep: docs/caching.md)
+    assert {a.headers.get("cache-control") for a in (paused, resumed, emptied)} == {"no-store"}
     assert acme.get("/v1/jobs").json()["jobs"] == []
 
     assert acme.get("/v1/queues").status_code == 403
@@ -50,7 +55,9 @@ def test_metrics_show_the_stores_figures_and_the_apis_counters(api: RunningApi) 
     api.client(None).get(created.headers["location"])
     api.client(None).get(created.headers["location"], headers={"If-None-Match": '"1"'})
 
-    text = api.client(None).get("/metrics").text
+    answer = api.client(None).get("/metrics")
+    assert answer.headers["cache-control"] == "no-store"
+    text = answer.text
     assert 'conveyor_jobs{queue="mail",state="queued"} 1.0' in text
     assert "conveyor_api_jobs_submitted_total 1.0" in text
     assert 'conveyor_api_polls_total{status="200"} 1.0' in text

@@ -192,3 +192,24 @@ def test_an_id_no_store_holds_is_404_on_every_store(store: str) -> None:
         for parameter in ("queue", "cursor"):
             listed = problem(client.get(f"/v1/jobs?{parameter}=a%00b"), 422)
             assert listed["errors"][0]["parameter"] == parameter
+
+
+def test_every_problem_of_the_fields_is_listed_in_our_own_words(api: RunningApi) -> None:
+    # Given a job with two bad fields in different steps
+    steps = [step(name="hold"), step(name="pay", url="ftp://x"), step(name="ship", method="BREW")]
+    body = {"steps": steps}
+
+    # When it is submitted
+    answer = api.client("acme").post("/v1/jobs", json=body)
+
+    # Then both are listed, each in the validator's own words (no "Value error, " of
+    # pydantic's before them), and nothing is stored
+    errors = problem(answer, 422)["errors"]
+    assert errors == [
+        {"pointer": "/steps/1/url", "detail": "must be an http:// or https:// URL"},
+        {
+            "pointer": "/steps/2/method",
+            "detail": "must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        },
+    ]
+    assert_nothing_stored(api)

@@ -202,7 +202,9 @@ def test_delete_of_a_waiting_job_removes_it_and_a_repeat_changes_nothing(api: Ru
     assert created.json()["state"] == "scheduled"
     job_id = created.json()["id"]
 
-    assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+    deleted = client.delete(f"/v1/jobs/{job_id}")
+    assert deleted.status_code == 204
+    assert deleted.headers["cache-control"] == "no-store"
     assert client.get(f"/v1/jobs/{job_id}").status_code == 404
     assert api.client(None).get(created.headers["location"]).status_code == 404
     assert client.delete(f"/v1/jobs/{job_id}").status_code == 404

@@ -161,11 +161,14 @@ class Processes:
         self.extra_pids: set[int] = set()
 
     def start(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        return self.start_command([sys.executable, "-m", "conveyor", *args], **env)
+
+    def start_command(self, command: list[str], **env: str) -> subprocess.Popen[bytes]:
         n = len(self.procs)
         out_log, err_log = self.dir / f"out-{n}.log", self.dir / f"err-{n}.log"
         with open(out_log, "wb") as out, open(err_log, "wb") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", *args],
+                command,
                 cwd=self.dir,
                 env={**self.env, **env},
                 stdout=out,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -118,8 +119,8 @@ def test_an_unknown_or_bad_queue_exits_2_and_changes_nothing(
 
 # -- on a terminal: the question is asked -------------------------------------------
 def run_on_terminal(args: list[str], answer: str, url: str, cwd: Path) -> tuple[int, str]:
-    """Run `python -m conveyor ARGS` on a pseudo-terminal, answer the prompt, and return
-    the exit code and everything it wrote."""
+    """Run `python -m conveyor ARGS` on a pseudo-terminal, answer the prompt (``"^C"``:
+    interrupt it, as Ctrl-C does), and return the exit code and everything it wrote."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "conveyor", *args],
@@ -145,7 +146,10 @@ def run_on_terminal(args: list[str], answer: str, url: str, cwd: Path) -> tuple[
                     break
                 output += chunk
             if not answered and b"[y/N]" in output:
-                os.write(master, answer.encode() + b"\n")
+                if answer == "^C":
+                    proc.send_signal(signal.SIGINT)
+                else:
+                    os.write(master, answer.encode() + b"\n")
                 answered = True
             if proc.poll() is not None and not ready:
                 break
@@ -157,7 +161,7 @@ def run_on_terminal(args: list[str], answer: str, url: str, cwd: Path) -> tuple[
             proc.wait()
 
 
-@pytest.mark.parametrize(("answer", "code", "left"), [("y", 0, 0), ("n", 1, 2)])
+@pytest.mark.parametrize(("answer", "code", "left"), [("y", 0, 0), ("n", 1, 2), ("^C", 130, 2)])
 def test_on_a_terminal_it_asks_saying_how_many_jobs_go(
     cli: Cli, store: Store, url: str, answer: str, code: int, left: int
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 from pathlib import Path
 
 import httpx
@@ -237,6 +238,50 @@ def test_bad_worker_options_exit_2_before_anything_starts(
     assert result.exit_code == 2, result.stderr
     assert result.stderr.startswith(f"error: {field}: "), result.stderr
     assert store.workers() == []
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("x = 1\nraise RuntimeError('no config')\n", "RuntimeError: no config (broken.py, line 2)"),
+        ("def f(:\n    pass\n", "SyntaxError: invalid syntax (broken.py, line 1)"),
+    ],
+)
+def test_an_include_that_fails_to_import_is_one_line_and_exit_2(
+    cli: Cli, store: Store, source: str, error: str
+) -> None:
+    # Given a tasks file that raises as it is imported
+    (cli.dir / "broken.py").write_text(source)
+    # When a worker includes it, as a file or as a module (found in the folder the
+    # file's include put on sys.path)
+    for include in (str(cli.dir / "broken.py"), "broken"):
+        result = cli("worker", "-i", include)
+        # Then one line says what and where, not a traceback
+        assert result.exit_code == 2, result.stderr
+        assert result.stderr == f"error: include: importing {include!r} failed: {error}\n"
+    assert store.workers() == []
+
+
+def test_a_worker_without_includes_runs_tasks_of_its_working_directory(
+    processes: Processes, store: Store, tmp_path: Path
+) -> None:
+    # Given a module in the working directory, and a job naming a function of it by its
+    # import path (stored as `conveyor enqueue` run there stores it)
+    (tmp_path / "plaintasks.py").write_text("def double(x):\n    return 2 * x\n")
+    enqueue = processes.start("enqueue", "plaintasks:double", "21")
+    assert enqueue.wait(30) == 0, processes.logs()
+    job_id = processes.stdout(enqueue).strip()
+
+    # When the `conveyor` command (not `python -m conveyor`, which puts the working
+    # directory on sys.path by itself) runs a worker there, without -i
+    conveyor = str(Path(sys.executable).parent / "conveyor")
+    worker = processes.start_command([conveyor, "worker"])
+
+    # Then it imports the module and runs the job
+    processes.wait_until("the job", lambda: store.job(job_id).state is State.SUCCEEDED)
+    assert store.job(job_id).result == 42
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(20) == 0, processes.logs()
 
 
 def test_serve_with_bad_options_seeds_nothing(cli: Cli, store: Store) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ from conveyor.backends.postgres import SCHEMA_VERSION, PostgresBackend
 from conveyor.exceptions import ConfigError
 from conveyor.job import Outcome
 from conveyor.testing.harness import make_job
+from tests.api.server import running_api
 from tests.pg import fresh_schema, libpq_url
 
 
@@ -69,6 +71,36 @@ def test_a_supervised_worker_on_a_missing_schema_exits_2_before_forking(tmp_path
     assert result.returncode == 2, result.stderr
     assert "conveyor migrate" in result.stderr
     assert "started worker process" not in result.stderr
+
+
+def test_the_api_on_a_missing_schema_refuses_to_start(tmp_path) -> None:
+    # Given a schema that was never migrated
+    with fresh_schema(migrate=False) as url:
+        command = [sys.executable, "-m", "conveyor", "api", "--url", url, "--port", "1"]
+        environment = {**os.environ, "CONVEYOR_ADMIN_KEYS": "admin-key-0123456789abcdef"}
+        # When the API is started on it (on a port it could not have: nothing may get
+        # that far)
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=60, cwd=tmp_path, env=environment
+        )
+    # Then it exits 2, naming the command to run
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: url: ")
+    assert "conveyor migrate" in result.stderr
+
+
+def test_an_api_serving_a_missing_schema_answers_503_problems() -> None:
+    # Given the API of an app whose schema is missing (served by the app itself, not by
+    # `conveyor api`, which refuses to start)
+    with fresh_schema(migrate=False) as url, running_api(url) as api:
+        # When a client asks for jobs
+        answer = api.client("acme").get("/v1/jobs")
+        health = api.client(None).get("/healthz")
+    # Then the store's problem is a 503 problem, not a 500
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert health.status_code == 503
+    assert "conveyor migrate" in health.json()["detail"]
 
 
 def test_a_schema_newer_than_the_code_is_refused(pg_url: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -11,14 +12,18 @@ import typer
 
 from conveyor.app import Conveyor
 from conveyor.backends import redact_url
-from conveyor.cli.common import IncludeOption, UrlOption, console, load
+from conveyor.cli.common import IncludeOption, UrlOption, check_store, console, load
+from conveyor.cli.errors import EXIT_BAD_INPUT, EXIT_FAILURE, print_error
 from conveyor.exceptions import ConfigError
 from conveyor.web.auth import ApiKeys, new_key
+from conveyor.web.listening import ListenError, listen
 
 logger = logging.getLogger("conveyor.cli")
 
 HostOption = Annotated[str, typer.Option("--host", help="Address the API listens on.")]
-PortOption = Annotated[int, typer.Option("--port", help="Port the API listens on.")]
+PortOption = Annotated[
+    int, typer.Option("--port", min=1, max=65535, help="Port the API listens on.")
+]
 #: Where ``conveyor serve`` on the default store keeps its development key.
 DEV_KEY_FILE = Path(".conveyor/api-key")
 
@@ -29,7 +34,15 @@ def api(
     host: HostOption = "127.0.0.1",
     port: PortOption = 8000,
     verbose: Annotated[
-        int, typer.Option("--verbose", "-v", count=True, show_default=False, help="-v: INFO logs.")
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            metavar="",
+            show_default=False,
+            help="-v: INFO logs; -vv: DEBUG. $VERBOSE=1 and $VVERBOSE=1 do the same.",
+        ),
     ] = 0,
 ) -> None:
     """Serve the HTTP API (/v1, /docs, /metrics) and the dashboard (/dashboard) on one
@@ -43,7 +56,7 @@ def api(
 
     Example: CONVEYOR_API_KEYS=shop:$KEY conveyor api --url postgresql://db/jobs --port 8000
     """
-    from conveyor.cli.worker import configure_logging
+    from conveyor.cli.worker import configure_logging, verbosity
     from conveyor.eventloop import run_loop
     from conveyor.web.server import serve
     from conveyor.web.settings import ApiSettings
@@ -56,9 +69,21 @@ def api(
             "no API keys: set CONVEYOR_API_KEYS=tenant:key,... or CONVEYOR_ADMIN_KEYS=key "
             "(conveyor serve makes a development key by itself)",
         )
-    configure_logging(verbose)
+    check_store(app.url)
+    sockets = bind(host, port)
+    configure_logging(verbosity(verbose))
     announce(app, settings.secrets.encrypts, host, port, dev_key=None)
-    run_loop(serve(app, settings, host, port))
+    run_loop(serve(app, settings, host, port, sockets=sockets))
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """The API's listening sockets; an address that cannot be had stops the command
+    here: exit 2 for a host that is not this machine's, 1 for a port in use."""
+    try:
+        return listen(host, port)
+    except ListenError as exc:
+        print_error(f"{exc.field}: {exc.message}")
+        raise typer.Exit(EXIT_BAD_INPUT if exc.field == "host" else EXIT_FAILURE) from None
 
 
 def dev_keys(default_store: bool) -> tuple[ApiKeys, str]:

@@ -86,6 +86,13 @@ def with_store(url: str, action: Callable[[Backend], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
+def check_store(url: str) -> None:
+    """Refuse to start on a store that cannot be used now: one clear error (a server that
+    does not answer, a schema older than the code) before any process or socket is
+    started, instead of workers restarting over and over or an API answering 503s."""
+    asyncio.run(create_backend(url).check())
+
+
 async def require_queue(backend: Backend, name: str) -> None:
     """QueueNotFound unless the store knows a queue of that name."""
     if name not in {q.name for q in await backend.list_queues()}:

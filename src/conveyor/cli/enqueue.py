@@ -94,7 +94,7 @@ def enqueue(
 
     Examples:
 
-        conveyor enqueue -i ./tasks.py send '["ada@example.com"]' --delay 5m
+        conveyor enqueue -i ./tasks.py tasks:send '["ada@example.com"]' --delay 5m
 
         conveyor enqueue billing.jobs:charge 42 --priority high --unique-key charge-42
     """

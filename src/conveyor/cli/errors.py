@@ -6,12 +6,13 @@ Scripts can trust these codes:
 code  meaning
 ====  ==========================================================================
 0     done
-1     operational failure: the store did not answer, a worker crashed, or the
-      user answered "no" to a confirmation
+1     operational failure: the store did not answer, a worker crashed, the
+      API's port is in use, or the user answered "no" to a confirmation
 2     bad input, nothing was written: a usage error, an invalid value (the
       message names the field), an unknown task, an unknown queue in an admin
-      command, a bad store URL or include, or a destructive command run
-      without ``--yes`` and without a terminal to ask on
+      command, a bad store URL or include, a store schema missing or older than
+      the code, an API host that is not this machine's, or a destructive
+      command run without ``--yes`` and without a terminal to ask on
 3     no job with that id
 4     the job's state does not allow the action (retry a succeeded job, delete
       a running one, cancel a finished one)
@@ -44,6 +45,7 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
+EXIT_INTERRUPTED = 130
 
 #: First match wins; anything else conveyor raises is an operational failure.
 EXIT_CODES: tuple[tuple[type[ConveyorError], int], ...] = (

@@ -19,7 +19,7 @@ from conveyor.cli.common import (
     timestamp,
     with_store,
 )
-from conveyor.cli.errors import EXIT_FAILURE
+from conveyor.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED
 from conveyor.exceptions import InvalidJob, QueueNotFound
 from conveyor.job import State
 from conveyor.task import validate_queue_name
@@ -211,6 +211,15 @@ def _confirm(question: str, count: int, yes: bool) -> None:
             "confirmation",
             f"refusing to delete {count} job(s) without --yes (stdin is not a terminal to ask on)",
         )
-    if not typer.confirm(question, default=False, err=True):
+    try:
+        answer = typer.confirm(question, default=False, err=True)
+    except typer.Abort as exc:
+        # Ctrl-C at the question: exit 130 as anywhere else (the prompt turns it into
+        # an Abort); Ctrl-D stays an Abort: exit 1, as a "no".
+        if not isinstance(exc.__context__, KeyboardInterrupt):
+            raise
+        err_console().print("\nAborted: nothing deleted.")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if not answer:
         err_console().print("Aborted: nothing deleted.")
         raise typer.Exit(EXIT_FAILURE)

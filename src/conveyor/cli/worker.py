@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Coroutine
@@ -16,14 +17,13 @@ from typing import Annotated, Any
 import typer
 
 from conveyor.app import Conveyor
-from conveyor.backends import create_backend
 from conveyor.backends import redact_url as redact
-from conveyor.cli.api import HostOption, PortOption, announce, dev_keys
-from conveyor.cli.common import IncludeOption, UrlOption, console, load
+from conveyor.cli.api import HostOption, PortOption, announce, bind, dev_keys
+from conveyor.cli.common import IncludeOption, UrlOption, check_store, console, load
 from conveyor.cli.parsing import split_list
 from conveyor.eventloop import loop_factory, run_loop
 from conveyor.exceptions import ConfigError
-from conveyor.loader import import_include
+from conveyor.loader import add_working_dir, import_include
 from conveyor.portal import portal
 from conveyor.web.settings import ApiSettings
 from conveyor.worker.runtime import WorkerConfig, run_worker
@@ -110,6 +110,7 @@ VerboseOption = Annotated[
         "--verbose",
         "-v",
         count=True,
+        metavar="",
         show_default=False,
         help="-v: a line per job start and finish (INFO); -vv: claim-loop decisions "
         "(DEBUG). $VERBOSE=1 and $VVERBOSE=1 do the same.",
@@ -214,13 +215,14 @@ def _options(params: dict[str, Any]) -> WorkerOptions:
     fields = {name: params[name] for name in WorkerOptions.__dataclass_fields__ if name in params}
     fields["queues"] = split_list(params["queues"])
     fields["includes"] = list(params["includes"] or ())
-    fields["verbosity"] = _verbosity(params["verbose"])
+    fields["verbosity"] = verbosity(params["verbose"])
     return WorkerOptions(**fields)
 
 
 def start(options: WorkerOptions, *, serve: bool, seed: bool = False) -> None:
     if options.processes < 1:
         raise ConfigError("processes", f"must be >= 1, got {options.processes}")
+    add_working_dir()  # import-path tasks of the working directory run here too
     app = _serve_app(options) if serve else load(options.includes, options.url)
     queues = options.queues or (_app_queues(app) if serve else ["default"])
     config = WorkerConfig(
@@ -237,8 +239,14 @@ def start(options: WorkerOptions, *, serve: bool, seed: bool = False) -> None:
     )
     config.validate()  # bad options stop here, before any process starts or job is seeded
     configure_logging(options.verbosity)
+    supervise = not options.supervised and (options.processes > 1 or options.max_jobs is not None)
+    if serve or supervise:
+        check_store(app.url)
+    settings: ApiSettings | None = None
+    sockets: list[socket.socket] | None = None
     if serve:
         settings, dev_key = _api_settings(app)
+        sockets = bind(options.host, options.port)
         if seed:
             _seed(app, options.includes)
         processes = f"{options.processes} worker process(es)"
@@ -249,12 +257,10 @@ def start(options: WorkerOptions, *, serve: bool, seed: bool = False) -> None:
             soft_wrap=True,
         )
         announce(app, settings.secrets.encrypts, options.host, options.port, dev_key)
-    else:
-        settings = None
-    if not options.supervised and (options.processes > 1 or options.max_jobs is not None):
-        _supervise(app, config, options, settings)
+    if supervise:
+        _supervise(app, config, options, settings, sockets)
     elif settings is not None:
-        run_loop(_serve_api(app, settings, options.host, options.port, config))
+        run_loop(_serve_api(app, settings, options.host, options.port, config, sockets))
     else:
         _run_here(app, config, options)
 
@@ -298,12 +304,14 @@ def _seed(app: Conveyor, includes: list[str]) -> None:
 
 
 def _supervise(
-    app: Conveyor, config: WorkerConfig, options: WorkerOptions, api: ApiSettings | None = None
+    app: Conveyor,
+    config: WorkerConfig,
+    options: WorkerOptions,
+    api: ApiSettings | None = None,
+    sockets: list[socket.socket] | None = None,
 ) -> None:
-    """Worker processes under a supervisor; with ``api``, one more process serves the API."""
-    # Check the store once here: a store that cannot be used is one clear error now,
-    # not N children failing and being restarted over and over.
-    asyncio.run(create_backend(app.url).check())
+    """Worker processes under a supervisor; with ``api``, one more process serves the API
+    on ``sockets`` (bound here once: a restarted API process serves on them again)."""
     portal.stop()  # no threads may be alive when the children are forked
     loop_factory()  # imported once here, not in every child
     logger.info(
@@ -320,8 +328,14 @@ def _supervise(
     def run_child() -> int:
         try:
             if supervisor.slot == api_slot and api is not None:
-                run_loop(_supervised(_serve_api(app, api, options.host, options.port)))
+                run_loop(
+                    _supervised(_serve_api(app, api, options.host, options.port, sockets=sockets))
+                )
             else:
+                # A worker serves no API: the port closes when the API process stops,
+                # not when the last worker has finished its jobs.
+                for sock in sockets or ():
+                    sock.close()
                 _run_here(app, config, child_options)
         except ConfigError as exc:
             # A restart cannot fix it: exit 2 tells the supervisor to stop.
@@ -360,12 +374,13 @@ async def _serve_api(
     host: str,
     port: int,
     worker: WorkerConfig | None = None,
+    sockets: list[socket.socket] | None = None,
 ) -> None:
     # Imported here: FastAPI and the API's modules take half a second to import, which a
     # `conveyor worker` process, which serves no API, does not pay.
     from conveyor.web.server import serve
 
-    await serve(app, settings, host, port, worker)
+    await serve(app, settings, host, port, worker, sockets)
 
 
 async def _supervised(run: Coroutine[Any, Any, None]) -> None:
@@ -386,7 +401,7 @@ def _stop_self() -> None:
 
 
 # -- logging -------------------------------------------------------------------------
-def _verbosity(count: int) -> int:
+def verbosity(count: int) -> int:
     """-v / -vv, or Resque's $VERBOSE / $VVERBOSE."""
     if _truthy(os.environ.get("VVERBOSE")):
         count = max(count, 2)

@@ -40,6 +40,7 @@ from conveyor.backends import redact_url
 from conveyor.backends.base import Backend, JobFilter, JobHead
 from conveyor.exceptions import (
     BackendUnavailable,
+    ConfigError,
     ConveyorError,
     InvalidJob,
     JobNotFound,
@@ -55,7 +56,14 @@ from conveyor.web.dashboard import create_dashboard
 from conveyor.web.documents import PRIVATE, job_document, job_summary, rfc3339
 from conveyor.web.metrics import Metrics
 from conveyor.web.poll import MAX_WAIT_S, PATH, Poll, PollFirst
-from conveyor.web.problems import PROBLEM_JSON, SCHEMA, Problem, problem_response, validation_errors
+from conveyor.web.problems import (
+    PROBLEM_JSON,
+    SCHEMA,
+    Problem,
+    message,
+    problem_response,
+    validation_errors,
+)
 from conveyor.web.purge import Purger
 from conveyor.web.settings import ApiSettings
 from conveyor.web.submit import (
@@ -70,6 +78,8 @@ from conveyor.web.submit import (
 logger = logging.getLogger("conveyor.api")
 
 JSON = "application/json"
+#: What the API's answers say to caches, but the job document's (docs/caching.md).
+NO_STORE = {"Cache-Control": "no-store"}
 #: The SSE keep-alive period, in seconds.
 SSE_KEEPALIVE_S = 15.0
 #: How long the API waits for a cancelled running job to stop before it gives up removing it.
@@ -93,7 +103,14 @@ class Api:
         self._reapers: dict[str, asyncio.Task[None]] = {}
 
     async def backend(self) -> Backend:
-        return await self.app.backend()
+        try:
+            return await self.app.backend()
+        except ConfigError as exc:
+            # A store the API cannot use (its schema missing or older than the code:
+            # `conveyor api` refuses one at start-up, an app serving create_api itself
+            # may not have): the store's problem, not the client's. A 503 like a store
+            # that is down, the reason in the log.
+            raise BackendUnavailable(f"{exc.field}: {exc.problem}") from None
 
     # -- who is asking ----------------------------------------------------------------
     def principal(self, request: Request) -> Principal:
@@ -218,16 +235,16 @@ class Api:
                 job = await backend.get(job_id)  # claimed meanwhile: cancel it instead
             else:
                 await self.purger.purge(job_id)
-                return Response(status_code=204)
+                return Response(status_code=204, headers=NO_STORE)
         if job.state is State.RUNNING:
             job = await backend.cancel(job_id, "deleted")
         if job.state.is_final:
             await backend.delete(job_id)
             await self.purger.purge(job_id)
-            return Response(status_code=204)
+            return Response(status_code=204, headers=NO_STORE)
         self._reap(job)
         await self.purger.purge(job_id)
-        return json_response(job_document(job), 202, {"Cache-Control": "no-store"})
+        return json_response(job_document(job), 202, NO_STORE)
 
     def _reap(self, job: Job) -> None:
         """Remove a cancelled running job once its worker has stopped it."""
@@ -453,7 +470,7 @@ def _handlers(web: FastAPI) -> None:
                 errors.append(
                     {
                         "parameter" if where != "header" else "header": ".".join(map(str, rest)),
-                        "detail": error["msg"],
+                        "detail": message(error),
                     }
                 )
             else:
@@ -542,7 +559,7 @@ def _routes(web: FastAPI, api: Api) -> None:
         page = await (await api.backend()).list_jobs(job_filter, cursor, limit)
         return json_response(
             {"jobs": [job_summary(job) for job in page.jobs], "next_cursor": page.next_cursor},
-            headers={"Cache-Control": "no-store"},
+            headers=NO_STORE,
         )
 
     @web.delete(
@@ -574,7 +591,7 @@ def _routes(web: FastAPI, api: Api) -> None:
         await api.visible_job(job_id, principal)
         job = await (await api.backend()).retry(job_id)
         await api.purger.purge(job_id)
-        return json_response(job_document(job), headers={"Cache-Control": "no-store"})
+        return json_response(job_document(job), headers=NO_STORE)
 
     @web.get(
         "/v1/jobs/{job_id}/events",
@@ -610,7 +627,7 @@ def _routes(web: FastAPI, api: Api) -> None:
                     for q in queues
                 ]
             },
-            headers={"Cache-Control": "no-store"},
+            headers=NO_STORE,
         )
 
     async def queue_action(request: Request, name: str, action: str) -> Response:
@@ -618,9 +635,9 @@ def _routes(web: FastAPI, api: Api) -> None:
         backend = await api.backend()
         if action == "empty":
             deleted = await backend.empty_queue(name)
-            return json_response({"queue": name, "deleted": deleted})
+            return json_response({"queue": name, "deleted": deleted}, headers=NO_STORE)
         await (backend.pause_queue(name) if action == "pause" else backend.resume_queue(name))
-        return json_response({"queue": name, "paused": action == "pause"})
+        return json_response({"queue": name, "paused": action == "pause"}, headers=NO_STORE)
 
     def queue_endpoint(action: str) -> Callable[[Request, str], Awaitable[Response]]:
         # The action is bound by the closure, not a default argument: FastAPI would have made
@@ -650,7 +667,7 @@ def _routes(web: FastAPI, api: Api) -> None:
     async def stats(request: Request) -> Response:
         api.admin(request)
         figures = await (await api.backend()).stats()
-        return json_response(figures.to_dict(), headers={"Cache-Control": "no-store"})
+        return json_response(figures.to_dict(), headers=NO_STORE)
 
     @web.get("/healthz", tags=["admin"], responses=_problems(503))
     async def healthz() -> Response:
@@ -663,7 +680,7 @@ def _routes(web: FastAPI, api: Api) -> None:
             return problem_response(
                 503, f"store {redact_url(api.app.url)}: {exc or 'no answer in 2 s'}"
             )
-        return json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+        return json_response({"status": "ok"}, headers=NO_STORE)
 
     @web.get(
         "/metrics",
@@ -674,7 +691,7 @@ def _routes(web: FastAPI, api: Api) -> None:
         """Prometheus metrics: the API's own counters and the store's figures."""
         backend = await api.backend()
         body, content_type = api.metrics.render(await backend.list_queues(), await backend.stats())
-        return Response(body, media_type=content_type)
+        return Response(body, media_type=content_type, headers=NO_STORE)
 
 
 def _openapi(web: FastAPI) -> dict[str, Any]:

@@ -98,8 +98,15 @@ def validation_errors(errors: Iterable[Any]) -> list[dict[str, Any]]:
         # Tagged unions and function validators add their own names to loc: keep keys
         # and indexes of the document only.
         location = [p for p in location if isinstance(p, int) or not str(p).startswith("function-")]
-        out.append(field_error(location, error["msg"]))
+        out.append(field_error(location, message(error)))
     return out
+
+
+def message(error: Any) -> str:
+    """A pydantic error's message, without the ``Value error, `` pydantic puts before the
+    message of a ValueError our validators raise."""
+    text = str(error["msg"])
+    return text.removeprefix("Value error, ") if error.get("type") == "value_error" else text
 
 
 SCHEMA = {

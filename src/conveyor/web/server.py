@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Generator, Sequence
 from typing import Any
 
@@ -61,10 +62,12 @@ class Service:
         host: str,
         port: int,
         worker_config: WorkerConfig | None = None,
+        sockets: list[socket.socket] | None = None,
     ) -> None:
         self.app = app
         self.host = host
         self.port = port
+        self.sockets = sockets
         self.server = _Server(uvicorn_config(app, settings, host, port))
         self.worker = Worker(app, worker_config) if worker_config is not None else None
 
@@ -88,10 +91,10 @@ class Service:
             loop.add_signal_handler(sig, self.stop)
         try:
             if self.worker is None:
-                await self.server.serve()
+                await self.server.serve(self.sockets)
             else:
                 runs = [
-                    asyncio.ensure_future(self.server.serve()),
+                    asyncio.ensure_future(self.server.serve(self.sockets)),
                     asyncio.ensure_future(self.worker.run()),
                 ]
                 # Either one ending (the other's failure included) stops the other.
@@ -112,8 +115,10 @@ async def serve(
     host: str,
     port: int,
     worker_config: WorkerConfig | None = None,
+    sockets: list[socket.socket] | None = None,
 ) -> None:
-    """Run the API (and a worker) until SIGTERM / SIGINT."""
-    service = Service(app, settings, host, port, worker_config)
+    """Run the API (and a worker) until SIGTERM / SIGINT, on ``sockets`` when given
+    (bound by :func:`conveyor.web.listening.listen`), else on a socket uvicorn binds."""
+    service = Service(app, settings, host, port, worker_config, sockets)
     settle_for_service()  # the process serves from here on; FastAPI's objects are made
     await service.run()
