@@ -148,6 +148,9 @@ def is_default_retry(policy: RetryPolicy) -> bool:
 
 #: The longest retry delay an outcome may ask for: one year.
 MAX_DELAY_S = 365 * 24 * 3600.0
+#: The latest time a job may be set to run at, 9999-12-31T23:59:59Z: every store keeps
+#: later ones, but no date type shows them (the CLI, the API's documents).
+LATEST_RUN_AT = 253402300799.0
 DEFAULT_MAX_ATTEMPTS = 5
 
 

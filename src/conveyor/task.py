@@ -19,6 +19,7 @@ from conveyor.garbage import collector_paused
 from conveyor.job import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RETRY,
+    LATEST_RUN_AT,
     Job,
     Priority,
     Progress,
@@ -280,6 +281,8 @@ def resolve_options(defaults: TaskOptions, call: EnqueueOptions) -> ResolvedOpti
             raise InvalidJob("delay", f"expected a finite number of seconds, got {call.delay!r}")
         if raw < 0:
             raise InvalidJob("delay", f"must be >= 0 seconds, got {raw}")
+        if raw > LATEST_RUN_AT - time.time():
+            raise InvalidJob("delay", f"would run after 9999-12-31, got {raw} seconds")
         delay = float(raw)
     run_at = _epoch(call.run_at) if call.run_at is not None else 0.0
     if not -(2**31) <= priority < 2**31:
@@ -333,15 +336,22 @@ def _check_arguments(args: list[Any], kwargs: dict[str, Any]) -> None:
 def _plain(args: list[Any]) -> bool:
     """True for the common args (ids, names, flags) that every store keeps as they are:
     no check of their JSON needed. Floats are not here (NaN and infinity are not JSON),
-    nor strings with a NUL or a character beyond ASCII (it could be a lone surrogate)."""
+    nor strings with a NUL or a character beyond ASCII (it could be a lone surrogate),
+    nor ints of more than 64 bits (one of thousands of digits has no JSON text)."""
     for value in args:
         kind = type(value)
         if kind is str:
             if not value.isascii() or "\x00" in value:
                 return False
+        elif kind is int:
+            if not -_INT64 <= value < _INT64:
+                return False
         elif kind not in _PLAIN:
             return False
     return True
+
+
+_INT64 = 2**63
 
 
 def _run_at(options: ResolvedOptions) -> float:
@@ -456,6 +466,8 @@ def check_json(field_name: str, value: Any) -> None:
         why = json_problem(value)
     except (TypeError, ValueError) as exc:
         raise InvalidJob(field_name, f"not JSON-serializable: {exc}") from None
+    except RecursionError:
+        raise InvalidJob(field_name, "nested too deeply to be JSON") from None
     if why is not None:
         raise InvalidJob(field_name, why)
 
@@ -513,10 +525,14 @@ def _epoch(value: float | dt.datetime) -> float:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             raise InvalidJob("run_at", "a datetime needs a timezone (e.g. datetime.now(UTC))")
-        return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        seconds = value.timestamp()
+    elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidJob("run_at", f"expected a datetime or finite epoch seconds, got {value!r}")
-    return float(value)
+    else:
+        seconds = float(value)
+    if not 0 <= seconds <= LATEST_RUN_AT:
+        raise InvalidJob("run_at", f"must be from 1970-01-01 to 9999-12-31 UTC, got {value!r}")
+    return seconds
 
 
 # ---------------------------------------------------------------------------

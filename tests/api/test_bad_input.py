@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 import pytest
@@ -61,6 +62,8 @@ def problem(answer: Any, status: int) -> dict[str, Any]:
         ({"steps": [step()], "delay": -1}, "/delay"),
         ({"steps": [step()], "delay": 1, "run_at": "2030-01-01T00:00:00Z"}, "/run_at"),
         ({"steps": [step()], "run_at": "2030-01-01T00:00:00"}, "/run_at"),
+        ({"steps": [step()], "run_at": "9999-12-31T23:59:59-14:00"}, "/run_at"),
+        ({"steps": [step()], "run_at": "0001-01-01T00:00:00+14:00"}, "/run_at"),
         ({"steps": [step()], "queue": "a b"}, "/queue"),
         ({"steps": [step()], "credentials": "not base64!"}, "/credentials"),
         ({"steps": [step()], "credentials": "dXNlcg=="}, "/credentials"),
@@ -213,3 +216,44 @@ def test_every_problem_of_the_fields_is_listed_in_our_own_words(api: RunningApi)
         },
     ]
     assert_nothing_stored(api)
+
+
+@pytest.mark.parametrize("depth", [101, 3000])
+def test_a_body_nested_too_deep_is_422_not_a_500(api: RunningApi, depth: int) -> None:
+    # Given a small body whose metadata nests arrays thousands deep (or one past the limit)
+    deep = "[" * (depth - 2) + "]" * (depth - 2)
+    body = json.dumps({"steps": [step()], "metadata": {"x": "DEEP"}}).replace('"DEEP"', deep)
+
+    # When it is submitted
+    answer = api.client("acme").post(
+        "/v1/jobs", content=body.encode(), headers={"Content-Type": "application/json"}
+    )
+
+    # Then a problem says so, and nothing is stored
+    assert problem(answer, 422)["detail"] == "the body is nested deeper than 100 levels"
+    assert_nothing_stored(api)
+
+
+def test_odd_digits_in_parameters_and_headers_are_refused_not_a_500(api: RunningApi) -> None:
+    # Given a job and its capability URL
+    created = api.client("acme").post("/v1/jobs", json={"steps": [step()]})
+    location = created.headers["location"]
+    anonymous = api.client(None)
+
+    # When a poll's version is a digit int() does not take, or beyond any version
+    for version in ("%C2%B2", "9" * 5000):
+        answer = anonymous.get(f"{location}&wait=0&version={version}")
+        # Then it is a 422 naming the parameter
+        errors = problem(answer, 422)["errors"]
+        assert errors[0]["parameter"] == "version"
+
+    # And an odd Last-Event-ID is read as none: the stream starts from the job as it is
+    job_id = created.json()["id"]
+    with api.client("acme").stream(
+        "GET", f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": b"\xb2"}
+    ) as events:
+        assert events.status_code == 200
+        for line in events.iter_lines():
+            if line.startswith("event: "):
+                assert line == "event: job"
+                break

@@ -23,6 +23,13 @@ from conveyor import (
 )
 
 
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.fixture
 def app(tmp_path: Path) -> Conveyor:
     app = Conveyor(f"sqlite:///{tmp_path}/jobs.db")
@@ -164,6 +171,23 @@ def test_async_forms(app: Conveyor) -> None:
         ({"unique_key": "k\x00"}, [1], "unique_key"),
         ({"unique_key": "k\ud800"}, [1], "unique_key"),
         ({"queue": "q\x00"}, [1], "queue"),
+        # Times no date type shows, and values with no JSON text
+        ({"run_at": 1e300}, [1], "run_at"),
+        ({"run_at": -1e300}, [1], "run_at"),
+        (
+            {
+                "run_at": dt.datetime(
+                    9999, 12, 31, 23, 59, 59, tzinfo=dt.timezone(dt.timedelta(hours=-14))
+                )
+            },
+            [1],
+            "run_at",
+        ),
+        ({"delay": 1e300}, [1], "delay"),
+        ({"delay": dt.timedelta.max}, [1], "delay"),
+        ({}, [10**5000], "args"),
+        ({}, [_nested(5000)], "args"),
+        ({"metadata": {"a": _nested(5000)}}, [1], "metadata"),
     ],
 )
 def test_bad_input_names_the_field_and_stores_nothing(

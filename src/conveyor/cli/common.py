@@ -141,7 +141,10 @@ def timestamp(ts: float | None) -> str:
     """Local time, ISO-like, seconds precision (``-`` when unset)."""
     if not ts:
         return "-"
-    return dt.datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S%z")
+    try:
+        return dt.datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S%z")
+    except (ValueError, OverflowError, OSError):
+        return f"{ts:.0f} (epoch seconds)"  # beyond the dates Python shows: stored long ago
 
 
 def ago(ts: float | None, now: float) -> str:

@@ -68,6 +68,8 @@ def parse_json(text: str, field: str) -> Any:
     """Strict JSON (no NaN / Infinity)."""
     try:
         return json.loads(text, parse_constant=_no_constants)
+    except RecursionError:
+        raise InvalidJob(field, "not valid JSON here: nested too deeply") from None
     except ValueError as exc:
         hint = ""
         if text and text.strip()[:1] not in '[{"-0123456789tfn':

@@ -54,6 +54,7 @@ from conveyor.web.auth import Principal, token_matches
 from conveyor.web.caching import etag_of
 from conveyor.web.dashboard import create_dashboard
 from conveyor.web.documents import PRIVATE, job_document, job_summary, rfc3339
+from conveyor.web.inputs import MAX_DEPTH, count, too_deep
 from conveyor.web.metrics import Metrics
 from conveyor.web.poll import MAX_WAIT_S, PATH, Poll, PollFirst
 from conveyor.web.problems import (
@@ -283,8 +284,7 @@ class Api:
     # -- events ----------------------------------------------------------------------
     async def events(self, request: Request, job_id: str) -> StreamingResponse:
         job, _ = await self.readable_job(request, job_id)
-        last = request.headers.get("last-event-id")
-        seen = int(last) if last and last.isdigit() else 0
+        seen = count(request.headers.get("last-event-id")) or 0
         backend = await self.backend()
 
         async def stream() -> AsyncIterator[str]:
@@ -336,8 +336,8 @@ async def _json_body(request: Request, limit: int) -> Any:
             f"send the job as application/json, not {media or 'no Content-Type'}",
             [{"header": "Content-Type", "detail": "expected application/json"}],
         )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = count(request.headers.get("content-length"))
+    if declared is not None and declared > limit:
         raise Problem(413, f"the body is larger than {limit} bytes")
     chunks = []
     size = 0
@@ -351,11 +351,23 @@ async def _json_body(request: Request, limit: int) -> Any:
         data = json.loads(raw, parse_constant=_not_json_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError) as exc:
         raise Problem(400, f"the body is not JSON: {exc}") from None
+    except RecursionError:  # deeper than the parser goes
+        raise _too_deep() from None
+    if too_deep(data, MAX_DEPTH):
+        raise _too_deep()
     if not isinstance(data, dict):
         raise Problem(
             422, "the body must be a JSON object", [{"pointer": "", "detail": "expected an object"}]
         )
     return data
+
+
+def _too_deep() -> Problem:
+    return Problem(
+        422,
+        f"the body is nested deeper than {MAX_DEPTH} levels",
+        [{"pointer": "", "detail": f"at most {MAX_DEPTH} levels of arrays and objects"}],
+    )
 
 
 #: What _idempotency_key accepts, as the schema says it: printable characters (a header is

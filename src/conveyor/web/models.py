@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-from conveyor.job import Priority
+from conveyor.job import LATEST_RUN_AT, Priority
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 #: Header names a step may not set: they belong to the connection, not the request.
@@ -195,6 +195,8 @@ class JobIn(BaseModel):
     def _run_at(cls, value: dt.datetime | None) -> dt.datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("needs a time zone (e.g. 2026-01-31T12:00:00Z)")
+        if value is not None and not 0 <= value.timestamp() <= LATEST_RUN_AT:
+            raise ValueError("must be from 1970-01-01 to 9999-12-31 UTC")
         return value
 
     @field_validator("credentials")

@@ -36,6 +36,7 @@ from conveyor.backends.base import JobHead
 from conveyor.job import Job, State
 from conveyor.web.caching import cache_control, etag_of, matches_etag
 from conveyor.web.documents import job_document
+from conveyor.web.inputs import count
 from conveyor.web.problems import Problem
 
 if TYPE_CHECKING:
@@ -200,10 +201,11 @@ def wait_params(params: Mapping[str, str], current: int) -> tuple[float, int] | 
     version = params.get("version")
     if version is None:
         return seconds, current
-    if not version.isdigit():
+    number = count(version)
+    if number is None:
         raise Problem(
             422,
             "version: an integer",
             [{"parameter": "version", "detail": f"expected an integer, got {version!r}"}],
         )
-    return seconds, int(version)
+    return seconds, number

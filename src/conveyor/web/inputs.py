@@ -1,0 +1,45 @@
+"""Numbers and JSON documents from requests, read without letting odd input through as
+a 500.
+
+``str.isdigit`` is true of ``"²"``, which ``int`` refuses, and of ten thousand digits,
+which ``int`` refuses too (Python's limit on its text of ints); a JSON body nested
+thousands deep makes the parser, pydantic or our own checks recurse past Python's
+limit. Both are refused here with the field named.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Arrays and objects a request body may nest: enough for any job, far below the depth
+#: at which parsing and checking it would recurse past Python's limit.
+MAX_DEPTH = 100
+#: Digits of the largest count a header or parameter may carry (versions, lengths).
+_MAX_DIGITS = 18
+
+
+def count(text: str | None) -> int | None:
+    """``text`` as a non-negative integer of ASCII digits, or None."""
+    if text is None or not text.isascii() or not text.isdigit() or len(text) > _MAX_DIGITS:
+        return None
+    return int(text)
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` (parsed JSON) nests arrays and objects more than ``limit`` deep
+    (``[]`` is one level, ``[[]]`` two). Level by level, without recursion: the point is
+    a value too deep to recurse into."""
+    level = [value]
+    depth = 0
+    while True:
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers:
+            return False
+        depth += 1
+        if depth > limit:
+            return True
+        level = [
+            child
+            for item in containers
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
