@@ -15,7 +15,7 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, field_validator
 
 from conveyor.job import LATEST_RUN_AT, Priority
 
@@ -52,6 +52,44 @@ _BASE64 = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 StepName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Unique in the job.")]
 
 
+# JSON's types as the schema says them. pydantic's lax mode would take "3" and true for an
+# integer, "30" for a number, 1700000000 for a time: a client's mistake stored as a guess.
+def _json_int(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # JSON's 5.0 is the integer 5, as JSON Schema counts it
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError("expected an integer")
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    raise ValueError("expected a number")
+
+
+def _json_time(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value  # parsed by pydantic as RFC 3339
+    raise ValueError("expected an RFC 3339 time with a time zone, e.g. 2026-01-31T12:00:00Z")
+
+
+def _query_value(value: Any) -> Any:
+    if isinstance(value, str | int | float):  # bool is an int
+        return value
+    raise ValueError("expected a string, number or boolean")
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_int)]
+JsonNumber = Annotated[float, BeforeValidator(_json_number)]
+QueryValue = Annotated[str | int | float | bool, BeforeValidator(_query_value)]
+
+
 def _no_control(value: str, what: str) -> str:
     if _BAD_CHARS.search(value):
         raise ValueError(f"{what} may not contain CR, LF or NUL")
@@ -82,14 +120,14 @@ class StepIn(BaseModel):
             "additionalProperties": {"type": "string", "maxLength": 8192, "pattern": _NO_CONTROL},
         },
     )
-    query: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=100)
+    query: dict[str, QueryValue] = Field(default_factory=dict, max_length=100)
     body: Any = Field(None, description="JSON (sent as application/json) or a string (text).")
-    timeout: float = Field(30.0, gt=0, le=300, description="Seconds for the whole request.")
-    expect: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(
+    timeout: JsonNumber = Field(30.0, gt=0, le=300, description="Seconds for the whole request.")
+    expect: list[Annotated[int, Field(ge=100, le=599), BeforeValidator(_json_int)]] | None = Field(
         None, min_length=1, max_length=50, description="Statuses that succeed (default 2xx)."
     )
-    max_attempts: int = Field(5, ge=1, le=100)
-    retry_exponent: float = Field(
+    max_attempts: JsonInt = Field(5, ge=1, le=100)
+    retry_exponent: JsonNumber = Field(
         2.0, ge=0, le=5, description="Delay after the n-th failure: n ** retry_exponent seconds."
     )
 
@@ -158,8 +196,12 @@ class JobIn(BaseModel):
             ]
         },
     )
-    delay: float | None = Field(None, ge=0, le=365 * 24 * 3600, description="Seconds.")
-    run_at: dt.datetime | None = Field(None, description="RFC 3339 with a time zone.")
+    delay: (
+        Annotated[float, Field(ge=0, le=365 * 24 * 3600), BeforeValidator(_json_number)] | None
+    ) = Field(None, description="Seconds.")
+    run_at: Annotated[dt.datetime | None, BeforeValidator(_json_time)] = Field(
+        None, description="RFC 3339 with a time zone."
+    )
     credentials: str | None = Field(
         None,
         max_length=4096,
