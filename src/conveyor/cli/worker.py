@@ -21,6 +21,7 @@ from conveyor.backends import redact_url as redact
 from conveyor.cli.api import HostOption, PortOption, announce, bind, dev_keys
 from conveyor.cli.common import IncludeOption, UrlOption, check_store, console, load
 from conveyor.cli.parsing import split_list
+from conveyor.environment import check_worker as check_worker_environment
 from conveyor.eventloop import loop_factory, run_loop
 from conveyor.exceptions import ConfigError
 from conveyor.loader import add_working_dir, import_include
@@ -238,6 +239,7 @@ def start(options: WorkerOptions, *, serve: bool, seed: bool = False) -> None:
         includes=options.includes,
     )
     config.validate()  # bad options stop here, before any process starts or job is seeded
+    check_worker_environment()  # and bad settings of HTTP jobs, before they fail jobs
     configure_logging(options.verbosity)
     supervise = not options.supervised and (options.processes > 1 or options.max_jobs is not None)
     if serve or supervise:

@@ -46,7 +46,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from conveyor import __version__
-from conveyor.exceptions import ConfigError, ConveyorError
+from conveyor.environment import DEFAULT_MAX_BODY, http_max_body
+from conveyor.exceptions import ConveyorError
 from conveyor.job import Job, Step
 from conveyor.secrets import SecretBox
 from conveyor.steps.guard import BlockedDestination, Guard
@@ -68,8 +69,6 @@ __all__ = [
 ]
 
 USER_AGENT = f"conveyor/{__version__}"
-DEFAULT_MAX_BODY = 64 * 1024
-MAX_BODY_ENV = "CONVEYOR_HTTP_MAX_BODY"
 #: Redirect hops followed before a step fails (browsers stop at about 20; APIs need few).
 MAX_REDIRECTS = 10
 #: The longest wait between two attempts of an HTTP step, whatever the target asks.
@@ -350,16 +349,7 @@ class HttpSteps:
         Raises:
             ConfigError: a setting is not valid.
         """
-        raw = environ.get(MAX_BODY_ENV, "").strip()
-        max_body = DEFAULT_MAX_BODY
-        if raw:
-            try:
-                max_body = int(raw)
-            except ValueError:
-                max_body = -1
-            if max_body < 0:
-                raise ConfigError(MAX_BODY_ENV, f"expected a number of bytes >= 0, got {raw!r}")
-        return cls(Guard.from_env(environ), max_body=max_body)
+        return cls(Guard.from_env(environ), max_body=http_max_body(environ))
 
     async def run(self, job: Job, step: Step) -> dict[str, Any]:
         """Send ``step``'s request; the response document when its status is expected.

@@ -18,6 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from conveyor.backends import redact_url
+from conveyor.exceptions import ConfigError
 
 if TYPE_CHECKING:  # imported when the first purge is sent: workers without one never need it
     import aiohttp
@@ -25,9 +29,28 @@ if TYPE_CHECKING:  # imported when the first purge is sent: workers without one 
 logger = logging.getLogger("conveyor.api")
 
 
+#: The environment variable naming the cache to purge.
+ENV = "CONVEYOR_CACHE_PURGE_URL"
+
+
+def check_purge_url(url: str) -> str:
+    """``url`` when it is an http(s) URL with a host; ConfigError naming ``ENV`` otherwise
+    (at start-up: a bad one would fail every purge, quietly, for as long as it ran)."""
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port  # port: a bad one raises only when asked
+    except ValueError as exc:
+        raise ConfigError(ENV, f"not a URL ({exc}): {redact_url(url)!r}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(ENV, f"expected http://host[:port], got {redact_url(url)!r}")
+    return url
+
+
 class Purger:
     def __init__(self, base_url: str | None, timeout: float = 2.0) -> None:
-        self.base_url = base_url.rstrip("/") if base_url else None
+        self.base_url = check_purge_url(base_url).rstrip("/") if base_url else None
+        #: The URL as logs show it: without its password.
+        self.shown_url = redact_url(self.base_url) if self.base_url else None
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
         self._waiting: set[str] = set()  # purges asked for, not started
@@ -45,14 +68,17 @@ class Purger:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         url = f"{self.base_url}/v1/jobs/{job_id}"
+        shown = f"{self.shown_url}/v1/jobs/{job_id}"
         try:
             async with self._session.request(
                 "PURGE", url, headers={"X-Conveyor-Job": job_id}
             ) as answer:
                 if answer.status >= 400 and answer.status != 404:
-                    logger.warning("cache purge of %s answered %d", url, answer.status)
+                    logger.warning("cache purge of %s answered %d", shown, answer.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            logger.warning("cache purge of %s failed: %s", url, exc or type(exc).__name__)
+            # aiohttp's message names the URL too: shown as the rest of the line is
+            problem = str(exc).replace(url, shown) or type(exc).__name__
+            logger.warning("cache purge of %s failed: %s", shown, problem)
 
     def soon(self, job_id: str) -> None:
         """Purge in the background: a worker does not wait for the cache. Changes to one

@@ -26,10 +26,12 @@ import secrets as random_secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from conveyor.environment import check_text
 from conveyor.exceptions import ConfigError
 from conveyor.secrets import SecretBox
 from conveyor.steps.guard import Guard
 from conveyor.web.auth import ApiKeys
+from conveyor.web.purge import check_purge_url
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,13 @@ class ApiSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> ApiSettings:
+        check_text(environ)
+        purge_url = environ.get("CONVEYOR_CACHE_PURGE_URL") or None
         values: dict[str, object] = {
             "keys": ApiKeys.from_env(environ),
             "secrets": SecretBox.from_env(environ),
             "guard": Guard.from_env(environ),
-            "purge_url": environ.get("CONVEYOR_CACHE_PURGE_URL") or None,
+            "purge_url": check_purge_url(purge_url) if purge_url else None,
             "max_body": _int(environ, "CONVEYOR_API_MAX_BODY", 1 << 20, low=1024),
             "max_steps": _int(environ, "CONVEYOR_API_MAX_STEPS", 50, low=1),
             "final_max_age": _int(environ, "CONVEYOR_FINAL_MAX_AGE", 3600, low=0),
