@@ -28,6 +28,7 @@ from conveyor.task import (
     executor_for,
     import_callable,
     iterate,
+    retry_policy,
     validate_job,
     validate_queue_name,
 )
@@ -162,17 +163,35 @@ class Conveyor:
         }
 
         def register(func: F) -> Task:
+            if not callable(func):
+                raise InvalidJob("task", f"expected a function to register, got {func!r:.80}")
+            for hook, given in hooks.items():
+                if given is not None and not callable(given):
+                    raise InvalidJob(hook, f"a hook is a function, got {given!r:.80}")
+            # None, not "", is "the default": an empty name or queue is a mistake.
+            if name is not None and (not isinstance(name, str) or not name):
+                raise InvalidJob("name", f"must be a non-empty string, got {name!r:.80}")
+            if queue is not None:
+                validate_queue_name(queue)
             try:
-                options = TaskOptions(
-                    queue=queue or self.default_queue,
-                    priority=parse_priority(priority),
-                    max_attempts=max_attempts,
-                    retry=_policy(retry),
-                    timeout=timeout,
-                )
+                task_priority = parse_priority(priority)
+            except ValueError as exc:
+                raise InvalidJob("priority", str(exc).removeprefix("priority: ")) from None
+            if not -(2**31) <= task_priority < 2**31:
+                raise InvalidJob("priority", f"must fit in 32 bits, got {task_priority}")
+            try:
                 kind = executor_for(func, executor)
             except ValueError as exc:
-                raise InvalidJob("task", str(exc)) from None
+                raise InvalidJob("executor", str(exc)) from None
+            options = TaskOptions(
+                queue=queue or self.default_queue,
+                priority=task_priority,
+                max_attempts=max_attempts,
+                # The shared default (frozen) when none is given: the stores test a job's
+                # policy for it by identity first, which saves a comparison per job.
+                retry=retry_policy(retry) if retry is not None else DEFAULT_RETRY,
+                timeout=timeout,
+            )
             check_max_attempts(max_attempts)
             check_timeout(options.timeout)
             validate_queue_name(options.queue)
@@ -358,16 +377,6 @@ class Conveyor:
         """Close the connections sync calls made (the portal's and the blocking one)."""
         self.portal_call(self.aclose())
         portal.call(self._blocking.close())
-
-
-def _policy(retry: RetryPolicy | dict[str, Any] | None) -> RetryPolicy:
-    if retry is None:
-        # The shared default (frozen): the stores test a job's policy for it by identity
-        # first, which saves a field-by-field comparison per job enqueued.
-        return DEFAULT_RETRY
-    if isinstance(retry, RetryPolicy):
-        return retry
-    return RetryPolicy.from_dict(retry)
 
 
 def _job_list(jobs: Iterable[Job]) -> list[Job]:

@@ -289,7 +289,7 @@ def resolve_options(defaults: TaskOptions, call: EnqueueOptions) -> ResolvedOpti
         raise InvalidJob("priority", f"must fit in 32 bits, got {priority}")
     max_attempts = call.max_attempts if call.max_attempts is not None else defaults.max_attempts
     check_max_attempts(max_attempts)
-    retry = _retry_policy(call.retry) if call.retry is not None else defaults.retry
+    retry = retry_policy(call.retry) if call.retry is not None else defaults.retry
     timeout = call.timeout if call.timeout is not None else defaults.timeout
     check_timeout(timeout)
     if call.unique_key is not None:
@@ -431,6 +431,14 @@ def validate_job(job: Job) -> None:
     check_max_attempts(job.max_attempts)
     _epoch(job.run_at)
     check_timeout(job.timeout)
+    if not isinstance(job.retry, RetryPolicy):
+        raise InvalidJob("retry", f"expected a RetryPolicy, got {job.retry!r:.80}")
+    if job.tenant is not None:
+        if not isinstance(job.tenant, str) or not job.tenant:
+            raise InvalidJob(
+                "tenant", f"must be a non-empty string or None, got {job.tenant!r:.80}"
+            )
+        check_text("tenant", job.tenant)
     if not isinstance(job.metadata, dict):
         raise InvalidJob("metadata", "expected a dict")
     check_json("metadata", job.metadata)
@@ -510,7 +518,7 @@ def check_timeout(timeout: Any) -> None:
         raise InvalidJob("timeout", f"must be a finite number of seconds > 0, got {timeout!r}")
 
 
-def _retry_policy(value: RetryPolicy | Mapping[str, Any]) -> RetryPolicy:
+def retry_policy(value: RetryPolicy | Mapping[str, Any]) -> RetryPolicy:
     if isinstance(value, RetryPolicy):
         return value
     if not isinstance(value, Mapping):

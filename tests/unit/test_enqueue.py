@@ -315,6 +315,15 @@ def test_a_task_name_no_store_keeps_is_refused_at_registration(app: Conveyor, na
         ({"max_attempts": math.nan}, "max_attempts"),
         ({"max_attempts": 2.5}, "max_attempts"),
         ({"max_attempts": True}, "max_attempts"),
+        ({"priority": 2**40}, "priority"),
+        ({"priority": "urgent"}, "priority"),
+        ({"retry": {"exponent": -1}}, "retry"),
+        ({"retry": "x"}, "retry"),
+        ({"before": 5}, "before"),
+        ({"failure": "x"}, "failure"),
+        ({"queue": ""}, "queue"),
+        ({"queue": "two words"}, "queue"),
+        ({"executor": "fibre"}, "executor"),
     ],
 )
 def test_bad_task_defaults_are_refused_at_registration(
@@ -328,6 +337,48 @@ def test_bad_task_defaults_are_refused_at_registration(
 
     assert info.value.field == field
     assert "bad" not in app.tasks
+
+
+@pytest.mark.parametrize("name", ["", 5])
+def test_a_name_that_is_not_a_non_empty_string_is_refused(app: Conveyor, name: object) -> None:
+    # (an empty one fell back to the default name; 5 was a TypeError)
+    with pytest.raises(InvalidJob) as info:
+
+        @app.task(name=name)  # type: ignore[arg-type]
+        def task() -> None: ...
+
+    assert info.value.field == "name"
+    assert app.tasks == {}
+
+
+def test_registering_what_is_not_a_function_is_refused(app: Conveyor) -> None:
+    with pytest.raises(InvalidJob) as info:
+        app.task(5)  # type: ignore[call-overload]
+    assert info.value.field == "task"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda job: setattr(job, "tenant", "\x00"), "tenant"),
+        (lambda job: setattr(job, "tenant", ""), "tenant"),
+        (lambda job: setattr(job, "retry", {"exponent": 2}), "retry"),
+    ],
+)
+def test_a_hand_changed_job_is_checked_field_by_field(
+    app: Conveyor, change: Any, field: str
+) -> None:
+    # Given a prepared job changed by hand (or by enqueue middleware)
+    @app.task(name="one")
+    def one(n: int) -> None: ...
+
+    job = one.prepare(1)
+    change(job)
+    # Then enqueueing it names the field, and stores nothing, on every store alike
+    with pytest.raises(InvalidJob) as info:
+        app.enqueue_many([job])
+    assert info.value.field == field
+    assert stored_count(app) == 0
 
 
 def test_unknown_options_are_refused(app: Conveyor) -> None:
