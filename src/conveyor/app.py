@@ -294,6 +294,7 @@ class Conveyor:
         if not built_here or self.enqueue_middleware:
             for job in out:
                 validate_job(job)
+            _check_distinct_ids(out)
         return out
 
     def enqueue_jobs(
@@ -377,6 +378,23 @@ class Conveyor:
         """Close the connections sync calls made (the portal's and the blocking one)."""
         self.portal_call(self.aclose())
         portal.call(self._blocking.close())
+
+
+def _check_distinct_ids(jobs: Sequence[Job]) -> None:
+    """InvalidJob when two jobs of a batch share an id (set by hand or by middleware).
+
+    Checked here, once, before the store sees the batch: each store would otherwise
+    answer its own way (one row kept, or an error after part of the batch was
+    written). Jobs from ``Task.prepare`` alone are not checked: their ids are new
+    UUIDv7s, distinct by construction (a bulk enqueue pays nothing for this).
+    """
+    if len(jobs) < 2 or len({job.id for job in jobs}) == len(jobs):
+        return
+    seen: set[str] = set()
+    for job in jobs:
+        if job.id in seen:
+            raise InvalidJob("id", f"{job.id!r} is given to two jobs of the batch; none was stored")
+        seen.add(job.id)
 
 
 def _job_list(jobs: Iterable[Job]) -> list[Job]:

@@ -15,7 +15,9 @@ from hypothesis.stateful import invariant, run_state_machine_as_test
 
 from conveyor.backends import create_backend
 from conveyor.backends.redis import RedisBackend
-from conveyor.job import Outcome, State
+from conveyor.backends.redis_rows import enqueue_calls, resending
+from conveyor.exceptions import InvalidJob
+from conveyor.job import Job, Outcome, State
 from conveyor.testing import BackendFactory
 from conveyor.testing.harness import error, make_job
 from conveyor.testing.model import MODEL_SETTINGS, BackendModel
@@ -100,11 +102,12 @@ def test_indexes_hold_through_every_other_path(factory: BackendFactory) -> None:
     assert check_indexes(client, ns) == 0
 
 
-def test_a_batch_sent_again_or_naming_a_job_twice_stores_each_job_once(
+def test_a_batch_sent_again_after_a_lost_answer_stores_each_job_once(
     factory: BackendFactory,
 ) -> None:
-    """A batch is sent again when its answer was lost; the script finds its jobs
-    stored (one EXISTS for a new batch, then job by job) and answers them as they are."""
+    """A batch is sent again when its answer was lost (``resending``); the script finds
+    its jobs stored (one EXISTS for a new batch, then job by job) and answers them as
+    they are. A batch sent anew with stored ids, or naming a job twice, is refused."""
     backend = factory.backend
     assert isinstance(backend, RedisBackend)
     run = factory.run
@@ -112,23 +115,36 @@ def test_a_batch_sent_again_or_naming_a_job_twice_stores_each_job_once(
     run(backend.enqueue(first))
     [claimed] = run(backend.claim(["q"], "w", 1, 60.0))
 
-    # When the same batch is sent again with one new job, and a batch names a job twice
+    # When the same batch is sent again with one new job, after a lost answer
     new = make_job("q")
-    again = run(backend.enqueue([*first, new]))
-    twice = make_job("q")
-    doubled = run(backend.enqueue([twice, twice]))
+    again = run(send_again(backend, [*first, new]))
 
     # Then the stored jobs come back as stored (the claimed one running), the new one is
-    # queued, the doubled one is stored once, and the indexes agree with the jobs
+    # queued, and the indexes agree with the jobs
     assert [j.id for j in again] == [*(j.id for j in first), new.id]
     states = {j.id: j.state for j in again}
     assert states[claimed.id] is State.RUNNING
     assert [states[j.id] for j in first if j.id != claimed.id] == [State.QUEUED] * 4
     assert states[new.id] is State.QUEUED
-    assert [j.id for j in doubled] == [twice.id, twice.id]
     counts = {q.name: q.counts for q in run(backend.list_queues())}["q"]
-    assert (counts["queued"], counts["running"]) == (6, 1)
+    assert (counts["queued"], counts["running"]) == (5, 1)
     check_indexes(_client(backend), backend.settings.namespace)
+
+    # When the same jobs are enqueued anew, or a new batch names a job twice
+    # Then each is refused and stores nothing
+    twice = make_job("q")
+    for batch in ([*first, make_job("q")], [twice, twice]):
+        with pytest.raises(InvalidJob):
+            run(backend.enqueue(batch))
+    counts = {q.name: q.counts for q in run(backend.list_queues())}["q"]
+    assert (counts["queued"], counts["running"]) == (5, 1)
+    check_indexes(_client(backend), backend.settings.namespace)
+
+
+async def send_again(backend: RedisBackend, jobs: list[Job]) -> list[Job]:
+    """What ``enqueue`` sends after a lost answer (its retry on a new connection)."""
+    calls = enqueue_calls(jobs, backend.settings.max_payload, 1000)
+    return await backend._enqueue(jobs, resending(calls))
 
 
 def test_wake_up_tokens_stay_bounded_however_many_jobs_are_made_ready(

@@ -10,6 +10,7 @@ upsert of an existing row costs a noticeable part of a single enqueue.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from psycopg.types.string import TextLoader
 from conveyor.backends.postgres_copy import COLUMNS as COPY_COLUMNS
 from conveyor.backends.postgres_copy import copy_chunks
 from conveyor.backends.rows import Row, dumps, row_to_job, stamp_new
-from conveyor.exceptions import BackendUnavailable
+from conveyor.exceptions import BackendUnavailable, InvalidJob
 from conveyor.job import Job, State, is_default_retry
 
 #: A job whose unique key's holder finished between the INSERT and the lookup is
@@ -71,7 +72,32 @@ class Inserter:
         self, conn: psycopg.Connection[Any], jobs: Sequence[Job], own: bool = True
     ) -> list[Job]:
         """``own``: a connection of conveyor's in autocommit mode (a caller's
-        transaction may roll back, so its queue rows are written every time)."""
+        transaction may roll back, so its queue rows are written every time).
+        InvalidJob("id") when an id is taken: nothing of the batch is stored (the
+        statement, or the COPY's transaction, fails whole; a caller's transaction is
+        left failed, as by any error of its statements)."""
+        try:
+            return self._insert_sync(conn, jobs, own)
+        except psycopg.errors.UniqueViolation as exc:
+            taken = id_taken(exc)
+            if taken is None:
+                raise
+            raise taken from exc
+
+    async def insert_async(
+        self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job], own: bool = True
+    ) -> list[Job]:
+        try:
+            return await self._insert_async(conn, jobs, own)
+        except psycopg.errors.UniqueViolation as exc:
+            taken = id_taken(exc)
+            if taken is None:
+                raise
+            raise taken from exc
+
+    def _insert_sync(
+        self, conn: psycopg.Connection[Any], jobs: Sequence[Job], own: bool
+    ) -> list[Job]:
         if own and _copyable(jobs):
             with conn.transaction():
                 cur = conn.cursor(row_factory=tuple_row)
@@ -97,8 +123,8 @@ class Inserter:
                 return self._stored(jobs, placed, own)
         raise BackendUnavailable("unique keys kept changing hands; enqueue again")
 
-    async def insert_async(
-        self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job], own: bool = True
+    async def _insert_async(
+        self, conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job], own: bool
     ) -> list[Job]:
         if own and _copyable(jobs):
             async with conn.transaction():
@@ -186,7 +212,9 @@ class _InsertRound:
         inserted = set(unique_ids or ())
         self.held = [j for j in self.jobs if j.unique_key is not None and j.id not in inserted]
         if stored + len(self.held) != len(self.jobs):
-            raise BackendUnavailable("a job id of the batch is taken; the batch was not stored")
+            # A job skipped without an active holder of its key: the statement names
+            # only that index as arbiter (a taken id fails it), so this cannot happen.
+            raise BackendUnavailable("a job of the batch was neither stored nor held")
         return sorted({j.unique_key for j in self.held if j.unique_key is not None})
 
     def place(self, holders: list[Row], placed: dict[str, Job]) -> list[Job]:
@@ -201,6 +229,20 @@ class _InsertRound:
             else:
                 placed[job.id] = holder
         return again
+
+
+def id_taken(exc: psycopg.errors.UniqueViolation) -> InvalidJob | None:
+    """InvalidJob for a violation of the jobs' primary key (a job id stored already);
+    None for any other."""
+    if exc.diag.constraint_name != "jobs_pkey":
+        return None
+    found = _TAKEN_ID.search(exc.diag.message_detail or "")
+    which = f"{found.group(1)!r} is" if found else "one of the batch's ids is"
+    return InvalidJob("id", f"{which} taken by a stored job; no job was stored")
+
+
+#: PostgreSQL's detail of a unique violation: ``Key (id)=(<id>) already exists.``
+_TAKEN_ID = re.compile(r"^Key \(id\)=\((.*)\) already exists")
 
 
 def _copyable(jobs: Sequence[Job]) -> bool:

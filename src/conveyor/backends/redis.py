@@ -63,8 +63,11 @@ from conveyor.backends.redis_rows import (
     RELEASE_WIDTH,
     enqueue_calls,
     finish_args,
+    first_sending,
     hash_to_job,
+    refusal,
     release_args,
+    resending,
     save_args,
     values_to_job,
 )
@@ -239,11 +242,11 @@ class RedisBackend(Backend):
             return []
         calls = enqueue_calls(jobs, self.settings.max_payload, _ENQUEUE_CHUNK)
         try:
-            return await self._enqueue(jobs, calls)
+            return await self._enqueue(jobs, first_sending(calls, jobs, _ENQUEUE_CHUNK))
         except BackendUnavailable:
             # Once more, on a new connection: the failed one may have died with a
             # restart of Redis. Safe: a job whose id is stored is not stored again.
-            return await self._enqueue(jobs, calls)
+            return await self._enqueue(jobs, resending(calls))
 
     async def _enqueue(self, jobs: Sequence[Job], calls: list[list[str]]) -> list[Job]:
         async with self._redis() as client:
@@ -287,7 +290,8 @@ class RedisBackend(Backend):
             try:
                 return self._enqueue_sync(jobs, call)
             except BackendUnavailable:  # once more, as enqueue() does
-                return self._enqueue_sync(jobs, call)
+                (again,) = resending([call])
+                return self._enqueue_sync(jobs, again)
 
     def _enqueue_sync(self, jobs: Sequence[Job], call: list[str]) -> list[Job]:
         with self._sync() as client:
@@ -765,6 +769,9 @@ def _stored(
 ) -> tuple[list[Job | None], list[str]]:
     """What enqueue.lua answered, per job: the job stamped as stored, or None and
     the id of the job returned in its place (in ``others``)."""
+    refused = refusal(answers)
+    if refused is not None:
+        raise refused
     stored: list[Job | None] = []
     others: list[str] = []
     index = 0

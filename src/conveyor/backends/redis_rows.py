@@ -7,6 +7,7 @@ and results are JSON text, numbers their shortest round-trip text.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -131,6 +132,44 @@ def _fields(job: Job, steps: str, max_payload: int) -> tuple[str, ...]:
         metadata,
         _text(job.tenant),
     )
+
+
+def first_sending(calls: list[list[str]], jobs: Sequence[Job], chunk: int) -> list[list[str]]:
+    """``calls`` as a batch is first sent (the marks are read by enqueue.lua).
+
+    A batch of several calls goes in one MULTI/EXEC, which runs every call whatever
+    the others answer, and a script's writes stay: so the first call also checks the
+    ids of the later calls' jobs before it writes anything, and when it refuses, it
+    leaves a key named by a token of this sending that makes the later calls refuse."""
+    if len(calls) < 2:
+        return calls
+    token = uuid.uuid4().hex
+    later = [job.id for job in jobs[chunk:]]
+    head = calls[0]
+    marked = [[f"{head[0]}+{len(later)}@{token}", *head[1:], *later]]
+    marked += [[f"{call[0]}@{token}", *call[1:]] for call in calls[1:]]
+    return marked
+
+
+def resending(calls: list[list[str]]) -> list[list[str]]:
+    """``calls`` sent again after a lost answer: a stored id is then the batch's own job
+    (stored by the first sending), answered as it is now instead of refused."""
+    return [[f"r{call[0]}", *call[1:]] for call in calls]
+
+
+def refusal(answers: Sequence[Sequence[str]]) -> InvalidJob | None:
+    """What enqueue.lua's answers say when it stored nothing: an id taken by a stored
+    job, or an id given to two jobs of the batch."""
+    for answer in answers:
+        if answer[0] == "taken":
+            return InvalidJob("id", f"{answer[1]!r} is taken by a stored job; no job was stored")
+        if answer[0] == "twice":
+            return InvalidJob(
+                "id", f"{answer[1]!r} is given to two jobs of the batch; none was stored"
+            )
+        if answer[0] == "refused":  # (after the first call's answer, which says why)
+            return InvalidJob("id", "one of the batch's ids is taken; no job was stored")
+    return None
 
 
 def _check_size(job: Job, steps: str, metadata: str, max_payload: int) -> None:

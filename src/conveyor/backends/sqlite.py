@@ -74,6 +74,7 @@ from conveyor.backends.sqlite_writes import WriteTransactions, store_error
 from conveyor.exceptions import (
     BackendUnavailable,
     ConfigError,
+    InvalidJob,
     JobNotFound,
     JobStateError,
     QueueNotFound,
@@ -92,6 +93,12 @@ _SQL_PACKAGE = "conveyor.backends.sql.sqlite"
 Q = load_queries(_SQL_PACKAGE)
 MIGRATIONS = load_migrations(_SQL_PACKAGE)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def _id_taken(job: Job | None) -> InvalidJob:
+    """The error of a batch refused for a job whose id is taken (``job``, when known)."""
+    which = f"{job.id!r} is" if job is not None else "one of the batch's ids is"
+    return InvalidJob("id", f"{which} taken by a stored job; no job was stored")
 
 
 @functools.cache
@@ -374,11 +381,17 @@ class SQLiteBackend(Backend):
         return await self._run(self._enqueue, jobs)
 
     def _enqueue(self, jobs: Sequence[Job]) -> list[Job]:
+        # insert_job skips a job whose id is taken, as it skips one whose unique key is
+        # held (ON CONFLICT DO NOTHING covers every unique index): a job skipped without
+        # a holder of its key had its id taken, and refuses the batch (InvalidJob; the
+        # transaction rolls back). The row counts say so at no cost.
         if len(jobs) == 1 and jobs[0].unique_key is None:
             # One statement is its own transaction (the queue row comes from a trigger).
             now = time.time()
             with self._writer_lock():
-                self._db().execute(Q["insert_job"], prepare_insert(jobs[0], now))
+                inserted = self._db().execute(Q["insert_job"], prepare_insert(jobs[0], now))
+            if inserted.rowcount != 1:
+                raise _id_taken(jobs[0])
             return [jobs[0]]
         return self._write(lambda conn, now: self._insert(conn, now, jobs))
 
@@ -395,20 +408,23 @@ class SQLiteBackend(Backend):
                 stored.append(job)
             else:
                 existing = conn.execute(Q["active_by_unique_key"], (job.unique_key,)).fetchone()
-                if existing is None:  # an id collision; cannot happen with UUIDv7
-                    raise BackendUnavailable(f"job {job.id} could not be stored")
+                if existing is None:
+                    raise _id_taken(job)
                 stored.append(row_to_job(existing))
+        inserted = 0
         whole = len(plain) - len(plain) % _ROWS_PER_INSERT
         if whole:
-            conn.executemany(
+            inserted += conn.executemany(
                 _INSERT_JOBS,
                 (
                     list(itertools.chain.from_iterable(plain[i : i + _ROWS_PER_INSERT]))
                     for i in range(0, whole, _ROWS_PER_INSERT)
                 ),
-            )
+            ).rowcount
         if whole < len(plain):
-            conn.executemany(Q["insert_job"], plain[whole:])
+            inserted += conn.executemany(Q["insert_job"], plain[whole:]).rowcount
+        if inserted != len(plain):
+            raise _id_taken(None)
         return stored
 
     async def claim(

@@ -20,7 +20,8 @@ of a second, so the suite stays fast but needs a store whose clock is the
 machine's within that margin.
 
 The suite is split by topic, one mixin per module: ``_enqueue`` (enqueue, get,
-claim, unique keys), ``_leases`` (extend, save, finish, release, recovery),
+claim, unique keys), ``_job_ids`` (a taken or repeated id refuses the
+batch), ``_leases`` (extend, save, finish, release, recovery),
 ``_admin`` (cancel, delete, retry, list, prune, queues, workers), ``_unique``
 (the job of a unique key in any state: ``find_unique``), ``_minutes`` (counts per
 queue and minute) and ``_concurrency`` (wait / watch, races, the state machine of
@@ -32,6 +33,7 @@ from __future__ import annotations
 from conveyor.testing._admin import AdminConformance
 from conveyor.testing._concurrency import ConcurrencyConformance
 from conveyor.testing._enqueue import EnqueueConformance
+from conveyor.testing._job_ids import JobIdConformance
 from conveyor.testing._leases import LeaseConformance
 from conveyor.testing._minutes import MinuteConformance
 from conveyor.testing._unique import UniqueConformance
@@ -39,6 +41,7 @@ from conveyor.testing._unique import UniqueConformance
 
 class BackendConformance(
     EnqueueConformance,
+    JobIdConformance,
     LeaseConformance,
     AdminConformance,
     UniqueConformance,

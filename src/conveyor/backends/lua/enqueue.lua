@@ -1,12 +1,24 @@
--- New jobs. ARGV[2]: fields per job, 12 or 2. With 12, the jobs follow, each: id,
+-- New jobs. ARGV[2]: fields per job, 12 or 2 (see below for what may go with it). With
+-- 12, the jobs follow, each: id,
 -- queue, task, priority, run_at (0: now), max_attempts, retry, timeout, steps,
 -- unique_key, metadata, tenant ('' for none). With 2, the jobs are alike (a batch of
 -- one task with the same options, none with a unique key): ARGV[3..14] are the first
 -- job's 12 fields, which they all share but for id and steps, and each job follows
 -- as its id and steps (a sixth of the arguments to send, parse and read). Answers the
 -- clock, then per job its state when stored, or '=' and the id of the job returned
--- in its place: the active job holding its unique key, or the job itself when its id
--- is stored already (a batch sent again after a lost answer).
+-- in its place: the active job holding its unique key, or (sent again, below) the job
+-- itself.
+--
+-- A job id stored already, or named twice in the batch, refuses the whole call before
+-- anything is written (a script's writes are not undone by an error): the answer is
+-- then {'taken', id} or {'twice', id} instead of the clock. ARGV[2] may say more:
+--   'r12'      the batch sent again after a lost answer (its first sending may have
+--              stored it): a stored id is this batch's job, answered as it is now;
+--   '12+n@t'   the first call of a batch sent as several in one MULTI/EXEC, t a token
+--              new for this sending: the last n arguments are the ids of the later
+--              calls' jobs, checked here too, since this call's jobs are written before
+--              the later calls run; a refusal is left as the key P..'refused:'..t;
+--   '12@t'     a later call of that batch: with that key it answers {'refused'}.
 --
 -- A job's hash is written at once (a later job of the batch may read it through its
 -- unique key); the index entries of the batch are added at the end, a few commands
@@ -69,22 +81,51 @@ local function hand_off(id, worker, lease, fields)
   redis.call('RPUSH', handoff_key(worker), cjson.encode({SNOW, lease_until, v}))
 end
 
-local width = tonumber(ARGV[2])
+local resend, width, later, token = string.match(ARGV[2], '^(r?)(%d+)%+?(%d*)@?(.*)$')
+resend, width = resend == 'r', tonumber(width)
+local refused_key = token ~= '' and P .. 'refused:' .. token
+if refused_key and later == '' and redis.call('EXISTS', refused_key) == 1 then
+  return {'refused'}
+end
+local last = #ARGV - (tonumber(later) or 0)  -- ARGV index of the last job
+-- A refusal of this call, the id that causes it; also for the calls after it.
+local function refuse(why, id)
+  if refused_key then redis.call('SET', refused_key, id, 'PX', '60000') end
+  return {why, id}
+end
 local first, alike = 3, nil  -- ARGV index of the first job; the shared fields
 if width == 2 then
   alike = {unpack(ARGV, 3, 14)}
   first = 15
 end
--- Whether any of the batch's ids is stored already: one EXISTS for the batch, so a
--- new batch (the usual case) skips the check job by job.
+-- Whether any of the batch's ids is stored already: one EXISTS per CHUNK ids, so a new
+-- batch (the usual case) skips the check job by job. Then, only if one is, which.
 local replayed = false
 do
-  local keys = {}
-  for a = first, #ARGV, width do
-    keys[#keys + 1] = job_key(ARGV[a])
-    if #keys == CHUNK or a + width > #ARGV then
-      if redis.call('EXISTS', unpack(keys)) > 0 then replayed = true; break end
+  local keys, seen = {}, {}
+  local function check(id, at_end)
+    if seen[id] then return refuse('twice', id) end
+    seen[id] = true
+    keys[#keys + 1] = job_key(id)
+    if #keys == CHUNK or at_end then
+      if redis.call('EXISTS', unpack(keys)) > 0 then replayed = true end
       keys = {}
+    end
+  end
+  for a = first, last, width do
+    local twice = check(ARGV[a], a + width > last and last == #ARGV)
+    if twice then return twice end
+  end
+  for a = last + 1, #ARGV do
+    local twice = check(ARGV[a], a == #ARGV)
+    if twice then return twice end
+  end
+  if replayed and not resend then
+    for a = first, last, width do
+      if redis.call('EXISTS', job_key(ARGV[a])) == 1 then return refuse('taken', ARGV[a]) end
+    end
+    for a = last + 1, #ARGV do
+      if redis.call('EXISTS', job_key(ARGV[a])) == 1 then return refuse('taken', ARGV[a]) end
     end
   end
 end
@@ -92,7 +133,6 @@ end
 local out = {SNOW}
 local ready = {}
 local known = {}
-local seen = {}
 local adds = {}
 local unwatched = {}  -- queues with no worker waiting to be handed a job
 
@@ -102,7 +142,7 @@ local unwatched = {}  -- queues with no worker waiting to be handed a job
 local ready_lists, queued_lists = {}, {}
 local now_member = ready_member(SNOW, '')
 
-for a = first, #ARGV, width do
+for a = first, last, width do
   local id, q, task, priority, run_at, max_attempts, retry, timeout, steps, unique_key,
     metadata, tenant
   if alike then
@@ -115,7 +155,7 @@ for a = first, #ARGV, width do
   end
   local key = job_key(id)
   local holder
-  if seen[id] or (replayed and redis.call('EXISTS', key) == 1) then
+  if replayed and redis.call('EXISTS', key) == 1 then  -- (only when sent again)
     holder = id
   elseif unique_key ~= '' then
     holder = redis.call('HGET', P .. 'unique', unique_key)
@@ -126,7 +166,6 @@ for a = first, #ARGV, width do
   if holder then
     out[#out + 1] = '=' .. holder
   else
-    seen[id] = true
     local at = tonumber(run_at)
     local state, srun_at = 'queued', SNOW
     if at > 0 then

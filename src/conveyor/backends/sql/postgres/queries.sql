@@ -13,8 +13,11 @@
 -- queue's name), not one per job; a NOTIFY is delivered when its transaction commits.
 
 -- New jobs. The database clock decides: run_at 0 means now, a later run_at
--- stores the job scheduled. ON CONFLICT DO NOTHING skips a job whose unique key
--- an active job holds (the caller then looks that job up). Answers one row: the
+-- stores the job scheduled. ON CONFLICT (unique_key) ... DO NOTHING skips a job whose
+-- unique key an active job holds (the caller then looks that job up). It names that
+-- index alone on purpose: a job whose id is taken is not skipped but fails the whole
+-- statement (jobs_pkey), so that a batch is stored whole or not at all (the caller
+-- turns that into InvalidJob("id")). Answers one row: the
 -- clock, how many were stored, the stored ids that had a unique key, how many
 -- NOTIFYs went out, and whether a worker waits for a hand-off now (0006_hand_offs.sql:
 -- the process's next single enqueue then takes insert_job_hand_off). %(new_queues)s:
@@ -38,7 +41,9 @@ inserted AS (
            %(max_attempts)s, %(retry)s, %(timeout)s, %(steps)s, %(unique_key)s, %(metadata)s,
            %(tenant)s, t.now, t.now
     FROM t
-    ON CONFLICT DO NOTHING
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
+        AND state IN ('scheduled', 'queued', 'running', 'retrying', 'cancelling')
+        DO NOTHING
     RETURNING queue, state
 )
 SELECT t.now,
@@ -94,7 +99,9 @@ inserted AS (
            t.now, CASE WHEN waiter.worker_id IS NOT NULL THEN t.now END, t.now,
            waiter.worker_id, t.now + waiter.lease
     FROM t LEFT JOIN waiter ON true
-    ON CONFLICT DO NOTHING
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
+        AND state IN ('scheduled', 'queued', 'running', 'retrying', 'cancelling')
+        DO NOTHING
     RETURNING queue, state, worker_id
 ),
 handed AS (
@@ -142,7 +149,9 @@ inserted AS (
            b.max_attempts, b.retry, b.timeout, b.steps, b.unique_key, b.metadata, b.tenant,
            t.now, t.now
     FROM b, t
-    ON CONFLICT DO NOTHING
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
+        AND state IN ('scheduled', 'queued', 'running', 'retrying', 'cancelling')
+        DO NOTHING
     RETURNING id, queue, state, unique_key
 ),
 notified AS (
