@@ -6,6 +6,8 @@ import math
 from urllib.parse import urlsplit
 
 from conveyor.backends.base import Backend
+from conveyor.backends.redaction import redact_url as redact_url  # (re-exported)
+from conveyor.backends.redaction import scrub as scrub
 from conveyor.exceptions import ConfigError
 
 #: scheme → "module:Class", imported only when used (drivers are optional extras).
@@ -27,7 +29,9 @@ def create_backend(url: str) -> Backend:
     try:
         scheme = urlsplit(url).scheme
     except ValueError as exc:  # e.g. an unclosed [ of an IPv6 host
-        raise ConfigError("url", f"{redact_url(url)!r} does not parse: {exc}") from None
+        raise ConfigError(
+            "url", f"{redact_url(url)!r} does not parse: {scrub(str(exc), url)}"
+        ) from None
     target = BACKENDS.get(scheme)
     if target is None:
         raise ConfigError(
@@ -39,20 +43,6 @@ def create_backend(url: str) -> Backend:
     cls = getattr(importlib.import_module(module_name), class_name)
     backend: Backend = cls(url)
     return backend
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for logs and messages."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:  # does not parse: hide everything between :// and @
-        scheme, sep, rest = url.partition("://")
-        return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
-    if password:
-        netloc = parts.netloc.replace(f":{password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
 
 
 def number_option(

@@ -39,7 +39,7 @@ from psycopg import pq, sql
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from conveyor.backends import redact_url
+from conveyor.backends import redact_url, scrub
 from conveyor.backends.base import (
     Backend,
     JobFilter,
@@ -170,7 +170,7 @@ class PostgresBackend(Backend):
         except PoolTimeout as exc:
             await pool.close()
             raise BackendUnavailable(
-                f"cannot connect to PostgreSQL at {self.where}: {one_line(exc)}"
+                f"cannot connect to PostgreSQL at {self.where}: {self._said(exc)}"
             ) from None
         self._pool = pool
 
@@ -184,7 +184,7 @@ class PostgresBackend(Backend):
             conn = await psycopg.AsyncConnection.connect(self.settings.conninfo, autocommit=True)
         except psycopg.Error as exc:
             raise BackendUnavailable(
-                f"cannot connect to PostgreSQL at {self.where}: {one_line(exc)}"
+                f"cannot connect to PostgreSQL at {self.where}: {self._said(exc)}"
             ) from None
         async with conn:
             self._check_schema(await _schema_state_async(conn, self.schema))
@@ -252,7 +252,7 @@ class PostgresBackend(Backend):
             conn = await psycopg.AsyncConnection.connect(self.settings.conninfo)
         except psycopg.Error as exc:
             raise BackendUnavailable(
-                f"cannot connect to PostgreSQL at {self.where}: {one_line(exc)}"
+                f"cannot connect to PostgreSQL at {self.where}: {self._said(exc)}"
             ) from None
         schema = sql.Identifier(self.schema)
         quoted = f'"{self.schema}"'
@@ -291,7 +291,7 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             raise BackendUnavailable(
                 f"cannot migrate the conveyor schema {self.schema!r} at {self.where}: "
-                f"{one_line(exc)}"
+                f"{self._said(exc)}"
             ) from None
         return before, max(before, SCHEMA_VERSION)
 
@@ -300,8 +300,13 @@ class PostgresBackend(Backend):
         return float(row[0]) if row else 0.0
 
     # -- plumbing ----------------------------------------------------------------
+    def _said(self, exc: BaseException) -> str:
+        """A driver's message on one line, without the URL's password (libpq may quote
+        the part of a URL it could not read)."""
+        return scrub(one_line(exc), self.url)
+
     def _unavailable(self, exc: BaseException) -> BackendUnavailable:
-        return BackendUnavailable(f"PostgreSQL at {self.where}: {one_line(exc)}")
+        return BackendUnavailable(f"PostgreSQL at {self.where}: {self._said(exc)}")
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -369,7 +374,7 @@ class PostgresBackend(Backend):
             )
         except psycopg.Error as exc:
             raise BackendUnavailable(
-                f"cannot connect to PostgreSQL at {self.where}: {one_line(exc)}"
+                f"cannot connect to PostgreSQL at {self.where}: {self._said(exc)}"
             ) from None
         try:
             self._check_schema(_schema_state_sync(conn, self.schema))

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
 
-from conveyor.backends import number_option, redact_url
+from conveyor.backends import number_option, redact_url, scrub
 from conveyor.exceptions import ConfigError
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
@@ -57,7 +57,8 @@ def parse_postgres_url(url: str) -> PostgresSettings:
     try:
         psycopg.conninfo.conninfo_to_dict(conninfo)
     except psycopg.Error as exc:
-        raise ConfigError("url", f"{where!r} does not parse: {one_line(exc)}") from None
+        # libpq quotes the part it could not read, which may be the password.
+        raise ConfigError("url", f"{where!r} does not parse: {scrub(one_line(exc), url)}") from None
     return PostgresSettings(conninfo, schema, int(pool_size), float(poll), float(connect_timeout))
 
 

@@ -40,7 +40,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
 from redis.retry import Retry as SyncRetry
 
-from conveyor.backends import redact_url
+from conveyor.backends import redact_url, scrub
 from conveyor.backends.base import (
     Backend,
     JobFilter,
@@ -157,11 +157,14 @@ class RedisBackend(Backend):
         except AuthenticationError as exc:
             await client.aclose()
             raise BackendUnavailable(
-                f"cannot connect to Redis at {self.where}: authentication failed ({exc})"
+                f"cannot connect to Redis at {self.where}: authentication failed "
+                f"({scrub(str(exc), self.url)})"
             ) from None
         except (RedisError, *_DOWN) as exc:
             await client.aclose()
-            raise BackendUnavailable(f"cannot connect to Redis at {self.where}: {exc}") from None
+            raise BackendUnavailable(
+                f"cannot connect to Redis at {self.where}: {scrub(str(exc), self.url)}"
+            ) from None
         self._client = client
         if not self.settings.cluster:
             self._direct = DirectAsyncClient.from_url(
@@ -200,7 +203,7 @@ class RedisBackend(Backend):
 
     # -- plumbing ----------------------------------------------------------------
     def _unavailable(self, exc: BaseException) -> BackendUnavailable:
-        return BackendUnavailable(f"Redis at {self.where}: {exc}")
+        return BackendUnavailable(f"Redis at {self.where}: {scrub(str(exc), self.url)}")
 
     def _node(self, client: Any) -> dict[str, Any]:
         """For a command without keys (TIME, INFO, CONFIG): the node of the namespace's
@@ -313,7 +316,8 @@ class RedisBackend(Backend):
             yield self._sync_client
         except AuthenticationError as exc:
             raise BackendUnavailable(
-                f"cannot connect to Redis at {self.where}: authentication failed ({exc})"
+                f"cannot connect to Redis at {self.where}: authentication failed "
+                f"({scrub(str(exc), self.url)})"
             ) from None
         except _DOWN as exc:
             pool = getattr(self._sync_client, "connection_pool", None)

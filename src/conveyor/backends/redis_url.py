@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from conveyor.backends import number_option, redact_url
+from conveyor.backends import number_option, redact_url, scrub
 from conveyor.exceptions import ConfigError
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -64,8 +64,10 @@ def parse_redis_url(url: str) -> RedisSettings:
     # number (redis://host/x is db 0) and drops every '/' (redis://host/1/2 is db 12).
     db = unquote(parts.path).removeprefix("/")
     if db and not _DB.match(db):
+        # (a password cut by a '/' it holds ends up here)
+        got = scrub(repr(db), url)
         raise ConfigError(
-            "url", f"{where!r} does not parse: the path must be a database number, got {db!r}"
+            "url", f"{where!r} does not parse: the path must be a database number, got {got}"
         )
     try:
         from redis.asyncio import ConnectionPool
@@ -75,7 +77,8 @@ def parse_redis_url(url: str) -> RedisSettings:
         pool = ConnectionPool.from_url(client_url)
         pool.connection_class(**pool.connection_kwargs)
     except (ValueError, TypeError) as exc:
-        raise ConfigError("url", f"{where!r} does not parse: {exc}") from None
+        # redis-py quotes the part it could not read, which may be (part of) the password.
+        raise ConfigError("url", f"{where!r} does not parse: {scrub(str(exc), url)}") from None
     return RedisSettings(
         client_url,
         namespace,
