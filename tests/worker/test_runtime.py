@@ -4,9 +4,10 @@ timeouts, cancellation, progress, multi-step resume."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from conveyor import (
 )
 from conveyor.job import Job, RetryPolicy, new_job_id
 from conveyor.worker.runtime import Worker, WorkerConfig
+from tests.worker import process_tasks
 
 FAST_RETRY = {"exponent": 0, "base": 0, "jitter": 0}  # retry after 1 s ** 0 = 1 s
 
@@ -196,20 +198,49 @@ def test_timeouts_async_and_thread(app: Conveyor) -> None:
 
 
 def test_process_executor_runs_in_a_child_and_kills_it_at_the_timeout(app: Conveyor) -> None:
-    # Given tasks that run in a child process (resolved there by import path)
-    dumps = replace(app.get_task("json:dumps"), executor="process")
-    sleep = replace(app.get_task("time:sleep"), executor="process")
+    # Given tasks registered to run in a child process (which finds them by import path)
+    dumps = app.task(executor="process")(json.dumps)
+    sleep = app.task(executor="process")(time.sleep)
+    pid = app.task(executor="process")(process_tasks.pid)
     ok = dumps.enqueue([1, 2])
+    child = pid.enqueue()
     slow = sleep.with_options(timeout=0.5, max_attempts=1).enqueue(30)
 
     async def scenario(worker: Worker) -> None:
         # Then the result comes back from the child as JSON
         assert await ok.wait_async(10) == "[1, 2]"
+        assert await child.wait_async(10) != os.getpid()
         # And a child past its timeout is killed: the job fails at once
         started = time.monotonic()
         with pytest.raises(JobFailed, match=r"timed out after 0\.5 s"):
             await slow.wait_async(10)
         assert time.monotonic() - started < 5
+
+    run_with_worker(app, scenario)
+
+
+def test_a_process_task_steers_its_job_with_retry_poison_and_cancel(app: Conveyor) -> None:
+    # Given process tasks that raise conveyor's instructions in their child
+    def in_a_child(fn: Callable[[], None]) -> Any:
+        return app.task(executor="process", max_attempts=3)(fn)
+
+    poisoned = in_a_child(process_tasks.poison).enqueue()
+    snoozed = in_a_child(process_tasks.snooze).enqueue()
+    cancelled = in_a_child(process_tasks.cancel).enqueue()
+
+    async def scenario(worker: Worker) -> None:
+        # Then each is obeyed as from any task: poisoned after one attempt,
+        with pytest.raises(JobFailed, match="invalid address"):
+            await poisoned.wait_async(10)
+        assert (await poisoned.refresh_async()).job.attempts == 1
+        # cancelled,
+        with pytest.raises(JobCancelled):
+            await cancelled.wait_async(10)
+        # and retried after the delay it asked for (not the policy's second)
+        while (job := (await snoozed.refresh_async()).job).state is not State.RETRYING:
+            await asyncio.sleep(0.05)
+        assert job.run_at > time.time() + 500
+        assert job.last_error is not None and "not yet" in str(job.last_error)
 
     run_with_worker(app, scenario)
 

@@ -190,9 +190,8 @@ def test_shutdown_timeout_zero_releases_running_jobs_at_once(app: Conveyor) -> N
 
 
 def test_a_process_task_may_print_to_stdout(app: Conveyor) -> None:
-    from dataclasses import replace
-
-    printer = replace(app.get_task("builtins:print"), executor="process")
+    # (registered with its executor: the worker runs a task as its app registered it)
+    printer = app.task(executor="process")(print)
     handle = printer.enqueue("this line goes to the worker's output, not into the result")
 
     async def scenario(worker: Worker) -> Any:

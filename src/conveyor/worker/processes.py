@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from conveyor.exceptions import Cancel, Poison, Retry, TaskControl
+
 
 class ChildFailed(Exception):
     """The task raised in its child process (the message carries its traceback)."""
@@ -62,9 +64,20 @@ class ProcessRunner:
                 "(its output is in the worker's log)"
             )
         answer = json.loads(out)
+        if "control" in answer:
+            raise _control(answer["control"])
         if "error" in answer:
             raise ChildFailed(answer["error"])
         return answer["result"]
+
+
+def _control(sent: dict[str, Any]) -> TaskControl:
+    """The Retry, Poison or Cancel the task raised in its child, raised again here: they
+    are instructions to the worker, not failures (a Poison is not retried)."""
+    kind, reason = sent["kind"], sent["reason"]
+    if kind == "Retry":
+        return Retry(sent["delay"], reason, count_attempt=sent["count_attempt"])
+    return Poison(reason) if kind == "Poison" else Cancel(reason)
 
 
 def _child_main() -> int:
@@ -81,6 +94,11 @@ def _child_main() -> int:
         task = app.get_task(request["task"])
         result = task.fn(*request["args"], **request["kwargs"])
         text = json.dumps({"result": result}, allow_nan=False)
+    except (Retry, Poison, Cancel) as control:
+        sent: dict[str, Any] = {"kind": type(control).__name__, "reason": control.reason}
+        if isinstance(control, Retry):
+            sent.update(delay=control.delay, count_attempt=control.count_attempt)
+        text = json.dumps({"control": sent})
     except Exception as exc:
         text = json.dumps(
             {"error": f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc))}

@@ -1,0 +1,24 @@
+"""Task bodies for `executor="process"` tests: a child process imports them by their
+import path (``tests.worker.process_tasks:poison``), as a worker's child does."""
+
+from __future__ import annotations
+
+import os
+
+from conveyor import Cancel, Poison, Retry
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def poison() -> None:
+    raise Poison("invalid address")
+
+
+def snooze() -> None:
+    raise Retry(delay=600, reason="not yet")
+
+
+def cancel() -> None:
+    raise Cancel("nothing to do")
