@@ -240,6 +240,26 @@ def test_bad_worker_options_exit_2_before_anything_starts(
     assert store.workers() == []
 
 
+def test_a_sync_job_given_back_at_shutdown_does_not_run_on_in_the_process(
+    cli: Cli, store: Store, processes: Processes
+) -> None:
+    # Given a worker (one process, no supervisor) running a sync job of 60 s
+    job_id = cli.enqueue("pid", "[60]")
+    worker = processes.start(
+        "worker", "-i", str(cli.tasks_file), "--shutdown-timeout", "0.5", "--interval", "0.2"
+    )
+    processes.wait_until("the job running", lambda: store.job(job_id).state is State.RUNNING)
+
+    # When it is told to stop, and the job outlives the shutdown timeout
+    worker.send_signal(signal.SIGTERM)
+
+    # Then the job is given back and the process ends, its task's thread with it (it
+    # had waited for the thread, running the job on while another worker could run it)
+    assert worker.wait(30) == 0, processes.logs()
+    assert store.job(job_id).state is State.QUEUED
+    assert "1 task thread(s) still running" in processes.stderr(worker)
+
+
 @pytest.mark.parametrize(
     ("source", "error"),
     [

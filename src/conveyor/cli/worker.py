@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
@@ -27,7 +28,7 @@ from conveyor.exceptions import ConfigError
 from conveyor.loader import add_working_dir, import_include
 from conveyor.portal import portal
 from conveyor.web.settings import ApiSettings
-from conveyor.worker.runtime import WorkerConfig, run_worker
+from conveyor.worker.runtime import TASK_THREAD_PREFIX, WorkerConfig, run_worker
 from conveyor.worker.supervisor import EXIT_CONFIG, STOP_SIGNALS, Supervisor, watch_parent
 
 logger = logging.getLogger("conveyor.cli")
@@ -368,6 +369,34 @@ def _run_here(app: Conveyor, config: WorkerConfig, options: WorkerOptions) -> No
         run_loop(run_worker(app, config, STOP_SIGNALS))
     if not options.verbosity:
         logger.info("worker %d stopped after %.1fs", os.getpid(), time.monotonic() - started)
+    _leave_task_threads()
+
+
+def _leave_task_threads(grace: float = 0.5) -> None:
+    """End the process now when a sync task's thread still runs after the worker stopped.
+
+    Its job was given back (the shutdown timeout passed, or a second signal came), and a
+    thread cannot be stopped: the interpreter would wait for it at exit, the task running
+    on while another worker runs the job again. A supervised worker process ends with
+    os._exit, which leaves such threads behind; this is the same for one run alone. The
+    pool's idle threads end as soon as they see it is shut down: they get ``grace``.
+    """
+    deadline = time.monotonic() + grace
+    for thread in threading.enumerate():
+        if thread.name.startswith(TASK_THREAD_PREFIX):
+            thread.join(max(0.0, deadline - time.monotonic()))
+    running = [t for t in threading.enumerate() if t.name.startswith(TASK_THREAD_PREFIX)]
+    if running:
+        logger.warning(
+            "worker %d: %d task thread(s) still running, their jobs given back: exiting "
+            "without waiting for them",
+            os.getpid(),
+            len(running),
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 async def _serve_api(

@@ -55,6 +55,8 @@ logger = logging.getLogger("conveyor.worker")
 
 #: How long a busy worker waits for more free slots before a small claim (seconds).
 COALESCE_S = 0.001
+#: The names of the threads sync tasks run in (``conveyor-task_0``, ...).
+TASK_THREAD_PREFIX = "conveyor-task"
 #: How long a stopping worker waits for the cache purges it started (seconds).
 PURGE_GRACE_S = 2.0
 #: How long a stopping worker waits for the callbacks it still owes (seconds).
@@ -187,7 +189,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         backend = await self.app.backend()
         threads = ThreadPoolExecutor(
-            self.config.threads or self.config.concurrency, thread_name_prefix="conveyor-task"
+            self.config.threads or self.config.concurrency, thread_name_prefix=TASK_THREAD_PREFIX
         )
         processes = ProcessRunner(self.config.includes, self.app.url)
         self.executor = Executor(
