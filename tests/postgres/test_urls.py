@@ -28,6 +28,11 @@ from conveyor.exceptions import BackendUnavailable, ConfigError
         ("postgresql://u:pw@h/db?connect_timeout=inf", "url.connect_timeout", "got 'inf'"),
         ("postgresql://u:pw@h/db?no_such_option=1", "url", "does not parse"),
         ("postgresql://u:pw@[::1/db", "url", "does not parse"),
+        # libpq parses these and refuses them only at each connect, as a store failure
+        ("postgresql://u:pw@h:99999/db", "url", "the port must be 1 to 65535, got '99999'"),
+        ("postgresql://u:pw@h:abc/db", "url", "the port must be 1 to 65535, got 'abc'"),
+        ("postgresql://u:pw@h1:5432,h2:70000/db", "url", "got '70000'"),
+        ("postgresql://u:pw@h/db?sslmode=bogus", "url.sslmode", "expected one of disable"),
     ],
 )
 def test_a_bad_url_is_refused_naming_the_field(url: str, field: str, words: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -55,11 +56,29 @@ def parse_postgres_url(url: str) -> PostgresSettings:
         options.setdefault(name, value)
     conninfo = parts._replace(query=urlencode(options)).geturl()
     try:
-        psycopg.conninfo.conninfo_to_dict(conninfo)
+        parsed = psycopg.conninfo.conninfo_to_dict(conninfo)
     except psycopg.Error as exc:
         # libpq quotes the part it could not read, which may be the password.
         raise ConfigError("url", f"{where!r} does not parse: {scrub(one_line(exc), url)}") from None
+    _check_libpq_values(parsed, where)
     return PostgresSettings(conninfo, schema, int(pool_size), float(poll), float(connect_timeout))
+
+
+#: libpq's sslmode values.
+_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _check_libpq_values(parsed: Mapping[str, object], where: str) -> None:
+    """What libpq parses without judging and refuses only when it connects (every
+    connection, as a store failure): ports, and sslmode."""
+    for port in str(parsed.get("port") or "").split(","):
+        if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigError("url", f"{where!r}: the port must be 1 to 65535, got {port!r}")
+    mode = parsed.get("sslmode")
+    if mode is not None and mode not in _SSL_MODES:
+        raise ConfigError(
+            "url.sslmode", f"{where!r}: expected one of {', '.join(_SSL_MODES)}, got {mode!r}"
+        )
 
 
 def one_line(exc: BaseException) -> str:

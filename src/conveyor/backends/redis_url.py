@@ -11,6 +11,8 @@ from conveyor.exceptions import ConfigError
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _DB = re.compile(r"^[0-9]+$")
+#: The highest database number a Redis server can have (its `databases` is an int).
+_MAX_DB = 2**31 - 1
 #: Seconds finished jobs are kept by default: succeeded ones a day, poisoned and
 #: cancelled ones (the ones someone may want to look at or retry) 30 days.
 KEEP_SUCCEEDED_S = 24 * 3600.0
@@ -63,7 +65,7 @@ def parse_redis_url(url: str) -> RedisSettings:
     # redis-py reads the path as the database number but ignores one that is not a
     # number (redis://host/x is db 0) and drops every '/' (redis://host/1/2 is db 12).
     db = unquote(parts.path).removeprefix("/")
-    if db and not _DB.match(db):
+    if db and (not _DB.match(db) or int(db) > _MAX_DB):
         # (a password cut by a '/' it holds ends up here)
         got = scrub(repr(db), url)
         raise ConfigError(
@@ -71,12 +73,14 @@ def parse_redis_url(url: str) -> RedisSettings:
         )
     try:
         from redis.asyncio import ConnectionPool
+        from redis.exceptions import RedisError
 
         # A connection object is made without connecting: an option redis-py does not
         # know fails here, not as a TypeError at the first command.
         pool = ConnectionPool.from_url(client_url)
         pool.connection_class(**pool.connection_kwargs)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RedisError) as exc:
+        # (RedisError: a value redis-py refuses, e.g. ssl_cert_reqs=bogus)
         # redis-py quotes the part it could not read, which may be (part of) the password.
         raise ConfigError("url", f"{where!r} does not parse: {scrub(str(exc), url)}") from None
     return RedisSettings(
