@@ -226,6 +226,9 @@ def test_jobs_are_listed_newest_first_by_state_a_page_at_a_time(api: RunningApi)
     scheduled = acme.get("/v1/jobs", params={"state": "scheduled,running"}).json()["jobs"]
     assert [j["id"] for j in scheduled] == [later]
     assert len(api.client("admin").get("/v1/jobs").json()["jobs"]) == 7
+    # a state list naming no state is no filter, as an empty one is
+    for empty in ("", ","):
+        assert len(acme.get("/v1/jobs", params={"state": empty}).json()["jobs"]) == 6
     bad = acme.get("/v1/jobs", params={"state": "done"})
     assert bad.status_code == 422
     assert bad.json()["errors"][0]["parameter"] == "state"

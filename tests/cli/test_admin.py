@@ -62,6 +62,13 @@ def test_a_worker_without_a_recent_heartbeat_is_marked_stale(cli: Cli, store: St
     assert "STALE" in cli.ok("workers", "--stale-after", "0.001").stdout
 
 
+@pytest.mark.parametrize("seconds", ["nan", "-5", "0", "inf"])
+def test_a_stale_after_that_is_not_seconds_is_refused(cli: Cli, seconds: str) -> None:
+    result = cli("workers", "--stale-after", seconds)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith("error: stale_after: ")
+
+
 def test_no_workers(cli: Cli) -> None:
     assert cli.json("workers") == []
     assert cli.ok("workers").stdout.strip() == "No workers."

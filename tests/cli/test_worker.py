@@ -224,6 +224,8 @@ def _answers(url: str) -> bool:
         (["--shutdown-timeout", "-1"], "shutdown_timeout"),
         (["--processes", "0"], "processes"),
         (["-q", "two words"], "queues"),
+        (["-q", ""], "queues"),  # (it worked the default queue)
+        (["-q", " , "], "queues"),
         (["--url", "nosuch://x"], "url"),
         (["--url", "sqlite:///{dir}/missing/jobs.db", "--processes", "2"], "url"),
         (["-i", "{dir}/missing.py"], "include"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import typer
@@ -19,7 +20,7 @@ from conveyor.cli.common import (
     with_store,
 )
 from conveyor.cli.parsing import DURATION_HELP, parse_duration, parse_states
-from conveyor.exceptions import InvalidJob
+from conveyor.exceptions import ConfigError, InvalidJob
 from conveyor.job import FINAL_STATES, State
 
 STALE_AFTER = 60.0
@@ -44,6 +45,9 @@ def workers(
     running jobs. STALE: no heartbeat for --stale-after seconds; the process is
     probably gone, and its jobs run again once their leases expire.
     """
+
+    if not 0 < stale_after < math.inf:  # (NaN too)
+        raise ConfigError("stale_after", f"expected seconds > 0, got {stale_after}")
 
     async def fetch(backend: Backend) -> tuple[list[WorkerInfo], float]:
         return await backend.list_workers(), await backend.now()

@@ -215,6 +215,9 @@ def serve(
 def _options(params: dict[str, Any]) -> WorkerOptions:
     """WorkerOptions from a command's parameters, which are named after its fields."""
     fields = {name: params[name] for name in WorkerOptions.__dataclass_fields__ if name in params}
+    if params["queues"] and not split_list(params["queues"]):
+        # -q '' named no queue: not the same as no -q at all (the default queue)
+        raise ConfigError("queues", f"no queue named in {params['queues']!r}")
     fields["queues"] = split_list(params["queues"])
     fields["includes"] = list(params["includes"] or ())
     fields["verbosity"] = verbosity(params["verbose"])

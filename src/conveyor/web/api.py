@@ -399,7 +399,7 @@ def _states(text: str | None) -> frozenset[State] | None:
     if not text:
         return None
     try:
-        return frozenset(State(part.strip()) for part in text.split(",") if part.strip())
+        states = frozenset(State(part.strip()) for part in text.split(",") if part.strip())
     except ValueError:
         raise Problem(
             422,
@@ -411,6 +411,7 @@ def _states(text: str | None) -> frozenset[State] | None:
                 }
             ],
         ) from None
+    return states or None  # "state=," names no state: every state, as "state=" does
 
 
 # -- the application ----------------------------------------------------------------------
