@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor.job import Outcome, State
+from conveyor.backends.base import Backend
+from conveyor.job import Job, Outcome, State
 
 from .conftest import Cli, Store
 
@@ -89,6 +90,27 @@ def test_show_prints_every_field_the_steps_and_the_error_history(cli: Cli, store
         'File "clitasks.py", line 30',
     ):
         assert expected in text
+
+
+def test_show_prints_the_head_of_a_large_result_and_json_all_of_it(cli: Cli, store: Store) -> None:
+    # Given a job whose result is 5 MB of JSON
+    job_id = cli.enqueue("add", "[1, 2]")
+    (job,) = store.claim("default")
+    store.run(lambda backend: _finish(backend, job))
+
+    # Then jobs show prints its head and says how much there is; --json prints it all
+    text = cli.ok("jobs", "show", job_id).stdout
+    assert "characters in all; --json shows them" in text
+    assert len(text) < 100_000
+    assert cli.json("jobs", "show", job_id)["result"] == BIG
+
+
+BIG = ["x" * 1000] * 5000
+
+
+async def _finish(backend: Backend, job: Job) -> None:
+    job.result = BIG
+    await backend.finish([(job, Outcome.succeeded())])
 
 
 def test_retry_queues_a_poisoned_job_again(cli: Cli, store: Store) -> None:

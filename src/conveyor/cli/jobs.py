@@ -261,10 +261,18 @@ def _short_json(value: Any) -> str:
     return _clip(json.dumps(value, ensure_ascii=False, default=str), 200)
 
 
+#: Characters of a result (or progress, ...) `jobs show` prints; --json prints it all.
+SHOWN_JSON = 20_000
+
+
 def _json_text(value: Any) -> Text:
     from rich.text import Text
 
-    return Text(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    # Rich lays out every character of a panel: a 30 MB result took minutes.
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    if len(text) > SHOWN_JSON:
+        text = f"{text[:SHOWN_JSON]}\n… ({len(text):,} characters in all; --json shows them)"
+    return Text(text)
 
 
 def _error(error: dict[str, Any], now: float) -> Group:
