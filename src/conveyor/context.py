@@ -37,6 +37,10 @@ class TaskContext:
     # one per job (an Event's lock and condition cost more than the rest of the context).
     _cancel_requested: bool = field(default=False, repr=False)
     _progress_dirty: bool = field(default=False, repr=False)
+    # Set by the worker just before it cancels the run's asyncio task (shutdown, a lost
+    # lease, a cancel request): a CancelledError without it is the task's own doing and
+    # fails the attempt like any exception (task.cancelling() cannot tell them apart).
+    _stopped_by_worker: bool = field(default=False, repr=False)
 
     @property
     def attempt(self) -> int:

@@ -4,6 +4,7 @@ interpreter, bad retry delays, bad progress, store errors in the background task
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import sys
 import time
@@ -20,7 +21,7 @@ from conveyor.job import Job, new_job_id
 from conveyor.testing.harness import make_job
 from conveyor.worker.runtime import Worker, WorkerConfig, _Running
 
-from .test_runtime import run_with_worker
+from .test_runtime import FAST_RETRY, run_with_worker
 
 
 @pytest.fixture
@@ -87,6 +88,64 @@ def test_a_task_that_exits_the_interpreter_fails_its_attempt_not_the_worker(
         return str(await (await fine.enqueue_async()).wait_async(10))
 
     assert run_with_worker(app, scenario) == "still working"
+
+
+def test_a_cancelled_error_of_the_tasks_own_making_fails_its_attempt(app: Conveyor) -> None:
+    runs: list[str] = []
+
+    # Given tasks whose own code cancels them: an async task cancelling itself, an
+    # error hook raising CancelledError, and a task cancelling itself as it returns
+    @app.task(name="cancels_itself", max_attempts=2, retry=FAST_RETRY)
+    async def cancels_itself() -> None:
+        runs.append("cancels_itself")
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(1)
+
+    async def raise_cancelled(ctx: TaskContext, exc: BaseException) -> None:
+        raise asyncio.CancelledError
+
+    @app.task(name="hook_cancels", max_attempts=2, retry=FAST_RETRY, error=raise_cancelled)
+    def hook_cancels() -> None:
+        runs.append("hook_cancels")
+        raise ValueError("task boom")
+
+    @app.task(name="cancels_on_return", max_attempts=2, retry=FAST_RETRY)
+    async def cancels_on_return() -> str:
+        runs.append("cancels_on_return")
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # delivered to the worker's code after the task returned
+        return "done"
+
+    async def scenario(worker: Worker) -> list[Job]:
+        # When they run
+        handles = [
+            await cancels_itself.enqueue_async(),
+            await hook_cancels.enqueue_async(),
+            await cancels_on_return.enqueue_async(),
+        ]
+        for handle in handles:
+            with contextlib.suppress(JobFailed):
+                await handle.wait_async(15)
+        return [(await h.refresh_async()).job for h in handles]
+
+    own, hooked, on_return = run_with_worker(app, scenario)
+
+    # Then each failed attempt counted (none was given back as if the worker had
+    # stopped it): poisoned after two runs, each run's error in the history
+    assert (own.state, own.attempts) == (State.POISONED, 2)
+    assert [e["type"] for e in own.errors] == ["CancelledError", "CancelledError"]
+    assert (hooked.state, hooked.attempts) == (State.POISONED, 2)
+    assert [e["type"] for e in hooked.errors] == ["ValueError", "ValueError"]
+    # And the run cancelled as it returned lost its outcome, not its step: the attempt
+    # failed, saying why, and the retry went on after the finished step
+    assert (on_return.state, on_return.attempts, on_return.result) == (State.SUCCEEDED, 2, "done")
+    assert [e["message"] for e in on_return.errors] == [
+        "the run was cancelled by its own code, not the worker"
+    ]
+    assert sorted(runs) == sorted(["cancels_itself", "hook_cancels"] * 2 + ["cancels_on_return"])
 
 
 class Unprintable(Exception):

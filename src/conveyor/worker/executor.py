@@ -75,11 +75,13 @@ class Executor:
     async def run(self, job: Job, ctx: TaskContext) -> Outcome:
         """Run ``job`` from its current step; the outcome to record.
 
-        Whatever the task raises — any exception, ``SystemExit`` and
-        ``KeyboardInterrupt`` included — fails the attempt; it never reaches the
-        worker. A cancellation from outside ends the job ``cancelled`` when the job
-        was asked to cancel; otherwise (shutdown, a lost lease) it propagates and
-        the worker gives the job back.
+        Whatever the task raises — any exception, ``SystemExit``, ``KeyboardInterrupt``
+        and a ``CancelledError`` of its own making included — fails the attempt; it
+        never reaches the worker. Only the worker's own cancellation (it marks the
+        context first: ``_stopped_by_worker``) ends a run otherwise: ``cancelled`` when
+        the job was asked to cancel; else (shutdown, a lost lease) it propagates and
+        the worker gives the job back. ``task.cancelling()`` cannot tell the two
+        apart: task code may cancel its own asyncio task.
         """
         token = set_context(ctx)
         try:
@@ -87,9 +89,13 @@ class Executor:
                 await self._chain(ctx)
             except asyncio.CancelledError as exc:
                 task = asyncio.current_task()
-                if task is None or not task.cancelling():
-                    failure: BaseException = exc  # raised by the task's own code
-                elif ctx.cancelled:
+                if not ctx._stopped_by_worker:
+                    # The task's own: forget its cancel requests, so that the hooks
+                    # that run next (and their timeouts) see a task nobody cancels.
+                    while task is not None and task.uncancel() > 0:
+                        pass
+                    failure: BaseException = exc
+                elif ctx.cancelled and task is not None:
                     task.uncancel()
                     self._fail_step(ctx.step, "cancelled")
                     return Outcome.cancelled(_error(job, ctx.step, "Cancelled", "cancel requested"))
@@ -304,7 +310,9 @@ class Executor:
                 result = reporter(exc, ctx)
                 if inspect.isawaitable(result):
                     await result
-            except Exception:
+            except (Exception, asyncio.CancelledError) as failed:
+                if _worker_stop(ctx, failed):
+                    raise
                 logger.exception("exception reporter failed")
 
     async def _hooks(self, ctx: TaskContext, event: str, *args: Any) -> None:
@@ -318,13 +326,21 @@ class Executor:
                 result = hook(ctx, *args)
                 if inspect.isawaitable(result):
                     await result
-            except Exception:
-                if event == "before":
-                    raise  # a failing before-hook fails the attempt, like the task itself
+            except (Exception, asyncio.CancelledError) as failed:
+                if event == "before" or _worker_stop(ctx, failed):
+                    # A failing before-hook fails the attempt, like the task itself; the
+                    # worker's own cancellation ends the run wherever it arrives.
+                    raise
                 logger.exception("%s hook of task %s failed (job %s)", event, name, ctx.job.id)
 
 
 _SCALARS = frozenset({int, bool})  # results that are JSON as they are
+
+
+def _worker_stop(ctx: TaskContext, exc: BaseException) -> bool:
+    """Whether ``exc`` is the worker's own cancellation of the run (see Executor.run),
+    which no hook or reporter may swallow; any other is user code's failure."""
+    return isinstance(exc, asyncio.CancelledError) and ctx._stopped_by_worker
 
 
 def _compose(middleware: list[Any], endpoint: Endpoint) -> Endpoint:

@@ -122,6 +122,13 @@ class _Running:
     task: asyncio.Task[Outcome]
     started: float
 
+    def stop(self) -> None:
+        """Cancel the run on the worker's behalf (shutdown, a lost lease, a cancel
+        request). Marked first: the executor and ``_done`` tell this cancellation from
+        one of the task's own making by the mark (see Executor.run)."""
+        self.ctx._stopped_by_worker = True
+        self.task.cancel()
+
 
 class Worker:
     """One worker process's loop. ``await worker.run()``; ``request_stop()`` to end it."""
@@ -171,7 +178,7 @@ class Worker:
                 "second stop request: cancelling %d running job(s) now", len(self._running)
             )
             for running in self._running.values():
-                running.task.cancel()
+                running.stop()
             if self._recorder is not None:
                 self._recorder.give_up = True
         self._stopping.set()
@@ -373,7 +380,7 @@ class Worker:
                 job.id,
                 older.job.attempts,
             )
-            older.task.cancel()
+            older.stop()
         assert self._loop is not None
         task = self._loop.create_task(self.executor.run(job, ctx), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, ctx, task, time.monotonic())
@@ -395,8 +402,8 @@ class Worker:
             return
         del self._running[job_id]
         job = running.job
-        if task.cancelled():
-            # Stopped from outside without an outcome (shutdown, or a lease lost): the
+        if task.cancelled() and running.ctx._stopped_by_worker:
+            # Stopped by the worker without an outcome (shutdown, or a lease lost): the
             # job goes back with its unfinished steps as not started, without costing
             # an attempt. A lost lease makes the release a no-op.
             for step in job.steps:
@@ -409,17 +416,18 @@ class Worker:
                 self._background.add(releasing)
                 releasing.add_done_callback(self._background.discard)
             return
-        exc = task.exception()
-        if exc is not None:
+        if task.cancelled():
+            # Cancelled, but not by the worker: code of the job asked for it and the
+            # request outlived the task's own code (it cancelled its task and returned,
+            # say). Its outcome is lost; the attempt fails, so that it cannot loop.
+            logger.error("job %s: its asyncio task was cancelled by its own code", job_id)
+            outcome = _failed_run(job, "the run was cancelled by its own code, not the worker")
+        elif (exc := task.exception()) is not None:
             # The executor turns every task error into an outcome, so this is a bug in
             # conveyor: count it as a failed attempt rather than guess, so that a job
             # that trips it cannot loop for ever.
             logger.error("executor failed on job %s", job_id, exc_info=exc)
-            message = f"worker error: {describe(exc)}"
-            if job.attempts >= job.max_attempts:
-                outcome = Outcome.poisoned(_broken(job, message))
-            else:
-                outcome = Outcome.retry_in(job.retry.delay(job.attempts), _broken(job, message))
+            outcome = _failed_run(job, f"worker error: {describe(exc)}")
         else:
             outcome = task.result()
         if logger.isEnabledFor(logging.INFO):  # the arguments cost more than the check
@@ -603,7 +611,7 @@ class Worker:
             logger.info("cancelling job %s: %s", job_id, why)
             if why == "cancel requested":
                 running.ctx.request_cancel()
-            running.task.cancel()
+            running.stop()
 
     # -- shutdown --------------------------------------------------------------------
     async def _shutdown(self, backend: Backend, keepers: list[asyncio.Task[None]]) -> None:
@@ -619,8 +627,8 @@ class Worker:
             # The keeper still runs: leases outlive a long wait.
             await asyncio.wait(pending, timeout=self.config.shutdown_timeout)
         leftover = [r.task for r in self._running.values()]
-        for task in leftover:
-            task.cancel()
+        for running in self._running.values():
+            running.stop()
         if leftover:
             await asyncio.gather(*leftover, return_exceptions=True)
         assert self._recorder is not None
@@ -659,6 +667,13 @@ async def _let_started_jobs_begin() -> None:
     wait before the claim loop's next claim or wait does its own work in between
     (the pickup latency of W3 is measured at the job's first line)."""
     await asyncio.sleep(0)
+
+
+def _failed_run(job: Job, message: str) -> Outcome:
+    """A failed attempt for a run that left no outcome: retried, or poisoned on its last."""
+    if job.attempts >= job.max_attempts:
+        return Outcome.poisoned(_broken(job, message))
+    return Outcome.retry_in(job.retry.delay(job.attempts), _broken(job, message))
 
 
 def _broken(job: Job, message: str, kind: str = "WorkerError") -> dict[str, object]:
