@@ -68,6 +68,34 @@ def timed(i, seconds):
 @app.task(name="always_fails", max_attempts=3, retry={"exponent": 1, "base": 0, "jitter": 0})
 def always_fails():
     raise RuntimeError("this task always fails")
+
+
+def _interrupts(ctx, *rest):
+    raise KeyboardInterrupt("from a hook")
+
+
+def _exits(ctx, *rest):
+    raise SystemExit("from a hook")
+
+
+@app.task(name="success_interrupts", success=_interrupts, after=_exits)
+def success_interrupts(i):
+    _mark("runs", i)
+    return i
+
+
+@app.task(name="error_interrupts", max_attempts=2, retry={"exponent": 0, "base": 0, "jitter": 0},
+          error=_interrupts, failure=_exits)
+def error_interrupts(i):
+    _mark("runs", i)
+    raise ValueError("task boom")
+
+
+if os.environ.get("REPORTER_EXITS"):
+    def _reporter(exc, ctx):
+        raise SystemExit("from the reporter")
+
+    app.reporter = _reporter
 """
 
 
@@ -78,9 +106,10 @@ class WorkerEnv:
         self.runs.mkdir()
         self.url = url
         (tmp_path / "e2e_tasks.py").write_text(textwrap.dedent(TASKS))
-        self.env = dict(
-            os.environ, CONVEYOR_URL=self.url, RUNS_DIR=str(self.runs), PYTHONPATH=str(tmp_path)
-        )
+        # The tasks' folder first, then the caller's path: a tree under test put first
+        # on PYTHONPATH is the one the worker processes run too.
+        path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+        self.env = dict(os.environ, CONVEYOR_URL=self.url, RUNS_DIR=str(self.runs), PYTHONPATH=path)
         monkeypatch.setenv("RUNS_DIR", str(self.runs))
         monkeypatch.setenv("CONVEYOR_URL", self.url)
         monkeypatch.syspath_prepend(str(tmp_path))

@@ -310,7 +310,9 @@ class Executor:
                 result = reporter(exc, ctx)
                 if inspect.isawaitable(result):
                     await result
-            except (Exception, asyncio.CancelledError) as failed:
+            except BaseException as failed:
+                # SystemExit and KeyboardInterrupt included: out of the job's task they
+                # would stop the worker's loop and every other job with it.
                 if _worker_stop(ctx, failed):
                     raise
                 logger.exception("exception reporter failed")
@@ -326,10 +328,12 @@ class Executor:
                 result = hook(ctx, *args)
                 if inspect.isawaitable(result):
                     await result
-            except (Exception, asyncio.CancelledError) as failed:
+            except BaseException as failed:
+                # Guarded like the task itself (SystemExit and KeyboardInterrupt out of
+                # the job's task would stop the worker's loop). A failing before-hook
+                # fails the attempt, like the task; the worker's own cancellation ends
+                # the run wherever it arrives.
                 if event == "before" or _worker_stop(ctx, failed):
-                    # A failing before-hook fails the attempt, like the task itself; the
-                    # worker's own cancellation ends the run wherever it arrives.
                     raise
                 logger.exception("%s hook of task %s failed (job %s)", event, name, ctx.job.id)
 
