@@ -246,16 +246,18 @@ class Executor:
         return self._http
 
     def _call(self, task: Task, step: Step) -> Awaitable[Any]:
-        if task.executor == "async":
-            return task.fn(*step.args, **step.kwargs)  # type: ignore[no-any-return]
         if task.executor == "process" and self.processes is not None:
+            # Crossing as JSON text: the child cannot reach the step's own arguments.
             return self.processes.call(task.name, step.args, step.kwargs, timeout=None)
-        return self._in_thread(task, step)
+        args, kwargs = _own_arguments(step)
+        if task.executor == "async":
+            return task.fn(*args, **kwargs)  # type: ignore[no-any-return]
+        return self._in_thread(task, args, kwargs)
 
-    async def _in_thread(self, task: Task, step: Step) -> Any:
+    async def _in_thread(self, task: Task, args: list[Any], kwargs: dict[str, Any]) -> Any:
         self._loop = asyncio.get_running_loop()  # where an orphaned thread reports back
         context = contextvars.copy_context()
-        running = self.threads.submit(context.run, task.fn, *step.args, **step.kwargs)
+        running = self.threads.submit(context.run, task.fn, *args, **kwargs)
         try:
             return await asyncio.wrap_future(running)
         except asyncio.CancelledError:
@@ -345,6 +347,38 @@ def _worker_stop(ctx: TaskContext, exc: BaseException) -> bool:
     """Whether ``exc`` is the worker's own cancellation of the run (see Executor.run),
     which no hook or reporter may swallow; any other is user code's failure."""
     return isinstance(exc, asyncio.CancelledError) and ctx._stopped_by_worker
+
+
+def _own_arguments(step: Step) -> tuple[list[Any], dict[str, Any]]:
+    """The step's arguments for one call, the task's own to change: what a task does
+    to a list or dict it was given (``d["seen"] = {1, 2}``, say) must not become the
+    job's stored arguments, which are written back with its progress and outcome.
+    Scalars need no copy, and most jobs have only those: they pay one type check each."""
+    args, kwargs = step.args, step.kwargs
+    for value in args:
+        if type(value) in _CONTAINERS:
+            args = [_json_copy(v) for v in args]
+            break
+    for value in kwargs.values():
+        if type(value) in _CONTAINERS:
+            kwargs = {k: _json_copy(v) for k, v in kwargs.items()}
+            break
+    return args, kwargs
+
+
+_CONTAINERS = (list, dict)
+
+
+def _json_copy(value: Any) -> Any:
+    """A deep copy of JSON ``value`` (what arguments are): its lists and dicts anew, the
+    rest (str, int, float, bool, None) immutable and shared. Several times as fast as
+    ``copy.deepcopy``, which keeps a memo for shared and cyclic objects JSON has not."""
+    kind = type(value)
+    if kind is list:
+        return [_json_copy(v) for v in value]
+    if kind is dict:
+        return {k: _json_copy(v) for k, v in value.items()}
+    return value
 
 
 def _compose(middleware: list[Any], endpoint: Endpoint) -> Endpoint:

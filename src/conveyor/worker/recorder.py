@@ -10,9 +10,10 @@ lease.
 
 When the store is down the batch is kept and tried again (a job whose lease
 runs out meanwhile is recovered elsewhere: at least once still holds). When a
-batch cannot even be encoded (a result or progress the store refuses), its
-outcomes are written one by one, and one that still fails is replaced by a
-``poisoned`` outcome that says why — so one bad job never holds up the others.
+batch cannot even be encoded (task code put into its job what no store keeps),
+its outcomes are written one by one, and one that still fails is replaced by a
+``poisoned`` outcome that says why, written over the job as the store has it — so
+one bad job never holds up the others, and its reason is recorded.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 from conveyor.backends import redact_url
 from conveyor.backends.base import Backend
-from conveyor.exceptions import ConveyorError
+from conveyor.exceptions import ConveyorError, JobNotFound
 from conveyor.job import Job, Outcome
 from conveyor.storable import storable
 
@@ -123,9 +124,10 @@ class OutcomeRecorder:
 
     async def _write_one(self, job: Job, outcome: Outcome) -> bool | None:
         """Write one outcome; if the store refuses it, a ``poisoned`` outcome that says
-        why and keeps nothing of the run (results, progress, step errors); None if even
-        that is refused: the job stays running in the store until its lease runs out and
-        is recovered there (an attempt spent, and poisoned when it had its last)."""
+        why, over the job's steps, progress and errors as the store has them (what the
+        run made of them cannot be stored: task code may have changed its own step's
+        arguments, say); False if the job is gone; None if even that is refused: the job
+        stays running in the store until its lease runs out and is recovered there."""
         try:
             return (await self.backend.finish([(job, outcome)]))[0]
         except ConveyorError:
@@ -133,27 +135,33 @@ class OutcomeRecorder:
         except Exception as exc:
             logger.exception("job %s: its outcome cannot be stored; poisoning it", job.id)
             reason = exc
-        job.result = None
-        job.progress.completed = job.progress.total = 0
-        job.progress.message = None
-        step = job.steps[job.current_step] if job.steps else None
-        for s in job.steps:
-            s.result = s.response = s.last_error = None
+        try:
+            stored = await self.backend.get(job.id)
+        except JobNotFound:
+            return False  # deleted meanwhile: nothing left to record
+        message = storable(f"the outcome could not be stored: {reason}")
+        # The lease's (id, worker, attempt) stay this run's: finish writes only if it
+        # still holds the job.
+        job.steps, job.current_step = stored.steps, stored.current_step
+        job.progress, job.errors, job.result = stored.progress, stored.errors, None
+        step = job.steps[job.current_step] if 0 <= job.current_step < len(job.steps) else None
+        if step is not None:
+            step.state, step.last_error, step.finished_at = "failed", message, time.time()
         error = {
             "attempt": job.attempts,
             "step": storable(step.name) if step else None,
             "at": time.time(),
             "type": type(reason).__name__,
-            "message": storable(f"the outcome could not be stored: {reason}"),
+            "message": message,
         }
         try:
             return (await self.backend.finish([(job, Outcome.poisoned(error))]))[0]
         except ConveyorError:
             raise
         except Exception:
-            # Task code that changed what is written back (its step's arguments, say),
-            # or a bug of conveyor's: the recorder must go on for the other jobs, and
-            # this one is not lost (its lease runs out; see above).
+            # A bug of conveyor's (the store's own copy of the job refused): the
+            # recorder must go on for the other jobs, and this one is not lost (its
+            # lease runs out; see above).
             logger.critical(
                 "job %s: not even its poisoned outcome can be stored; leaving it to the "
                 "recovery of expired leases",

@@ -121,6 +121,9 @@ class _Running:
     ctx: TaskContext
     task: asyncio.Task[Outcome]
     started: float
+    #: Why the store refused to save the job (its task put into its steps what no store
+    #: keeps): the run was stopped for it, and the job ends poisoned saying so.
+    refused: Exception | None = None
 
     def stop(self) -> None:
         """Cancel the run on the worker's behalf (shutdown, a lost lease, a cancel
@@ -402,7 +405,13 @@ class Worker:
             return
         del self._running[job_id]
         job = running.job
-        if task.cancelled() and running.ctx._stopped_by_worker:
+        if running.refused is not None:
+            # Whatever the run came to, its state cannot be written: the recorder
+            # writes the job as the store has it, poisoned with the reason.
+            reason = running.refused
+            message = f"the job's progress could not be stored: {describe(reason)}"
+            outcome = Outcome.poisoned(_broken(job, message, type(reason).__name__))
+        elif task.cancelled() and running.ctx._stopped_by_worker:
             # Stopped by the worker without an outcome (shutdown, or a lease lost): the
             # job goes back with its unfinished steps as not started, without costing
             # an attempt. A lost lease makes the release a no-op.
@@ -416,7 +425,7 @@ class Worker:
                 self._background.add(releasing)
                 releasing.add_done_callback(self._background.discard)
             return
-        if task.cancelled():
+        elif task.cancelled():
             # Cancelled, but not by the worker: code of the job asked for it and the
             # request outlived the task's own code (it cancelled its task and returned,
             # say). Its outcome is lost; the attempt fails, so that it cannot loop.
@@ -599,11 +608,30 @@ class Worker:
                 running.ctx._progress_dirty = False
                 try:
                     saved = await backend.save(running.job)
-                except BaseException:
+                except ConveyorError:
                     running.ctx._progress_dirty = True  # not written: next time
+                    raise
+                except Exception as exc:
+                    # Not the store's trouble but the job's: its task put into its steps
+                    # what no store keeps (TypeError, ValueError while encoding). It
+                    # fails that job, not the keeper (and with it the worker).
+                    self._refused(running, exc)
+                    continue
+                except BaseException:
+                    running.ctx._progress_dirty = True
                     raise
                 if saved:
                     self._purge(running.job)
+
+    @staticmethod
+    def _refused(running: _Running, exc: Exception) -> None:
+        logger.error(
+            "job %s: the store refuses its progress (%s); stopping it",
+            running.job.id,
+            describe(exc),
+        )
+        running.refused = exc
+        running.stop()
 
     def _cancel_job(self, job_id: str, why: str) -> None:
         running = self._running.get(job_id)
