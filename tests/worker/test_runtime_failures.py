@@ -345,3 +345,36 @@ def test_a_late_answer_about_a_lost_lease_spares_a_newer_claim_of_the_job(
     assert len(lost) == 2
     assert spared
     assert newer_stopped and held_dropped
+
+
+def test_the_first_stop_request_during_a_max_jobs_recycle_is_the_graceful_one(
+    app: Conveyor,
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @app.task(name="long")
+    async def long() -> str:
+        started.set()
+        await release.wait()
+        return "finished"
+
+    async def scenario() -> Job:
+        # Given a worker recycling after its one job (--max-jobs 1), the job still running
+        worker = Worker(app, WorkerConfig(lease=2.0, interval=0.1, max_jobs=1))
+        running = asyncio.create_task(worker.run())
+        handle = await long.enqueue_async()
+        await started.wait()
+        while not worker.stopping:
+            await asyncio.sleep(0.01)
+        # When the first stop request (a SIGTERM's) arrives, then the job can finish
+        worker.request_stop()
+        release.set()
+        await running
+        job = (await handle.refresh_async()).job
+        await app.aclose()
+        return job
+
+    job = asyncio.run(asyncio.wait_for(scenario(), 30))
+
+    # Then the request was the graceful one: the job finished, not cancelled and given back
+    assert (job.state, job.result, job.attempts) == (State.SUCCEEDED, "finished", 1)

@@ -158,6 +158,7 @@ class Worker:
         self._idle_task: asyncio.Task[object] | None = None  # the claim loop, while it waits
         self._stop_cancelled = False  # request_stop cancelled that wait
         self._stop_now = False
+        self._stop_requests = 0  # request_stop calls: the second one stops now
         self._started_jobs = 0
         self._held: collections.deque[Job] = collections.deque()  # claimed, not started
         self._to_release: list[Job] = []  # held jobs that will not finish here
@@ -174,8 +175,13 @@ class Worker:
 
     # -- control -----------------------------------------------------------------
     def request_stop(self) -> None:
-        """First call: graceful (finish or release); second call: now."""
-        if self._stopping.is_set():
+        """First call: graceful (finish or release); second call: now.
+
+        Counted apart from the worker's own stops (a ``--max-jobs`` recycle, a failed
+        lease keeper): the first signal after one of those is still the graceful one.
+        """
+        self._stop_requests += 1
+        if self._stop_requests > 1:
             self._stop_now = True
             logger.warning(
                 "second stop request: cancelling %d running job(s) now", len(self._running)
@@ -184,6 +190,10 @@ class Worker:
                 running.stop()
             if self._recorder is not None:
                 self._recorder.give_up = True
+        self._begin_stop()
+
+    def _begin_stop(self) -> None:
+        """Stop claiming and wind down gracefully (see the module's docstring)."""
         self._stopping.set()
         self._slot_freed.set()
         if self._idle_task is not None and not self._stop_cancelled:
@@ -235,7 +245,7 @@ class Worker:
         if not keeper.cancelled() and keeper.exception() is not None:
             logger.critical("%s failed: stopping", keeper.get_name(), exc_info=keeper.exception())
             self._keeper_failed = True
-            self.request_stop()
+            self._begin_stop()
 
     async def _claim_loop(self, backend: Backend) -> None:
         max_jobs = self.config.max_jobs
@@ -246,7 +256,7 @@ class Worker:
                 await _let_started_jobs_begin()
             if max_jobs is not None and self._started_jobs >= max_jobs:
                 logger.info("worker %s ran %d jobs (--max-jobs): recycling", self.id, max_jobs)
-                self._stopping.set()
+                self._begin_stop()  # no stop request: a signal now is still the first
                 break
             room = self._room()
             if room <= 0:
