@@ -46,6 +46,13 @@ class OutcomeRecorder:
         #: Called with each outcome once the store has it (the worker sends callbacks).
         self.on_written: Callable[[Job, Outcome], None] | None = None
 
+    def give_up_now(self) -> None:
+        """A second stop signal: write nothing more, and stop the write in flight (a
+        store that does not answer would hold the worker as long as it hangs)."""
+        self.give_up = True
+        if self._task is not None:
+            self._task.cancel()
+
     @property
     def pending_ids(self) -> list[str]:
         """Jobs whose outcome is not written yet (their leases must be kept)."""

@@ -32,15 +32,16 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from conveyor.app import Conveyor
 from conveyor.backends import redact_url
 from conveyor.backends.base import DEPTH_EVERY_S, Backend, LeaseStatus, WorkerInfo
 from conveyor.context import TaskContext
-from conveyor.exceptions import ConveyorError
+from conveyor.exceptions import BackendUnavailable, ConveyorError
 from conveyor.garbage import settle_for_service
 from conveyor.job import Job, Outcome
 from conveyor.storable import storable
@@ -52,9 +53,12 @@ from conveyor.worker.processes import ProcessRunner
 from conveyor.worker.recorder import OutcomeRecorder
 
 logger = logging.getLogger("conveyor.worker")
+T = TypeVar("T")
 
 #: How long a busy worker waits for more free slots before a small claim (seconds).
 COALESCE_S = 0.001
+#: Seconds a worker told to stop now gives each store call of its shutdown.
+STOP_NOW_S = 2.0
 #: The names of the threads sync tasks run in (``conveyor-task_0``, ...).
 TASK_THREAD_PREFIX = "conveyor-task"
 #: How long a stopping worker waits for the cache purges it started (seconds).
@@ -158,6 +162,8 @@ class Worker:
         self._idle_task: asyncio.Task[object] | None = None  # the claim loop, while it waits
         self._stop_cancelled = False  # request_stop cancelled that wait
         self._stop_now = False
+        #: Store calls a stop-now cuts short (see _store).
+        self._store_calls: set[asyncio.Future[Any]] = set()
         self._stop_requests = 0  # request_stop calls: the second one stops now
         self._started_jobs = 0
         self._held: collections.deque[Job] = collections.deque()  # claimed, not started
@@ -189,7 +195,9 @@ class Worker:
             for running in self._running.values():
                 running.stop()
             if self._recorder is not None:
-                self._recorder.give_up = True
+                self._recorder.give_up_now()
+            for call in list(self._store_calls):
+                call.cancel()  # a store that does not answer holds no one now
         self._begin_stop()
 
     def _begin_stop(self) -> None:
@@ -271,7 +279,9 @@ class Worker:
                 room = self._room()
             limit = min(self._fetch, room)
             try:
-                jobs = await backend.claim(self.config.queues, self.id, limit, self.config.lease)
+                jobs = await self._store(
+                    backend.claim(self.config.queues, self.id, limit, self.config.lease)
+                )
             except ConveyorError as exc:
                 if failing_since is None:
                     failing_since = time.monotonic()
@@ -679,7 +689,7 @@ class Worker:
             logger.exception("closing the HTTP steps' connections failed")
         if self._to_release:
             try:
-                released = await backend.release(self._to_release)
+                released = await self._store(backend.release(self._to_release))
                 logger.info("released %d job(s) for other workers", released)
                 for job in self._to_release:
                     self._purge(job)
@@ -694,10 +704,30 @@ class Worker:
         await asyncio.gather(*keepers, return_exceptions=True)
         await self._purger.aclose(grace=0.0 if self._stop_now else PURGE_GRACE_S)
         with contextlib.suppress(ConveyorError):
-            await backend.unregister_worker(self.id)
+            await self._store(backend.unregister_worker(self.id))
         logger.info("worker %s stopped after %d job(s)", self.id, self.info.processed)
         if self._keeper_failed:
             raise RuntimeError("a lease keeper of the worker failed; see the log above")
+
+    async def _store(self, call: Awaitable[T]) -> T:
+        """``call`` (a store call of the claim loop or the shutdown), cut short by a stop
+        now: a second stop request cancels it, and one made after that request gets
+        STOP_NOW_S. Cut short, it is a BackendUnavailable, as a store that failed: what
+        it would have written is left to the leases (a claim's jobs, a release). The
+        store may not answer for as long as it likes (a held lock, a stalled network:
+        PostgreSQL has no timeout of its own), and "now" must not wait for it."""
+        future = asyncio.ensure_future(call)
+        self._store_calls.add(future)
+        future.add_done_callback(self._store_calls.discard)
+        if self._stop_now:
+            asyncio.get_running_loop().call_later(STOP_NOW_S, future.cancel)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future.cancelled() and self._stop_now and not (task and task.cancelling()):
+                raise BackendUnavailable("stopping now: the store did not answer") from None
+            raise
 
 
 async def _let_started_jobs_begin() -> None:
