@@ -105,3 +105,32 @@ def test_a_job_whose_progress_the_store_refuses_ends_poisoned_saying_why(
     assert "set" in (job.last_error or "")
     assert job.steps[0].args == [{"n": 1}]
     assert after == 7
+
+
+def test_a_spoiled_job_given_back_at_shutdown_stops_no_shutdown(app: Conveyor) -> None:
+    started = asyncio.Event()
+
+    # Given a running task that spoiled its own step's arguments (no progress saved)
+    @app.task(name="spoils_and_waits")
+    async def spoils_and_waits() -> None:
+        current_context().step.args.append({1, 2})
+        started.set()
+        await asyncio.sleep(60)
+
+    async def scenario(worker: Worker) -> Any:
+        handle = await spoils_and_waits.enqueue_async()
+        await started.wait()
+        return handle
+
+    # When the worker stops at once and gives it back (the store refuses to write it)
+    handle = run_with_worker(app, scenario, shutdown_timeout=0)
+
+    # Then the shutdown ran to its end: the worker unregistered; the job is left to its
+    # lease (still running in the store), not lost
+    async def after() -> tuple[list[Any], Job]:
+        backend = await app.backend()
+        return await backend.list_workers(), await backend.get(handle.id)
+
+    workers, job = app.portal_call(after())
+    assert workers == []
+    assert job.state is State.RUNNING

@@ -83,7 +83,7 @@ class Service:
         """One half stopped on its own: stop the other gracefully (never "now")."""
         self.server.should_exit = True
         if self.worker is not None and not self.worker.stopping:
-            self.worker.request_stop()
+            self.worker.stop_gracefully()  # (a signal after it is still the first)
 
     async def run(self, stop_signals: Sequence[int] = STOP_SIGNALS) -> None:
         loop = asyncio.get_running_loop()

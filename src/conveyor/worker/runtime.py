@@ -198,10 +198,13 @@ class Worker:
                 self._recorder.give_up_now()
             for call in list(self._store_calls):
                 call.cancel()  # a store that does not answer holds no one now
-        self._begin_stop()
+        self.stop_gracefully()
 
-    def _begin_stop(self) -> None:
-        """Stop claiming and wind down gracefully (see the module's docstring)."""
+    def stop_gracefully(self) -> None:
+        """Stop claiming and wind down gracefully (see the module's docstring), without
+        counting as a stop request: the worker's own reasons (a --max-jobs recycle, a
+        failed keeper, the API beside it that stopped) leave a signal after them the
+        first, graceful one."""
         self._stopping.set()
         self._slot_freed.set()
         if self._idle_task is not None and not self._stop_cancelled:
@@ -253,7 +256,7 @@ class Worker:
         if not keeper.cancelled() and keeper.exception() is not None:
             logger.critical("%s failed: stopping", keeper.get_name(), exc_info=keeper.exception())
             self._keeper_failed = True
-            self._begin_stop()
+            self.stop_gracefully()
 
     async def _claim_loop(self, backend: Backend) -> None:
         max_jobs = self.config.max_jobs
@@ -264,7 +267,7 @@ class Worker:
                 await _let_started_jobs_begin()
             if max_jobs is not None and self._started_jobs >= max_jobs:
                 logger.info("worker %s ran %d jobs (--max-jobs): recycling", self.id, max_jobs)
-                self._begin_stop()  # no stop request: a signal now is still the first
+                self.stop_gracefully()  # no stop request: a signal now is still the first
                 break
             room = self._room()
             if room <= 0:
@@ -496,7 +499,7 @@ class Worker:
         assert self._recorder is not None
         try:
             await self._recorder.backend.release([job])
-        except ConveyorError as exc:
+        except Exception as exc:  # the store's failure, or a job task code spoiled
             logger.error("could not release job %s (%s): its lease will expire", job.id, exc)
 
     # -- leases ----------------------------------------------------------------------
@@ -693,7 +696,9 @@ class Worker:
                 logger.info("released %d job(s) for other workers", released)
                 for job in self._to_release:
                     self._purge(job)
-            except ConveyorError as exc:
+            except Exception as exc:
+                # The store's failure, or a job its task code spoiled (what it put into its
+                # own step's arguments no store keeps): the shutdown goes on either way.
                 logger.error(
                     "could not release %d job(s) (%s): they run again once their leases expire",
                     len(self._to_release),
