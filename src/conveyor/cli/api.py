@@ -12,7 +12,14 @@ import typer
 
 from conveyor.app import Conveyor
 from conveyor.backends import redact_url
-from conveyor.cli.common import IncludeOption, UrlOption, check_store, console, load
+from conveyor.cli.common import (
+    IncludeOption,
+    UrlOption,
+    check_store,
+    console,
+    load,
+    verbose_option,
+)
 from conveyor.cli.errors import EXIT_BAD_INPUT, EXIT_FAILURE, print_error
 from conveyor.exceptions import ConfigError
 from conveyor.web.auth import ApiKeys, new_key
@@ -34,15 +41,7 @@ def api(
     host: HostOption = "127.0.0.1",
     port: PortOption = 8000,
     verbose: Annotated[
-        int,
-        typer.Option(
-            "--verbose",
-            "-v",
-            count=True,
-            metavar="",
-            show_default=False,
-            help="-v: INFO logs; -vv: DEBUG. $VERBOSE=1 and $VVERBOSE=1 do the same.",
-        ),
+        int, verbose_option("-v: INFO logs; -vv: DEBUG. $VERBOSE=1 and $VVERBOSE=1 do the same.")
     ] = 0,
 ) -> None:
     """Serve the HTTP API (/v1, /docs, /metrics) and the dashboard (/dashboard) on one

@@ -48,6 +48,12 @@ JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")
 ]
 
+
+def verbose_option(help: str) -> Any:
+    """``-v`` / ``-vv`` (a count: no value shown in --help) for the commands that log."""
+    return typer.Option("--verbose", "-v", count=True, metavar="", show_default=False, help=help)
+
+
 NO_URL = "no store URL: pass --url URL (e.g. sqlite:///jobs.db) or set CONVEYOR_URL"
 
 

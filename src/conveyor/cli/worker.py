@@ -20,7 +20,14 @@ import typer
 from conveyor.app import Conveyor
 from conveyor.backends import redact_url as redact
 from conveyor.cli.api import HostOption, PortOption, announce, bind, dev_keys
-from conveyor.cli.common import IncludeOption, UrlOption, check_store, console, load
+from conveyor.cli.common import (
+    IncludeOption,
+    UrlOption,
+    check_store,
+    console,
+    load,
+    verbose_option,
+)
 from conveyor.cli.parsing import split_list
 from conveyor.environment import check_worker as check_worker_environment
 from conveyor.eventloop import loop_factory, run_loop
@@ -108,14 +115,9 @@ ShutdownOption = Annotated[
 ]
 VerboseOption = Annotated[
     int,
-    typer.Option(
-        "--verbose",
-        "-v",
-        count=True,
-        metavar="",
-        show_default=False,
-        help="-v: a line per job start and finish (INFO); -vv: claim-loop decisions "
-        "(DEBUG). $VERBOSE=1 and $VVERBOSE=1 do the same.",
+    verbose_option(
+        "-v: a line per job start and finish (INFO); -vv: claim-loop decisions "
+        "(DEBUG). $VERBOSE=1 and $VVERBOSE=1 do the same."
     ),
 ]
 SupervisedOption = Annotated[bool, typer.Option("--supervised", hidden=True)]
