@@ -1,8 +1,8 @@
 """conveyor's environment variables, checked when a process starts.
 
 A worker reads the HTTP steps' settings (``CONVEYOR_HTTP_ALLOW``,
-``CONVEYOR_HTTP_MAX_BODY``, ``CONVEYOR_SECRET_KEY``) and the cache to purge
-(``CONVEYOR_CACHE_PURGE_URL``) only when a job needs them: checked then, a bad value
+``CONVEYOR_HTTP_MAX_BODY``) and the cache to purge (``CONVEYOR_CACHE_PURGE_URL``)
+only when a job needs them: checked then, a bad value
 failed users' jobs one by one (poisoned with a ConfigError) in a worker that had
 started as if all was well. They are checked here at start-up instead, as the API
 checks its own, with the same error: the variable named, exit 2.
@@ -48,8 +48,9 @@ def http_max_body(environ: Mapping[str, str] = os.environ) -> int:
 
 
 def check_worker(environ: Mapping[str, str] = os.environ) -> None:
-    """Every setting a worker reads from the environment, as it will read it."""
-    from conveyor.secrets import SecretBox
+    """The settings a worker reads from the environment, as it will read them. Not
+    whether ``cryptography`` is there for ``CONVEYOR_SECRET_KEY``: a worker of tasks
+    only, installed without the http extra, may share the API's environment."""
     from conveyor.steps.guard import Guard
     from conveyor.web.purge import ENV as PURGE_ENV
     from conveyor.web.purge import check_purge_url
@@ -57,7 +58,6 @@ def check_worker(environ: Mapping[str, str] = os.environ) -> None:
     check_text(environ)
     Guard.from_env(environ)
     http_max_body(environ)
-    SecretBox.from_env(environ)
     purge_url = environ.get(PURGE_ENV)
     if purge_url:
         check_purge_url(purge_url)

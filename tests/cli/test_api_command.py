@@ -63,6 +63,36 @@ def test_a_host_that_is_not_this_machines_is_refused(processes: Processes) -> No
     assert processes.stderr(proc).startswith("error: host: cannot listen on 203.0.113.7:")
 
 
+def test_the_port_closes_when_serve_stops_though_its_workers_finish_jobs(
+    processes: Processes, store: Store, cli: Cli
+) -> None:
+    # Given serve with an API process and a worker running a job of 60 s
+    port = free_port()
+    job_id = cli.enqueue("pid", "[60]")
+    serve = processes.start(
+        "serve", "-i", str(cli.tasks_file), "--port", str(port), "--processes", "2", **KEYS
+    )
+    processes.wait_until("the job running", lambda: store.job(job_id).state.value == "running")
+    processes.wait_until("the API", lambda: _answers(f"http://127.0.0.1:{port}/healthz"))
+
+    # When it is told to stop (its worker waits for the job: --shutdown-timeout 30)
+    serve.send_signal(signal.SIGTERM)
+
+    # Then the port refuses connections while the job still runs (it took them, and
+    # served none, until the last worker process was gone)
+    processes.wait_until("the port closed", lambda: not _connects(port))
+    assert serve.poll() is None
+    assert store.job(job_id).state.value == "running"
+
+
+def _connects(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def test_the_api_serves_with_any_number_of_v(processes: Processes) -> None:
     # Given -vvv (more than the two levels there are)
     port = free_port()

@@ -34,6 +34,7 @@ SECRET_URLS = [
     ("redis://:Se%cret7@127.0.0.1:{port}/5", ["Se%cret7", "cret7"]),
     ("redis://bob:Se#cret7@127.0.0.1:{port}/5", ["Se#cret7", "cret7"]),
     ("redis://127.0.0.1:{port}/5?password=s3cretRQ", ["s3cretRQ"]),
+    ("rediss://127.0.0.1:{port}/5?ssl_password=KEYPASS1", ["KEYPASS1"]),
 ]
 
 

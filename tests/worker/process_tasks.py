@@ -12,8 +12,12 @@ def pid() -> int:
     return os.getpid()
 
 
+class InvalidAddress(Poison):
+    """An application's own kind of Poison."""
+
+
 def poison() -> None:
-    raise Poison("invalid address")
+    raise InvalidAddress("invalid address")
 
 
 def snooze() -> None:

@@ -232,7 +232,8 @@ def test_a_process_task_steers_its_job_with_retry_poison_and_cancel(app: Conveyo
         # Then each is obeyed as from any task: poisoned after one attempt,
         with pytest.raises(JobFailed, match="invalid address"):
             await poisoned.wait_async(10)
-        assert (await poisoned.refresh_async()).job.attempts == 1
+        job = (await poisoned.refresh_async()).job
+        assert (job.state, job.attempts) == (State.POISONED, 1)  # (an app's own Poison)
         # cancelled,
         with pytest.raises(JobCancelled):
             await cancelled.wait_async(10)
@@ -243,6 +244,28 @@ def test_a_process_task_steers_its_job_with_retry_poison_and_cancel(app: Conveyo
         assert job.last_error is not None and "not yet" in str(job.last_error)
 
     run_with_worker(app, scenario)
+
+
+def test_arguments_nested_as_deep_as_a_store_keeps_reach_the_task(app: Conveyor) -> None:
+    # Given a job whose argument nests lists 900 deep (enqueued: its JSON is fine)
+    value: list[Any] = []
+    for _ in range(900):
+        value = [value]
+
+    @app.task(name="depth")
+    def depth(nested: list[Any]) -> int:
+        levels = 0
+        while nested:
+            nested, levels = nested[0], levels + 1
+        return levels
+
+    handle = depth.enqueue(value)
+
+    # Then the task gets its own copy of it (the worker copies list arguments)
+    async def scenario(worker: Worker) -> Any:
+        return await handle.wait_async(10)
+
+    assert run_with_worker(app, scenario) == 900
 
 
 def test_cancel_a_running_job(app: Conveyor) -> None:

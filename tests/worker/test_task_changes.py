@@ -117,20 +117,33 @@ def test_a_spoiled_job_given_back_at_shutdown_stops_no_shutdown(app: Conveyor) -
         started.set()
         await asyncio.sleep(60)
 
+    @app.task(name="waits_its_turn")
+    async def waits_its_turn() -> None: ...
+
     async def scenario(worker: Worker) -> Any:
         handle = await spoils_and_waits.enqueue_async()
         await started.wait()
-        return handle
+        behind = await waits_its_turn.enqueue_async()
+        while not worker._held:  # claimed ahead (prefetch), not started: one slot
+            await asyncio.sleep(0.01)
+        return handle, behind
 
-    # When the worker stops at once and gives it back (the store refuses to write it)
-    handle = run_with_worker(app, scenario, shutdown_timeout=0)
+    # When the worker stops at once and gives both back (the store refuses to write
+    # the first)
+    handle, behind = run_with_worker(app, scenario, shutdown_timeout=0, concurrency=1, prefetch=1)
 
-    # Then the shutdown ran to its end: the worker unregistered; the job is left to its
-    # lease (still running in the store), not lost
-    async def after() -> tuple[list[Any], Job]:
+    # Then the shutdown ran to its end: the worker unregistered; the spoiled job is left
+    # to its lease (still running in the store), not lost; the other is given back
+    # without an attempt spent, as if the spoiled one were not there
+    async def after() -> tuple[list[Any], Job, Job]:
         backend = await app.backend()
-        return await backend.list_workers(), await backend.get(handle.id)
+        return (
+            await backend.list_workers(),
+            await backend.get(handle.id),
+            await backend.get(behind.id),
+        )
 
-    workers, job = app.portal_call(after())
+    workers, job, other = app.portal_call(after())
     assert workers == []
     assert job.state is State.RUNNING
+    assert (other.state, other.attempts) == (State.QUEUED, 0)

@@ -16,8 +16,8 @@ from urllib.parse import unquote
 
 MASK = "***"
 #: A password given as a query parameter (libpq's password / sslpassword, redis-py's
-#: password): its value runs to the next parameter.
-_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:ssl)?password=)([^&]*)")
+#: password / ssl_password, any other ...password): its value runs to the next one.
+_QUERY_PASSWORD = re.compile(r"(?i)([?&][\w.-]*password=)([^&]*)")
 #: Where a URL parser cuts a password that was not percent-encoded.
 _CUTS = re.compile(r"[/?#@&:]")
 

@@ -205,6 +205,13 @@ class RedisBackend(Backend):
     def _unavailable(self, exc: BaseException) -> BackendUnavailable:
         return BackendUnavailable(f"Redis at {self.where}: {scrub(str(exc), self.url)}")
 
+    def _refused(self, exc: ResponseError) -> BackendUnavailable:
+        """The server answered with an error (out of memory, a replica read-only after a
+        failover, a failed RDB save): the store's trouble, not the caller's, and not a
+        reason for a worker's loops to end (they take BackendUnavailable in their
+        stride, a raw driver error stopped them)."""
+        return BackendUnavailable(f"Redis at {self.where} refused: {scrub(str(exc), self.url)}")
+
     def _node(self, client: Any) -> dict[str, Any]:
         """For a command without keys (TIME, INFO, CONFIG): the node of the namespace's
         slot on a cluster."""
@@ -221,6 +228,8 @@ class RedisBackend(Backend):
             raise BackendUnavailable(f"Redis backend {self.where} is not open")
         try:
             yield self._direct if direct and self._direct is not None else client
+        except ResponseError as exc:
+            raise self._refused(exc) from exc
         except _DOWN as exc:
             # After a restart of Redis every idle connection is dead and would fail on
             # its first use, one call at a time: drop them now, the next call connects.
@@ -314,6 +323,8 @@ class RedisBackend(Backend):
             )
         try:
             yield self._sync_client
+        except ResponseError as exc:
+            raise self._refused(exc) from exc
         except AuthenticationError as exc:
             raise BackendUnavailable(
                 f"cannot connect to Redis at {self.where}: authentication failed "

@@ -351,7 +351,14 @@ def _supervise(
             return EXIT_CONFIG
         return 0
 
-    supervisor = Supervisor(run_child, options.processes + (api is not None))
+    def close_sockets() -> None:
+        # The supervisor keeps the API's sockets for a restart of its process; once
+        # stopping, it restarts nothing, and a port still open would take connections
+        # nobody serves while the workers finish.
+        for sock in sockets or ():
+            sock.close()
+
+    supervisor = Supervisor(run_child, options.processes + (api is not None), close_sockets)
     code = supervisor.run()
     logger.info("supervisor %d stopped", os.getpid())
     if code:

@@ -44,7 +44,12 @@ def listen(host: str, port: int) -> list[socket.socket]:
         for family, kind, proto, _, address in dict.fromkeys(
             (info[0], info[1], info[2], info[3], info[4]) for info in infos
         ):
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                # An address family this machine has not (IPv6 turned off, "localhost"
+                # still naming ::1): served on the others, as create_server does.
+                continue
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
@@ -61,4 +66,6 @@ def listen(host: str, port: int) -> list[socket.socket]:
         for sock in sockets:
             sock.close()
         raise
+    if not sockets:
+        raise ListenError("host", f"no address of {host!r} can be listened on here")
     return sockets

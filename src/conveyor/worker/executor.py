@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
+import json
 import logging
 import time
 import traceback
@@ -22,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor as FuturesExecutor
 from typing import TYPE_CHECKING, Any
 
+from conveyor.backends.rows import dumps
 from conveyor.context import TaskContext, reset_context, set_context
 from conveyor.exceptions import Cancel, Poison, Retry, TaskNotFound
 from conveyor.job import Job, Outcome, Step
@@ -372,12 +374,21 @@ _CONTAINERS = (list, dict)
 def _json_copy(value: Any) -> Any:
     """A deep copy of JSON ``value`` (what arguments are): its lists and dicts anew, the
     rest (str, int, float, bool, None) immutable and shared. Several times as fast as
-    ``copy.deepcopy``, which keeps a memo for shared and cyclic objects JSON has not."""
+    ``copy.deepcopy`` (which keeps a memo for the shared and cyclic objects JSON has
+    not); a value nested deeper than Python's stack allows (two frames a level) is
+    copied through its JSON text instead, as deep as the store's decoding went."""
+    try:
+        return _copy(value)
+    except RecursionError:
+        return json.loads(dumps(value))
+
+
+def _copy(value: Any) -> Any:
     kind = type(value)
     if kind is list:
-        return [_json_copy(v) for v in value]
+        return [_copy(v) for v in value]
     if kind is dict:
-        return {k: _json_copy(v) for k, v in value.items()}
+        return {k: _copy(v) for k, v in value.items()}
     return value
 
 

@@ -95,7 +95,9 @@ def _child_main() -> int:
         result = task.fn(*request["args"], **request["kwargs"])
         text = json.dumps({"result": result}, allow_nan=False)
     except (Retry, Poison, Cancel) as control:
-        sent: dict[str, Any] = {"kind": type(control).__name__, "reason": control.reason}
+        # The kind it is (a subclass of Retry is a Retry), not its class's name.
+        kind = next(k for k in (Retry, Poison, Cancel) if isinstance(control, k)).__name__
+        sent: dict[str, Any] = {"kind": kind, "reason": control.reason}
         if isinstance(control, Retry):
             sent.update(delay=control.delay, count_attempt=control.count_attempt)
         text = json.dumps({"control": sent})

@@ -164,6 +164,9 @@ class Worker:
         self._stop_now = False
         #: Store calls a stop-now cuts short (see _store).
         self._store_calls: set[asyncio.Future[Any]] = set()
+        self._claims = 0  # claims started: which one a cut is for
+        self._claim_task: asyncio.Task[Any] | None = None  # the claim loop, while it claims
+        self._claim_cut = False  # _cut_store_calls cancelled that claim
         self._stop_requests = 0  # request_stop calls: the second one stops now
         self._started_jobs = 0
         self._held: collections.deque[Job] = collections.deque()  # claimed, not started
@@ -195,10 +198,23 @@ class Worker:
             for running in self._running.values():
                 running.stop()
             if self._recorder is not None:
-                self._recorder.give_up_now()
-            for call in list(self._store_calls):
-                call.cancel()  # a store that does not answer holds no one now
+                self._recorder.give_up = True  # no more writes or retries of outcomes
+            # Store calls in flight get STOP_NOW_S to answer, no more: cut at once, a
+            # claim the store had committed would leave its jobs held here.
+            loop = asyncio.get_running_loop()
+            loop.call_later(STOP_NOW_S, self._cut_store_calls, self._claims)
         self.stop_gracefully()
+
+    def _cut_store_calls(self, claims_then: int) -> None:
+        """Stop waiting for the store: the claim in flight (if still the one that was
+        in flight STOP_NOW_S ago), the calls of the shutdown, the outcomes' write."""
+        if self._claim_task is not None and self._claims == claims_then:
+            self._claim_cut = True
+            self._claim_task.cancel()
+        for call in list(self._store_calls):
+            call.cancel()
+        if self._recorder is not None:
+            self._recorder.give_up_now()
 
     def stop_gracefully(self) -> None:
         """Stop claiming and wind down gracefully (see the module's docstring), without
@@ -282,9 +298,7 @@ class Worker:
                 room = self._room()
             limit = min(self._fetch, room)
             try:
-                jobs = await self._store(
-                    backend.claim(self.config.queues, self.id, limit, self.config.lease)
-                )
+                jobs = await self._claim(backend, limit)
             except ConveyorError as exc:
                 if failing_since is None:
                     failing_since = time.monotonic()
@@ -634,12 +648,17 @@ class Worker:
                 except ConveyorError:
                     running.ctx._progress_dirty = True  # not written: next time
                     raise
-                except Exception as exc:
+                except (TypeError, ValueError, RecursionError) as exc:
                     # Not the store's trouble but the job's: its task put into its steps
-                    # what no store keeps (TypeError, ValueError while encoding). It
-                    # fails that job, not the keeper (and with it the worker).
+                    # what no store keeps (encoding them failed). It fails that job, not
+                    # the keeper (and with it the worker).
                     self._refused(running, exc)
                     continue
+                except Exception as exc:
+                    # A driver's error conveyor does not wrap: the store's trouble, as a
+                    # BackendUnavailable would be (saved next time), not the job's.
+                    running.ctx._progress_dirty = True
+                    raise BackendUnavailable(f"saving progress failed: {exc}") from exc
                 except BaseException:
                     running.ctx._progress_dirty = True
                     raise
@@ -691,19 +710,7 @@ class Worker:
         except Exception:  # a failed close must not keep jobs from being released
             logger.exception("closing the HTTP steps' connections failed")
         if self._to_release:
-            try:
-                released = await self._store(backend.release(self._to_release))
-                logger.info("released %d job(s) for other workers", released)
-                for job in self._to_release:
-                    self._purge(job)
-            except Exception as exc:
-                # The store's failure, or a job its task code spoiled (what it put into its
-                # own step's arguments no store keeps): the shutdown goes on either way.
-                logger.error(
-                    "could not release %d job(s) (%s): they run again once their leases expire",
-                    len(self._to_release),
-                    exc,
-                )
+            await self._release_all(backend, self._to_release)
         for keeper in keepers:
             keeper.cancel()
         await asyncio.gather(*keepers, return_exceptions=True)
@@ -714,13 +721,29 @@ class Worker:
         if self._keeper_failed:
             raise RuntimeError("a lease keeper of the worker failed; see the log above")
 
+    async def _claim(self, backend: Backend, limit: int) -> list[Job]:
+        """One claim, in the claim loop's own task (a task per claim cost a turn of the
+        loop and 8-11 us); a stop-now cuts it as it cuts the idle wait (_cut_store_calls):
+        BackendUnavailable then, as a store that failed."""
+        task = self._claim_task = asyncio.current_task()
+        self._claims += 1
+        try:
+            return await backend.claim(self.config.queues, self.id, limit, self.config.lease)
+        except asyncio.CancelledError:
+            if self._claim_cut and task is not None and task.uncancel() == 0:
+                raise BackendUnavailable("stopping now: the store did not answer") from None
+            raise
+        finally:
+            self._claim_task = None
+            self._claim_cut = False
+
     async def _store(self, call: Awaitable[T]) -> T:
-        """``call`` (a store call of the claim loop or the shutdown), cut short by a stop
-        now: a second stop request cancels it, and one made after that request gets
-        STOP_NOW_S. Cut short, it is a BackendUnavailable, as a store that failed: what
-        it would have written is left to the leases (a claim's jobs, a release). The
-        store may not answer for as long as it likes (a held lock, a stalled network:
-        PostgreSQL has no timeout of its own), and "now" must not wait for it."""
+        """``call`` (a store call of the shutdown), cut short by a stop now: in flight at
+        a second stop request, or made after it, it gets STOP_NOW_S. Cut short, it is a
+        BackendUnavailable, as a store that failed: what it would have written is left
+        to the leases (a release). The store may not answer for as long as it likes (a
+        held lock, a stalled network: PostgreSQL has no timeout of its own), and "now"
+        must not wait for it."""
         future = asyncio.ensure_future(call)
         self._store_calls.add(future)
         future.add_done_callback(self._store_calls.discard)
@@ -733,6 +756,32 @@ class Worker:
             if future.cancelled() and self._stop_now and not (task and task.cancelling()):
                 raise BackendUnavailable("stopping now: the store did not answer") from None
             raise
+
+    async def _release_all(self, backend: Backend, jobs: list[Job]) -> None:
+        """Give ``jobs`` back for other workers. A batch the store refuses to encode (a
+        job whose task put what no store keeps into its own step) goes one by one: the
+        others, never started ones among them, are still given back for free."""
+        try:
+            released = await self._store(backend.release(jobs))
+        except ConveyorError as exc:
+            logger.error(
+                "could not release %d job(s) (%s): they run again once their leases expire",
+                len(jobs),
+                exc,
+            )
+            return
+        except (TypeError, ValueError, RecursionError):
+            released = 0
+            for job in jobs:
+                try:
+                    released += await self._store(backend.release([job]))
+                except Exception as exc:  # the store's, or this job's: its lease will do
+                    logger.error(
+                        "could not release job %s (%s): its lease will expire", job.id, exc
+                    )
+        logger.info("released %d job(s) for other workers", released)
+        for job in jobs:
+            self._purge(job)
 
 
 async def _let_started_jobs_begin() -> None:

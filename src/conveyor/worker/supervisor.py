@@ -38,9 +38,16 @@ EXIT_CONFIG = 2
 class Supervisor:
     """Runs ``run_child()`` in ``processes`` forked children until stopped."""
 
-    def __init__(self, run_child: Callable[[], int], processes: int) -> None:
+    def __init__(
+        self,
+        run_child: Callable[[], int],
+        processes: int,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
         self.run_child = run_child
         self.processes = processes
+        #: Called in the supervisor at the first stop signal (it restarts nothing after).
+        self.on_stop = on_stop
         self.children: dict[int, int] = {}  # pid → slot
         #: In a child: its slot, 0 to processes - 1 (a restarted child keeps its slot).
         self.slot: int | None = None
@@ -57,6 +64,8 @@ class Supervisor:
             len(self.children),
             " now" if self._stop_count > 1 else "",
         )
+        if self._stop_count == 1 and self.on_stop is not None:
+            self.on_stop()
         self._signal_children(signal.SIGTERM)
 
     def _signal_children(self, signum: int) -> None:
