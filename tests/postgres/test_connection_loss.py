@@ -135,6 +135,13 @@ def test_a_cut_shorter_than_the_lease_keeps_the_results_and_runs_nothing_twice(
     where = redact_url(url)
     assert ":***@" in where
     assert PASSWORD not in env.logs()
+    # (the results may be written before anything logs its recovery: a write that waited
+    # for the pool through the cut fails nothing, and the listener's retry may come later)
+    env.wait_until(
+        "a line saying the store works again",
+        lambda: any(recovery(line, where) for line in env.logs().splitlines()),
+        15,
+    )
     lines = env.logs().splitlines()
     errors = [n for n, line in enumerate(lines) if " ERROR " in line and where in line]
     back = [n for n, line in enumerate(lines) if " WARNING " in line and recovery(line, where)]

@@ -128,6 +128,12 @@ def assert_logged_loss_then_recovery(env: WorkerEnv) -> None:
     again, no traceback."""
     where = redact_url(env.url)
     assert ":***@" in where
+    # (what the test waited for may be done before anything logs its recovery)
+    env.wait_until(
+        "a line saying the store works again",
+        lambda: any(recovery(line, where) for line in env.logs().splitlines()),
+        15,
+    )
     logs = env.logs()
     assert PASSWORD not in logs
     assert "Traceback" not in logs, logs
