@@ -18,7 +18,7 @@ from conveyor.steps.guard import Guard
 from conveyor.web.auth import ApiKeys
 from conveyor.web.server import Service
 from conveyor.web.settings import ApiSettings
-from conveyor.worker.runtime import WorkerConfig
+from conveyor.worker.config import WorkerConfig
 
 KEYS = {"acme": "acme-key-0123456789abcdef", "globex": "globex-key-0123456789abcdef"}
 ADMIN_KEY = "admin-key-0123456789abcdef"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from conveyor.secrets import SecretBox
-from conveyor.worker.runtime import WorkerConfig
+from conveyor.worker.config import WorkerConfig
 from tests.api.server import RunningApi, running_api, settings
 from tests.http.target import Seen, Target
 

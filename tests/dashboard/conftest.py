@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from conveyor.worker.runtime import WorkerConfig
+from conveyor.worker.config import WorkerConfig
 from tests.api.server import RunningApi, running_api
 from tests.dashboard.browser import Tab, require_chromium
 

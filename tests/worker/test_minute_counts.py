@@ -8,7 +8,8 @@ from pathlib import Path
 
 from conveyor import Conveyor
 from conveyor.backends.base import MinuteCount
-from conveyor.worker.runtime import Worker, WorkerConfig
+from conveyor.worker.config import WorkerConfig
+from conveyor.worker.runtime import Worker
 
 
 def test_a_worker_counts_its_runs_and_samples_the_depth_of_every_queue(tmp_path: Path) -> None:

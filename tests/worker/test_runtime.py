@@ -4,7 +4,9 @@ timeouts, cancellation, progress, multi-step resume."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +27,8 @@ from conveyor import (
     current_context,
 )
 from conveyor.job import Job, RetryPolicy, new_job_id
-from conveyor.worker.runtime import Worker, WorkerConfig
+from conveyor.worker.config import WorkerConfig
+from conveyor.worker.runtime import Worker
 from tests.worker import process_tasks
 
 FAST_RETRY = {"exponent": 0, "base": 0, "jitter": 0}  # retry after 1 s ** 0 = 1 s
@@ -195,6 +198,37 @@ def test_timeouts_async_and_thread(app: Conveyor) -> None:
         assert time.monotonic() - started < 3
 
     run_with_worker(app, scenario)
+
+
+def test_an_async_task_that_blocks_the_loop_is_named_in_a_warning(
+    app: Conveyor, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an async task that calls blocking code (its timeout cannot stop it: the loop
+    # that would cancel it is the one blocked), and a well-behaved one
+    @app.task(name="blocks_the_loop", timeout=0.2, max_attempts=1)
+    async def blocks_the_loop() -> None:
+        time.sleep(2)
+
+    @app.task(name="behaves")
+    async def behaves() -> None:
+        await asyncio.sleep(0)
+
+    async def scenario(worker: Worker) -> str:
+        await (await behaves.enqueue_async()).wait_async(10)
+        job = await blocks_the_loop.enqueue_async()
+        with contextlib.suppress(JobFailed):
+            await job.wait_async(10)
+        return job.id
+
+    # When a worker runs them
+    with caplog.at_level(logging.WARNING, logger="conveyor.worker"):
+        job_id = run_with_worker(app, scenario)
+
+    # Then the worker says its loop stood still, and which job was running on it
+    blocked = [r.getMessage() for r in caplog.records if "event loop was blocked" in r.getMessage()]
+    assert blocked, [r.getMessage() for r in caplog.records]
+    assert f"{job_id} (blocks_the_loop)" in blocked[0]
+    assert "behaves" not in blocked[0]
 
 
 def test_process_executor_runs_in_a_child_and_kills_it_at_the_timeout(app: Conveyor) -> None:

@@ -19,7 +19,9 @@ from conveyor.backends.sqlite import SQLiteBackend
 from conveyor.context import TaskContext
 from conveyor.job import Job, new_job_id
 from conveyor.testing.harness import make_job
-from conveyor.worker.runtime import Worker, WorkerConfig, _Running
+from conveyor.worker.config import WorkerConfig
+from conveyor.worker.running import Running
+from conveyor.worker.runtime import Worker
 
 from .test_runtime import FAST_RETRY, run_with_worker
 
@@ -303,10 +305,10 @@ def test_a_late_answer_about_a_lost_lease_spares_a_newer_claim_of_the_job(
             claimed = await backend.claim(["default"], worker.id, 2, 0.05)
             old_run, old_held = claimed
 
-            def run_of(job: Job) -> _Running:
+            def run_of(job: Job) -> Running:
                 ctx = TaskContext(job=job, step=job.steps[0], worker_id=worker.id)
                 task = asyncio.create_task(asyncio.sleep(30))
-                return _Running(job, ctx, task, time.monotonic())
+                return Running(job, ctx, task, time.monotonic())
 
             worker._running[old_run.id] = run_of(old_run)
             worker._held.append(old_held)

@@ -35,7 +35,8 @@ from conveyor.exceptions import ConfigError
 from conveyor.loader import add_working_dir, import_include
 from conveyor.portal import portal
 from conveyor.web.settings import ApiSettings
-from conveyor.worker.runtime import TASK_THREAD_PREFIX, WorkerConfig, run_worker
+from conveyor.worker.config import WorkerConfig
+from conveyor.worker.runtime import TASK_THREAD_PREFIX, run_worker
 from conveyor.worker.supervisor import EXIT_CONFIG, STOP_SIGNALS, Supervisor, watch_parent
 
 logger = logging.getLogger("conveyor.cli")

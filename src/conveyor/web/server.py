@@ -22,7 +22,8 @@ from conveyor.app import Conveyor
 from conveyor.garbage import settle_for_service
 from conveyor.web.api import create_api
 from conveyor.web.settings import ApiSettings
-from conveyor.worker.runtime import Worker, WorkerConfig
+from conveyor.worker.config import WorkerConfig
+from conveyor.worker.runtime import Worker
 
 logger = logging.getLogger("conveyor.api")
 

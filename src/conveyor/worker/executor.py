@@ -283,6 +283,11 @@ class Executor:
         if self.on_slot_freed is not None:
             self.on_slot_freed()
 
+    def runs_on_loop(self, step: Step) -> bool:
+        """Whether ``step``'s code runs on the worker's event loop (an async task's)."""
+        task = self._resolved.get(step.task or "") if step.kind == "task" else None
+        return task is not None and task.executor == "async"
+
     def _task(self, name: str) -> Task:
         task = self._resolved.get(name)
         if task is None:

@@ -1,22 +1,18 @@
-"""The worker runtime: one asyncio loop that claims jobs, runs them in slots,
-keeps their leases alive and records their outcomes.
+"""The worker runtime: one asyncio loop that claims jobs, runs them in slots and
+records their outcomes.
 
-Claims take up to ``fetch`` jobs at once; outcomes are written in batches by the
-:class:`~conveyor.worker.recorder.OutcomeRecorder`. The lease keeper extends the
-leases of running jobs and of jobs whose outcome is not written yet, for as
-long as the worker holds any, shutdown included.
-
-Cancel requests reach a worker with the lease extensions, every ``min(lease/3, 5)``
-seconds. Jobs in an HTTP step are watched more closely: every half second (and only
-while there are such jobs, so an idle or task-only worker pays nothing) their
-leases are extended too, and a cancel request aborts the request in flight.
+Claims take up to ``fetch`` jobs at once (plus ``prefetch`` held ahead of free
+slots); outcomes are written in batches by the
+:class:`~conveyor.worker.recorder.OutcomeRecorder`. Leases, cancel requests and
+progress are kept by the loops of :mod:`conveyor.worker.leases`, for as long as the
+worker holds any job, shutdown included.
 
 Shutdown, in this order: stop claiming → wait up to ``shutdown_timeout`` for
 running jobs (leases still kept) → cancel the rest → close the HTTP steps'
 connections → write pending outcomes → release the cancelled jobs (no attempt
 spent) → stop the lease keeper → unregister. A second stop request skips the
-wait. Store errors in the claim loop or the keeper are logged and retried; a bug
-that kills the keeper stops the worker loudly.
+wait and gives each store call ``STOP_NOW_S``. Store errors in the claim loop are
+logged and retried with backoff.
 """
 
 from __future__ import annotations
@@ -26,31 +22,30 @@ import collections
 import contextlib
 import functools
 import logging
-import math
 import os
-import random
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from conveyor.app import Conveyor
 from conveyor.backends import redact_url
-from conveyor.backends.base import DEPTH_EVERY_S, Backend, LeaseStatus, WorkerInfo
+from conveyor.backends.base import Backend, WorkerInfo
 from conveyor.context import TaskContext
 from conveyor.exceptions import BackendUnavailable, ConveyorError
 from conveyor.garbage import settle_for_service
 from conveyor.job import Job, Outcome
-from conveyor.storable import storable
 from conveyor.web.documents import PRIVATE
 from conveyor.web.purge import Purger
 from conveyor.worker.callbacks import Callbacks, callback_url
+from conveyor.worker.config import WorkerConfig
 from conveyor.worker.executor import Executor, describe
+from conveyor.worker.leases import LeaseKeeping
 from conveyor.worker.processes import ProcessRunner
 from conveyor.worker.recorder import OutcomeRecorder
+from conveyor.worker.running import Running, error_record, failed_run
 
 logger = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
@@ -70,74 +65,9 @@ MAX_BACKOFF_S = 5.0
 #: After a failed wait for work, the claim loop claims again this soon (seconds), as it
 #: polls while a store's wake-ups are down.
 WAIT_FAILED_S = 1.0
-#: How often the worker looks at its running jobs (seconds): jobs in an HTTP step are
-#: asked whether they should cancel (an in-flight request is aborted within this of a
-#: cancel request), and the progress of jobs running longer than this is saved.
-WATCH_RUNNING_S = 0.5
 
 
-@dataclass
-class WorkerConfig:
-    queues: list[str] = field(default_factory=lambda: ["default"])
-    concurrency: int = 10
-    fetch: int | None = None  # jobs per claim; default: concurrency
-    prefetch: int = 0  # jobs claimed ahead of free slots, started as slots free up
-    registered_only: bool = False  # refuse jobs naming an unregistered import path
-    interval: float = 1.0  # seconds between claims when no wake-up arrives
-    lease: float = 30.0
-    max_jobs: int | None = None  # recycle after this many jobs
-    shutdown_timeout: float = 30.0
-    threads: int | None = None  # thread pool for sync tasks; default: concurrency
-    includes: list[str] = field(default_factory=list)
-
-    def validate(self) -> None:
-        from conveyor.exceptions import ConfigError
-        from conveyor.task import validate_queue_name
-
-        if not self.queues:
-            raise ConfigError("queues", "name at least one queue")
-        for queue in self.queues:
-            try:
-                validate_queue_name(queue)
-            except ConveyorError as exc:
-                raise ConfigError("queues", str(exc)) from None
-        for name in ("concurrency", "fetch", "max_jobs", "threads"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(name, f"must be >= 1, got {value}")
-        if self.prefetch < 0:
-            raise ConfigError("prefetch", f"must be >= 0, got {self.prefetch}")
-        # Written so that NaN fails them too (no comparison with it is true): a NaN lease
-        # passed, and the lease keeper died on it after the worker had started.
-        for name in ("interval", "lease"):
-            value = getattr(self, name)
-            if not 0 < value < math.inf:
-                raise ConfigError(name, f"must be a finite number of seconds > 0, got {value}")
-        if not self.shutdown_timeout >= 0:  # inf: wait as long as the jobs run
-            raise ConfigError(
-                "shutdown_timeout", f"must be a number of seconds >= 0, got {self.shutdown_timeout}"
-            )
-
-
-@dataclass
-class _Running:
-    job: Job
-    ctx: TaskContext
-    task: asyncio.Task[Outcome]
-    started: float
-    #: Why the store refused to save the job (its task put into its steps what no store
-    #: keeps): the run was stopped for it, and the job ends poisoned saying so.
-    refused: Exception | None = None
-
-    def stop(self) -> None:
-        """Cancel the run on the worker's behalf (shutdown, a lost lease, a cancel
-        request). Marked first: the executor and ``_done`` tell this cancellation from
-        one of the task's own making by the mark (see Executor.run)."""
-        self.ctx._stopped_by_worker = True
-        self.task.cancel()
-
-
-class Worker:
+class Worker(LeaseKeeping):
     """One worker process's loop. ``await worker.run()``; ``request_stop()`` to end it."""
 
     def __init__(self, app: Conveyor, config: WorkerConfig) -> None:
@@ -156,7 +86,8 @@ class Worker:
         # Below this many free slots a busy worker waits a moment before claiming.
         self._batch = max(1, min(self._fetch, config.concurrency) // 2)
         self._last_claim_full = False
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, Running] = {}
+        self._ended: list[tuple[Running, float]] = []  # runs ended since the watcher looked
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._idle_task: asyncio.Task[object] | None = None  # the claim loop, while it waits
@@ -406,7 +337,7 @@ class Worker:
             ctx = TaskContext(job=job, step=job.steps[job.current_step], worker_id=self.id)
         except IndexError:
             # A job without the step it points at cannot run anywhere: poison it.
-            self._record(job, Outcome.poisoned(_broken(job, "the job has no step to run")))
+            self._record(job, Outcome.poisoned(error_record(job, "the job has no step to run")))
             return
         older = self._running.get(job.id)
         if older is not None:
@@ -423,7 +354,7 @@ class Worker:
             older.stop()
         assert self._loop is not None
         task = self._loop.create_task(self.executor.run(job, ctx), name=f"job-{job.id}")
-        self._running[job.id] = _Running(job, ctx, task, time.monotonic())
+        self._running[job.id] = Running(job, ctx, task, time.monotonic())
         self._purge(job)  # claimed: now running
         self._started_jobs += 1
         if logger.isEnabledFor(logging.INFO):
@@ -441,13 +372,14 @@ class Worker:
             # newer run's.
             return
         del self._running[job_id]
+        self._ended.append((running, time.monotonic()))  # for _loop_was_blocked
         job = running.job
         if running.refused is not None:
             # Whatever the run came to, its state cannot be written: the recorder
             # writes the job as the store has it, poisoned with the reason.
             reason = running.refused
             message = f"the job's progress could not be stored: {describe(reason)}"
-            outcome = Outcome.poisoned(_broken(job, message, type(reason).__name__))
+            outcome = Outcome.poisoned(error_record(job, message, type(reason).__name__))
         elif task.cancelled() and running.ctx._stopped_by_worker:
             # Stopped by the worker without an outcome (shutdown, or a lease lost): the
             # job goes back with its unfinished steps as not started, without costing
@@ -467,13 +399,13 @@ class Worker:
             # request outlived the task's own code (it cancelled its task and returned,
             # say). Its outcome is lost; the attempt fails, so that it cannot loop.
             logger.error("job %s: its asyncio task was cancelled by its own code", job_id)
-            outcome = _failed_run(job, "the run was cancelled by its own code, not the worker")
+            outcome = failed_run(job, "the run was cancelled by its own code, not the worker")
         elif (exc := task.exception()) is not None:
             # The executor turns every task error into an outcome, so this is a bug in
             # conveyor: count it as a failed attempt rather than guess, so that a job
             # that trips it cannot loop for ever.
             logger.error("executor failed on job %s", job_id, exc_info=exc)
-            outcome = _failed_run(job, f"worker error: {describe(exc)}")
+            outcome = failed_run(job, f"worker error: {describe(exc)}")
         else:
             outcome = task.result()
         if logger.isEnabledFor(logging.INFO):  # the arguments cost more than the check
@@ -515,173 +447,6 @@ class Worker:
             await self._recorder.backend.release([job])
         except Exception as exc:  # the store's failure, or a job task code spoiled
             logger.error("could not release job %s (%s): its lease will expire", job.id, exc)
-
-    # -- leases ----------------------------------------------------------------------
-    async def _keep_leases(self, backend: Backend) -> None:
-        """Extend leases, pass cancel requests on, heartbeat, recover.
-
-        Each step's store errors are logged and tried again next period: a passing
-        hiccup must not leave running jobs without their leases.
-        """
-        period = max(min(self.config.lease / 3, 5.0), 0.05)
-        recover_every = max(self.config.lease / 2, 0.1)
-        next_recover = time.monotonic() + random.uniform(0, recover_every)
-        next_depth = time.monotonic()
-        failing_since: float | None = None
-        while True:
-            await asyncio.sleep(period)
-            try:
-                await self._extend(backend)
-                self.info.running = list(self._running)
-                await backend.heartbeat_worker(self.info)
-                if time.monotonic() >= next_depth:
-                    next_depth = time.monotonic() + DEPTH_EVERY_S
-                    await backend.sample_depth()  # the dashboard's queue depths
-                if time.monotonic() >= next_recover and not self._stopping.is_set():
-                    next_recover = time.monotonic() + recover_every
-                    for job in await backend.recover_expired():
-                        self._purge(job)
-                        logger.warning(
-                            "recovered job %s from a lost worker: now %s", job.id, job.state
-                        )
-            except ConveyorError as exc:
-                if failing_since is None:
-                    failing_since = time.monotonic()
-                logger.error("lease keeping failed: %s; trying again in %.1fs", exc, period)
-            else:
-                if failing_since is not None:
-                    logger.warning(
-                        "lease keeping works again on %s after %.1fs of errors",
-                        redact_url(backend.url),
-                        time.monotonic() - failing_since,
-                    )
-                    failing_since = None
-
-    async def _extend(self, backend: Backend) -> None:
-        assert self._recorder is not None
-        ids = [
-            *self._running,
-            *(job.id for job in self._held),
-            *self._recorder.pending_ids,
-            *(job.id for job in self._to_release),
-        ]
-        if not ids:
-            return
-        asked = self._asked()
-        status = await backend.extend(ids, self.id, self.config.lease)
-        if self._held and (status.cancelling or status.lost):
-            self._drop_held(set(status.cancelling), set(status.lost), asked)
-        self._stop_running(status, asked)
-
-    def _asked(self) -> dict[str, object]:
-        """The runs and held claims an extension asks about, by job id. Its answer is
-        about them: a job whose lease was lost may be claimed again here before the
-        answer comes (the store was slow, or away), and that newer claim's lease is
-        not the one lost."""
-        asked: dict[str, object] = {job.id: job for job in self._held}
-        asked.update(self._running)
-        return asked
-
-    def _stop_running(self, status: LeaseStatus, asked: dict[str, object]) -> None:
-        """Cancel the running jobs asked to cancel, and those whose lease is gone."""
-        for job_id in status.cancelling:
-            self._cancel_job(job_id, "cancel requested")
-        for job_id in status.lost:
-            running = self._running.get(job_id)
-            if running is not None and asked.get(job_id) is running:
-                logger.warning("job %s: lease lost; stopping it here", job_id)
-                self._cancel_job(job_id, "lease lost")
-
-    async def _watch_running(self, backend: Backend) -> None:
-        """Every half second: save progress, pass cancel requests on to HTTP steps.
-
-        Progress (``ctx.progress``, or a step of a multi-step job done) is what a user
-        polling the job watches move, so it is written within about a second, not at the
-        next lease extension (up to 5 s away). A job is saved once it has run for a
-        whole period: most short jobs finish first, and their outcome carries it anyway.
-
-        A request may wait on a slow target for its whole timeout; a user who cancels
-        expects it to stop now. The lease extension is the store's cheap way to ask which
-        jobs are cancelling (and it keeps their leases).
-        """
-        while True:
-            await asyncio.sleep(WATCH_RUNNING_S)
-            try:
-                await self._save_progress(backend)
-            except ConveyorError as exc:
-                # The lease keeper reports store errors; progress is saved next time.
-                logger.debug("saving progress failed: %s", exc)
-            ids = [
-                job_id
-                for job_id, running in self._running.items()
-                if running.ctx.step.kind == "http" and not running.ctx.cancelled
-            ]
-            if not ids:
-                continue
-            asked = self._asked()
-            try:
-                status = await backend.extend(ids, self.id, self.config.lease)
-            except ConveyorError as exc:
-                # The lease keeper reports and retries store errors; this check just waits.
-                logger.debug("checking HTTP jobs for cancel requests failed: %s", exc)
-                continue
-            self._stop_running(status, asked)
-
-    def _drop_held(self, cancelling: set[str], lost: set[str], asked: dict[str, object]) -> None:
-        """Held jobs asked to cancel end cancelled without running; lost ones are gone
-        (a claim made after the question is not the one the answer is about)."""
-        keep: collections.deque[Job] = collections.deque()
-        for job in self._held:
-            if job.id in cancelling:
-                self._record(job, Outcome.cancelled(_broken(job, "cancel requested", "Cancelled")))
-            elif job.id not in lost or asked.get(job.id) is not job:
-                keep.append(job)
-        self._held = keep
-
-    async def _save_progress(self, backend: Backend) -> None:
-        started_before = time.monotonic() - WATCH_RUNNING_S
-        for running in list(self._running.values()):
-            if running.ctx._progress_dirty and running.started <= started_before:
-                running.ctx._progress_dirty = False
-                try:
-                    saved = await backend.save(running.job)
-                except ConveyorError:
-                    running.ctx._progress_dirty = True  # not written: next time
-                    raise
-                except (TypeError, ValueError, RecursionError) as exc:
-                    # Not the store's trouble but the job's: its task put into its steps
-                    # what no store keeps (encoding them failed). It fails that job, not
-                    # the keeper (and with it the worker).
-                    self._refused(running, exc)
-                    continue
-                except Exception as exc:
-                    # A driver's error conveyor does not wrap: the store's trouble, as a
-                    # BackendUnavailable would be (saved next time), not the job's.
-                    running.ctx._progress_dirty = True
-                    raise BackendUnavailable(f"saving progress failed: {exc}") from exc
-                except BaseException:
-                    running.ctx._progress_dirty = True
-                    raise
-                if saved:
-                    self._purge(running.job)
-
-    @staticmethod
-    def _refused(running: _Running, exc: Exception) -> None:
-        logger.error(
-            "job %s: the store refuses its progress (%s); stopping it",
-            running.job.id,
-            describe(exc),
-        )
-        running.refused = exc
-        running.stop()
-
-    def _cancel_job(self, job_id: str, why: str) -> None:
-        running = self._running.get(job_id)
-        if running is not None and not running.ctx.cancelled:
-            logger.info("cancelling job %s: %s", job_id, why)
-            if why == "cancel requested":
-                running.ctx.request_cancel()
-            running.stop()
 
     # -- shutdown --------------------------------------------------------------------
     async def _shutdown(self, backend: Backend, keepers: list[asyncio.Task[None]]) -> None:
@@ -789,24 +554,6 @@ async def _let_started_jobs_begin() -> None:
     wait before the claim loop's next claim or wait does its own work in between
     (the pickup latency of W3 is measured at the job's first line)."""
     await asyncio.sleep(0)
-
-
-def _failed_run(job: Job, message: str) -> Outcome:
-    """A failed attempt for a run that left no outcome: retried, or poisoned on its last."""
-    if job.attempts >= job.max_attempts:
-        return Outcome.poisoned(_broken(job, message))
-    return Outcome.retry_in(job.retry.delay(job.attempts), _broken(job, message))
-
-
-def _broken(job: Job, message: str, kind: str = "WorkerError") -> dict[str, object]:
-    step = job.steps[job.current_step].name if 0 <= job.current_step < len(job.steps) else None
-    return {
-        "attempt": job.attempts,
-        "step": step,
-        "at": time.time(),
-        "type": kind,
-        "message": storable(message),  # it may quote an exception's text
-    }
 
 
 async def run_worker(app: Conveyor, config: WorkerConfig, stop_signals: Sequence[int] = ()) -> None:
