@@ -177,6 +177,15 @@ def store_url(store: str, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgres", "redis"])
+def app_on_each_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Conveyor]:
+    """An app on a fresh store of each kind in turn (see ``store_url``)."""
+    with store_url(request.param, tmp_path) as url:
+        app = Conveyor(url)
+        yield app
+        app.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
 def worker_env(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[WorkerEnv]:

@@ -5,8 +5,6 @@ fails that job saying why, never the worker. The same on every store."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,16 +13,12 @@ from conveyor import Conveyor, JobFailed, State, current_context
 from conveyor.job import Job
 from conveyor.worker.runtime import Worker
 
-from .conftest import store_url
 from .test_runtime import run_with_worker
 
 
-@pytest.fixture(params=["sqlite", "postgres", "redis"])
-def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Conveyor]:
-    with store_url(request.param, tmp_path) as url:
-        app = Conveyor(url)
-        yield app
-        app.close()
+@pytest.fixture
+def app(app_on_each_store: Conveyor) -> Conveyor:
+    return app_on_each_store
 
 
 async def _progress_of(handle: Any, completed: float) -> None:

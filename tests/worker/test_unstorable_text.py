@@ -6,8 +6,6 @@ every store (see conveyor.storable)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,19 +13,15 @@ from conveyor import Conveyor, State, current_context
 from conveyor.job import Job
 from conveyor.worker.runtime import Worker
 
-from .conftest import store_url
 from .test_runtime import run_with_worker
 
 NUL, SURROGATE = "a\x00b", "a\ud800b"
 BAD = [NUL, SURROGATE]  # by index: the text could not be enqueued as an argument
 
 
-@pytest.fixture(params=["sqlite", "postgres", "redis"])
-def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Conveyor]:
-    with store_url(request.param, tmp_path) as url:
-        app = Conveyor(url)
-        yield app
-        app.close()
+@pytest.fixture
+def app(app_on_each_store: Conveyor) -> Conveyor:
+    return app_on_each_store
 
 
 def test_results_and_errors_no_store_keeps_fail_the_attempt_not_the_others(
