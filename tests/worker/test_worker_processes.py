@@ -172,6 +172,49 @@ def test_sigterm_past_the_grace_period_releases_the_job_without_spending_an_atte
     assert handle.wait(timeout=30) == 3.0
 
 
+def test_one_stop_sent_to_every_process_of_a_supervised_worker_is_graceful(
+    worker_env: WorkerEnv,
+) -> None:
+    # Given a worker of two processes, each running a 1-second job
+    tasks = worker_env.tasks
+    handles = [tasks.sleep.enqueue(1.0), tasks.sleep.enqueue(1.0)]
+    proc = worker_env.start_worker("-c", "1", "--processes", "2", "--shutdown-timeout", "20")
+    worker_env.wait_until("both jobs started", lambda: len(worker_env.lines("started")) == 2)
+
+    # When one SIGTERM reaches the supervisor and its processes alike (systemd's default
+    # KillMode=control-group, pkill): each process hears it from the sender and again
+    # from the supervisor
+    for pid in [proc.pid, *_children(proc.pid)]:
+        os.kill(pid, signal.SIGTERM)
+
+    # Then that is still one stop, the graceful one: the jobs finish, nothing is given back
+    assert proc.wait(30) == 0
+    assert [h.refresh().state for h in handles] == [State.SUCCEEDED, State.SUCCEEDED]
+    assert worker_env.lines("finished") == ["1.0", "1.0"]
+    assert "second stop request" not in worker_env.logs()
+
+
+def test_a_second_stop_to_the_supervisor_stops_its_processes_now(worker_env: WorkerEnv) -> None:
+    # Given a worker of two processes running a job far longer than its grace period
+    tasks = worker_env.tasks
+    handle = tasks.sleep.enqueue(60.0)
+    proc = worker_env.start_worker("--processes", "2", "--shutdown-timeout", "60")
+    worker_env.wait_until("job started", lambda: len(worker_env.lines("started")) == 1)
+
+    # When the supervisor gets a stop signal, and a second one once it passed the first on
+    proc.send_signal(signal.SIGTERM)
+    worker_env.wait_until(
+        "the first stop passed on", lambda: "stopping: waiting" in worker_env.logs()
+    )
+    proc.send_signal(signal.SIGINT)
+
+    # Then its processes stop now: the job is given back without spending an attempt
+    assert proc.wait(30) == 0
+    assert "second stop request: cancelling 1 running job(s) now" in worker_env.logs()
+    job = handle.refresh().job
+    assert (job.state, job.attempts) == (State.QUEUED, 0)
+
+
 def test_a_job_that_always_raises_ends_poisoned_with_its_error_history(
     worker_env: WorkerEnv,
 ) -> None:
@@ -212,3 +255,12 @@ async def _count(app, state: State) -> int:
 async def _workers(app) -> list:
     backend = await app.backend()
     return await backend.list_workers()
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux: its threads' children lists)."""
+    children: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as listing:
+            children.extend(int(child) for child in listing.read().split())
+    return children

@@ -37,7 +37,13 @@ from conveyor.portal import portal
 from conveyor.web.settings import ApiSettings
 from conveyor.worker.config import WorkerConfig
 from conveyor.worker.runtime import TASK_THREAD_PREFIX, run_worker
-from conveyor.worker.supervisor import EXIT_CONFIG, STOP_SIGNALS, Supervisor, watch_parent
+from conveyor.worker.supervisor import (
+    EXIT_CONFIG,
+    STOP_NOW_SIGNAL,
+    STOP_SIGNALS,
+    Supervisor,
+    watch_parent,
+)
 
 logger = logging.getLogger("conveyor.cli")
 
@@ -337,9 +343,10 @@ def _supervise(
     def run_child() -> int:
         try:
             if supervisor.slot == api_slot and api is not None:
-                run_loop(
-                    _supervised(_serve_api(app, api, options.host, options.port, sockets=sockets))
+                serving = _serve_api(
+                    app, api, options.host, options.port, sockets=sockets, supervised=True
                 )
+                run_loop(_supervised(serving))
             else:
                 # A worker serves no API: the port closes when the API process stops,
                 # not when the last worker has finished its jobs.
@@ -377,7 +384,7 @@ def _run_here(app: Conveyor, config: WorkerConfig, options: WorkerOptions) -> No
             redact(app.url),
         )
     if options.supervised:
-        run_loop(_supervised(run_worker(app, config, STOP_SIGNALS)))
+        run_loop(_supervised(run_worker(app, config, STOP_SIGNALS, (STOP_NOW_SIGNAL,))))
     else:
         run_loop(run_worker(app, config, STOP_SIGNALS))
     if not options.verbosity:
@@ -419,12 +426,14 @@ async def _serve_api(
     port: int,
     worker: WorkerConfig | None = None,
     sockets: list[socket.socket] | None = None,
+    supervised: bool = False,
 ) -> None:
     # Imported here: FastAPI and the API's modules take half a second to import, which a
     # `conveyor worker` process, which serves no API, does not pay.
     from conveyor.web.server import serve
 
-    await serve(app, settings, host, port, worker, sockets)
+    now_signals = (STOP_NOW_SIGNAL,) if supervised else ()
+    await serve(app, settings, host, port, worker, sockets, now_signals)
 
 
 async def _supervised(run: Coroutine[Any, Any, None]) -> None:

@@ -3,7 +3,8 @@ event loop (``conveyor serve``).
 
 conveyor owns the signals, not uvicorn: the first SIGTERM / SIGINT stops accepting
 requests and stops the worker gracefully (running jobs finish or are given
-back); a second one stops both at once.
+back); a second one stops both at once. A supervisor's child stops at once only on
+the supervisor's ``STOP_NOW_SIGNAL`` (see :mod:`conveyor.worker.supervisor`).
 """
 
 from __future__ import annotations
@@ -80,16 +81,28 @@ class Service:
         if self.worker is not None:
             self.worker.request_stop()
 
+    def stop_now(self) -> None:
+        """Stop serving and working at once (the supervisor's second stop)."""
+        self.server.should_exit = self.server.force_exit = True
+        if self.worker is not None:
+            self.worker.stop_now()
+
     def _wind_down(self) -> None:
         """One half stopped on its own: stop the other gracefully (never "now")."""
         self.server.should_exit = True
         if self.worker is not None and not self.worker.stopping:
             self.worker.stop_gracefully()  # (a signal after it is still the first)
 
-    async def run(self, stop_signals: Sequence[int] = STOP_SIGNALS) -> None:
+    async def run(
+        self, stop_signals: Sequence[int] = STOP_SIGNALS, now_signals: Sequence[int] = ()
+    ) -> None:
+        """Serve until stopped. With ``now_signals`` (a supervisor's child),
+        ``stop_signals`` only ever stop gracefully: see :func:`run_worker`."""
         loop = asyncio.get_running_loop()
         for sig in stop_signals:
-            loop.add_signal_handler(sig, self.stop)
+            loop.add_signal_handler(sig, self._wind_down if now_signals else self.stop)
+        for sig in now_signals:
+            loop.add_signal_handler(sig, self.stop_now)
         try:
             if self.worker is None:
                 await self.server.serve(self.sockets)
@@ -105,7 +118,7 @@ class Service:
             if not self.server.started:
                 raise OSError(f"the API could not listen on {self.host}:{self.port}")
         finally:
-            for sig in stop_signals:
+            for sig in (*stop_signals, *now_signals):
                 loop.remove_signal_handler(sig)
             await self.app.aclose()
 
@@ -117,9 +130,11 @@ async def serve(
     port: int,
     worker_config: WorkerConfig | None = None,
     sockets: list[socket.socket] | None = None,
+    now_signals: Sequence[int] = (),
 ) -> None:
     """Run the API (and a worker) until SIGTERM / SIGINT, on ``sockets`` when given
-    (bound by :func:`conveyor.web.listening.listen`), else on a socket uvicorn binds."""
+    (bound by :func:`conveyor.web.listening.listen`), else on a socket uvicorn binds.
+    ``now_signals``: see :meth:`Service.run`."""
     service = Service(app, settings, host, port, worker_config, sockets)
     settle_for_service()  # the process serves from here on; FastAPI's objects are made
-    await service.run()
+    await service.run(now_signals=now_signals)

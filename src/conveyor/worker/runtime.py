@@ -122,18 +122,24 @@ class Worker(LeaseKeeping):
         """
         self._stop_requests += 1
         if self._stop_requests > 1:
-            self._stop_now = True
-            logger.warning(
-                "second stop request: cancelling %d running job(s) now", len(self._running)
-            )
-            for running in self._running.values():
-                running.stop()
-            if self._recorder is not None:
-                self._recorder.give_up = True  # no more writes or retries of outcomes
-            # Store calls in flight get STOP_NOW_S to answer, no more: cut at once, a
-            # claim the store had committed would leave its jobs held here.
-            loop = asyncio.get_running_loop()
-            loop.call_later(STOP_NOW_S, self._cut_store_calls, self._claims)
+            self.stop_now()
+        self.stop_gracefully()
+
+    def stop_now(self) -> None:
+        """Cancel the running jobs and give them back without waiting; store calls get
+        ``STOP_NOW_S`` (see ``_store``)."""
+        if self._stop_now:
+            return
+        self._stop_now = True
+        logger.warning("second stop request: cancelling %d running job(s) now", len(self._running))
+        for running in self._running.values():
+            running.stop()
+        if self._recorder is not None:
+            self._recorder.give_up = True  # no more writes or retries of outcomes
+        # Store calls in flight get STOP_NOW_S to answer, no more: cut at once, a
+        # claim the store had committed would leave its jobs held here.
+        loop = asyncio.get_running_loop()
+        loop.call_later(STOP_NOW_S, self._cut_store_calls, self._claims)
         self.stop_gracefully()
 
     def _cut_store_calls(self, claims_then: int) -> None:
@@ -556,8 +562,15 @@ async def _let_started_jobs_begin() -> None:
     await asyncio.sleep(0)
 
 
-async def run_worker(app: Conveyor, config: WorkerConfig, stop_signals: Sequence[int] = ()) -> None:
-    """Run a worker until a stop signal (first: graceful, second: now).
+async def run_worker(
+    app: Conveyor,
+    config: WorkerConfig,
+    stop_signals: Sequence[int] = (),
+    now_signals: Sequence[int] = (),
+) -> None:
+    """Run a worker until a stop signal: the first graceful, a second one now. With
+    ``now_signals`` (a supervisor's child), ``stop_signals`` only ever stop gracefully,
+    and a ``now_signals`` one stops now (see :mod:`conveyor.worker.supervisor`).
 
     The process is a worker from here on: its garbage collector is set for one
     (:mod:`conveyor.garbage`).
@@ -565,11 +578,14 @@ async def run_worker(app: Conveyor, config: WorkerConfig, stop_signals: Sequence
     settle_for_service()
     worker = Worker(app, config)
     loop = asyncio.get_running_loop()
+    graceful = worker.stop_gracefully if now_signals else worker.request_stop
     for sig in stop_signals:
-        loop.add_signal_handler(sig, worker.request_stop)
+        loop.add_signal_handler(sig, graceful)
+    for sig in now_signals:
+        loop.add_signal_handler(sig, worker.stop_now)
     try:
         await worker.run()
     finally:
-        for sig in stop_signals:
+        for sig in (*stop_signals, *now_signals):
             loop.remove_signal_handler(sig)
         await app.aclose()

@@ -7,7 +7,12 @@ threads and no open store connections, so forking is safe; each child opens
 its own connections.
 
 Each child runs in its own session, so a terminal's Ctrl-C reaches only the
-supervisor, which passes each stop signal on exactly once. A child that dies is
+supervisor, which passes each stop signal on exactly once: the first as SIGTERM, a
+second as ``STOP_NOW_SIGNAL``. A child takes SIGTERM and SIGINT, however many, as
+the graceful stop, and only ``STOP_NOW_SIGNAL`` as "now": one stop sent to every
+process of the group (systemd's default ``KillMode=control-group``, ``pkill``)
+reaches each child twice, from the sender and from the supervisor, and must not
+cancel the running jobs a graceful stop would let finish. A child that dies is
 started again (after a crash, with a delay that grows with repeated crashes; a
 recycle after ``--max-jobs``, at once). A child that exits with code 2 found a
 configuration error that a restart cannot fix: the supervisor stops them all and
@@ -32,6 +37,10 @@ from types import FrameType
 logger = logging.getLogger("conveyor.supervisor")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: What a supervisor sends its children at a second stop signal: stop now.
+STOP_NOW_SIGNAL = signal.SIGUSR1
+#: The signals a child handles, blocked while it is forked (see _spawn).
+CHILD_SIGNALS = (*STOP_SIGNALS, STOP_NOW_SIGNAL)
 EXIT_CONFIG = 2
 
 
@@ -66,7 +75,7 @@ class Supervisor:
         )
         if self._stop_count == 1 and self.on_stop is not None:
             self.on_stop()
-        self._signal_children(signal.SIGTERM)
+        self._signal_children(signal.SIGTERM if self._stop_count == 1 else STOP_NOW_SIGNAL)
 
     def _signal_children(self, signum: int) -> None:
         for pid in self.children:
@@ -80,7 +89,7 @@ class Supervisor:
         sys.stderr.flush()
         # Stop signals wait until the child is known (and, in the child, until it has
         # its own session and handlers), so none is lost or handled twice.
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_BLOCK, CHILD_SIGNALS)
         try:
             # A stop that came before the block was passed on to the children there
             # were: a child forked now would never hear of it, and the supervisor would
@@ -93,9 +102,9 @@ class Supervisor:
                 code = 1
                 try:
                     os.setsid()
-                    for sig in STOP_SIGNALS:
+                    for sig in CHILD_SIGNALS:
                         signal.signal(sig, signal.SIG_DFL)
-                    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)
                     self.slot = slot
                     code = self.run_child()
                 except SystemExit as exc:
@@ -113,7 +122,7 @@ class Supervisor:
                 # the fork, before the child was known. Pass that stop on here, once.
                 os.kill(pid, signal.SIGTERM)
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)
         logger.info("supervisor: started worker process %d (slot %d)", pid, slot)
 
     def run(self) -> int:
