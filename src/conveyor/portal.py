@@ -2,7 +2,8 @@
 
 Sync callers (a Django view, a script) get ``enqueue`` / ``refresh`` / ``wait``
 without an event loop of their own: the coroutine runs on this loop's thread
-and the caller blocks on its result. One portal per process, started lazily.
+and the caller blocks on its result. One portal per process, started lazily (in a
+forked child, again: the parent's thread is not there; see conveyor.forks).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from conveyor.forks import ForkGuard, keep_from_parent
+
 T = TypeVar("T")
 
 
@@ -21,6 +24,7 @@ class Portal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._fork = ForkGuard()
 
     def _start(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -36,6 +40,10 @@ class Portal:
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the portal loop and wait for its result."""
+        if self._fork.forked():
+            keep_from_parent(self._loop, self._thread)
+            self._loop = self._thread = None
+            self._lock = threading.Lock()
         loop = self._start()
         try:
             running = asyncio.get_running_loop()

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import Conveyor
-from tests.pg import fresh_schema
-from tests.rd import fresh_namespace
+from tests.stores import STORES, store_url
 
 TASKS = """
 import os, time
@@ -162,30 +161,7 @@ class WorkerEnv:
                 proc.wait()
 
 
-@contextlib.contextmanager
-def store_url(store: str, tmp_path: Path) -> Iterator[str]:
-    """A URL on a fresh store of the kind named: a SQLite file in ``tmp_path``, a
-    PostgreSQL schema or a Redis namespace (dropped or deleted after)."""
-    if store == "postgres":
-        with fresh_schema() as url:
-            yield url
-    elif store == "redis":
-        with fresh_namespace() as url:
-            yield url
-    else:
-        yield f"sqlite:///{tmp_path}/jobs.db"
-
-
-@pytest.fixture(params=["sqlite", "postgres", "redis"])
-def app_on_each_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Conveyor]:
-    """An app on a fresh store of each kind in turn (see ``store_url``)."""
-    with store_url(request.param, tmp_path) as url:
-        app = Conveyor(url)
-        yield app
-        app.close()
-
-
-@pytest.fixture(params=["sqlite", "postgres", "redis"])
+@pytest.fixture(params=STORES)
 def worker_env(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[WorkerEnv]:

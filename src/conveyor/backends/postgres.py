@@ -81,6 +81,7 @@ from conveyor.exceptions import (
     JobStateError,
     QueueNotFound,
 )
+from conveyor.forks import ForkGuard, keep_from_parent
 from conveyor.job import FINAL_STATES, Job, Outcome, State, id_floor
 
 _SQL_PACKAGE = "conveyor.backends.sql.postgres"
@@ -143,6 +144,7 @@ class PostgresBackend(Backend):
         self._claim_start = ClaimStart()
         self._hand_offs = HandOffs(self.schema)
         self._sync_lock = threading.Lock()
+        self._fork = ForkGuard()
 
     # -- lifecycle -------------------------------------------------------------
     @property
@@ -355,6 +357,10 @@ class PostgresBackend(Backend):
 
     # -- enqueue -------------------------------------------------------------------
     def enqueue_blocking(self, jobs: Sequence[Job]) -> list[Job] | None:
+        if self._fork.forked():  # the parent's connection is not this process's
+            keep_from_parent(self._sync_conn)
+            self._sync_conn = None
+            self._sync_lock = threading.Lock()
         with self._sync_lock:
             conn = self._sync_conn
             if conn is None or conn.closed or conn.broken:

@@ -81,6 +81,7 @@ from conveyor.exceptions import (
     JobStateError,
     QueueNotFound,
 )
+from conveyor.forks import ForkGuard
 from conveyor.job import FINAL_STATES, STATE_OF, WAITING_STATES, Job, Outcome, State
 
 logger = logging.getLogger("conveyor.backends.redis")
@@ -123,6 +124,7 @@ class RedisBackend(Backend):
         self._direct: DirectAsyncClient | None = None
         self._sync_client: Any = None
         self._sync_lock = threading.Lock()
+        self._fork = ForkGuard()
 
     # -- lifecycle -------------------------------------------------------------
     def _client_kwargs(self) -> dict[str, Any]:
@@ -298,6 +300,8 @@ class RedisBackend(Backend):
         if not jobs or len(jobs) > _ENQUEUE_CHUNK:
             return None
         (call,) = enqueue_calls(jobs, self.settings.max_payload, _ENQUEUE_CHUNK)
+        if self._fork.forked():  # a lock held at the fork stays held: a new one
+            self._sync_lock = threading.Lock()  # (the connection checks for itself)
         with self._sync_lock:
             try:
                 return self._enqueue_sync(jobs, call)

@@ -79,6 +79,7 @@ from conveyor.exceptions import (
     JobStateError,
     QueueNotFound,
 )
+from conveyor.forks import ForkGuard, keep_from_parent
 from conveyor.job import (
     FINAL_STATES,
     Job,
@@ -200,6 +201,7 @@ class SQLiteBackend(Backend):
         self._watch_lock = threading.Lock()
         self._lock_fd: int | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._fork = ForkGuard()
         self._writes = WriteTransactions(self.path, self._db, self._writer_lock)
         self._versions = (SCHEMA_VERSION, SCHEMA_VERSION)
 
@@ -242,6 +244,19 @@ class SQLiteBackend(Backend):
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
+
+    def _forget_parent(self) -> None:
+        """In a forked child: the parent's connections, lock file and thread are not
+        this process's (SQLite's locks are per process; the lock file's flock belongs
+        to the open file, which parent and child share): kept unused, opened again."""
+        keep_from_parent(self._conn, self._watch_conn, self._executor, self._lock_fd)
+        self._conn = self._watch_conn = None
+        self._lock_fd = None
+        self._executor = None
+        # Writes the parent had queued are the parent's to make.
+        self._writes = WriteTransactions(self.path, self._db, self._writer_lock)
+        self._lock = threading.RLock()
+        self._watch_lock = threading.Lock()
 
     def open_blocking(self) -> None:
         """Open without an event loop (``open`` calls this on the backend's thread)."""
@@ -369,6 +384,8 @@ class SQLiteBackend(Backend):
 
     # -- jobs -------------------------------------------------------------------
     def enqueue_blocking(self, jobs: Sequence[Job]) -> list[Job] | None:
+        if self._fork.forked():
+            self._forget_parent()
         with self._lock:
             if self._conn is None:
                 self.open_blocking()

@@ -1,0 +1,76 @@
+"""A process forked after the app was used (a pre-forking server: gunicorn --preload,
+uWSGI, Celery's prefork pool) uses connections of its own, on every store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+
+from conveyor import Conveyor, State
+
+CHILDREN = 3
+JOBS_EACH = 50
+
+
+def test_children_forked_after_use_enqueue_and_read_on_their_own_connections(
+    app_on_each_store: Conveyor,
+) -> None:
+    app = app_on_each_store
+
+    @app.task(name="noop")
+    def noop(i: int) -> int:
+        return i
+
+    # Given an app whose sync paths the parent has used: its enqueue connection, and the
+    # portal thread behind a handle's refresh
+    first = noop.enqueue(-1)
+    assert first.refresh().state is State.QUEUED
+
+    # When children forked now enqueue and read, while the parent goes on enqueueing
+    pids = []
+    for child in range(CHILDREN):
+        pid = os.fork()
+        if pid == 0:  # the child: never back into pytest
+            code = 1
+            try:
+                for i in range(JOBS_EACH):
+                    noop.enqueue(child * 1000 + i)
+                code = 0 if noop.enqueue(-2).refresh().state is State.QUEUED else 3
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        pids.append(pid)
+    for i in range(JOBS_EACH):
+        noop.enqueue(9000 + i)
+    codes = [_exit_code(pid) for pid in pids]
+
+    # Then every child did its work (none mixed its messages with the parent's on a
+    # shared socket, none waited for ever for the parent's portal thread), and the
+    # parent's own connections still work
+    assert codes == [0] * CHILDREN
+    assert first.refresh().state is State.QUEUED
+    queued = app.portal_call(_queued(app))
+    assert queued == 1 + JOBS_EACH + CHILDREN * (JOBS_EACH + 1)
+
+
+def _exit_code(pid: int, timeout: float = 60.0) -> int | str:
+    """The child's exit code; "hung" (and killed) when it has not exited in ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return "hung"
+
+
+async def _queued(app: Conveyor) -> int:
+    backend = await app.backend()
+    return (await backend.stats()).counts.get("queued", 0)
