@@ -270,3 +270,22 @@ def test_odd_digits_in_parameters_and_headers_are_refused_not_a_500(api: Running
             if line.startswith("event: "):
                 assert line == "event: job"
                 break
+
+
+def test_a_cursor_the_api_did_not_make_is_422_naming_it(api: RunningApi) -> None:
+    # Given three jobs, listed two to a page
+    acme = api.client("acme")
+    ids = [acme.post("/v1/jobs", json={"steps": [step()]}).json()["id"] for _ in range(3)]
+    first = acme.get("/v1/jobs", params={"limit": 2}).json()
+    assert [job["id"] for job in first["jobs"]] == ids[::-1][:2]
+
+    # When the next page is asked for with made-up text, or a job's id, as the cursor
+    for cursor in ("zzz", "0", ids[1], ids[1].upper(), "ag==", first["next_cursor"] + "A"):
+        answer = acme.get("/v1/jobs", params={"limit": 2, "cursor": cursor})
+        # Then it is a 422 naming the parameter, not a page
+        assert problem(answer, 422)["errors"][0]["parameter"] == "cursor", cursor
+
+    # And the cursor the API made still pages on, to the end
+    rest = acme.get("/v1/jobs", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert [job["id"] for job in rest["jobs"]] == [ids[0]]
+    assert rest["next_cursor"] is None

@@ -52,6 +52,8 @@ from conveyor.storable import problem
 from conveyor.web import models
 from conveyor.web.auth import Principal, token_matches
 from conveyor.web.caching import etag_of
+from conveyor.web.cursors import MAX_CURSOR, decode_cursor, encode_cursor
+from conveyor.web.cursors import PATTERN as CURSOR
 from conveyor.web.dashboard import create_dashboard
 from conveyor.web.documents import PRIVATE, job_document, job_summary, rfc3339
 from conveyor.web.inputs import MAX_DEPTH, count, too_deep
@@ -414,6 +416,21 @@ def _states(text: str | None) -> frozenset[State] | None:
     return states or None  # "state=," names no state: every state, as "state=" does
 
 
+def _after(cursor: str | None) -> str | None:
+    """The job id a ``cursor`` names (None: the first page); 422 for a cursor the API
+    did not make (see :mod:`conveyor.web.cursors`)."""
+    if not cursor:  # "cursor=" names no page: the first one, as no cursor does
+        return None
+    after = decode_cursor(cursor)
+    if after is None:
+        raise Problem(
+            422,
+            "cursor: not a cursor of this API",
+            [{"parameter": "cursor", "detail": "pass back a page's next_cursor as it is"}],
+        )
+    return after
+
+
 # -- the application ----------------------------------------------------------------------
 def create_api(app: Conveyor | str, settings: ApiSettings | None = None) -> FastAPI:
     """The ASGI application of the API for a conveyor app (or a store URL)."""
@@ -553,7 +570,9 @@ def _routes(web: FastAPI, api: Api) -> None:
         request: Request,
         state: Annotated[str | None, Query(json_schema_extra={"pattern": _STATES})] = None,
         queue: str | None = None,
-        cursor: str | None = None,
+        cursor: Annotated[
+            str | None, Query(json_schema_extra={"pattern": CURSOR, "maxLength": MAX_CURSOR})
+        ] = None,
         limit: Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": 500})] = 50,
     ) -> Response:
         """Jobs, newest first; ``state`` takes several, comma-separated; pass ``next_cursor``
@@ -564,14 +583,15 @@ def _routes(web: FastAPI, api: Api) -> None:
                 422, "limit: 1 to 500", [{"parameter": "limit", "detail": "expected 1 to 500"}]
             )
         tenant = None if principal.admin else principal.tenant
-        for name, value in (("queue", queue), ("cursor", cursor)):
-            why = None if value is None else problem(value)
-            if why is not None:  # it would reach the store as an error (a 500)
-                raise Problem(422, f"{name}: {why}", [{"parameter": name, "detail": why}])
+        why = None if queue is None else problem(queue)
+        if why is not None:  # it would reach the store as an error (a 500)
+            raise Problem(422, f"queue: {why}", [{"parameter": "queue", "detail": why}])
+        after = _after(cursor)
         job_filter = JobFilter(states=_states(state), queue=queue, tenant=tenant)
-        page = await (await api.backend()).list_jobs(job_filter, cursor, limit)
+        page = await (await api.backend()).list_jobs(job_filter, after, limit)
+        next_cursor = None if page.next_cursor is None else encode_cursor(page.next_cursor)
         return json_response(
-            {"jobs": [job_summary(job) for job in page.jobs], "next_cursor": page.next_cursor},
+            {"jobs": [job_summary(job) for job in page.jobs], "next_cursor": next_cursor},
             headers=NO_STORE,
         )
 
