@@ -12,7 +12,8 @@ it over real sockets exactly as it would to a remote API. Endpoints:
 - ``/limited?retry_after=``: 429 with that ``Retry-After``;
 - ``/redirect?to=&status=``: a redirect (302 by default) to ``to``;
 - ``/big?size=``: ``size`` bytes of JSON-looking text;
-- ``/cookie``: 200 with a ``Set-Cookie`` header.
+- ``/cookie``: 200 with a ``Set-Cookie`` header;
+- ``/huge-header?size=``: 200 with a header of ``size`` bytes (more than clients read).
 
 Every request is recorded (:class:`Seen`) before it is answered.
 """
@@ -89,6 +90,7 @@ class Target:
         app.router.add_route("*", "/redirect", self._redirect)
         app.router.add_get("/big", self._big)
         app.router.add_get("/cookie", self._cookie)
+        app.router.add_get("/huge-header", self._huge_header)
         # Cancel handlers whose client disconnects, so that /slow can see the abort.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -160,3 +162,7 @@ class Target:
         response = web.json_response({"ok": True})
         response.set_cookie("session", "s3cret-cookie")
         return response
+
+    async def _huge_header(self, request: web.Request) -> web.Response:
+        size = int(request.query.get("size", "10000"))
+        return web.Response(text="ok", headers={"X-Huge": "h" * size})

@@ -206,6 +206,25 @@ def test_a_404_poisons_at_once_and_keeps_the_response(app: Conveyor, target: Tar
     assert done.steps[0].response["status"] == 404
 
 
+def test_a_response_the_client_cannot_read_is_reported_without_the_query(
+    app: Conveyor, target: Target
+) -> None:
+    # Given a step whose URL carries a token in its query, and whose target answers with
+    # a header longer than the client reads
+    job = http_job(http_step("get", target.url("/huge-header?size=10000&token=s3cret")))
+
+    (done,) = run_jobs(app, job)
+
+    # Then the step fails, and its message names the step, method and URL without the
+    # query, says what went wrong, and holds no token
+    assert done.state is State.POISONED
+    message = done.errors[-1]["message"]
+    assert message.startswith(f"step 'get': GET {target.url('/huge-header')}: "), message
+    assert "8190 bytes" in message
+    assert "s3cret" not in message
+    assert "s3cret" not in (done.steps[0].last_error or "")
+
+
 def test_a_503_is_retried_then_poisoned(app: Conveyor, target: Target) -> None:
     # Given a step of 2 attempts at exponent 0 (1 s between them) that always gets 503
     job = http_job(http_step("down", target.url("/status/503"), max_attempts=2))

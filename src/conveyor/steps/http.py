@@ -659,5 +659,8 @@ def _translate(exc: Exception, request: _Request) -> HttpStepError | None:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
+    # A ClientResponseError's text ends with the URL, query included: a response the
+    # client could not read (headers too long or too many, a malformed status line) put
+    # a step's token into the job's errors. Its message alone says what went wrong.
+    text = exc.message if isinstance(exc, aiohttp.ClientResponseError) else str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
