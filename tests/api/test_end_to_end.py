@@ -116,7 +116,7 @@ def test_a_three_step_job_runs_in_order_with_placeholders_and_calls_back(
     sent = json.loads(callback.body)
     assert (sent["id"], sent["state"], sent["version"]) == (job_id, "succeeded", job["version"])
     assert "conveyor.http" not in callback.body  # the job's own secrets stay home
-    assert callback.headers["idempotency-key"] == f"{job_id}:callback"
+    assert callback.headers["idempotency-key"] == f"{job_id}:callback:{job['version']}"
 
 
 def test_a_post_sent_again_after_its_job_has_run_gets_that_job_and_runs_nothing(
@@ -288,6 +288,35 @@ def test_a_poisoned_job_is_retried_from_the_failed_step(served: RunningApi, targ
     assert len(target.requests_to("/ok/first")) == 1  # the first step did not run again
     assert len(target.requests_to("/flaky")) == 2
     assert acme.post(f"/v1/jobs/{job['id']}/retry").status_code == 409
+
+
+def test_each_finish_of_a_retried_job_calls_back_under_its_own_idempotency_key(
+    served: RunningApi, target: Target
+) -> None:
+    # Given a job with a callback whose only step fails once (503, one attempt)
+    body = {
+        "steps": [{"name": "flaky", "url": target.url("/flaky?key=cb&fails=1"), "max_attempts": 1}],
+        "callback": target.url("/ok/callback"),
+    }
+    acme = served.client("acme")
+    created = acme.post("/v1/jobs", json=body)
+    poisoned = poll_until_final(acme, created.headers["location"])
+    assert poisoned["state"] == "poisoned"
+    wait_for("the first callback", lambda: target.requests_to("/ok/callback"))
+
+    # When it is retried by hand, and succeeds
+    assert acme.post(f"/v1/jobs/{poisoned['id']}/retry").status_code == 200
+    succeeded = poll_until_final(acme, created.headers["location"])
+    assert succeeded["state"] == "succeeded"
+
+    # Then each finish was called back, under keys that differ: a target that drops
+    # duplicates by key still gets the outcome that counts
+    wait_for("two callbacks", lambda: len(target.requests_to("/ok/callback")) >= 2)
+    calls = target.requests_to("/ok/callback")
+    assert [json.loads(call.body)["state"] for call in calls] == ["poisoned", "succeeded"]
+    keys = [call.headers["idempotency-key"] for call in calls]
+    assert keys[0] != keys[1]
+    assert keys[1] == f"{succeeded['id']}:callback:{succeeded['version']}"
 
 
 def test_events_stream_every_change_until_the_job_finishes(

@@ -3,12 +3,18 @@ to the ``callback`` URL it was submitted with.
 
 Sent by the worker that finished the job, after the store has the outcome (the
 document read back is the stored one, with its final version), through the same
-guarded client as the steps, with ``Idempotency-Key: <job id>:callback``. A
-callback that fails with a retryable error (connection, timeout, 408, 429, 5xx)
+guarded client as the steps, with ``Idempotency-Key: <job id>:callback:<version>``.
+The version tells the finishes of one job apart: a poisoned job retried by hand
+finishes again, and under one key for both, a target that drops duplicates by key
+(as the key invites it to) dropped the second outcome, the one that counts.
+
+A callback that fails with a retryable error (connection, timeout, 408, 429, 5xx)
 is tried again after 1, 2 and 4 seconds, then given up with a warning; it never
-changes the job. A stopping worker waits a few seconds for the callbacks it
-still owes, then drops them: a callback is sent at most once per finish, not
-at least once (the job document stays the source of truth).
+changes the job. A target that took longer than the timeout to answer may have
+got the earlier tries too: every try of one finish carries the same key. A
+stopping worker waits a few seconds for the callbacks it still owes, then drops
+them: a callback is not sent at least once (the job document stays the source of
+truth).
 """
 
 from __future__ import annotations
@@ -62,9 +68,10 @@ class Callbacks:
         except ConveyorError as exc:  # deleted meanwhile, or the store is away
             logger.warning("callback of job %s not sent: %s", job_id, exc)
             return
+        key = f"{job_id}:callback:{document['version']}"
         for delay in (*BACKOFF_S, None):
             try:
-                await self.http.send_json(url, document, idempotency_key=f"{job_id}:callback")
+                await self.http.send_json(url, document, idempotency_key=key)
             except HttpStepError as exc:
                 if not exc.retryable or delay is None:
                     logger.warning("callback of job %s failed: %s", job_id, exc.message)
