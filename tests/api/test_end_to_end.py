@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -161,6 +162,40 @@ def test_a_post_sent_again_after_its_job_has_run_gets_that_job_and_runs_nothing(
     assert new.json()["id"] != job_id
     assert poll_until_final(served.client(None), new.headers["location"])["state"] == "succeeded"
     assert len(target.requests_to("/ok/book")) == 2
+
+
+def _all_at_once(clients: list[httpx.Client], body: Any, key: str) -> list[httpx.Response]:
+    """Each client POSTs ``body`` under ``key``, all released at one instant."""
+    barrier = threading.Barrier(len(clients))
+    answers: list[httpx.Response] = []
+
+    def send(client: httpx.Client) -> None:
+        barrier.wait()
+        answers.append(client.post("/v1/jobs", json=body, headers={"Idempotency-Key": key}))
+
+    threads = [threading.Thread(target=send, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def test_clients_racing_with_one_idempotency_key_get_one_job(
+    served_on_each_store: RunningApi, target: Target
+) -> None:
+    # Given a job that runs in a few milliseconds (a worker waits for work), and clients
+    # that send it at the same instant under one Idempotency-Key, round after round
+    api = served_on_each_store
+    body = {"steps": [{"name": "one", "url": target.url("/ok/race")}]}
+    clients = [api.client("acme") for _ in range(16)]
+    for round_ in range(20):
+        # When they all POST it
+        answers = _all_at_once(clients, body, f"race-{round_}")
+
+        # Then every one of them gets the same job, even when it has run meanwhile
+        assert [answer.status_code for answer in answers] == [202] * len(clients)
+        assert len({answer.json()["id"] for answer in answers}) == 1, f"round {round_}"
 
 
 def test_a_poll_shows_each_finished_step_while_the_job_runs(
