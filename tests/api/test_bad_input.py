@@ -119,12 +119,13 @@ def test_a_lone_surrogate_anywhere_in_the_body_is_422_with_a_pointer_to_it(
 
 def test_malformed_json_400_not_json_415_too_large_413(api: RunningApi) -> None:
     client = api.client("acme")
-    problem(
+    malformed = problem(
         client.post(
             "/v1/jobs", content=b'{"steps": [', headers={"Content-Type": "application/json"}
         ),
         400,
     )
+    assert malformed["errors"][0]["pointer"] == ""  # the body as a whole
     problem(
         client.post("/v1/jobs", content=b"steps=1", headers={"Content-Type": "text/plain"}), 415
     )
@@ -138,7 +139,7 @@ def test_malformed_json_400_not_json_415_too_large_413(api: RunningApi) -> None:
         answer = client.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
         assert number.decode().lstrip("-") in problem(answer, 400)["detail"]
     huge = {"steps": [step(body="x" * (1 << 20))]}
-    problem(client.post("/v1/jobs", json=huge), 413)
+    assert problem(client.post("/v1/jobs", json=huge), 413)["errors"][0]["pointer"] == ""
     problem(client.post("/v1/jobs", json=[step()]), 422)
     assert_nothing_stored(api)
 
@@ -289,3 +290,22 @@ def test_a_cursor_the_api_did_not_make_is_422_naming_it(api: RunningApi) -> None
     rest = acme.get("/v1/jobs", params={"limit": 2, "cursor": first["next_cursor"]}).json()
     assert [job["id"] for job in rest["jobs"]] == [ids[0]]
     assert rest["next_cursor"] is None
+
+
+def test_no_key_or_an_unknown_one_is_401_naming_the_authorization_header(
+    api: RunningApi,
+) -> None:
+    # Given a job, and clients without a key or with one nobody has
+    job_id = api.client("acme").post("/v1/jobs", json={"steps": [step()]}).json()["id"]
+    for client in (api.client(None), api.client("not-a-key-of-anyone-at-all")):
+        # When they submit, list, delete or read a job
+        for answer in (
+            client.post("/v1/jobs", json={"steps": [step()]}),
+            client.get("/v1/jobs"),
+            client.delete(f"/v1/jobs/{job_id}"),
+            client.get(f"/v1/jobs/{job_id}"),
+            client.get(f"/v1/jobs/{job_id}/events"),
+        ):
+            # Then each is a 401 problem that names the header to send
+            errors = problem(answer, 401)["errors"]
+            assert errors == [{"header": "Authorization", "detail": errors[0]["detail"]}]

@@ -123,7 +123,7 @@ class Api:
         principal = self.settings.keys.lookup(header)
         if principal is None:
             detail = "unknown API key" if header else "send Authorization: Bearer <API key>"
-            raise Problem(401, detail)
+            raise Problem(401, detail, [{"header": "Authorization", "detail": detail}])
         return principal
 
     def admin(self, request: Request) -> Principal:
@@ -150,9 +150,8 @@ class Api:
         the store is asked; 401 when the read brings neither."""
         principal = self.settings.keys.lookup(authorization) if authorization else None
         if principal is None and not token:
-            raise Problem(
-                401, "unknown API key" if authorization else "send an API key or the job's token"
-            )
+            detail = "unknown API key" if authorization else "send an API key or the job's token"
+            raise Problem(401, detail, [{"header": "Authorization", "detail": detail}])
         return principal
 
     def opened_by_token(
@@ -372,19 +371,21 @@ async def _json_body(request: Request, limit: int) -> Any:
         )
     declared = count(request.headers.get("content-length"))
     if declared is not None and declared > limit:
-        raise Problem(413, f"the body is larger than {limit} bytes")
+        raise _too_large(limit)
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise Problem(413, f"the body is larger than {limit} bytes")
+            raise _too_large(limit)
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:
         data = json.loads(raw, parse_constant=_not_json_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise Problem(400, f"the body is not JSON: {exc}") from None
+        raise Problem(
+            400, f"the body is not JSON: {exc}", [{"pointer": "", "detail": f"not JSON: {exc}"}]
+        ) from None
     except RecursionError:  # deeper than the parser goes
         raise _too_deep() from None
     if too_deep(data, MAX_DEPTH):
@@ -394,6 +395,14 @@ async def _json_body(request: Request, limit: int) -> Any:
             422, "the body must be a JSON object", [{"pointer": "", "detail": "expected an object"}]
         )
     return data
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(
+        413,
+        f"the body is larger than {limit} bytes",
+        [{"pointer": "", "detail": f"at most {limit} bytes (CONVEYOR_API_MAX_BODY)"}],
+    )
 
 
 def _too_deep() -> Problem:
