@@ -232,6 +232,9 @@ def test_a_body_that_was_not_kept_or_was_cut_cannot_be_used() -> None:
         render_text("{{steps.empty.response.body}}", context)
     with pytest.raises(TemplateError, match="truncated"):
         render_body("{{steps.big.response.body}}", context)
+    # A JSON body cut at the limit is not parsed: said so, rather than "not JSON"
+    with pytest.raises(TemplateError, match="truncated at the size limit"):
+        render_text("{{steps.big.response.json.id}}", context)
 
 
 def test_a_list_index_and_a_digit_key_are_told_apart() -> None:

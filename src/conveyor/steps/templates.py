@@ -319,6 +319,12 @@ def _resolve(ref: Reference, context: Context) -> Any:
             raise fail(f"the body of step {ref.step!r} was truncated at the size limit")
         return response["body"]
     if "json" not in response:
+        if response.get("truncated"):
+            # Cut JSON is not parsed: saying "not JSON" sent users looking at the target.
+            raise fail(
+                f"the body of step {ref.step!r} was truncated at the size limit "
+                "(CONVEYOR_HTTP_MAX_BODY), so it was not read as JSON"
+            )
         raise fail(f"the response of step {ref.step!r} was not JSON")
     value = response["json"]
     walked = "json"
