@@ -190,6 +190,23 @@ def test_unknown_routes_and_methods_are_problems(api: RunningApi) -> None:
     problem(client.get("/v1/jobs", params={"limit": 0}), 422)
 
 
+def test_a_405_allows_every_method_the_path_takes(api: RunningApi) -> None:
+    # Given paths that several routes share (the list and the submit, the poll and the
+    # delete)
+    client = api.client("acme")
+    for path, allowed in (
+        ("/v1/jobs", "GET, POST"),
+        ("/v1/jobs/some-id", "GET, HEAD, DELETE"),
+        ("/v1/jobs/some-id/retry", "POST"),
+    ):
+        # When a method none of them takes is used
+        answer = client.request("PATCH", path)
+
+        # Then the 405 lists all the methods they take, not those of one route
+        problem(answer, 405)
+        assert answer.headers["allow"] == allowed, path
+
+
 @pytest.mark.parametrize("store", ["postgres", "redis"])
 def test_an_id_no_store_holds_is_404_on_every_store(store: str) -> None:
     # Given the API on PostgreSQL or Redis (whose drivers refuse a NUL or a lone

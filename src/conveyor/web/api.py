@@ -32,7 +32,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from conveyor import __version__
 from conveyor.app import Conveyor
@@ -549,8 +549,29 @@ def _handlers(web: FastAPI) -> None:
         return problem_response(422, "invalid request", errors)
 
     @web.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        return problem_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed(web, request)
+        return problem_response(exc.status_code, str(exc.detail), headers=headers)
+
+
+#: The order in which an ``Allow`` header lists methods.
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed(web: FastAPI, request: Request) -> str:
+    """Every method some route takes at the request's path. Starlette's 405 names the
+    methods of the first route that matched the path only: ``PUT /v1/jobs`` answered
+    ``Allow: POST`` (not GET), ``PUT /v1/jobs/{id}`` ``Allow: GET, HEAD`` (not DELETE)."""
+    methods: set[str] = set()
+    for route in web.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    known = [m for m in _METHODS if m in methods]
+    return ", ".join(known + sorted(methods.difference(_METHODS)))
 
 
 _PROBLEMS = {
