@@ -8,13 +8,24 @@ from pathlib import Path
 import pytest
 
 from conveyor import Conveyor
-from tests.http.target import Target
+from tests.http.target import RawTarget, Target
 
 
 @pytest.fixture
 def target() -> Iterator[Target]:
     """A running target on a free 127.0.0.1 port, stopped after the test."""
     server = Target()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def raw_target() -> Iterator[RawTarget]:
+    """A target answering bytes the test gives, as they are (see RawTarget)."""
+    server = RawTarget()
     server.start()
     try:
         yield server

@@ -166,3 +166,53 @@ class Target:
     async def _huge_header(self, request: web.Request) -> web.Response:
         size = int(request.query.get("size", "10000"))
         return web.Response(text="ok", headers={"X-Huge": "h" * size})
+
+
+class RawTarget:
+    """A target that answers every request with bytes given by the test, as they are:
+    what aiohttp.web would not send (a header that is not UTF-8, a broken status line).
+
+    ``url(answer)`` registers ``answer`` (the whole response, status line included) and
+    returns the URL that gets it. Each connection is closed after its answer.
+    """
+
+    def __init__(self) -> None:
+        self._answers: dict[str, bytes] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    def url(self, answer: bytes) -> str:
+        path = f"/raw/{len(self._answers)}"
+        self._answers[path] = answer
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> None:
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._answer, "127.0.0.1", 0), self._loop
+        ).result(10)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+                await self._server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            path = head.split(b" ", 2)[1].decode().split("?", 1)[0]
+            writer.write(self._answers.get(path, b"HTTP/1.1 404 Not Found\r\n\r\n"))
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()

@@ -18,7 +18,7 @@ from conveyor.job import Job, new_job_id
 from conveyor.steps.guard import BlockedDestination, Guard
 from conveyor.steps.http import _GuardedResolver, parse_retry_after, retry_delay
 from conveyor.worker.runtime import Worker
-from tests.http.target import Target
+from tests.http.target import RawTarget, Target
 from tests.worker.test_runtime import run_with_worker
 
 pytestmark = pytest.mark.usefixtures("allow_loopback")
@@ -223,6 +223,64 @@ def test_a_response_the_client_cannot_read_is_reported_without_the_query(
     assert "8190 bytes" in message
     assert "s3cret" not in message
     assert "s3cret" not in (done.steps[0].last_error or "")
+
+
+def _answer(body: bytes, content_type: bytes = b"application/json", headers: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: "
+        + content_type
+        + b"\r\n"
+        + headers
+        + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+        + body
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "body"),
+    [
+        # JSON whose values no store keeps: a lone surrogate, a number beyond a double,
+        # arrays nested deeper than Python's parser goes
+        (_answer(b'{"a": "\\ud800"}'), '{"a": "\\ud800"}'),
+        (_answer(b'{"a": 1e999}'), '{"a": 1e999}'),
+        (_answer(b"[" * 30000 + b"]" * 30000), "[" * 30000 + "]" * 30000),
+        # a charset whose decoding makes escapes into lone surrogates
+        (_answer(b"x\\ud800y", b"text/plain; charset=unicode_escape"), "x\ufffdy"),
+    ],
+)
+def test_a_body_no_store_could_keep_as_parsed_is_kept_as_text(
+    app: Conveyor, raw_target: RawTarget, answer: bytes, body: str
+) -> None:
+    # Given a step whose target answers 200 with such a body
+    job = http_job(http_step("get", raw_target.url(answer)))
+
+    (done,) = run_jobs(app, job)
+
+    # Then the step succeeds, with the body kept as text and no parsed JSON (it used to
+    # be poisoned: "the outcome could not be stored")
+    assert done.state is State.SUCCEEDED, done.errors
+    response = done.steps[0].response
+    assert response is not None
+    assert response["body"] == body
+    assert "json" not in response
+
+
+def test_a_header_that_is_not_utf8_is_kept_read_as_latin1(
+    app: Conveyor, raw_target: RawTarget
+) -> None:
+    # Given a target whose answer has a header value in Latin-1 (obs-text, RFC 9110)
+    answer = _answer(b'{"ok": true}', headers=b"X-Name: caf\xe9\r\n")
+    job = http_job(http_step("get", raw_target.url(answer)))
+
+    (done,) = run_jobs(app, job)
+
+    # Then the step succeeds, and the header is kept, read as Latin-1 (it used to be
+    # poisoned: "the outcome could not be stored")
+    assert done.state is State.SUCCEEDED, done.errors
+    response = done.steps[0].response
+    assert response is not None
+    assert response["headers"]["x-name"] == "caf\u00e9"
+    assert response["json"] == {"ok": True}
 
 
 def test_a_503_is_retried_then_poisoned(app: Conveyor, target: Target) -> None:

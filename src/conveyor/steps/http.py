@@ -58,6 +58,8 @@ from conveyor.steps.templates import (
     render_query,
     render_url,
 )
+from conveyor.storable import json_problem, storable
+from conveyor.web.inputs import MAX_DEPTH, too_deep
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -572,8 +574,10 @@ def _decode(data: bytes, charset: str | None) -> str:
         text = data.decode(charset or "utf-8", errors="replace")
     except LookupError:  # a charset Python does not know
         text = data.decode("utf-8", errors="replace")
-    # PostgreSQL's jsonb refuses NUL in strings: a job keeping one could not be saved.
-    return text.replace("\x00", "\ufffd")
+    # PostgreSQL's jsonb refuses NUL in strings, and no store keeps a lone surrogate
+    # (which a target's charset=unicode_escape makes of "\ud800"): a job keeping one
+    # could not be saved.
+    return storable(text)
 
 
 def _kept_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
@@ -581,11 +585,26 @@ def _kept_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
     cookies are the target's secrets for this client, and job documents are shown."""
     kept: dict[str, str] = {}
     for name, value in headers.items():
-        key = name.lower()
+        key = _header_text(name).lower()
         if key == "set-cookie":
             continue
+        value = _header_text(value)
         kept[key] = f"{kept[key]}, {value}" if key in kept else value
     return kept
+
+
+def _header_text(text: str) -> str:
+    """A header as text every store keeps. aiohttp reads header bytes as UTF-8 and keeps
+    those that are not as lone surrogates (``surrogateescape``), which no store takes: a
+    target's Latin-1 header (obs-text, RFC 9110) poisoned the job ("the outcome could not
+    be stored"). Such a header is read as Latin-1, HTTP's old charset, instead."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("latin-1")
+    return text
 
 
 def _is_json(content_type: str) -> bool:
@@ -596,21 +615,40 @@ _NOT_JSON = object()
 
 
 def _parse_json(text: str) -> Any:
-    # NaN and Infinity are not JSON and break the stores' encoders; an escaped NUL breaks
-    # PostgreSQL's jsonb. Such a body stays text only.
+    """The JSON of a body, or _NOT_JSON for a body that is not JSON or whose values no
+    store keeps: such a body stays text only. NaN and Infinity are not JSON, nor is a
+    number beyond a double (``1e999`` parses to infinity): they break the stores'
+    encoders. An escaped NUL breaks PostgreSQL's jsonb, an escaped lone surrogate
+    (``"\\ud800"``) is not UTF-8, and arrays nested thousands deep go past the parser's
+    recursion: the last three were kept as JSON (or failed the step) and poisoned the
+    job. JSON nested deeper than the API takes in a request (100 levels) stays text too.
+    """
     if "\\u0000" in text:
         return _NOT_JSON
     try:
-        return _decode_json(text)
-    except ValueError:
+        value = _decode_json(text)
+    except (ValueError, RecursionError):
         return _NOT_JSON
+    if too_deep(value, MAX_DEPTH):
+        return _NOT_JSON
+    # Only an escape makes a lone surrogate: the text itself holds none (see _decode).
+    if "\\u" in text and json_problem(value) is not None:
+        return _NOT_JSON
+    return value
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_decode_json = json.JSONDecoder(parse_constant=_refuse_constant).decode
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is too large for a number")
+    return value
+
+
+_decode_json = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float).decode
 
 
 def _judge(request: _Request, document: dict[str, Any]) -> None:
