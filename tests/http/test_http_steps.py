@@ -16,7 +16,13 @@ import pytest
 from conveyor import Conveyor, JobCancelled, JobFailed, State, Step
 from conveyor.job import Job, new_job_id
 from conveyor.steps.guard import BlockedDestination, Guard
-from conveyor.steps.http import _GuardedResolver, parse_retry_after, retry_delay
+from conveyor.steps.http import (
+    HttpStepError,
+    HttpSteps,
+    _GuardedResolver,
+    parse_retry_after,
+    retry_delay,
+)
 from conveyor.worker.runtime import Worker
 from tests.http.target import RawTarget, Target
 from tests.worker.test_runtime import run_with_worker
@@ -415,6 +421,49 @@ def test_redirects_are_followed_as_browsers_do(app: Conveyor, target: Target) ->
     assert (kept.method, kept.body) == ("POST", '{"a":1}')
     assert (changed.method, changed.body) == ("GET", "")
     assert "content-type" not in changed.headers
+
+
+@pytest.mark.parametrize("status", [301, 302, 303])
+def test_a_callback_is_not_followed_to_a_get_without_its_body(target: Target, status: int) -> None:
+    # Given a callback URL that redirects the POST with a status that would make it a GET
+    url = target.url(f"/redirect?status={status}&to=/ok/callback")
+    http = HttpSteps(Guard(["127.0.0.0/8"]))
+
+    async def send() -> None:
+        try:
+            await http.send_json(url, {"id": "j-1"}, idempotency_key="j-1:callback:3")
+        finally:
+            await http.close()
+
+    # When the callback is sent
+    with pytest.raises(HttpStepError) as failed:
+        asyncio.run(send())
+
+    # Then it fails with the redirect's status (not retried), and no bodiless GET went out
+    assert f"status {status}" in failed.value.message
+    assert not failed.value.retryable
+    assert target.requests_to("/ok/callback") == []
+
+
+def test_a_callback_follows_a_redirect_that_keeps_its_body(target: Target) -> None:
+    # Given a callback URL that redirects with 307 (method and body kept)
+    url = target.url("/redirect?status=307&to=/ok/callback")
+    http = HttpSteps(Guard(["127.0.0.0/8"]))
+
+    async def send() -> dict[str, Any]:
+        try:
+            return await http.send_json(url, {"id": "j-1"}, idempotency_key="j-1:callback:3")
+        finally:
+            await http.close()
+
+    # When the callback is sent
+    document = asyncio.run(send())
+
+    # Then the document arrives where the redirect led, as a POST with its body
+    assert document["status"] == 200
+    (seen,) = target.requests_to("/ok/callback")
+    assert (seen.method, seen.body) == ("POST", '{"id":"j-1"}')
+    assert seen.headers["idempotency-key"] == "j-1:callback:3"
 
 
 def test_the_resolver_checks_every_address_a_name_resolves_to() -> None:

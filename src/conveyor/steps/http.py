@@ -194,6 +194,9 @@ class _Request:
     timeout: float
     expect: frozenset[int] | None
     label: str  # "step 'name'" or "callback"
+    #: Whether the body must arrive: a redirect that would make the request a GET without
+    #: its body (301 / 302 / 303, as browsers do) ends the exchange instead.
+    keep_body: bool = False
 
     @property
     def where(self) -> str:
@@ -391,6 +394,9 @@ class HttpSteps:
             timeout=timeout,
             expect=None,
             label="callback",
+            # A callback is its body: followed to a GET, the target got an empty request
+            # and the worker logged the callback as sent.
+            keep_body=True,
         )
         try:
             async with asyncio.timeout(timeout):
@@ -472,6 +478,8 @@ class HttpSteps:
                 method, url, headers=headers, data=body, allow_redirects=False
             ) as response:
                 target = _redirect_target(response, request.expect)
+                if target is not None and request.keep_body:
+                    target = None if _becomes_get(response.status, method) else target
                 if target is None:
                     return await self._document(response)
             if headers is request.headers:
