@@ -423,6 +423,41 @@ def test_redirects_are_followed_as_browsers_do(app: Conveyor, target: Target) ->
     assert "content-type" not in changed.headers
 
 
+def test_credentials_a_step_sets_stay_with_its_origin_on_a_redirect(
+    app: Conveyor, target: Target
+) -> None:
+    # Given another origin (a second server), and a step with a token, a cookie and other
+    # headers of its own that is redirected there
+    other = Target()
+    other.start()
+    try:
+        step = http_step(
+            "away",
+            target.url(f"/redirect?status=302&to={other.url('/ok/landed')}"),
+            headers={
+                "Authorization": "Bearer step-secret",
+                "Cookie": "session=step-secret",
+                "Proxy-Authorization": "Basic c3RlcDpzZWNyZXQ=",
+                "X-Trace": "t-1",
+            },
+        )
+
+        # When the job runs
+        (done,) = run_jobs(app, http_job(step))
+    finally:
+        other.stop()
+
+    # Then the first origin got them all, and the other one none of the credentials
+    assert done.state is State.SUCCEEDED, done.errors
+    (first,) = target.requests_to("/redirect")
+    assert first.headers["cookie"] == "session=step-secret"
+    (landed,) = other.requests_to("/ok/landed")
+    assert "authorization" not in landed.headers
+    assert "cookie" not in landed.headers
+    assert "proxy-authorization" not in landed.headers
+    assert landed.headers["x-trace"] == "t-1"
+
+
 @pytest.mark.parametrize("status", [301, 302, 303])
 def test_a_callback_is_not_followed_to_a_get_without_its_body(target: Target, status: int) -> None:
     # Given a callback URL that redirects the POST with a status that would make it a GET

@@ -84,6 +84,8 @@ DEFAULT_RETRY_EXPONENT = 2.0
 PRIVATE_KEY = "conveyor.http"
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: Headers not sent past a redirect to another origin.
+_ORIGIN_CREDENTIALS = ("Authorization", "Proxy-Authorization", "Cookie")
 #: Origins (``scheme://authority``) the guard has passed, per client; beyond this many
 #: the memory is dropped and built again.
 _CHECKED_ORIGINS = 1024
@@ -485,8 +487,12 @@ class HttpSteps:
             if headers is request.headers:
                 headers = CIMultiDict(headers)
             if target.origin() != url.origin():
-                # Like browsers: credentials are for the origin the step named.
-                headers.popall("Authorization", None)
+                # Credentials are for the origin the step named. Browsers drop the
+                # Authorization header; a step may set Cookie and Proxy-Authorization
+                # itself too, which curl and requests drop as well (a target redirecting
+                # to a host of its choosing got them).
+                for name in _ORIGIN_CREDENTIALS:
+                    headers.popall(name, None)
             if _becomes_get(response.status, method):
                 method, body = "GET", None
                 headers.popall("Content-Type", None)
