@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import socket
 import time
@@ -23,6 +24,7 @@ from conveyor.steps.http import (
     parse_retry_after,
     retry_delay,
 )
+from conveyor.web.documents import PRIVATE
 from conveyor.worker.runtime import Worker
 from tests.http.target import RawTarget, Target
 from tests.worker.test_runtime import run_with_worker
@@ -624,3 +626,36 @@ def test_retry_after_reads_seconds_and_http_dates_on_a_given_clock() -> None:
     assert parse_retry_after("soon", now=now) is None
     assert parse_retry_after("-5", now=now) is None
     assert parse_retry_after(None, now=now) is None
+
+
+def test_a_job_a_recovery_finishes_calls_back(app: Conveyor, target: Target) -> None:
+    # Given a job with a callback on its last attempt, claimed by a worker that died
+    # running it (its lease runs out and nobody finishes it), in a queue the live worker
+    # does not claim from
+    job = http_job(
+        http_step("only", target.url("/ok/never-reached")),
+        metadata={PRIVATE: {"callback": target.url("/ok/callback")}},
+    )
+    job.queue = "elsewhere"
+
+    async def scenario(worker: Worker) -> Job:
+        backend = await app.backend()
+        await backend.enqueue([job])
+        (claimed,) = await backend.claim(["elsewhere"], "a-dead-worker", 1, 0.2)
+        assert claimed.id == job.id
+        # When a live worker's lease keeper recovers it (poisoned: no attempt left)
+        deadline = time.monotonic() + 20
+        while not target.requests_to("/ok/callback"):
+            assert time.monotonic() < deadline, "no callback"
+            await asyncio.sleep(0.05)
+        return await backend.get(job.id)
+
+    stored = run_with_worker(app, scenario, lease=1.0)
+
+    # Then that worker calls back with the poisoned job's document, as a finish would
+    assert stored.state is State.POISONED
+    (callback,) = target.requests_to("/ok/callback")
+    sent = json.loads(callback.body)
+    assert (sent["id"], sent["state"]) == (job.id, "poisoned")
+    assert callback.headers["idempotency-key"] == f"{job.id}:callback:{stored.version}"
+    assert target.requests_to("/ok/never-reached") == []

@@ -1,7 +1,8 @@
 """Callbacks of HTTP jobs: once a job's final outcome is stored, its document is POSTed
 to the ``callback`` URL it was submitted with.
 
-Sent by the worker that finished the job, after the store has the outcome (the
+Sent by the worker that finished the job (or that recovered it from a lost worker
+and found it poisoned or cancelled), after the store has the outcome (the
 document read back is the stored one, with its final version), through the same
 guarded client as the steps, with ``Idempotency-Key: <job id>:callback:<version>``.
 The version tells the finishes of one job apart: a poisoned job retried by hand
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from conveyor.backends.base import Backend
 from conveyor.exceptions import ConveyorError
-from conveyor.job import Job, Outcome
+from conveyor.job import Job
 from conveyor.web.documents import PRIVATE, job_document
 
 if TYPE_CHECKING:
@@ -38,9 +39,10 @@ BACKOFF_S = (1.0, 2.0, 4.0)
 _FINAL = frozenset({"succeeded", "poisoned", "cancelled"})
 
 
-def callback_url(job: Job, outcome: Outcome) -> str | None:
-    """The URL to call for this outcome, if it ends the job and the job has one."""
-    if outcome.kind not in _FINAL:
+def callback_url(job: Job, state: str) -> str | None:
+    """The URL to call when ``job`` comes to ``state`` (an outcome's kind, or the state
+    a recovery left it in), if that ends the job and the job has one."""
+    if state not in _FINAL:
         return None
     private = job.metadata.get(PRIVATE)
     url = private.get("callback") if isinstance(private, dict) else None

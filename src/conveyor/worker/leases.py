@@ -63,6 +63,9 @@ class LeaseKeeping:
     def _record(self, job: Job, outcome: Outcome) -> None:
         raise NotImplementedError  # Worker's: count the outcome and hand it to the recorder
 
+    def _call_back(self, backend: Backend, job: Job, state: str) -> None:
+        raise NotImplementedError  # Worker's: send the job's callback if state ends it
+
     async def _keep_leases(self, backend: Backend) -> None:
         """Extend leases, pass cancel requests on, heartbeat, recover.
 
@@ -90,6 +93,9 @@ class LeaseKeeping:
                         logger.warning(
                             "recovered job %s from a lost worker: now %s", job.id, job.state
                         )
+                        # Poisoned (its last attempt) or cancelled (asked while it ran):
+                        # finished here, and nobody else will call back.
+                        self._call_back(backend, job, job.state.value)
             except ConveyorError as exc:
                 if failing_since is None:
                     failing_since = time.monotonic()

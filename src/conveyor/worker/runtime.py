@@ -429,7 +429,11 @@ class Worker(LeaseKeeping):
     def _written(self, backend: Backend, job: Job, outcome: Outcome) -> None:
         """An outcome is in the store: purge the cache, send the job's callback if it has one."""
         self._purge(job)
-        url = callback_url(job, outcome)
+        self._call_back(backend, job, outcome.kind)
+
+    def _call_back(self, backend: Backend, job: Job, state: str) -> None:
+        """Send ``job``'s callback if it has one and ``state`` ends it."""
+        url = callback_url(job, state)
         if url is None:
             return
         if self._callbacks is None:
