@@ -428,3 +428,23 @@ def test_a_queue_whose_name_holds_a_slash_is_steered_too(dash: Tab, served: Runn
     assert store.queue(served, "team/mail").paused is True
     dash.queue_row("team/mail").get_by_role("link", name="Empty…").click()
     expect(dash.page.locator("h1")).to_have_text("Empty queue team/mail?")
+
+
+def test_a_job_whose_arguments_nest_hundreds_deep_has_its_page(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given a waiting job whose arguments nest 500 lists deep (the library stores them;
+    # the API would take 100 levels)
+    deep: list[object] = []
+    for _ in range(499):
+        deep = [deep]
+    job_id = store.enqueue(served, ok, deep, queue="deep", kwargs={"nested": deep})
+
+    # When its page is opened
+    response = dash.open(f"/jobs/{job_id}")
+
+    # Then it is the job's page, with its arguments
+    assert response.status == 200
+    expect(dash.page.locator("h1")).to_contain_text(job_id)
+    dash.page.get_by_text("Arguments").click()
+    expect(dash.page.locator("#args-1 pre")).to_contain_text('"args": [')

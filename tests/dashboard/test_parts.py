@@ -128,6 +128,21 @@ def test_redaction_reaches_every_depth_and_drops_the_private_metadata() -> None:
     assert redact.url("https://h.example/p?a=1") == "https://h.example/p?a=1"
 
 
+def test_values_are_shown_down_to_100_levels_and_no_deeper() -> None:
+    # Given a value nested 500 levels deep, with a secret at every level
+    deep: object = {"token": "t"}
+    for _ in range(499):
+        deep = {"token": "t", "next": deep}
+    # When it is redacted (and written out) for a page
+    shown = redact.redact(deep)
+    # Then its 100 first levels are there, and the rest is one marker
+    for _ in range(100):
+        assert isinstance(shown, dict) and shown["token"] == redact.REDACTED
+        shown = shown["next"]
+    assert shown == redact.DEEPER
+    assert redact.shallow([[[1]]]) == [[[1]]]
+
+
 @dataclass(frozen=True)
 class Minute:
     minute: float

@@ -128,7 +128,9 @@ def _step(job: Job, index: int, step: Step) -> StepView:
     else:
         target = step.task or "?"
         if step.args or step.kwargs:
-            arguments = pretty({"args": step.args, "kwargs": redact.redact(step.kwargs)})
+            arguments = pretty(
+                {"args": redact.shallow(step.args), "kwargs": redact.redact(step.kwargs)}
+            )
     return StepView(
         number=index + 1,
         name=step.name,
@@ -151,7 +153,7 @@ def _response(response: dict[str, Any] | None) -> ResponseView | None:
     if response is None:
         return None
     body = response.get("body")
-    text = body if isinstance(body, str) else ("" if body is None else pretty(body))
+    text = body if isinstance(body, str) else ("" if body is None else pretty(redact.shallow(body)))
     headers = response.get("headers")
     return ResponseView(
         status=response.get("status"),

@@ -10,6 +10,10 @@
 
 Positional arguments cannot be told apart by name: a task that takes a secret positionally
 shows it. Pass secrets by keyword (or, better, not as arguments at all).
+
+Values nested deeper than :data:`MAX_DEPTH` (what the API accepts) are shown down to that
+depth, the rest replaced by :data:`DEEPER`: a task may store deeper ones, and walking them
+(or writing them out indented) would exhaust Python's recursion limit.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from conveyor.web.documents import public_metadata
+from conveyor.web.inputs import MAX_DEPTH
 
 REDACTED = "[redacted]"
+#: What stands for the arrays and objects nested deeper than MAX_DEPTH.
+DEEPER = f"[nested more than {MAX_DEPTH} levels deep: not shown]"
 
 _WORDS = frozenset(
     {
@@ -54,15 +61,33 @@ def secret_name(name: str) -> bool:
     return any(a + b in _PAIRS for a, b in itertools.pairwise(words)) or ("".join(words) in _PAIRS)
 
 
-def redact(value: Any) -> Any:
-    """``value`` with the values of secret-named keys replaced, at any depth."""
+def redact(value: Any, depth: int = 0) -> Any:
+    """``value`` with the values of secret-named keys replaced, at any depth (down to
+    MAX_DEPTH: deeper arrays and objects are replaced whole by DEEPER)."""
     if isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            return DEEPER
         return {
-            key: REDACTED if isinstance(key, str) and secret_name(key) else redact(item)
+            key: REDACTED if isinstance(key, str) and secret_name(key) else redact(item, depth + 1)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
-        return [redact(item) for item in value]
+        if depth >= MAX_DEPTH:
+            return DEEPER
+        return [redact(item, depth + 1) for item in value]
+    return value
+
+
+def shallow(value: Any, depth: int = 0) -> Any:
+    """``value`` down to MAX_DEPTH, unredacted (positional arguments, a response body)."""
+    if isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            return DEEPER
+        return {key: shallow(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        if depth >= MAX_DEPTH:
+            return DEEPER
+        return [shallow(item, depth + 1) for item in value]
     return value
 
 
