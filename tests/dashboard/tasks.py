@@ -24,3 +24,8 @@ def fail_until(flag: str) -> str:
     if not Path(flag).exists():
         raise RuntimeError(f"the flag {Path(flag).name} is not there yet")
     return "the flag is there"
+
+
+def fail_with(message: str) -> None:
+    """Fails with ``message``."""
+    raise RuntimeError(message)

@@ -18,7 +18,7 @@ from tests.api.server import ADMIN_KEY, KEYS, RunningApi
 from tests.dashboard import store
 from tests.dashboard.browser import LIVE_TIMEOUT_MS, Tab, expect
 from tests.dashboard.conftest import tab
-from tests.dashboard.tasks import fail_until, ok, slow
+from tests.dashboard.tasks import fail_until, fail_with, ok, slow
 from tests.http.target import Target
 
 #: Secrets an HTTP job carries, which the dashboard must never show.
@@ -448,3 +448,26 @@ def test_a_job_whose_arguments_nest_hundreds_deep_has_its_page(
     expect(dash.page.locator("h1")).to_contain_text(job_id)
     dash.page.get_by_text("Arguments").click()
     expect(dash.page.locator("#args-1 pre")).to_contain_text('"args": [')
+
+
+def test_a_job_of_megabytes_shows_the_first_10_000_characters_of_each_value(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given a job that failed for good with an error of a million characters, after it was
+    # called with an argument of a million characters
+    huge = "x" * 1_000_000
+    job_id = store.enqueue(served, fail_with, huge, queue="default", max_attempts=1)
+    store.wait_state(served, job_id, State.POISONED)
+
+    # When its page is opened
+    assert dash.open(f"/jobs/{job_id}").status == 200
+
+    # Then each value shows its first 10,000 characters and says how long it is
+    note = re.compile(r"\[… cut here: 1,000,0\d\d characters in all\]$")
+    expect(dash.page.locator("#last-error")).to_contain_text(note)
+    expect(dash.page.locator(".step .error-text")).to_contain_text(note)
+    expect(dash.page.locator(".event-failed .error-text")).to_contain_text(note)
+    dash.page.get_by_text("Arguments").click()
+    expect(dash.page.locator("#args-1 pre")).to_contain_text(note)
+    # and the page (fetched again every few seconds) stays small
+    assert len(dash.page.content()) < 100_000

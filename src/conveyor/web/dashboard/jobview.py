@@ -16,6 +16,9 @@ from conveyor.web.documents import job_document
 
 #: Characters of a response body shown (the store keeps up to 64 KiB).
 BODY_EXCERPT = 2000
+#: Characters shown of any other text: arguments, results, metadata, errors, tracebacks.
+#: A task may store megabytes; the page (refreshed every few seconds) shows this much.
+TEXT_EXCERPT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +75,20 @@ class JobView:
     timeline: list[Event]
     metadata: str | None
     result: str | None
+    last_error: str | None
     actions: list[str] = field(default_factory=list)
 
 
+def cut(text: str | None) -> str | None:
+    """``text`` up to TEXT_EXCERPT characters, and a line saying how long it is when cut."""
+    if text is None or len(text) <= TEXT_EXCERPT:
+        return text
+    return f"{text[:TEXT_EXCERPT]}\n[… cut here: {len(text):,} characters in all]"
+
+
 def pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+    return cut(text) or ""
 
 
 def actions(state: State) -> list[str]:
@@ -101,11 +113,12 @@ def job_view(job: Job) -> JobView:
         job=job,
         task=job.task,
         percent=percent,
-        progress_text=text,
+        progress_text=cut(text) or "",
         steps=[_step(job, index, step) for index, step in enumerate(job.steps)],
         timeline=timeline(job),
         metadata=pretty(redact.metadata(job.metadata)) if redact.metadata(job.metadata) else None,
         result=None if job.result is None else pretty(redact.redact(job.result)),
+        last_error=cut(job.last_error),
         actions=actions(job.state),
     )
 
@@ -140,7 +153,7 @@ def _step(job: Job, index: int, step: Step) -> StepView:
         attempts=step.attempts,
         started_at=step.started_at,
         finished_at=step.finished_at,
-        last_error=step.last_error,
+        last_error=cut(step.last_error),
         current=index == job.current_step and not job.state.is_final,
         arguments=arguments,
         result=None if step.result is None else pretty(redact.redact(step.result)),
@@ -181,8 +194,8 @@ def timeline(job: Job) -> list[Event]:
                 float(at) if isinstance(at, int | float) else job.updated_at,
                 "failed",
                 title,
-                str(error.get("message") or ""),
-                error.get("traceback"),
+                cut(str(error.get("message") or "")),
+                None if error.get("traceback") is None else cut(str(error["traceback"])),
                 error.get("type"),
             )
         )
