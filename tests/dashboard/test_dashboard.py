@@ -471,3 +471,27 @@ def test_a_job_of_megabytes_shows_the_first_10_000_characters_of_each_value(
     expect(dash.page.locator("#args-1 pre")).to_contain_text(note)
     # and the page (fetched again every few seconds) stays small
     assert len(dash.page.content()) < 100_000
+
+
+def test_a_remove_all_form_with_a_time_that_is_no_time_is_refused(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given a poisoned job, and the confirmation to remove the poisoned jobs of its queue,
+    # whose hidden time has been made "nan", then "inf"
+    job_id = store.enqueue(served, fail_with, "no", queue="default", max_attempts=1)
+    store.wait_state(served, job_id, State.POISONED)
+    dash.expected_statuses.add(400)
+    for forged in ("nan", "inf"):
+        dash.open("/failed/remove")
+        dash.page.locator("input[name=seen]").evaluate(f"input => input.value = '{forged}'")
+
+        # When it is submitted
+        with dash.page.expect_navigation() as navigation:
+            dash.page.get_by_role("button", name=re.compile("^Remove")).click()
+
+        # Then the answer is a 400 page that says why, and the job is still there
+        assert navigation.value is not None and navigation.value.status == 400
+        expect(dash.page.locator(".error-page")).to_have_text(
+            "The form lacks the time it was shown at."
+        )
+        assert store.job(served, job_id).state is State.POISONED

@@ -10,6 +10,7 @@ says so, so that a double click or a stale page never does a thing twice.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
@@ -146,7 +147,9 @@ async def remove_all(dash: Dashboard, request: Request) -> Response:
     try:
         seen = float(fields.get("seen", ""))
     except ValueError:
-        raise HTTPException(400, "The form lacks the time it was shown at.") from None
+        seen = math.nan
+    if not math.isfinite(seen):  # nan and inf reached the stores as errors (a 500)
+        raise HTTPException(400, "The form lacks the time it was shown at.")
     backend = await dash.backend()
     if job_filter.queue is None and job_filter.task is None:
         count = await backend.prune(seen + 0.001, [State.POISONED])
