@@ -495,3 +495,18 @@ def test_a_remove_all_form_with_a_time_that_is_no_time_is_refused(
             "The form lacks the time it was shown at."
         )
         assert store.job(served, job_id).state is State.POISONED
+
+
+def test_the_page_to_come_back_to_after_login_is_always_the_dashboard_s(
+    browser: Browser, served: RunningApi
+) -> None:
+    for escape in ("/dashboard/../v1/stats", "/dashboard/%2e%2e/v1/stats"):
+        with tab(browser, served) as t:
+            # Given the login form, asked to come back to a path that leaves the dashboard
+            t.open("/login?next=" + escape.replace("%", "%25"))
+            # When the admin logs in
+            t.page.get_by_label("Admin API key").fill(ADMIN_KEY)
+            t.page.get_by_role("button", name="Log in").click()
+            # Then the browser lands on the overview, not elsewhere
+            t.expect_flash("Logged in.")
+            expect(t.page).to_have_url(re.compile(r"/dashboard/$"))

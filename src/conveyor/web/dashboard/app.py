@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -80,7 +80,11 @@ class Dashboard:
         base = base_path(request)
         if target and target.startswith(base + "/") and not target.startswith("//"):
             rest = target[len(base) :]
-            if "\\" not in rest and not rest.startswith("//"):
+            # A browser resolves "..", also spelt %2e%2e, before it follows the link:
+            # /dashboard/../v1/stats is /v1/stats.
+            path = unquote(rest.split("?", 1)[0].split("#", 1)[0])
+            dots = any(part in (".", "..") for part in path.split("/"))
+            if "\\" not in rest and not rest.startswith("//") and not dots:
                 return rest
         return default
 
