@@ -510,3 +510,46 @@ def test_the_page_to_come_back_to_after_login_is_always_the_dashboard_s(
             # Then the browser lands on the overview, not elsewhere
             t.expect_flash("Logged in.")
             expect(t.page).to_have_url(re.compile(r"/dashboard/$"))
+
+
+#: Whether the text ``a`` is shown left of the text ``b`` in an element (read left to right).
+LEFT_OF = """(element, [a, b]) => {
+    const left = (text) => {
+        const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+            const at = node.data.indexOf(text);
+            if (at >= 0) {
+                const range = document.createRange();
+                range.setStart(node, at);
+                range.setEnd(node, at + text.length);
+                return range.getBoundingClientRect().left;
+            }
+        }
+        throw new Error("no " + text);
+    };
+    return left(a) < left(b);
+}"""
+
+
+def test_a_name_holding_a_right_to_left_override_does_not_turn_the_sentence_around_it(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given a queue whose name holds U+202E RIGHT-TO-LEFT OVERRIDE (names may hold it)
+    name = "rtl\u202eeman"
+    store.enqueue(served, ok, 1, queue=name, delay=3600)
+
+    # When it is paused from the Queues page
+    dash.open("/queues")
+    dash.queue_row(name).get_by_role("button", name="Pause").click()
+
+    # Then the message about it still reads left to right after the name
+    dash.expect_flash("none of its jobs start until it is resumed.")
+    assert dash.flash().evaluate(LEFT_OF, ["none", "resumed"])
+    assert store.queue(served, name).paused is True
+
+    # And so does the confirmation of emptying it, which says what it deletes
+    dash.queue_row(name).get_by_role("link", name="Empty…").click()
+    count = dash.page.locator("#empty-count")
+    expect(count).to_contain_text("This deletes 1 job")
+    assert count.evaluate(LEFT_OF, ["queued", "scheduled"])
+    assert count.evaluate(LEFT_OF, ["Running jobs", "finished jobs stay"])

@@ -9,7 +9,8 @@ one job each:
 * :mod:`.login`, :mod:`.session`, :mod:`.signing`, :mod:`.csrf`: who may, and proof of it;
 * :mod:`.views`: what pages read from the store; :mod:`.jobview`: one job, shown;
   :mod:`.redact`: the secrets never shown; :mod:`.chart`: the overview's SVG charts;
-* :mod:`.render`: templates, filters, flash messages; :mod:`.forms`: reading forms.
+* :mod:`.render`: templates, filters, flash messages; :mod:`.bidi`: names isolated in text;
+  :mod:`.forms`: reading forms.
 
 docs/dashboard.md is the user's guide.
 """

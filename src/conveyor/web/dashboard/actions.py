@@ -21,6 +21,7 @@ from starlette.responses import Response
 from conveyor.backends.base import JobFilter
 from conveyor.exceptions import JobNotFound, JobStateError, QueueNotFound
 from conveyor.job import State
+from conveyor.web.dashboard.bidi import isolate
 from conveyor.web.dashboard.forms import optional
 from conveyor.web.dashboard.jobview import actions as allowed_actions
 
@@ -41,15 +42,17 @@ async def queue_action(dash: Dashboard, request: Request) -> Response:
     try:
         if action == "pause":
             await backend.pause_queue(name)
-            message = f"Paused queue {name}: none of its jobs start until it is resumed."
+            message = f"Paused queue {isolate(name)}: none of its jobs start until it is resumed."
         elif action == "resume":
             await backend.resume_queue(name)
-            message = f"Resumed queue {name}: its jobs start again."
+            message = f"Resumed queue {isolate(name)}: its jobs start again."
         else:
             deleted = await backend.empty_queue(name)
-            message = f"Emptied queue {name}: {_jobs(deleted)} deleted."
+            message = f"Emptied queue {isolate(name)}: {_jobs(deleted)} deleted."
     except QueueNotFound:
-        return dash.redirect(request, back, ("error", f"There is no queue {name}: nothing done."))
+        return dash.redirect(
+            request, back, ("error", f"There is no queue {isolate(name)}: nothing done.")
+        )
     return dash.redirect(request, back, ("ok", message))
 
 
@@ -66,7 +69,7 @@ async def job_action(dash: Dashboard, request: Request) -> Response:
     except JobNotFound:
         gone = back if back != page else "/jobs"
         return dash.redirect(
-            request, gone, ("error", f"Job {job_id} no longer exists: nothing done.")
+            request, gone, ("error", f"Job {isolate(job_id)} no longer exists: nothing done.")
         )
     seen = fields.get("state")
     if (seen is not None and seen != job.state.value) or action not in allowed_actions(job.state):
@@ -74,34 +77,36 @@ async def job_action(dash: Dashboard, request: Request) -> Response:
         return dash.redirect(
             request,
             back,
-            ("error", f"Job {job_id} is {job.state.value} now{was}: not {_done[action]}."),
+            ("error", f"Job {isolate(job_id)} is {job.state.value} now{was}: not {_done[action]}."),
         )
     try:
         if action == "retry":
             job = await backend.retry(job_id)
             step = job.steps[job.current_step].name if job.steps else None
-            message = f"Job {job_id} is queued again" + (f", from step {step}." if step else ".")
+            message = f"Job {isolate(job_id)} is queued again" + (
+                f", from step {isolate(step)}." if step else "."
+            )
         elif action == "cancel":
             job = await backend.cancel(job_id, "cancelled from the dashboard")
             message = (
-                f"Cancel asked: job {job_id}'s worker stops it."
+                f"Cancel asked: job {isolate(job_id)}'s worker stops it."
                 if job.state is State.CANCELLING
-                else f"Job {job_id} is {job.state.value}."
+                else f"Job {isolate(job_id)} is {job.state.value}."
             )
         else:
             await backend.delete(job_id)
-            message = f"Job {job_id} deleted."
+            message = f"Job {isolate(job_id)} deleted."
             back = back if back != page else "/jobs"
     except JobStateError:
         now = await backend.get(job_id)
         return dash.redirect(
             request,
             back,
-            ("error", f"Job {job_id} is {now.state.value} now: not {_done[action]}."),
+            ("error", f"Job {isolate(job_id)} is {now.state.value} now: not {_done[action]}."),
         )
     except JobNotFound:
         return dash.redirect(
-            request, "/jobs", ("error", f"Job {job_id} no longer exists: nothing done.")
+            request, "/jobs", ("error", f"Job {isolate(job_id)} no longer exists: nothing done.")
         )
     await dash.api.purger.purge(job_id)
     return dash.redirect(request, back, ("ok", message))
@@ -123,9 +128,9 @@ def _jobs(count: int, kind: str = "") -> str:
 
 
 def _which(job_filter: JobFilter) -> str:
-    parts = [f"queue {job_filter.queue}"] if job_filter.queue else []
+    parts = [f"queue {isolate(job_filter.queue)}"] if job_filter.queue else []
     if job_filter.task:
-        parts.append(f"task {job_filter.task}")
+        parts.append(f"task {isolate(job_filter.task)}")
     return f" ({', '.join(parts)})" if parts else ""
 
 

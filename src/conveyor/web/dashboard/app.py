@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from conveyor.backends.base import Backend
 from conveyor.exceptions import BackendUnavailable, JobNotFound, QueueNotFound
 from conveyor.web.dashboard import actions, csrf, login, pages
+from conveyor.web.dashboard.bidi import isolate
 from conveyor.web.dashboard.forms import read_form
 from conveyor.web.dashboard.render import Pages
 from conveyor.web.dashboard.session import Session, Sessions, base_path
@@ -168,14 +169,14 @@ def create_dashboard(api: Api) -> Starlette:
             request,
             404,
             "No such job",
-            f"There is no job {exc.job_id}: it may have been deleted or pruned.",
+            f"There is no job {isolate(exc.job_id)}: it may have been deleted or pruned.",
             "/jobs",
         )
 
     async def queue_not_found(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, QueueNotFound)
         return dashboard.error_page(
-            request, 404, "No such queue", f"There is no queue {exc.queue}.", "/queues"
+            request, 404, "No such queue", f"There is no queue {isolate(exc.queue)}.", "/queues"
         )
 
     async def unavailable(request: Request, exc: Exception) -> Response:

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from conveyor.web.dashboard.bidi import isolate
+
 WIDTH = 600
 HEIGHT = 170
 LEFT, RIGHT, TOP, BOTTOM = 42, 8, 18, 24
@@ -193,7 +195,7 @@ def depth(counts: Sequence[MinuteFigures], now: float) -> Chart:
             x, y = _x(slots[0] + 0.5), _y(values[slots[0]], top_value)
             points = f"{x - 3:.1f},{y:.1f} {x + 3:.1f},{y:.1f}"
         lines.append(Line(label, points, values[slots[-1]], index))
-    latest = ", ".join(f"{line.label} {line.last:,}" for line in lines)
+    latest = ", ".join(f"{isolate(line.label)} {line.last:,}" for line in lines)
     return Chart(
         title="Queued jobs",
         summary=f"Queued jobs as last sampled: {latest}." if lines else "No samples yet.",

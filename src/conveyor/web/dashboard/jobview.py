@@ -12,6 +12,7 @@ from typing import Any
 
 from conveyor.job import Job, State, Step
 from conveyor.web.dashboard import redact
+from conveyor.web.dashboard.bidi import isolate
 from conveyor.web.documents import job_document
 
 #: Characters of a response body shown (the store keeps up to 64 KiB).
@@ -179,7 +180,7 @@ def _response(response: dict[str, Any] | None) -> ResponseView | None:
 def timeline(job: Job) -> list[Event]:
     """Created, first started, each failed attempt (with its traceback), each step that
     succeeded, the end."""
-    events = [Event(job.created_at, "created", f"Created in queue {job.queue}")]
+    events = [Event(job.created_at, "created", f"Created in queue {isolate(job.queue)}")]
     for error in job.errors:
         at = error.get("at")
         attempt = error.get("attempt")
@@ -188,7 +189,7 @@ def timeline(job: Job) -> list[Event]:
         if error.get("type") == "Cancelled":
             title = "Cancelled"
         if step:
-            title += f" in step {step}"
+            title += f" in step {isolate(step)}"
         events.append(
             Event(
                 float(at) if isinstance(at, int | float) else job.updated_at,
@@ -204,7 +205,9 @@ def timeline(job: Job) -> list[Event]:
     if len(job.steps) > 1:
         for step in job.steps:
             if step.state == "succeeded" and step.finished_at is not None:
-                events.append(Event(step.finished_at, "step", f"Step {step.name} succeeded"))
+                events.append(
+                    Event(step.finished_at, "step", f"Step {isolate(step.name)} succeeded")
+                )
     if job.finished_at is not None and job.state.is_final:
         events.append(Event(job.finished_at, "finished", f"Finished: {job.state.value}"))
     events.sort(key=lambda event: event.at)

@@ -2,6 +2,8 @@
 
 Templates live in ``templates/`` beside this module (package data); autoescaping is on for
 every one of them. Times are the store's (``now`` comes from ``Backend.now``), shown in UTC.
+A name inside other text is isolated (:mod:`~conveyor.web.dashboard.bidi`): ``<bdi>`` in
+templates, the ``said`` filter for messages made in Python.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from starlette.responses import HTMLResponse, Response
 
 from conveyor import __version__
 from conveyor.web.dashboard import csrf
+from conveyor.web.dashboard.bidi import isolate, said
 from conveyor.web.dashboard.session import (
     FLASH_COOKIE,
     Session,
@@ -111,7 +114,16 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(duration=duration, ago=ago, utc=utc, iso=iso, number=number, figure=figure)
+    env.filters.update(
+        duration=duration,
+        ago=ago,
+        utc=utc,
+        iso=iso,
+        number=number,
+        figure=figure,
+        said=said,
+        isolate=isolate,
+    )
     env.globals.update(version=__version__, states=STATES, is_stale=is_stale, waiting=waiting)
     return env
 
