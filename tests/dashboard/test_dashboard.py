@@ -553,3 +553,25 @@ def test_a_name_holding_a_right_to_left_override_does_not_turn_the_sentence_arou
     expect(count).to_contain_text("This deletes 1 job")
     assert count.evaluate(LEFT_OF, ["queued", "scheduled"])
     assert count.evaluate(LEFT_OF, ["Running jobs", "finished jobs stay"])
+
+
+def test_queues_named_dot_and_dot_dot_are_paused_and_emptied_too(
+    dash: Tab, served: RunningApi
+) -> None:
+    for name in (".", ".."):
+        # Given a queue named so, with a waiting job (a browser resolves such a path segment)
+        store.enqueue(served, ok, 1, queue=name, delay=3600)
+        dash.open("/queues")
+
+        # When it is paused, then emptied through its confirmation
+        dash.queue_row(name).get_by_role("button", name="Pause").click()
+        dash.expect_flash(f"Paused queue {name}:")
+        dash.queue_row(name).get_by_role("link", name="Empty…").click()
+        expect(dash.page.locator("h1")).to_have_text(f"Empty queue {name}?")
+        dash.page.get_by_role("button", name="Delete 1 job").click()
+
+        # Then both reached that queue
+        dash.expect_flash(f"Emptied queue {name}: 1 job deleted.")
+        found = store.queue(served, name)
+        assert found.paused is True
+        assert found.counts.get("scheduled", 0) == 0

@@ -33,10 +33,13 @@ JOB_ACTIONS = ("retry", "cancel", "delete")
 
 
 async def queue_action(dash: Dashboard, request: Request) -> Response:
-    name, action = request.path_params["name"], request.path_params["action"]
+    action = request.path_params["action"]
     if action not in QUEUE_ACTIONS:
         raise HTTPException(404)
     _, fields = await dash.form(request)
+    name = request.path_params.get("name") or fields.get("queue")
+    if not name:
+        raise HTTPException(400, "The form names no queue.")
     back = dash.inside(request, fields.get("next"), "/queues")
     backend = await dash.backend()
     try:

@@ -124,9 +124,13 @@ def create_dashboard(api: Api) -> Starlette:
         post("/login", login.submit, "login_submit"),
         post("/logout", login.logout, "logout"),
         get("/queues", pages.queues, "queues"),
-        # A queue's name may hold "/" (only spaces and commas are refused).
-        get("/queues/{name:path}/empty", pages.confirm_empty, "confirm_empty"),
-        post("/queues/{name:path}/{action:str}", actions.queue_action, "queue_action"),
+        # A queue's name may hold "/" (only spaces and commas are refused), and may be
+        # "." or "..", which a browser resolves away in a path: the pages name the queue
+        # in a query or a form field (the paths that hold it still answer).
+        get("/queues/empty", pages.confirm_empty, "confirm_empty"),
+        post("/queues/{action:str}", actions.queue_action, "queue_action"),
+        get("/queues/{name:path}/empty", pages.confirm_empty, "confirm_empty_at"),
+        post("/queues/{name:path}/{action:str}", actions.queue_action, "queue_action_at"),
         get("/jobs", pages.jobs, "jobs"),
         get("/jobs/{job_id}", pages.job, "job"),
         post("/jobs/{job_id}/{action:str}", actions.job_action, "job_action"),

@@ -70,7 +70,9 @@ async def queues(dash: Dashboard, request: Request) -> Response:
 
 async def confirm_empty(dash: Dashboard, request: Request) -> Response:
     session = dash.session(request)
-    name = request.path_params["name"]
+    name = request.path_params.get("name") or request.query_params.get("queue")
+    if not name:
+        raise HTTPException(400, "Name the queue to empty: ?queue=<name>.")
     info = await views.queue(await dash.backend(), name)
     if info is None:
         raise QueueNotFound(name)
