@@ -35,6 +35,24 @@ def test_queues_are_listed_paused_resumed_and_emptied_by_admins_only(api: Runnin
     assert missing.headers["content-type"] == "application/problem+json"
 
 
+def test_a_queue_whose_name_holds_a_slash_is_steered_too(api: RunningApi) -> None:
+    # Given a queue named team/mail with a job (names may hold anything but spaces and commas)
+    api.client("acme").post("/v1/jobs", json={**JOB, "queue": "team/mail"})
+    admin = api.client("admin")
+
+    # When it is paused, resumed and emptied, its name in the path as is or escaped
+    paused = admin.post("/v1/queues/team/mail/pause")
+    resumed = admin.post("/v1/queues/team%2Fmail/resume")
+    emptied = admin.post("/v1/queues/team/mail/empty")
+
+    # Then each reached that queue
+    assert paused.json() == {"queue": "team/mail", "paused": True}
+    assert resumed.json() == {"queue": "team/mail", "paused": False}
+    assert emptied.json() == {"queue": "team/mail", "deleted": 1}
+    # and a queue named like an action's path is still told apart from it
+    assert admin.post("/v1/queues/team/pause").status_code == 404
+
+
 def test_stats_count_jobs_by_state(api: RunningApi) -> None:
     api.client("acme").post("/v1/jobs", json=JOB)
     stats = api.client("admin").get("/v1/stats").json()

@@ -747,8 +747,10 @@ def _routes(web: FastAPI, api: Api) -> None:
         ("resume", "Jobs of the queue start again."),
         ("empty", "Delete the queue's waiting jobs (running ones finish)."),
     ):
+        # A queue's name may hold "/" (only spaces and commas are refused): the path
+        # converter takes it whole, sent as is or as %2F (which the server decodes).
         web.add_api_route(
-            f"/v1/queues/{{name}}/{action}",
+            f"/v1/queues/{{name:path}}/{action}",
             queue_endpoint(action),
             methods=["POST"],
             name=f"{action}_queue",
