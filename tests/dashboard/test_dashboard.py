@@ -575,3 +575,24 @@ def test_queues_named_dot_and_dot_dot_are_paused_and_emptied_too(
         found = store.queue(served, name)
         assert found.paused is True
         assert found.counts.get("scheduled", 0) == 0
+
+
+def test_the_overview_s_waiting_count_lists_queued_scheduled_and_retrying_jobs(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given a queued job and a scheduled one, in a queue no worker takes
+    queued = store.enqueue(served, ok, 1, queue="waits")
+    scheduled = store.enqueue(served, ok, 2, queue="waits", delay=3600)
+
+    # When the overview's Waiting count is clicked
+    dash.open("/")
+    dash.page.locator('[data-total="waiting"] a').click()
+
+    # Then the list is of every waiting job, the scheduled one too
+    expect(dash.page.locator("h1")).to_have_text("Jobs: waiting")
+    for job_id in (queued, scheduled):
+        expect(dash.page.locator(f'#jobs tr[data-job="{job_id}"]')).to_have_count(1)
+    # and, for the queue, its tab counts both
+    dash.open("/jobs?state=waiting&queue=waits")
+    expect(dash.page.locator("#jobs tbody tr")).to_have_count(2)
+    expect(dash.page.locator(".tabs a", has_text="waiting")).to_contain_text("2")

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from conveyor.backends.base import JobFilter, Page
 from conveyor.exceptions import JobNotFound, QueueNotFound
-from conveyor.job import State
+from conveyor.job import WAITING_STATES, State
 from conveyor.web.dashboard import views
 from conveyor.web.dashboard.forms import optional
 from conveyor.web.dashboard.jobview import job_view
@@ -85,15 +85,19 @@ async def confirm_empty(dash: Dashboard, request: Request) -> Response:
     )
 
 
-def _states(request: Request) -> tuple[State | None, frozenset[State] | None]:
+def _states(request: Request) -> tuple[str | None, frozenset[State] | None]:
+    """The state asked for (a state, or "waiting": queued, scheduled and retrying, what
+    the overview counts as waiting), and the states it lists; None for all."""
     text = _param(request, "state")
     if text is None or text == "all":
         return None, None
+    if text == views.WAITING:
+        return text, WAITING_STATES
     try:
         state = State(text)
     except ValueError:
         raise HTTPException(400, f"There is no state {text!r}.") from None
-    return state, frozenset({state})
+    return state.value, frozenset({state})
 
 
 async def jobs(dash: Dashboard, request: Request) -> Response:
@@ -111,6 +115,8 @@ async def jobs(dash: Dashboard, request: Request) -> Response:
     backend = await dash.backend()
     page = await views.jobs(backend, states, queue, task, cursor)
     found = await views.queues(backend)
+    counts = views.count_by_state(found, queue)
+    counts[views.WAITING] = sum(counts.get(s.value, 0) for s in WAITING_STATES)
     return dash.pages.render(
         request,
         "jobs.html",
@@ -120,16 +126,14 @@ async def jobs(dash: Dashboard, request: Request) -> Response:
             "queue": queue,
             "task": task,
             "cursor": cursor,
-            "counts": views.count_by_state(found, queue),
+            "counts": counts,
             "queue_names": [q.name for q in found],
             "now": await backend.now(),
             "tab_urls": {
                 name: _url("/jobs", state=None if name == "all" else name, queue=queue, task=task)
-                for name in ["all", *(s.value for s in views.STATES)]
+                for name in ["all", views.WAITING, *(s.value for s in views.STATES)]
             },
-            **_pages(
-                "/jobs", cursor, page, state=state.value if state else None, queue=queue, task=task
-            ),
+            **_pages("/jobs", cursor, page, state=state, queue=queue, task=task),
         },
         session=session,
         active="jobs",

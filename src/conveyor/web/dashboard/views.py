@@ -26,6 +26,8 @@ logger = logging.getLogger("conveyor.dashboard")
 STALE_AFTER = 60.0
 #: Jobs on one page of a list.
 PAGE_SIZE = 50
+#: The jobs the overview counts as waiting (queued, scheduled, retrying), as one filter.
+WAITING = "waiting"
 #: The order states are shown in.
 STATES = [
     State.RUNNING,
