@@ -596,3 +596,23 @@ def test_the_overview_s_waiting_count_lists_queued_scheduled_and_retrying_jobs(
     dash.open("/jobs?state=waiting&queue=waits")
     expect(dash.page.locator("#jobs tbody tr")).to_have_count(2)
     expect(dash.page.locator(".tabs a", has_text="waiting")).to_contain_text("2")
+
+
+def test_an_action_on_an_id_of_thousands_of_characters_still_says_why_nothing_was_done(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given a form sent for a job id, and a queue name, of 5,000 characters
+    dash.open("/queues")
+    csrf = dash.page.locator("input[name=csrf]").first.input_value()
+    long = "a" * 5000
+    for path, page, said in [
+        (f"/jobs/{long}/retry", "/jobs", "no longer exists: nothing done."),
+        (f"/queues/{long}/pause", "/queues", ": nothing done."),
+    ]:
+        # When it is posted
+        answer = dash.page.request.post(dash.base + path, form={"csrf": csrf}, max_redirects=0)
+        assert answer.status == 303
+        # Then the page it leads to says why nothing was done, the name cut short
+        dash.open(page)
+        dash.expect_flash(said)
+        assert len(dash.flash().inner_text()) < 300

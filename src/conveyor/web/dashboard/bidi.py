@@ -18,12 +18,18 @@ from markupsafe import Markup, escape
 FSI, PDI = "\u2068", "\u2069"
 #: The isolate controls (LRI, RLI, FSI, PDI), taken out of a name before it is marked.
 _ISOLATES = re.compile("[\u2066-\u2069]")
+#: The longest name a message shows whole (queue names have at most 200 characters): a
+#: flash message travels in a cookie, which a browser drops past 4 KiB.
+LONGEST = 200
 
 
 def isolate(name: object) -> str:
     """``name`` marked for a message: shown in a ``<bdi>`` by :func:`said`, so that its
-    bidirectional controls stay inside it."""
-    return FSI + _ISOLATES.sub("", str(name)) + PDI
+    bidirectional controls stay inside it; cut past LONGEST characters."""
+    text = _ISOLATES.sub("", str(name))
+    if len(text) > LONGEST:
+        text = text[:LONGEST] + "…"
+    return FSI + text + PDI
 
 
 def said(message: str) -> Markup:
