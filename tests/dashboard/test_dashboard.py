@@ -7,6 +7,7 @@ Every test checks what the browser shows, and what the store holds after a click
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -616,3 +617,18 @@ def test_an_action_on_an_id_of_thousands_of_characters_still_says_why_nothing_wa
         dash.open(page)
         dash.expect_flash(said)
         assert len(dash.flash().inner_text()) < 300
+
+
+def test_a_scheduled_job_s_page_says_when_it_runs(dash: Tab, served: RunningApi) -> None:
+    # Given a job scheduled a year ahead
+    job_id = store.enqueue(served, ok, 1, queue="later", delay=365 * 86400)
+    run_at = store.job(served, job_id).run_at
+
+    # When its page is opened
+    dash.open(f"/jobs/{job_id}")
+
+    # Then it says the date and time it runs at, in UTC, and how far ahead that is
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(run_at))
+    expect(dash.page.locator("#job-summary dt", has_text="Runs").locator("+ dd")).to_have_text(
+        re.compile(rf"^{re.escape(when)} \(in 36[45] d")
+    )
