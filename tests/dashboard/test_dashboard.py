@@ -632,3 +632,29 @@ def test_a_scheduled_job_s_page_says_when_it_runs(dash: Tab, served: RunningApi)
     expect(dash.page.locator("#job-summary dt", has_text="Runs").locator("+ dd")).to_have_text(
         re.compile(rf"^{re.escape(when)} \(in 36[45] d")
     )
+
+
+def test_emptying_a_queue_that_grew_since_its_confirmation_deletes_nothing(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given the confirmation to empty a queue of one waiting job, left open while three
+    # more jobs are enqueued
+    store.enqueue(served, ok, 1, queue="grows")
+    dash.open("/queues/empty?queue=grows")
+    expect(dash.page.locator("#empty-count")).to_contain_text("This deletes 1 job")
+    for n in range(3):
+        store.enqueue(served, ok, n, queue="grows")
+
+    # When its Delete button is clicked
+    dash.page.get_by_role("button", name="Delete 1 job").click()
+
+    # Then nothing is deleted, and the confirmation is shown again with the count of now
+    dash.expect_flash("Queue grows has 4 waiting jobs now, not the 1 you confirmed")
+    assert store.queue(served, "grows").counts["queued"] == 4
+    expect(dash.page.locator("#empty-count")).to_contain_text("This deletes 4 jobs")
+
+    # When that one is confirmed
+    dash.page.get_by_role("button", name="Delete 4 jobs").click()
+    # Then the four are deleted
+    dash.expect_flash("Emptied queue grows: 4 jobs deleted.")
+    assert store.queue(served, "grows").counts.get("queued", 0) == 0

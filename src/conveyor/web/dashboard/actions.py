@@ -18,9 +18,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from conveyor.backends.base import JobFilter
+from conveyor.backends.base import Backend, JobFilter
 from conveyor.exceptions import JobNotFound, JobStateError, QueueNotFound
 from conveyor.job import State
+from conveyor.web.dashboard import views
 from conveyor.web.dashboard.bidi import isolate
 from conveyor.web.dashboard.forms import optional
 from conveyor.web.dashboard.jobview import actions as allowed_actions
@@ -50,6 +51,11 @@ async def queue_action(dash: Dashboard, request: Request) -> Response:
             await backend.resume_queue(name)
             message = f"Resumed queue {isolate(name)}: its jobs start again."
         else:
+            grown = await _grown(backend, name, fields.get("count"))
+            if grown is not None:
+                return dash.redirect(
+                    request, "/queues/empty?" + urlencode({"queue": name}), ("error", grown)
+                )
             deleted = await backend.empty_queue(name)
             message = f"Emptied queue {isolate(name)}: {_jobs(deleted)} deleted."
     except QueueNotFound:
@@ -57,6 +63,23 @@ async def queue_action(dash: Dashboard, request: Request) -> Response:
             request, back, ("error", f"There is no queue {isolate(name)}: nothing done.")
         )
     return dash.redirect(request, back, ("ok", message))
+
+
+async def _grown(backend: Backend, name: str, shown: str | None) -> str | None:
+    """Why a queue is not emptied: it holds more waiting jobs than the confirmation
+    showed (it has grown since, or the page is old); None when it may be."""
+    if shown is None or not shown.isdigit():
+        return None  # a form without the count (a client of its own): as it asks
+    info = await views.queue(backend, name)
+    if info is None:
+        raise QueueNotFound(name)
+    now = views.waiting(info)
+    if now <= int(shown):
+        return None
+    return (
+        f"Queue {isolate(name)} has {_jobs(now, 'waiting ')} now, not the {int(shown):,} "
+        "you confirmed: nothing deleted. Confirm again with the count of now."
+    )
 
 
 async def job_action(dash: Dashboard, request: Request) -> Response:
