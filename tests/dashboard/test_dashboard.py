@@ -418,6 +418,21 @@ def test_the_job_list_pages_with_a_cursor(dash: Tab, served: RunningApi) -> None
     expect(dash.page.locator(".tabs a", has_text="queued")).to_contain_text("55")
 
 
+def test_a_page_link_the_dashboard_did_not_make_is_a_400(dash: Tab, served: RunningApi) -> None:
+    # Given jobs to page through
+    for n in range(3):
+        store.enqueue(served, ok, n, queue="paged")
+    dash.expected_statuses.add(400)
+    # When a cursor is made up, or a job id pasted in as one
+    for forged in ("zzz", store.enqueue(served, ok, 9, queue="paged")):
+        for page in ("/jobs", "/failed"):
+            answer = dash.open(f"{page}?cursor={forged}")
+
+            # Then the page says the link is not the dashboard's, rather than list a page
+            assert answer.status == 400
+            expect(dash.page.locator(".error-page")).to_contain_text("not one the dashboard made")
+
+
 def test_a_queue_whose_name_holds_a_slash_is_steered_too(dash: Tab, served: RunningApi) -> None:
     # Given a queue named team/mail (names may hold anything but spaces and commas)
     store.call(served, "create_queue", "team/mail")

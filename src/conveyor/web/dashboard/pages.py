@@ -14,6 +14,7 @@ from starlette.responses import Response
 from conveyor.backends.base import JobFilter, Page
 from conveyor.exceptions import JobNotFound, QueueNotFound
 from conveyor.job import WAITING_STATES, State
+from conveyor.web.cursors import decode_cursor, encode_cursor
 from conveyor.web.dashboard import views
 from conveyor.web.dashboard.forms import optional
 from conveyor.web.dashboard.jobview import job_view
@@ -38,13 +39,26 @@ def _url(path: str, **params: str | None) -> str:
     return f"{path}?{query}" if query else path
 
 
+def _cursor(request: Request) -> str | None:
+    """Where the page starts: the job id in the pager's ``cursor`` (one the API's
+    encoding made, see conveyor.web.cursors); other text is a 400, not a wrong page."""
+    text = _param(request, "cursor")
+    if text is None:
+        return None
+    job_id = decode_cursor(text)
+    if job_id is None:
+        raise HTTPException(400, "This page link is not one the dashboard made: start over.")
+    return job_id
+
+
 def _pages(
     path: str, cursor: str | None, page: Page, **params: str | None
 ) -> dict[str, str | None]:
     """The pager's links: back to the newest page, and on to older jobs."""
+    older = page.next_cursor
     return {
         "newest_url": _url(path, **params) if cursor else None,
-        "older_url": _url(path, **params, cursor=page.next_cursor) if page.next_cursor else None,
+        "older_url": _url(path, **params, cursor=encode_cursor(older)) if older else None,
     }
 
 
@@ -110,7 +124,7 @@ async def jobs(dash: Dashboard, request: Request) -> Response:
     queue, task, cursor = (
         _param(request, "queue"),
         _param(request, "task"),
-        _param(request, "cursor"),
+        _cursor(request),
     )
     backend = await dash.backend()
     page = await views.jobs(backend, states, queue, task, cursor)
@@ -161,7 +175,7 @@ async def failed(dash: Dashboard, request: Request) -> Response:
     queue, task, cursor = (
         _param(request, "queue"),
         _param(request, "task"),
-        _param(request, "cursor"),
+        _cursor(request),
     )
     backend = await dash.backend()
     page = await views.jobs(backend, frozenset({State.POISONED}), queue, task, cursor)
