@@ -113,6 +113,10 @@ def _environment() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        # Each template is read once, with the code that renders it: an upgrade installed
+        # under a running API otherwise served new templates with the old filters (500s
+        # until a restart), and every page paid a stat of its template files.
+        auto_reload=False,
     )
     env.filters.update(
         duration=duration,
