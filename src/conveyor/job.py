@@ -233,9 +233,12 @@ class Progress:
 
     @property
     def percent(self) -> float | None:
+        """``completed`` of ``total`` in percent, within 0..100 (a task that reports
+        past its total, or a count down, still shows a bar that fits); None without
+        a total."""
         if not self.total:
             return None
-        return round(100.0 * self.completed / self.total, 2)
+        return min(100.0, max(0.0, round(100.0 * self.completed / self.total, 2)))
 
     def to_dict(self) -> dict[str, Any]:
         return {
