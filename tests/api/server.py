@@ -4,7 +4,12 @@ own event loop, on a real store, optionally with a worker in the same loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -100,3 +105,50 @@ def running_api(
         assert not thread.is_alive(), "the API did not stop"
         if failure:
             raise failure[0]
+
+
+@dataclass
+class ApiProcess:
+    """A `conveyor api` process: another API node on a store."""
+
+    base: str
+    process: subprocess.Popen[bytes]
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def client(self, key: str = "acme") -> httpx.Client:
+        """A client with the key of a tenant ("acme", "globex"); closed with the node."""
+        headers = {"Authorization": f"Bearer {KEYS[key]}"}
+        client = httpx.Client(base_url=self.base, headers=headers, timeout=30)
+        self.clients.append(client)
+        return client
+
+
+@contextmanager
+def api_process(url: str) -> Iterator[ApiProcess]:
+    """`conveyor api` on ``url`` in a process of its own, with the tests' keys; stopped
+    (SIGTERM) after."""
+    port = free_port()
+    env = dict(
+        os.environ,
+        CONVEYOR_API_KEYS=",".join(f"{tenant}:{key}" for tenant, key in KEYS.items()),
+        CONVEYOR_ADMIN_KEYS=ADMIN_KEY,
+        CONVEYOR_HTTP_ALLOW="127.0.0.0/8",
+    )
+    command = [sys.executable, "-m", "conveyor", "api", "--url", url, "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+    node = ApiProcess(f"http://127.0.0.1:{port}", process)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, f"conveyor api exited {process.returncode}"
+            assert time.monotonic() < deadline, "conveyor api did not answer in 30 s"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(node.base + "/healthz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.05)
+        yield node
+    finally:
+        for client in node.clients:
+            client.close()
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)

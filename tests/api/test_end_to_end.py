@@ -17,7 +17,7 @@ import pytest
 
 from conveyor.secrets import SecretBox
 from conveyor.worker.config import WorkerConfig
-from tests.api.server import RunningApi, running_api, settings
+from tests.api.server import RunningApi, api_process, running_api, settings
 from tests.http.target import Seen, Target
 
 
@@ -184,18 +184,20 @@ def _all_at_once(clients: list[httpx.Client], body: Any, key: str) -> list[httpx
 def test_clients_racing_with_one_idempotency_key_get_one_job(
     served_on_each_store: RunningApi, target: Target
 ) -> None:
-    # Given a job that runs in a few milliseconds (a worker waits for work), and clients
-    # that send it at the same instant under one Idempotency-Key, round after round
+    # Given a job that runs in a few milliseconds (a worker waits for work), two API
+    # processes on its store, and clients that send it to either at the same instant
+    # under one Idempotency-Key, round after round
     api = served_on_each_store
     body = {"steps": [{"name": "one", "url": target.url("/ok/race")}]}
-    clients = [api.client("acme") for _ in range(16)]
-    for round_ in range(20):
-        # When they all POST it
-        answers = _all_at_once(clients, body, f"race-{round_}")
+    with api_process(api.app.url) as other, api_process(api.app.url) as third:
+        clients = [(api, other, third)[n % 3].client("acme") for n in range(18)]
+        for round_ in range(20):
+            # When they all POST it
+            answers = _all_at_once(clients, body, f"race-{round_}")
 
-        # Then every one of them gets the same job, even when it has run meanwhile
-        assert [answer.status_code for answer in answers] == [202] * len(clients)
-        assert len({answer.json()["id"] for answer in answers}) == 1, f"round {round_}"
+            # Then every one of them gets the same job, even when it has run meanwhile
+            assert [answer.status_code for answer in answers] == [202] * len(clients)
+            assert len({answer.json()["id"] for answer in answers}) == 1, f"round {round_}"
 
 
 def test_a_poll_shows_each_finished_step_while_the_job_runs(

@@ -164,6 +164,13 @@ class Stats:
         }
 
 
+def unique_key_of(job: Job) -> str:
+    """``job``'s unique key, for ``Backend.enqueue_once``; ValueError without one."""
+    if job.unique_key is None:
+        raise ValueError(f"job {job.id}: enqueue_once needs a job with a unique key")
+    return job.unique_key
+
+
 def could_exist(key: object) -> bool:
     """Whether a job id or a queue name could be stored: a string every store can hold.
     One with a NUL or a lone surrogate (from a URL, a command line) would reach a store
@@ -298,6 +305,19 @@ class Backend(abc.ABC):
         whole job; a backend overrides it with a read of only these fields.
         """
         return JobHead.of(await self.get(job_id))
+
+    @abc.abstractmethod
+    async def enqueue_once(self, job: Job) -> Job:
+        """``job`` stored, unless a stored job carries its ``unique_key`` in any state
+        (the job ``find_unique`` finds): then that job, and nothing is stored.
+
+        One atomic step against the other ``enqueue_once`` calls of the key, from any
+        process: a look-up then an ``enqueue`` is not, since a job made, run and
+        finished by another process between the two frees its key for ``enqueue``. The
+        HTTP API stores a job with an ``Idempotency-Key`` this way, so that requests
+        racing with one key to several API processes make one job. ValueError when the
+        job has no unique key.
+        """
 
     @abc.abstractmethod
     async def find_unique(self, unique_key: str) -> Job | None:

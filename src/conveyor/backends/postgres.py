@@ -54,6 +54,7 @@ from conveyor.backends.base import (
     known_id,
     known_queue,
     matches_nothing,
+    unique_key_of,
 )
 from conveyor.backends.postgres_claims import ClaimStart
 from conveyor.backends.postgres_enqueue import Inserter
@@ -393,6 +394,19 @@ class PostgresBackend(Backend):
     async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
         async with self._connection() as conn:
             return await self._inserter.insert_async(conn, jobs)
+
+    async def enqueue_once(self, job: Job) -> Job:
+        key = unique_key_of(job)
+        async with self._connection() as conn, conn.transaction():
+            # The key's lock, held to the commit: the calls of one key take turns, and
+            # each finds the job the one before committed, finished or not.
+            await conn.execute(self._q["lock_unique_key"], {"key": key})
+            cur = await conn.execute(self._q["newest_by_unique_key"], {"key": key})
+            row = await cur.fetchone()
+            if row is not None:
+                return row_to_job(row)
+            (stored,) = await self._inserter.insert_async(conn, [job])
+            return stored
 
     def enqueue_in(self, connection: Any, jobs: Sequence[Job]) -> list[Job]:
         """Store ``jobs`` through the caller's ``psycopg.Connection``, inside its

@@ -55,6 +55,7 @@ from conveyor.backends.base import (
     known_id,
     known_queue,
     matches_nothing,
+    unique_key_of,
 )
 from conveyor.backends.redis_direct import DirectAsyncClient, DirectClient
 from conveyor.backends.redis_packing import connection_class
@@ -261,6 +262,16 @@ class RedisBackend(Backend):
             # Once more, on a new connection: the failed one may have died with a
             # restart of Redis. Safe: a job whose id is stored is not stored again.
             return await self._enqueue(jobs, resending(calls))
+
+    async def enqueue_once(self, job: Job) -> Job:
+        unique_key_of(job)
+        (call,) = enqueue_calls([job], self.settings.max_payload, _ENQUEUE_CHUNK)
+        once = [f"o{call[0]}", *call[1:]]  # enqueue.lua: the key's newest stored job
+        try:
+            (stored,) = await self._enqueue([job], [once])
+        except BackendUnavailable:
+            (stored,) = await self._enqueue([job], resending([once]))
+        return stored
 
     async def _enqueue(self, jobs: Sequence[Job], calls: list[list[str]]) -> list[Job]:
         async with self._redis() as client:

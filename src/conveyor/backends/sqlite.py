@@ -52,6 +52,7 @@ from conveyor.backends.base import (
     known_id,
     known_queue,
     matches_nothing,
+    unique_key_of,
 )
 from conveyor.backends.rows import (
     RETRYABLE,
@@ -411,6 +412,18 @@ class SQLiteBackend(Backend):
                 raise _id_taken(jobs[0])
             return [jobs[0]]
         return self._write(lambda conn, now: self._insert(conn, now, jobs))
+
+    async def enqueue_once(self, job: Job) -> Job:
+        key = unique_key_of(job)
+        return await self._run(self._write, functools.partial(self._insert_once, key, job))
+
+    def _insert_once(self, key: str, job: Job, conn: sqlite3.Connection, now: float) -> Job:
+        # In the write transaction: no other process writes between look-up and insert.
+        newest = conn.execute(Q["newest_by_unique_key"], (key,)).fetchone()
+        if newest is not None:
+            return row_to_job(newest)
+        (stored,) = self._insert(conn, now, [job])
+        return stored
 
     def _insert(self, conn: sqlite3.Connection, now: float, jobs: Sequence[Job]) -> list[Job]:
         stored: list[Job] = []

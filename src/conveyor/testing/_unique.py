@@ -1,10 +1,16 @@
-"""Conformance: finding the job of a unique key in any state (``find_unique``)."""
+"""Conformance: finding the job of a unique key in any state (``find_unique``), and
+storing a job only if no stored job carries its key (``enqueue_once``)."""
 
 from __future__ import annotations
+
+import asyncio
+
+import pytest
 
 from conveyor.backends.base import Backend
 from conveyor.job import Outcome, State
 from conveyor.testing.harness import (
+    all_jobs,
     async_test,
     claim_one,
     enqueue_one,
@@ -118,3 +124,84 @@ class UniqueConformance:
             assert await backend.find_unique(key) is None, repr(key)
         found = await backend.find_unique("order:1")
         assert found is not None and found.unique_key == "order:1"
+
+    @async_test
+    async def test_enqueue_once_stores_a_job_whose_key_no_stored_job_carries(
+        self, backend: Backend
+    ) -> None:
+        # Given a job whose key no job carries, and one whose key only a deleted job had
+        gone = await enqueue_one(backend, make_job(unique_key="k-gone"))
+        assert await backend.delete(gone.id)
+        new, again = make_job(unique_key="k-new"), make_job(unique_key="k-gone")
+
+        # When each is enqueued once
+        stored = [await backend.enqueue_once(new), await backend.enqueue_once(again)]
+
+        # Then each is stored, waiting, and its key names it
+        assert [(j.id, j.state) for j in stored] == [
+            (new.id, State.QUEUED),
+            (again.id, State.QUEUED),
+        ]
+        for job in stored:
+            found = await backend.find_unique(job.unique_key or "")
+            assert found is not None and found.id == job.id
+
+    @async_test
+    async def test_enqueue_once_answers_the_stored_job_of_its_key_in_any_state(
+        self, backend: Backend
+    ) -> None:
+        # Given a waiting job and a succeeded one, each with a key
+        waiting = await enqueue_one(backend, make_job("other", unique_key="k-waiting"))
+        done = await enqueue_one(backend, make_job(unique_key="k-done"))
+        assert await finish_one(backend, await claim_one(backend), Outcome.succeeded())
+
+        # When new jobs with those keys are enqueued once
+        answers = [
+            await backend.enqueue_once(make_job("other", unique_key="k-waiting")),
+            await backend.enqueue_once(make_job(unique_key="k-done")),
+        ]
+
+        # Then each answer is the stored job, as it is (the succeeded one too: a finished
+        # job frees its key for enqueue, not for enqueue_once), and nothing is stored
+        assert [(j.id, j.state) for j in answers] == [
+            (waiting.id, State.QUEUED),
+            (done.id, State.SUCCEEDED),
+        ]
+        assert len(await all_jobs(backend)) == 2
+
+    @async_test
+    async def test_enqueue_once_refuses_a_job_without_a_unique_key(self, backend: Backend) -> None:
+        with pytest.raises(ValueError, match="unique key"):
+            await backend.enqueue_once(make_job())
+        assert await all_jobs(backend) == []
+
+    @async_test
+    async def test_enqueue_once_racing_with_runs_that_finish_at_once_stores_one_job(
+        self, backend: Backend
+    ) -> None:
+        # Given a worker that claims and finishes every job the moment it can
+        done = asyncio.Event()
+
+        async def finish_everything() -> None:
+            while not done.is_set():
+                claimed = await backend.claim(["default"], "eager-worker", 10, 60.0)
+                if claimed:
+                    await backend.finish([(job, Outcome.succeeded()) for job in claimed])
+                else:
+                    await asyncio.sleep(0)
+
+        finisher = asyncio.create_task(finish_everything())
+        try:
+            for round_ in range(30):
+                # When eight callers enqueue one key's job at once
+                key = f"race-{round_}"
+                answers = await asyncio.gather(
+                    *(backend.enqueue_once(make_job(unique_key=key)) for _ in range(8))
+                )
+
+                # Then they all get one and the same job, however fast it ran
+                assert len({job.id for job in answers}) == 1, f"round {round_}"
+        finally:
+            done.set()
+            await finisher
+        assert len(await all_jobs(backend)) == 30

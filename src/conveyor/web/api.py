@@ -104,8 +104,6 @@ class Api:
         self.metrics = Metrics()
         self.purger = Purger(settings.purge_url)
         self._reapers: dict[str, asyncio.Task[None]] = {}
-        #: Idempotency-Keys being looked up or stored, and how many requests hold each.
-        self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def backend(self) -> Backend:
         try:
@@ -188,11 +186,7 @@ class Api:
             idempotency_key=key,
             now=time.time(),
         )
-        if job.unique_key is None:
-            stored = await self._enqueue(backend, job)
-        else:
-            async with self._turn(job.unique_key):
-                stored = await self._find_or_enqueue(backend, job, principal)
+        stored = await self._enqueue(backend, job)
         if stored.id != job.id:
             # The same request gets the key's job back; another request under the same
             # key is refused.
@@ -213,49 +207,26 @@ class Api:
             {"Location": location, "ETag": etag_of(stored.version), "Cache-Control": "no-store"},
         )
 
-    async def _find_or_enqueue(self, backend: Backend, job: Job, principal: Principal) -> Job:
-        """The job of ``job``'s Idempotency-Key, or ``job`` stored now.
+    @staticmethod
+    async def _enqueue(backend: Backend, job: Job) -> Job:
+        """``job`` stored; with an Idempotency-Key, the key's job if one is stored.
 
         A key holds as long as its job is stored, finished or not: a client that sends its
         POST again after a timeout gets the job it made, even when that job has already
-        run. Two requests racing with one key: the store keeps a unique key to one active
-        job and answers the later enqueue with it; and since the store frees a key once
-        its job is finished, requests of one process take turns (:meth:`_turn`), so that
-        a job made, run and finished between another request's look-up and its enqueue is
-        found. (Not covered: such a race between two API processes.)
+        run. The store looks the key up and stores the job in one atomic step
+        (``Backend.enqueue_once``): requests racing with one key to any number of API
+        processes make one job, even when it runs and finishes between two of them. (The
+        key names its tenant, see ``submit._unique_key``, and the caller compares the
+        request bodies.)
         """
-        stored = await backend.find_unique(job.unique_key or "")
-        if stored is not None and stored.tenant == principal.tenant:
-            return stored
-        return await self._enqueue(backend, job)
-
-    @staticmethod
-    async def _enqueue(backend: Backend, job: Job) -> Job:
         try:
-            return (await backend.enqueue([job]))[0]
+            if job.unique_key is None:
+                return (await backend.enqueue([job]))[0]
+            return await backend.enqueue_once(job)
         except InvalidJob as exc:
             raise Problem(
                 422, str(exc), [{"pointer": "/" + exc.field, "detail": exc.problem}]
             ) from None
-
-    @asynccontextmanager
-    async def _turn(self, key: str) -> AsyncIterator[None]:
-        """Hold ``key`` against the other requests of this process that carry it. A
-        fast job ran in the instant between one request's look-up of its key and its
-        enqueue (a few milliseconds on PostgreSQL or Redis, where a worker waiting is
-        handed the job at once): 16 clients racing with one key made two or three jobs
-        about one race in three."""
-        lock, holders = self._turns.get(key, (asyncio.Lock(), 0))
-        self._turns[key] = (lock, holders + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, holders = self._turns[key]
-            if holders > 1:
-                self._turns[key] = (lock, holders - 1)
-            else:
-                del self._turns[key]
 
     # -- delete ----------------------------------------------------------------------
     async def delete(self, request: Request, job_id: str) -> Response:

@@ -19,6 +19,8 @@
 --              calls' jobs, checked here too, since this call's jobs are written before
 --              the later calls run; a refusal is left as the key P..'refused:'..t;
 --   '12@t'     a later call of that batch: with that key it answers {'refused'}.
+--   'o12'      one job, stored only if no stored job, finished or not, carries its
+--              unique key (Backend.enqueue_once); 'ro12' sent again.
 --
 -- A job's hash is written at once (a later job of the batch may read it through its
 -- unique key); the index entries of the batch are added at the end, a few commands
@@ -81,8 +83,9 @@ local function hand_off(id, worker, lease, fields)
   redis.call('RPUSH', handoff_key(worker), cjson.encode({SNOW, lease_until, v}))
 end
 
-local resend, width, later, token = string.match(ARGV[2], '^(r?)(%d+)%+?(%d*)@?(.*)$')
-resend, width = resend == 'r', tonumber(width)
+local resend, once, width, later, token =
+  string.match(ARGV[2], '^(r?)(o?)(%d+)%+?(%d*)@?(.*)$')
+resend, once, width = resend == 'r', once == 'o', tonumber(width)
 local refused_key = token ~= '' and P .. 'refused:' .. token
 if refused_key and later == '' and redis.call('EXISTS', refused_key) == 1 then
   return {'refused'}
@@ -159,7 +162,14 @@ for a = first, last, width do
     holder = id
   elseif unique_key ~= '' then
     holder = redis.call('HGET', P .. 'unique', unique_key)
-    if holder and not ACTIVE[redis.call('HGET', job_key(holder), 'state') or ''] then
+    if once then
+      -- Backend.enqueue_once: the key's newest stored job, in any state (as
+      -- find_unique.lua finds it), all in this one script: nothing runs in between.
+      local newest = redis.call('ZREVRANGEBYLEX', P .. 'unique:' .. unique_key, '+', '-',
+        'LIMIT', 0, 1)[1]
+      if holder and (not newest or holder > newest) then newest = holder end
+      holder = newest and redis.call('EXISTS', job_key(newest)) == 1 and newest or nil
+    elseif holder and not ACTIVE[redis.call('HGET', job_key(holder), 'state') or ''] then
       holder = nil
     end
   end

@@ -190,6 +190,11 @@ WHERE unique_key = %(key)s
 ORDER BY id DESC
 LIMIT 1;
 
+-- Backend.enqueue_once: one key's calls take turns (a transaction-scoped advisory
+-- lock; the two-key form, whose keys never meet the migration lock's one-key form).
+-- name: lock_unique_key
+SELECT pg_advisory_xact_lock(hashtext('{schema}.unique_key'), hashtext(%(key)s));
+
 -- name: now
 SELECT {schema}.epoch_now();
 
