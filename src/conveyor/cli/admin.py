@@ -43,7 +43,8 @@ def workers(
 
     Host, pid, queues, concurrency, started, last heartbeat, processed, failed and
     running jobs. STALE: no heartbeat for --stale-after seconds; the process is
-    probably gone, and its jobs run again once their leases expire.
+    probably gone, and its jobs run again once their leases expire. After an hour
+    without a heartbeat the live workers remove the registration.
     """
 
     if not 0 < stale_after < math.inf:  # (NaN too)

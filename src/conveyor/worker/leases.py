@@ -38,6 +38,12 @@ logger = logging.getLogger("conveyor.worker")
 #: asked whether they should cancel (an in-flight request is aborted within this of a
 #: cancel request), and the progress of jobs running longer than this is saved.
 WATCH_RUNNING_S = 0.5
+#: A worker registration without a heartbeat for this long (seconds) is removed by the
+#: live workers: its process is gone (killed, its machine lost), and the registry, which
+#: the dashboard and `conveyor workers` list, would otherwise keep it for ever.
+DEAD_WORKER_S = 3600.0
+#: How often a worker looks for such registrations (seconds).
+FORGET_EVERY_S = 60.0
 #: A wake-up of the running-jobs watcher this late (seconds) is logged as a blocked loop.
 LOOP_BLOCKED_S = 1.0
 
@@ -76,6 +82,7 @@ class LeaseKeeping:
         recover_every = max(self.config.lease / 2, 0.1)
         next_recover = time.monotonic() + random.uniform(0, recover_every)
         next_depth = time.monotonic()
+        next_forget = time.monotonic() + random.uniform(0, FORGET_EVERY_S)
         failing_since: float | None = None
         while True:
             await asyncio.sleep(period)
@@ -86,6 +93,9 @@ class LeaseKeeping:
                 if time.monotonic() >= next_depth:
                     next_depth = time.monotonic() + DEPTH_EVERY_S
                     await backend.sample_depth()  # the dashboard's queue depths
+                if time.monotonic() >= next_forget and not self._stopping.is_set():
+                    next_forget = time.monotonic() + FORGET_EVERY_S
+                    await self._forget_dead_workers(backend)
                 if time.monotonic() >= next_recover and not self._stopping.is_set():
                     next_recover = time.monotonic() + recover_every
                     for job in await backend.recover_expired():
@@ -108,6 +118,23 @@ class LeaseKeeping:
                         time.monotonic() - failing_since,
                     )
                     failing_since = None
+
+    async def _forget_dead_workers(self, backend: Backend) -> None:
+        """Remove the registrations of workers silent for ``DEAD_WORKER_S`` (as Resque
+        prunes dead workers). Their jobs went back with their leases long before; a
+        worker that was only cut off registers again with its next heartbeat."""
+        now = await backend.now()
+        for worker in await backend.list_workers():
+            silent = now - (worker.heartbeat_at or worker.started_at)
+            if worker.id != self.id and silent > DEAD_WORKER_S:
+                await backend.unregister_worker(worker.id)
+                logger.warning(
+                    "removed worker %s (%s, pid %d) from the registry: no heartbeat for %.0f s",
+                    worker.id,
+                    worker.host,
+                    worker.pid,
+                    silent,
+                )
 
     async def _extend(self, backend: Backend) -> None:
         assert self._recorder is not None
