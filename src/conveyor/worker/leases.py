@@ -57,7 +57,7 @@ class LeaseKeeping:
     config: WorkerConfig
     info: WorkerInfo
     _running: dict[str, Running]
-    _ended: list[tuple[Running, float]]  # runs ended since the watcher's last wake-up
+    _ended: list[tuple[Running, float]]  # long runs ended since the watcher's last wake-up
     _held: collections.deque[Job]  # claimed, not started
     _to_release: list[Job]  # held jobs that will not finish here
     _recorder: OutcomeRecorder | None
@@ -225,7 +225,8 @@ class LeaseKeeping:
 
         The suspects are the runs on the loop that went on past ``since`` (the stall
         began before it): those running still, and those that ended after it (a task
-        that blocks and then returns has ended by the time the loop turns again).
+        that blocks and then returns has ended by the time the loop turns again; it
+        ran for the stall at least, so the worker keeps only runs that long).
         """
         runs = [*self._running.values()]
         runs += [running for running, ended in self._ended if ended >= since]
