@@ -4,6 +4,7 @@ once the store is back."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from conveyor.web import outage
 from tests.api.server import RunningApi, running_api
 from tests.postgres.proxy import TcpProxy
 
@@ -67,3 +69,34 @@ def test_while_the_store_is_down_the_api_answers_503_and_stores_nothing(
     # the refused POST stored nothing: only the first job is there
     assert [j["id"] for j in acme.get("/v1/jobs").json()["jobs"]] == [job_id]
     assert acme.post("/v1/jobs", json=JOB).status_code == 202
+
+
+def test_an_outage_is_one_log_line_and_a_count_not_a_line_per_request(
+    proxied: tuple[RunningApi, TcpProxy],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given an API whose "store unavailable" lines come at most once an hour
+    monkeypatch.setattr(outage, "REMIND_S", 3600.0)
+    api, proxy = proxied
+    acme = api.client("acme")
+    assert acme.post("/v1/jobs", json=JOB).status_code == 202
+    caplog.set_level(logging.WARNING, logger="conveyor.api")
+
+    # When its store goes away and 24 requests arrive meanwhile
+    proxy.cut()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: acme.post("/v1/jobs", json=JOB), range(24)))
+
+    # Then every one is refused with a 503, and the log says so once, with the reason
+    assert [a.status_code for a in answers] == [503] * 24
+    said = [r.getMessage() for r in caplog.records if "store unavailable" in r.getMessage()]
+    assert len(said) == 1, said
+    assert api.app.url.split("?")[0].split("@")[-1].split("/")[0] in said[0]
+
+    # And the next line, once it is due, counts the refusals it did not tell
+    monkeypatch.setattr(outage, "REMIND_S", 0.0)
+    assert acme.post("/v1/jobs", json=JOB).status_code == 503
+    said = [r.getMessage() for r in caplog.records if "store unavailable" in r.getMessage()]
+    assert len(said) == 2 and "(and 23 more request(s) answered 503 in the last" in said[1], said
+    proxy.restore()

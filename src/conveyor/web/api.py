@@ -58,6 +58,7 @@ from conveyor.web.dashboard import create_dashboard
 from conveyor.web.documents import PRIVATE, job_document, job_summary, rfc3339
 from conveyor.web.inputs import MAX_DEPTH, count, too_deep
 from conveyor.web.metrics import Metrics
+from conveyor.web.outage import StoreTrouble
 from conveyor.web.poll import MAX_WAIT_S, PATH, Poll, PollFirst
 from conveyor.web.problems import (
     PROBLEM_JSON,
@@ -103,6 +104,8 @@ class Api:
         self.settings = settings
         self.metrics = Metrics()
         self.purger = Purger(settings.purge_url)
+        #: Logs the 503s of an unavailable store, a line at a time (API and dashboard).
+        self.store_trouble = StoreTrouble()
         self._reapers: dict[str, asyncio.Task[None]] = {}
 
     async def backend(self) -> Backend:
@@ -467,7 +470,7 @@ def create_api(app: Conveyor | str, settings: ApiSettings | None = None) -> Fast
         redoc_url=None,
     )
     web.state.api = api
-    _handlers(web)
+    _handlers(web, api)
     # The hot route: answered by PollFirst before FastAPI's middleware and, for what that
     # leaves to the router (HEAD, a mounted app), first among the routes.
     web.poll = Poll(api)
@@ -479,7 +482,7 @@ def create_api(app: Conveyor | str, settings: ApiSettings | None = None) -> Fast
     return web
 
 
-def _handlers(web: FastAPI) -> None:
+def _handlers(web: FastAPI, api: Api) -> None:
     @web.exception_handler(Problem)
     async def problem(_: Request, exc: Problem) -> Response:
         return exc.response()
@@ -498,7 +501,7 @@ def _handlers(web: FastAPI) -> None:
 
     @web.exception_handler(BackendUnavailable)
     async def unavailable(_: Request, exc: BackendUnavailable) -> Response:
-        logger.warning("store unavailable: %s", exc)
+        api.store_trouble.refused(exc)
         return problem_response(
             503, "the store is unavailable; try again", headers={"Retry-After": "1"}
         )

@@ -11,7 +11,6 @@ nothing was, in a flash message.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
@@ -33,8 +32,6 @@ from conveyor.web.dashboard.signing import Signer
 
 if TYPE_CHECKING:
     from conveyor.web.api import Api
-
-logger = logging.getLogger("conveyor.dashboard")
 
 
 class LoginRequired(Exception):
@@ -184,7 +181,7 @@ def create_dashboard(api: Api) -> Starlette:
         )
 
     async def unavailable(request: Request, exc: Exception) -> Response:
-        logger.warning("store unavailable: %s", exc)
+        dashboard.api.store_trouble.refused(exc)
         response = dashboard.error_page(
             request,
             503,
