@@ -126,6 +126,9 @@ class RedisBackend(Backend):
         self._sync_client: Any = None
         self._sync_lock = threading.Lock()
         self._fork = ForkGuard()
+        #: Workers registered through this backend: a heartbeat that finds one of them
+        #: unknown to Redis means the namespace lost its keys (see heartbeat_worker).
+        self._registered: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------
     def _client_kwargs(self) -> dict[str, Any]:
@@ -598,15 +601,33 @@ class RedisBackend(Backend):
 
     # -- workers and counters -------------------------------------------------
     async def register_worker(self, worker: WorkerInfo) -> None:
-        await self.heartbeat_worker(worker)
+        await self._beat(worker)
+        self._registered.add(worker.id)
 
     async def heartbeat_worker(self, worker: WorkerInfo) -> None:
+        if await self._beat(worker) and worker.id in self._registered:
+            # Only this worker's unregistering removes its start: the namespace lost its
+            # keys. Said once per loss (the heartbeat wrote the start again).
+            logger.error(
+                "Redis at %s lost this namespace's data: the registration of worker %s is "
+                "gone (a restart of Redis without persistence, a FLUSHALL or FLUSHDB, or "
+                "keys evicted). Every job stored before is gone; the jobs running here end "
+                "with their leases lost and no outcome recorded. Run Redis with "
+                "`appendonly yes` and `maxmemory-policy noeviction` (see docs/redis.md)",
+                self.where,
+                worker.id,
+            )
+
+    async def _beat(self, worker: WorkerInfo) -> bool:
+        """Write the worker's heartbeat; whether its start time was missing."""
         doc = worker.to_dict()
         del doc["started_at"], doc["heartbeat_at"]
-        started, beat = await self._call("heartbeat", worker.id, dumps(doc))
+        started, beat, fresh = await self._call("heartbeat", worker.id, dumps(doc))
         worker.started_at, worker.heartbeat_at = float(started), float(beat)
+        return bool(int(fresh))
 
     async def unregister_worker(self, worker_id: str) -> None:
+        self._registered.discard(worker_id)
         # A job handed to the worker after its last wait is given back first.
         await self._call("unpark", worker_id, "0")
         async with self._redis() as client:
