@@ -30,7 +30,7 @@ import collections
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -41,6 +41,9 @@ T = TypeVar("T")
 
 #: What a write does: ``fn(conn, now)``, inside a transaction.
 WriteFn = Callable[[sqlite3.Connection, float], Any]
+#: What the writer lock yields to run a transaction's first statement: ``first(sql,
+#: params)`` (SQLiteBackend._writer_lock; ``None``: the connection's own ``execute``).
+FirstStatement = Callable[[str, Sequence[Any]], sqlite3.Cursor]
 
 
 class WriteTransactions:
@@ -54,7 +57,7 @@ class WriteTransactions:
         self,
         path: str,
         connection: Callable[[], sqlite3.Connection],
-        writer_lock: Callable[[], contextlib.AbstractContextManager[None]],
+        writer_lock: Callable[[], contextlib.AbstractContextManager[FirstStatement | None]],
     ) -> None:
         self.path = path
         self._connection = connection
@@ -89,8 +92,8 @@ class WriteTransactions:
         writes waiting when it is done carried before the COMMIT."""
         conn = self._connection()
         carried: list[_Carried] = []
-        with self._writer_lock():
-            conn.execute("BEGIN IMMEDIATE")
+        with self._writer_lock() as first:
+            (first or conn.execute)("BEGIN IMMEDIATE", ())
             try:
                 now = time.time()
                 result = fn(conn, now)
