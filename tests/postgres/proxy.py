@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -49,6 +49,8 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
         self._pairs: set[asyncio.Task[None]] = set()
+        #: Set by mute(), cleared by the next cut.
+        self.muted = False
 
     # -- control, from the test's thread -------------------------------------------
     def __enter__(self) -> TcpProxy:
@@ -75,6 +77,12 @@ class TcpProxy:
     def restore(self) -> None:
         """Accept and forward connections again, on the same port."""
         self._call(self._listen())
+
+    def mute(self) -> None:
+        """Until the next cut, forward what clients send but drop what the server
+        answers: a statement sent meanwhile runs and commits, and its client never
+        hears back (as when a connection dies between a commit and its answer)."""
+        self.muted = True
 
     @property
     def open_connections(self) -> int:
@@ -110,6 +118,7 @@ class TcpProxy:
             )
 
     async def _cut(self) -> int:
+        self.muted = False
         server, self._server = self._server, None
         if server is not None:
             server.close()  # no longer listening: new connections are refused
@@ -143,8 +152,8 @@ class TcpProxy:
         self._open.update((writer, up_writer))
         try:
             pipes = [
-                asyncio.create_task(_pipe(reader, up_writer)),
-                asyncio.create_task(_pipe(up_reader, writer)),
+                asyncio.create_task(_pipe(reader, up_writer, lambda: False)),
+                asyncio.create_task(_pipe(up_reader, writer, lambda: self.muted)),
             ]
             try:
                 # Either side closing ends the pair: PostgreSQL has no half-closed use.
@@ -160,8 +169,12 @@ class TcpProxy:
             self._pairs.discard(task)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, muted: Callable[[], bool]
+) -> None:
     with contextlib.suppress(OSError):
         while data := await reader.read(_CHUNK):
+            if muted():
+                continue  # read and dropped: the sender sees its bytes taken
             writer.write(data)
             await writer.drain()

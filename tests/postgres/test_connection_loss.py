@@ -12,12 +12,15 @@ can enqueue and look while the worker is cut off.
 
 from __future__ import annotations
 
+import http.server
 import os
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
@@ -346,3 +349,62 @@ def test_after_a_long_outage_the_worker_reconnects_within_seconds(
     assert handle.job.attempts == 1
     stop(proc)
     print(f"\noutcome written {written_in:.2f}s after restore")
+
+
+class _Callbacks(http.server.BaseHTTPRequestHandler):
+    received: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.received.append(self.headers.get("idempotency-key") or "")
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def callbacks() -> Iterator[tuple[str, list[str]]]:
+    """A local HTTP server that takes callbacks: its URL, and the keys it received."""
+    _Callbacks.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Callbacks)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/done", _Callbacks.received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_outcome_stored_as_its_answer_was_lost_counts_as_written(
+    env: WorkerEnv, proxy: TcpProxy, callbacks: tuple[str, list[str]], tmp_path: Path
+) -> None:
+    # Given a worker, through the proxy, running a job that has a callback URL
+    url, received = callbacks
+    go = tmp_path / "go"
+    options = {"metadata": {"conveyor.http": {"callback": url}}}
+    handle = env.tasks.wait_for_file.with_options(**options).enqueue(1, str(go))
+    worker_url = through(proxy, env.url, "conveyor-lost-answer")
+    env.env["CONVEYOR_HTTP_ALLOW"] = "127.0.0.0/8"  # the callback goes to this machine
+    proc = env.start_worker("-c", "2", "--lease", "30", url=worker_url)
+    env.wait_until("running", lambda: len(runs(env)) == 1, 20)
+
+    # When the job ends while the server's answers are dropped: its outcome is stored,
+    # and the worker never hears so; then the connections die, and come back
+    proxy.mute()
+    go.touch()
+    env.wait_until("stored", lambda: handle.refresh().state is State.SUCCEEDED, 20)
+    proxy.cut()
+    proxy.restore()
+
+    # Then the worker takes its outcome as written: the callback is sent, once, and
+    # nothing says the lease was lost
+    env.wait_until("the callback", lambda: len(received) == 1, 30)
+    assert received == [f"{handle.id}:callback"]
+    assert not log_lines(env, "lease lost"), env.logs()
+    assert log_lines(env, handle.id, "stored by a write whose answer was lost"), env.logs()
+    job = handle.refresh().job
+    assert (job.attempts, job.result, runs(env)) == (1, 1, Counter({"1": 1}))
+    stop(proc)

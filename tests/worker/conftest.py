@@ -64,6 +64,14 @@ def timed(i, seconds):
     return i
 
 
+@app.task(name="wait_for_file")
+def wait_for_file(i, path):
+    _mark("runs", i)
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return i
+
+
 @app.task(name="always_fails", max_attempts=3, retry={"exponent": 1, "base": 0, "jitter": 0})
 def always_fails():
     raise RuntimeError("this task always fails")

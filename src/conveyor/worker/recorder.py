@@ -9,7 +9,12 @@ outcome is written its job stays ``pending`` here, so the worker keeps extending
 lease.
 
 When the store is down the batch is kept and tried again (a job whose lease
-runs out meanwhile is recovered elsewhere: at least once still holds). When a
+runs out meanwhile is recovered elsewhere: at least once still holds). A write that
+failed may have been stored all the same (the connection dropped after the commit,
+before its answer came: a restart of the server, a cut): tried again, its outcomes
+are then refused as if their leases were lost. So a refusal that follows such a
+failure looks at the job, and an outcome the store already has, from this run, counts
+as written (its callback is sent, its cache purged), not as a lost lease. When a
 batch cannot even be encoded (task code put into its job what no store keeps),
 its outcomes are written one by one, and one that still fails is replaced by a
 ``poisoned`` outcome that says why, written over the job as the store has it — so
@@ -26,13 +31,15 @@ from collections.abc import Callable, Sequence
 from conveyor.backends import redact_url
 from conveyor.backends.base import Backend
 from conveyor.exceptions import ConveyorError, JobNotFound
-from conveyor.job import Job, Outcome
+from conveyor.job import Job, Outcome, State
 from conveyor.storable import storable
 
 logger = logging.getLogger("conveyor.worker")
 
 #: Seconds between attempts to write outcomes while the store does not answer.
 RETRY_S = 1.0
+#: The state each outcome that ends a job leaves it in.
+_ENDS = {"succeeded": State.SUCCEEDED, "poisoned": State.POISONED, "cancelled": State.CANCELLED}
 
 
 class OutcomeRecorder:
@@ -43,6 +50,8 @@ class OutcomeRecorder:
         self._task: asyncio.Task[None] | None = None
         self.give_up = False  # set by a second stop signal: do not wait for the store
         self._failing_since: float | None = None  # first failed write of the current streak
+        #: Jobs whose outcome was in a write that failed: it may be stored all the same.
+        self._unanswered: set[str] = set()
         #: Called with each outcome once the store has it (the worker sends callbacks).
         self.on_written: Callable[[Job, Outcome], None] | None = None
 
@@ -96,6 +105,7 @@ class OutcomeRecorder:
                     exc,
                     RETRY_S,
                 )
+                self._unanswered.update(job.id for job, _ in self._in_flight)
                 self._queued[:0] = self._in_flight
                 self._in_flight = []
                 await asyncio.sleep(RETRY_S)
@@ -124,10 +134,34 @@ class OutcomeRecorder:
         for (job, outcome), ok in zip(batch, written, strict=True):
             if ok is None:
                 continue  # not written, logged: the job's lease runs out (see _write_one)
+            if not ok and job.id in self._unanswered and await self._stored_before(job, outcome):
+                ok = True
+                logger.info(
+                    "job %s: its outcome was stored by a write whose answer was lost", job.id
+                )
+            self._unanswered.discard(job.id)
             if not ok:
                 logger.warning("job %s: lease lost before its outcome was recorded", job.id)
             elif self.on_written is not None:
                 self.on_written(job, outcome)
+
+    async def _stored_before(self, job: Job, outcome: Outcome) -> bool:
+        """Whether the store already has this run's outcome, which ends the job: the
+        job ended in its state, at this attempt, held by no one, with this outcome's
+        error last (when it has one). A retry is not looked for: the recovery of an
+        expired lease leaves a job waiting at the same attempt too."""
+        ends = _ENDS.get(outcome.kind)
+        if ends is None:
+            return False
+        try:
+            stored = await self.backend.get(job.id)
+        except ConveyorError:
+            return False  # gone, or the store away again: a lost lease, as it says
+        if stored.state is not ends or stored.attempts != job.attempts or stored.worker_id:
+            return False
+        return outcome.error is None or (
+            bool(stored.errors) and stored.errors[-1].get("at") == outcome.error.get("at")
+        )
 
     async def _write_one(self, job: Job, outcome: Outcome) -> bool | None:
         """Write one outcome; if the store refuses it, a ``poisoned`` outcome that says
