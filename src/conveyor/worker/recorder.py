@@ -38,6 +38,8 @@ logger = logging.getLogger("conveyor.worker")
 
 #: Seconds between attempts to write outcomes while the store does not answer.
 RETRY_S = 1.0
+#: Seconds at least between two lines saying that outcomes still cannot be written.
+TELL_EVERY_S = 10.0
 #: The state each outcome that ends a job leaves it in.
 _ENDS = {"succeeded": State.SUCCEEDED, "poisoned": State.POISONED, "cancelled": State.CANCELLED}
 
@@ -50,6 +52,7 @@ class OutcomeRecorder:
         self._task: asyncio.Task[None] | None = None
         self.give_up = False  # set by a second stop signal: do not wait for the store
         self._failing_since: float | None = None  # first failed write of the current streak
+        self._told_at = 0.0  # when the last line about that streak was logged
         #: Jobs whose outcome was in a write that failed: it may be stored all the same.
         self._unanswered: set[str] = set()
         #: Called with each outcome once the store has it (the worker sends callbacks).
@@ -97,14 +100,25 @@ class OutcomeRecorder:
             try:
                 await self._write(self._in_flight)
             except ConveyorError as exc:
+                now = time.monotonic()
                 if self._failing_since is None:
-                    self._failing_since = time.monotonic()
-                logger.error(
-                    "could not record %d outcome(s): %s; trying again in %gs",
-                    len(self._in_flight),
-                    exc,
-                    RETRY_S,
-                )
+                    self._failing_since = self._told_at = now
+                    logger.error(
+                        "could not record %d outcome(s): %s; trying again every %gs",
+                        len(self._in_flight),
+                        exc,
+                        RETRY_S,
+                    )
+                elif now - self._told_at >= TELL_EVERY_S:
+                    # Tried every second while the store is away: a line each time
+                    # would be thousands over an outage of an hour.
+                    self._told_at = now
+                    logger.error(
+                        "still could not record %d outcome(s) after %.0fs: %s",
+                        len(self._in_flight),
+                        now - self._failing_since,
+                        exc,
+                    )
                 self._unanswered.update(job.id for job, _ in self._in_flight)
                 self._queued[:0] = self._in_flight
                 self._in_flight = []
