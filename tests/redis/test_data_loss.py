@@ -8,6 +8,8 @@ the test kills with SIGKILL and starts again, empty, on the same port.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
 import uuid
 from collections.abc import Iterator
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.backends.base import DEAD_WORKER_S, WorkerInfo
+from conveyor.backends.redis import RedisBackend
 from conveyor.exceptions import BackendUnavailable, JobNotFound
 from tests.redis.server import RedisServer
 from tests.worker.conftest import WorkerEnv
@@ -84,3 +88,34 @@ def test_a_restart_without_persistence_is_said_once_and_the_worker_goes_on(
             handle.refresh()
     assert "Traceback" not in env.logs(), env.logs()
     stop(proc)
+
+
+def test_a_worker_back_after_an_hour_of_silence_is_not_taken_for_a_data_loss(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a worker registered through one backend, whose last heartbeat is an hour and
+    # more ago, and whose registration the live workers have removed (another backend)
+    worker = WorkerInfo(id="back:1:w", host="back", pid=1, queues=["default"], concurrency=1)
+
+    async def scenario() -> None:
+        own, others = RedisBackend(redis_url), RedisBackend(redis_url)
+        await own.open()
+        await others.open()
+        try:
+            await own.register_worker(worker)
+            worker.heartbeat_at -= DEAD_WORKER_S + 60
+            await others.unregister_worker(worker.id)
+            # When it heartbeats again
+            with caplog.at_level(logging.WARNING, logger="conveyor.backends.redis"):
+                await own.heartbeat_worker(worker)
+            listed = [w.id for w in await others.list_workers()]
+        finally:
+            await own.close()
+            await others.close()
+        # Then it is listed again, and the log says why it was gone: not a lost namespace
+        assert listed == [worker.id]
+
+    asyncio.run(scenario())
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if LOST in m], messages
+    assert any("registered again after" in m for m in messages), messages

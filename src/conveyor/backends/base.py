@@ -142,6 +142,11 @@ class MinuteCount:
 #: Seconds between two calls of ``Backend.sample_depth`` by a worker's lease keeper: a
 #: look in every minute of the store's clock, whatever the skew.
 DEPTH_EVERY_S = 20.0
+#: A worker registration without a heartbeat for this long (seconds) is removed by the
+#: live workers (conveyor.worker.leases): its process is gone (killed, its machine lost),
+#: and the registry, which the dashboard and `conveyor workers` list, would keep it for
+#: ever. A worker only cut off that long registers again with its next heartbeat.
+DEAD_WORKER_S = 3600.0
 
 #: Seconds a minute's counts are kept after the minute starts (``Backend.keep_counts``):
 #: at least a day of whole minutes.

@@ -42,6 +42,7 @@ from redis.retry import Retry as SyncRetry
 
 from conveyor.backends import redact_url, scrub
 from conveyor.backends.base import (
+    DEAD_WORKER_S,
     Backend,
     JobFilter,
     JobHead,
@@ -605,9 +606,20 @@ class RedisBackend(Backend):
         self._registered.add(worker.id)
 
     async def heartbeat_worker(self, worker: WorkerInfo) -> None:
-        if await self._beat(worker) and worker.id in self._registered:
-            # Only this worker's unregistering removes its start: the namespace lost its
-            # keys. Said once per loss (the heartbeat wrote the start again).
+        previous = worker.heartbeat_at
+        if not await self._beat(worker) or worker.id not in self._registered:
+            return
+        if previous and worker.heartbeat_at - previous > DEAD_WORKER_S:
+            # Silent that long (cut off, stopped), it was removed by the live workers.
+            logger.warning(
+                "worker %s registered again after %.0f s without a heartbeat",
+                worker.id,
+                worker.heartbeat_at - previous,
+            )
+        else:
+            # Only this worker's unregistering removes its start (or other workers', after
+            # DEAD_WORKER_S of silence): the namespace lost its keys. Said once per loss
+            # (the heartbeat wrote the start again).
             logger.error(
                 "Redis at %s lost this namespace's data: the registration of worker %s is "
                 "gone (a restart of Redis without persistence, a FLUSHALL or FLUSHDB, or "

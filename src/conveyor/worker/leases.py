@@ -24,7 +24,13 @@ import random
 import time
 
 from conveyor.backends import redact_url
-from conveyor.backends.base import DEPTH_EVERY_S, Backend, LeaseStatus, WorkerInfo
+from conveyor.backends.base import (
+    DEAD_WORKER_S,
+    DEPTH_EVERY_S,
+    Backend,
+    LeaseStatus,
+    WorkerInfo,
+)
 from conveyor.exceptions import BackendUnavailable, ConveyorError
 from conveyor.job import Job, Outcome
 from conveyor.worker.config import WorkerConfig
@@ -38,11 +44,7 @@ logger = logging.getLogger("conveyor.worker")
 #: asked whether they should cancel (an in-flight request is aborted within this of a
 #: cancel request), and the progress of jobs running longer than this is saved.
 WATCH_RUNNING_S = 0.5
-#: A worker registration without a heartbeat for this long (seconds) is removed by the
-#: live workers: its process is gone (killed, its machine lost), and the registry, which
-#: the dashboard and `conveyor workers` list, would otherwise keep it for ever.
-DEAD_WORKER_S = 3600.0
-#: How often a worker looks for such registrations (seconds).
+#: How often a worker looks for registrations silent for DEAD_WORKER_S (seconds).
 FORGET_EVERY_S = 60.0
 #: A wake-up of the running-jobs watcher this late (seconds) is logged as a blocked loop.
 LOOP_BLOCKED_S = 1.0
