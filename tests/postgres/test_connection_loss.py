@@ -402,9 +402,9 @@ def test_an_outcome_stored_as_its_answer_was_lost_counts_as_written(
     # Then the worker takes its outcome as written: the callback is sent, once, and
     # nothing says the lease was lost
     env.wait_until("the callback", lambda: len(received) == 1, 30)
-    assert received == [f"{handle.id}:callback"]
     assert not log_lines(env, "lease lost"), env.logs()
     assert log_lines(env, handle.id, "stored by a write whose answer was lost"), env.logs()
     job = handle.refresh().job
+    assert received == [f"{handle.id}:callback:{job.version}"]
     assert (job.attempts, job.result, runs(env)) == (1, 1, Counter({"1": 1}))
     stop(proc)

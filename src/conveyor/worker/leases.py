@@ -37,6 +37,7 @@ from conveyor.worker.config import WorkerConfig
 from conveyor.worker.executor import Executor, describe
 from conveyor.worker.recorder import OutcomeRecorder
 from conveyor.worker.running import Running, error_record
+from conveyor.worker.streaks import Streak
 
 logger = logging.getLogger("conveyor.worker")
 
@@ -85,7 +86,7 @@ class LeaseKeeping:
         next_recover = time.monotonic() + random.uniform(0, recover_every)
         next_depth = time.monotonic()
         next_forget = time.monotonic() + random.uniform(0, FORGET_EVERY_S)
-        failing_since: float | None = None
+        failing = Streak()
         while True:
             await asyncio.sleep(period)
             try:
@@ -109,17 +110,18 @@ class LeaseKeeping:
                         # finished here, and nobody else will call back.
                         self._call_back(backend, job, job.state.value)
             except ConveyorError as exc:
-                if failing_since is None:
-                    failing_since = time.monotonic()
-                logger.error("lease keeping failed: %s; trying again in %.1fs", exc, period)
+                lasted = failing.fail()
+                if lasted == 0.0:
+                    logger.error("lease keeping failed: %s; trying again every %.1fs", exc, period)
+                elif lasted is not None:
+                    logger.error("lease keeping still fails after %.0fs: %s", lasted, exc)
             else:
-                if failing_since is not None:
+                if (lasted := failing.end()) is not None:
                     logger.warning(
                         "lease keeping works again on %s after %.1fs of errors",
                         redact_url(backend.url),
-                        time.monotonic() - failing_since,
+                        lasted,
                     )
-                    failing_since = None
 
     async def _forget_dead_workers(self, backend: Backend) -> None:
         """Remove the registrations of workers silent for ``DEAD_WORKER_S`` (as Resque

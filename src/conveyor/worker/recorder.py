@@ -33,13 +33,12 @@ from conveyor.backends.base import Backend
 from conveyor.exceptions import ConveyorError, JobNotFound
 from conveyor.job import Job, Outcome, State
 from conveyor.storable import storable
+from conveyor.worker.streaks import Streak
 
 logger = logging.getLogger("conveyor.worker")
 
 #: Seconds between attempts to write outcomes while the store does not answer.
 RETRY_S = 1.0
-#: Seconds at least between two lines saying that outcomes still cannot be written.
-TELL_EVERY_S = 10.0
 #: The state each outcome that ends a job leaves it in.
 _ENDS = {"succeeded": State.SUCCEEDED, "poisoned": State.POISONED, "cancelled": State.CANCELLED}
 
@@ -51,8 +50,7 @@ class OutcomeRecorder:
         self._in_flight: list[tuple[Job, Outcome]] = []
         self._task: asyncio.Task[None] | None = None
         self.give_up = False  # set by a second stop signal: do not wait for the store
-        self._failing_since: float | None = None  # first failed write of the current streak
-        self._told_at = 0.0  # when the last line about that streak was logged
+        self._failing = Streak()  # failed writes in a row
         #: Jobs whose outcome was in a write that failed: it may be stored all the same.
         self._unanswered: set[str] = set()
         #: Called with each outcome once the store has it (the worker sends callbacks).
@@ -100,23 +98,21 @@ class OutcomeRecorder:
             try:
                 await self._write(self._in_flight)
             except ConveyorError as exc:
-                now = time.monotonic()
-                if self._failing_since is None:
-                    self._failing_since = self._told_at = now
+                # Tried every second while the store is away: said when the failures
+                # start, then every TELL_EVERY_S (see conveyor.worker.streaks).
+                lasted = self._failing.fail()
+                if lasted == 0.0:
                     logger.error(
                         "could not record %d outcome(s): %s; trying again every %gs",
                         len(self._in_flight),
                         exc,
                         RETRY_S,
                     )
-                elif now - self._told_at >= TELL_EVERY_S:
-                    # Tried every second while the store is away: a line each time
-                    # would be thousands over an outage of an hour.
-                    self._told_at = now
+                elif lasted is not None:
                     logger.error(
                         "still could not record %d outcome(s) after %.0fs: %s",
                         len(self._in_flight),
-                        now - self._failing_since,
+                        lasted,
                         exc,
                     )
                 self._unanswered.update(job.id for job, _ in self._in_flight)
@@ -124,16 +120,15 @@ class OutcomeRecorder:
                 self._in_flight = []
                 await asyncio.sleep(RETRY_S)
                 continue
-            if self._failing_since is not None:
+            if (lasted := self._failing.end()) is not None:
                 # The other half of the error lines above: the outcomes held meanwhile
                 # are in the store now (or were refused for a lost lease, logged apart).
                 logger.warning(
                     "recorded %d outcome(s) on %s after %.1fs of errors",
                     len(self._in_flight),
                     redact_url(self.backend.url),
-                    time.monotonic() - self._failing_since,
+                    lasted,
                 )
-                self._failing_since = None
             self._in_flight = []
 
     async def _write(self, batch: Sequence[tuple[Job, Outcome]]) -> None:

@@ -46,6 +46,7 @@ from conveyor.worker.leases import LOOP_BLOCKED_S, LeaseKeeping
 from conveyor.worker.processes import ProcessRunner
 from conveyor.worker.recorder import OutcomeRecorder
 from conveyor.worker.running import Running, error_record, failed_run
+from conveyor.worker.streaks import Streak
 
 logger = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
@@ -93,6 +94,7 @@ class Worker(LeaseKeeping):
         self._stopping = asyncio.Event()
         self._idle_task: asyncio.Task[object] | None = None  # the claim loop, while it waits
         self._stop_cancelled = False  # request_stop cancelled that wait
+        self._waits_failing = Streak()
         self._stop_now = False
         #: Store calls a stop-now cuts short (see _store).
         self._store_calls: set[asyncio.Future[Any]] = set()
@@ -215,7 +217,7 @@ class Worker(LeaseKeeping):
     async def _claim_loop(self, backend: Backend) -> None:
         max_jobs = self.config.max_jobs
         backoff = 0.0
-        failing_since: float | None = None  # first failed claim of the current streak
+        failing = Streak()
         while not self._stopping.is_set():
             if self._start_buffered():
                 await _let_started_jobs_begin()
@@ -238,21 +240,26 @@ class Worker(LeaseKeeping):
             try:
                 jobs = await self._claim(backend, limit)
             except ConveyorError as exc:
-                if failing_since is None:
-                    failing_since = time.monotonic()
                 backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF_S)
-                logger.error("claim failed: %s; trying again in %.1fs", exc, backoff)
+                lasted = failing.fail()
+                if lasted == 0.0:
+                    logger.error(
+                        "claim failed: %s; trying again with a growing pause (up to %gs)",
+                        exc,
+                        MAX_BACKOFF_S,
+                    )
+                elif lasted is not None:
+                    logger.error("claims still fail after %.0fs: %s", lasted, exc)
                 await self._sleep_unless_stopped(backoff)
                 continue
-            if failing_since is not None:
+            if (lasted := failing.end()) is not None:
                 # Say so when the store answers again: the errors above stop, and whoever
                 # reads the log should not have to infer the recovery from their absence.
                 logger.warning(
                     "claims work again on %s after %.1fs of errors",
                     redact_url(backend.url),
-                    time.monotonic() - failing_since,
+                    lasted,
                 )
-                failing_since = None
             backoff = 0.0
             logger.debug(
                 "claimed %d of %d from %s (%d running, %d held)",
@@ -324,12 +331,17 @@ class Worker(LeaseKeeping):
             # Not ``interval`` (which may be long when the store wakes workers): the
             # store that failed may be back already, with work that came meanwhile
             # and whose wake-up was lost. Claims take their own backoff if it is not.
-            logger.error("waiting for work failed: %s", exc)
+            lasted = self._waits_failing.fail()
+            if lasted == 0.0:
+                logger.error("waiting for work failed: %s", exc)
+            elif lasted is not None:
+                logger.error("waiting for work still fails after %.0fs: %s", lasted, exc)
             await self._sleep_unless_stopped(min(self.config.interval, WAIT_FAILED_S))
             return
         finally:
             self._idle_task = None
             self._stop_cancelled = False
+        self._waits_failing.end()  # (the claims say when the store is back)
         logger.debug(
             "idle wait ended: %s",
             f"{len(handed)} handed over" if handed else "store changed" if woke else "interval",
