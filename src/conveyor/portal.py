@@ -40,10 +40,7 @@ class Portal:
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the portal loop and wait for its result."""
-        if self._fork.forked():
-            keep_from_parent(self._loop, self._thread)
-            self._loop = self._thread = None
-            self._lock = threading.Lock()
+        self._fork.check(self._forget_parent)
         loop = self._start()
         try:
             running = asyncio.get_running_loop()
@@ -54,7 +51,14 @@ class Portal:
             raise RuntimeError("a synchronous conveyor call was made on the portal's own loop")
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
+    def _forget_parent(self) -> None:
+        """In a forked child: the parent's loop runs on a thread the fork did not copy."""
+        keep_from_parent(self._loop, self._thread)
+        self._loop = self._thread = None
+        self._lock = threading.Lock()
+
     def stop(self) -> None:
+        self._fork.check(self._forget_parent)
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None

@@ -74,3 +74,35 @@ def _exit_code(pid: int, timeout: float = 60.0) -> int | str:
 async def _queued(app: Conveyor) -> int:
     backend = await app.backend()
     return (await backend.stats()).counts.get("queued", 0)
+
+
+def test_a_child_that_closes_the_app_leaves_its_parents_connections_alone(
+    app_on_each_store: Conveyor,
+) -> None:
+    app = app_on_each_store
+
+    @app.task(name="noop")
+    def noop(i: int) -> int:
+        return i
+
+    # Given an app whose sync enqueue connection the parent has opened
+    noop.enqueue(1)
+
+    # When a child forked now closes the app before it used it (a worker process of a
+    # pre-forking server that shuts down)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            app.close()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+
+    # Then the parent's connections still work (a child closing the parent's PostgreSQL
+    # connection said goodbye on the parent's socket)
+    assert _exit_code(pid) == 0
+    assert noop.enqueue(2).refresh().state is State.QUEUED

@@ -242,6 +242,7 @@ class PostgresBackend(Backend):
         if self._checking is not None:
             await asyncio.gather(self._checking, return_exceptions=True)
             self._checking = None
+        self._fork.check(self._forget_parent)  # a child closes its own, not its parent's
         with self._sync_lock:
             conn, self._sync_conn = self._sync_conn, None
             if conn is not None:
@@ -358,10 +359,7 @@ class PostgresBackend(Backend):
 
     # -- enqueue -------------------------------------------------------------------
     def enqueue_blocking(self, jobs: Sequence[Job]) -> list[Job] | None:
-        if self._fork.forked():  # the parent's connection is not this process's
-            keep_from_parent(self._sync_conn)
-            self._sync_conn = None
-            self._sync_lock = threading.Lock()
+        self._fork.check(self._forget_parent)
         with self._sync_lock:
             conn = self._sync_conn
             if conn is None or conn.closed or conn.broken:
@@ -373,6 +371,13 @@ class PostgresBackend(Backend):
                     conn.close()
                 self._sync_conn = None
                 raise self._unavailable(exc) from exc
+
+    def _forget_parent(self) -> None:
+        """In a forked child: the sync connection is the parent's (its socket shared;
+        closing it would end the parent's session): kept unused, opened again here."""
+        keep_from_parent(self._sync_conn)
+        self._sync_conn = None
+        self._sync_lock = threading.Lock()
 
     def _connect_sync(self) -> psycopg.Connection[Any]:
         try:

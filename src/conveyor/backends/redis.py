@@ -315,14 +315,18 @@ class RedisBackend(Backend):
         if not jobs or len(jobs) > _ENQUEUE_CHUNK:
             return None
         (call,) = enqueue_calls(jobs, self.settings.max_payload, _ENQUEUE_CHUNK)
-        if self._fork.forked():  # a lock held at the fork stays held: a new one
-            self._sync_lock = threading.Lock()  # (the connection checks for itself)
+        self._fork.check(self._forget_parent)
         with self._sync_lock:
             try:
                 return self._enqueue_sync(jobs, call)
             except BackendUnavailable:  # once more, as enqueue() does
                 (again,) = resending([call])
                 return self._enqueue_sync(jobs, again)
+
+    def _forget_parent(self) -> None:
+        """In a forked child: a lock held at the fork stays held; a new one (the sync
+        connection checks its process for itself, see redis_direct)."""
+        self._sync_lock = threading.Lock()
 
     def _enqueue_sync(self, jobs: Sequence[Job], call: list[str]) -> list[Job]:
         with self._sync() as client:

@@ -309,6 +309,7 @@ class SQLiteBackend(Backend):
         await self._run(self.open_blocking)
 
     async def close(self) -> None:
+        self._fork.check(self._forget_parent)  # a child closes its own, not its parent's
         with self._lock, self._watch_lock:
             for conn in (self._conn, self._watch_conn):
                 if conn is not None:
@@ -416,8 +417,7 @@ class SQLiteBackend(Backend):
 
     # -- jobs -------------------------------------------------------------------
     def enqueue_blocking(self, jobs: Sequence[Job]) -> list[Job] | None:
-        if self._fork.forked():
-            self._forget_parent()
+        self._fork.check(self._forget_parent)
         with self._lock:
             if self._conn is None:
                 self.open_blocking()
