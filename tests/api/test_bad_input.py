@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.testing.harness import make_job
 from tests.api.server import RunningApi, running_api, settings
 from tests.pg import fresh_schema
 from tests.rd import fresh_namespace
@@ -307,6 +308,32 @@ def test_a_cursor_the_api_did_not_make_is_422_naming_it(api: RunningApi) -> None
     rest = acme.get("/v1/jobs", params={"limit": 2, "cursor": first["next_cursor"]}).json()
     assert [job["id"] for job in rest["jobs"]] == [ids[0]]
     assert rest["next_cursor"] is None
+
+
+def test_the_list_pages_past_a_job_whose_id_is_long(api: RunningApi) -> None:
+    # Given jobs the library stored with ids of 800 characters and more (ids are the
+    # enqueuer's to choose), listed two to a page
+    ids = [("j" * 800) + str(n) for n in range(3)]
+
+    async def store() -> None:
+        backend = await api.app.backend()
+        jobs = [make_job() for _ in ids]
+        for job, job_id in zip(jobs, ids, strict=True):
+            job.id = job_id
+        await backend.enqueue(jobs)
+
+    api.call(store())
+    admin = api.client("admin")
+    first = admin.get("/v1/jobs", params={"limit": 2}).json()
+    assert [job["id"] for job in first["jobs"]] == ids[::-1][:2]
+
+    # When the next page is asked for with the cursor the API handed out (over 1,000
+    # characters)
+    answer = admin.get("/v1/jobs", params={"limit": 2, "cursor": first["next_cursor"]})
+
+    # Then it is that page, not a refusal of the API's own cursor
+    assert answer.status_code == 200, answer.text
+    assert [job["id"] for job in answer.json()["jobs"]] == [ids[0]]
 
 
 def test_no_key_or_an_unknown_one_is_401_naming_the_authorization_header(

@@ -52,8 +52,8 @@ from conveyor.storable import problem
 from conveyor.web import models
 from conveyor.web.auth import Principal, token_matches
 from conveyor.web.caching import etag_of
-from conveyor.web.cursors import MAX_CURSOR, decode_cursor, encode_cursor
 from conveyor.web.cursors import PATTERN as CURSOR
+from conveyor.web.cursors import decode_cursor, encode_cursor
 from conveyor.web.dashboard import create_dashboard
 from conveyor.web.documents import PRIVATE, job_document, job_summary, rfc3339
 from conveyor.web.inputs import MAX_DEPTH, count, too_deep
@@ -607,7 +607,7 @@ def _routes(web: FastAPI, api: Api) -> None:
         state: Annotated[str | None, Query(json_schema_extra={"pattern": _STATES})] = None,
         queue: str | None = None,
         cursor: Annotated[
-            str | None, Query(json_schema_extra={"pattern": CURSOR, "maxLength": MAX_CURSOR})
+            str | None, Query(json_schema_extra={"pattern": CURSOR})
         ] = None,
         limit: Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": 500})] = 50,
     ) -> Response:
