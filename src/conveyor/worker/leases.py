@@ -107,8 +107,10 @@ class LeaseKeeping:
                             "recovered job %s from a lost worker: now %s", job.id, job.state
                         )
                         # Poisoned (its last attempt) or cancelled (asked while it ran):
-                        # finished here, and nobody else will call back.
-                        self._call_back(backend, job, job.state.value)
+                        # finished here, and nobody else will call back. Not once the
+                        # worker stops: its callbacks and HTTP client are closed by then.
+                        if not self._stopping.is_set():
+                            self._call_back(backend, job, job.state.value)
             except ConveyorError as exc:
                 lasted = failing.fail()
                 if lasted == 0.0:

@@ -142,6 +142,7 @@ class OutcomeRecorder:
             written = [await self._write_one(job, outcome) for job, outcome in batch]
         for (job, outcome), ok in zip(batch, written, strict=True):
             if ok is None:
+                self._unanswered.discard(job.id)
                 continue  # not written, logged: the job's lease runs out (see _write_one)
             if not ok and job.id in self._unanswered and await self._stored_before(job, outcome):
                 ok = True

@@ -119,8 +119,11 @@ class Supervisor:
             if self._stop_count != stops:
                 # Python runs a signal's handler between two bytecodes, not when the
                 # signal arrives: one that arrived just before the block can run during
-                # the fork, before the child was known. Pass that stop on here, once.
+                # the fork, before the child was known. Pass that stop on here, once (and
+                # a second one as "now", as _on_signal would have).
                 os.kill(pid, signal.SIGTERM)
+                if self._stop_count > 1:
+                    os.kill(pid, STOP_NOW_SIGNAL)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)
         logger.info("supervisor: started worker process %d (slot %d)", pid, slot)
