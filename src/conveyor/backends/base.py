@@ -404,6 +404,13 @@ class Backend(abc.ABC):
     async def unregister_worker(self, worker_id: str) -> None: ...
 
     @abc.abstractmethod
+    async def forget_worker(self, worker_id: str, silent_before: float) -> bool:
+        """Remove the registration of ``worker_id`` (another worker's, gone) if its last
+        heartbeat, on the store's clock, is still before ``silent_before``; whether it
+        did. One atomic step: a heartbeat that comes meanwhile keeps the worker listed
+        (a removal decided on a listing read earlier would drop a worker just back)."""
+
+    @abc.abstractmethod
     async def list_workers(self) -> list[WorkerInfo]: ...
 
     @abc.abstractmethod

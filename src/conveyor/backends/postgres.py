@@ -737,6 +737,14 @@ class PostgresBackend(Backend):
         await self._unpark(worker_id)
         await self._rowcount("delete_worker", {"id": worker_id})
 
+    async def forget_worker(self, worker_id: str, silent_before: float) -> bool:
+        forgotten = await self._rowcount(
+            "forget_worker", {"id": worker_id, "before": silent_before}
+        )
+        if forgotten:
+            await self._unpark(worker_id)
+        return bool(forgotten)
+
     async def list_workers(self) -> list[WorkerInfo]:
         return [row_to_worker(r) for r in await self._fetch("list_workers", {})]
 

@@ -652,6 +652,13 @@ class RedisBackend(Backend):
             pipe.hdel(self._key("workers", "started"), worker_id)
             await pipe.execute()
 
+    async def forget_worker(self, worker_id: str, silent_before: float) -> bool:
+        if not int(await self._call("forget_worker", worker_id, repr(silent_before))):
+            return False
+        self._registered.discard(worker_id)
+        await self._call("unpark", worker_id, "0")  # what was handed to it goes back
+        return True
+
     async def list_workers(self) -> list[WorkerInfo]:
         async with self._redis() as client:
             docs = await client.hvals(self._key("workers"))

@@ -898,6 +898,13 @@ class SQLiteBackend(Backend):
             self._write, lambda conn, now: conn.execute(Q["delete_worker"], (worker_id,))
         )
 
+    async def forget_worker(self, worker_id: str, silent_before: float) -> bool:
+        cur = await self._run(
+            self._write,
+            lambda conn, now: conn.execute(Q["forget_worker"], (worker_id, silent_before)),
+        )
+        return bool(cur.rowcount)
+
     async def list_workers(self) -> list[WorkerInfo]:
         def workers() -> list[WorkerInfo]:
             return [row_to_worker(r) for r in self._db().execute(Q["list_workers"])]

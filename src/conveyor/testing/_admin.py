@@ -365,3 +365,23 @@ class AdminConformance:
         # And once unregistered, it is no longer listed
         await backend.unregister_worker("w-1")
         assert [w.id for w in await backend.list_workers()] == ["w-2"]
+
+    @async_test
+    async def test_forget_worker_removes_only_a_worker_still_silent(self, backend: Backend) -> None:
+        # Given a worker whose last heartbeat is at ``beat`` (the store's clock)
+        worker = WorkerInfo(id="w-old", host="box", pid=1, queues=["default"], concurrency=1)
+        await backend.register_worker(worker)
+        (listed,) = await backend.list_workers()
+        beat = listed.heartbeat_at
+
+        # When it is forgotten if silent since before its beat (it is not), then if silent
+        # since a moment after it (it is)
+        kept = await backend.forget_worker("w-old", beat)
+        forgotten = await backend.forget_worker("w-old", beat + 1.0)
+
+        # Then only the second removes it, and forgetting it again, or a worker nobody
+        # registered, does nothing
+        assert (kept, forgotten) == (False, True)
+        assert await backend.list_workers() == []
+        assert await backend.forget_worker("w-old", beat + 1.0) is False
+        assert await backend.forget_worker("nobody", beat + 1.0) is False

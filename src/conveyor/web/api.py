@@ -606,9 +606,7 @@ def _routes(web: FastAPI, api: Api) -> None:
         request: Request,
         state: Annotated[str | None, Query(json_schema_extra={"pattern": _STATES})] = None,
         queue: str | None = None,
-        cursor: Annotated[
-            str | None, Query(json_schema_extra={"pattern": CURSOR})
-        ] = None,
+        cursor: Annotated[str | None, Query(json_schema_extra={"pattern": CURSOR})] = None,
         limit: Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": 500})] = 50,
     ) -> Response:
         """Jobs, newest first; ``state`` takes several, comma-separated; pass ``next_cursor``

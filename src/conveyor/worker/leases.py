@@ -132,8 +132,12 @@ class LeaseKeeping:
         now = await backend.now()
         for worker in await backend.list_workers():
             silent = now - (worker.heartbeat_at or worker.started_at)
-            if worker.id != self.id and silent > DEAD_WORKER_S:
-                await backend.unregister_worker(worker.id)
+            if (
+                worker.id != self.id
+                and silent > DEAD_WORKER_S
+                # Only if still silent: it may have come back since the listing.
+                and await backend.forget_worker(worker.id, now - DEAD_WORKER_S)
+            ):
                 logger.warning(
                     "removed worker %s (%s, pid %d) from the registry: no heartbeat for %.0f s",
                     worker.id,

@@ -551,6 +551,9 @@ RETURNING started_at, heartbeat_at;
 -- name: delete_worker
 DELETE FROM {schema}.workers WHERE id = %(id)s;
 
+-- name: forget_worker
+DELETE FROM {schema}.workers WHERE id = %(id)s AND heartbeat_at < %(before)s;
+
 -- name: list_workers
 SELECT * FROM {schema}.workers ORDER BY started_at, id;
 

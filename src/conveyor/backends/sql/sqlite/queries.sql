@@ -201,6 +201,9 @@ SET heartbeat_at = :now, processed = :processed, failed = :failed, running = :ru
 -- name: delete_worker
 DELETE FROM workers WHERE id = ?;
 
+-- name: forget_worker
+DELETE FROM workers WHERE id = ? AND heartbeat_at < ?;
+
 -- name: list_workers
 SELECT * FROM workers ORDER BY started_at, id;
 
