@@ -3,48 +3,48 @@ uWSGI, Celery's prefork pool) uses connections of its own, on every store."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
+
+import pytest
 
 from conveyor import Conveyor, State
+from conveyor.task import Task
 
 CHILDREN = 3
 JOBS_EACH = 50
 
 
-def test_children_forked_after_use_enqueue_and_read_on_their_own_connections(
-    app_on_each_store: Conveyor,
-) -> None:
-    app = app_on_each_store
-
-    @app.task(name="noop")
+@pytest.fixture
+def noop(app_on_each_store: Conveyor) -> Task:
+    @app_on_each_store.task(name="noop")
     def noop(i: int) -> int:
         return i
 
+    return noop
+
+
+def test_children_forked_after_use_enqueue_and_read_on_their_own_connections(
+    app_on_each_store: Conveyor, noop: Task
+) -> None:
+    app = app_on_each_store
     # Given an app whose sync paths the parent has used: its enqueue connection, and the
     # portal thread behind a handle's refresh
     first = noop.enqueue(-1)
     assert first.refresh().state is State.QUEUED
 
     # When children forked now enqueue and read, while the parent goes on enqueueing
-    pids = []
-    for child in range(CHILDREN):
-        pid = os.fork()
-        if pid == 0:  # the child: never back into pytest
-            code = 1
-            try:
-                for i in range(JOBS_EACH):
-                    noop.enqueue(child * 1000 + i)
-                code = 0 if noop.enqueue(-2).refresh().state is State.QUEUED else 3
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                sys.stderr.flush()
-                os._exit(code)
-        pids.append(pid)
+    def child_work(child: int) -> bool:
+        for i in range(JOBS_EACH):
+            noop.enqueue(child * 1000 + i)
+        return noop.enqueue(-2).refresh().state is State.QUEUED
+
+    pids = [_forked(functools.partial(child_work, child)) for child in range(CHILDREN)]
     for i in range(JOBS_EACH):
         noop.enqueue(9000 + i)
     codes = [_exit_code(pid) for pid in pids]
@@ -56,6 +56,43 @@ def test_children_forked_after_use_enqueue_and_read_on_their_own_connections(
     assert first.refresh().state is State.QUEUED
     queued = app.portal_call(_queued(app))
     assert queued == 1 + JOBS_EACH + CHILDREN * (JOBS_EACH + 1)
+
+
+def test_a_child_that_closes_the_app_leaves_its_parents_connections_alone(
+    app_on_each_store: Conveyor, noop: Task
+) -> None:
+    app = app_on_each_store
+    # Given an app whose sync enqueue connection the parent has opened
+    noop.enqueue(1)
+
+    # When a child forked now closes the app before it used it (a worker process of a
+    # pre-forking server that shuts down)
+    def close() -> bool:
+        app.close()
+        return True
+
+    pid = _forked(close)
+
+    # Then the parent's connections still work (a child closing the parent's PostgreSQL
+    # connection said goodbye on the parent's socket)
+    assert _exit_code(pid) == 0
+    assert noop.enqueue(2).refresh().state is State.QUEUED
+
+
+def _forked(work: Callable[[], bool]) -> int:
+    """Fork a child that runs ``work`` and exits 0 if it returned True (1 if it raised,
+    3 if it returned False), never returning into pytest; its pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if work() else 3
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    return pid
 
 
 def _exit_code(pid: int, timeout: float = 60.0) -> int | str:
@@ -74,35 +111,3 @@ def _exit_code(pid: int, timeout: float = 60.0) -> int | str:
 async def _queued(app: Conveyor) -> int:
     backend = await app.backend()
     return (await backend.stats()).counts.get("queued", 0)
-
-
-def test_a_child_that_closes_the_app_leaves_its_parents_connections_alone(
-    app_on_each_store: Conveyor,
-) -> None:
-    app = app_on_each_store
-
-    @app.task(name="noop")
-    def noop(i: int) -> int:
-        return i
-
-    # Given an app whose sync enqueue connection the parent has opened
-    noop.enqueue(1)
-
-    # When a child forked now closes the app before it used it (a worker process of a
-    # pre-forking server that shuts down)
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            app.close()
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stderr.flush()
-            os._exit(code)
-
-    # Then the parent's connections still work (a child closing the parent's PostgreSQL
-    # connection said goodbye on the parent's socket)
-    assert _exit_code(pid) == 0
-    assert noop.enqueue(2).refresh().state is State.QUEUED
