@@ -22,6 +22,7 @@ import collections
 import logging
 import random
 import time
+from typing import TYPE_CHECKING
 
 from conveyor.backends import redact_url
 from conveyor.backends.base import (
@@ -66,14 +67,13 @@ class LeaseKeeping:
     _recorder: OutcomeRecorder | None
     _stopping: asyncio.Event
 
-    def _purge(self, job: Job) -> None:
-        raise NotImplementedError  # Worker's: tell the cache in front of the API
+    if TYPE_CHECKING:  # Worker's methods these loops call (declared for the checker only)
 
-    def _record(self, job: Job, outcome: Outcome) -> None:
-        raise NotImplementedError  # Worker's: count the outcome and hand it to the recorder
+        def _purge(self, job: Job) -> None: ...  # tell the cache in front of the API
 
-    def _call_back(self, backend: Backend, job: Job, state: str) -> None:
-        raise NotImplementedError  # Worker's: send the job's callback if state ends it
+        def _record(self, job: Job, outcome: Outcome) -> None: ...  # count, hand to recorder
+
+        def _call_back(self, backend: Backend, job: Job, state: str) -> None: ...  # callback
 
     async def _keep_leases(self, backend: Backend) -> None:
         """Extend leases, pass cancel requests on, heartbeat, recover.

@@ -35,10 +35,6 @@ class Streak:
             return now - self._since
         return None
 
-    @property
-    def failing(self) -> bool:
-        return self._since is not None
-
     def end(self) -> float | None:
         """A success: how long the streak lasted (None when there was none)."""
         if self._since is None:
