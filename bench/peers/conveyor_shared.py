@@ -4,7 +4,9 @@ Redis namespace is emptied.
 
 Worker: ``conveyor worker -i <adapter>:app -q default -c 50 --fetch 100 --prefetch
 100 --processes 2``: two worker processes under one supervisor, each one asyncio
-loop with 50 slots and up to 100 jobs claimed ahead.
+loop with 50 slots and up to 100 jobs claimed ahead. The SQLite adapter claims in
+larger batches (``BATCH_WORKER_FLAGS``). ``CONVEYOR_BENCH_WORKER_FLAGS`` replaces an
+adapter's flags, to compare others in the harness's own workloads.
 
 The client library the job bodies call is imported here, at the top, as a tasks module
 imports what its tasks use: the supervisor loads this module once and forks its worker
@@ -15,6 +17,9 @@ on PostgreSQL or Redis (whose backend imports redis-py anyway).
 """
 
 from __future__ import annotations
+
+import os
+import shlex
 
 import redis.asyncio  # noqa: F401  (see above)
 
@@ -27,6 +32,20 @@ WORKER_FLAGS = [
     "100",
     "--prefetch",
     "100",
+    "--processes",
+    "2",
+]
+# What SQLite's claims and outcome writes gain from (docs/benchmarks.md, 2026-12-06 night):
+# each batch is one write transaction of the file, for both worker processes.
+BATCH_WORKER_FLAGS = [
+    "-q",
+    "default",
+    "-c",
+    "50",
+    "--fetch",
+    "300",
+    "--prefetch",
+    "600",
     "--processes",
     "2",
 ]
@@ -67,10 +86,13 @@ class ConveyorCalls:
     def close(self):
         self.app.close()
 
+    worker_flags = WORKER_FLAGS
+
     def worker_argv(self):
         from peers import common
 
-        return [common.venv_bin("conveyor"), "worker", "-i", f"{self.module}:app", *WORKER_FLAGS]
+        flags = shlex.split(os.environ.get("CONVEYOR_BENCH_WORKER_FLAGS", "")) or self.worker_flags
+        return [common.venv_bin("conveyor"), "worker", "-i", f"{self.module}:app", *flags]
 
 
 def delete_namespace(url, prefix):

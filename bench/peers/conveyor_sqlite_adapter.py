@@ -7,9 +7,11 @@ power loss), deleted before every run.
 Producer:  ``task.enqueue(i)`` (sync); bulk: ``task.enqueue_many([[i] ...])``
            (one transaction per call).
 Worker:    ``conveyor worker -i conveyor_sqlite_adapter:app -q default -c 50
-           --fetch 100 --prefetch 100 --processes 2``: two worker processes under
-           one supervisor, each one asyncio loop with 50 slots and up to 100 jobs
-           claimed ahead; the job bodies are the async ones of ``peers.common``.
+           --fetch 300 --prefetch 600 --processes 2``: two worker processes under
+           one supervisor, each one asyncio loop with 50 slots and up to 600 jobs
+           claimed ahead, 300 a claim (larger batches than the other stores'
+           adapters: each is one write transaction of the file); the job bodies
+           are the async ones of ``peers.common``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from conveyor_shared import ConveyorCalls, register_tasks
+from conveyor_shared import BATCH_WORKER_FLAGS, ConveyorCalls, register_tasks
 from peers import common
 
 from conveyor import Conveyor
@@ -37,6 +39,7 @@ class Adapter(ConveyorCalls, common.Adapter):
     app = app
     tasks = TASKS
     module = "conveyor_sqlite_adapter"
+    worker_flags = BATCH_WORKER_FLAGS
 
     def reset(self):
         for suffix in ("", "-wal", "-shm", "-journal"):
