@@ -365,7 +365,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def recover_expired(self) -> list[Job]:
         """Running jobs whose lease ran out: back to waiting (the claim already
-        counted the attempt), or ``poisoned`` when attempts are spent."""
+        counted the attempt), ``poisoned`` when attempts are spent, ``cancelled``
+        when a cancel was asked; the jobs so changed, as stored now. A job handed to
+        a worker that never took it (PostgreSQL) waits again as it was and is not
+        among them, unless it was asked to cancel and ends ``cancelled``."""
 
     @abc.abstractmethod
     async def prune(self, before: float, states: Sequence[State] | None = None) -> int:

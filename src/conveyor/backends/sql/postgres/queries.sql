@@ -424,8 +424,10 @@ RETURNING *;
 -- its registration still holds the job; gone with the registrations of waits long
 -- over): it most likely never started, and waits again as it was, no attempt spent.
 -- Only a new job is handed over, so this happens to a job once at most: a job that
--- kills its worker as it starts still runs out of attempts. One statement: recovery
--- runs in every worker's lease keeper.
+-- kills its worker as it starts still runs out of attempts. Such a job asked to cancel
+-- meanwhile ends cancelled, and is answered with the jobs the recovery finished (the
+-- worker calls back for those). One statement: recovery runs in every worker's lease
+-- keeper.
 -- name: recover_expired
 WITH gone AS (
     DELETE FROM {schema}.waiters w
@@ -444,7 +446,7 @@ given_back AS (
     FROM gone
     WHERE j.id = gone.job_id AND j.worker_id = gone.worker_id
       AND j.state IN ('running', 'cancelling') AND j.lease_until < {schema}.epoch_now()
-    RETURNING j.queue, j.state
+    RETURNING j.*
 ),
 expired AS MATERIALIZED (
     SELECT id FROM {schema}.jobs
@@ -489,7 +491,9 @@ notified AS (
     FROM (SELECT queue FROM recovered WHERE state = 'queued'
           UNION SELECT queue FROM given_back WHERE state = 'queued') AS q
 )
-SELECT * FROM recovered WHERE (SELECT count(*) FROM notified) >= 0;
+SELECT * FROM recovered WHERE (SELECT count(*) FROM notified) >= 0
+UNION ALL
+SELECT * FROM given_back WHERE state = 'cancelled';
 
 -- %(cut)s is an id made a little after %(before)s: every job that finished before
 -- %(before)s was created (and so has an id) before it. The literal state list lets
