@@ -20,19 +20,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Match, Route
+from starlette.routing import Route
 
 from conveyor import __version__
 from conveyor.app import Conveyor
@@ -45,7 +41,6 @@ from conveyor.exceptions import (
     InvalidJob,
     JobNotFound,
     JobStateError,
-    QueueNotFound,
 )
 from conveyor.job import Job, State
 from conveyor.storable import problem
@@ -53,18 +48,26 @@ from conveyor.web import models
 from conveyor.web.auth import Principal, token_matches
 from conveyor.web.caching import etag_of
 from conveyor.web.cursors import PATTERN as CURSOR
-from conveyor.web.cursors import decode_cursor, encode_cursor
+from conveyor.web.cursors import encode_cursor
 from conveyor.web.dashboard import create_dashboard
 from conveyor.web.documents import PRIVATE, job_document, job_summary, rfc3339
-from conveyor.web.inputs import MAX_DEPTH, count, too_deep
+from conveyor.web.handlers import install_handlers
+from conveyor.web.inputs import count
 from conveyor.web.metrics import Metrics
+from conveyor.web.openapi import openapi_schema, problem_responses
 from conveyor.web.outage import StoreTrouble
-from conveyor.web.poll import MAX_WAIT_S, PATH, Poll, PollFirst
+from conveyor.web.parsing import (
+    IDEMPOTENCY_KEY,
+    JSON,
+    STATES,
+    after_cursor,
+    idempotency_key,
+    json_body,
+    states,
+)
+from conveyor.web.poll import PATH, Poll, PollFirst
 from conveyor.web.problems import (
-    PROBLEM_JSON,
-    SCHEMA,
     Problem,
-    message,
     problem_response,
     validation_errors,
 )
@@ -81,7 +84,6 @@ from conveyor.web.submit import (
 
 logger = logging.getLogger("conveyor.api")
 
-JSON = "application/json"
 #: What the API's answers say to caches, but the job document's (docs/caching.md).
 NO_STORE = {"Cache-Control": "no-store"}
 #: The SSE keep-alive period, in seconds.
@@ -170,7 +172,7 @@ class Api:
     # -- submit ----------------------------------------------------------------------
     async def submit(self, request: Request) -> Response:
         principal = self.principal(request)
-        body = await _json_body(request, self.settings.max_body)
+        body = await json_body(request, self.settings.max_body)
         try:
             spec = models.JobIn.model_validate(body)
         except ValidationError as exc:
@@ -178,7 +180,7 @@ class Api:
         errors = unstorable(body) + check(spec, self.settings)
         if errors:
             raise reject(errors)
-        key = _idempotency_key(request)
+        key = idempotency_key(request)
         digest = request_digest(body)
         backend = await self.backend()
         job, token = build_job(
@@ -320,132 +322,6 @@ class Api:
         )
 
 
-# -- request parsing --------------------------------------------------------------------
-def _not_json_constant(name: str) -> Any:
-    # Python's json reads NaN, Infinity and -Infinity; JSON has none of them, and a job
-    # holding one could not be stored (it was a 500).
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):  # 1e999: JSON, but no float holds it
-        raise ValueError(f"{text} is too large for a number")
-    return value
-
-
-async def _json_body(request: Request, limit: int) -> Any:
-    content_type = request.headers.get("content-type", "")
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media != JSON and not media.endswith("+json"):
-        raise Problem(
-            415,
-            f"send the job as application/json, not {media or 'no Content-Type'}",
-            [{"header": "Content-Type", "detail": "expected application/json"}],
-        )
-    declared = count(request.headers.get("content-length"))
-    if declared is not None and declared > limit:
-        raise _too_large(limit)
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    try:
-        data = json.loads(raw, parse_constant=_not_json_constant, parse_float=_finite_float)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise Problem(
-            400, f"the body is not JSON: {exc}", [{"pointer": "", "detail": f"not JSON: {exc}"}]
-        ) from None
-    except RecursionError:  # deeper than the parser goes
-        raise _too_deep() from None
-    if too_deep(data, MAX_DEPTH):
-        raise _too_deep()
-    if not isinstance(data, dict):
-        raise Problem(
-            422, "the body must be a JSON object", [{"pointer": "", "detail": "expected an object"}]
-        )
-    return data
-
-
-def _too_large(limit: int) -> Problem:
-    return Problem(
-        413,
-        f"the body is larger than {limit} bytes",
-        [{"pointer": "", "detail": f"at most {limit} bytes (CONVEYOR_API_MAX_BODY)"}],
-    )
-
-
-def _too_deep() -> Problem:
-    return Problem(
-        422,
-        f"the body is nested deeper than {MAX_DEPTH} levels",
-        [{"pointer": "", "detail": f"at most {MAX_DEPTH} levels of arrays and objects"}],
-    )
-
-
-#: What _idempotency_key accepts, as the schema says it: printable characters (a header is
-#: Latin-1), not only spaces (HTTP strips those around a value, and an empty key is refused).
-_PRINTABLE = " -~\u00a1-\u00ac\u00ae-\u00ff"
-_IDEMPOTENCY_KEY = f"^[{_PRINTABLE}]*[!-~\u00a1-\u00ac\u00ae-\u00ff][{_PRINTABLE}]*$"
-
-
-def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return None
-    if not 1 <= len(key) <= 255 or not key.isprintable():
-        raise Problem(
-            422,
-            "Idempotency-Key: 1 to 255 printable characters",
-            [{"header": "Idempotency-Key", "detail": "1 to 255 printable characters"}],
-        )
-    return key
-
-
-#: ``?state=`` as the schema says it (checked by _states, with its own problem): states,
-#: comma-separated, spaces allowed around them.
-_STATE = "(?:" + "|".join(s.value for s in State) + ")"
-_STATES = rf"^\s*(?:{_STATE}\s*)?(?:,\s*(?:{_STATE}\s*)?)*$"
-
-
-def _states(text: str | None) -> frozenset[State] | None:
-    if not text:
-        return None
-    try:
-        states = frozenset(State(part.strip()) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise Problem(
-            422,
-            "state: unknown state",
-            [
-                {
-                    "parameter": "state",
-                    "detail": "one or more of " + ", ".join(s.value for s in State),
-                }
-            ],
-        ) from None
-    return states or None  # "state=," names no state: every state, as "state=" does
-
-
-def _after(cursor: str | None) -> str | None:
-    """The job id a ``cursor`` names (None: the first page); 422 for a cursor the API
-    did not make (see :mod:`conveyor.web.cursors`)."""
-    if not cursor:  # "cursor=" names no page: the first one, as no cursor does
-        return None
-    after = decode_cursor(cursor)
-    if after is None:
-        raise Problem(
-            422,
-            "cursor: not a cursor of this API",
-            [{"parameter": "cursor", "detail": "pass back a page's next_cursor as it is"}],
-        )
-    return after
-
-
 # -- the application ----------------------------------------------------------------------
 def create_api(app: Conveyor | str, settings: ApiSettings | None = None) -> FastAPI:
     """The ASGI application of the API for a conveyor app (or a store URL)."""
@@ -470,7 +346,7 @@ def create_api(app: Conveyor | str, settings: ApiSettings | None = None) -> Fast
         redoc_url=None,
     )
     web.state.api = api
-    _handlers(web, api)
+    install_handlers(web, api.store_trouble)
     # The hot route: answered by PollFirst before FastAPI's middleware and, for what that
     # leaves to the router (HEAD, a mounted app), first among the routes.
     web.poll = Poll(api)
@@ -478,97 +354,8 @@ def create_api(app: Conveyor | str, settings: ApiSettings | None = None) -> Fast
     _routes(web, api)
     # The dashboard (docs/dashboard.md): server-rendered pages, outside the OpenAPI schema.
     web.mount("/dashboard", create_dashboard(api), name="dashboard")
-    web.openapi = lambda: _openapi(web)  # type: ignore[method-assign]
+    web.openapi = lambda: openapi_schema(web)  # type: ignore[method-assign]
     return web
-
-
-def _handlers(web: FastAPI, api: Api) -> None:
-    @web.exception_handler(Problem)
-    async def problem(_: Request, exc: Problem) -> Response:
-        return exc.response()
-
-    @web.exception_handler(JobNotFound)
-    async def not_found(_: Request, exc: JobNotFound) -> Response:
-        return problem_response(404, f"no job {exc.job_id}")
-
-    @web.exception_handler(QueueNotFound)
-    async def no_queue(_: Request, exc: QueueNotFound) -> Response:
-        return problem_response(404, f"no queue {exc.queue}")
-
-    @web.exception_handler(JobStateError)
-    async def conflict(_: Request, exc: JobStateError) -> Response:
-        return problem_response(409, str(exc))
-
-    @web.exception_handler(BackendUnavailable)
-    async def unavailable(_: Request, exc: BackendUnavailable) -> Response:
-        api.store_trouble.refused(exc)
-        return problem_response(
-            503, "the store is unavailable; try again", headers={"Retry-After": "1"}
-        )
-
-    @web.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> Response:
-        errors = []
-        for error in exc.errors():
-            where, *rest = error["loc"]
-            if where in ("query", "path", "header"):
-                errors.append(
-                    {
-                        "parameter" if where != "header" else "header": ".".join(map(str, rest)),
-                        "detail": message(error),
-                    }
-                )
-            else:
-                errors.extend(validation_errors([error]))
-        return problem_response(422, "invalid request", errors)
-
-    @web.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        headers = dict(exc.headers or {})
-        if exc.status_code == 405:
-            headers["Allow"] = _allowed(web, request)
-        return problem_response(exc.status_code, str(exc.detail), headers=headers)
-
-
-#: The order in which an ``Allow`` header lists methods.
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-
-
-def _allowed(web: FastAPI, request: Request) -> str:
-    """Every method some route takes at the request's path. Starlette's 405 names the
-    methods of the first route that matched the path only: ``PUT /v1/jobs`` answered
-    ``Allow: POST`` (not GET), ``PUT /v1/jobs/{id}`` ``Allow: GET, HEAD`` (not DELETE)."""
-    methods: set[str] = set()
-    for route in web.router.routes:
-        if isinstance(route, Route) and route.methods:
-            match, _ = route.matches(request.scope)
-            if match is not Match.NONE:
-                methods |= route.methods
-    known = [m for m in _METHODS if m in methods]
-    return ", ".join(known + sorted(methods.difference(_METHODS)))
-
-
-_PROBLEMS = {
-    status: {
-        "description": title,
-        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-    }
-    for status, title in {
-        400: "Malformed JSON",
-        401: "No or unknown API key",
-        403: "Not an admin key",
-        404: "No such job (or not yours)",
-        409: "The job's state does not allow it",
-        413: "Body too large",
-        415: "Not JSON",
-        422: "Invalid request",
-        503: "Store unavailable",
-    }.items()
-}
-
-
-def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: _PROBLEMS[status] for status in statuses}
 
 
 def _routes(web: FastAPI, api: Api) -> None:
@@ -576,7 +363,7 @@ def _routes(web: FastAPI, api: Api) -> None:
         "/v1/jobs",
         status_code=202,
         response_model=models.JobCreated,
-        responses=_problems(400, 401, 413, 415, 422, 503),
+        responses=problem_responses(400, 401, 413, 415, 422, 503),
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -587,7 +374,7 @@ def _routes(web: FastAPI, api: Api) -> None:
                     "name": "Idempotency-Key",
                     "in": "header",
                     "required": False,
-                    "schema": {"type": "string", "maxLength": 255, "pattern": _IDEMPOTENCY_KEY},
+                    "schema": {"type": "string", "maxLength": 255, "pattern": IDEMPOTENCY_KEY},
                 }
             ],
         },
@@ -600,11 +387,14 @@ def _routes(web: FastAPI, api: Api) -> None:
         return await api.submit(request)
 
     @web.get(
-        "/v1/jobs", response_model=models.JobList, responses=_problems(401, 422, 503), tags=["jobs"]
+        "/v1/jobs",
+        response_model=models.JobList,
+        responses=problem_responses(401, 422, 503),
+        tags=["jobs"],
     )
     async def list_jobs(
         request: Request,
-        state: Annotated[str | None, Query(json_schema_extra={"pattern": _STATES})] = None,
+        state: Annotated[str | None, Query(json_schema_extra={"pattern": STATES})] = None,
         queue: str | None = None,
         cursor: Annotated[str | None, Query(json_schema_extra={"pattern": CURSOR})] = None,
         limit: Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": 500})] = 50,
@@ -620,8 +410,8 @@ def _routes(web: FastAPI, api: Api) -> None:
         why = None if queue is None else problem(queue)
         if why is not None:  # it would reach the store as an error (a 500)
             raise Problem(422, f"queue: {why}", [{"parameter": "queue", "detail": why}])
-        after = _after(cursor)
-        job_filter = JobFilter(states=_states(state), queue=queue, tenant=tenant)
+        after = after_cursor(cursor)
+        job_filter = JobFilter(states=states(state), queue=queue, tenant=tenant)
         page = await (await api.backend()).list_jobs(job_filter, after, limit)
         next_cursor = None if page.next_cursor is None else encode_cursor(page.next_cursor)
         return json_response(
@@ -637,7 +427,7 @@ def _routes(web: FastAPI, api: Api) -> None:
                 "description": "Running: cancelling, removed once stopped",
                 "model": models.JobOut,
             },
-            **_problems(401, 404, 503),
+            **problem_responses(401, 404, 503),
         },
         tags=["jobs"],
     )
@@ -649,7 +439,7 @@ def _routes(web: FastAPI, api: Api) -> None:
     @web.post(
         "/v1/jobs/{job_id}/retry",
         response_model=models.JobOut,
-        responses=_problems(401, 404, 409, 503),
+        responses=problem_responses(401, 404, 409, 503),
         tags=["jobs"],
     )
     async def retry_job(request: Request, job_id: str) -> Response:
@@ -664,7 +454,7 @@ def _routes(web: FastAPI, api: Api) -> None:
         "/v1/jobs/{job_id}/events",
         responses={
             200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
-            **_problems(401, 404, 503),
+            **problem_responses(401, 404, 503),
         },
         tags=["jobs"],
     )
@@ -676,7 +466,7 @@ def _routes(web: FastAPI, api: Api) -> None:
     @web.get(
         "/v1/queues",
         response_model=models.QueueList,
-        responses=_problems(401, 403, 503),
+        responses=problem_responses(401, 403, 503),
         tags=["queues"],
     )
     async def list_queues(request: Request) -> Response:
@@ -728,17 +518,17 @@ def _routes(web: FastAPI, api: Api) -> None:
             name=f"{action}_queue",
             summary=f"{action.capitalize()} a queue",
             description=doc,
-            responses=_problems(401, 403, 404, 503),
+            responses=problem_responses(401, 403, 404, 503),
             tags=["queues"],
         )
 
-    @web.get("/v1/stats", responses=_problems(401, 403, 503), tags=["admin"])
+    @web.get("/v1/stats", responses=problem_responses(401, 403, 503), tags=["admin"])
     async def stats(request: Request) -> Response:
         api.admin(request)
         figures = await (await api.backend()).stats()
         return json_response(figures.to_dict(), headers=NO_STORE)
 
-    @web.get("/healthz", tags=["admin"], responses=_problems(503))
+    @web.get("/healthz", tags=["admin"], responses=problem_responses(503))
     async def healthz() -> Response:
         """200 when the store answers within 2 seconds, else 503."""
         try:
@@ -761,95 +551,3 @@ def _routes(web: FastAPI, api: Api) -> None:
         backend = await api.backend()
         body, content_type = api.metrics.render(await backend.list_queues(), await backend.stats())
         return Response(body, media_type=content_type, headers=NO_STORE)
-
-
-def _openapi(web: FastAPI) -> dict[str, Any]:
-    if web.openapi_schema:
-        return web.openapi_schema
-    schema = get_openapi(
-        title=web.title, version=web.version, summary=web.summary, routes=web.routes
-    )
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components["Problem"] = SCHEMA
-    for model in (models.JobIn, models.JobOut):
-        definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(definition.pop("$defs", {}))
-        components[model.__name__] = definition
-    schema["paths"].setdefault("/v1/jobs/{job_id}", {})["get"] = _poll_operation()
-    # FastAPI documents its own 422 (HTTPValidationError, application/json) on routes with
-    # parameters; the handler above answers every invalid request with a problem instead.
-    for operation in (op for item in schema["paths"].values() for op in item.values()):
-        responses = operation.get("responses", {})
-        if "HTTPValidationError" in json.dumps(responses.get("422", {})):
-            responses["422"] = _PROBLEMS[422]
-    for name in ("HTTPValidationError", "ValidationError"):
-        components.pop(name, None)
-    # Who may call what (Api.principal, Api.readable_job): a key on every /v1 route; a job
-    # and its events also open to the job's read token.
-    schema["components"]["securitySchemes"] = _SECURITY_SCHEMES
-    for path, item in schema["paths"].items():
-        for method, operation in item.items():
-            if path.startswith("/v1/jobs/{job_id}") and method == "get":
-                operation["security"] = [{"apiKey": []}, {"readToken": []}]
-            elif path.startswith("/v1/"):
-                operation["security"] = [{"apiKey": []}]
-    web.openapi_schema = schema
-    return schema
-
-
-_SECURITY_SCHEMES = {
-    "apiKey": {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "A tenant's key (CONVEYOR_API_KEYS) or an admin key (CONVEYOR_ADMIN_KEYS).",
-    },
-    "readToken": {
-        "type": "apiKey",
-        "in": "query",
-        "name": "token",
-        "description": "The job's read token, in the Location a POST answers. A wrong token "
-        "answers 404, as an unknown job does.",
-    },
-}
-
-
-def _poll_operation() -> dict[str, Any]:
-    return {
-        "tags": ["jobs"],
-        "summary": "Poll a job",
-        "description": (
-            "The job document. Strong ETag (the version): If-None-Match answers 304. "
-            "Cache-Control: public, max-age=1 while active through the read token; long once "
-            "finished. ?wait=N&version=V answers as soon as the version passes V (N <= 30)."
-        ),
-        "operationId": "poll_job",
-        "parameters": [
-            {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
-            {
-                "name": "wait",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
-            },
-            {
-                "name": "version",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "integer", "minimum": 0},
-            },
-            {
-                "name": "If-None-Match",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string"},
-            },
-        ],
-        "responses": {
-            "200": {
-                "description": "The job",
-                "content": {JSON: {"schema": {"$ref": "#/components/schemas/JobOut"}}},
-            },
-            "304": {"description": "Not modified"},
-            **{str(k): v for k, v in _problems(401, 404, 422, 503).items()},
-        },
-    }
