@@ -27,22 +27,17 @@ response when there was one. The executor turns it into an outcome with :func:`r
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
-import math
 import os
-import random
 import re
 import socket
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 from yarl import URL
 
 from conveyor import __version__
@@ -51,6 +46,8 @@ from conveyor.exceptions import ConveyorError
 from conveyor.job import Job, Step
 from conveyor.secrets import SecretBox
 from conveyor.steps.guard import BlockedDestination, Guard
+from conveyor.steps.responses import response_document
+from conveyor.steps.retries import is_number, parse_retry_after, retry_delay, retry_settings
 from conveyor.steps.templates import (
     TemplateError,
     render_body,
@@ -58,8 +55,6 @@ from conveyor.steps.templates import (
     render_query,
     render_url,
 )
-from conveyor.storable import json_problem, storable
-from conveyor.web.inputs import MAX_DEPTH, too_deep
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -73,13 +68,7 @@ __all__ = [
 USER_AGENT = f"conveyor/{__version__}"
 #: Redirect hops followed before a step fails (browsers stop at about 20; APIs need few).
 MAX_REDIRECTS = 10
-#: The longest wait between two attempts of an HTTP step, whatever the target asks.
-MAX_RETRY_DELAY_S = 3600.0
-#: Retry delays grow by up to this fraction, so that failures of many jobs spread out.
-RETRY_JITTER = 0.1
 DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_MAX_ATTEMPTS = 5
-DEFAULT_RETRY_EXPONENT = 2.0
 #: Key of the job metadata holding the private data of HTTP steps (credentials).
 PRIVATE_KEY = "conveyor.http"
 
@@ -122,69 +111,6 @@ class HttpStepError(Exception):
 
 
 # ---------------------------------------------------------------------------
-# Retry rules: pure, so that tests drive them with their own clock and rng.
-# ---------------------------------------------------------------------------
-def retry_delay(
-    attempt: int,
-    exponent: float,
-    retry_after: float | None = None,
-    rng: random.Random | None = None,
-) -> float:
-    """Seconds to wait after the ``attempt``-th (1-based) failed attempt of an HTTP step.
-
-    ``attempt ** exponent`` plus a jitter of up to 10 % (only upwards: the documented
-    schedule is a floor), at least ``retry_after`` when the target asked for it, at most an
-    hour. With 5 attempts an always-failing step is poisoned after about 30 s at exponent 2,
-    a minute at 2.5 and 100 s at 3.
-    """
-    try:
-        delay = math.pow(attempt, exponent)
-    except OverflowError:
-        delay = MAX_RETRY_DELAY_S
-    delay += (rng or random).uniform(0.0, delay * RETRY_JITTER)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return min(delay, MAX_RETRY_DELAY_S)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """A ``Retry-After`` value (seconds, or an HTTP date) as seconds from ``now``; None
-    when absent or unreadable (then the step's own schedule applies)."""
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
-
-
-def retry_settings(request: dict[str, Any] | None) -> tuple[int, float]:
-    """The step's ``(max_attempts, retry_exponent)``, defaults filled in."""
-    request = request or {}
-    max_attempts = request.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
-    exponent = request.get("retry_exponent", DEFAULT_RETRY_EXPONENT)
-    if not _is_number(max_attempts) or max_attempts < 1:
-        max_attempts = DEFAULT_MAX_ATTEMPTS
-    if not _is_number(exponent) or exponent < 0:
-        exponent = DEFAULT_RETRY_EXPONENT
-    return int(max_attempts), float(exponent)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-# ---------------------------------------------------------------------------
 # The request of a step, rendered and checked.
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
@@ -218,7 +144,7 @@ def _build(step: Step, context: dict[str, dict[str, Any]]) -> _Request:
         raise ValueError("url must be a string")
     timeout = spec.get("timeout")
     timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
-    if not _is_number(timeout) or timeout <= 0:
+    if not is_number(timeout) or timeout <= 0:
         raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r:.40}")
     # Text without "{{" has no placeholder: the templates would hand it back unchanged.
     url = URL(render_url(raw_url, context) if "{{" in raw_url else raw_url)
@@ -483,7 +409,7 @@ class HttpSteps:
                 if target is not None and request.keep_body:
                     target = None if _becomes_get(response.status, method) else target
                 if target is None:
-                    return await self._document(response)
+                    return await response_document(response, self.max_body)
             if headers is request.headers:
                 headers = CIMultiDict(headers)
             if target.origin() != url.origin():
@@ -532,23 +458,6 @@ class HttpSteps:
             return
         self.guard.check_url(url)
 
-    async def _document(self, response: aiohttp.ClientResponse) -> dict[str, Any]:
-        data = await _read_capped(response.content, self.max_body + 1)
-        truncated = len(data) > self.max_body
-        data = data[: self.max_body]
-        text = _decode(data, response.charset) if data else None
-        document: dict[str, Any] = {
-            "status": response.status,
-            "headers": _kept_headers(response.headers),
-            "body": text,
-            "truncated": truncated,
-        }
-        if text is not None and not truncated and _is_json(response.content_type):
-            parsed = _parse_json(text)
-            if parsed is not _NOT_JSON:
-                document["json"] = parsed
-        return document
-
 
 def _redirect_target(response: aiohttp.ClientResponse, expect: frozenset[int] | None) -> URL | None:
     """Where a redirect leads; None for a final response (a step expecting the redirect
@@ -567,102 +476,6 @@ def _becomes_get(status: int, method: str) -> bool:
     if status == 303:
         return method not in ("GET", "HEAD")
     return status in (301, 302) and method == "POST"
-
-
-async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
-    """Up to ``limit`` bytes of the body; the rest is never read (the connection is then
-    closed rather than reused, which aiohttp does by itself)."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit:
-        chunk = await stream.read(limit - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
-
-
-def _decode(data: bytes, charset: str | None) -> str:
-    try:
-        text = data.decode(charset or "utf-8", errors="replace")
-    except LookupError:  # a charset Python does not know
-        text = data.decode("utf-8", errors="replace")
-    # PostgreSQL's jsonb refuses NUL in strings, and no store keeps a lone surrogate
-    # (which a target's charset=unicode_escape makes of "\ud800"): a job keeping one
-    # could not be saved.
-    return storable(text)
-
-
-def _kept_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
-    """Lower-case names, repeated headers joined (RFC 9110 5.3); never ``Set-Cookie``:
-    cookies are the target's secrets for this client, and job documents are shown."""
-    kept: dict[str, str] = {}
-    for name, value in headers.items():
-        key = _header_text(name).lower()
-        if key == "set-cookie":
-            continue
-        value = _header_text(value)
-        kept[key] = f"{kept[key]}, {value}" if key in kept else value
-    return kept
-
-
-def _header_text(text: str) -> str:
-    """A header as text every store keeps. aiohttp reads header bytes as UTF-8 and keeps
-    those that are not as lone surrogates (``surrogateescape``), which no store takes: a
-    target's Latin-1 header (obs-text, RFC 9110) poisoned the job ("the outcome could not
-    be stored"). Such a header is read as Latin-1, HTTP's old charset, instead."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("latin-1")
-    return text
-
-
-def _is_json(content_type: str) -> bool:
-    return content_type == "application/json" or content_type.endswith("+json")
-
-
-_NOT_JSON = object()
-
-
-def _parse_json(text: str) -> Any:
-    """The JSON of a body, or _NOT_JSON for a body that is not JSON or whose values no
-    store keeps: such a body stays text only. NaN and Infinity are not JSON, nor is a
-    number beyond a double (``1e999`` parses to infinity): they break the stores'
-    encoders. An escaped NUL breaks PostgreSQL's jsonb, an escaped lone surrogate
-    (``"\\ud800"``) is not UTF-8, and arrays nested thousands deep go past the parser's
-    recursion: the last three were kept as JSON (or failed the step) and poisoned the
-    job. JSON nested deeper than the API takes in a request (100 levels) stays text too.
-    """
-    if "\\u0000" in text:
-        return _NOT_JSON
-    try:
-        value = _decode_json(text)
-    except (ValueError, RecursionError):
-        return _NOT_JSON
-    if too_deep(value, MAX_DEPTH):
-        return _NOT_JSON
-    # Only an escape makes a lone surrogate: the text itself holds none (see _decode).
-    if "\\u" in text and json_problem(value) is not None:
-        return _NOT_JSON
-    return value
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"{text} is too large for a number")
-    return value
-
-
-_decode_json = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float).decode
 
 
 def _judge(request: _Request, document: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ limit. Both are refused here with the field named.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 #: Arrays and objects a request body may nest: enough for any job, far below the depth
@@ -43,3 +44,18 @@ def too_deep(value: Any, limit: int) -> bool:
             for item in containers
             for child in (item.values() if isinstance(item, dict) else item)
         ]
+
+
+def refuse_constant(name: str) -> Any:
+    """For ``json``'s ``parse_constant``: Python reads NaN, Infinity and -Infinity, which
+    are not JSON, and no store keeps them."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def finite_float(text: str) -> float:
+    """For ``json``'s ``parse_float``: a number beyond a double (``1e999``) is JSON, but
+    Python reads it as infinity, which no store keeps."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is too large for a number")
+    return value

@@ -5,30 +5,16 @@ naming the part that is wrong."""
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from fastapi import Request
 
 from conveyor.job import State
 from conveyor.web.cursors import decode_cursor
-from conveyor.web.inputs import MAX_DEPTH, count, too_deep
+from conveyor.web.inputs import MAX_DEPTH, count, finite_float, refuse_constant, too_deep
 from conveyor.web.problems import Problem
 
 JSON = "application/json"
-
-
-def _not_json_constant(name: str) -> Any:
-    # Python's json reads NaN, Infinity and -Infinity; JSON has none of them, and a job
-    # holding one could not be stored (it was a 500).
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):  # 1e999: JSON, but no float holds it
-        raise ValueError(f"{text} is too large for a number")
-    return value
 
 
 async def json_body(request: Request, limit: int) -> Any:
@@ -52,7 +38,7 @@ async def json_body(request: Request, limit: int) -> Any:
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:
-        data = json.loads(raw, parse_constant=_not_json_constant, parse_float=_finite_float)
+        data = json.loads(raw, parse_constant=refuse_constant, parse_float=finite_float)
     except (UnicodeDecodeError, ValueError) as exc:
         raise Problem(
             400, f"the body is not JSON: {exc}", [{"pointer": "", "detail": f"not JSON: {exc}"}]
