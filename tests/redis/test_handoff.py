@@ -178,6 +178,34 @@ def test_a_job_handed_to_a_worker_that_died_waiting_runs_later_without_a_lost_at
     assert (claimed.id, claimed.attempts) == (job.id, 1)
 
 
+def test_a_handed_job_cancelled_after_its_worker_died_is_answered_by_the_recovery(
+    factory: BackendFactory, backend: RedisBackend, client: redis.Redis
+) -> None:
+    run = factory.run
+    # Given a job handed to a worker with a 0.2 s lease that died waiting, and a cancel
+    # asked since (the job is running as far as the store knows: it waits for its worker)
+    _register(factory, "dead", ["q"], lease=0.2)
+    [job] = run(backend.enqueue([make_job("q")]))
+    assert run(backend.cancel(job.id)).state is State.CANCELLING
+
+    # When its lease runs out and a live worker recovers expired leases
+    run(asyncio.sleep(0.3))
+    recovered = run(backend.recover_expired())
+
+    # Then it ends cancelled, no attempt spent and not counted as a failed run, and the
+    # recovery answers it, as it answers every job it finishes (the worker calls back
+    # for those)
+    [answered] = recovered
+    stored = run(backend.get(job.id))
+    assert answered == stored
+    assert (stored.state, stored.attempts, stored.worker_id) == (State.CANCELLED, 0, None)
+    assert stored.finished_at is not None
+    stats = run(backend.stats())
+    assert (stats.processed, stats.failed) == (0, 0)
+    assert client.exists(f"{backend.prefix}handoff:dead") == 0
+    check_indexes(client, backend.settings.namespace)
+
+
 def test_an_unregistering_worker_gives_back_what_was_handed_to_it(
     factory: BackendFactory, backend: RedisBackend, client: redis.Redis
 ) -> None:

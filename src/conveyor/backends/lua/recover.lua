@@ -2,7 +2,9 @@
 -- the attempt), poisoned when attempts are spent, cancelled when a cancel was asked.
 -- The lost run counts as processed and failed, as a raising task would, also in the
 -- counts per minute (kept ARGV[3] seconds). A job handed to a worker that never took
--- it is only given back. Answers the recovered jobs' fields (not those given back).
+-- it is only given back (not counted): waiting again, or cancelled when a cancel was
+-- asked. Answers the fields of the recovered jobs and of those given back cancelled
+-- (the worker calls back for the jobs a recovery finishes).
 
 -- Whether job `id`, leased to `worker`, still sits in the worker's hand-off list
 -- (it never reached the worker); if so it leaves the list.
@@ -20,6 +22,7 @@ end
 local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. SNOW, 'LIMIT', 0,
   tonumber(ARGV[2]))
 local out = {}
+local lost = 0
 local ready = {}
 local known = {}
 local tallies = {}
@@ -32,7 +35,9 @@ for _, id in ipairs(expired) do
   if f[4] and f[4] ~= '' and undelivered(id, f[4]) then
     -- Handed to a worker that died (or stopped) waiting: it never ran, and costs
     -- no attempt.
-    give_back(id, f[4], nil, ready, known)
+    if give_back(id, f[4], nil, ready, known) and current == 'cancelling' then
+      out[#out + 1] = redis.call('HGETALL', key)
+    end
   elseif current == 'running' or current == 'cancelling' then
     local state = 'queued'
     if current == 'cancelling' then
@@ -60,11 +65,12 @@ for _, id in ipairs(expired) do
     local t = tallies[q] or {0, 0}
     tallies[q] = {t[1] + 1, t[2] + 1}
     out[#out + 1] = redis.call('HGETALL', key)
+    lost = lost + 1
   end
 end
-if #out > 0 then
-  redis.call('HINCRBY', P .. 'counters', 'processed', #out)
-  redis.call('HINCRBY', P .. 'counters', 'failed', #out)
+if lost > 0 then
+  redis.call('HINCRBY', P .. 'counters', 'processed', lost)
+  redis.call('HINCRBY', P .. 'counters', 'failed', lost)
   count_minute(tallies, tonumber(ARGV[3]))
 end
 notify(ready)
