@@ -108,10 +108,10 @@ class RetryPolicy:
             if (
                 not isinstance(value, int | float)
                 or isinstance(value, bool)
-                or not math.isfinite(value)
+                or not _fits_a_float(value)
                 or value < 0
             ):
-                raise ValueError(f"retry.{name}: must be a finite number >= 0, got {value!r}")
+                raise ValueError(f"retry.{name}: must be a finite number >= 0, got {value!r:.80}")
         if self.jitter > 1:
             raise ValueError(f"retry.jitter: must be a fraction in [0, 1], got {self.jitter!r}")
 
@@ -135,6 +135,15 @@ class RetryPolicy:
         if unknown:
             raise ValueError(f"retry: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
         return cls(**data)
+
+
+def _fits_a_float(value: float) -> bool:
+    """Finite, and within a float's range (``math.isfinite`` raises OverflowError for an
+    int past it; the delays are computed in floats)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 DEFAULT_RETRY = RetryPolicy()

@@ -277,12 +277,14 @@ def resolve_options(defaults: TaskOptions, call: EnqueueOptions) -> ResolvedOpti
     delay = 0.0
     if call.delay is not None:
         raw = call.delay.total_seconds() if isinstance(call.delay, dt.timedelta) else call.delay
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-            raise InvalidJob("delay", f"expected a finite number of seconds, got {call.delay!r}")
+        if not _finite(raw):
+            raise InvalidJob(
+                "delay", f"expected a finite number of seconds, got {call.delay!r:.80}"
+            )
         if raw < 0:
-            raise InvalidJob("delay", f"must be >= 0 seconds, got {raw}")
+            raise InvalidJob("delay", f"must be >= 0 seconds, got {raw!s:.80}")
         if raw > LATEST_RUN_AT - time.time():
-            raise InvalidJob("delay", f"would run after 9999-12-31, got {raw} seconds")
+            raise InvalidJob("delay", f"would run after 9999-12-31, got {raw!s:.80} seconds")
         delay = float(raw)
     run_at = _epoch(call.run_at) if call.run_at is not None else 0.0
     if not -(2**31) <= priority < 2**31:
@@ -512,10 +514,10 @@ def check_max_attempts(max_attempts: Any) -> None:
 def check_timeout(timeout: Any) -> None:
     if timeout is None:
         return
-    # Finite: an infinite timeout is no timeout (None), and JSON has no infinity.
-    number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
-    if not number or not 0 < timeout < math.inf:
-        raise InvalidJob("timeout", f"must be a finite number of seconds > 0, got {timeout!r}")
+    # Finite: an infinite timeout is no timeout (None), and JSON has no infinity. An int
+    # fits in 64 bits: SQLite keeps an int as one, and refuses a larger one at the insert.
+    if not _finite(timeout) or timeout <= 0 or (isinstance(timeout, int) and timeout >= 2**63):
+        raise InvalidJob("timeout", f"must be a finite number of seconds > 0, got {timeout!r:.80}")
 
 
 def retry_policy(value: RetryPolicy | Mapping[str, Any]) -> RetryPolicy:
@@ -534,13 +536,23 @@ def _epoch(value: float | dt.datetime) -> float:
         if value.tzinfo is None:
             raise InvalidJob("run_at", "a datetime needs a timezone (e.g. datetime.now(UTC))")
         seconds = value.timestamp()
-    elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidJob("run_at", f"expected a datetime or finite epoch seconds, got {value!r}")
+    elif not _finite(value):
+        raise InvalidJob(
+            "run_at", f"expected a datetime or finite epoch seconds, got {value!r:.80}"
+        )
     else:
-        seconds = float(value)
-    if not 0 <= seconds <= LATEST_RUN_AT:
-        raise InvalidJob("run_at", f"must be from 1970-01-01 to 9999-12-31 UTC, got {value!r}")
-    return seconds
+        seconds = value
+    if not 0 <= seconds <= LATEST_RUN_AT:  # (compared before float(): an int may be huge)
+        raise InvalidJob("run_at", f"must be from 1970-01-01 to 9999-12-31 UTC, got {value!r:.80}")
+    return float(seconds)
+
+
+def _finite(value: Any) -> bool:
+    """True for an int or a finite float (not a bool). An int is finite however large:
+    ``math.isfinite`` raises OverflowError for one past a float's range."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 # ---------------------------------------------------------------------------

@@ -188,6 +188,15 @@ def test_async_forms(app: Conveyor) -> None:
         ({}, [10**5000], "args"),
         ({}, [_nested(5000)], "args"),
         ({"metadata": {"a": _nested(5000)}}, [1], "metadata"),
+        # Ints past a float's range (they raised OverflowError), or past 64 bits where a
+        # store keeps the number as an integer (SQLite raised OverflowError at the insert)
+        ({"delay": 10**400}, [1], "delay"),
+        ({"run_at": 10**400}, [1], "run_at"),
+        ({"run_at": -(10**400)}, [1], "run_at"),
+        ({"timeout": 10**400}, [1], "timeout"),
+        ({"timeout": 2**63}, [1], "timeout"),
+        ({"retry": {"exponent": 10**400}}, [1], "retry"),
+        ({"retry": {"max_delay": 10**400}}, [1], "retry"),
     ],
 )
 def test_bad_input_names_the_field_and_stores_nothing(
@@ -324,6 +333,8 @@ def test_a_task_name_no_store_keeps_is_refused_at_registration(app: Conveyor, na
         ({"queue": ""}, "queue"),
         ({"queue": "two words"}, "queue"),
         ({"executor": "fibre"}, "executor"),
+        ({"timeout": 10**400}, "timeout"),
+        ({"retry": {"base": 10**400}}, "retry"),
     ],
 )
 def test_bad_task_defaults_are_refused_at_registration(
