@@ -117,7 +117,11 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after the ``attempt``-th (1-based) failed attempt."""
-        raw = min(self.base + float(attempt) ** self.exponent, self.max_delay)
+        try:
+            grown = float(attempt) ** self.exponent
+        except OverflowError:  # past a float's range (2 ** 1e308): the cap applies
+            grown = math.inf
+        raw = min(self.base + grown, self.max_delay)
         if self.jitter:
             spread = raw * self.jitter
             raw += (rng or random).uniform(-spread, spread)

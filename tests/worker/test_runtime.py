@@ -432,6 +432,29 @@ def test_a_retry_resumes_at_the_failed_step(app: Conveyor) -> None:
     assert done.errors[0]["step"] == "b"
 
 
+def test_a_retry_delay_past_a_floats_range_is_capped_at_max_delay(app: Conveyor) -> None:
+    # Given a task whose backoff grows past a float's range from the second failure
+    # (2 ** 1e308), capped at 60 s
+    @app.task(name="steep", max_attempts=3, retry={"exponent": 1e308, "max_delay": 60, "jitter": 0})
+    def steep() -> None:
+        raise RuntimeError("fails every time")
+
+    async def scenario(worker: Worker) -> Job:
+        handle = await steep.enqueue_async()
+        while handle.job.attempts < 2 or handle.job.state is not State.RETRYING:
+            await asyncio.sleep(0.05)
+            await handle.refresh_async()
+        return handle.job
+
+    # When a worker runs it twice (the first backoff is 1 ** 1e308 = 1 s)
+    job = run_with_worker(app, scenario)
+
+    # Then the second failure is recorded like any other: retrying, due in max_delay
+    # (it raised OverflowError in the worker, and the job stayed running)
+    assert [e["message"] for e in job.errors] == ["RuntimeError: fails every time"] * 2
+    assert job.run_at - job.updated_at == pytest.approx(60, abs=1)
+
+
 def test_a_paused_queue_runs_nothing_until_resumed(app: Conveyor) -> None:
     @app.task(name="q_task", queue="paused_q")
     def q_task() -> int:
