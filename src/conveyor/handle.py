@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.exceptions import JobCancelled, JobFailed, JobTimeout
 from conveyor.job import Job, State
+from conveyor.task import check_reason
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -49,7 +50,12 @@ class JobHandle:
         return self._app.portal_call(self.wait_async(timeout))
 
     def cancel(self, reason: str = "cancelled by request") -> State:
-        """Cancel: a waiting job ends ``cancelled``, a running one goes ``cancelling``."""
+        """Cancel: a waiting job ends ``cancelled``, a running one goes ``cancelling``.
+
+        Raises:
+            InvalidJob: ``reason`` (kept in the job's error history) is not a string
+                every store keeps (a NUL, a lone surrogate); the job is left as it was.
+        """
         return self._app.portal_call(self.cancel_async(reason))
 
     # -- async -------------------------------------------------------------------
@@ -74,6 +80,7 @@ class JobHandle:
         return _result(job)
 
     async def cancel_async(self, reason: str = "cancelled by request") -> State:
+        check_reason(reason)
         self.job = await (await self._app.backend()).cancel(self.id, reason)
         return self.job.state
 

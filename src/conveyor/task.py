@@ -454,6 +454,14 @@ def check_unique_key(key: Any) -> None:
     check_text("unique_key", key)
 
 
+def check_reason(reason: Any) -> None:
+    """InvalidJob unless a cancel's ``reason``, kept in the job's error history, is
+    text every store keeps."""
+    if not isinstance(reason, str):
+        raise InvalidJob("reason", f"expected a string, got {reason!r:.80}")
+    check_text("reason", reason)
+
+
 _valid_queues: set[str] = set()
 
 

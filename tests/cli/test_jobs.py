@@ -143,6 +143,23 @@ def test_cancel_a_waiting_job_and_a_running_one(cli: Cli, store: Store) -> None:
     assert store.job(running).state is State.CANCELLING
 
 
+def test_a_cancel_reason_that_is_not_utf8_exits_2_and_changes_nothing(
+    cli: Cli, store: Store
+) -> None:
+    # Given a waiting job
+    waiting = cli.enqueue("add", "[1, 2]")
+    before = store.job(waiting)
+
+    # When it is cancelled with a reason holding a byte that is not UTF-8 (Python
+    # gives it as a lone surrogate; it was a traceback and exit 1)
+    result = cli("jobs", "cancel", waiting, "--reason", "bad \udcff byte")
+
+    # Then exit 2 with one line naming the reason, and the job is as it was
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith("error: reason: contains a lone surrogate")
+    assert store.job(waiting).version == before.version
+
+
 def test_delete_removes_the_job(cli: Cli, store: Store) -> None:
     job_id = cli.enqueue("add", "[1, 2]")
     assert cli.json("jobs", "delete", job_id) == {"deleted": job_id}

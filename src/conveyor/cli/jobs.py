@@ -23,6 +23,7 @@ from conveyor.cli.common import (
 )
 from conveyor.cli.parsing import parse_states
 from conveyor.exceptions import InvalidJob, JobNotFound, JobStateError
+from conveyor.task import check_reason
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -347,6 +348,7 @@ def cancel(
 ) -> None:
     """Cancel a job: a waiting one ends cancelled; a running one goes cancelling and its
     worker stops it. Exit 4 when the job had already finished otherwise."""
+    check_reason(reason)
     job = with_store(store_url(includes, url), lambda b: b.cancel(job_id, reason))
     if job.state in (State.SUCCEEDED, State.POISONED):
         raise JobStateError(job.id, job.state.value, "cancel a finished job")
