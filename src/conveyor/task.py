@@ -587,11 +587,21 @@ def import_callable(path: str) -> Callable[..., Any]:
             f"unknown task {path!r} (not registered; not an import path "
             "of the form 'package.module:function')",
         )
+    if module_name.startswith("."):  # importlib raises TypeError for a relative name
+        raise TaskNotFound(path, f"{path!r}: an import path names its module in full")
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise TaskNotFound(
             path, f"cannot import module {module_name!r} for task {path!r}: {exc}"
+        ) from None
+    except Exception as exc:
+        # The module itself is broken (a syntax error, an exception at import): said at
+        # the call, as for a module that is not there.
+        raise TaskNotFound(
+            path,
+            f"importing module {module_name!r} for task {path!r} failed: "
+            f"{type(exc).__name__}: {exc}",
         ) from None
     for part in attr_path.split("."):
         try:

@@ -400,12 +400,41 @@ def test_unknown_options_are_refused(app: Conveyor) -> None:
         one.with_options(queeu="x")
 
 
-@pytest.mark.parametrize("name", ["no_such_task", "no.such.module:func", "json:no_such_function"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "no_such_task",
+        "no.such.module:func",
+        "json:no_such_function",
+        # relative module names (a TypeError from importlib)
+        ".tasks:send",
+        "..tasks:send",
+    ],
+)
 def test_unknown_task_is_refused_at_the_call(app: Conveyor, name: str) -> None:
     with pytest.raises(TaskNotFound) as info:
         app.enqueue(name, 1)
 
     assert info.value.field == "task"
+    assert stored_count(app) == 0
+
+
+def test_a_task_module_that_fails_to_import_is_refused_at_the_call(
+    app: Conveyor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a module that raises as it is imported
+    (tmp_path / "broken_tasks_module.py").write_text(
+        "def send(n):\n    return n\n\nraise RuntimeError('no config')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    # When a job names a function of it by import path (the RuntimeError came out as it was)
+    with pytest.raises(TaskNotFound) as info:
+        app.enqueue("broken_tasks_module:send", 1)
+
+    # Then TaskNotFound says why, and nothing is stored
+    assert info.value.field == "task"
+    assert "RuntimeError: no config" in str(info.value)
     assert stored_count(app) == 0
 
 
