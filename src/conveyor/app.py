@@ -79,6 +79,8 @@ class Conveyor:
                 "url", "no store URL: pass Conveyor('sqlite:///jobs.db') or set CONVEYOR_URL"
             )
         validate_queue_name(default_queue)
+        if reporter is not None and not callable(reporter):
+            raise ConfigError("reporter", f"expected a function (exc, ctx), got {reporter!r:.80}")
         self.url = resolved
         self.default_queue = default_queue
         self.reporter = reporter
@@ -256,11 +258,13 @@ class Conveyor:
     # -- middleware ---------------------------------------------------------------
     def middleware(self, mw: ExecutionMiddleware) -> ExecutionMiddleware:
         """Add execution middleware (outermost first): ``async def mw(ctx, call_next)``."""
+        _check_function("middleware", mw)
         self.execution_middleware.append(mw)
         return mw
 
     def before_enqueue(self, mw: EnqueueMiddleware) -> EnqueueMiddleware:
         """Add enqueue middleware: ``def mw(job) -> job``, run on every job before it is stored."""
+        _check_function("before_enqueue", mw)
         self.enqueue_middleware.append(mw)
         return mw
 
@@ -378,6 +382,12 @@ class Conveyor:
         """Close the connections sync calls made (the portal's and the blocking one)."""
         self.portal_call(self.aclose())
         portal.call(self._blocking.close())
+
+
+def _check_function(setting: str, value: object) -> None:
+    """ConfigError now, rather than a TypeError in every worker run or enqueue later."""
+    if not callable(value):
+        raise ConfigError(setting, f"expected a function, got {value!r:.80}")
 
 
 def _check_distinct_ids(jobs: Sequence[Job]) -> None:

@@ -195,9 +195,11 @@ class Task:
 
         Events: before, after, success, error, failure."""
         if event not in HOOK_NAMES:
-            raise ValueError(f"event: expected one of {HOOK_NAMES}, got {event!r}")
+            raise InvalidJob("event", f"expected one of {', '.join(HOOK_NAMES)}, got {event!r}")
 
         def register(hook: Hook) -> Hook:
+            if not callable(hook):
+                raise InvalidJob(event, f"a hook is a function, got {hook!r:.80}")
             self.hooks.setdefault(event, []).append(hook)
             return hook
 

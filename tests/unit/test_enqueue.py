@@ -368,6 +368,39 @@ def test_registering_what_is_not_a_function_is_refused(app: Conveyor) -> None:
     assert info.value.field == "task"
 
 
+def test_middleware_and_hooks_that_are_not_functions_are_refused_when_added(
+    app: Conveyor,
+) -> None:
+    # Given a task
+    @app.task(name="one")
+    def one() -> None: ...
+
+    # When what is added as execution or enqueue middleware, or as a hook, is not a
+    # function (it was accepted: every job then failed in the worker with "'str' object
+    # is not callable", or every enqueue raised that TypeError)
+    # Then it is refused at once, naming what it was given as
+    with pytest.raises(ConfigError) as config:
+        app.middleware("timing")  # type: ignore[arg-type]
+    assert config.value.field == "middleware"
+    with pytest.raises(ConfigError) as config:
+        app.before_enqueue(5)  # type: ignore[arg-type]
+    assert config.value.field == "before_enqueue"
+    with pytest.raises(InvalidJob) as invalid:
+        one.on("success")(5)
+    assert invalid.value.field == "success"
+    with pytest.raises(InvalidJob) as invalid:
+        one.on("finished")
+    assert invalid.value.field == "event"
+    with pytest.raises(ConfigError) as config:
+        Conveyor(app.url, reporter="sentry")  # type: ignore[arg-type]
+    assert config.value.field == "reporter"
+
+    # and nothing of it was kept: the task's jobs are enqueued as before
+    assert (app.execution_middleware, app.enqueue_middleware, one.hooks) == ([], [], {})
+    one.enqueue()
+    assert stored_count(app) == 1
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
