@@ -184,7 +184,7 @@ class Conveyor:
             try:
                 kind = executor_for(func, executor)
             except ValueError as exc:
-                raise InvalidJob("executor", str(exc)) from None
+                raise InvalidJob("executor", str(exc).removeprefix("executor: ")) from None
             options = TaskOptions(
                 queue=queue or self.default_queue,
                 priority=task_priority,

@@ -347,6 +347,7 @@ def test_bad_task_defaults_are_refused_at_registration(
         def bad() -> None: ...
 
     assert info.value.field == field
+    assert not info.value.problem.startswith(f"{field}:")  # said once: "executor: executor: ..."
     assert "bad" not in app.tasks
 
 
