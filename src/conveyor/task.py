@@ -412,6 +412,15 @@ def validate_job(job: Job) -> None:
         raise InvalidJob("steps", f"step names must be unique non-empty strings: {names}")
     for step in job.steps:
         check_text("steps", step.name)
+        ran = (step.state, step.attempts, step.result, step.response, step.last_error)
+        if ran != _NOT_RUN or step.started_at is not None or step.finished_at is not None:
+            # The stores keep a new step's fields as given: a set as its result was a
+            # TypeError out of the store, a state of "bogus" was stored as it was.
+            raise InvalidJob(
+                "steps",
+                f"step {step.name!r}: a new job's step has not run: its state, attempts, "
+                "result, response, last_error and times are left to the worker",
+            )
         if step.kind == "task":
             if not isinstance(step.task, str) or not step.task:
                 raise InvalidJob("steps", f"step {step.name!r}: a task step names its task")
@@ -448,6 +457,10 @@ def validate_job(job: Job) -> None:
     check_json("metadata", job.metadata)
     if job.unique_key is not None:
         check_unique_key(job.unique_key)
+
+
+#: A step before its first run: state, attempts, result, response, last_error.
+_NOT_RUN = ("pending", 0, None, None, None)
 
 
 def check_unique_key(key: Any) -> None:

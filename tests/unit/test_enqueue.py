@@ -426,6 +426,43 @@ def test_a_hand_changed_job_is_checked_field_by_field(
     assert stored_count(app) == 0
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda step: setattr(step, "result", {1, 2}),  # a TypeError out of the store
+        lambda step: setattr(step, "result", "nul\x00"),  # psycopg's UntranslatableCharacter
+        lambda step: setattr(step, "last_error", "lone\ud800"),  # a UnicodeEncodeError
+        lambda step: setattr(step, "state", "bogus"),  # stored as it was
+        lambda step: setattr(step, "attempts", 3),  # stored as it was
+        lambda step: setattr(step, "response", {"status": 200}),
+        lambda step: setattr(step, "finished_at", 1e300),
+    ],
+)
+def test_a_hand_built_step_that_has_already_run_is_refused(
+    app_on_each_store: Conveyor, change: Any
+) -> None:
+    app = app_on_each_store
+
+    @app.task(name="one")
+    def one(n: int) -> None: ...
+
+    # Given a prepared job whose step carries what only a run of it sets
+    job = one.prepare(1)
+    change(job.steps[0])
+
+    # When it is enqueued; Then InvalidJob names the steps, and nothing is stored
+    with pytest.raises(InvalidJob) as info:
+        app.enqueue_many([job])
+    assert info.value.field == "steps"
+    assert "has not run" in info.value.problem
+    stats = app.portal_call(_stats(app))
+    assert sum(stats.counts.values()) == 0
+
+
+async def _stats(app: Conveyor) -> Any:
+    return await (await app.backend()).stats()
+
+
 def test_unknown_options_are_refused(app: Conveyor) -> None:
     @app.task(name="one")
     def one() -> None: ...
