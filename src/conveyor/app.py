@@ -27,6 +27,7 @@ from conveyor.task import (
     default_task_name,
     executor_for,
     import_callable,
+    is_importable,
     iterate,
     retry_policy,
     validate_job,
@@ -235,7 +236,7 @@ class Conveyor:
             if found is not None:
                 return found
             path = default_task_name(ref)
-            if import_callable(path) is not ref:
+            if not is_importable(ref, path):
                 raise TaskNotFound(path, f"{path!r} is not registered and not importable")
             return self._transient_task(path, ref)
         raise TaskNotFound(repr(ref))

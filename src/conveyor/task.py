@@ -592,6 +592,22 @@ def default_task_name(fn: Callable[..., Any]) -> str:
     return f"{module}:{fn.__qualname__}"
 
 
+def is_importable(fn: Callable[..., Any], path: str) -> bool:
+    """Whether ``path`` (``default_task_name(fn)``) leads a worker to ``fn`` itself.
+
+    A function of the running script is looked up in it: imported again under its
+    file's name, the script's top level would run a second time in this process."""
+    if fn.__module__ == "__main__":
+        target: Any = sys.modules["__main__"]
+        for part in fn.__qualname__.split("."):
+            target = getattr(target, part, None)
+        return target is fn
+    try:
+        return import_callable(path) is fn
+    except TaskNotFound:
+        return False
+
+
 def import_callable(path: str) -> Callable[..., Any]:
     """``pkg.mod:func`` (or ``pkg.mod:Class.method``) → the callable (a :class:`Task`
     when the path names one); TaskNotFound otherwise."""

@@ -6,6 +6,10 @@ import asyncio
 import datetime as dt
 import gc
 import math
+import os
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -488,6 +492,46 @@ def test_unknown_task_is_refused_at_the_call(app: Conveyor, name: str) -> None:
 
     assert info.value.field == "task"
     assert stored_count(app) == 0
+
+
+def test_a_function_of_the_running_script_is_enqueued_without_running_the_script_again(
+    tmp_path: Path,
+) -> None:
+    # Given a script (no __main__ guard) that enqueues one of its own functions, not
+    # registered as a task
+    script = tmp_path / "nightly.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            from conveyor import Conveyor
+            print("top level runs")
+            app = Conveyor("sqlite:///{tmp_path}/jobs.db")
+
+            def plain(n):
+                return n
+
+            print(app.enqueue(plain, 1).job.steps[0].task)
+            """
+        )
+    )
+
+    # When it runs
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+
+    # Then its top level ran once (the check of the import path imported the script
+    # again as module "nightly": its top level ran twice, the second run stored a job,
+    # and the first then raised TaskNotFound), and one job names the function by the
+    # path a worker started in that folder imports
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["top level runs", "nightly:plain"]
+    app = Conveyor(f"sqlite:///{tmp_path}/jobs.db")
+    try:
+        assert stored_count(app) == 1
+    finally:
+        app.close()
 
 
 def test_a_task_module_that_fails_to_import_is_refused_at_the_call(
