@@ -124,6 +124,21 @@ def test_a_held_unique_key_returns_the_active_job(cli: Cli, store: Store) -> Non
     assert store.count() == 1
 
 
+def test_the_held_unique_key_notice_is_one_line_on_a_narrow_stderr(cli: Cli) -> None:
+    # Given a job holding a unique key
+    cli.enqueue("add", "[1, 2]", "--unique-key", "nightly-report-2026-12-06")
+
+    # When the key is enqueued again, with stderr 80 columns wide (as when not a terminal)
+    result = cli(
+        "enqueue", "-i", str(cli.tasks_file), "add", "[3, 4]", "--unique-key",
+        "nightly-report-2026-12-06", COLUMNS="80",
+    )  # fmt: skip
+
+    # Then the notice is one line for the script's log (it was folded in two at 80)
+    assert result.exit_code == 0
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "field"),
     [

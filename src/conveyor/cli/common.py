@@ -116,9 +116,10 @@ def console() -> Console:
 
 
 def err_console() -> Console:
+    """stderr: a message is one line, however narrow (scripts' logs read it by lines)."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_json(document: Any) -> None:
