@@ -66,7 +66,11 @@ class JobHandle:
     async def wait_async(self, timeout: float | None = None) -> Any:
         _check_timeout(timeout)
         backend = await self._app.backend()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        # None waits for ever, and so does a timeout no clock reaches (an int past a
+        # float's range raised OverflowError in the sum)
+        deadline = None
+        if timeout is not None and timeout < _FOREVER:
+            deadline = time.monotonic() + timeout
         job = await backend.get(self.id)
         while not job.state.is_final:
             left = 5.0 if deadline is None else deadline - time.monotonic()
@@ -83,6 +87,10 @@ class JobHandle:
         check_reason(reason)
         self.job = await (await self._app.backend()).cancel(self.id, reason)
         return self.job.state
+
+
+#: Seconds beyond any wait (about 3e292 years).
+_FOREVER = 1e300
 
 
 def _check_timeout(timeout: Any) -> None:

@@ -20,6 +20,7 @@ from conveyor import (
     ConfigError,
     Conveyor,
     InvalidJob,
+    JobCancelled,
     JobNotFound,
     Priority,
     State,
@@ -692,6 +693,30 @@ def test_ids_sort_by_creation_time_around_their_floor() -> None:
 
     assert earlier < id_floor(1_800_000_000.5) < later
     assert sorted([later, earlier]) == [earlier, later]
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 10**400])
+def test_wait_takes_a_timeout_of_any_size(app: Conveyor, timeout: float) -> None:
+    @app.task(name="one")
+    def one() -> None: ...
+
+    # Given a job that ended (cancelled)
+    handle = one.enqueue()
+    handle.cancel()
+
+    # When waited on with a timeout past a float's range (it raised OverflowError)
+    # Then the wait answers as for any other timeout
+    with pytest.raises(JobCancelled):
+        handle.wait(timeout)
+
+    async def wait_async() -> None:
+        try:
+            await handle.wait_async(timeout)
+        finally:
+            await app.aclose()
+
+    with pytest.raises(JobCancelled):
+        asyncio.run(wait_async())
 
 
 @pytest.mark.parametrize(
