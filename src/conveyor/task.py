@@ -404,6 +404,7 @@ def validate_job(job: Job) -> None:
     if not isinstance(job.id, str) or not job.id:
         raise InvalidJob("id", f"must be a non-empty string, got {job.id!r:.80}")
     check_text("id", job.id)
+    check_key_size("id", job.id)
     validate_queue_name(job.queue)
     if not job.steps:
         raise InvalidJob("steps", "a job needs at least one step")
@@ -463,10 +464,25 @@ def validate_job(job: Job) -> None:
 _NOT_RUN = ("pending", 0, None, None, None)
 
 
+#: The longest job id or unique key, in bytes as UTF-8: PostgreSQL indexes both, and its
+#: btree refuses an entry past 2,704 bytes (text that does not compress gets there).
+MAX_KEY_BYTES = 1000
+
+
 def check_unique_key(key: Any) -> None:
     if not isinstance(key, str) or not key:
-        raise InvalidJob("unique_key", f"must be a non-empty string, got {key!r}")
+        raise InvalidJob("unique_key", f"must be a non-empty string, got {key!r:.80}")
     check_text("unique_key", key)
+    check_key_size("unique_key", key)
+
+
+def check_key_size(field_name: str, key: str) -> None:
+    """InvalidJob unless ``key`` (storable text) fits every store's index."""
+    if len(key) > MAX_KEY_BYTES // 4 and len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidJob(
+            field_name,
+            f"must be at most {MAX_KEY_BYTES:,} bytes as UTF-8, got {len(key.encode()):,}",
+        )
 
 
 def check_reason(reason: Any) -> None:

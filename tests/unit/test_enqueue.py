@@ -7,6 +7,7 @@ import datetime as dt
 import gc
 import math
 import os
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -462,6 +463,41 @@ def test_a_hand_built_step_that_has_already_run_is_refused(
     assert "has not run" in info.value.problem
     stats = app.portal_call(_stats(app))
     assert sum(stats.counts.values()) == 0
+
+
+def test_keys_longer_than_a_store_indexes_are_refused_on_every_store(
+    app_on_each_store: Conveyor,
+) -> None:
+    app = app_on_each_store
+
+    @app.task(name="one")
+    def one(n: int) -> None: ...
+
+    # Given keys of random text (PostgreSQL's index cannot compress them): a unique key
+    # and a job id of 1,000 bytes as UTF-8, and others one byte longer ("é" is two)
+    longest = secrets.token_hex(500)
+    too_long = longest[:-1] + "é"
+
+    # When they are enqueued; Then the longest are kept on every store, and the longer
+    # ones refused naming the field (PostgreSQL's btree index refused keys past 2,704
+    # bytes with BackendUnavailable, exit 1 in the CLI, while SQLite and Redis kept them)
+    assert one.with_options(unique_key=longest).enqueue(1).job.unique_key == longest
+    with pytest.raises(InvalidJob) as info:
+        one.with_options(unique_key=too_long + secrets.token_hex(2000)).enqueue(1)
+    assert info.value.field == "unique_key"
+    with pytest.raises(InvalidJob) as info:
+        one.with_options(unique_key=too_long).enqueue(1)
+    assert info.value.field == "unique_key"
+    job = one.prepare(1)
+    job.id = longest
+    assert app.enqueue_many([job])[0].id == longest
+    job = one.prepare(1)
+    job.id = too_long + secrets.token_hex(2000)
+    with pytest.raises(InvalidJob) as info:
+        app.enqueue_many([job])
+    assert info.value.field == "id"
+    stats = app.portal_call(_stats(app))
+    assert sum(stats.counts.values()) == 2
 
 
 async def _stats(app: Conveyor) -> Any:
