@@ -235,7 +235,10 @@ class Conveyor:
             found = self._registered(ref)
             if found is not None:
                 return found
-            path = default_task_name(ref)
+            try:
+                path = default_task_name(ref)
+            except InvalidJob as exc:
+                raise TaskNotFound(repr(ref), f"not registered, and {exc.problem}") from None
             if not is_importable(ref, path):
                 raise TaskNotFound(path, f"{path!r} is not registered and not importable")
             return self._transient_task(path, ref)

@@ -598,14 +598,19 @@ def _finite(value: Any) -> bool:
 # Names and import paths
 # ---------------------------------------------------------------------------
 def default_task_name(fn: Callable[..., Any]) -> str:
-    """``module:qualname``: also an import path a worker can load without a registry."""
-    module = fn.__module__
+    """``module:qualname``: also an import path a worker can load without a registry.
+    InvalidJob (``name``) for a callable that has none (a partial, an instance)."""
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        raise InvalidJob(
+            "name", f"{fn!r:.80} has no import path (module:qualname): give it a name="
+        )
     if module == "__main__":
         main = sys.modules["__main__"]
         path = getattr(main, "__file__", None)
         if path:
             module = os.path.splitext(os.path.basename(path))[0]
-    return f"{module}:{fn.__qualname__}"
+    return f"{module}:{qualname}"
 
 
 def is_importable(fn: Callable[..., Any], path: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import gc
 import math
 import os
@@ -406,6 +407,34 @@ def test_middleware_and_hooks_that_are_not_functions_are_refused_when_added(
     assert (app.execution_middleware, app.enqueue_middleware, one.hooks) == ([], [], {})
     one.enqueue()
     assert stored_count(app) == 1
+
+
+def test_a_callable_without_an_import_path_needs_a_name(app: Conveyor) -> None:
+    # Given callables that have no module:qualname path (a partial, an instance with
+    # __call__): registering or enqueueing one raised AttributeError '__qualname__'
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    class Doubler:
+        def __call__(self, n: int) -> int:
+            return 2 * n
+
+    for fn in (functools.partial(add, 1), Doubler()):
+        # When one is registered without a name; Then InvalidJob asks for one
+        with pytest.raises(InvalidJob) as invalid:
+            app.task(fn)
+        assert invalid.value.field == "name"
+        assert "name=" in invalid.value.problem
+
+        # When one is enqueued unregistered; Then it is not found, and nothing is stored
+        with pytest.raises(TaskNotFound) as missing:
+            app.enqueue(fn, 1)
+        assert missing.value.field == "task"
+    assert (app.tasks, stored_count(app)) == ({}, 0)
+
+    # And with a name it is a task like any other
+    plus_one = app.task(name="plus_one")(functools.partial(add, 1))
+    assert plus_one.enqueue(2).job.steps[0].task == "plus_one"
 
 
 @pytest.mark.parametrize(
