@@ -79,7 +79,10 @@ class Conveyor:
             raise ConfigError(
                 "url", "no store URL: pass Conveyor('sqlite:///jobs.db') or set CONVEYOR_URL"
             )
-        validate_queue_name(default_queue)
+        try:
+            validate_queue_name(default_queue)
+        except InvalidJob as exc:
+            raise ConfigError("default_queue", exc.problem) from None
         if reporter is not None and not callable(reporter):
             raise ConfigError("reporter", f"expected a function (exc, ctx), got {reporter!r:.80}")
         self.url = resolved

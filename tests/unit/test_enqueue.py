@@ -641,6 +641,15 @@ def test_bad_urls_are_refused_at_construction(url: str, monkeypatch: pytest.Monk
     assert info.value.field.startswith("url")
 
 
+@pytest.mark.parametrize("queue", ["", "two words", 5])
+def test_a_bad_default_queue_is_refused_naming_the_setting(tmp_path: Path, queue: object) -> None:
+    # When an app is made with a default queue no job could have
+    # Then ConfigError names default_queue (it said "queue", as if a job's were wrong)
+    with pytest.raises(ConfigError) as info:
+        Conveyor(f"sqlite:///{tmp_path}/jobs.db", default_queue=queue)  # type: ignore[arg-type]
+    assert info.value.field == "default_queue"
+
+
 def test_url_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVEYOR_URL", f"sqlite:///{tmp_path}/env.db")
 
