@@ -122,7 +122,8 @@ class Retry(TaskControl):
         if delay is not None and (
             isinstance(delay, bool)
             or not isinstance(delay, int | float)
-            or not math.isfinite(delay)
+            # (an int is finite however large: math.isfinite raises OverflowError for one)
+            or (isinstance(delay, float) and not math.isfinite(delay))
             or delay < 0
         ):
             raise ValueError(f"delay: must be a finite number of seconds >= 0, got {delay!r}")

@@ -387,11 +387,12 @@ class Outcome:
     def retry_in(
         cls, delay: float, error: dict[str, Any] | None, *, count_attempt: bool = True
     ) -> Outcome:
-        # Clamped: a non-finite delay would park the job for ever or break the store.
-        safe = delay if math.isfinite(delay) else 0.0
+        # Clamped: a non-finite delay would park the job for ever or break the store
+        # (an int is finite however large, and compared as it is).
+        safe = delay if isinstance(delay, int) or math.isfinite(delay) else 0.0
         return cls(
             "retry",
-            delay=min(max(safe, 0.0), MAX_DELAY_S),
+            delay=float(min(max(safe, 0.0), MAX_DELAY_S)),
             error=error,
             count_attempt=count_attempt,
         )

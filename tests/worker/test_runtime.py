@@ -26,7 +26,7 @@ from conveyor import (
     Step,
     current_context,
 )
-from conveyor.job import Job, RetryPolicy, new_job_id
+from conveyor.job import MAX_DELAY_S, Job, RetryPolicy, new_job_id
 from conveyor.worker.config import WorkerConfig
 from conveyor.worker.runtime import Worker
 from tests.worker import process_tasks
@@ -453,6 +453,29 @@ def test_a_retry_delay_past_a_floats_range_is_capped_at_max_delay(app: Conveyor)
     # (it raised OverflowError in the worker, and the job stayed running)
     assert [e["message"] for e in job.errors] == ["RuntimeError: fails every time"] * 2
     assert job.run_at - job.updated_at == pytest.approx(60, abs=1)
+
+
+def test_a_retry_asked_past_a_floats_range_waits_the_longest_delay(app: Conveyor) -> None:
+    # Given a task that asks to be retried in 10 ** 400 seconds (Retry raised
+    # OverflowError in the task: the attempt failed as an error, not as that retry)
+    @app.task(name="much_later")
+    def much_later() -> None:
+        raise Retry(delay=10**400, reason="not before the heat death")
+
+    async def scenario(worker: Worker) -> Job:
+        handle = await much_later.enqueue_async()
+        while handle.job.state is not State.RETRYING:
+            await asyncio.sleep(0.05)
+            await handle.refresh_async()
+        return handle.job
+
+    # When a worker runs it
+    job = run_with_worker(app, scenario)
+
+    # Then it waits the longest delay an outcome may ask for (one year), like any
+    # other delay past it
+    assert job.errors[-1]["message"] == "not before the heat death"
+    assert job.run_at - job.updated_at == pytest.approx(MAX_DELAY_S, abs=5)
 
 
 def test_a_paused_queue_runs_nothing_until_resumed(app: Conveyor) -> None:
