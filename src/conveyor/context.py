@@ -95,8 +95,15 @@ class TaskContext:
 
 
 def _check_number(field_name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _fits_a_float(value):
         raise ValueError(f"{field_name}: expected a finite number, got {value!r:.80}")
+
+
+def _fits_a_float(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past a float's range (the percent is a float)
+        return False
 
 
 def current_context() -> TaskContext:

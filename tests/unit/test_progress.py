@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from conveyor.job import Progress
+from conveyor.context import TaskContext
+from conveyor.job import Job, Progress, Step, new_job_id
 
 
 @pytest.mark.parametrize(
@@ -28,3 +31,28 @@ def test_percent_stays_within_0_and_100_when_a_task_reports_past_its_total(
     assert (progress.completed, progress.total) == (completed, total)
     assert progress.percent is not None and 0.0 <= progress.percent <= 100.0
     assert progress.to_dict()["percent"] == progress.percent
+
+
+@pytest.mark.parametrize(
+    ("done", "total", "field"),
+    [
+        (10**400, 10, "progress.done"),
+        (1, 10**400, "progress.total"),
+        (math.nan, 10, "progress.done"),
+    ],
+    ids=["huge done", "huge total", "NaN done"],
+)
+def test_a_progress_that_is_not_a_finite_number_is_a_value_error(
+    done: float, total: float, field: str
+) -> None:
+    # Given a task's context
+    step = Step(name="main", task="t")
+    ctx = TaskContext(
+        job=Job(id=new_job_id(), queue="default", steps=[step]), step=step, worker_id="w"
+    )
+
+    # When the task reports a number no float holds (it was an OverflowError)
+    # Then the ValueError its docstring promises names the number, and nothing changed
+    with pytest.raises(ValueError, match=field):
+        ctx.progress(done, total)
+    assert (ctx.job.progress.completed, ctx.job.progress.total) == (0, 0)
