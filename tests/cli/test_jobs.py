@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conveyor.backends.base import Backend
-from conveyor.job import Job, Outcome, State
+from conveyor.job import Job, Outcome, State, Step
 
 from .conftest import Cli, Store
 
@@ -158,6 +158,27 @@ def test_a_cancel_reason_that_is_not_utf8_exits_2_and_changes_nothing(
     assert result.exit_code == 2, result.stderr
     assert result.stderr.startswith("error: reason: contains a lone surrogate")
     assert store.job(waiting).version == before.version
+
+
+def test_ids_that_look_like_markup_are_printed_as_they_are(cli: Cli, store: Store) -> None:
+    # Given jobs whose ids were given by hand, holding what Rich reads as markup
+    ids = ["by-hand[/]", "[bold]by-hand", "by-hand[/]2"]
+    store.run(lambda b: b.enqueue([Job(i, "default", [Step("main", task="add")]) for i in ids]))
+
+    # When every jobs command prints them (each was a MarkupError traceback and exit 1,
+    # after the cancel, retry or delete had been done; `jobs list` failed for the store)
+    listed = cli.ok("jobs", "list", "--limit", "1")
+    shown = cli.ok("jobs", "show", ids[0])
+    cancelled = cli.ok("jobs", "cancel", ids[0])
+    retried = cli.ok("jobs", "retry", ids[0])
+    deleted = cli.ok("jobs", "delete", ids[1])
+
+    # Then each prints the id as it is
+    assert ids[2] in listed.stdout and f"--cursor {ids[2]}" in listed.stdout
+    assert ids[0] in shown.stdout
+    assert f"Job {ids[0]} is cancelled." in cancelled.stdout
+    assert f"Job {ids[0]} is queued again." in retried.stdout
+    assert f"Deleted job {ids[1]}." in deleted.stdout
 
 
 def test_delete_removes_the_job(cli: Cli, store: Store) -> None:

@@ -91,7 +91,7 @@ def workers(
             f"[bold red]{heartbeat} STALE[/]" if stale else heartbeat,
             str(worker.processed),
             str(worker.failed),
-            _running(worker.running),
+            escape(_running(worker.running)),
         )
     out.print(table)
 

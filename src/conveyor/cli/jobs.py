@@ -91,7 +91,9 @@ def list_jobs(
         return
     out.print(_jobs_table(page.jobs, now, wide=out.width >= WIDE))
     if page.next_cursor:
-        out.print(f"[dim]More: add --cursor {page.next_cursor}[/]")
+        from rich.markup import escape
+
+        out.print(f"[dim]More: add --cursor {escape(page.next_cursor)}[/]")
 
 
 #: Terminal width from which `jobs list` also shows priority and times.
@@ -116,7 +118,7 @@ def _jobs_table(jobs: list[Job], now: float, *, wide: bool) -> Table:
     table.add_column("LAST ERROR", overflow="fold")
     for job in jobs:
         cells = [
-            job.id,
+            escape(job.id),  # (an id given by hand may hold "[/]")
             escape(job.task or "-"),
             escape(job.queue),
             styled_state(job.state.value) + _progress_suffix(job),
@@ -185,7 +187,7 @@ def _fields(job: Job, now: float) -> Table:
     grid.add_column()
     progress = job.progress
     rows: list[tuple[str, str]] = [
-        ("id", job.id),
+        ("id", escape(job.id)),
         ("task", escape(job.task or "-")),
         ("queue", escape(job.queue)),
         ("state", styled_state(job.state.value)),
@@ -319,7 +321,7 @@ def retry(
         if json_out:
             print_json(job.to_dict())
         else:
-            console().print(f"Job {job.id} is {styled_state(job.state.value)} again.")
+            console().print(f"Job {_id(job.id)} is {styled_state(job.state.value)} again.")
         return
 
     async def retry_all(backend: Backend) -> int:
@@ -355,9 +357,11 @@ def cancel(
     if json_out:
         print_json(job.to_dict())
     elif job.state is State.CANCELLING:
-        console().print(f"Job {job.id} is {styled_state('cancelling')}: its worker will stop it.")
+        console().print(
+            f"Job {_id(job.id)} is {styled_state('cancelling')}: its worker will stop it."
+        )
     else:
-        console().print(f"Job {job.id} is {styled_state(job.state.value)}.")
+        console().print(f"Job {_id(job.id)} is {styled_state(job.state.value)}.")
 
 
 @jobs_app.command("delete")
@@ -373,4 +377,11 @@ def delete(
     if json_out:
         print_json({"deleted": job_id})
     else:
-        console().print(f"Deleted job {job_id}.")
+        console().print(f"Deleted job {job_id}.", markup=False)
+
+
+def _id(job_id: str) -> str:
+    """A job id within Rich markup: one given by hand may hold "[/]"."""
+    from rich.markup import escape
+
+    return escape(job_id)
