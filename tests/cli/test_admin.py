@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -67,6 +68,27 @@ def test_a_stale_after_that_is_not_seconds_is_refused(cli: Cli, seconds: str) ->
     result = cli("workers", "--stale-after", seconds)
     assert result.exit_code == 2, result.stderr
     assert result.stderr.startswith("error: stale_after: ")
+
+
+def test_a_store_and_running_ids_that_look_like_markup_are_printed_as_they_are(
+    cli: Cli, store: Store, tmp_path: Path
+) -> None:
+    # Given a worker running jobs whose ids were given by hand, holding "[/]"
+    info = register(store)
+    info.running = ["by-hand[/]"]
+    store.run(lambda b: b.heartbeat_worker(info))
+
+    # Then `conveyor workers` shows them as they are
+    assert "1: by-hand[/]" in cli.ok("workers").stdout
+
+    # Given a SQLite file in a folder whose name holds "[/]"
+    folder = tmp_path / "jobs[/]"
+    folder.mkdir(parents=True)
+    url = f"sqlite:///{folder}/jobs.db"
+
+    # When it is migrated (a MarkupError traceback and exit 1, after migrating)
+    # Then the command says what it did, naming the store as it is
+    assert f"Migrated {url} from version 0 to " in cli.ok("migrate", "--url", url).stdout
 
 
 def test_no_workers(cli: Cli) -> None:

@@ -30,8 +30,14 @@ def migrate(
         print_json({"url": where, "from_version": before, "to_version": after})
         return
     if before == after == 0:
-        console().print(f"{where} has no schema to migrate; the server answers.", soft_wrap=True)
+        console().print(
+            f"{where} has no schema to migrate; the server answers.", soft_wrap=True, markup=False
+        )
     elif before == after:
-        console().print(f"Schema at {where} is up to date (version {after}).", soft_wrap=True)
+        console().print(
+            f"Schema at {where} is up to date (version {after}).", soft_wrap=True, markup=False
+        )
     else:
-        console().print(f"Migrated {where} from version {before} to {after}.", soft_wrap=True)
+        console().print(
+            f"Migrated {where} from version {before} to {after}.", soft_wrap=True, markup=False
+        )
