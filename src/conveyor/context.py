@@ -7,12 +7,11 @@ works in async tasks and in sync tasks run on worker threads alike).
 from __future__ import annotations
 
 import contextvars
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.exceptions import Cancel
-from conveyor.job import Job, Step
+from conveyor.job import Job, Step, fits_a_float
 from conveyor.storable import problem
 
 _current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
@@ -95,15 +94,8 @@ class TaskContext:
 
 
 def _check_number(field_name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not _fits_a_float(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not fits_a_float(value):
         raise ValueError(f"{field_name}: expected a finite number, got {value!r:.80}")
-
-
-def _fits_a_float(value: float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int past a float's range (the percent is a float)
-        return False
 
 
 def current_context() -> TaskContext:

@@ -108,7 +108,7 @@ class RetryPolicy:
             if (
                 not isinstance(value, int | float)
                 or isinstance(value, bool)
-                or not _fits_a_float(value)
+                or not fits_a_float(value)
                 or value < 0
             ):
                 raise ValueError(f"retry.{name}: must be a finite number >= 0, got {value!r:.80}")
@@ -141,7 +141,7 @@ class RetryPolicy:
         return cls(**data)
 
 
-def _fits_a_float(value: float) -> bool:
+def fits_a_float(value: float) -> bool:
     """Finite, and within a float's range (``math.isfinite`` raises OverflowError for an
     int past it; the delays are computed in floats)."""
     try:
