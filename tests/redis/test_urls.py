@@ -34,7 +34,7 @@ PASSWORD = "s3cret-pw"
         (f"redis://:{PASSWORD}@h/1/2", "url", "must be a database number, got '1/2'"),
         (f"redis://:{PASSWORD}@h/0?db=x", "url", "Invalid value for 'db'"),
         # an option nobody knows would otherwise fail at the first command, as a TypeError
-        (f"redis://:{PASSWORD}@h/0?no_such_option=1", "url", "no_such_option"),
+        (f"redis://:{PASSWORD}@h/0?no_such_option=1", "url", "unknown option 'no_such_option'"),
         (f"redis://:{PASSWORD}@h/99999999999999999999", "url", "must be a database number"),
         (f"rediss://:{PASSWORD}@h/0?ssl_cert_reqs=bogus", "url", "Invalid SSL Certificate"),
         (f"valkey://:{PASSWORD}@h/0", "url", "unsupported scheme 'valkey'"),

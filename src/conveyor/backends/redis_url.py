@@ -10,6 +10,8 @@ from conveyor.backends import number_option, redact_url, scrub
 from conveyor.exceptions import ConfigError
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+#: A TypeError's words for a keyword (URL option) that redis-py's connections do not take.
+_UNKNOWN_OPTION = re.compile(r"unexpected keyword argument '([^']*)'")
 _DB = re.compile(r"^[0-9]+$")
 #: The highest database number a Redis server can have (its `databases` is an int).
 _MAX_DB = 2**31 - 1
@@ -81,6 +83,11 @@ def parse_redis_url(url: str) -> RedisSettings:
         pool.connection_class(**pool.connection_kwargs)
     except (ValueError, TypeError, RedisError) as exc:
         # (RedisError: a value redis-py refuses, e.g. ssl_cert_reqs=bogus)
+        unknown = _UNKNOWN_OPTION.search(str(exc)) if isinstance(exc, TypeError) else None
+        if unknown is not None:  # the TypeError names a constructor of redis-py's
+            raise ConfigError(
+                "url", f"{where!r} does not parse: unknown option {unknown[1]!r}"
+            ) from None
         # redis-py quotes the part it could not read, which may be (part of) the password.
         raise ConfigError("url", f"{where!r} does not parse: {scrub(str(exc), url)}") from None
     return RedisSettings(
