@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -92,8 +93,55 @@ def test_a_store_and_running_ids_that_look_like_markup_are_printed_as_they_are(
 
 
 def test_no_workers(cli: Cli) -> None:
+    cli.ok("migrate")
     assert cli.json("workers") == []
     assert cli.ok("workers").stdout.strip() == "No workers."
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["workers"],
+        ["stats"],
+        ["prune", "--older-than", "1d"],
+        ["jobs", "list"],
+        ["jobs", "show", "some-id"],
+        ["jobs", "retry", "--all-poisoned"],
+        ["jobs", "cancel", "some-id"],
+        ["jobs", "delete", "some-id"],
+        ["queues", "list"],
+        ["queues", "pause", "default"],
+        ["queues", "empty", "default", "--yes"],
+        ["queues", "delete", "default", "--yes"],
+    ],
+)
+def test_a_sqlite_file_that_is_not_there_is_refused_and_not_made(
+    cli: Cli, tmp_path: Path, command: list[str]
+) -> None:
+    # Given a mistyped path of a SQLite store
+    typo = tmp_path / "jbos.db"
+
+    # When an admin command is given it
+    result = cli(*command, "--url", f"sqlite:///{typo}")
+
+    # Then it exits 2 naming the URL and the missing file, and makes no file
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert result.stderr.startswith(f"error: url: no store at sqlite:///{typo}: ")
+    assert "does not exist" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("jbos")) == []
+
+
+def test_queues_create_makes_the_store_it_names(cli: Cli, tmp_path: Path) -> None:
+    # Given a SQLite store that does not exist yet
+    url = f"sqlite:///{tmp_path}/new.db"
+
+    # When a queue is created in it, then listed
+    created = cli("queues", "create", "reports", "--url", url, "--json")
+
+    # Then the store is made, holding the queue
+    assert created.exit_code == 0, created.stderr
+    listed = json.loads(cli.ok("queues", "list", "--url", url, "--json").stdout)
+    assert [q["name"] for q in listed] == ["reports"]
 
 
 def test_stats_counts_jobs_by_state_and_shows_the_store(cli: Cli, store: Store) -> None:

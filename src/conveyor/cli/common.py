@@ -78,9 +78,17 @@ def store_url(includes: Sequence[str] | None, url: str | None) -> str:
     return load(includes, None).url
 
 
-def with_store(url: str, action: Callable[[Backend], Awaitable[T]]) -> T:
-    """Open the store, run ``action(backend)`` on a fresh event loop, close the store."""
+def with_store(
+    url: str, action: Callable[[Backend], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Open the store, run ``action(backend)`` on a fresh event loop, close the store.
+
+    A SQLite file that is not there is refused (ConfigError) unless ``create``: opening
+    one makes it, and a mistyped path would show an empty store and leave a file behind.
+    """
     backend = create_backend(url)  # a bad URL fails here, before anything is touched
+    if not create:
+        _refuse_missing_file(url)
 
     async def run() -> T:
         try:
@@ -90,6 +98,20 @@ def with_store(url: str, action: Callable[[Backend], Awaitable[T]]) -> T:
             await backend.close()
 
     return asyncio.run(run())
+
+
+def _refuse_missing_file(url: str) -> None:
+    if not url.startswith("sqlite:"):
+        return  # a server's store: a missing schema is refused by the store itself
+    from conveyor.backends.sqlite import parse_sqlite_url
+
+    path, _ = parse_sqlite_url(url)
+    if not os.path.exists(path):
+        raise ConfigError(
+            "url",
+            f"no store at {url}: {path} does not exist (a worker, `conveyor enqueue` "
+            "or `conveyor migrate` creates it)",
+        )
 
 
 def check_store(url: str) -> None:

@@ -111,7 +111,7 @@ def create(
             await backend.create_queue(name)
         return not existed
 
-    created = with_store(store_url(includes, url), create)
+    created = with_store(store_url(includes, url), create, create=True)
     if json_out:
         print_json({"queue": name, "created": created})
     else:
