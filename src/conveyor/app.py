@@ -175,8 +175,8 @@ class Conveyor:
                 if given is not None and not callable(given):
                     raise InvalidJob(hook, f"a hook is a function, got {given!r:.80}")
             # None, not "", is "the default": an empty name or queue is a mistake.
-            if name is not None and (not isinstance(name, str) or not name):
-                raise InvalidJob("name", f"must be a non-empty string, got {name!r:.80}")
+            if name is not None and (not isinstance(name, str) or not name.strip()):
+                raise InvalidJob("name", f"must be a non-blank string, got {name!r:.80}")
             if queue is not None:
                 validate_queue_name(queue)
             try:

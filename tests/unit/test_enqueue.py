@@ -358,9 +358,9 @@ def test_bad_task_defaults_are_refused_at_registration(
     assert "bad" not in app.tasks
 
 
-@pytest.mark.parametrize("name", ["", 5])
-def test_a_name_that_is_not_a_non_empty_string_is_refused(app: Conveyor, name: object) -> None:
-    # (an empty one fell back to the default name; 5 was a TypeError)
+@pytest.mark.parametrize("name", ["", " ", "\t\n", 5])
+def test_a_name_that_is_not_a_non_blank_string_is_refused(app: Conveyor, name: object) -> None:
+    # (an empty one fell back to the default name; 5 was a TypeError; " " was taken)
     with pytest.raises(InvalidJob) as info:
 
         @app.task(name=name)  # type: ignore[arg-type]
