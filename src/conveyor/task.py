@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import importlib.util
 import inspect
 import math
 import os
@@ -617,15 +618,27 @@ def is_importable(fn: Callable[..., Any], path: str) -> bool:
     """Whether ``path`` (``default_task_name(fn)``) leads a worker to ``fn`` itself.
 
     A function of the running script is looked up in it: imported again under its
-    file's name, the script's top level would run a second time in this process."""
+    file's name, the script's top level would run a second time in this process. That
+    name must still be one a module is found by (not so for ``python -m pkg.script``),
+    which finding it does not run."""
     if fn.__module__ == "__main__":
         target: Any = sys.modules["__main__"]
         for part in fn.__qualname__.split("."):
             target = getattr(target, part, None)
-        return target is fn
+        module_name = path.partition(":")[0]
+        return target is fn and (module_name == "__main__" or _findable(module_name))
     try:
         return import_callable(path) is fn
     except TaskNotFound:
+        return False
+
+
+def _findable(module_name: str) -> bool:
+    """Whether an import of ``module_name`` would find a module (none is run; the
+    packages above it are imported, and may fail as they are)."""
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except Exception:
         return False
 
 

@@ -600,6 +600,57 @@ def test_a_function_of_the_running_script_is_enqueued_without_running_the_script
         app.close()
 
 
+def test_a_function_of_a_script_run_as_a_module_is_refused_when_its_path_does_not_import(
+    tmp_path: Path,
+) -> None:
+    # Given a script of a package, run with `python -m tools.nightly` from the project's
+    # folder, that enqueues one of its own functions, not registered as a task: its
+    # default name, "nightly:plain", is no import path there (the module is
+    # tools.nightly)
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "__init__.py").write_text("")
+    (tmp_path / "tools" / "nightly.py").write_text(
+        textwrap.dedent(
+            f"""
+            from conveyor import Conveyor, TaskNotFound
+            app = Conveyor("sqlite:///{tmp_path}/jobs.db")
+
+            def plain(n):
+                return n
+
+            if __name__ == "__main__":
+                try:
+                    app.enqueue(plain, 1)
+                except TaskNotFound as exc:
+                    print("refused:", exc)
+                else:
+                    print("stored")
+            """
+        )
+    )
+
+    # When it runs
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.nightly"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+    # Then the call is refused with TaskNotFound naming the path, and nothing is stored
+    # (the job was stored naming "nightly:plain", which no worker started there imports:
+    # it failed on every attempt until poisoned)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused: task: 'nightly:plain'"), done.stdout
+    app = Conveyor(f"sqlite:///{tmp_path}/jobs.db")
+    try:
+        assert stored_count(app) == 0
+    finally:
+        app.close()
+
+
 def test_a_task_module_that_fails_to_import_is_refused_at_the_call(
     app: Conveyor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
