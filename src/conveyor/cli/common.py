@@ -78,9 +78,7 @@ def store_url(includes: Sequence[str] | None, url: str | None) -> str:
     return load(includes, None).url
 
 
-def with_store(
-    url: str, action: Callable[[Backend], Awaitable[T]], *, create: bool = False
-) -> T:
+def with_store(url: str, action: Callable[[Backend], Awaitable[T]], *, create: bool = False) -> T:
     """Open the store, run ``action(backend)`` on a fresh event loop, close the store.
 
     A SQLite file that is not there is refused (ConfigError) unless ``create``: opening
