@@ -306,6 +306,43 @@ def test_a_503_is_retried_then_poisoned(app: Conveyor, target: Target) -> None:
     assert [e["type"] for e in done.errors] == ["HttpStepError", "HttpStepError"]
 
 
+def test_a_step_retry_setting_past_a_floats_range_falls_back_to_the_default(
+    app: Conveyor, target: Target
+) -> None:
+    # Given a hand-built step whose max_attempts and retry_exponent are ints no float
+    # holds (kept as JSON by every store), on a job of 2 attempts, that always gets 503
+    step = http_step("down", target.url("/status/503"), max_attempts=1)
+    assert step.request is not None
+    step.request.update(max_attempts=10**400, retry_exponent=10**400)
+    job = http_job(step)
+    job.max_attempts = 2
+
+    (done,) = run_jobs(app, job)
+
+    # Then each failure is judged by the step's rules, the settings read as their
+    # defaults as for any other unusable value (math.isfinite raised OverflowError
+    # while the failure was judged: each attempt ended as a worker error instead)
+    assert done.state is State.POISONED
+    assert len(target.requests_to("/status/503")) == 2
+    assert [e["type"] for e in done.errors] == ["HttpStepError", "HttpStepError"]
+
+
+def test_a_step_timeout_past_a_floats_range_poisons_saying_so(
+    app: Conveyor, target: Target
+) -> None:
+    # Given a hand-built step whose timeout is an int no float holds
+    job = http_job(http_step("slow", target.url("/ok"), timeout=10**400, max_attempts=3))
+
+    (done,) = run_jobs(app, job)
+
+    # Then the step is refused as any unusable timeout is: poisoned at once, naming it,
+    # and no request sent (each attempt failed with OverflowError, retried as any error)
+    assert done.state is State.POISONED
+    assert [e["type"] for e in done.errors] == ["HttpStepError"]
+    assert "timeout must be a number of seconds > 0" in done.errors[0]["message"]
+    assert target.requests_to("/ok") == []
+
+
 def test_retry_after_is_honoured(app: Conveyor, target: Target) -> None:
     # Given a step at exponent 0 (1 s) whose target answers 429 with Retry-After: 2
     job = http_job(http_step("limited", target.url("/limited?retry_after=2"), max_attempts=2))

@@ -11,6 +11,8 @@ import time
 from datetime import UTC
 from typing import Any
 
+from conveyor.job import fits_a_float
+
 #: The longest wait between two attempts of an HTTP step, whatever the target asks.
 MAX_RETRY_DELAY_S = 3600.0
 #: Retry delays grow by up to this fraction, so that failures of many jobs spread out.
@@ -76,5 +78,6 @@ def retry_settings(request: dict[str, Any] | None) -> tuple[int, float]:
 
 
 def is_number(value: Any) -> bool:
-    """Whether ``value`` is a finite int or float, not a bool."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """Whether ``value`` is an int or float a float holds (finite), not a bool. An int
+    past a float's range is not one: ``math.isfinite`` raises OverflowError for it."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and fits_a_float(value)
