@@ -131,6 +131,25 @@ def test_a_sqlite_file_that_is_not_there_is_refused_and_not_made(
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("jbos")) == []
 
 
+@pytest.mark.parametrize("scheme", ["SQLITE", "SQLite"])
+def test_a_missing_sqlite_file_is_refused_whatever_the_case_of_the_scheme(
+    cli: Cli, tmp_path: Path, scheme: str
+) -> None:
+    # Given a mistyped path of a SQLite store, in a URL whose scheme is not lower case
+    # (URL schemes are case-insensitive: the store takes it as sqlite://)
+    typo = tmp_path / "jbos.db"
+    url = f"{scheme}:///{typo}"
+
+    # When an admin command is given it
+    result = cli("jobs", "list", "--url", url)
+
+    # Then it is refused as with "sqlite:", and no file is made (the check looked for a
+    # lower-case "sqlite:" only: the command answered "No jobs." and left jbos.db)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "does not exist" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("jbos")) == []
+
+
 def test_queues_create_makes_the_store_it_names(cli: Cli, tmp_path: Path) -> None:
     # Given a SQLite store that does not exist yet
     url = f"sqlite:///{tmp_path}/new.db"

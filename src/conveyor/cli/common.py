@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 import typer
 
@@ -99,7 +100,8 @@ def with_store(url: str, action: Callable[[Backend], Awaitable[T]], *, create: b
 
 
 def _refuse_missing_file(url: str) -> None:
-    if not url.startswith("sqlite:"):
+    # (the scheme as the store reads it: any case, "SQLITE:///jobs.db" is SQLite too)
+    if urlsplit(url).scheme != "sqlite":
         return  # a server's store: a missing schema is refused by the store itself
     from conveyor.backends.sqlite import parse_sqlite_url
 
