@@ -367,8 +367,9 @@ class Backend(abc.ABC):
         """Running jobs whose lease ran out: back to waiting (the claim already
         counted the attempt), ``poisoned`` when attempts are spent, ``cancelled``
         when a cancel was asked; the jobs so changed, as stored now. A job handed to
-        a worker that never took it (PostgreSQL) waits again as it was and is not
-        among them, unless it was asked to cancel and ends ``cancelled``."""
+        a worker that never took it (PostgreSQL and Redis hand jobs over) waits again
+        as it was and is not among them, unless it was asked to cancel and ends
+        ``cancelled``."""
 
     @abc.abstractmethod
     async def prune(self, before: float, states: Sequence[State] | None = None) -> int:
