@@ -35,6 +35,13 @@ PASSWORD = "s3cret-pw"
         (f"redis://:{PASSWORD}@h/0?db=x", "url", "Invalid value for 'db'"),
         # an option nobody knows would otherwise fail at the first command, as a TypeError
         (f"redis://:{PASSWORD}@h/0?no_such_option=1", "url", "unknown option 'no_such_option'"),
+        # a TLS option on a plain redis:// URL is known, only not there (it was called
+        # an unknown option, as if misspelled)
+        (
+            f"redis://:{PASSWORD}@h/0?ssl_cert_reqs=none",
+            "url",
+            "option 'ssl_cert_reqs' needs a rediss:// URL (TLS)",
+        ),
         (f"redis://:{PASSWORD}@h/99999999999999999999", "url", "must be a database number"),
         (f"rediss://:{PASSWORD}@h/0?ssl_cert_reqs=bogus", "url", "Invalid SSL Certificate"),
         (f"valkey://:{PASSWORD}@h/0", "url", "unsupported scheme 'valkey'"),

@@ -85,9 +85,14 @@ def parse_redis_url(url: str) -> RedisSettings:
         # (RedisError: a value redis-py refuses, e.g. ssl_cert_reqs=bogus)
         unknown = _UNKNOWN_OPTION.search(str(exc)) if isinstance(exc, TypeError) else None
         if unknown is not None:  # the TypeError names a constructor of redis-py's
-            raise ConfigError(
-                "url", f"{where!r} does not parse: unknown option {unknown[1]!r}"
-            ) from None
+            option = unknown[1]
+            # redis-py's TLS options are taken by its TLS connections only
+            why = (
+                f"option {option!r} needs a rediss:// URL (TLS)"
+                if (option == "ssl" or option.startswith("ssl_")) and parts.scheme == "redis"
+                else f"unknown option {option!r}"
+            )
+            raise ConfigError("url", f"{where!r} does not parse: {why}") from None
         # redis-py quotes the part it could not read, which may be (part of) the password.
         raise ConfigError("url", f"{where!r} does not parse: {scrub(str(exc), url)}") from None
     return RedisSettings(
