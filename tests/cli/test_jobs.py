@@ -181,6 +181,28 @@ def test_ids_that_look_like_markup_are_printed_as_they_are(cli: Cli, store: Stor
     assert f"Deleted job {ids[1]}." in deleted.stdout
 
 
+def test_ids_that_end_with_a_backslash_are_printed_as_they_are(cli: Cli, store: Store) -> None:
+    # Given jobs whose ids, given by hand, end with a backslash
+    ids = ["a-back\\", "b-back\\"]
+    store.run(lambda b: b.enqueue([Job(i, "default", [Step("main", task="add")]) for i in ids]))
+
+    # When the jobs commands print them
+    listed = cli.ok("jobs", "list", "--limit", "1")
+    shown = cli.ok("jobs", "show", ids[0])
+    cancelled = cli.ok("jobs", "cancel", ids[0])
+    retried = cli.ok("jobs", "retry", ids[0])
+
+    # Then each prints the id as it is, one backslash, as it is to be copied (escaped
+    # as markup, the backslash was doubled: "Job a-back\\ is cancelled.", and a
+    # copied id named no job)
+    for result in (listed, shown, cancelled, retried):
+        assert "\\\\" not in result.stdout, result.stdout
+    assert f"{ids[1]} " in listed.stdout and f"--cursor {ids[1]}" in listed.stdout
+    assert f" {ids[0]} " in shown.stdout
+    assert f"Job {ids[0]} is cancelled." in cancelled.stdout
+    assert f"Job {ids[0]} is queued again." in retried.stdout
+
+
 def test_delete_removes_the_job(cli: Cli, store: Store) -> None:
     job_id = cli.enqueue("add", "[1, 2]")
     assert cli.json("jobs", "delete", job_id) == {"deleted": job_id}

@@ -63,6 +63,7 @@ def workers(
         return
     from rich.markup import escape
     from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
+    from rich.text import Text
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in (
@@ -91,7 +92,7 @@ def workers(
             f"[bold red]{heartbeat} STALE[/]" if stale else heartbeat,
             str(worker.processed),
             str(worker.failed),
-            escape(_running(worker.running)),
+            Text(_running(worker.running)),  # ids as they are (see jobs._job_is)
         )
     out.print(table)
 

@@ -91,9 +91,9 @@ def list_jobs(
         return
     out.print(_jobs_table(page.jobs, now, wide=out.width >= WIDE))
     if page.next_cursor:
-        from rich.markup import escape
+        from rich.text import Text
 
-        out.print(f"[dim]More: add --cursor {escape(page.next_cursor)}[/]")
+        out.print(Text(f"More: add --cursor {page.next_cursor}", style="dim"))
 
 
 #: Terminal width from which `jobs list` also shows priority and times.
@@ -103,6 +103,7 @@ WIDE = 140
 def _jobs_table(jobs: list[Job], now: float, *, wide: bool) -> Table:
     from rich.markup import escape
     from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
+    from rich.text import Text
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("ID", no_wrap=True)  # never folded: it is what people copy
@@ -117,8 +118,8 @@ def _jobs_table(jobs: list[Job], now: float, *, wide: bool) -> Table:
         table.add_column("RUN AT", no_wrap=True)
     table.add_column("LAST ERROR", overflow="fold")
     for job in jobs:
-        cells = [
-            escape(job.id),  # (an id given by hand may hold "[/]")
+        cells: list[str | Text] = [
+            Text(job.id),  # as it is, not markup: see _job_is
             escape(job.task or "-"),
             escape(job.queue),
             styled_state(job.state.value) + _progress_suffix(job),
@@ -181,13 +182,14 @@ def show(
 def _fields(job: Job, now: float) -> Table:
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
     progress = job.progress
-    rows: list[tuple[str, str]] = [
-        ("id", escape(job.id)),
+    rows: list[tuple[str, str | Text]] = [
+        ("id", Text(job.id)),  # as it is, not markup: see _job_is
         ("task", escape(job.task or "-")),
         ("queue", escape(job.queue)),
         ("state", styled_state(job.state.value)),
@@ -321,7 +323,7 @@ def retry(
         if json_out:
             print_json(job.to_dict())
         else:
-            console().print(f"Job {_id(job.id)} is {styled_state(job.state.value)} again.")
+            console().print(_job_is(job.id, styled_state(job.state.value), " again."))
         return
 
     async def retry_all(backend: Backend) -> int:
@@ -357,11 +359,9 @@ def cancel(
     if json_out:
         print_json(job.to_dict())
     elif job.state is State.CANCELLING:
-        console().print(
-            f"Job {_id(job.id)} is {styled_state('cancelling')}: its worker will stop it."
-        )
+        console().print(_job_is(job.id, styled_state("cancelling"), ": its worker will stop it."))
     else:
-        console().print(f"Job {_id(job.id)} is {styled_state(job.state.value)}.")
+        console().print(_job_is(job.id, styled_state(job.state.value), "."))
 
 
 @jobs_app.command("delete")
@@ -380,8 +380,10 @@ def delete(
         console().print(f"Deleted job {job_id}.", markup=False)
 
 
-def _id(job_id: str) -> str:
-    """A job id within Rich markup: one given by hand may hold "[/]"."""
-    from rich.markup import escape
+def _job_is(job_id: str, state: str, rest: str) -> Text:
+    """ "Job <id> is <state><rest>", the id as it is and ``state`` markup. An id given by
+    hand may hold "[/]", and one ending with a backslash came out with two once
+    escaped as markup (Rich's escape adds one in case a tag follows)."""
+    from rich.text import Text
 
-    return escape(job_id)
+    return Text.assemble("Job ", job_id, " is ", Text.from_markup(state), rest)
