@@ -556,8 +556,12 @@ def check_timeout(timeout: Any) -> None:
         return
     # Finite: an infinite timeout is no timeout (None), and JSON has no infinity. An int
     # fits in 64 bits: SQLite keeps an int as one, and refuses a larger one at the insert.
-    if not _finite(timeout) or timeout <= 0 or (isinstance(timeout, int) and timeout >= 2**63):
+    if not _finite(timeout) or timeout <= 0:
         raise InvalidJob("timeout", f"must be a finite number of seconds > 0, got {timeout!r:.80}")
+    if isinstance(timeout, int) and timeout >= 2**63:
+        raise InvalidJob(
+            "timeout", f"an int of seconds must be below 2**63 (64 bits), got {timeout!r:.80}"
+        )
 
 
 def retry_policy(value: RetryPolicy | Mapping[str, Any]) -> RetryPolicy:

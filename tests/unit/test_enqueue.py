@@ -220,6 +220,24 @@ def test_bad_input_names_the_field_and_stores_nothing(
     assert stored_count(app) == 0
 
 
+def test_a_timeout_int_past_64_bits_is_refused_saying_why(app: Conveyor) -> None:
+    @app.task(name="one")
+    def one() -> None: ...
+
+    # When a timeout is an int of 64 bits or more (finite, and > 0)
+    with pytest.raises(InvalidJob) as info:
+        one.with_options(timeout=2**63).enqueue()
+
+    # Then the refusal names the field and says what is wrong with it (it said "must be
+    # a finite number of seconds > 0", which the number is), and nothing is stored
+    assert info.value.field == "timeout"
+    assert "below 2**63" in info.value.problem
+    assert stored_count(app) == 0
+
+    # And the same number as a float is taken
+    assert one.with_options(timeout=float(2**63)).enqueue().job.timeout == 2.0**63
+
+
 @pytest.mark.parametrize(
     ("bad_item", "field"),
     [
