@@ -11,7 +11,7 @@ from typing import Any, TypeVar, overload
 
 from conveyor.backends import create_backend
 from conveyor.backends.base import Backend
-from conveyor.exceptions import ConfigError, InvalidJob, TaskNotFound
+from conveyor.exceptions import ConfigError, InvalidJob, TaskNotFound, shown
 from conveyor.garbage import collector_paused
 from conveyor.handle import JobHandle
 from conveyor.job import DEFAULT_RETRY, Job, Priority, RetryPolicy, parse_priority
@@ -184,7 +184,7 @@ class Conveyor:
             except ValueError as exc:
                 raise InvalidJob("priority", str(exc).removeprefix("priority: ")) from None
             if not -(2**31) <= task_priority < 2**31:
-                raise InvalidJob("priority", f"must fit in 32 bits, got {task_priority}")
+                raise InvalidJob("priority", f"must fit in 32 bits, got {shown(task_priority)}")
             try:
                 kind = executor_for(func, executor)
             except ValueError as exc:

@@ -10,7 +10,7 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import Any
 
-from conveyor.exceptions import Cancel
+from conveyor.exceptions import Cancel, shown
 from conveyor.job import Job, Step, fits_a_float
 from conveyor.storable import problem
 
@@ -95,7 +95,7 @@ class TaskContext:
 
 def _check_number(field_name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not fits_a_float(value):
-        raise ValueError(f"{field_name}: expected a finite number, got {value!r:.80}")
+        raise ValueError(f"{field_name}: expected a finite number, got {shown(value)}")
 
 
 def current_context() -> TaskContext:

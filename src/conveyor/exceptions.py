@@ -126,11 +126,11 @@ class Retry(TaskControl):
             or (isinstance(delay, float) and not math.isfinite(delay))
             or delay < 0
         ):
-            raise ValueError(f"delay: must be a finite number of seconds >= 0, got {delay!r}")
+            raise ValueError(f"delay: must be a finite number of seconds >= 0, got {shown(delay)}")
         self.delay = delay
         self.reason = reason
         self.count_attempt = count_attempt
-        super().__init__(reason or f"retry requested (delay={delay})")
+        super().__init__(reason or f"retry requested (delay={shown(delay)})")
 
 
 class Poison(TaskControl):
@@ -152,3 +152,15 @@ class Cancel(TaskControl):
 def describe(exc: BaseException) -> dict[str, Any]:
     """A JSON-able summary of an exception for a job's error history."""
     return {"type": type(exc).__qualname__, "message": str(exc)}
+
+
+def shown(value: Any, width: int = 80) -> str:
+    """``repr(value)`` cut at ``width`` characters, for a message. An int too long for
+    Python to write out (past ``sys.get_int_max_str_digits()`` digits, a ValueError) is
+    told by its sign and size: the message about it must not fail in its turn."""
+    try:
+        text = repr(value)
+    except ValueError:
+        sign = "a negative" if value < 0 else "an"
+        return f"<{sign} int of {value.bit_length():,} bits>"
+    return text[:width]

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from enum import IntEnum, StrEnum
 from typing import Any, Literal
 
+from conveyor.exceptions import shown
+
 
 class State(StrEnum):
     """The life of a job.
@@ -111,7 +113,7 @@ class RetryPolicy:
                 or not fits_a_float(value)
                 or value < 0
             ):
-                raise ValueError(f"retry.{name}: must be a finite number >= 0, got {value!r:.80}")
+                raise ValueError(f"retry.{name}: must be a finite number >= 0, got {shown(value)}")
         if self.jitter > 1:
             raise ValueError(f"retry.jitter: must be a fraction in [0, 1], got {self.jitter!r}")
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from conveyor.exceptions import InvalidJob, TaskNotFound
+from conveyor.exceptions import InvalidJob, TaskNotFound, shown
 from conveyor.garbage import collector_paused
 from conveyor.job import (
     DEFAULT_MAX_ATTEMPTS,
@@ -282,16 +282,16 @@ def resolve_options(defaults: TaskOptions, call: EnqueueOptions) -> ResolvedOpti
         raw = call.delay.total_seconds() if isinstance(call.delay, dt.timedelta) else call.delay
         if not _finite(raw):
             raise InvalidJob(
-                "delay", f"expected a finite number of seconds, got {call.delay!r:.80}"
+                "delay", f"expected a finite number of seconds, got {shown(call.delay)}"
             )
         if raw < 0:
-            raise InvalidJob("delay", f"must be >= 0 seconds, got {raw!s:.80}")
+            raise InvalidJob("delay", f"must be >= 0 seconds, got {shown(raw)}")
         if raw > LATEST_RUN_AT - time.time():
-            raise InvalidJob("delay", f"would run after 9999-12-31, got {raw!s:.80} seconds")
+            raise InvalidJob("delay", f"would run after 9999-12-31, got {shown(raw)} seconds")
         delay = float(raw)
     run_at = _epoch(call.run_at) if call.run_at is not None else 0.0
     if not -(2**31) <= priority < 2**31:
-        raise InvalidJob("priority", f"must fit in 32 bits, got {priority}")
+        raise InvalidJob("priority", f"must fit in 32 bits, got {shown(priority)}")
     max_attempts = call.max_attempts if call.max_attempts is not None else defaults.max_attempts
     check_max_attempts(max_attempts)
     retry = retry_policy(call.retry) if call.retry is not None else defaults.retry
@@ -442,7 +442,7 @@ def validate_job(job: Job) -> None:
     if isinstance(job.priority, bool) or not isinstance(job.priority, int):
         raise InvalidJob("priority", f"expected an int, got {job.priority!r}")
     if not -(2**31) <= job.priority < 2**31:
-        raise InvalidJob("priority", f"must fit in 32 bits, got {job.priority}")
+        raise InvalidJob("priority", f"must fit in 32 bits, got {shown(job.priority)}")
     check_max_attempts(job.max_attempts)
     _epoch(job.run_at)
     check_timeout(job.timeout)
@@ -547,7 +547,7 @@ def check_max_attempts(max_attempts: Any) -> None:
         or not 1 <= max_attempts <= 1_000_000
     ):
         raise InvalidJob(
-            "max_attempts", f"must be an int from 1 to 1,000,000, got {max_attempts!r}"
+            "max_attempts", f"must be an int from 1 to 1,000,000, got {shown(max_attempts)}"
         )
 
 
@@ -557,10 +557,10 @@ def check_timeout(timeout: Any) -> None:
     # Finite: an infinite timeout is no timeout (None), and JSON has no infinity. An int
     # fits in 64 bits: SQLite keeps an int as one, and refuses a larger one at the insert.
     if not _finite(timeout) or timeout <= 0:
-        raise InvalidJob("timeout", f"must be a finite number of seconds > 0, got {timeout!r:.80}")
+        raise InvalidJob("timeout", f"must be a finite number of seconds > 0, got {shown(timeout)}")
     if isinstance(timeout, int) and timeout >= 2**63:
         raise InvalidJob(
-            "timeout", f"an int of seconds must be below 2**63 (64 bits), got {timeout!r:.80}"
+            "timeout", f"an int of seconds must be below 2**63 (64 bits), got {shown(timeout)}"
         )
 
 
@@ -582,12 +582,12 @@ def _epoch(value: float | dt.datetime) -> float:
         seconds = value.timestamp()
     elif not _finite(value):
         raise InvalidJob(
-            "run_at", f"expected a datetime or finite epoch seconds, got {value!r:.80}"
+            "run_at", f"expected a datetime or finite epoch seconds, got {shown(value)}"
         )
     else:
         seconds = value
     if not 0 <= seconds <= LATEST_RUN_AT:  # (compared before float(): an int may be huge)
-        raise InvalidJob("run_at", f"must be from 1970-01-01 to 9999-12-31 UTC, got {value!r:.80}")
+        raise InvalidJob("run_at", f"must be from 1970-01-01 to 9999-12-31 UTC, got {shown(value)}")
     return float(seconds)
 
 

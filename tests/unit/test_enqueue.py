@@ -204,6 +204,15 @@ def test_async_forms(app: Conveyor) -> None:
         ({"timeout": 2**63}, [1], "timeout"),
         ({"retry": {"exponent": 10**400}}, [1], "retry"),
         ({"retry": {"max_delay": 10**400}}, [1], "retry"),
+        # Ints too long for Python to write out (past 4,300 digits): the message that
+        # showed one raised a bare ValueError ("Exceeds the limit ...") naming nothing
+        ({"delay": 10**5000}, [1], "delay"),
+        ({"delay": -(10**5000)}, [1], "delay"),
+        ({"run_at": 10**5000}, [1], "run_at"),
+        ({"timeout": 10**5000}, [1], "timeout"),
+        ({"timeout": -(10**5000)}, [1], "timeout"),
+        ({"priority": 10**5000}, [1], "priority"),
+        ({"max_attempts": 10**5000}, [1], "max_attempts"),
     ],
 )
 def test_bad_input_names_the_field_and_stores_nothing(

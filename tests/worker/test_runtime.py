@@ -478,6 +478,31 @@ def test_a_retry_asked_past_a_floats_range_waits_the_longest_delay(app: Conveyor
     assert job.run_at - job.updated_at == pytest.approx(MAX_DELAY_S, abs=5)
 
 
+def test_a_retry_asked_in_an_int_too_long_to_write_out_waits_the_longest_delay(
+    app: Conveyor,
+) -> None:
+    # Given a task that asks, without a reason, to be retried in 10 ** 5000 seconds (an
+    # int past the 4,300 digits Python writes out: Retry's own message raised
+    # ValueError in the task, and the attempt failed as that error, retried in 1 s)
+    @app.task(name="much_much_later")
+    def much_much_later() -> None:
+        raise Retry(delay=10**5000)
+
+    async def scenario(worker: Worker) -> Job:
+        handle = await much_much_later.enqueue_async()
+        while handle.job.state is not State.RETRYING:
+            await asyncio.sleep(0.05)
+            await handle.refresh_async()
+        return handle.job
+
+    # When a worker runs it
+    job = run_with_worker(app, scenario)
+
+    # Then it is the retry asked for: the longest delay an outcome may ask for
+    assert job.errors[-1]["type"] == "Retry"
+    assert job.run_at - job.updated_at == pytest.approx(MAX_DELAY_S, abs=5)
+
+
 def test_a_paused_queue_runs_nothing_until_resumed(app: Conveyor) -> None:
     @app.task(name="q_task", queue="paused_q")
     def q_task() -> int:
