@@ -572,7 +572,10 @@ def retry_policy(value: RetryPolicy | Mapping[str, Any]) -> RetryPolicy:
     try:
         return RetryPolicy.from_dict(dict(value))
     except (TypeError, ValueError) as exc:
-        raise InvalidJob("retry", str(exc).removeprefix("retry: ")) from None
+        # RetryPolicy's messages start with "retry." or "retry: ": the field says it
+        # once ("retry: base: must be ...", not "retry: retry.base: must be ...").
+        problem = str(exc).removeprefix("retry: ").removeprefix("retry.")
+        raise InvalidJob("retry", problem) from None
 
 
 def _epoch(value: float | dt.datetime) -> float:

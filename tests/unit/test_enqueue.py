@@ -889,3 +889,16 @@ def test_wait_refuses_a_timeout_that_is_not_seconds(
         handle.wait(timeout)  # type: ignore[arg-type]
     with pytest.raises(error, match="timeout"):
         asyncio.run(handle.wait_async(timeout))  # type: ignore[arg-type]
+
+
+def test_a_bad_retry_setting_is_named_once(app: Conveyor) -> None:
+    # Given a task registered with a negative retry base
+    # When it is refused
+    with pytest.raises(InvalidJob) as info:
+
+        @app.task(name="bad", retry={"base": -1})
+        def bad() -> None: ...
+
+    # Then the message names the setting once (it read "retry: retry.base: ...")
+    assert info.value.field == "retry"
+    assert str(info.value) == "retry: base: must be a finite number >= 0, got -1"
