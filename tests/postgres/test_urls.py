@@ -8,12 +8,14 @@ import socket
 import subprocess
 import sys
 
+import psycopg
 import pytest
 
 from conveyor import Conveyor
 from conveyor.backends import create_backend
 from conveyor.backends.postgres import PostgresBackend
 from conveyor.exceptions import BackendUnavailable, ConfigError
+from tests.pg import libpq_url
 
 
 @pytest.mark.parametrize(
@@ -90,3 +92,28 @@ def test_the_worker_command_exits_with_a_clear_error_when_the_server_is_down() -
     assert done.returncode != 0
     assert "Connection refused" in done.stderr + done.stdout
     assert "s3cret" not in done.stderr + done.stdout
+
+
+def test_libpq_options_with_spaces_reach_the_server_as_written(pg_url: str) -> None:
+    # Given a URL whose libpq options hold spaces (percent-encoded, as libpq reads
+    # them) and a plus sign (which libpq keeps as it is)
+    name = f"orders app+{_free_port()}"
+    options = f"options=-c%20statement_timeout%3D4321ms&application_name={name.replace(' ', '%20')}"
+    backend = PostgresBackend(f"{pg_url}&{options}")
+
+    async def sessions() -> list[tuple[str]]:
+        # When conveyor connects with it
+        await backend.open()
+        try:
+            async with await psycopg.AsyncConnection.connect(libpq_url(pg_url)) as conn:
+                cur = await conn.execute(
+                    "SELECT application_name FROM pg_stat_activity WHERE application_name = %s",
+                    [name],
+                )
+                return await cur.fetchall()
+        finally:
+            await backend.close()
+
+    # Then the server took the setting (it refuses a session whose options it cannot
+    # read) and the name, unchanged
+    assert asyncio.run(sessions())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import psycopg
 
@@ -38,7 +38,10 @@ def parse_postgres_url(url: str) -> PostgresSettings:
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError("url", f"not a postgresql:// URL: {where!r}")
-    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    # Read and written back as libpq reads a URI: "+" is a plus sign, a space is %20
+    # (with parse_qsl's and urlencode's defaults, "-c statement_timeout=5s" in
+    # `options` reached the server as "-c+statement_timeout=5s", which it refused).
+    options = dict(parse_qsl(parts.query.replace("+", "%2B"), keep_blank_values=True))
     schema = options.pop("schema", "conveyor")
     if not _SCHEMA_NAME.match(schema):
         raise ConfigError(
@@ -54,7 +57,7 @@ def parse_postgres_url(url: str) -> PostgresSettings:
     # that died) is noticed in about 25 s instead of the kernel's two hours.
     for name, value in _KEEPALIVES.items():
         options.setdefault(name, value)
-    conninfo = parts._replace(query=urlencode(options)).geturl()
+    conninfo = parts._replace(query=urlencode(options, quote_via=quote)).geturl()
     try:
         parsed = psycopg.conninfo.conninfo_to_dict(conninfo)
     except psycopg.Error as exc:
