@@ -114,6 +114,23 @@ async def _check(pool: AsyncConnectionPool[Any]) -> None:
         await pool.check()
 
 
+def _hung_up(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the server ended this connection while it sat idle (a restart,
+    pg_terminate_backend, idle_session_timeout): its farewell and the end of the stream
+    then wait on the socket. Two reads tell, without a round trip (libpq's socket never
+    blocks, and a live idle connection of conveyor's has nothing to read): the first
+    takes the farewell, the second meets the end. Unchecked, the first call after such
+    an end failed with the server's farewell."""
+    if conn.closed or conn.broken:
+        return True
+    try:
+        for _ in range(2):
+            conn.pgconn.consume_input()
+    except psycopg.Error:
+        return True
+    return conn.pgconn.status != pq.ConnStatus.OK
+
+
 def _configure_connection(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
     # JSON columns come back as text, as on SQLite: one row decoder serves both.
     conn.adapters.register_loader("jsonb", TextLoader)
@@ -162,6 +179,7 @@ class PostgresBackend(Backend):
             max_size=self.settings.pool_size,
             kwargs={"autocommit": True, **self._connect_kwargs},
             configure=self._configure_async,
+            check=self._check_idle,
             timeout=_CHECKOUT_TIMEOUT,
             reconnect_timeout=_RECONNECT_S,
             reconnect_failed=self._reconnect_failed,
@@ -195,6 +213,15 @@ class PostgresBackend(Backend):
     @staticmethod
     async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
         _configure_connection(conn)
+
+    async def _check_idle(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """The pool's look at a connection it lends: one the server ended while it sat
+        idle is replaced (the pool takes another at once), and the others idle beside
+        it are looked at too (a restart ends them all)."""
+        if _hung_up(conn):
+            if self._pool is not None:
+                self._check_in_background(self._pool)
+            raise psycopg.OperationalError("the server ended the connection while it was idle")
 
     @staticmethod
     async def _reconnect_failed(pool: AsyncConnectionPool[Any]) -> None:
@@ -328,10 +355,13 @@ class PostgresBackend(Backend):
             # server answered (a deadlock, a cancelled statement) says nothing of
             # the connections.
             sqlstate: str | None = getattr(exc, "sqlstate", None)
-            lost = sqlstate is None or sqlstate[:2] in ("08", "57")
-            if lost and (self._checking is None or self._checking.done()):
-                self._checking = asyncio.get_running_loop().create_task(_check(pool))
+            if sqlstate is None or sqlstate[:2] in ("08", "57"):
+                self._check_in_background(pool)
             raise self._unavailable(exc) from exc
+
+    def _check_in_background(self, pool: AsyncConnectionPool[Any]) -> None:
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.get_running_loop().create_task(_check(pool))
 
     async def _fetch(self, query: str, params: dict[str, Any]) -> list[Row]:
         async with self._connection() as conn:
@@ -362,7 +392,9 @@ class PostgresBackend(Backend):
         self._fork.check(self._forget_parent)
         with self._sync_lock:
             conn = self._sync_conn
-            if conn is None or conn.closed or conn.broken:
+            if conn is None or _hung_up(conn):
+                if conn is not None:
+                    conn.close()
                 conn = self._sync_conn = self._connect_sync()
             try:
                 return self._inserter.insert_sync(conn, jobs)
