@@ -8,10 +8,14 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
-from conveyor import Conveyor, State
+import conveyor.backends.postgres as postgres_module
+from conveyor import Conveyor, State, Task
+from conveyor.backends.postgres import PostgresBackend
 from conveyor.exceptions import ConfigError, InvalidJob
-from tests.pg import libpq_url
+from tests.migrations import schema_stopped_at
+from tests.pg import fresh_schema, libpq_url
 
 
 @pytest.fixture
@@ -157,3 +161,93 @@ def test_a_sqlite_app_refuses_a_connection(tmp_path: object) -> None:
         assert refused.value.field == "connection"
     finally:
         app.close()
+
+
+class Connection:
+    """Another library's connection of the same name (SQLAlchemy's, psycopg2's ...)."""
+
+
+def test_another_librarys_connection_is_named_in_full(app: Conveyor) -> None:
+    task = app.get_task("send_welcome")
+    # When the wrapper of another library is passed instead of its psycopg connection
+    with pytest.raises(ConfigError) as refused:
+        task.with_options(connection=Connection()).enqueue(1)
+    # Then the message tells which class it got, not only a name psycopg's shares
+    assert f"got {__name__}.Connection" in str(refused.value)
+
+
+def _stored(url: str) -> int:
+    schema = PostgresBackend(url).schema
+    with psycopg.connect(libpq_url(url)) as conn:
+        row = conn.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone()
+    return row[0] if row else 0
+
+
+def test_a_schema_older_than_the_code_is_refused_with_the_command_to_run() -> None:
+    # Given a schema an older conveyor made (version 5)
+    with fresh_schema(migrate=False) as url:
+        with schema_stopped_at(postgres_module, 5):
+            asyncio.run(PostgresBackend(url).migrate())
+        app = Conveyor(url)
+
+        @app.task(name="send_welcome")
+        def send_welcome(user_id: int) -> None: ...
+
+        async def enqueue_async(jobs: list[list[int]]) -> None:
+            async with await psycopg.AsyncConnection.connect(libpq_url(url)) as conn:
+                await send_welcome.with_options(connection=conn).enqueue_many_async(jobs)
+                await conn.commit()
+
+        try:
+            for jobs in ([[1]], [[1], [2]]):
+                # When this conveyor enqueues one job or several through the caller's
+                # connection, sync or async
+                with psycopg.connect(libpq_url(url)) as conn:
+                    with pytest.raises(ConfigError) as refused:
+                        send_welcome.with_options(connection=conn).enqueue_many(jobs)
+                    conn.commit()
+                # Then each is refused, saying what to run, and nothing is stored
+                assert "conveyor migrate" in str(refused.value)
+                with pytest.raises(ConfigError, match="conveyor migrate"):
+                    asyncio.run(enqueue_async(jobs))
+            assert _stored(url) == 0
+        finally:
+            app.close()
+
+
+def test_a_connection_to_a_database_without_the_schema_is_refused(
+    app: Conveyor, pg_url: str
+) -> None:
+    # Given a connection to another database of the server, where the schema is not
+    conninfo = psycopg.conninfo.conninfo_to_dict(libpq_url(pg_url))
+    other = psycopg.conninfo.make_conninfo(**{**conninfo, "dbname": "postgres"})
+    # When the app enqueues through it
+    with psycopg.connect(other) as conn, pytest.raises(ConfigError) as refused:
+        app.get_task("send_welcome").with_options(connection=conn).enqueue(1)
+    # Then the message names the database the connection reached and what to run
+    assert "'postgres'" in str(refused.value)
+    assert "conveyor migrate" in str(refused.value)
+
+
+def test_a_connection_that_makes_dict_rows_enqueues_like_any(app: Conveyor, pg_url: str) -> None:
+    async def enqueue_async(task: Task) -> str:
+        async with await psycopg.AsyncConnection.connect(
+            libpq_url(pg_url), row_factory=dict_row
+        ) as conn:
+            handle = await task.with_options(connection=conn).enqueue_async(2)
+            await conn.commit()
+        return handle.id
+
+    # Given the application's connections, which make dicts of rows
+    with psycopg.connect(libpq_url(pg_url), row_factory=dict_row) as conn:
+        # When it enqueues through them, sync and async (each the app's first time)
+        first = app.get_task("send_welcome").with_options(connection=conn).enqueue(1)
+        conn.commit()
+    other = Conveyor(pg_url)
+    try:
+        second = asyncio.run(enqueue_async(other.task(name="send_welcome")(lambda user_id: None)))
+    finally:
+        other.close()
+    # Then both jobs are stored
+    assert first.refresh().state is State.QUEUED
+    assert app.job(second).state is State.QUEUED

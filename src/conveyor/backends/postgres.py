@@ -36,6 +36,7 @@ from typing import Any
 
 import psycopg
 from psycopg import pq, sql
+from psycopg.rows import tuple_row
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -131,6 +132,18 @@ def _hung_up(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bo
     return conn.pgconn.status != pq.ConnStatus.OK
 
 
+def _leads_to(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> tuple[str, int, str]:
+    """Where a connection leads, as libpq knows it (no round trip)."""
+    info = conn.info
+    return info.host, info.port, info.dbname
+
+
+def _class_name(value: object) -> str:
+    """``module.Class`` of ``value``: other libraries' connections share psycopg's names."""
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
 def _configure_connection(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
     # JSON columns come back as text, as on SQLite: one row decoder serves both.
     conn.adapters.register_loader("jsonb", TextLoader)
@@ -158,6 +171,9 @@ class PostgresBackend(Backend):
         #: per queue list, what the notifications had shown when a claim started
         self._seen: dict[tuple[str, ...], tuple[int, ...]] = {}
         self._sync_conn: psycopg.Connection[Any] | None = None
+        #: (host, port, database) where a caller's connection found the schema at
+        #: this code's version
+        self._caller_schema_seen: set[tuple[str, int, str]] = set()
         self._checking: asyncio.Task[None] | None = None
         self._claim_start = ClaimStart()
         self._hand_offs = HandOffs(self.schema)
@@ -451,19 +467,43 @@ class PostgresBackend(Backend):
         if not isinstance(connection, psycopg.Connection):
             raise ConfigError(
                 "connection",
-                f"expected a psycopg.Connection, got {type(connection).__name__} "
+                f"expected a psycopg.Connection, got {_class_name(connection)} "
                 "(an AsyncConnection goes with enqueue_async)",
             )
+        if _leads_to(connection) not in self._caller_schema_seen:
+            self._check_caller_schema(connection, _schema_state_sync(connection, self.schema))
         return self._inserter.insert_sync(connection, jobs, own=False)
 
     async def enqueue_in_async(self, connection: Any, jobs: Sequence[Job]) -> list[Job]:
         if not isinstance(connection, psycopg.AsyncConnection):
             raise ConfigError(
                 "connection",
-                f"expected a psycopg.AsyncConnection, got {type(connection).__name__} "
+                f"expected a psycopg.AsyncConnection, got {_class_name(connection)} "
                 "(a Connection goes with enqueue)",
             )
+        if _leads_to(connection) not in self._caller_schema_seen:
+            state = await _schema_state_async(connection, self.schema)
+            self._check_caller_schema(connection, state)
         return await self._inserter.insert_async(connection, jobs, own=False)
+
+    def _check_caller_schema(
+        self, connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], state: SchemaState
+    ) -> None:
+        """Refuse, as ``open`` does, a schema of another version where the caller's
+        connection leads; once per database and process. An older schema's statements
+        differ: a single job failed on a missing table, a batch was stored where no
+        worker of this version would take it. (A missing schema leaves the caller's
+        transaction failed, as an error of any of its statements does.)"""
+        info = connection.info
+        try:
+            self._check_schema(state)
+        except ConfigError as exc:
+            raise ConfigError(
+                "connection",
+                f"{exc.problem} (this connection reaches database {info.dbname!r} on "
+                f"{info.host}:{info.port}; it must reach the database of the app's URL)",
+            ) from None
+        self._caller_schema_seen.add(_leads_to(connection))
 
     # -- claims and outcomes ---------------------------------------------------------
     async def claim(
@@ -959,8 +999,10 @@ class PostgresBackend(Backend):
 
 
 async def _schema_state_async(conn: psycopg.AsyncConnection[Any], schema: str) -> SchemaState:
+    # Tuples whatever the connection's row factory (a caller's may make dicts).
+    cur = conn.cursor(row_factory=tuple_row)
     try:
-        cur = await conn.execute(state_query(schema))
+        await cur.execute(state_query(schema))
     except psycopg.errors.UndefinedTable:
         return MISSING
     row = await cur.fetchone()
@@ -968,8 +1010,9 @@ async def _schema_state_async(conn: psycopg.AsyncConnection[Any], schema: str) -
 
 
 def _schema_state_sync(conn: psycopg.Connection[Any], schema: str) -> SchemaState:
+    cur = conn.cursor(row_factory=tuple_row)
     try:
-        cur = conn.execute(state_query(schema))
+        cur.execute(state_query(schema))
     except psycopg.errors.UndefinedTable:
         return MISSING
     row = cur.fetchone()
