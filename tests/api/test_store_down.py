@@ -100,3 +100,21 @@ def test_an_outage_is_one_log_line_and_a_count_not_a_line_per_request(
     said = [r.getMessage() for r in caplog.records if "store unavailable" in r.getMessage()]
     assert len(said) == 2 and "(and 23 more request(s) answered 503 in the last" in said[1], said
     proxy.restore()
+
+
+def test_healthz_says_why_the_store_is_unavailable(
+    proxied: tuple[RunningApi, TcpProxy],
+) -> None:
+    api, proxy = proxied
+    assert api.client(None).get("/healthz").status_code == 200
+    # Given a store that stopped answering (its connections open, nothing comes back)
+    proxy.mute()
+    # When a probe asks for the API's health
+    answer = api.client(None).get("/healthz")
+    # Then the 503 names the store and a reason, not an empty one
+    assert answer.status_code == 503
+    where, _, reason = answer.json()["detail"].partition(": ")
+    assert where.startswith("store ")
+    assert reason.strip(), answer.text
+    proxy.cut()
+    proxy.restore()

@@ -537,7 +537,7 @@ def _routes(web: FastAPI, api: Api) -> None:
                 await backend.now()
         except (ConveyorError, TimeoutError) as exc:
             return problem_response(
-                503, f"store {redact_url(api.app.url)}: {exc or 'no answer in 2 s'}"
+                503, f"store {redact_url(api.app.url)}: {str(exc) or 'no answer in 2 s'}"
             )
         return json_response({"status": "ok"}, headers=NO_STORE)
 
