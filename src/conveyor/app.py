@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar, overload
 
-from conveyor.backends import create_backend
+from conveyor.backends import create_backend, redact_url
 from conveyor.backends.base import Backend
 from conveyor.exceptions import ConfigError, InvalidJob, TaskNotFound, shown
 from conveyor.garbage import collector_paused
@@ -101,7 +101,8 @@ class Conveyor:
         self._blocking = create_backend(resolved)  # validates the URL now, at construction
 
     def __repr__(self) -> str:
-        return f"<Conveyor {self.url!r} tasks={len(self.tasks)}>"
+        # Shown by debuggers, error trackers' locals and every task's repr: no password.
+        return f"<Conveyor {redact_url(self.url)!r} tasks={len(self.tasks)}>"
 
     def use_url(self, url: str) -> None:
         """Point the app at another store (the CLI's ``--url``); before any use."""

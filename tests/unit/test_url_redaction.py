@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from conveyor import Conveyor
 from conveyor.backends import create_backend, redact_url, scrub
 from conveyor.exceptions import ConveyorError
 
@@ -84,3 +85,30 @@ def test_scrub_removes_a_password_a_driver_quotes_and_its_pieces_only_as_words()
 
     # Then each is masked, and a word that merely starts like a piece is left alone
     assert clean == 'bad token "***", decoded ***, password "***", as \'***\'; Servname'
+
+
+@pytest.mark.parametrize(
+    ("url", "secrets"),
+    [
+        ("postgresql://bob:plainS3cret@127.0.0.1:{port}/test", ["plainS3cret"]),
+        ("postgresql://bob:Se%23cret7@127.0.0.1:{port}/test", ["Se%23cret7", "Se#cret7"]),
+        ("postgresql://bob@127.0.0.1:{port}/test?password=s3cretQS", ["s3cretQS"]),
+        ("redis://:plainS3cret@127.0.0.1:{port}/5", ["plainS3cret"]),
+        ("redis://127.0.0.1:{port}/5?password=s3cretRQ", ["s3cretRQ"]),
+    ],
+)
+def test_the_app_and_its_tasks_show_their_url_without_the_password(
+    url: str, secrets: list[str]
+) -> None:
+    # Given an app on a URL with a password, and one of its tasks
+    app = Conveyor(url.format(port=free_port()))
+
+    @app.task
+    def noop() -> None: ...
+
+    # When they are shown (a debugger, a log line with %r, an error tracker's locals)
+    shown = f"{app!r} {noop!r} {noop.with_options(queue='other')!r}"
+    # Then the URL is there, its password hidden
+    assert "***@127.0.0.1" in shown or "password=***" in shown
+    for secret in secrets:
+        assert secret not in shown
