@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -120,6 +121,37 @@ def test_the_migrate_command_reports_what_it_did() -> None:
         command = [sys.executable, "-m", "conveyor", "migrate", "--url", url]
         first = subprocess.run(command, capture_output=True, text=True, timeout=60)
         again = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert f"from version 0 to {SCHEMA_VERSION}" in first.stdout
+    assert again.returncode == 0, again.stderr
+    assert "up to date" in again.stdout
+
+
+def test_migrate_needs_no_right_to_create_schemas_when_the_schema_is_there() -> None:
+    with fresh_schema(migrate=False) as url:
+        schema = PostgresBackend(url).schema
+        role = f"{schema}_owner"
+        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+            # Given an empty schema an administrator made for a role of its own, which
+            # may not create schemas in the database
+            conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD 'owner-pw'")
+            conn.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{role}"')
+            assert conn.execute(
+                "SELECT NOT has_database_privilege(%s, current_database(), 'CREATE')", [role]
+            ).fetchone() == (True,)
+        try:
+            parts = urlsplit(url)
+            host = parts.netloc.rpartition("@")[2]
+            as_owner = parts._replace(netloc=f"{role}:owner-pw@{host}").geturl()
+            # When that role runs `conveyor migrate`, twice
+            command = [sys.executable, "-m", "conveyor", "migrate", "--url", as_owner]
+            first = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            again = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        finally:
+            with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                conn.execute(f'DROP ROLE "{role}"')
+    # Then the schema is migrated, and found up to date the second time
     assert first.returncode == 0, first.stderr
     assert f"from version 0 to {SCHEMA_VERSION}" in first.stdout
     assert again.returncode == 0, again.stderr

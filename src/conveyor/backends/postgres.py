@@ -309,7 +309,14 @@ class PostgresBackend(Backend):
                     "SELECT pg_advisory_xact_lock(hashtext(%s))",
                     [f"conveyor.migrate:{self.schema}"],
                 )
-                await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+                # Only when missing: CREATE SCHEMA IF NOT EXISTS wants the right to create
+                # schemas in the database even when the schema is there, which the owner
+                # of a schema an administrator made need not have.
+                cur = await conn.execute(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = %s", [self.schema]
+                )
+                if await cur.fetchone() is None:
+                    await conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
                 await conn.execute(
                     sql.SQL(
                         "CREATE TABLE IF NOT EXISTS {}.schema_version ("
