@@ -90,6 +90,14 @@ _SQL_PACKAGE = "conveyor.backends.sql.postgres"
 MIGRATIONS = load_migrations(_SQL_PACKAGE)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
+#: Driver errors that say the store cannot be used now, not that a statement is wrong:
+#: calls fail with BackendUnavailable, and a worker retries them.
+_STORE_FAILURES = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg.errors.ReadOnlySqlTransaction,
+    PoolTimeout,
+)
 _ALL_STATES = [s.value for s in State]
 _TUPLES_OK = pq.ExecStatus.TUPLES_OK
 _SHARDS = 16
@@ -369,8 +377,15 @@ class PostgresBackend(Backend):
             raise BackendUnavailable(f"PostgreSQL backend {self.where} is not open")
         try:
             async with pool.connection() as conn:
-                yield conn
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+                try:
+                    yield conn
+                except psycopg.errors.ReadOnlySqlTransaction:
+                    # A server that refuses writes (a primary demoted by a failover, a
+                    # database set read-only): the next connection may reach a writable
+                    # one (the new primary, or the same one writable again).
+                    await conn.close()
+                    raise
+        except _STORE_FAILURES as exc:
             # After a server restart every idle connection is dead: drop them all
             # now rather than failing once per connection. In the background and
             # never cut short: a check cancelled midway would keep the connections
@@ -421,7 +436,7 @@ class PostgresBackend(Backend):
                 conn = self._sync_conn = self._connect_sync()
             try:
                 return self._inserter.insert_sync(conn, jobs)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            except _STORE_FAILURES as exc:
                 with contextlib.suppress(psycopg.Error):
                     conn.close()
                 self._sync_conn = None
