@@ -4,6 +4,7 @@ connection, never a crash, and work resumes on new sessions once it is writable.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,3 +116,43 @@ def set_read_only(env: WorkerEnv, role: str, read_only: bool) -> None:
             "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE usename = %s",
             [role],
         )
+
+
+PROGRAM = """
+import asyncio, sys
+from conveyor import Conveyor
+from conveyor.exceptions import BackendUnavailable
+
+app = Conveyor(sys.argv[1])
+
+@app.task(name="record")
+def record(i): ...
+
+async def main():
+    try:
+        await record.enqueue_async(1)
+    except BackendUnavailable:
+        print("refused")
+
+asyncio.run(main())
+print("ended")
+"""
+
+
+def test_an_asyncio_program_whose_store_failed_still_ends(
+    read_only: tuple[str, str], tmp_path: Path
+) -> None:
+    url, _ = read_only
+    (tmp_path / "program.py").write_text(PROGRAM)
+    # When a program enqueues with asyncio.run, meets a store failure (the pool then
+    # connects again in the background) and ends without closing the app
+    done = subprocess.run(
+        [sys.executable, "program.py", url],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Then asyncio.run returns and the program ends
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["refused", "ended"]

@@ -183,6 +183,7 @@ class PostgresBackend(Backend):
         #: this code's version
         self._caller_schema_seen: set[tuple[str, int, str]] = set()
         self._checking: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
         self._claim_start = ClaimStart()
         self._hand_offs = HandOffs(self.schema)
         self._sync_lock = threading.Lock()
@@ -218,6 +219,19 @@ class PostgresBackend(Backend):
                 f"cannot connect to PostgreSQL at {self.where}: {self._said(exc)}"
             ) from None
         self._pool = pool
+        self._closer = asyncio.get_running_loop().create_task(self._close_with_the_loop(pool))
+
+    async def _close_with_the_loop(self, pool: AsyncConnectionPool[Any]) -> None:
+        """Close the store when its event loop ends with it open (``asyncio.run``
+        cancels every task of the loop then). A task of the pool cancelled while it
+        connects again, after a failure, swallows the cancellation and waits for work
+        for ever: ``asyncio.run`` of a program that met a store failure and did not
+        close the app never returned."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            if self._pool is pool:
+                await self.close()
 
     async def check(self) -> None:
         """One connection of its own, without the pool: the server's own error when it
@@ -288,6 +302,10 @@ class PostgresBackend(Backend):
             await self._notes.stop()
             self._notes = None
         pool, self._pool = self._pool, None
+        closer, self._closer = self._closer, None
+        if closer is not None and closer is not asyncio.current_task():
+            closer.cancel()
+            await asyncio.gather(closer, return_exceptions=True)
         if pool is not None:
             await pool.close()
         if self._checking is not None:
