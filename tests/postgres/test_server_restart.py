@@ -94,9 +94,15 @@ def test_a_server_restart_loses_nothing_and_wake_ups_come_back(
     )
     assert worker_env.tasks.record.enqueue(99).wait(timeout=15) == 99
     assert runs(worker_env) == Counter([*(str(i) for i in range(4)), "99"])
-    # And the log named the store in an error before it said it works again
+    # And the log named the store in a warning or an error before it said it works again
+    # (an outage shorter than the pool's 5 s wait for a connection may show only the
+    # lost notification connection: the claims and outcome writes wait it out)
     lines = worker_env.logs().splitlines()
-    errors = [n for n, line in enumerate(lines) if " ERROR " in line and where in line]
+    errors = [
+        n
+        for n, line in enumerate(lines)
+        if (" ERROR " in line or " WARNING " in line) and where in line
+    ]
     said_back = ("work again on", "works again on", "outcome(s) on", "listening for new jobs on")
     back = [n for n, line in enumerate(lines) if any(f"{s} {where}" in line for s in said_back)]
     assert errors and back and errors[0] < back[-1], worker_env.logs()
