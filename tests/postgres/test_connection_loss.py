@@ -134,7 +134,9 @@ def test_a_cut_shorter_than_the_lease_keeps_the_results_and_runs_nothing_twice(
     found = figures(env)
     assert found["running"] == found["cancelling"] == 0
     assert (found["processed"], found["failed"]) == (6, 0)
-    # And the log names the store (without the password) in an error, then the recovery
+    # And the log names the store (without the password) in a warning or an error, then
+    # the recovery (a cut shorter than the pool's 5 s wait for a connection may show only
+    # the lost listening connection: the claims and outcome writes wait it out)
     where = redact_url(url)
     assert ":***@" in where
     assert PASSWORD not in env.logs()
@@ -146,7 +148,11 @@ def test_a_cut_shorter_than_the_lease_keeps_the_results_and_runs_nothing_twice(
         15,
     )
     lines = env.logs().splitlines()
-    errors = [n for n, line in enumerate(lines) if " ERROR " in line and where in line]
+    errors = [
+        n
+        for n, line in enumerate(lines)
+        if (" ERROR " in line or " WARNING " in line) and where in line
+    ]
     back = [n for n, line in enumerate(lines) if " WARNING " in line and recovery(line, where)]
     assert errors and back and errors[0] < back[-1], env.logs()
     assert "Traceback" not in env.logs()
