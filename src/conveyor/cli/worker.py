@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 
@@ -42,6 +42,7 @@ from conveyor.worker.supervisor import (
     STOP_NOW_SIGNAL,
     STOP_SIGNALS,
     Supervisor,
+    flush_std_streams,
     watch_parent,
 )
 
@@ -414,8 +415,7 @@ def _leave_task_threads(grace: float = 0.5) -> None:
             len(running),
         )
         logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        flush_std_streams()
         os._exit(0)
 
 
@@ -467,10 +467,21 @@ def _truthy(value: str | None) -> bool:
     return value is not None and value.strip().lower() not in ("", "0", "false", "no", "off")
 
 
+def _own_stderr() -> TextIO:
+    """The log's stream: stderr on a descriptor of its own. Task code runs in this
+    process and may close ``sys.stderr`` (or fd 2): on the shared stream every log line
+    after that raised ValueError out of the worker's own code, and the worker died."""
+    try:
+        fd = os.dup(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # not a file (a test's capture, say)
+        return sys.stderr
+    return open(fd, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+
+
 def configure_logging(verbosity: int) -> None:
     """Time, pid and level on stderr. Default: warnings plus one line at start and stop;
     -v: INFO (a line per job); -vv: DEBUG (claim loop)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_own_stderr())
     handler.setFormatter(
         logging.Formatter(
             "%(asctime)s.%(msecs)03d %(process)d %(levelname)-7s %(name)s: %(message)s",

@@ -85,8 +85,7 @@ class Supervisor:
     def _spawn(self, slot: int) -> None:
         if threading.active_count() > 1:
             logger.warning("supervisor: forking with %d threads alive", threading.active_count())
-        sys.stdout.flush()
-        sys.stderr.flush()
+        flush_std_streams()
         # Stop signals wait until the child is known (and, in the child, until it has
         # its own session and handlers), so none is lost or handled twice.
         signal.pthread_sigmask(signal.SIG_BLOCK, CHILD_SIGNALS)
@@ -112,8 +111,7 @@ class Supervisor:
                 except BaseException:
                     traceback.print_exc()
                 finally:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
+                    flush_std_streams()
                     os._exit(code)
             self.children[pid] = slot
             if self._stop_count != stops:
@@ -179,6 +177,15 @@ class Supervisor:
             while time.monotonic() < deadline and not self._stop_count:
                 time.sleep(0.05)
         self._spawn(slot)  # not after a stop: _spawn checks
+
+
+def flush_std_streams() -> None:
+    """Flush ``sys.stdout`` and ``sys.stderr``, which task code may have closed: a
+    worker process whose flush raised before its ``os._exit`` ran on into the
+    supervisor's own code, and exited 1 (a crash) after a clean stop."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
 
 
 async def watch_parent(

@@ -1,0 +1,77 @@
+"""Task code that breaks what the worker process shares with it (its standard streams,
+its threads), in real worker processes: the worker keeps running jobs and stops when
+asked (docs/guide.md, Execution middleware and the exception reporter)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from types import ModuleType
+
+import pytest
+
+from conveyor import State
+from tests.worker.conftest import WorkerEnv
+from tests.worker.outage import all_succeeded, stop
+
+EXTRA_TASKS = """
+import os, sys, threading, time
+from e2e_tasks import app, _mark
+
+
+@app.task(name="closes_std_streams")
+def closes_std_streams():
+    sys.stdout.close()
+    sys.stderr.close()
+    return "closed"
+"""
+
+
+def _extra_tasks(env: WorkerEnv) -> ModuleType:
+    """The tasks above, registered on the env's app here and in its workers (``-i``)."""
+    (env.dir / "extra_tasks.py").write_text(textwrap.dedent(EXTRA_TASKS))
+    sys.modules.pop("extra_tasks", None)
+    import extra_tasks  # type: ignore[import-not-found]
+
+    return extra_tasks  # type: ignore[no-any-return]
+
+
+# What a task does to its own process is the same on every store: one is enough.
+@pytest.mark.parametrize("worker_env", ["sqlite"], indirect=True)
+def test_a_task_that_closes_stdout_and_stderr_stops_no_worker(worker_env: WorkerEnv) -> None:
+    # Given a job whose task closes sys.stdout and sys.stderr, and plain jobs after it
+    extra = _extra_tasks(worker_env)
+    closer = extra.closes_std_streams.enqueue()
+
+    # When one worker runs it, one job at a time
+    proc = worker_env.start_worker("-i", "extra_tasks.py", "-c", "1", "--interval", "0.2")
+    worker_env.wait_until("the closing job finished", lambda: closer.refresh().state.is_final, 30)
+    plain = worker_env.tasks.record.enqueue_many([[i] for i in range(5)])
+    worker_env.wait_until("the plain jobs succeeded", lambda: all_succeeded(plain), 30)
+
+    # Then the closing job succeeded, the worker still runs, its log still takes lines
+    # (one per job after the streams were closed), and it stops cleanly when asked
+    assert closer.job.state is State.SUCCEEDED and closer.job.result == "closed"
+    assert proc.poll() is None
+    stop(proc)
+    logs = worker_env.logs()
+    assert all(f"succeeded {h.id}" in logs for h in plain)
+
+
+@pytest.mark.parametrize("worker_env", ["sqlite"], indirect=True)
+def test_a_process_recycled_after_a_task_closed_its_streams_is_not_taken_for_a_crash(
+    worker_env: WorkerEnv,
+) -> None:
+    # Given a job whose task closes sys.stdout and sys.stderr
+    extra = _extra_tasks(worker_env)
+    closer = extra.closes_std_streams.enqueue()
+
+    # When a supervised worker process runs it and is recycled after it (--max-jobs 1)
+    proc = worker_env.start_worker("-i", "extra_tasks.py", "--max-jobs", "1", "-c", "1")
+    worker_env.wait_until("the closing job finished", lambda: closer.refresh().state.is_final, 30)
+    worker_env.wait_until("the recycle", lambda: "recycled; starting another" in worker_env.logs())
+
+    # Then the job succeeded, and its process ended as a recycle (exit 0), not a crash
+    assert closer.job.state is State.SUCCEEDED
+    assert "died" not in worker_env.logs()
+    stop(proc)
