@@ -36,9 +36,11 @@ def import_include(include: str) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as exc:
         raise ConfigError("include", f"cannot import {include!r}: {exc}") from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         # The module itself is broken (a syntax error, an exception at import): one line
-        # that says what and where, as for any other bad include.
+        # that says what and where, as for any other bad include. A sys.exit() of its own
+        # too (a script's guard, say): else the worker would end with the module's code,
+        # 0 for sys.exit(0), without a word, and nothing restarts a worker that did so.
         raise ConfigError("include", f"importing {include!r} failed: {_where(exc)}") from None
 
 
@@ -50,10 +52,11 @@ def add_working_dir() -> None:
         sys.path.insert(0, os.getcwd())
 
 
-def _where(exc: Exception) -> str:
+def _where(exc: BaseException) -> str:
     """``SyntaxError: invalid syntax (tasks.py, line 3)``, or ``RuntimeError: boom
     (tasks.py, line 9)``: the exception and the line of the user's file that raised it."""
-    text = f"{type(exc).__name__}: {exc}"
+    message = exc.code if isinstance(exc, SystemExit) else exc
+    text = f"{type(exc).__name__}: {message}"
     if isinstance(exc, SyntaxError):
         return text  # its message names the file and line already
     frames = traceback.extract_tb(exc.__traceback__)

@@ -267,6 +267,10 @@ def test_a_sync_job_given_back_at_shutdown_does_not_run_on_in_the_process(
     [
         ("x = 1\nraise RuntimeError('no config')\n", "RuntimeError: no config (broken.py, line 2)"),
         ("def f(:\n    pass\n", "SyntaxError: invalid syntax (broken.py, line 1)"),
+        # A module that ends the program as it is imported (a script's guard, say): the
+        # worker had exited 0 without a word, and nothing restarts a worker that did so
+        ("import sys\nsys.exit(0)\n", "SystemExit: 0 (broken.py, line 2)"),
+        ("import sys\nsys.exit()\n", "SystemExit: None (broken.py, line 2)"),
     ],
 )
 def test_an_include_that_fails_to_import_is_one_line_and_exit_2(
