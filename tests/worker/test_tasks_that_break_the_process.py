@@ -4,6 +4,8 @@ asked (docs/guide.md, Execution middleware and the exception reporter)."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
 import textwrap
 from types import ModuleType
@@ -24,6 +26,13 @@ def closes_std_streams():
     sys.stdout.close()
     sys.stderr.close()
     return "closed"
+
+
+@app.task(name="starts_a_thread")
+def starts_a_thread():
+    # Not a daemon: the interpreter waits for it at exit, and it never ends.
+    threading.Thread(target=time.sleep, args=(3600,), name="left-behind").start()
+    return "started"
 """
 
 
@@ -75,3 +84,26 @@ def test_a_process_recycled_after_a_task_closed_its_streams_is_not_taken_for_a_c
     assert closer.job.state is State.SUCCEEDED
     assert "died" not in worker_env.logs()
     stop(proc)
+
+
+@pytest.mark.parametrize("worker_env", ["sqlite"], indirect=True)
+def test_a_thread_a_task_left_running_does_not_keep_the_worker_from_stopping(
+    worker_env: WorkerEnv,
+) -> None:
+    # Given a worker (one process, no supervisor) that ran a job whose task started a
+    # thread that never ends, and is not a daemon
+    extra = _extra_tasks(worker_env)
+    starter = extra.starts_a_thread.enqueue()
+    proc = worker_env.start_worker("-i", "extra_tasks.py", "--shutdown-timeout", "1")
+    worker_env.wait_until("the job succeeded", lambda: all_succeeded([starter]), 30)
+
+    # When it is told to stop
+    proc.send_signal(signal.SIGTERM)
+
+    # Then it ends (it had waited for the thread for ever), saying what it left behind
+    try:
+        code = proc.wait(30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the worker did not stop\n{worker_env.logs()}") from None
+    assert code == 0, worker_env.logs()
+    assert "left-behind" in worker_env.logs()

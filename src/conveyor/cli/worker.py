@@ -390,10 +390,10 @@ def _run_here(app: Conveyor, config: WorkerConfig, options: WorkerOptions) -> No
         run_loop(run_worker(app, config, STOP_SIGNALS))
     if not options.verbosity:
         logger.info("worker %d stopped after %.1fs", os.getpid(), time.monotonic() - started)
-    _leave_task_threads()
+    _leave_task_threads(others_grace=config.shutdown_timeout)
 
 
-def _leave_task_threads(grace: float = 0.5) -> None:
+def _leave_task_threads(grace: float = 0.5, others_grace: float = 0.0) -> None:
     """End the process now when a sync task's thread still runs after the worker stopped.
 
     Its job was given back (the shutdown timeout passed, or a second signal came), and a
@@ -401,6 +401,10 @@ def _leave_task_threads(grace: float = 0.5) -> None:
     on while another worker runs the job again. A supervised worker process ends with
     os._exit, which leaves such threads behind; this is the same for one run alone. The
     pool's idle threads end as soon as they see it is shut down: they get ``grace``.
+
+    Threads that task code started and left running (not daemons) get ``others_grace``
+    to end, then the process ends without them too: the interpreter would wait for them
+    at exit, for ever if they never end, and the worker would not stop.
     """
     deadline = time.monotonic() + grace
     for thread in threading.enumerate():
@@ -414,9 +418,31 @@ def _leave_task_threads(grace: float = 0.5) -> None:
             os.getpid(),
             len(running),
         )
-        logging.shutdown()
-        flush_std_streams()
-        os._exit(0)
+        _exit_now()
+    deadline = time.monotonic() + others_grace
+    for thread in _threads_left():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if left := _threads_left():
+        logger.warning(
+            "worker %d: %d thread(s) that tasks started still running (%s): exiting "
+            "without waiting for them",
+            os.getpid(),
+            len(left),
+            ", ".join(t.name for t in left[:10]),
+        )
+        _exit_now()
+
+
+def _threads_left() -> list[threading.Thread]:
+    """The threads the interpreter would wait for at exit (not daemons), but this one."""
+    main = threading.main_thread()
+    return [t for t in threading.enumerate() if t is not main and not t.daemon]
+
+
+def _exit_now() -> None:
+    logging.shutdown()
+    flush_std_streams()
+    os._exit(0)
 
 
 async def _serve_api(
