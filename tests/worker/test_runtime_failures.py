@@ -185,6 +185,42 @@ def test_an_exception_whose_str_raises_fails_its_attempt_like_any_other(app: Con
     assert "Unprintable" in job.errors[-1]["traceback"]
 
 
+class Verbose(Exception):
+    def __str__(self) -> str:
+        return "too much to say " * 125_000  # 2,000,000 characters
+
+
+def test_an_exception_with_a_huge_message_is_recorded_cut_short(
+    app_on_each_store: Conveyor,
+) -> None:
+    app = app_on_each_store
+
+    @app.task(name="verbose", max_attempts=2, retry=FAST_RETRY)
+    def verbose() -> None:
+        raise Verbose
+
+    async def scenario(worker: Worker) -> Job:
+        handle = await verbose.enqueue_async()
+        with pytest.raises(JobFailed):
+            await handle.wait_async(20)
+        return (await handle.refresh_async()).job
+
+    # Given a task whose exception's text is 2,000,000 characters; When it runs twice
+    job = run_with_worker(app, scenario)
+
+    # Then each attempt's error keeps the head of the text and says how much was cut,
+    # as does the step's last error: every attempt used to store all of it, twice (a
+    # job of 100 MB messages went past PostgreSQL's limit for a jsonb value at its
+    # third attempt, and its outcome was retried for ever as if the store were away)
+    assert job.state is State.POISONED
+    assert [e["type"] for e in job.errors] == ["Verbose", "Verbose"]
+    for text in (job.errors[0]["message"], job.errors[1]["message"], job.last_error):
+        assert text.startswith("Verbose: too much to say too much")
+        assert len(text) < 20_000
+        assert text.endswith("more characters)")
+    assert all(len(e["traceback"]) <= 20_000 for e in job.errors)
+
+
 @pytest.mark.parametrize("delay", [math.inf, math.nan, -1])
 def test_retry_refuses_a_delay_that_is_not_a_finite_number(delay: float) -> None:
     with pytest.raises(ValueError, match="delay"):

@@ -309,7 +309,7 @@ class Executor:
     @staticmethod
     def _fail_step(step: Step, message: str) -> None:
         step.state = "failed"
-        step.last_error = storable(message)
+        step.last_error = _message(message)
         step.finished_at = time.time()
 
     async def _report(self, ctx: TaskContext, exc: BaseException) -> None:
@@ -429,11 +429,26 @@ def _error(
         "step": step.name,
         "at": time.time(),
         "type": storable(kind),
-        "message": storable(message),
+        "message": _message(message),
     }
     if exc is not None:
         error["traceback"] = storable("".join(traceback.format_exception(exc))[-20000:])
     return error
+
+
+#: Characters of an error's message that are kept (its head; a traceback keeps its tail).
+MESSAGE_CHARS = 10_000
+
+
+def _message(message: str) -> str:
+    """An error's message as stored: cut after MESSAGE_CHARS, saying so (an exception's
+    text may be megabytes, kept with every attempt and in the job's every read, and a
+    job's errors can outgrow what a store takes in one value), and without the
+    characters no store keeps."""
+    if len(message) > MESSAGE_CHARS:
+        cut = len(message) - MESSAGE_CHARS
+        message = f"{message[:MESSAGE_CHARS]}... ({cut} more characters)"
+    return storable(message)
 
 
 def _check_result(result: Any, task_name: str) -> None:
