@@ -403,6 +403,12 @@ class PostgresBackend(Backend):
                     # one (the new primary, or the same one writable again).
                     await conn.close()
                     raise
+        except psycopg.errors.ProgramLimitExceeded as exc:
+            # Not the server's trouble but the data's: a value past one of its limits (a
+            # jsonb value over 256 MB). A BackendUnavailable would have it written again,
+            # for ever; a ValueError is what any store's refusal of a job's data is (the
+            # worker poisons that job, and writes the others of its batch one by one).
+            raise ValueError(f"PostgreSQL at {self.where}: {self._said(exc)}") from exc
         except _STORE_FAILURES as exc:
             # After a server restart every idle connection is dead: drop them all
             # now rather than failing once per connection. In the background and
