@@ -81,3 +81,26 @@ def test_a_stop_handled_during_a_fork_reaches_the_child_being_forked(
     assert len(_lines(caplog, "started worker process")) == 1
     assert [line.rsplit(" ", 1)[1] for line in _lines(caplog, "stopped (")] == ["(-15)"]
     assert {sig: signal.getsignal(sig) for sig in previous} == previous
+
+
+def test_a_worker_process_that_finds_a_configuration_error_stops_them_all(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a supervisor of two worker processes, the first of which finds a
+    # configuration error (its run returns exit code 2: a restart cannot fix it), while
+    # the other waits for a stop
+    def run_child() -> int:
+        return supervisor_module.EXIT_CONFIG if supervisor.slot == 0 else _child()
+
+    supervisor = Supervisor(run_child, 2)
+
+    # When it runs
+    with caplog.at_level(logging.INFO, logger="conveyor.supervisor"):
+        code = supervisor.run()
+
+    # Then it stops the other one and exits 2, restarting nothing (a process that only
+    # ends with code 2, a task's os._exit(2), is restarted as after any crash:
+    # tests/worker/test_tasks_that_break_the_process.py)
+    assert code == supervisor_module.EXIT_CONFIG
+    assert len(_lines(caplog, "exited with a configuration error")) == 1
+    assert len(_lines(caplog, "started worker process")) == 2

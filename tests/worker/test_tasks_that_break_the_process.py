@@ -28,6 +28,11 @@ def closes_std_streams():
     return "closed"
 
 
+@app.task(name="exits_2", max_attempts=1)
+def exits_2():
+    os._exit(2)  # what a C library's exit(2) does too
+
+
 @app.task(name="starts_a_thread")
 def starts_a_thread():
     # Not a daemon: the interpreter waits for it at exit, and it never ends.
@@ -107,3 +112,29 @@ def test_a_thread_a_task_left_running_does_not_keep_the_worker_from_stopping(
         raise AssertionError(f"the worker did not stop\n{worker_env.logs()}") from None
     assert code == 0, worker_env.logs()
     assert "left-behind" in worker_env.logs()
+
+
+@pytest.mark.parametrize("worker_env", ["sqlite"], indirect=True)
+def test_a_task_that_ends_its_process_with_code_2_is_a_crash_not_a_bad_config(
+    worker_env: WorkerEnv,
+) -> None:
+    # Given a job whose task ends its process with exit code 2 (the code a worker
+    # process exits with when it finds a configuration error)
+    extra = _extra_tasks(worker_env)
+    exits = extra.exits_2.enqueue()
+
+    # When a supervised worker runs it
+    proc = worker_env.start_worker(
+        "-i", "extra_tasks.py", "--processes", "2", "--lease", "1", "--interval", "0.2"
+    )
+
+    # Then the supervisor restarts the process, as after any crash (it had stopped
+    # every process and exited 2, and nothing ran any job after), the job is
+    # recovered from its lease and poisoned (its one attempt spent), and the new
+    # process runs the jobs that come after
+    worker_env.wait_until("the job poisoned", lambda: exits.refresh().state is State.POISONED)
+    plain = worker_env.tasks.record.enqueue_many([[i] for i in range(3)])
+    worker_env.wait_until("the plain jobs succeeded", lambda: all_succeeded(plain), 30)
+    assert proc.poll() is None, worker_env.logs()
+    assert "configuration error" not in worker_env.logs()
+    stop(proc)

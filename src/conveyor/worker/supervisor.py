@@ -14,10 +14,12 @@ process of the group (systemd's default ``KillMode=control-group``, ``pkill``)
 reaches each child twice, from the sender and from the supervisor, and must not
 cancel the running jobs a graceful stop would let finish. A child that dies is
 started again (after a crash, with a delay that grows with repeated crashes; a
-recycle after ``--max-jobs``, at once). A child that exits with code 2 found a
-configuration error that a restart cannot fix: the supervisor stops them all and
-exits 2. On SIGTERM / SIGINT the supervisor stops restarting and waits for its
-children; a second signal is passed on too (the children then stop at once).
+recycle after ``--max-jobs``, at once). A child that found a configuration error
+that a restart cannot fix says so on a pipe and exits with code 2: the supervisor
+stops them all and exits 2. Code 2 alone is a crash like any other (task code may
+end its process with any code). On SIGTERM / SIGINT the supervisor stops restarting
+and waits for its children; a second signal is passed on too (the children then
+stop at once).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class Supervisor:
         #: In a child: its slot, 0 to processes - 1 (a restarted child keeps its slot).
         self.slot: int | None = None
         self._crashes: dict[int, int] = {}
+        #: pid → the read end of the pipe on which that child says "configuration error".
+        self._says: dict[int, int] = {}
         self._stop_count = 0
         self._exit_code = 0
 
@@ -96,16 +100,24 @@ class Supervisor:
             stops = self._stop_count
             if stops:
                 return
+            # Exit code 2 alone does not say "configuration error": task code may end
+            # the process with any code (os._exit(2), a C library's exit(2)).
+            says, say = os.pipe()
             pid = os.fork()
             if pid == 0:  # the child
                 code = 1
                 try:
+                    os.close(says)
+                    for fd in self._says.values():  # the other children's
+                        os.close(fd)
                     os.setsid()
                     for sig in CHILD_SIGNALS:
                         signal.signal(sig, signal.SIG_DFL)
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)
                     self.slot = slot
                     code = self.run_child()
+                    if code == EXIT_CONFIG:
+                        os.write(say, b"c")
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
                 except BaseException:
@@ -113,6 +125,9 @@ class Supervisor:
                 finally:
                     flush_std_streams()
                     os._exit(code)
+            os.close(say)
+            os.set_blocking(says, False)  # a task's own child may hold the write end
+            self._says[pid] = says
             self.children[pid] = slot
             if self._stop_count != stops:
                 # Python runs a signal's handler between two bytecodes, not when the
@@ -144,15 +159,19 @@ class Supervisor:
             pid, status = os.wait()
         except ChildProcessError:
             self.children.clear()
+            for says in self._says.values():
+                os.close(says)
+            self._says.clear()
             return
         slot = self.children.pop(pid, None)
         if slot is None:
             return  # not one of ours (a task's own subprocess, say)
         code = os.waitstatus_to_exitcode(status)
+        said = self._said_config_error(pid)
         if self._stop_count:
             logger.info("supervisor: worker process %d stopped (%d)", pid, code)
             return
-        if code == EXIT_CONFIG:
+        if code == EXIT_CONFIG and said:
             logger.error(
                 "supervisor: worker process %d exited with a configuration error: stopping", pid
             )
@@ -177,6 +196,16 @@ class Supervisor:
             while time.monotonic() < deadline and not self._stop_count:
                 time.sleep(0.05)
         self._spawn(slot)  # not after a stop: _spawn checks
+
+    def _said_config_error(self, pid: int) -> bool:
+        """Whether the child ``pid``, gone now, said it found a configuration error."""
+        says = self._says.pop(pid)
+        try:
+            return os.read(says, 1) == b"c"
+        except BlockingIOError:
+            return False  # nothing said, and a process of the task's holds the write end
+        finally:
+            os.close(says)
 
 
 def flush_std_streams() -> None:
