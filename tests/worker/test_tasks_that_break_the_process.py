@@ -4,6 +4,7 @@ asked (docs/guide.md, Execution middleware and the exception reporter)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -31,6 +32,13 @@ def closes_std_streams():
 @app.task(name="exits_2", max_attempts=1)
 def exits_2():
     os._exit(2)  # what a C library's exit(2) does too
+
+
+@app.task(name="child_sleeps", executor="process", max_attempts=1)
+def child_sleeps(seconds):
+    _mark("started", os.getpid())
+    time.sleep(seconds)
+    return seconds
 
 
 @app.task(name="starts_a_thread")
@@ -138,3 +146,25 @@ def test_a_task_that_ends_its_process_with_code_2_is_a_crash_not_a_bad_config(
     assert proc.poll() is None, worker_env.logs()
     assert "configuration error" not in worker_env.logs()
     stop(proc)
+
+
+@pytest.mark.parametrize("worker_env", ["sqlite"], indirect=True)
+def test_one_stop_sent_to_the_whole_group_lets_a_process_task_finish(
+    worker_env: WorkerEnv,
+) -> None:
+    # Given a worker running a process task (executor="process") of 2 seconds
+    extra = _extra_tasks(worker_env)
+    handle = extra.child_sleeps.enqueue(2.0)
+    proc = worker_env.start_worker("-i", "extra_tasks.py", "--shutdown-timeout", "30")
+    worker_env.wait_until("the child started", lambda: len(worker_env.lines("started")) == 1)
+
+    # When one SIGTERM reaches every process of its group, the task's child included
+    # (systemd's default KillMode=control-group, pkill, Ctrl-C's SIGINT in a terminal)
+    os.killpg(proc.pid, signal.SIGTERM)
+
+    # Then that is the graceful stop for the child too: the job finishes within the
+    # grace period and succeeds (the child died of the signal, and the job had spent
+    # its attempt on "child process exited with -15")
+    assert proc.wait(30) == 0, worker_env.logs()
+    job = handle.refresh().job
+    assert (job.state, job.result, job.errors) == (State.SUCCEEDED, 2.0, []), worker_env.logs()

@@ -81,9 +81,18 @@ def _control(sent: dict[str, Any]) -> TaskControl:
 
 
 def _child_main() -> int:
+    import signal
     import traceback
 
     from conveyor.loader import load_app
+
+    # A stop is the worker's to handle: one sent to the whole group (systemd's
+    # KillMode=control-group, pkill, Ctrl-C in a terminal) reaches this process too,
+    # and killed the task the graceful stop would let finish, at the cost of an
+    # attempt. The worker kills this process itself when it must (timeout, cancel,
+    # the end of the grace period).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
 
     # The answer travels on the real stdout; whatever the task prints goes to stderr.
     answer = os.fdopen(os.dup(1), "w")
