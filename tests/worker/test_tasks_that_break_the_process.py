@@ -18,7 +18,7 @@ from tests.worker.conftest import WorkerEnv
 from tests.worker.outage import all_succeeded, stop
 
 EXTRA_TASKS = """
-import os, sys, threading, time
+import asyncio, os, sys, threading, time
 from e2e_tasks import app, _mark
 
 
@@ -39,6 +39,24 @@ def child_sleeps(seconds):
     _mark("started", os.getpid())
     time.sleep(seconds)
     return seconds
+
+
+async def _heartbeat():
+    # Swallows its cancellation: it ends only with its process.
+    while True:
+        try:
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            pass
+
+
+_background = set()
+
+
+@app.task(name="leaves_an_asyncio_task")
+async def leaves_an_asyncio_task():
+    _background.add(asyncio.get_running_loop().create_task(_heartbeat(), name="heartbeat"))
+    return "left"
 
 
 @app.task(name="starts_a_thread")
@@ -168,3 +186,28 @@ def test_one_stop_sent_to_the_whole_group_lets_a_process_task_finish(
     assert proc.wait(30) == 0, worker_env.logs()
     job = handle.refresh().job
     assert (job.state, job.result, job.errors) == (State.SUCCEEDED, 2.0, []), worker_env.logs()
+
+
+@pytest.mark.parametrize("worker_env", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("processes", [[], ["--processes", "2"]], ids=["alone", "supervised"])
+def test_an_asyncio_task_a_task_left_running_does_not_keep_the_worker_from_stopping(
+    worker_env: WorkerEnv, processes: list[str]
+) -> None:
+    # Given a worker that ran a job whose async task left an asyncio task on the worker's
+    # loop, one that swallows its cancellation
+    extra = _extra_tasks(worker_env)
+    leaver = extra.leaves_an_asyncio_task.enqueue()
+    proc = worker_env.start_worker("-i", "extra_tasks.py", "--shutdown-timeout", "1", *processes)
+    worker_env.wait_until("the job succeeded", lambda: all_succeeded([leaver]), 30)
+
+    # When it is told to stop
+    proc.send_signal(signal.SIGTERM)
+
+    # Then it ends (its loop had waited for that task for ever, when it closed), saying
+    # what it left behind
+    try:
+        code = proc.wait(30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the worker did not stop\n{worker_env.logs()}") from None
+    assert code == 0, worker_env.logs()
+    assert "heartbeat" in worker_env.logs()

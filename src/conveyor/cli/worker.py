@@ -384,10 +384,12 @@ def _run_here(app: Conveyor, config: WorkerConfig, options: WorkerOptions) -> No
             config.concurrency,
             redact(app.url),
         )
+    grace = config.shutdown_timeout
     if options.supervised:
-        run_loop(_supervised(run_worker(app, config, STOP_SIGNALS, (STOP_NOW_SIGNAL,))))
+        run = _supervised(run_worker(app, config, STOP_SIGNALS, (STOP_NOW_SIGNAL,)))
     else:
-        run_loop(run_worker(app, config, STOP_SIGNALS))
+        run = run_worker(app, config, STOP_SIGNALS)
+    run_loop(_leave_asyncio_tasks(run, grace))
     if not options.verbosity:
         logger.info("worker %d stopped after %.1fs", os.getpid(), time.monotonic() - started)
     _leave_task_threads(others_grace=config.shutdown_timeout)
@@ -433,16 +435,42 @@ def _leave_task_threads(grace: float = 0.5, others_grace: float = 0.0) -> None:
         _exit_now()
 
 
+async def _leave_asyncio_tasks(run: Coroutine[Any, Any, None], grace: float) -> None:
+    """Run the worker; then cancel the asyncio tasks that task code started and left on
+    the loop, and give them ``grace`` to end. The loop's close would wait for them for
+    ever, and the worker would not stop, if one swallows its cancellation: the process
+    then ends without them, naming them in its log."""
+    failed = True
+    try:
+        await run
+        failed = False
+    finally:
+        left = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in left:
+            task.cancel()
+        if left:
+            _, pending = await asyncio.wait(left, timeout=grace)
+            if pending:
+                logger.warning(
+                    "worker %d: %d asyncio task(s) that tasks started do not end when "
+                    "cancelled (%s): exiting without waiting for them",
+                    os.getpid(),
+                    len(pending),
+                    ", ".join(sorted(t.get_name() for t in pending)[:10]),
+                )
+                _exit_now(1 if failed else 0)
+
+
 def _threads_left() -> list[threading.Thread]:
     """The threads the interpreter would wait for at exit (not daemons), but this one."""
     main = threading.main_thread()
     return [t for t in threading.enumerate() if t is not main and not t.daemon]
 
 
-def _exit_now() -> None:
+def _exit_now(code: int = 0) -> None:
     logging.shutdown()
     flush_std_streams()
-    os._exit(0)
+    os._exit(code)
 
 
 async def _serve_api(
