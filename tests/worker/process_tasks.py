@@ -26,3 +26,14 @@ def snooze() -> None:
 
 def cancel() -> None:
     raise Cancel("nothing to do")
+
+
+class Unprintable(Exception):
+    """An exception whose text cannot be had."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this one")
+
+
+def unprintable() -> None:
+    raise Unprintable

@@ -280,6 +280,26 @@ def test_a_process_task_steers_its_job_with_retry_poison_and_cancel(app: Conveyo
     run_with_worker(app, scenario)
 
 
+def test_a_process_task_whose_exception_has_no_text_reports_its_type(app: Conveyor) -> None:
+    # Given a process task that raises an exception whose __str__ raises, in its child
+    odd = app.task(executor="process", max_attempts=1)(process_tasks.unprintable)
+    handle = odd.enqueue()
+
+    async def scenario(worker: Worker) -> Any:
+        with pytest.raises(JobFailed):
+            await handle.wait_async(10)
+        return (await handle.refresh_async()).job
+
+    # When it runs
+    job = run_with_worker(app, scenario)
+
+    # Then its error names the exception and where it was raised, as from a thread (the
+    # child died describing it, and the error said only "exited with 1 without an answer")
+    assert job.last_error is not None
+    assert "Unprintable: <str() failed: RuntimeError>" in job.last_error
+    assert "process_tasks.py" in job.last_error
+
+
 def test_arguments_nested_as_deep_as_a_store_keeps_reach_the_task(app: Conveyor) -> None:
     # Given a job whose argument nests lists 900 deep (enqueued: its JSON is fine)
     value: list[Any] = []

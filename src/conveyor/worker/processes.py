@@ -111,8 +111,10 @@ def _child_main() -> int:
             sent.update(delay=control.delay, count_attempt=control.count_attempt)
         text = json.dumps({"control": sent})
     except Exception as exc:
+        from conveyor.worker.executor import describe  # also when its __str__ raises
+
         text = json.dumps(
-            {"error": f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc))}
+            {"error": f"{describe(exc)}\n" + "".join(traceback.format_exception(exc))}
         )
     answer.write(text)
     answer.flush()
