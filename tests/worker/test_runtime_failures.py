@@ -286,6 +286,51 @@ def test_shutdown_timeout_zero_releases_running_jobs_at_once(app: Conveyor) -> N
     assert (job.state, job.attempts) == (State.QUEUED, 0)
 
 
+@pytest.mark.parametrize("stop", ["shutdown", "cancel"])
+def test_a_middleware_that_swallows_the_workers_stop_does_not_make_the_job_succeed(
+    app: Conveyor, stop: str
+) -> None:
+    # Given a middleware that catches everything, the worker's own cancellation included
+    @app.middleware
+    async def swallows(ctx: TaskContext, call_next: Any) -> Any:
+        try:
+            return await call_next()
+        except BaseException:
+            return "swallowed"
+
+    @app.task(name="long")
+    async def long() -> str:
+        await asyncio.sleep(30)
+        return "finished"
+
+    async def scenario() -> Job:
+        worker = Worker(app, WorkerConfig(lease=5, interval=0.1, shutdown_timeout=0))
+        running = asyncio.create_task(worker.run())
+        handle = await long.enqueue_async()
+        while (await handle.refresh_async()).state is not State.RUNNING:
+            await asyncio.sleep(0.02)
+        if stop == "cancel":
+            await handle.cancel_async()
+            while not (await handle.refresh_async()).state.is_final:
+                await asyncio.sleep(0.05)
+        worker.request_stop()
+        await running
+        job = (await handle.refresh_async()).job
+        await app.aclose()
+        return job
+
+    # When the worker stops the run (a shutdown past its grace, or a cancel request)
+    job = asyncio.run(scenario())
+
+    # Then the job is given back, or cancelled, as without the middleware: its task did
+    # not finish, and it had ended succeeded with the middleware's "swallowed"
+    if stop == "shutdown":
+        assert (job.state, job.attempts, job.result) == (State.QUEUED, 0, None)
+    else:
+        assert (job.state, job.result) == (State.CANCELLED, None)
+    assert job.steps[0].state != "succeeded"
+
+
 def test_a_process_task_may_print_to_stdout(app: Conveyor) -> None:
     # (registered with its executor: the worker runs a task as its app registered it)
     printer = app.task(executor="process")(print)

@@ -106,6 +106,16 @@ class Executor:
             except BaseException as exc:
                 failure = exc
             else:
+                if ctx._stopped_by_worker and _unfinished(job):
+                    # Middleware swallowed the worker's own cancellation: the steps did
+                    # not run to their end, and the job must not succeed. It ends as the
+                    # cancellation would have ended it.
+                    if ctx.cancelled:
+                        self._fail_step(ctx.step, "cancelled")
+                        return Outcome.cancelled(
+                            _error(job, ctx.step, "Cancelled", "cancel requested")
+                        )
+                    raise asyncio.CancelledError
                 return Outcome.succeeded()
             return await self._failed(job, ctx, failure)
         finally:
@@ -348,6 +358,10 @@ class Executor:
 
 
 _SCALARS = frozenset({int, bool})  # results that are JSON as they are
+
+
+def _unfinished(job: Job) -> bool:
+    return any(step.state != "succeeded" for step in job.steps)
 
 
 def _worker_stop(ctx: TaskContext, exc: BaseException) -> bool:
