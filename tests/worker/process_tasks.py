@@ -37,3 +37,7 @@ class Unprintable(Exception):
 
 def unprintable() -> None:
     raise Unprintable
+
+
+def exits() -> None:
+    raise SystemExit("bye from the child")

@@ -110,7 +110,7 @@ def _child_main() -> int:
         if isinstance(control, Retry):
             sent.update(delay=control.delay, count_attempt=control.count_attempt)
         text = json.dumps({"control": sent})
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too, as in a thread
         from conveyor.worker.executor import describe  # also when its __str__ raises
 
         text = json.dumps(
