@@ -667,13 +667,16 @@ def import_callable(path: str) -> Callable[..., Any]:
         raise TaskNotFound(
             path, f"cannot import module {module_name!r} for task {path!r}: {exc}"
         ) from None
-    except Exception as exc:
-        # The module itself is broken (a syntax error, an exception at import): said at
-        # the call, as for a module that is not there.
+    except (Exception, SystemExit) as exc:
+        # The module is broken (it raises, or calls sys.exit(), as it is imported): the
+        # task cannot be found, and the caller, an enqueue or a worker, says so as for
+        # any other. Its exception out of the call would have been a surprise there, its
+        # SystemExit the end of the program.
+        said = exc.code if isinstance(exc, SystemExit) else exc
         raise TaskNotFound(
             path,
             f"importing module {module_name!r} for task {path!r} failed: "
-            f"{type(exc).__name__}: {exc}",
+            f"{type(exc).__name__}: {said}",
         ) from None
     for part in attr_path.split("."):
         try:

@@ -698,6 +698,33 @@ def test_a_task_module_that_fails_to_import_is_refused_at_the_call(
 
 
 @pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        ("raise RuntimeError('no config here')\n", "RuntimeError: no config here"),
+        ("import sys\nsys.exit(0)\n", "SystemExit: 0"),
+    ],
+)
+def test_a_task_whose_module_fails_as_it_is_imported_is_refused_at_the_call(
+    app: Conveyor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, said: str
+) -> None:
+    # Given a module that raises, or ends the program, as it is imported
+    name = f"broken_{tmp_path.name}"
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    # When a job names a function of it by its import path
+    with pytest.raises(TaskNotFound) as info:
+        app.enqueue(f"{name}:func", 1)
+
+    # Then the call is refused as for any task that cannot be found, naming what went
+    # wrong (the module's own exception had come out of enqueue, and its sys.exit() had
+    # ended the enqueuing program), and nothing is stored
+    assert info.value.field == "task"
+    assert said in str(info.value)
+    assert stored_count(app) == 0
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "",
