@@ -6,9 +6,12 @@ more). The conformance suite covers what they answer."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from pathlib import Path
+
+import pytest
 
 from conveyor.backends.sqlite import SQLiteBackend
 from conveyor.job import Outcome
@@ -49,3 +52,30 @@ def test_writes_go_on_while_a_read_aside_is_in_progress(tmp_path: Path) -> None:
     assert still_reading
     assert written == [True] * 4
     assert counted == 4
+
+
+def test_a_read_aside_finds_the_file_after_the_working_directory_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a backend opened by a relative URL, holding two waiting jobs
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+
+    async def scenario() -> dict[str, int]:
+        backend = SQLiteBackend("sqlite:///relative.db")
+        await backend.open()
+        try:
+            await backend.enqueue([make_job() for _ in range(2)])
+            # When the process's working directory changes (task code in a worker
+            # may do it: os.chdir) and a count reads aside on a connection of its own
+            os.chdir(tmp_path / "elsewhere")
+            return (await backend.stats()).counts
+        finally:
+            await backend.close()
+
+    counts = asyncio.run(scenario())
+
+    # Then it reads the backend's file, not a new empty one in the new directory (it
+    # had made one there, and failed on its missing tables)
+    assert counts.get("queued") == 2
+    assert not (tmp_path / "elsewhere" / "relative.db").exists()

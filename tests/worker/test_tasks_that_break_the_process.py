@@ -59,6 +59,17 @@ async def leaves_an_asyncio_task():
     return "left"
 
 
+@app.task(name="changes_directory")
+def changes_directory(path):
+    os.chdir(path)
+    return os.getcwd()
+
+
+@app.task(name="child_pid", executor="process", max_attempts=1)
+def child_pid():
+    return os.getpid()
+
+
 @app.task(name="starts_a_thread")
 def starts_a_thread():
     # Not a daemon: the interpreter waits for it at exit, and it never ends.
@@ -211,3 +222,30 @@ def test_an_asyncio_task_a_task_left_running_does_not_keep_the_worker_from_stopp
         raise AssertionError(f"the worker did not stop\n{worker_env.logs()}") from None
     assert code == 0, worker_env.logs()
     assert "heartbeat" in worker_env.logs()
+
+
+@pytest.mark.parametrize("worker_env", ["sqlite"], indirect=True)
+def test_a_task_that_changes_the_working_directory_leaves_the_worker_its_files(
+    worker_env: WorkerEnv,
+) -> None:
+    # Given a worker started with paths relative to its working directory (its tasks
+    # file, its SQLite file), one job at a time
+    extra = _extra_tasks(worker_env)
+    elsewhere = worker_env.dir / "elsewhere"
+    elsewhere.mkdir()
+    proc = worker_env.start_worker(
+        "-i", "extra_tasks.py", "-c", "1", "--interval", "0.2", url="sqlite:///jobs.db"
+    )
+
+    # When a task changes the process's working directory, and a process task runs after
+    mover = extra.changes_directory.enqueue(str(elsewhere))
+    worker_env.wait_until("the move", lambda: all_succeeded([mover]), 30)
+    child = extra.child_pid.enqueue()
+    worker_env.wait_until("the process task finished", lambda: child.refresh().state.is_final)
+
+    # Then the process task's child found the tasks file as the worker did (it had
+    # looked for it in the new directory: "no such file"), and nothing made a
+    # database file there
+    assert child.job.state is State.SUCCEEDED, child.job.errors
+    assert not (elsewhere / "jobs.db").exists()
+    stop(proc)

@@ -184,7 +184,10 @@ class SQLiteBackend(Backend):
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.path, options = parse_sqlite_url(url)
+        path, options = parse_sqlite_url(url)
+        # Resolved once: task code in a worker may change the working directory, and
+        # a connection opened after that (a count read aside) made a new, empty file.
+        self.path = os.path.abspath(path)
         self.synchronous = options.pop("synchronous", "normal").lower()
         if self.synchronous not in ("normal", "full", "extra"):
             raise ConfigError("url.synchronous", f"expected normal, full or extra in {url!r}")

@@ -27,6 +27,9 @@ class ProcessRunner:
     def __init__(self, includes: Sequence[str], url: str) -> None:
         self.includes = list(includes)
         self.url = url
+        # The worker's, as it started: its includes and a SQLite URL may be relative to
+        # it, and task code may change the process's working directory (os.chdir).
+        self.cwd = os.getcwd()
 
     async def call(
         self, task_name: str, args: list[Any], kwargs: dict[str, Any], timeout: float | None
@@ -49,6 +52,7 @@ class ProcessRunner:
             stdout=asyncio.subprocess.PIPE,
             stderr=None,  # the task's own output goes to the worker's log
             env=env,
+            cwd=self.cwd,
         )
         try:
             out, _ = await asyncio.wait_for(proc.communicate(payload), timeout)
