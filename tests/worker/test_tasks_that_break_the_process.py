@@ -1,6 +1,7 @@
 """Task code that breaks what the worker process shares with it (its standard streams,
-its threads), in real worker processes: the worker keeps running jobs and stops when
-asked (docs/guide.md, Execution middleware and the exception reporter)."""
+threads, event loop, working directory, exit code, the children of process tasks), in
+real worker processes: the worker keeps running jobs, stops when asked, and no job runs
+twice at once (docs/guide.md, Execution middleware and the exception reporter)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,14 @@ def changes_directory(path):
 @app.task(name="child_pid", executor="process", max_attempts=1)
 def child_pid():
     return os.getpid()
+
+
+@app.task(name="child_marks", executor="process")
+def child_marks(seconds):
+    _mark("started", os.getpid())
+    time.sleep(seconds)
+    _mark("finished", os.getpid())
+    return seconds
 
 
 @app.task(name="starts_a_thread")
@@ -249,3 +258,32 @@ def test_a_task_that_changes_the_working_directory_leaves_the_worker_its_files(
     assert child.job.state is State.SUCCEEDED, child.job.errors
     assert not (elsewhere / "jobs.db").exists()
     stop(proc)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("worker_env", ["sqlite"], indirect=True)
+def test_a_process_tasks_child_does_not_outlive_a_killed_worker(worker_env: WorkerEnv) -> None:
+    # Given a worker running a process task (executor="process") of 3 seconds
+    extra = _extra_tasks(worker_env)
+    extra.child_marks.enqueue(3.0)
+    proc = worker_env.start_worker("-i", "extra_tasks.py")
+    worker_env.wait_until("the child started", lambda: len(worker_env.lines("started")) == 1)
+    (child,) = map(int, worker_env.lines("started"))
+
+    # When the worker process is killed (kill -9, the kernel's out-of-memory killer),
+    # its child not
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    # Then the child ends without finishing its task: the job runs again wherever it is
+    # claimed once its lease expires, and this run must not go on beside that one (it
+    # had run to its end, the task's work done twice)
+    worker_env.wait_until("the child gone", lambda: not _alive(child), 30)
+    assert worker_env.lines("finished") == []

@@ -13,10 +13,15 @@ import asyncio
 import json
 import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from conveyor.exceptions import Cancel, Poison, Retry, TaskControl
+
+#: How often a child looks whether its worker is still there (seconds).
+WORKER_CHECK_S = 0.2
 
 
 class ChildFailed(Exception):
@@ -38,6 +43,7 @@ class ProcessRunner:
             {
                 "includes": self.includes,
                 "url": self.url,
+                "worker": os.getpid(),
                 "task": task_name,
                 "args": args,
                 "kwargs": kwargs,
@@ -102,6 +108,9 @@ def _child_main() -> int:
     answer = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     request = json.loads(sys.stdin.buffer.read())
+    threading.Thread(
+        target=_end_with_worker, args=(request["worker"],), name="conveyor-worker", daemon=True
+    ).start()
     try:
         app = load_app(request["includes"], request["url"])
         task = app.get_task(request["task"])
@@ -123,6 +132,15 @@ def _child_main() -> int:
     answer.write(text)
     answer.flush()
     return 0
+
+
+def _end_with_worker(worker: int) -> None:
+    """End this process as soon as its worker is gone (killed with -9, by the kernel's
+    out-of-memory killer): the job runs again wherever it is claimed once its lease
+    expires, and this run must not go on beside that one, its work done twice."""
+    while os.getppid() == worker:
+        time.sleep(WORKER_CHECK_S)
+    os._exit(1)
 
 
 if __name__ == "__main__":
