@@ -331,6 +331,47 @@ def test_a_middleware_that_swallows_the_workers_stop_does_not_make_the_job_succe
     assert job.steps[0].state != "succeeded"
 
 
+@pytest.mark.parametrize(
+    ("hook", "max_attempts", "ends"),
+    [("error", 3, State.RETRYING), ("failure", 1, State.POISONED)],
+)
+def test_a_hook_that_hangs_as_the_worker_stops_loses_no_failed_attempt(
+    app: Conveyor, hook: str, max_attempts: int, ends: State
+) -> None:
+    # Given a task that fails, with an error or failure hook that never returns
+    hung = asyncio.Event()
+
+    async def hangs(ctx: TaskContext, exc: BaseException) -> None:
+        hung.set()
+        await asyncio.sleep(3600)
+
+    @app.task(name="fails_and_hangs", max_attempts=max_attempts, retry=FAST_RETRY)
+    def fails_and_hangs() -> None:
+        raise ValueError("the task's own failure")
+
+    fails_and_hangs.on(hook)(hangs)
+
+    async def scenario() -> Job:
+        worker = Worker(app, WorkerConfig(lease=5, interval=0.1, shutdown_timeout=0))
+        running = asyncio.create_task(worker.run())
+        handle = await fails_and_hangs.enqueue_async()
+        await asyncio.wait_for(hung.wait(), 10)
+        # When the worker stops while the hook hangs (its grace is over at once)
+        worker.request_stop()
+        await running
+        job = (await handle.refresh_async()).job
+        await app.aclose()
+        return job
+
+    job = asyncio.run(scenario())
+
+    # Then the failed attempt is recorded as decided, retried or poisoned, with its
+    # error: it had been given back as if it had not run, its error lost, and a job
+    # whose failure hook always hangs was never poisoned
+    assert (job.state, job.attempts) == (ends, 1)
+    assert [e["message"] for e in job.errors] == ["ValueError: the task's own failure"]
+
+
 def test_a_process_task_may_print_to_stdout(app: Conveyor) -> None:
     # (registered with its executor: the worker runs a task as its app registered it)
     printer = app.task(executor="process")(print)

@@ -126,42 +126,67 @@ class Executor:
 
         ``Retry`` and ``Poison`` are instructions: they run the ``error`` hooks (the
         attempt did not succeed) but are not reported as exceptions; ``Cancel``
-        runs no hook.
+        runs no hook. The outcome is decided before the hooks run: a worker's stop
+        that arrives in one of them (a hook that hangs past the shutdown's grace)
+        ends the hooks, not the outcome, which is recorded as decided (given back
+        instead, the attempt and its error were lost, and a job whose failure hook
+        always hangs was never poisoned).
         """
+        outcome, events = self._failure(job, ctx, exc)
+        try:
+            for event in events:
+                if event == "report":
+                    await self._report(ctx, exc)
+                else:
+                    await self._hooks(ctx, event, exc)
+        except asyncio.CancelledError:
+            # Only the worker's own stop comes out of _hooks and _report.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            if ctx.cancelled:
+                return Outcome.cancelled(_error(job, ctx.step, "Cancelled", "cancel requested"))
+            logger.warning(
+                "job %s: stopped in a hook of its failed attempt %d; recording its outcome",
+                job.id,
+                job.attempts,
+            )
+        return outcome
+
+    def _failure(
+        self, job: Job, ctx: TaskContext, exc: BaseException
+    ) -> tuple[Outcome, tuple[str, ...]]:
+        """The outcome of an attempt that raised, and the hooks to run for it in order
+        ("report": the exception reporter)."""
         step = ctx.step
         if step.kind == "http" and self._http is not None:
             # Imported already, by the step that raised.
             from conveyor.steps.http import HttpStepError
 
             if isinstance(exc, HttpStepError):
-                return await self._http_failed(job, ctx, exc)
+                return self._http_failure(job, ctx, exc)
         if isinstance(exc, Cancel):
             self._fail_step(step, exc.reason)
-            return Outcome.cancelled(_error(job, step, "Cancel", exc.reason))
+            return Outcome.cancelled(_error(job, step, "Cancel", exc.reason)), ()
         if isinstance(exc, Poison):
             self._fail_step(step, exc.reason)
-            await self._hooks(ctx, "error", exc)
-            await self._hooks(ctx, "failure", exc)
-            return Outcome.poisoned(_error(job, step, "Poison", exc.reason))
+            return Outcome.poisoned(_error(job, step, "Poison", exc.reason)), ("error", "failure")
         if isinstance(exc, Retry):
             self._fail_step(step, str(exc))
             error = _error(job, step, "Retry", str(exc))
-            await self._hooks(ctx, "error", exc)
             if exc.count_attempt and job.attempts >= job.max_attempts:
-                await self._hooks(ctx, "failure", exc)
-                return Outcome.poisoned(error)
+                return Outcome.poisoned(error), ("error", "failure")
             delay = exc.delay if exc.delay is not None else job.retry.delay(job.attempts)
-            return Outcome.retry_in(delay, error, count_attempt=exc.count_attempt)
+            return Outcome.retry_in(delay, error, count_attempt=exc.count_attempt), ("error",)
         self._fail_step(step, describe(exc))
         error = _error(job, step, type(exc).__qualname__, describe(exc), exc)
-        await self._hooks(ctx, "error", exc)
-        await self._report(ctx, exc)
         if job.attempts >= job.max_attempts:
-            await self._hooks(ctx, "failure", exc)
-            return Outcome.poisoned(error)
-        return Outcome.retry_in(job.retry.delay(job.attempts), error)
+            return Outcome.poisoned(error), ("error", "report", "failure")
+        return Outcome.retry_in(job.retry.delay(job.attempts), error), ("error", "report")
 
-    async def _http_failed(self, job: Job, ctx: TaskContext, exc: HttpStepError) -> Outcome:
+    def _http_failure(
+        self, job: Job, ctx: TaskContext, exc: HttpStepError
+    ) -> tuple[Outcome, tuple[str, ...]]:
         """The step's own retry policy: poisoned when the failure is final or the step has
         had its attempts, else a retry after ``attempts ** retry_exponent`` seconds (or
         what the target asked for with ``Retry-After``)."""
@@ -170,12 +195,11 @@ class Executor:
         step = ctx.step
         self._fail_step(step, exc.message)
         error = _error(job, step, "HttpStepError", exc.message)
-        await self._hooks(ctx, "error", exc)
         max_attempts, exponent = retry_settings(step.request)
         if not exc.retryable or step.attempts >= max_attempts or job.attempts >= job.max_attempts:
-            await self._hooks(ctx, "failure", exc)
-            return Outcome.poisoned(error)
-        return Outcome.retry_in(retry_delay(step.attempts, exponent, exc.retry_after), error)
+            return Outcome.poisoned(error), ("error", "failure")
+        delay = retry_delay(step.attempts, exponent, exc.retry_after)
+        return Outcome.retry_in(delay, error), ("error",)
 
     # -- steps -----------------------------------------------------------------
     async def _run_steps(self, ctx: TaskContext) -> Any:
