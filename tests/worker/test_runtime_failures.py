@@ -372,6 +372,46 @@ def test_a_hook_that_hangs_as_the_worker_stops_loses_no_failed_attempt(
     assert [e["message"] for e in job.errors] == ["ValueError: the task's own failure"]
 
 
+@pytest.mark.parametrize("hook", ["after", "success"])
+def test_a_hook_that_hangs_after_the_work_was_done_does_not_have_it_done_again(
+    app: Conveyor, hook: str
+) -> None:
+    # Given a task that does its work and returns, with a hook after it that never returns
+    runs: list[int] = []
+    hung = asyncio.Event()
+
+    async def hangs(ctx: TaskContext, *rest: Any) -> None:
+        hung.set()
+        await asyncio.sleep(3600)
+
+    @app.task(name="works_then_hangs")
+    def works_then_hangs(i: int) -> int:
+        runs.append(i)
+        return i * 2
+
+    works_then_hangs.on(hook)(hangs)
+
+    async def scenario() -> Job:
+        worker = Worker(app, WorkerConfig(lease=5, interval=0.1, shutdown_timeout=0))
+        running = asyncio.create_task(worker.run())
+        handle = await works_then_hangs.enqueue_async(21)
+        await asyncio.wait_for(hung.wait(), 10)
+        # When the worker stops while the hook hangs (its grace is over at once)
+        worker.request_stop()
+        await running
+        job = (await handle.refresh_async()).job
+        await app.aclose()
+        return job
+
+    job = asyncio.run(scenario())
+
+    # Then the job succeeded with the task's result, having run once: it had been given
+    # back as if nothing had run, to run (and do its work) again elsewhere
+    assert (job.state, job.result, job.attempts) == (State.SUCCEEDED, 42, 1)
+    assert job.steps[0].state == "succeeded"
+    assert runs == [21]
+
+
 def test_a_process_task_may_print_to_stdout(app: Conveyor) -> None:
     # (registered with its executor: the worker runs a task as its app registered it)
     printer = app.task(executor="process")(print)

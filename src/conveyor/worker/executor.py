@@ -97,6 +97,12 @@ class Executor:
                     while task is not None and task.uncancel() > 0:
                         pass
                     failure: BaseException = exc
+                elif not _unfinished(job) and task is not None:
+                    # Stopped in a hook after the last step's work was done: that
+                    # work stands, and the job succeeded (run again, it was done twice).
+                    task.uncancel()
+                    _job_result(job)
+                    return Outcome.succeeded()
                 elif ctx.cancelled and task is not None:
                     task.uncancel()
                     self._fail_step(ctx.step, "cancelled")
@@ -214,17 +220,10 @@ class Executor:
             step.attempts += 1
             step.started_at = time.time()
             step.last_error = None
-            step.result = await self._run_step(ctx, step)
-            step.state = "succeeded"
-            step.finished_at = time.time()
+            _step_done(step, await self._run_step(ctx, step))
             if index + 1 < len(job.steps):
                 ctx._progress_dirty = True  # saved by the worker if the job runs on
-        last = job.steps[-1] if job.steps else None
-        if last is not None and last.kind == "http":
-            job.result = last.response  # an HTTP job's result is its last response
-        else:
-            job.result = last.result if last is not None else None
-        return job.result
+        return _job_result(job)
 
     async def _run_step(self, ctx: TaskContext, step: Step) -> Any:
         if step.kind == "http":
@@ -248,10 +247,16 @@ class Executor:
                 except TimeoutError:
                     raise StepTimeout(f"timed out after {timeout:g} s") from None
             _check_result(result, task.name)
-        finally:
+        except BaseException:
             if hooks:
                 await self._hooks(ctx, "after")
+            raise
         if hooks:
+            # The task's work is done, and the step with it: a worker's stop in a hook
+            # after it (one that hangs past the shutdown's grace) must not have the
+            # step run again (see Executor.run).
+            _step_done(step, result)
+            await self._hooks(ctx, "after")
             await self._hooks(ctx, "success", result)
         return result
 
@@ -386,6 +391,22 @@ _SCALARS = frozenset({int, bool})  # results that are JSON as they are
 
 def _unfinished(job: Job) -> bool:
     return any(step.state != "succeeded" for step in job.steps)
+
+
+def _step_done(step: Step, result: Any) -> None:
+    step.result = result
+    step.state = "succeeded"
+    step.finished_at = time.time()
+
+
+def _job_result(job: Job) -> Any:
+    """The job's result, set from its last step: an HTTP job's is its last response."""
+    last = job.steps[-1] if job.steps else None
+    if last is not None and last.kind == "http":
+        job.result = last.response
+    else:
+        job.result = last.result if last is not None else None
+    return job.result
 
 
 def _worker_stop(ctx: TaskContext, exc: BaseException) -> bool:
