@@ -216,7 +216,7 @@ def test_an_exception_with_a_huge_message_is_recorded_cut_short(
     assert [e["type"] for e in job.errors] == ["Verbose", "Verbose"]
     for text in (job.errors[0]["message"], job.errors[1]["message"], job.last_error):
         assert text.startswith("Verbose: too much to say too much")
-        assert len(text) < 20_000
+        assert len(text) <= 10_000  # the note included: the dashboard shows 10,000
         assert text.endswith("more characters)")
     assert all(len(e["traceback"]) <= 20_000 for e in job.errors)
 

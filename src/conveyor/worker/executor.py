@@ -500,13 +500,14 @@ MESSAGE_CHARS = 10_000
 
 
 def _message(message: str) -> str:
-    """An error's message as stored: cut after MESSAGE_CHARS, saying so (an exception's
-    text may be megabytes, kept with every attempt and in the job's every read, and a
-    job's errors can outgrow what a store takes in one value), and without the
-    characters no store keeps."""
+    """An error's message as stored: at most MESSAGE_CHARS, its head and how much was
+    cut (an exception's text may be megabytes, kept with every attempt and in the job's
+    every read, and a job's errors can outgrow what a store takes in one value), and
+    without the characters no store keeps. The note fits within MESSAGE_CHARS, so that
+    the dashboard, which cuts values there, shows it."""
     if len(message) > MESSAGE_CHARS:
-        cut = len(message) - MESSAGE_CHARS
-        message = f"{message[:MESSAGE_CHARS]}... ({cut} more characters)"
+        head = MESSAGE_CHARS - 50  # room for the note
+        message = f"{message[:head]}... ({len(message) - head:,} more characters)"
     return storable(message)
 
 
