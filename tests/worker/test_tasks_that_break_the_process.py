@@ -87,6 +87,14 @@ def starts_a_thread():
 """
 
 
+def _exit_code(proc: subprocess.Popen[bytes], env: WorkerEnv) -> int:
+    """The worker's exit code once it has stopped; fails if it has not within 30 s."""
+    try:
+        return proc.wait(30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the worker did not stop\n{env.logs()}") from None
+
+
 def _extra_tasks(env: WorkerEnv) -> ModuleType:
     """The tasks above, registered on the env's app here and in its workers (``-i``)."""
     (env.dir / "extra_tasks.py").write_text(textwrap.dedent(EXTRA_TASKS))
@@ -152,11 +160,7 @@ def test_a_thread_a_task_left_running_does_not_keep_the_worker_from_stopping(
     proc.send_signal(signal.SIGTERM)
 
     # Then it ends (it had waited for the thread for ever), saying what it left behind
-    try:
-        code = proc.wait(30)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"the worker did not stop\n{worker_env.logs()}") from None
-    assert code == 0, worker_env.logs()
+    assert _exit_code(proc, worker_env) == 0, worker_env.logs()
     assert "left-behind" in worker_env.logs()
 
 
@@ -225,11 +229,7 @@ def test_an_asyncio_task_a_task_left_running_does_not_keep_the_worker_from_stopp
 
     # Then it ends (its loop had waited for that task for ever, when it closed), saying
     # what it left behind
-    try:
-        code = proc.wait(30)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"the worker did not stop\n{worker_env.logs()}") from None
-    assert code == 0, worker_env.logs()
+    assert _exit_code(proc, worker_env) == 0, worker_env.logs()
     assert "heartbeat" in worker_env.logs()
 
 
