@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import socket
@@ -45,6 +46,7 @@ from conveyor.worker.supervisor import (
     flush_std_streams,
     watch_parent,
 )
+from conveyor.worker.watchdog import STOP_WATCHDOG_S, StopWatchdog
 
 logger = logging.getLogger("conveyor.cli")
 
@@ -385,11 +387,19 @@ def _run_here(app: Conveyor, config: WorkerConfig, options: WorkerOptions) -> No
             redact(app.url),
         )
     grace = config.shutdown_timeout
+    # A stop ends in any case (see conveyor.worker.watchdog); with an endless shutdown
+    # timeout, as long as the jobs run.
+    limit = grace + STOP_WATCHDOG_S
+    watchdog = StopWatchdog(limit, _exit_now)
+    arm = watchdog.arm if limit < math.inf else None
     if options.supervised:
-        run = _supervised(run_worker(app, config, STOP_SIGNALS, (STOP_NOW_SIGNAL,)))
+        run = _supervised(
+            run_worker(app, config, STOP_SIGNALS, (STOP_NOW_SIGNAL,), on_stop_begun=arm)
+        )
     else:
-        run = run_worker(app, config, STOP_SIGNALS)
+        run = run_worker(app, config, STOP_SIGNALS, on_stop_begun=arm)
     run_loop(_leave_asyncio_tasks(run, grace))
+    watchdog.disarm()  # what follows has bounds of its own
     if not options.verbosity:
         logger.info("worker %d stopped after %.1fs", os.getpid(), time.monotonic() - started)
     _leave_task_threads(others_grace=config.shutdown_timeout)

@@ -26,7 +26,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -115,6 +115,9 @@ class Worker(LeaseKeeping):
         # The cache in front of the API, told of each change this worker makes to an HTTP
         # job (the API's own changes it purges itself): see conveyor.web.purge.
         self._purger = Purger(os.environ.get("CONVEYOR_CACHE_PURGE_URL") or None)
+        #: Called at every stop request, the worker's own ones too (the CLI arms its
+        #: stop watchdog there: conveyor.worker.watchdog).
+        self.on_stop_begun: Callable[[], object] | None = None
 
     # -- control -----------------------------------------------------------------
     def request_stop(self) -> None:
@@ -161,6 +164,8 @@ class Worker(LeaseKeeping):
         counting as a stop request: the worker's own reasons (a --max-jobs recycle, a
         failed keeper, the API beside it that stopped) leave a signal after them the
         first, graceful one."""
+        if self.on_stop_begun is not None:
+            self.on_stop_begun()
         self._stopping.set()
         self._slot_freed.set()
         if self._idle_task is not None and not self._stop_cancelled:
@@ -590,16 +595,19 @@ async def run_worker(
     config: WorkerConfig,
     stop_signals: Sequence[int] = (),
     now_signals: Sequence[int] = (),
+    on_stop_begun: Callable[[], object] | None = None,
 ) -> None:
     """Run a worker until a stop signal: the first graceful, a second one now. With
     ``now_signals`` (a supervisor's child), ``stop_signals`` only ever stop gracefully,
     and a ``now_signals`` one stops now (see :mod:`conveyor.worker.supervisor`).
+    ``on_stop_begun`` is called when a stop begins (and again at later requests).
 
     The process is a worker from here on: its garbage collector is set for one
     (:mod:`conveyor.garbage`).
     """
     settle_for_service()
     worker = Worker(app, config)
+    worker.on_stop_begun = on_stop_begun
     loop = asyncio.get_running_loop()
     graceful = worker.stop_gracefully if now_signals else worker.request_stop
     for sig in stop_signals:
