@@ -203,6 +203,33 @@ def test_ids_that_end_with_a_backslash_are_printed_as_they_are(cli: Cli, store: 
     assert f"Job {ids[0]} is queued again." in retried.stdout
 
 
+def test_names_and_texts_that_end_with_a_backslash_are_printed_as_they_are(
+    cli: Cli, store: Store
+) -> None:
+    # Given a job whose queue, task, unique key and step name end with a backslash
+    job = Job(
+        "job-1",
+        "q\\",
+        [Step("main\\", task="tasks:add\\")],
+        unique_key="key\\",
+    )
+    store.run(lambda b: b.enqueue([job]))
+
+    # When the queues and jobs commands print them
+    queues = cli.ok("queues", "list")
+    listed = cli.ok("jobs", "list")
+    shown = cli.ok("jobs", "show", "job-1")
+
+    # Then each is printed with its one backslash (escaped as markup in a table cell,
+    # each came out with two: "q\\\\")
+    for result in (queues, listed, shown):
+        assert "\\\\" not in result.stdout, result.stdout
+    assert "q\\ " in queues.stdout
+    assert "tasks:add\\ " in listed.stdout and "q\\ " in listed.stdout
+    for text in ("tasks:add\\", "key\\", "main\\"):
+        assert text in shown.stdout, shown.stdout
+
+
 def test_delete_removes_the_job(cli: Cli, store: Store) -> None:
     job_id = cli.enqueue("add", "[1, 2]")
     assert cli.json("jobs", "delete", job_id) == {"deleted": job_id}

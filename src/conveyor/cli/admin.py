@@ -61,7 +61,6 @@ def workers(
     if not found:
         out.print("No workers.")
         return
-    from rich.markup import escape
     from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
     from rich.text import Text
 
@@ -84,9 +83,9 @@ def workers(
         stale = now - worker.heartbeat_at > stale_after
         heartbeat = ago(worker.heartbeat_at, now)
         table.add_row(
-            escape(worker.host),
+            Text(worker.host),
             str(worker.pid),
-            escape(",".join(worker.queues)),
+            Text(",".join(worker.queues)),
             str(worker.concurrency),
             ago(worker.started_at, now),
             f"[bold red]{heartbeat} STALE[/]" if stale else heartbeat,
@@ -119,8 +118,8 @@ def stats(
     if json_out:
         print_json(figures.to_dict())
         return
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
@@ -133,7 +132,7 @@ def stats(
     table.add_row("total", str(sum(figures.counts.values())))
     table.add_row("", "")
     for key, value in figures.store.items():
-        table.add_row(escape(f"store.{key}"), escape(str(value)))
+        table.add_row(Text(f"store.{key}"), Text(str(value)))
     console().print(table)
 
 

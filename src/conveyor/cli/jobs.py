@@ -101,7 +101,6 @@ WIDE = 140
 
 
 def _jobs_table(jobs: list[Job], now: float, *, wide: bool) -> Table:
-    from rich.markup import escape
     from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
     from rich.text import Text
 
@@ -120,14 +119,14 @@ def _jobs_table(jobs: list[Job], now: float, *, wide: bool) -> Table:
     for job in jobs:
         cells: list[str | Text] = [
             Text(job.id),  # as it is, not markup: see _job_is
-            escape(job.task or "-"),
-            escape(job.queue),
+            Text(job.task or "-"),
+            Text(job.queue),
             styled_state(job.state.value) + _progress_suffix(job),
             str(job.priority),
             f"{job.attempts}/{job.max_attempts}",
             ago(job.created_at, now),
             ago(job.run_at, now) if job.state.is_waiting else "",
-            escape(_clip(job.last_error or "", 60)),
+            Text(_clip(job.last_error or "", 60)),
         ]
         if not wide:
             del cells[6:8], cells[4]
@@ -180,7 +179,6 @@ def show(
 
 
 def _fields(job: Job, now: float) -> Table:
-    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -190,8 +188,8 @@ def _fields(job: Job, now: float) -> Table:
     progress = job.progress
     rows: list[tuple[str, str | Text]] = [
         ("id", Text(job.id)),  # as it is, not markup: see _job_is
-        ("task", escape(job.task or "-")),
-        ("queue", escape(job.queue)),
+        ("task", Text(job.task or "-")),
+        ("queue", Text(job.queue)),
         ("state", styled_state(job.state.value)),
         ("priority", str(job.priority)),
         ("attempts", f"{job.attempts}/{job.max_attempts}"),
@@ -200,14 +198,14 @@ def _fields(job: Job, now: float) -> Table:
         ("run at", when(job.run_at, now)),
         ("current step", f"{job.current_step + 1}/{len(job.steps)}"),
         ("progress", _progress(job) if progress.total or progress.message else "-"),
-        ("unique key", escape(job.unique_key or "-")),
-        ("tenant", escape(job.tenant or "-")),
+        ("unique key", Text(job.unique_key or "-")),
+        ("tenant", Text(job.tenant or "-")),
         ("version", str(job.version)),
         ("created", when(job.created_at, now)),
         ("started", when(job.started_at, now)),
         ("finished", when(job.finished_at, now)),
         ("updated", when(job.updated_at, now)),
-        ("worker", escape(job.worker_id or "-")),
+        ("worker", Text(job.worker_id or "-")),
         ("lease until", when(job.lease_until, now)),
     ]
     for key, value in rows:
@@ -215,21 +213,21 @@ def _fields(job: Job, now: float) -> Table:
     return grid
 
 
-def _progress(job: Job) -> str:
+def _progress(job: Job) -> Text:
+    from rich.text import Text
+
     p = job.progress
     text = f"{p.completed:g}/{p.total:g}"
     if p.percent is not None:
         text += f" ({p.percent:g}%)"
     if p.message:
-        from rich.markup import escape
-
-        text += f" {escape(p.message)}"
-    return text
+        text += f" {p.message}"
+    return Text(text)  # as it is, not markup: the message is the task's own text
 
 
 def _steps(job: Job) -> Table:
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="steps", title_justify="left", title_style="bold", header_style="bold")
     for column in ("#", "NAME", "KIND", "CALL", "STATE", "ATTEMPTS", "RESULT / LAST ERROR"):
@@ -244,12 +242,12 @@ def _steps(job: Job) -> Table:
         outcome = step.last_error if step.last_error else _short_json(step.result)
         table.add_row(
             f"{marker}{index + 1}",
-            escape(step.name),
+            Text(step.name),
             step.kind,
-            escape(call),
+            Text(call),
             styled_state(step.state) if step.state != "failed" else "[red]failed[/]",
             str(step.attempts),
-            escape(outcome),
+            Text(outcome),
         )
     return table
 
