@@ -390,7 +390,7 @@ def _run_here(app: Conveyor, config: WorkerConfig, options: WorkerOptions) -> No
     # A stop ends in any case (see conveyor.worker.watchdog); with an endless shutdown
     # timeout, as long as the jobs run.
     limit = grace + STOP_WATCHDOG_S
-    watchdog = StopWatchdog(limit, _exit_now)
+    watchdog = StopWatchdog(limit, os._exit)
     arm = watchdog.arm if limit < math.inf else None
     if options.supervised:
         run = _supervised(

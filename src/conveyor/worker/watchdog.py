@@ -29,11 +29,14 @@ logger = logging.getLogger("conveyor.worker")
 STOP_WATCHDOG_S = 30.0
 #: How long the watchdog waits for the event loop to list its tasks (s).
 _TASKS_TIMEOUT_S = 1.0
+#: How long it waits for its log line to be written before the process ends (s).
+_SAY_TIMEOUT_S = 5.0
 
 
 class StopWatchdog:
     """``arm()`` at the start of a stop (any thread, any number of times); ``limit``
-    seconds later ``on_expiry`` runs (it ends the process) unless ``disarm()`` came first."""
+    seconds later ``on_expiry(1)`` runs unless ``disarm()`` came first: it ends the
+    process (``os._exit``: nothing that could wait for what holds the process)."""
 
     def __init__(self, limit: float, on_expiry: Callable[[int], object]) -> None:
         self.limit = limit
@@ -62,15 +65,26 @@ class StopWatchdog:
     def _watch(self) -> None:
         if self._done.wait(self.limit):
             return
-        logger.error(
-            "worker %d: not stopped %gs after its stop began: exiting now; jobs not "
-            "released run again when their leases expire. Where it was waiting:\n%s",
-            os.getpid(),
-            self.limit,
-            where_waiting(self._loop),
-        )
+        where = where_waiting(self._loop)
+        # Said from a thread of its own, given a few seconds: what holds the process
+        # may be the log itself (a write to a full pipe holds the handler's lock).
+        saying = threading.Thread(target=_say, args=(self.limit, where), daemon=True)
+        saying.start()
+        saying.join(_SAY_TIMEOUT_S)
         if not self._done.is_set():
             self.on_expiry(1)
+
+
+def _say(limit: float, where: str) -> None:
+    logger.error(
+        "worker %d: not stopped %gs after its stop began: exiting now; jobs not "
+        "released run again when their leases expire. Where it was waiting:\n%s",
+        os.getpid(),
+        limit,
+        where,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
 
 
 def where_waiting(loop: asyncio.AbstractEventLoop | None) -> str:
