@@ -109,6 +109,35 @@ class Api:
         #: Logs the 503s of an unavailable store, a line at a time (API and dashboard).
         self.store_trouble = StoreTrouble()
         self._reapers: dict[str, asyncio.Task[None]] = {}
+        #: Set when the server stops (see stop_watching).
+        self._stopping = asyncio.Event()
+
+    def stop_watching(self) -> None:
+        """The server is stopping: long polls answer now and event streams end (their
+        clients connect again, to another process). A graceful stop waits for every
+        request to end, and an event stream of a job that does not end never did."""
+        self._stopping.set()
+
+    async def watch(
+        self, backend: Backend, job_id: str, version: int, timeout: float
+    ) -> Job | None:
+        """``backend.watch``, cut short (None: no change) when the server stops."""
+        if self._stopping.is_set():
+            return None
+        watching = asyncio.ensure_future(backend.watch(job_id, version, timeout))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((watching, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not watching.done():
+                watching.cancel()
+                await asyncio.gather(watching, return_exceptions=True)
+        return None if watching.cancelled() else watching.result()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     async def backend(self) -> Backend:
         try:
@@ -306,11 +335,13 @@ class Api:
                 if job.state.is_final:
                     return
                 try:
-                    changed = await backend.watch(job_id, seen, SSE_KEEPALIVE_S)
+                    changed = await self.watch(backend, job_id, seen, SSE_KEEPALIVE_S)
                 except JobNotFound:
                     yield "event: deleted\ndata: {}\n\n"
                     return
                 if changed is None:
+                    if self.stopping:
+                        return  # the client connects again, with its Last-Event-ID
                     yield ": keep-alive\n\n"
                 else:
                     job = changed

@@ -87,7 +87,7 @@ class Poll:
         wait = wait_params(params, head.version)
         version, state, changed = head.version, head.state, None
         if wait is not None and version <= wait[1]:
-            changed = await backend.watch(job_id, wait[1], wait[0])
+            changed = await api.watch(backend, job_id, wait[1], wait[0])
             if changed is not None:
                 version, state = changed.version, changed.state
         etag = etag_of(version)

@@ -21,7 +21,7 @@ import uvicorn
 
 from conveyor.app import Conveyor
 from conveyor.garbage import settle_for_service
-from conveyor.web.api import create_api
+from conveyor.web.api import Api, create_api
 from conveyor.web.settings import ApiSettings
 from conveyor.worker.config import WorkerConfig
 from conveyor.worker.runtime import Worker
@@ -50,10 +50,6 @@ UVICORN_OPTIONS: dict[str, Any] = {
 }
 
 
-def uvicorn_config(app: Conveyor, settings: ApiSettings, host: str, port: int) -> uvicorn.Config:
-    return uvicorn.Config(create_api(app, settings), host=host, port=port, **UVICORN_OPTIONS)
-
-
 class Service:
     """The API (and a worker, when ``worker_config`` is given) in one event loop."""
 
@@ -70,7 +66,9 @@ class Service:
         self.host = host
         self.port = port
         self.sockets = sockets
-        self.server = _Server(uvicorn_config(app, settings, host, port))
+        web = create_api(app, settings)
+        self.api: Api = web.state.api
+        self.server = _Server(uvicorn.Config(web, host=host, port=port, **UVICORN_OPTIONS))
         self.worker = Worker(app, worker_config) if worker_config is not None else None
 
     def stop(self) -> None:
@@ -78,18 +76,21 @@ class Service:
         if self.server.should_exit:
             self.server.force_exit = True
         self.server.should_exit = True
+        self.api.stop_watching()
         if self.worker is not None:
             self.worker.request_stop()
 
     def stop_now(self) -> None:
         """Stop serving and working at once (the supervisor's second stop)."""
         self.server.should_exit = self.server.force_exit = True
+        self.api.stop_watching()
         if self.worker is not None:
             self.worker.stop_now()
 
     def _wind_down(self) -> None:
         """One half stopped on its own: stop the other gracefully (never "now")."""
         self.server.should_exit = True
+        self.api.stop_watching()
         if self.worker is not None and not self.worker.stopping:
             self.worker.stop_gracefully()  # (a signal after it is still the first)
 
