@@ -59,6 +59,7 @@ def api(
     from conveyor.eventloop import run_loop
     from conveyor.web.server import serve
     from conveyor.web.settings import ApiSettings
+    from conveyor.worker.watchdog import stop_watchdog
 
     app = load(list(includes or ()), url)
     settings = ApiSettings.from_env()
@@ -72,7 +73,9 @@ def api(
     sockets = bind(host, port)
     configure_logging(verbosity(verbose))
     announce(app, settings.secrets.encrypts, host, port, dev_key=None)
-    run_loop(serve(app, settings, host, port, sockets=sockets))
+    watchdog = stop_watchdog()  # a stop ends in any case (conveyor.worker.watchdog)
+    run_loop(serve(app, settings, host, port, sockets=sockets, on_stop_begun=watchdog.arm))
+    watchdog.disarm()
 
 
 def bind(host: str, port: int) -> list[socket.socket]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import signal
 import socket
@@ -46,7 +45,7 @@ from conveyor.worker.supervisor import (
     flush_std_streams,
     watch_parent,
 )
-from conveyor.worker.watchdog import STOP_WATCHDOG_S, StopWatchdog
+from conveyor.worker.watchdog import stop_watchdog
 
 logger = logging.getLogger("conveyor.cli")
 
@@ -387,17 +386,13 @@ def _run_here(app: Conveyor, config: WorkerConfig, options: WorkerOptions) -> No
             redact(app.url),
         )
     grace = config.shutdown_timeout
-    # A stop ends in any case (see conveyor.worker.watchdog); with an endless shutdown
-    # timeout, as long as the jobs run.
-    limit = grace + STOP_WATCHDOG_S
-    watchdog = StopWatchdog(limit, os._exit)
-    arm = watchdog.arm if limit < math.inf else None
+    watchdog = stop_watchdog(grace)  # a stop ends in any case (conveyor.worker.watchdog)
     if options.supervised:
         run = _supervised(
-            run_worker(app, config, STOP_SIGNALS, (STOP_NOW_SIGNAL,), on_stop_begun=arm)
+            run_worker(app, config, STOP_SIGNALS, (STOP_NOW_SIGNAL,), on_stop_begun=watchdog.arm)
         )
     else:
-        run = run_worker(app, config, STOP_SIGNALS, on_stop_begun=arm)
+        run = run_worker(app, config, STOP_SIGNALS, on_stop_begun=watchdog.arm)
     run_loop(_leave_asyncio_tasks(run, grace))
     watchdog.disarm()  # what follows has bounds of its own
     if not options.verbosity:
@@ -497,7 +492,9 @@ async def _serve_api(
     from conveyor.web.server import serve
 
     now_signals = (STOP_NOW_SIGNAL,) if supervised else ()
-    await serve(app, settings, host, port, worker, sockets, now_signals)
+    watchdog = stop_watchdog(worker.shutdown_timeout if worker is not None else 0.0)
+    await serve(app, settings, host, port, worker, sockets, now_signals, watchdog.arm)
+    watchdog.disarm()
 
 
 async def _supervised(run: Coroutine[Any, Any, None]) -> None:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import uvicorn
@@ -70,27 +70,33 @@ class Service:
         self.api: Api = web.state.api
         self.server = _Server(uvicorn.Config(web, host=host, port=port, **UVICORN_OPTIONS))
         self.worker = Worker(app, worker_config) if worker_config is not None else None
+        self.on_stop_begun: Callable[[], object] | None = None
+
+    def _stop_begun(self) -> None:
+        self.api.stop_watching()
+        if self.on_stop_begun is not None:
+            self.on_stop_begun()
 
     def stop(self) -> None:
         """First call: graceful; second call: now. Call it on the service's loop."""
         if self.server.should_exit:
             self.server.force_exit = True
         self.server.should_exit = True
-        self.api.stop_watching()
+        self._stop_begun()
         if self.worker is not None:
             self.worker.request_stop()
 
     def stop_now(self) -> None:
         """Stop serving and working at once (the supervisor's second stop)."""
         self.server.should_exit = self.server.force_exit = True
-        self.api.stop_watching()
+        self._stop_begun()
         if self.worker is not None:
             self.worker.stop_now()
 
     def _wind_down(self) -> None:
         """One half stopped on its own: stop the other gracefully (never "now")."""
         self.server.should_exit = True
-        self.api.stop_watching()
+        self._stop_begun()
         if self.worker is not None and not self.worker.stopping:
             self.worker.stop_gracefully()  # (a signal after it is still the first)
 
@@ -132,10 +138,13 @@ async def serve(
     worker_config: WorkerConfig | None = None,
     sockets: list[socket.socket] | None = None,
     now_signals: Sequence[int] = (),
+    on_stop_begun: Callable[[], object] | None = None,
 ) -> None:
     """Run the API (and a worker) until SIGTERM / SIGINT, on ``sockets`` when given
     (bound by :func:`conveyor.web.listening.listen`), else on a socket uvicorn binds.
-    ``now_signals``: see :meth:`Service.run`."""
+    ``now_signals``: see :meth:`Service.run`; ``on_stop_begun`` is called at each stop
+    request."""
     service = Service(app, settings, host, port, worker_config, sockets)
+    service.on_stop_begun = on_stop_begun
     settle_for_service()  # the process serves from here on; FastAPI's objects are made
     await service.run(now_signals=now_signals)

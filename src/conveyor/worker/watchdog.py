@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import math
 import os
 import sys
 import threading
@@ -25,12 +26,18 @@ from collections.abc import Callable
 
 logger = logging.getLogger("conveyor.worker")
 
-#: How long after its shutdown timeout a stopping worker process ends in any case (s).
+#: How long after its shutdown timeout a stopping worker process ends in any case (s);
+#: an API process alone, this long after its stop began.
 STOP_WATCHDOG_S = 30.0
 #: How long the watchdog waits for the event loop to list its tasks (s).
 _TASKS_TIMEOUT_S = 1.0
 #: How long it waits for its log line to be written before the process ends (s).
 _SAY_TIMEOUT_S = 5.0
+
+
+def stop_watchdog(shutdown_timeout: float = 0.0) -> StopWatchdog:
+    """The watchdog of a ``conveyor`` process that ends with ``os._exit``."""
+    return StopWatchdog(shutdown_timeout + STOP_WATCHDOG_S, os._exit)
 
 
 class StopWatchdog:
@@ -47,6 +54,8 @@ class StopWatchdog:
         self._lock = threading.Lock()
 
     def arm(self) -> None:
+        if not math.isfinite(self.limit):  # a shutdown timeout without end: none either
+            return
         with self._lock:
             if self._thread is not None or self._done.is_set():
                 return
