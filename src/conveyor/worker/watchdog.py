@@ -1,5 +1,6 @@
-"""The bound on a worker process's stop: ``conveyor worker`` ends at the latest
-``STOP_WATCHDOG_S`` after its shutdown timeout, whatever it was waiting for.
+"""The bound on a process's stop: ``conveyor worker`` (and ``serve``) ends at the latest
+``STOP_WATCHDOG_S`` after its shutdown timeout, whatever it was waiting for; ``conveyor
+api`` that long after its stop began.
 
 A stop waits for the running jobs (up to ``--shutdown-timeout``), then for the store to
 take their outcomes and releases; a second signal cuts those waits short. A worker
@@ -86,7 +87,7 @@ class StopWatchdog:
 
 def _say(limit: float, where: str) -> None:
     logger.error(
-        "worker %d: not stopped %gs after its stop began: exiting now; jobs not "
+        "process %d: not stopped %gs after its stop began: exiting now; jobs not "
         "released run again when their leases expire. Where it was waiting:\n%s",
         os.getpid(),
         limit,
