@@ -109,35 +109,39 @@ class Api:
         #: Logs the 503s of an unavailable store, a line at a time (API and dashboard).
         self.store_trouble = StoreTrouble()
         self._reapers: dict[str, asyncio.Task[None]] = {}
-        #: Set when the server stops (see stop_watching).
-        self._stopping = asyncio.Event()
+        #: The server stops (see stop_watching); the futures of the watches waiting now
+        #: (futures, not an asyncio.Event: one would tie the API to its first loop).
+        self.stopping = False
+        self._watching: set[asyncio.Future[None]] = set()
 
     def stop_watching(self) -> None:
         """The server is stopping: long polls answer now and event streams end (their
         clients connect again, to another process). A graceful stop waits for every
-        request to end, and an event stream of a job that does not end never did."""
-        self._stopping.set()
+        request to end, and an event stream of a job that does not end never did. Call
+        it on the server's loop."""
+        self.stopping = True
+        for stopped in self._watching:
+            if not stopped.done():
+                stopped.set_result(None)
 
     async def watch(
         self, backend: Backend, job_id: str, version: int, timeout: float
     ) -> Job | None:
         """``backend.watch``, cut short (None: no change) when the server stops."""
-        if self._stopping.is_set():
+        if self.stopping:
             return None
+        stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watching.add(stopped)
         watching = asyncio.ensure_future(backend.watch(job_id, version, timeout))
-        stopping = asyncio.ensure_future(self._stopping.wait())
         try:
-            await asyncio.wait((watching, stopping), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((watching, stopped), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stopping.cancel()
+            self._watching.discard(stopped)
+            stopped.cancel()
             if not watching.done():
                 watching.cancel()
                 await asyncio.gather(watching, return_exceptions=True)
         return None if watching.cancelled() else watching.result()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     async def backend(self) -> Backend:
         try:
