@@ -4,6 +4,7 @@ once its transaction commits and never when it rolls back."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 
 import psycopg
@@ -11,7 +12,7 @@ import pytest
 from psycopg.rows import dict_row
 
 import conveyor.backends.postgres as postgres_module
-from conveyor import Conveyor, State, Task
+from conveyor import Conveyor, JobHandle, State, Task
 from conveyor.backends.postgres import PostgresBackend
 from conveyor.exceptions import ConfigError, InvalidJob
 from tests.migrations import schema_stopped_at
@@ -251,3 +252,54 @@ def test_a_connection_that_makes_dict_rows_enqueues_like_any(app: Conveyor, pg_u
     # Then both jobs are stored
     assert first.refresh().state is State.QUEUED
     assert app.job(second).state is State.QUEUED
+
+
+def _report() -> None: ...
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_transaction_that_enqueues_into_a_new_queue_holds_up_no_other_producer(
+    pg_url: str, kind: str
+) -> None:
+    # Given two producers of a queue nobody used before, in two processes (two apps,
+    # each on its own connections)
+    app, other = Conveyor(pg_url), Conveyor(pg_url)
+    task = app.task(name="report", queue="reports-2026")(_report)
+    other_task = other.task(name="report", queue="reports-2026")(_report)
+
+    def enqueue_meanwhile() -> JobHandle | None:
+        # In a thread, given 20 s: it used to wait on the open transaction's new queue
+        # row for as long as the transaction lasted (None then)
+        handles: list[JobHandle] = []
+        producer = threading.Thread(target=lambda: handles.append(other_task.enqueue()))
+        producer.start()
+        producer.join(20)
+        return handles[0] if handles else None
+
+    try:
+        # When the first enqueues in an application's transaction, left open, and the
+        # other enqueues meanwhile
+        if kind == "sync":
+            with psycopg.connect(libpq_url(pg_url)) as conn:
+                task.with_options(connection=conn).enqueue()
+                meanwhile = enqueue_meanwhile()
+                conn.rollback()
+        else:
+
+            async def in_a_transaction() -> JobHandle | None:
+                async with await psycopg.AsyncConnection.connect(libpq_url(pg_url)) as conn:
+                    await task.with_options(connection=conn).enqueue_async()
+                    handle = await asyncio.to_thread(enqueue_meanwhile)
+                    await conn.rollback()
+                    return handle
+
+            meanwhile = asyncio.run(in_a_transaction())
+
+        # Then the other's job was stored while the transaction was open, and the
+        # transaction's never
+        assert meanwhile is not None, "the other producer waited for the transaction"
+        assert meanwhile.refresh().state is State.QUEUED
+        assert count_jobs(app) == 1
+    finally:
+        other.close()
+        app.close()

@@ -31,7 +31,7 @@ import random
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -451,6 +451,13 @@ class PostgresBackend(Backend):
 
     # -- enqueue -------------------------------------------------------------------
     def enqueue_blocking(self, jobs: Sequence[Job]) -> list[Job] | None:
+        with self._sync_connection() as conn:
+            return self._inserter.insert_sync(conn, jobs)
+
+    @contextlib.contextmanager
+    def _sync_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """The connection of calls without an event loop (autocommit), for one call at a
+        time; the store's failures as BackendUnavailable (it is opened anew next time)."""
         self._fork.check(self._forget_parent)
         with self._sync_lock:
             conn = self._sync_conn
@@ -459,7 +466,7 @@ class PostgresBackend(Backend):
                     conn.close()
                 conn = self._sync_conn = self._connect_sync()
             try:
-                return self._inserter.insert_sync(conn, jobs)
+                yield conn
             except _STORE_FAILURES as exc:
                 with contextlib.suppress(psycopg.Error):
                     conn.close()
@@ -518,6 +525,8 @@ class PostgresBackend(Backend):
             )
         if _leads_to(connection) not in self._caller_schema_seen:
             self._check_caller_schema(connection, _schema_state_sync(connection, self.schema))
+        for name in self._inserter.unknown_queues(jobs):
+            self._create_queue_blocking(name)
         return self._inserter.insert_sync(connection, jobs, own=False)
 
     async def enqueue_in_async(self, connection: Any, jobs: Sequence[Job]) -> list[Job]:
@@ -530,7 +539,36 @@ class PostgresBackend(Backend):
         if _leads_to(connection) not in self._caller_schema_seen:
             state = await _schema_state_async(connection, self.schema)
             self._check_caller_schema(connection, state)
+        for name in self._inserter.unknown_queues(jobs):
+            await self._create_queue_apart(name)
         return await self._inserter.insert_async(connection, jobs, own=False)
+
+    async def _create_queue_apart(self, name: str) -> None:
+        """``_create_queue_blocking`` for an asyncio caller, on a connection of its own
+        (the backend that lends the caller its statements opens no pool): once per
+        queue and process."""
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                self.settings.conninfo, autocommit=True, **self._connect_kwargs
+            ) as conn:
+                await conn.execute(self._q["ensure_queue"], {"name": name})
+        except psycopg.Error:
+            return
+        self._inserter.remember_queue(name)
+
+    def _create_queue_blocking(self, name: str) -> None:
+        """A queue's row, written and committed on conveyor's own connection before a
+        caller's transaction enqueues into it. Written in that transaction, the new
+        row's lock held every other producer of the queue (``ON CONFLICT`` waits for
+        the transaction that inserted the key) until the transaction ended, however
+        long it lasted. The row stays if the transaction rolls back: an empty queue.
+        When conveyor's own connection fails, the transaction writes the row as before."""
+        try:
+            with self._sync_connection() as conn:
+                conn.execute(self._q["ensure_queue"], {"name": name})
+        except BackendUnavailable:
+            return
+        self._inserter.remember_queue(name)
 
     def _check_caller_schema(
         self, connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], state: SchemaState

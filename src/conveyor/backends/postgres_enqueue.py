@@ -68,6 +68,10 @@ class Inserter:
     def remember_queue(self, name: str) -> None:
         self._queues.add(name)
 
+    def unknown_queues(self, jobs: Sequence[Job]) -> list[str]:
+        """The queues of ``jobs`` whose rows this process has not written yet."""
+        return sorted({job.queue for job in jobs} - self._queues)
+
     def insert_sync(
         self, conn: psycopg.Connection[Any], jobs: Sequence[Job], own: bool = True
     ) -> list[Job]:
@@ -158,7 +162,7 @@ class Inserter:
 
     def _after_copy(self, jobs: Sequence[Job]) -> dict[str, Any]:
         """Parameters of ``after_copy``: the queues to create, the queues to wake."""
-        new = sorted({job.queue for job in jobs} - self._queues)
+        new = self.unknown_queues(jobs)
         ready = sorted({job.queue for job in jobs if job.state is State.QUEUED})
         return {"new_queues": new, "ready_queues": ready, "channel": self.channel}
 
