@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -302,4 +302,45 @@ def test_a_transaction_that_enqueues_into_a_new_queue_holds_up_no_other_producer
         assert count_jobs(app) == 1
     finally:
         other.close()
+        app.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_queue_row_the_transaction_wrote_itself_does_not_stop_it(pg_url: str, kind: str) -> None:
+    # Given an application's transaction that wrote a new queue's row itself (as an
+    # enqueue does when conveyor's own connection is away or busy), not committed
+    app = Conveyor(pg_url)
+    task = app.task(name="report", queue="reports-2027")(_report)
+    queues = f'"{PostgresBackend(pg_url).schema}".queues'
+    insert = f"INSERT INTO {queues} (name, paused, created_at) VALUES ('reports-2027', false, 0)"
+
+    def enqueue_in_a_thread(enqueue: Callable[[], object]) -> bool:
+        # Given 20 s: the row written apart used to wait on this very transaction
+        done = threading.Event()
+        threading.Thread(target=lambda: (enqueue(), done.set()), daemon=True).start()
+        return done.wait(20)
+
+    try:
+        # When it enqueues into that queue
+        if kind == "sync":
+            with psycopg.connect(libpq_url(pg_url)) as conn:
+                conn.execute(insert)
+                stored = enqueue_in_a_thread(task.with_options(connection=conn).enqueue)
+                conn.commit()
+        else:
+
+            async def in_a_transaction() -> bool:
+                async with await psycopg.AsyncConnection.connect(libpq_url(pg_url)) as conn:
+                    await conn.execute(insert)
+                    enqueue = task.with_options(connection=conn).enqueue_async
+                    stored = await asyncio.wait_for(enqueue(), 20)
+                    await conn.commit()
+                    return stored is not None
+
+            stored = asyncio.run(in_a_transaction())
+
+        # Then the job is stored, in the transaction
+        assert stored, "the enqueue waited on its own transaction"
+        assert count_jobs(app) == 1
+    finally:
         app.close()

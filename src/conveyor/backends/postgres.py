@@ -98,6 +98,10 @@ _STORE_FAILURES = (
     psycopg.errors.ReadOnlySqlTransaction,
     PoolTimeout,
 )
+#: A queue's row written apart from a caller's transaction waits no longer than this
+#: for a transaction that wrote the same new row, uncommitted (the caller's own, say,
+#: which wrote it when conveyor's connection was busy: the wait would never end).
+_APART_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '100ms'"
 _ALL_STATES = [s.value for s in State]
 _TUPLES_OK = pq.ExecStatus.TUPLES_OK
 _SHARDS = 16
@@ -455,11 +459,14 @@ class PostgresBackend(Backend):
             return self._inserter.insert_sync(conn, jobs)
 
     @contextlib.contextmanager
-    def _sync_connection(self) -> Iterator[psycopg.Connection[Any]]:
+    def _sync_connection(self, wait: bool = True) -> Iterator[psycopg.Connection[Any]]:
         """The connection of calls without an event loop (autocommit), for one call at a
-        time; the store's failures as BackendUnavailable (it is opened anew next time)."""
+        time; the store's failures as BackendUnavailable (it is opened anew next time).
+        Without ``wait``, BackendUnavailable at once while another call has it."""
         self._fork.check(self._forget_parent)
-        with self._sync_lock:
+        if not self._sync_lock.acquire(blocking=wait):
+            raise BackendUnavailable("the connection is busy")
+        try:
             conn = self._sync_conn
             if conn is None or _hung_up(conn):
                 if conn is not None:
@@ -472,6 +479,8 @@ class PostgresBackend(Backend):
                     conn.close()
                 self._sync_conn = None
                 raise self._unavailable(exc) from exc
+        finally:
+            self._sync_lock.release()
 
     def _forget_parent(self) -> None:
         """In a forked child: the sync connection is the parent's (its socket shared;
@@ -548,9 +557,13 @@ class PostgresBackend(Backend):
         (the backend that lends the caller its statements opens no pool): once per
         queue and process."""
         try:
-            async with await psycopg.AsyncConnection.connect(
-                self.settings.conninfo, autocommit=True, **self._connect_kwargs
-            ) as conn:
+            async with (
+                await psycopg.AsyncConnection.connect(
+                    self.settings.conninfo, autocommit=True, **self._connect_kwargs
+                ) as conn,
+                conn.transaction(),
+            ):
+                await conn.execute(_APART_LOCK_TIMEOUT)
                 await conn.execute(self._q["ensure_queue"], {"name": name})
         except psycopg.Error:
             return
@@ -562,11 +575,15 @@ class PostgresBackend(Backend):
         row's lock held every other producer of the queue (``ON CONFLICT`` waits for
         the transaction that inserted the key) until the transaction ended, however
         long it lasted. The row stays if the transaction rolls back: an empty queue.
-        When conveyor's own connection fails, the transaction writes the row as before."""
+        When conveyor's own connection fails, or another thread's call has it (which may
+        wait on this very transaction: a unique key it holds), or another transaction
+        holds the new row (see _APART_LOCK_TIMEOUT), the transaction writes the row as
+        before."""
         try:
-            with self._sync_connection() as conn:
+            with self._sync_connection(wait=False) as conn, conn.transaction():
+                conn.execute(_APART_LOCK_TIMEOUT)
                 conn.execute(self._q["ensure_queue"], {"name": name})
-        except BackendUnavailable:
+        except (BackendUnavailable, psycopg.Error):
             return
         self._inserter.remember_queue(name)
 
