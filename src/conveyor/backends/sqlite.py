@@ -279,16 +279,18 @@ class SQLiteBackend(Backend):
             self._lock_fd = os.open(self.path + "-lock", os.O_RDWR | os.O_CREAT, 0o644)
 
     def _migrate(self, conn: sqlite3.Connection) -> tuple[int, int]:
+        # The version is read before any write lock is asked for: a file that is
+        # current (nearly every open) then opens while another program holds the lock
+        # (a backup, a `BEGIN EXCLUSIVE` in the sqlite3 shell), as reads go on.
+        try:
+            current = self._schema_version(conn)
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        if current == SCHEMA_VERSION:
+            return current, current
         try:
             conn.execute("BEGIN IMMEDIATE")
-            (current,) = conn.execute("PRAGMA user_version").fetchone()
-            if current > SCHEMA_VERSION:
-                conn.execute("ROLLBACK")
-                raise ConfigError(
-                    "url",
-                    f"{self.path!r} has schema version {current}, newer than this "
-                    f"conveyor's {SCHEMA_VERSION}: upgrade conveyor",
-                )
+            current = self._schema_version(conn)  # another process may have migrated
             for number, script in MIGRATIONS:
                 if number > current:
                     for statement in statements(script):
@@ -296,12 +298,26 @@ class SQLiteBackend(Backend):
                     conn.execute(f"PRAGMA user_version={number}")
             conn.execute("COMMIT")
             return current, max(current, SCHEMA_VERSION)
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if not isinstance(exc, sqlite3.Error):
+                raise
             raise BackendUnavailable(
                 f"cannot migrate SQLite database {self.path!r}: {exc}"
             ) from exc
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int:
+        """The file's schema version; ConfigError when a newer conveyor made it."""
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                "url",
+                f"{self.path!r} has schema version {version}, newer than this "
+                f"conveyor's {SCHEMA_VERSION}: upgrade conveyor",
+            )
+        return int(version)
 
     async def migrate(self) -> tuple[int, int]:
         """Opening migrates (an embedded store upgrades itself); the versions it found."""
