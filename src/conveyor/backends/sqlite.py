@@ -133,6 +133,9 @@ _FINISH_PADDING = ("", "", 0, "", 0.0, 0, "", 0, "", "", "")
 #: SQLite then reuses the file from its start but never shrinks it: a long-running
 #: store would keep its largest log for good. Beyond this size it is cut back.
 _WAL_KEEP_BYTES = 64 * 1024 * 1024
+#: Seconds a URL's busy_timeout may be: SQLite's busy timeout is a C int of milliseconds.
+_BUSY_TIMEOUT_MIN = 0.001
+_BUSY_TIMEOUT_MAX = 2_147_483
 
 
 def _bind_null(value: None) -> None:
@@ -192,6 +195,14 @@ class SQLiteBackend(Backend):
         if self.synchronous not in ("normal", "full", "extra"):
             raise ConfigError("url.synchronous", f"expected normal, full or extra in {url!r}")
         self.busy_timeout = number_option(options, "busy_timeout", 30.0, url)
+        if not _BUSY_TIMEOUT_MIN <= self.busy_timeout <= _BUSY_TIMEOUT_MAX:
+            # SQLite keeps whole milliseconds in a C int, and turns a value it cannot
+            # keep into 0: every write would then fail at once when another one writes.
+            raise ConfigError(
+                "url.busy_timeout",
+                f"must be from {_BUSY_TIMEOUT_MIN} to {_BUSY_TIMEOUT_MAX} seconds "
+                f"(SQLite counts whole milliseconds) in {url!r}",
+            )
         self._busy_pragma = f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}"
         self.poll_interval = number_option(options, "poll", 0.002, url)
         if options:
