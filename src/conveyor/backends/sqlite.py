@@ -28,6 +28,7 @@ import contextlib
 import fcntl
 import functools
 import itertools
+import logging
 import os
 import sqlite3
 import threading
@@ -91,6 +92,8 @@ from conveyor.job import (
 
 T = TypeVar("T")
 
+logger = logging.getLogger("conveyor.backends.sqlite")
+
 _SQL_PACKAGE = "conveyor.backends.sql.sqlite"
 Q = load_queries(_SQL_PACKAGE)
 MIGRATIONS = load_migrations(_SQL_PACKAGE)
@@ -136,6 +139,9 @@ _WAL_KEEP_BYTES = 64 * 1024 * 1024
 #: Seconds a URL's busy_timeout may be: SQLite's busy timeout is a C int of milliseconds.
 _BUSY_TIMEOUT_MIN = 0.001
 _BUSY_TIMEOUT_MAX = 2_147_483
+#: Seconds between looks at whether the URL's path still names the file this process
+#: opened (one stat, a microsecond or two; see SQLiteBackend._follow_file).
+_FILE_CHECK_S = 1.0
 
 
 def _bind_null(value: None) -> None:
@@ -220,6 +226,9 @@ class SQLiteBackend(Backend):
         self._fork = ForkGuard()
         self._writes = WriteTransactions(self.path, self._db, self._writer_lock)
         self._versions = (SCHEMA_VERSION, SCHEMA_VERSION)
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._file_checked = 0.0
+        self._following = False  # the file at the path is to be opened (_follow_file)
 
     # -- lifecycle -------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -288,6 +297,60 @@ class SQLiteBackend(Backend):
             self._conn = conn
             self._watch_conn = self._connect()
             self._lock_fd = os.open(self.path + "-lock", os.O_RDWR | os.O_CREAT, 0o644)
+            self._file = self._file_at_path()
+            self._file_checked = time.monotonic()
+
+    def _file_at_path(self) -> tuple[int, int] | None:
+        """(device, inode) of the file the path names now; None when there is none."""
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def _follow_file(self) -> None:
+        """Open the file at the path again when it is no longer the one open (on the
+        backend's thread or a synchronous caller's, with ``self._lock`` held).
+
+        A file deleted or replaced while open (``rm`` to start over, a backup restored
+        with ``mv``) stays open where it was, named by no path: a worker would claim from
+        and write to it for as long as it ran, never seeing the jobs stored at its URL,
+        and an API would store jobs there that nobody finds once it stops. Its
+        connections are closed at once, not kept: the log and index files beside the
+        path (``-wal``, ``-shm``) still serve the old file until its last connection
+        closes, and every process that opens the new file meanwhile reads them as its
+        own (SQLite: "How To Corrupt", 2.4)."""
+        if self._following:
+            # The file at the path could not be opened last time (its folder gone, say):
+            # until it can, every call says why, and none runs on a closed backend.
+            self.open_blocking()
+            self._following = False
+            return
+        now = time.monotonic()
+        if self._conn is None or now - self._file_checked < _FILE_CHECK_S:
+            return
+        self._file_checked = now
+        if self._file_at_path() == self._file:
+            return
+        logger.error(
+            "SQLite %r was deleted or replaced while open: opening the file now at that "
+            "path (stop every process on a file before deleting or replacing it)",
+            self.path,
+        )
+        with self._watch_lock:
+            self._empty_old_log()
+            self._close_connections()
+        self._following = True
+        self.open_blocking()
+        self._following = False
+
+    def _empty_old_log(self) -> None:
+        """Copy the old file's write-ahead log into it and empty the log, which the path
+        still names: SQLite does not remove the log of a file that was unlinked, and the
+        first process to open the new file would read its pages as the new file's."""
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):  # busy: another process's turn
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _migrate(self, conn: sqlite3.Connection) -> tuple[int, int]:
         # The version is read before any write lock is asked for: a file that is
@@ -341,16 +404,21 @@ class SQLiteBackend(Backend):
     async def close(self) -> None:
         self._fork.check(self._forget_parent)  # a child closes its own, not its parent's
         with self._lock, self._watch_lock:
-            for conn in (self._conn, self._watch_conn):
-                if conn is not None:
-                    conn.close()
-            self._conn = self._watch_conn = None
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            self._close_connections()
+            self._following = False
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+
+    def _close_connections(self) -> None:
+        """Close the connections and the lock file (both locks held)."""
+        for conn in (self._conn, self._watch_conn):
+            if conn is not None:
+                conn.close()
+        self._conn = self._watch_conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     async def now(self) -> float:
         return time.time()
@@ -369,6 +437,7 @@ class SQLiteBackend(Backend):
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         with self._lock:
             try:
+                self._follow_file()
                 return fn(*args)
             except sqlite3.Error as exc:
                 raise store_error(self.path, exc) from exc
@@ -452,6 +521,7 @@ class SQLiteBackend(Backend):
             if self._conn is None:
                 self.open_blocking()
             try:
+                self._follow_file()
                 return self._enqueue(jobs)
             except sqlite3.Error as exc:
                 raise store_error(self.path, exc) from exc
