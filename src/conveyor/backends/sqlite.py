@@ -289,16 +289,31 @@ class SQLiteBackend(Backend):
             if self._conn is not None:
                 return
             conn = self._connect()
+            watch: sqlite3.Connection | None = None
             try:
                 self._versions = self._migrate(conn)
+                watch = self._connect()
+                lock_fd = self._open_lock_file()
             except BaseException:
-                conn.close()
+                # All or nothing: a backend left half open would write without the lock
+                # file on its next call, or not say again why it cannot open.
+                for opened in (conn, watch):
+                    if opened is not None:
+                        opened.close()
                 raise
-            self._conn = conn
-            self._watch_conn = self._connect()
-            self._lock_fd = os.open(self.path + "-lock", os.O_RDWR | os.O_CREAT, 0o644)
+            self._conn, self._watch_conn, self._lock_fd = conn, watch, lock_fd
             self._file = self._file_at_path()
             self._file_checked = time.monotonic()
+
+    def _open_lock_file(self) -> int:
+        name = self.path + "-lock"
+        try:
+            return os.open(name, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"cannot open {name!r}, the lock file of SQLite database {self.path!r}: "
+                f"{exc.strerror}"
+            ) from exc
 
     def _file_at_path(self) -> tuple[int, int] | None:
         """(device, inode) of the file the path names now; None when there is none."""
