@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar, overload
 
-from conveyor.backends import create_backend, redact_url
+from conveyor.backends import create_backend, pinned_url, redact_url
 from conveyor.backends.base import Backend
 from conveyor.exceptions import ConfigError, InvalidJob, TaskNotFound, shown
 from conveyor.garbage import collector_paused
@@ -99,6 +99,7 @@ class Conveyor:
             weakref.WeakKeyDictionary()
         )
         self._blocking = create_backend(resolved)  # validates the URL now, at construction
+        self._store_url = pinned_url(resolved)
 
     def __repr__(self) -> str:
         # Shown by debuggers, error trackers' locals and every task's repr: no password.
@@ -108,6 +109,7 @@ class Conveyor:
         """Point the app at another store (the CLI's ``--url``); before any use."""
         self._blocking = create_backend(url)
         self.url = url
+        self._store_url = pinned_url(url)
 
     # -- tasks ------------------------------------------------------------------
     @overload
@@ -360,7 +362,7 @@ class Conveyor:
         if backend is None:
             # Stored before it is opened, so concurrent callers share one; they wait
             # for the open on the loop's lock.
-            backend = self._backends[loop] = create_backend(self.url)
+            backend = self._backends[loop] = create_backend(self._store_url)
             self._opening[loop] = asyncio.Lock()
         lock = self._opening.get(loop)
         if lock is not None:

@@ -45,6 +45,21 @@ def create_backend(url: str) -> Backend:
     return backend
 
 
+def pinned_url(url: str) -> str:
+    """``url`` with a SQLite file's relative path made absolute, against the working
+    directory of now (any other URL as it is; a valid one: create_backend checked it).
+
+    An app makes a backend for each event loop it is used on, when first used there:
+    the working directory may have changed since the app was made (a server that
+    changes it after importing the application, task code calling ``os.chdir``), and
+    a relative path then named another file than the app's sync calls use."""
+    if urlsplit(url).scheme != "sqlite":
+        return url
+    from conveyor.backends.sqlite import absolute_sqlite_url
+
+    return absolute_sqlite_url(url)
+
+
 def number_option(
     options: dict[str, str], name: str, default: float, where: str, kind: type = float
 ) -> float:

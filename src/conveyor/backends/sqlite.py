@@ -188,6 +188,14 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     return path, dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
+def absolute_sqlite_url(url: str) -> str:
+    """``url`` naming its file by an absolute path (relative to the working directory
+    of now), its options as they are."""
+    path, _ = parse_sqlite_url(url)
+    query = urlsplit(url).query
+    return f"sqlite:///{os.path.abspath(path)}" + (f"?{query}" if query else "")
+
+
 class SQLiteBackend(Backend):
     schemes = ("sqlite",)
 

@@ -1,0 +1,60 @@
+"""An app made on a relative SQLite URL stays on one file when the process's working
+directory changes after it was made (a server that changes it once the application is
+imported, task code in a worker calling ``os.chdir`` before it waits for a job).
+Before, the app's sync calls used the file of the directory it was made in, and each
+event loop's backend, made on the loop's first use, the file of the directory current
+then: a job enqueued by ``enqueue()`` was not found by ``app.job()`` or
+``handle.refresh()`` (the portal's loop), nor by a worker started in the same
+process. Real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from conveyor import Conveyor
+
+
+def test_an_app_on_a_relative_url_keeps_its_file_when_the_directory_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an app made on a relative URL, in a folder of its own
+    made_in, elsewhere = tmp_path / "app", tmp_path / "elsewhere"
+    made_in.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(made_in)
+    monkeypatch.delenv("CONVEYOR_URL", raising=False)
+    app = Conveyor("sqlite:///jobs.db")
+
+    @app.task(name="t")
+    def t(i: int) -> int:
+        return i
+
+    try:
+        # And a job enqueued by a sync call
+        first = t.enqueue(1)
+        # When the process's working directory changes
+        os.chdir(elsewhere)
+        # Then the app's other calls, on the portal's loop and on a new loop, use the
+        # same file: they find that job, and store theirs beside it
+        assert app.job(first.id).id == first.id
+        assert first.refresh().state == "queued"
+        second = asyncio.run(_enqueue_and_close(app, t))
+        assert app.job(second).id == second
+        assert t.enqueue(3).refresh().state == "queued"
+    finally:
+        app.close()
+    # And no file was made in the new directory
+    assert not any(elsewhere.iterdir())
+
+
+async def _enqueue_and_close(app: Conveyor, task: object) -> str:
+    """A job enqueued on a loop of its own (which then ends); its id."""
+    try:
+        handle = await task.enqueue_async(2)  # type: ignore[attr-defined]
+        return str(handle.id)
+    finally:
+        await app.aclose()
