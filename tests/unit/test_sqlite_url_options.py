@@ -50,3 +50,31 @@ def test_a_busy_timeout_in_range_is_the_connections_busy_timeout(
 
     # Then both its connections wait that long for a lock
     assert asyncio.run(busy_timeouts()) == [ms, ms]
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("sqlite:///jobs.db ", "white space"),
+        ("sqlite:/// jobs.db", "white space"),
+        ("sqlite:///jobs.db\x00", "NUL"),
+        ("sqlite:///jo\x00bs.db?poll=1", "NUL"),
+    ],
+)
+def test_a_path_no_one_means_is_refused_naming_the_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, said: str
+) -> None:
+    # Given a URL whose path has white space at an end (a value copied with a stray
+    # space, from a .env file say) or a NUL character
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CONVEYOR_URL", raising=False)
+    # When an app is made on it
+    with pytest.raises(ConfigError) as error:
+        Conveyor(url)
+    # Then the error names the URL and what is wrong with it, and no file was made:
+    # before, the space became part of a new file's name (another process, given the
+    # URL without it, used another file), and a NUL came out of the first call as a
+    # ValueError
+    assert error.value.field == "url"
+    assert said in str(error.value)
+    assert not any(tmp_path.iterdir())

@@ -185,6 +185,12 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
         raise ConfigError(
             "url", f"{url!r}: a file path is needed (workers in other processes share it)"
         )
+    if "\x00" in path:
+        raise ConfigError("url", f"{url!r}: a NUL character cannot be in a file's path")
+    if path != path.strip():
+        # A stray space (a .env file's value, a YAML string) would name another file
+        # than the same URL without it in another process: jobs never run, unsaid.
+        raise ConfigError("url", f"{url!r}: the file's path begins or ends with white space")
     return path, dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
