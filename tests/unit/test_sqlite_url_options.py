@@ -78,3 +78,17 @@ def test_a_path_no_one_means_is_refused_naming_the_url(
     assert error.value.field == "url"
     assert said in str(error.value)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_path_naming_a_folder_is_refused_naming_the_url(tmp_path: Path) -> None:
+    # Given a URL whose path names a folder (a file name left out)
+    backend = SQLiteBackend(f"sqlite:///{tmp_path}")
+    # When it is opened
+    with pytest.raises(ConfigError) as error:
+        asyncio.run(backend.open())
+    # Then the error names the URL and says it is a folder (it said "unable to open
+    # database file", as for a store that is down: exit code 1, not 2), and nothing
+    # was made in the folder
+    assert error.value.field == "url"
+    assert "is a folder" in str(error.value)
+    assert not any(tmp_path.iterdir())

@@ -249,6 +249,8 @@ class SQLiteBackend(Backend):
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
             raise ConfigError("url", f"{self.url!r}: directory {directory!r} does not exist")
+        if os.path.isdir(self.path):
+            raise ConfigError("url", f"{self.url!r}: {self.path!r} is a folder, not a file")
         try:
             conn = sqlite3.connect(
                 self.path,
