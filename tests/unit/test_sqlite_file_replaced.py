@@ -18,7 +18,7 @@ import pytest
 
 from conveyor.backends import sqlite as sqlite_module
 from conveyor.backends.sqlite import SQLiteBackend
-from conveyor.exceptions import ConfigError
+from conveyor.exceptions import ConfigError, JobNotFound
 from conveyor.job import Job, Outcome
 from conveyor.testing.harness import make_job
 
@@ -146,6 +146,32 @@ def test_a_process_whose_folder_was_removed_says_so_until_it_is_back(tmp_path: P
             await _store(path, kept)
             claimed = await running.claim(["default"], "w", 10, 60.0)
             assert [j.id for j in claimed] == [kept.id]
+        finally:
+            await running.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_process_that_only_reads_follows_a_file_replaced_at_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    restored = tmp_path / "restored.db"
+
+    async def scenario() -> None:
+        # Given a running process on a file that only reads it (an API answering polls)
+        running = SQLiteBackend(f"sqlite:///{path}")
+        await running.open()
+        try:
+            old = make_job()
+            await running.enqueue([old])
+            # When another file, holding another job, is moved into its place
+            kept = make_job()
+            await _store(restored, kept)
+            os.replace(restored, path)
+            # Then its reads find the job of the file now at the path, and not the other
+            assert (await running.get(kept.id)).id == kept.id
+            assert (await running.head(kept.id)).id == kept.id
+            with pytest.raises(JobNotFound):
+                await running.get(old.id)
         finally:
             await running.close()
 

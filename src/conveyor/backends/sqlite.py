@@ -721,16 +721,30 @@ class SQLiteBackend(Backend):
 
     async def get(self, job_id: str) -> Job:
         known_id(job_id)
+        await self._keep_to_file()
         return row_to_job(self._read_job(Q["get_job"], job_id))
 
     async def head(self, job_id: str) -> JobHead:
         known_id(job_id)
+        await self._keep_to_file()
         r = self._read_job(Q["job_head"], job_id)
         return JobHead(r[0], r[1], State(r[2]), r[3], loads(r[4]) if r[4] else {})
 
     async def find_unique(self, unique_key: str) -> Job | None:
+        await self._keep_to_file()
         rows = self._read_rows(Q["newest_by_unique_key"], unique_key)
         return row_to_job(rows[0]) if rows else None
+
+    async def _keep_to_file(self) -> None:
+        """Before a read on the caller's thread: at most once a second, a turn on the
+        backend's thread, whose calls follow a file deleted or replaced at the path
+        (_follow_file; a process that only reads, an API answering polls, makes no
+        other call there). Not here: reopening waits for the connection's lock, which
+        a write waiting for another program's lock holds up to busy_timeout."""
+        if self._following or (
+            self._conn is not None and time.monotonic() - self._file_checked >= _FILE_CHECK_S
+        ):
+            await self._run(_nothing_to_do)
 
     def _read_job(self, query: str, job_id: str) -> Row:
         """One job's row, read on the caller's thread (see the module's docstring)."""
@@ -1141,6 +1155,7 @@ class SQLiteBackend(Backend):
         return version, bool(ready), None if next_due is None else next_due - now
 
     async def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        await self._keep_to_file()
         since, ready, due_in = self._look(queues)
         if ready:
             return True
@@ -1158,6 +1173,10 @@ class SQLiteBackend(Backend):
                 return job
             if await self._changed(seen, deadline) is None:
                 return None
+
+
+def _nothing_to_do() -> None:
+    """A call that only lets SQLiteBackend._call look at the file."""
 
 
 def _count_depths(conn: sqlite3.Connection) -> list[tuple[str, int]]:
