@@ -258,7 +258,11 @@ class SQLiteBackend(Backend):
                 isolation_level=None,
                 check_same_thread=False,
             )
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        try:
             conn.execute(self._busy_pragma)
+            self._refuse_foreign(conn)
             self._use_wal(conn)
             conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             conn.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
@@ -267,9 +271,30 @@ class SQLiteBackend(Backend):
             # to a temporary file, created and unlinked on every such statement (five
             # system calls, and the writes). In memory the W2n drain ran 3-10 % faster.
             conn.execute("PRAGMA temp_store=MEMORY")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
+            conn.close()
+            if not isinstance(exc, sqlite3.Error):
+                raise
             raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         return conn
+
+    def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
+        """ConfigError for a database another program made (tables, and no version of
+        conveyor's schema: the application's own file given by mistake), before anything
+        is changed in it: WAL mode, conveyor's tables and ``user_version`` (which other
+        programs use as their schema's version too) would be there for good."""
+        # One statement, one snapshot: a process making the file conveyor's meanwhile
+        # sets the version and the tables in one transaction.
+        version, tables = conn.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version), group_concat(name, ', ')"
+            " FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchone()
+        if version == 0 and tables:
+            raise ConfigError(
+                "url",
+                f"{self.url!r}: {self.path!r} is a SQLite database of another program "
+                f"(tables: {tables}); conveyor keeps its jobs in a file of its own",
+            )
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
         """Switch a new file to WAL (it stays so). Switching needs a moment alone with
