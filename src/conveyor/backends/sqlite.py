@@ -259,7 +259,7 @@ class SQLiteBackend(Backend):
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
-            raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+            raise self._open_error(exc) from exc
         try:
             conn.execute(self._busy_pragma)
             self._refuse_foreign(conn)
@@ -275,8 +275,21 @@ class SQLiteBackend(Backend):
             conn.close()
             if not isinstance(exc, sqlite3.Error):
                 raise
-            raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+            raise self._open_error(exc) from exc
         return conn
+
+    def _open_error(self, exc: sqlite3.Error) -> BackendUnavailable:
+        """The error of a file that would not open, with the likely reason when SQLite
+        gives none ("unable to open database file")."""
+        why = ""
+        directory = os.path.dirname(self.path)
+        if not os.access(directory, os.W_OK):
+            name = os.path.basename(self.path)
+            why = (
+                f" (the folder {directory!r} cannot be written: in WAL mode SQLite makes "
+                f"{name}-wal and {name}-shm beside the file, and conveyor {name}-lock)"
+            )
+        return BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}{why}")
 
     def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
         """ConfigError for a database another program made (tables, and no version of
