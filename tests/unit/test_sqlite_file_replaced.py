@@ -123,7 +123,10 @@ def test_a_synchronous_enqueue_goes_to_the_file_at_the_path(tmp_path: Path) -> N
         asyncio.run(running.close())
 
 
-def test_a_process_whose_folder_was_removed_says_so_until_it_is_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("left", ["nothing", "a file"])
+def test_a_process_whose_folder_was_removed_says_so_until_it_is_back(
+    tmp_path: Path, left: str
+) -> None:
     folder = tmp_path / "store"
     folder.mkdir()
     path = folder / "jobs.db"
@@ -134,13 +137,17 @@ def test_a_process_whose_folder_was_removed_says_so_until_it_is_back(tmp_path: P
         await running.open()
         try:
             await running.enqueue([make_job()])
-            # When its folder is removed, file and all
+            # When its folder is removed, file and all (and a file made in its place)
             shutil.rmtree(folder)
+            if left == "a file":
+                folder.write_text("")
             # Then each call says the folder is missing, rather than writing on unseen
             for _ in range(2):
                 with pytest.raises(ConfigError, match="does not exist"):
                     await running.claim(["default"], "w", 10, 60.0)
             # And once the folder is back with a file in it, the process works on that
+            if left == "a file":
+                folder.unlink()
             folder.mkdir()
             kept = make_job()
             await _store(path, kept)

@@ -370,11 +370,15 @@ class SQLiteBackend(Backend):
             ) from exc
 
     def _file_at_path(self) -> tuple[int, int] | None:
-        """(device, inode) of the file the path names now; None when there is none."""
+        """(device, inode) of the file the path names now; None when there is none.
+        When that cannot be told (a folder on the way not searchable for a moment), the
+        file open: a look that failed is no reason to leave it."""
         try:
             found = os.stat(self.path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError:
+            return self._file
         return found.st_dev, found.st_ino
 
     def _follow_file(self) -> None:
