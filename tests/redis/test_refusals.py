@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from conveyor import Conveyor, State, current_context
+from conveyor import BackendUnavailable, Conveyor, State, current_context
 from conveyor.worker.runtime import Worker
 from tests.redis.server import RedisServer
 from tests.worker.test_runtime import run_with_worker
@@ -46,3 +46,48 @@ def test_a_job_whose_progress_redis_refuses_for_memory_is_not_failed(tmp_path: P
         result, job = run_with_worker(app, scenario)
         assert result == "done"
         assert (job.state, job.attempts) == (State.SUCCEEDED, 1)
+
+
+def _keys(server: RedisServer) -> set[str]:
+    with server.client() as client:
+        return set(client.keys("{refusals}:*"))
+
+
+def test_an_enqueue_redis_has_no_memory_for_is_refused_and_stores_nothing(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "redis", "--maxmemory-policy", "noeviction") as server:
+        app = Conveyor(server.url(prefix="refusals"))
+
+        @app.task(name="noted")
+        def noted(text: str) -> str:
+            return text
+
+        async def enqueue_async(text: str) -> None:
+            try:
+                await noted.enqueue_async(text)
+            finally:
+                await app.aclose()
+
+        # Given a store that holds one job, and a Redis then out of memory (noeviction)
+        noted.enqueue("first")
+        before = _keys(server)
+        with server.client() as client:
+            client.config_set("maxmemory", 1)
+        try:
+            # When jobs that are ready at once are enqueued, sync and async
+            for enqueue in (
+                lambda: noted.enqueue("x" * 1000),
+                lambda: asyncio.run(enqueue_async("y" * 1000)),
+            ):
+                # Then each enqueue fails with Redis' reason, as a delayed one does
+                try:
+                    enqueue()
+                except BackendUnavailable as exc:
+                    assert "maxmemory" in str(exc)
+                else:
+                    raise AssertionError("an enqueue past maxmemory was stored")
+            # And nothing was written
+            assert _keys(server) == before
+        finally:
+            with server.client() as client:
+                client.config_set("maxmemory", 0)
+            app.close()

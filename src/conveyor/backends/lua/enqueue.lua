@@ -196,6 +196,14 @@ for a = first, last, width do
     end
     if metadata ~= '' then fields[n + 1] = 'metadata'; fields[n + 2] = metadata; n = n + 2 end
     if tenant ~= '' then fields[n + 1] = 'tenant'; fields[n + 2] = tenant end
+    -- The first write of a call that stores a job: HSETNX is one Redis refuses when
+    -- out of memory (maxmemory, noeviction), and Redis checks only a script's first
+    -- write. Were take_waiter's RPOP first (a write Redis lets through), the whole
+    -- enqueue would be stored past maxmemory, without limit.
+    if not known[q] then
+      redis.call('HSETNX', P .. 'queues', q, SNOW)
+      known[q] = true
+    end
     local worker, lease
     if state == 'queued' and not unwatched[q] then
       worker, lease = take_waiter(q)
@@ -207,10 +215,6 @@ for a = first, last, width do
     if unique_key ~= '' then
       redis.call('HSET', P .. 'unique', unique_key, id)
       redis.call('ZADD', P .. 'unique:' .. unique_key, '0', id)
-    end
-    if not known[q] then
-      redis.call('HSETNX', P .. 'queues', q, SNOW)
-      known[q] = true
     end
     if state == 'queued' and not worker then
       -- park and move of the prelude, deferred: the ready index, then the state index.
