@@ -55,6 +55,22 @@ PASSWORD = "s3cret-pw"
         (f"redis://:{PASSWORD}@h/0?poll=nan", "url.poll", "must be > 0 and finite"),
         (f"redis://:{PASSWORD}@h/0?connect_timeout=inf", "url.connect_timeout", "got 'inf'"),
         (f"redis://:{PASSWORD}@h/0?connect_timeout=x", "url.connect_timeout", "got 'x'"),
+        # redis-py's own seconds: taken as they were, they failed at the first command
+        # (-1: every call timed out; nan, inf: a bare ValueError or OverflowError)
+        (f"redis://:{PASSWORD}@h/0?socket_timeout=-1", "url.socket_timeout", "got '-1'"),
+        (f"redis://:{PASSWORD}@h/0?socket_timeout=0", "url.socket_timeout", "must be > 0"),
+        (f"redis://:{PASSWORD}@h/0?socket_timeout=nan", "url.socket_timeout", "got 'nan'"),
+        (f"redis://:{PASSWORD}@h/0?socket_timeout=soon", "url.socket_timeout", "got 'soon'"),
+        (
+            f"redis://:{PASSWORD}@h/0?socket_connect_timeout=inf",
+            "url.socket_connect_timeout",
+            "got 'inf'",
+        ),
+        (
+            f"redis://:{PASSWORD}@h/0?socket_connect_timeout=-1",
+            "url.socket_connect_timeout",
+            "got '-1'",
+        ),
     ],
 )
 def test_a_bad_url_is_refused_naming_the_field_without_the_password(
@@ -74,7 +90,16 @@ def test_a_url_of_another_scheme_given_to_the_redis_backend_is_refused() -> None
     assert PASSWORD not in str(refused.value)
 
 
-@pytest.mark.parametrize("url", ["redis://h", "redis://h/", "redis://h/15", "rediss://h:6380/0"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h",
+        "redis://h/",
+        "redis://h/15",
+        "rediss://h:6380/0",
+        "redis://h/0?socket_timeout=2.5&socket_connect_timeout=1",
+    ],
+)
 def test_a_good_url_is_taken(url: str) -> None:
     assert isinstance(create_backend(url), RedisBackend)
 

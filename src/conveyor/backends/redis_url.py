@@ -15,6 +15,9 @@ _UNKNOWN_OPTION = re.compile(r"unexpected keyword argument '([^']*)'")
 _DB = re.compile(r"^[0-9]+$")
 #: The highest database number a Redis server can have (its `databases` is an int).
 _MAX_DB = 2**31 - 1
+#: redis-py's options in seconds. It takes any float: 0 and -1 then timed out every
+#: call, nan and inf raised a bare ValueError or OverflowError at the first command.
+_CLIENT_SECONDS = ("socket_timeout", "socket_connect_timeout")
 #: Seconds finished jobs are kept by default: succeeded ones a day, poisoned and
 #: cancelled ones (the ones someone may want to look at or retry) 30 days.
 KEEP_SUCCEEDED_S = 24 * 3600.0
@@ -63,6 +66,9 @@ def parse_redis_url(url: str) -> RedisSettings:
     poll = number_option(options, "poll", 0.05, where, float)
     connect_timeout = number_option(options, "connect_timeout", 10, where, float)
     cluster = _flag(options, "cluster", where)
+    for name in _CLIENT_SECONDS:
+        if name in options:  # checked on a copy: the option stays for redis-py
+            number_option({name: options[name]}, name, 0, where)
     client_url = parts._replace(query=urlencode(options)).geturl()
     # redis-py reads the path as the database number but ignores one that is not a
     # number (redis://host/x is db 0) and drops every '/' (redis://host/1/2 is db 12).
