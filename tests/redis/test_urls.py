@@ -33,6 +33,8 @@ PASSWORD = "s3cret-pw"
         (f"redis://:{PASSWORD}@h/x", "url", "must be a database number, got 'x'"),
         (f"redis://:{PASSWORD}@h/1/2", "url", "must be a database number, got '1/2'"),
         (f"redis://:{PASSWORD}@h/0?db=x", "url", "Invalid value for 'db'"),
+        # redis-py takes the query's over the path's: database 3 was used, silently
+        (f"redis://:{PASSWORD}@h/14?db=3", "url", "names two databases: 14 in its path and '3'"),
         # an option nobody knows would otherwise fail at the first command, as a TypeError
         (f"redis://:{PASSWORD}@h/0?no_such_option=1", "url", "unknown option 'no_such_option'"),
         # a TLS option on a plain redis:// URL is known, only not there (it was called
@@ -98,6 +100,8 @@ def test_a_url_of_another_scheme_given_to_the_redis_backend_is_refused() -> None
         "redis://h/15",
         "rediss://h:6380/0",
         "redis://h/0?socket_timeout=2.5&socket_connect_timeout=1",
+        "redis://h/?db=3",
+        "redis://h/3?db=3",
     ],
 )
 def test_a_good_url_is_taken(url: str) -> None:

@@ -79,6 +79,12 @@ def parse_redis_url(url: str) -> RedisSettings:
         raise ConfigError(
             "url", f"{where!r} does not parse: the path must be a database number, got {got}"
         )
+    other = options.get("db", "")
+    if db and _DB.match(other) and int(other) != int(db):  # (a bad ?db= redis-py refuses)
+        # redis-py takes ?db= over the path: redis://h/14?db=3 silently used database 3.
+        raise ConfigError(
+            "url", f"{where!r} names two databases: {db} in its path and {other!r} (?db=)"
+        )
     try:
         from redis.asyncio import ConnectionPool
         from redis.exceptions import RedisError
