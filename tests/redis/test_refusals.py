@@ -8,7 +8,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conveyor import BackendUnavailable, Conveyor, State, current_context
+from conveyor.backends.redis import RedisBackend
+from conveyor.testing.harness import make_job
 from conveyor.worker.runtime import Worker
 from tests.redis.server import RedisServer
 from tests.worker.test_runtime import run_with_worker
@@ -91,3 +95,43 @@ def test_an_enqueue_redis_has_no_memory_for_is_refused_and_stores_nothing(tmp_pa
             with server.client() as client:
                 client.config_set("maxmemory", 0)
             app.close()
+
+
+def test_out_of_memory_claims_nothing_and_keeps_the_leases_of_running_jobs(
+    tmp_path: Path,
+) -> None:
+    with RedisServer(tmp_path / "redis", "--maxmemory-policy", "noeviction") as server:
+        backend = RedisBackend(server.url(prefix="refusals"))
+
+        async def scenario() -> None:
+            await backend.open()
+            try:
+                # Given a job that a worker runs, and another one waiting
+                await backend.enqueue([make_job(task="runs")])
+                (running,) = await backend.claim(["default"], "w1", 1, 30.0)
+                (waiting,) = await backend.enqueue([make_job(task="waits")])
+                # When Redis is out of memory (maxmemory reached, noeviction)
+                with server.client() as client:
+                    client.config_set("maxmemory", 1)
+                try:
+                    # Then a claim is refused with Redis' reason, and takes nothing: a
+                    # job claimed now could neither keep its lease nor record its outcome
+                    with pytest.raises(BackendUnavailable, match="maxmemory"):
+                        await backend.claim(["default"], "w2", 1, 30.0)
+                    # And the lease of the running job is still extended: it takes no
+                    # more memory, and a lease that ran out would have the job run twice
+                    status = await backend.extend([running.id], "w1", 60.0)
+                    assert status.extended == [running.id]
+                    # And a worker that stops can give its job back
+                    assert await backend.release([running]) == 1
+                finally:
+                    with server.client() as client:
+                        client.config_set("maxmemory", 0)
+                assert (await backend.get(waiting.id)).state is State.QUEUED
+                assert (await backend.get(waiting.id)).attempts == 0
+                given_back = await backend.get(running.id)
+                assert (given_back.state, given_back.attempts) == (State.QUEUED, 0)
+            finally:
+                await backend.close()
+
+        asyncio.run(scenario())

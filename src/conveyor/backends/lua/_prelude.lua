@@ -48,6 +48,8 @@
 --                                 multiple of 60): 'p:'..q, 'f:'..q runs of queue q
 --                                 ended / failed in it, 'd:'..q its queued jobs as
 --                                 sampled; expires keep_counts after m
+--   P..'none'                     never exists: the key of the writes that change
+--                                 nothing (refuse_when_out_of_memory)
 local P = ARGV[1]
 local NOW, SNOW
 do
@@ -56,6 +58,22 @@ do
   -- What fmt(NOW) gives, from TIME's two parts, without a string.format (a sprintf
   -- in Redis' Lua, on every script call).
   SNOW = t[1] .. '.' .. string.sub('00000' .. t[2], -6)
+end
+
+-- Out of memory (maxmemory reached, noeviction), Redis refuses a script only at its
+-- first write, and only if that write is one that may take memory (HSET, ZADD, ...): a
+-- script whose first write takes none (HDEL, ZREM, RPOP, DEL) runs whole. Scripts for
+-- which it matters say so first, with a write that changes nothing.
+-- Refused: what starts work (a job claimed then could neither keep its lease nor have
+-- its outcome written), as an enqueue is.
+local function refuse_when_out_of_memory()
+  redis.call('SETRANGE', P .. 'none', '0', '')  -- (an empty SETRANGE makes no key)
+end
+-- Run whole: what keeps the running jobs (their leases, a job given back), which takes
+-- no more memory; a lease that ran out would have its job run twice once Redis has
+-- memory again.
+local function run_when_out_of_memory()
+  redis.call('DEL', P .. 'none')
 end
 
 local function fmt(t)

@@ -4,6 +4,7 @@
 -- claimed job's JOB_FIELDS as they were before the claim (HMGET): the caller applies
 -- what a claim changes (state running, worker, lease, attempts + 1, version + 1,
 -- started_at if unset, updated_at), which saves a read per job here.
+refuse_when_out_of_memory()
 local worker, lease, left = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local lease_until = fmt(NOW + lease)
 local out = {SNOW, lease_until}

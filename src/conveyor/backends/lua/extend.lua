@@ -1,5 +1,6 @@
 -- Push the leases of ARGV[4..] that worker ARGV[2] holds to now + ARGV[3] seconds.
 -- Answers per id its state (running / cancelling), or '' where the worker lost it.
+run_when_out_of_memory()
 local worker = ARGV[2]
 local lease_until = fmt(NOW + tonumber(ARGV[3]))
 local out = {}

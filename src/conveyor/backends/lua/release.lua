@@ -2,6 +2,7 @@
 -- the attempt not counted, at their old place in the queue; a job asked to cancel
 -- meanwhile ends cancelled. ARGV[2]: fields per job; then per job: id, worker,
 -- attempts held, steps, current_step, progress ('' for none). Answers how many.
+run_when_out_of_memory()
 local width = tonumber(ARGV[2])
 local count = 0
 local ready = {}
