@@ -19,6 +19,16 @@ local function undelivered(id, worker)
   return false
 end
 
+-- The name of step `index` (0-based) of a job's steps JSON, or nil. Never an error: an
+-- error here would end the script after the job left the lease set, its only index,
+-- and leave it running for good. cjson reads at most 1,000 levels of nesting, and
+-- arguments and results may go deeper.
+local function step_name(steps, index)
+  local ok, decoded = pcall(cjson.decode, steps)
+  local step = ok and type(decoded) == 'table' and decoded[index + 1]
+  return type(step) == 'table' and step.name or nil
+end
+
 local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. SNOW, 'LIMIT', 0,
   tonumber(ARGV[2]))
 local out = {}
@@ -45,8 +55,7 @@ for _, id in ipairs(expired) do
     elseif tonumber(f[2]) >= tonumber(f[3]) then
       state = 'poisoned'
     end
-    local step = cjson.decode(f[5])[tonumber(f[6]) + 1]
-    local entry = error_entry(f[2], step and step.name, 'LeaseExpired',
+    local entry = error_entry(f[2], step_name(f[5], tonumber(f[6])), 'LeaseExpired',
       'lease expired: worker ' .. (f[4] or '?') .. ' stopped heartbeating')
     redis.call('HSET', key, 'state', state, 'errors', append_error(f[7], entry),
       'updated_at', SNOW)
