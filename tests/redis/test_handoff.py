@@ -306,3 +306,33 @@ def test_a_cancelled_wait_leaves_no_registration(
     # Then it was handed to nobody
     assert factory.run(backend.get(job.id)).state is State.QUEUED
     assert client.exists(f"{backend.prefix}handoff:w") == 0
+
+
+def test_a_socket_timeout_shorter_than_a_blpop_step_still_waits_and_hands_off(
+    redis_url: str,
+) -> None:
+    # Given a backend whose calls time out after 0.5 s (the URL's socket_timeout),
+    # shorter than the 2 s a wait blocks at a time otherwise
+    backend = create_backend(f"{redis_url}&socket_timeout=0.5")
+    assert isinstance(backend, RedisBackend)
+
+    async def run() -> tuple[tuple[bool, list[Job]], tuple[bool, list[Job]], Job]:
+        await backend.open()
+        try:
+            # When a worker waits 1.5 s with nothing to do
+            idle = await backend.wait_for_jobs(["q"], "w1", 30.0, 1.5)
+            # And waits again while a job is enqueued 1 s into the wait
+            waiting = asyncio.create_task(backend.wait_for_jobs(["q"], "w1", 30.0, 5.0))
+            await asyncio.sleep(1.0)
+            [job] = await backend.enqueue([make_job("q")])
+            return idle, await waiting, job
+        finally:
+            await backend.close()
+
+    idle, woken, job = asyncio.run(run())
+    # Then the first wait ends as a wait that found nothing (not cut short by a timeout
+    # of its socket, which reads as Redis gone and a wake-up)
+    assert idle == (False, [])
+    # And the job is handed to the waiting worker, claimed, on its first attempt
+    assert woken[0] is True
+    assert [(j.id, j.state, j.attempts) for j in woken[1]] == [(job.id, State.RUNNING, 1)]

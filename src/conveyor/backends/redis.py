@@ -107,6 +107,15 @@ _DOWN = (
 )
 #: Seconds one BLPOP of a waiting worker blocks at most (below the socket timeout).
 _BLOCK_S = 2.0
+
+
+def _block_seconds(socket_timeout: float | None) -> float:
+    """Seconds one BLPOP blocks at most with this socket timeout: well below it, or every
+    idle wait would end in a timeout of its own connection, taken for Redis gone (a new
+    connection per wait, and no hand-off ever reaching the worker)."""
+    return _BLOCK_S if socket_timeout is None else min(_BLOCK_S, socket_timeout / 2)
+
+
 #: Durability warnings already given, per URL (once per process).
 _WARNED: set[str] = set()
 
@@ -120,6 +129,7 @@ class RedisBackend(Backend):
         self.where = redact_url(url)
         self.prefix = self.settings.prefix
         self._scripts = Scripts(self.prefix)
+        self._block_s = _block_seconds(self.settings.socket_timeout)
         # redis.asyncio.Redis, or RedisCluster with ?cluster=true: both take the same
         # commands here (every key of a namespace is in one slot).
         self._client: Any = None
@@ -756,7 +766,7 @@ class RedisBackend(Backend):
                     # Shielded: a cancelled wait first stops the BLPOP by a push, so that
                     # a job it pops is not lost with its connection (_leave).
                     pop = asyncio.ensure_future(
-                        client.blpop(keys, timeout=min(max(left, 0.01), _BLOCK_S))
+                        client.blpop(keys, timeout=min(max(left, 0.01), self._block_s))
                     )
                     popped = await asyncio.shield(pop)
                     pop = None

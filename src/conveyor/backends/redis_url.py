@@ -38,6 +38,7 @@ class RedisSettings:
     poll: float
     connect_timeout: float
     cluster: bool = False  # a Redis Cluster: the URL names one of its nodes
+    socket_timeout: float | None = None  # the URL's, for redis-py (None: redis-py's own)
 
     @property
     def prefix(self) -> str:
@@ -116,6 +117,7 @@ def parse_redis_url(url: str) -> RedisSettings:
         float(poll),
         float(connect_timeout),
         cluster,
+        float(options["socket_timeout"]) if "socket_timeout" in options else None,
     )
 
 
