@@ -39,7 +39,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
     """Three primaries sharing the 16,384 slots."""
-    folder: Path = tmp_path_factory.mktemp("cluster")
+    with _cluster(tmp_path_factory.mktemp("cluster")) as nodes:
+        yield nodes
+
+
+@contextlib.contextmanager
+def _cluster(folder: Path, *settings: str) -> Iterator[list[RedisServer]]:
+    """Three primaries sharing the 16,384 slots, with ``settings`` each."""
     with contextlib.ExitStack() as stack:
         nodes = []
         for i in range(3):
@@ -49,6 +55,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServ
                 "yes",
                 "--cluster-config-file",
                 "nodes.conf",
+                *settings,
             )
             node.port = _cluster_port()
             stack.callback(node.kill)
@@ -69,11 +76,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServ
             capture_output=True,
             timeout=60,
         )
-        deadline = time.monotonic() + 30
-        while any(n.client().cluster("info")["cluster_state"] != "ok" for n in nodes):
-            assert time.monotonic() < deadline, "the cluster did not come up"
-            time.sleep(0.1)
+        _wait_for_ok(nodes)
         yield nodes
+
+
+def _wait_for_ok(nodes: list[RedisServer]) -> None:
+    deadline = time.monotonic() + 30
+    while any(n.client().cluster("info")["cluster_state"] != "ok" for n in nodes):
+        assert time.monotonic() < deadline, "the cluster did not come up"
+        time.sleep(0.1)
 
 
 def _cluster_port() -> int:
@@ -157,3 +168,35 @@ def test_a_worker_process_drains_a_queue_on_a_cluster(
     finally:
         env.stop_all()
         env.app.close()
+
+
+def test_a_worker_waits_out_a_cluster_whose_nodes_all_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _cluster(tmp_path / "cluster", "--appendonly", "yes") as nodes:
+        env = WorkerEnv(tmp_path, monkeypatch, _url(nodes[0], "restarts"))
+        try:
+            # Given a worker on a cluster, which has run a job
+            proc = env.start_worker("--lease", "6")
+            assert env.tasks.record.enqueue(1).wait(timeout=30) == 1
+            # When every node is killed, long enough for the client's look for another
+            # node to fail too, then started again (AOF: the jobs are kept)
+            for node in nodes:
+                node.kill()
+            env.wait_until(
+                "the worker to see the cluster gone",
+                lambda: "still fail" in env.logs() or proc.poll() is not None,
+            )
+            for node in nodes:
+                node.start()
+            _wait_for_ok(nodes)
+            # Then the worker is still there, and runs a job enqueued after
+            env.tasks.record.enqueue(2)
+            env.wait_until("the job enqueued after to run", lambda: "2" in env.lines("runs"))
+            assert proc.poll() is None, env.logs()
+            assert "failed: stopping" not in env.logs()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            env.stop_all()
+            env.app.close()

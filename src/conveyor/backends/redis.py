@@ -37,7 +37,14 @@ import redis as redis_sync
 import redis.asyncio as redis_async
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    ClusterError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 from redis.retry import Retry as SyncRetry
 
 from conveyor.backends import redact_url, scrub
@@ -104,6 +111,12 @@ _DOWN = (
     OSError,
     redis_sync.ConnectionError,
     redis_sync.TimeoutError,
+    # A Redis Cluster whose nodes do not answer: once the client's look for another node
+    # failed, redis-py raises RedisClusterUnreachableError, which is no RedisError (nor is
+    # SlotNotCoveredError), or ClusterError after too many redirections. Taken raw, they
+    # stopped a worker's loops within seconds of a restart of the cluster.
+    RedisClusterException,
+    ClusterError,
 )
 #: Seconds one BLPOP of a waiting worker blocks at most (below the socket timeout).
 _BLOCK_S = 2.0
