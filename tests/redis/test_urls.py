@@ -35,6 +35,9 @@ PASSWORD = "s3cret-pw"
         (f"redis://:{PASSWORD}@h/0?db=x", "url", "Invalid value for 'db'"),
         # redis-py takes the query's over the path's: database 3 was used, silently
         (f"redis://:{PASSWORD}@h/14?db=3", "url", "names two databases: 14 in its path and '3'"),
+        (f"redis://:{PASSWORD}@h/1?cluster=true", "url", "a Redis Cluster has database 0 only"),
+        (f"redis://:{PASSWORD}@h?db=2&cluster=1", "url", "a Redis Cluster has database 0 only"),
+        (f"redis://:{PASSWORD}@h?db=x&cluster=1", "url", "Invalid value for 'db'"),
         # an option nobody knows would otherwise fail at the first command, as a TypeError
         (f"redis://:{PASSWORD}@h/0?no_such_option=1", "url", "unknown option 'no_such_option'"),
         # a TLS option on a plain redis:// URL is known, only not there (it was called
@@ -102,6 +105,7 @@ def test_a_url_of_another_scheme_given_to_the_redis_backend_is_refused() -> None
         "redis://h/0?socket_timeout=2.5&socket_connect_timeout=1",
         "redis://h/?db=3",
         "redis://h/3?db=3",
+        "redis://h/0?cluster=true",
     ],
 )
 def test_a_good_url_is_taken(url: str) -> None:

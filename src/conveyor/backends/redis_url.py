@@ -86,6 +86,10 @@ def parse_redis_url(url: str) -> RedisSettings:
         raise ConfigError(
             "url", f"{where!r} names two databases: {db} in its path and {other!r} (?db=)"
         )
+    named = db or (other if _DB.match(other) else "")
+    if cluster and named and int(named) != 0:
+        # (redis-py's cluster client refused it with a traceback, at the first connect)
+        raise ConfigError("url", f"{where!r}: a Redis Cluster has database 0 only")
     try:
         from redis.asyncio import ConnectionPool
         from redis.exceptions import RedisError
