@@ -12,6 +12,7 @@ import pytest
 
 from conveyor import BackendUnavailable, Conveyor, State, current_context
 from conveyor.backends.redis import RedisBackend
+from conveyor.job import Outcome
 from conveyor.testing.harness import make_job
 from conveyor.worker.runtime import Worker
 from tests.redis.server import RedisServer
@@ -135,3 +136,34 @@ def test_out_of_memory_claims_nothing_and_keeps_the_leases_of_running_jobs(
                 await backend.close()
 
         asyncio.run(scenario())
+
+
+def test_out_of_memory_prune_and_empty_still_remove_jobs(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "redis", "--maxmemory-policy", "noeviction") as server:
+        backend = RedisBackend(server.url(prefix="refusals"))
+
+        async def scenario() -> tuple[int, int, dict[str, int]]:
+            await backend.open()
+            try:
+                # Given two succeeded jobs and a waiting one, and Redis out of memory
+                await backend.enqueue([make_job(), make_job()])
+                done = await backend.claim(["default"], "w1", 2, 30.0)
+                await backend.finish([(job, Outcome.succeeded()) for job in done])
+                await backend.enqueue([make_job("other")])
+                with server.client() as client:
+                    client.config_set("maxmemory", 1)
+                try:
+                    # When finished jobs are pruned and a queue emptied
+                    pruned = await backend.prune(await backend.now() + 1)
+                    emptied = await backend.empty_queue("other")
+                finally:
+                    with server.client() as client:
+                        client.config_set("maxmemory", 0)
+                return pruned, emptied, (await backend.stats()).counts
+            finally:
+                await backend.close()
+
+        # Then both work (they free memory: the way out), and remove the jobs
+        pruned, emptied, counts = asyncio.run(scenario())
+        assert (pruned, emptied) == (2, 1)
+        assert sum(counts.values()) == 0
