@@ -1,6 +1,7 @@
-"""The recovery of expired leases on Redis (recover.lua) with jobs whose stored JSON
-its Lua cannot read whole: it must put them back all the same, not leave them running
-with no lease (their only index), where nothing would ever find them again."""
+"""Jobs whose stored JSON a reader cannot take whole (nested deeper than Redis' Lua or
+this Python's json goes): the recovery of expired leases must put them back all the
+same, not leave them running with no lease (their only index), where nothing would
+ever find them again; a claim must not lose the rest of its batch over one."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import asyncio
 import sys
 from typing import Any
 
+import pytest
+import redis
+
 from conveyor import State
 from conveyor.backends.base import JobFilter
 from conveyor.backends.redis import RedisBackend
 from conveyor.testing.harness import make_job
+from tests.rd import client_url
 
 
 def _nested(depth: int) -> list[Any]:
@@ -63,3 +68,40 @@ def test_a_job_nested_deeper_than_lua_reads_is_recovered_with_the_others(redis_u
         asyncio.run(scenario())
     finally:
         sys.setrecursionlimit(limit)
+
+
+def test_a_claimed_job_this_python_cannot_read_spoils_neither_the_batch_nor_the_worker(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = RedisBackend(redis_url)
+
+    async def scenario() -> None:
+        await backend.open()
+        try:
+            # Given three waiting jobs, the second with arguments nested deeper than this
+            # Python's json reads (as Python 3.13 writes them: 9,997 levels at its
+            # defaults, where 3.11 reads fewer than 1,000)
+            first, deep, last = await backend.enqueue(
+                [make_job(task="first"), make_job(task="deep"), make_job(task="last")]
+            )
+            with redis.Redis.from_url(client_url(redis_url)) as client:
+                steps = '[{"name": "deep", "args": [' + "[" * 100_000 + "]" * 100_000 + "]}]"
+                client.hset(f"{backend.prefix}job:{deep.id}", "steps", steps)
+
+            # When a worker claims all three
+            claimed = await backend.claim(["default"], "w1", 3, 0.05)
+
+            # Then it gets the two it can read, and the third is named in an error
+            assert [job.id for job in claimed] == [first.id, last.id]
+            assert any(deep.id in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+            # And that one runs out its lease: then it is waiting again, the attempt
+            # counted (so that a job nobody can read ends poisoned, not claimed for ever)
+            await asyncio.sleep(0.15)
+            await backend.recover_expired()
+            with redis.Redis.from_url(client_url(redis_url), decode_responses=True) as client:
+                key = f"{backend.prefix}job:{deep.id}"
+                assert client.hmget(key, "state", "attempts") == ["queued", "1"]
+        finally:
+            await backend.close()
+
+    asyncio.run(scenario())

@@ -392,7 +392,10 @@ class RedisBackend(Backend):
         names = list(queues)
         answer = await self._call("claim", worker_id, repr(float(lease)), limit, *names)
         now, lease_until = float(answer[0]), float(answer[1])
-        return [_claimed(values, worker_id, now, lease_until) for values in answer[2:]]
+        try:
+            return [_claimed(values, worker_id, now, lease_until) for values in answer[2:]]
+        except _UNREADABLE:
+            return _readable(answer[2:], worker_id, now, lease_until)
 
     async def extend(self, job_ids: Sequence[str], worker_id: str, lease: float) -> LeaseStatus:
         ids = list(job_ids)
@@ -554,7 +557,19 @@ class RedisBackend(Backend):
 
     async def recover_expired(self) -> list[Job]:
         answer = await self._call("recover", 500, repr(float(self.keep_counts)))
-        return [hash_to_job(fields) for fields in answer]
+        recovered: list[Job] = []
+        for fields in answer:
+            try:
+                recovered.append(hash_to_job(fields))
+            except _UNREADABLE as exc:
+                # Recovered all the same; raised, it stopped the worker that recovered it.
+                logger.error(
+                    "recovered job %s, which could not be read (%s: %s)",
+                    fields[fields.index("id") + 1] if "id" in fields else "?",
+                    type(exc).__name__,
+                    exc,
+                )
+        return recovered
 
     async def prune(self, before: float, states: Sequence[State] | None = None) -> int:
         wanted = [s.value for s in (states or FINAL_STATES) if s in FINAL_STATES]
@@ -802,7 +817,7 @@ class RedisBackend(Backend):
         now, lease_until, values = loads(value)
         # cjson writes a field the hash does not have as false
         fields = [None if v is False else v for v in values]
-        return [_claimed(fields, worker, float(now), float(lease_until))]
+        return _readable([fields], worker, float(now), float(lease_until))
 
     async def _leave(self, worker: str, pop: asyncio.Future[Any] | None) -> None:
         """A cancelled wait's way out: the registration goes, and every job handed to
@@ -859,6 +874,34 @@ def _claimed(values: Sequence[Any], worker_id: str, now: float, lease_until: flo
     if job.started_at is None:
         job.started_at = now
     return job
+
+
+#: What reading a job may raise for a job this process cannot read: JSON nested deeper
+#: than its json module goes (Python 3.13 writes 9,997 levels, 3.11 reads fewer than
+#: 1,000), or fields an other version of conveyor wrote.
+_UNREADABLE = (ValueError, TypeError, KeyError, RecursionError)
+
+
+def _readable(
+    rows: Sequence[Sequence[Any]], worker_id: str, now: float, lease_until: float
+) -> list[Job]:
+    """The jobs of a claim's answer that this process can read. One it cannot stays
+    claimed here and runs out its lease (then it runs again elsewhere, an attempt
+    spent, or ends poisoned): raised, it lost the rest of the batch, claimed, with the
+    worker it stopped."""
+    jobs: list[Job] = []
+    for values in rows:
+        try:
+            jobs.append(_claimed(values, worker_id, now, lease_until))
+        except _UNREADABLE as exc:
+            logger.error(
+                "job %s could not be read (%s: %s): left to its lease, after which it runs "
+                "again where it can be read, or ends poisoned",
+                values[0],
+                type(exc).__name__,
+                exc,
+            )
+    return jobs
 
 
 def _stored(
