@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 
 from conveyor.app import Conveyor
@@ -74,7 +75,8 @@ def load_app(includes: Sequence[str], url: str | None = None) -> Conveyor:
     """
     found: list[Conveyor] = []
     for include in includes:
-        module = import_include(include)
+        with _store_url_as_environment(url):
+            module = import_include(include)
         _, sep, attr = include.partition(":")
         if sep and not include.endswith(".py"):
             app = getattr(module, attr, None)
@@ -96,3 +98,22 @@ def load_app(includes: Sequence[str], url: str | None = None) -> Conveyor:
             app.use_url(url)
         return app
     return Conveyor(url)
+
+
+@contextlib.contextmanager
+def _store_url_as_environment(url: str | None) -> Iterator[None]:
+    """``$CONVEYOR_URL`` set to ``url`` while an include is imported: the CLI's --url
+    stands for it, and an app the include makes without a URL (``Conveyor()``, which
+    reads the variable) is on that store. It raised "no store URL" there before."""
+    if not url:
+        yield
+        return
+    before = os.environ.get("CONVEYOR_URL")
+    os.environ["CONVEYOR_URL"] = url
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CONVEYOR_URL", None)
+        else:
+            os.environ["CONVEYOR_URL"] = before

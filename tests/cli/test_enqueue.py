@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 
 import pytest
@@ -224,3 +225,27 @@ def test_json_output_is_one_document_and_nothing_else(cli: Cli) -> None:
     result = cli.ok("enqueue", "-i", str(cli.tasks_file), "add", "[1, 2]", "--json")
     assert json.loads(result.stdout)["steps"][0]["args"] == [1, 2]
     assert result.stderr == ""
+
+
+def test_url_is_the_store_of_an_include_whose_app_names_none(
+    cli: Cli, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a tasks file whose app is made without a URL (it reads $CONVEYOR_URL), and
+    # no $CONVEYOR_URL
+    tasks = cli.dir / "urlless_tasks.py"
+    tasks.write_text(
+        "from conveyor import Conveyor\n"
+        "app = Conveyor()\n"
+        "@app.task(name='hello')\n"
+        "def hello():\n"
+        "    return 1\n"
+    )
+    monkeypatch.delenv("CONVEYOR_URL", raising=False)
+
+    # When a job of it is enqueued with --url (it was "no store URL" at the import)
+    result = cli.runner.invoke(cli_app, ["enqueue", "-i", str(tasks), "--url", cli.url, "hello"])
+
+    # Then it is stored there, and $CONVEYOR_URL is as it was
+    assert result.exit_code == 0, result.stderr
+    assert store.job(result.stdout.strip()).task == "hello"
+    assert "CONVEYOR_URL" not in os.environ
