@@ -17,8 +17,15 @@ import json
 import re
 from typing import Any
 
+#: Arrays and objects a job's values (arguments, metadata, results, a request body) may
+#: nest: enough for any job, far below what a store's JSON functions (SQLite's, Redis'
+#: Lua: 1,000 levels) and Python's parser in a worker (its recursion limit) read back.
+MAX_DEPTH = 100
 _NUL = "contains a NUL character (\\u0000), which PostgreSQL cannot store"
 _SURROGATE = "contains a lone surrogate (U+D800 to U+DFFF), which is not UTF-8"
+_TOO_DEEP = (
+    f"nests arrays and objects more than {MAX_DEPTH} levels deep (the most a job's values may)"
+)
 _SURROGATES = re.compile("[\ud800-\udfff]")
 # An escaped NUL in JSON text: \u0000 after an even number of backslashes (an odd one
 # escapes the backslash, as in the text "\\u0000" of the string '\u0000' written out).
@@ -51,7 +58,30 @@ def json_problem(value: Any) -> str | None:
         return _NUL
     if not text.isascii() and _SURROGATES.search(text):
         return _SURROGATE
+    # (A text this short cannot nest that deep: the walk is for the rare long one.)
+    if len(text) > 2 * MAX_DEPTH and too_deep(value, MAX_DEPTH):
+        return _TOO_DEEP
     return None
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` (JSON: lists and tuples are arrays) nests arrays and objects
+    more than ``limit`` deep (``[]`` is one level, ``[[]]`` two). Level by level, without
+    recursion: the point is a value too deep to recurse into."""
+    level = [value]
+    depth = 0
+    while True:
+        containers = [item for item in level if isinstance(item, dict | list | tuple)]
+        if not containers:
+            return False
+        depth += 1
+        if depth > limit:
+            return True
+        level = [
+            child
+            for item in containers
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
 
 
 def storable(text: str) -> str:

@@ -195,6 +195,11 @@ def test_async_forms(app: Conveyor) -> None:
         ({}, [10**5000], "args"),
         ({}, [_nested(5000)], "args"),
         ({"metadata": {"a": _nested(5000)}}, [1], "metadata"),
+        # Deeper than a job's values may be (100 levels), though Python writes it: some
+        # stores' JSON functions and a worker's parser read no deeper than about 1,000
+        ({}, [_nested(100)], "args"),
+        ({}, [(_nested(500),)], "args"),
+        ({"metadata": {"a": _nested(100)}}, [1], "metadata"),
         # Ints past a float's range (they raised OverflowError), or past 64 bits where a
         # store keeps the number as an integer (SQLite raised OverflowError at the insert)
         ({"delay": 10**400}, [1], "delay"),
@@ -227,6 +232,21 @@ def test_bad_input_names_the_field_and_stores_nothing(
     assert info.value.field == field
     assert field in str(info.value)
     assert stored_count(app) == 0
+
+
+def test_values_nested_up_to_the_limit_are_stored_as_they_are(app: Conveyor) -> None:
+    # Given a task, an argument that makes the arguments 100 levels deep (the list of
+    # arguments is the first, _nested(98) the 99 others) and metadata as deep
+    @app.task(name="deep")
+    def deep(value: object) -> None: ...
+
+    # When it is enqueued
+    handle = deep.with_options(metadata={"a": _nested(98)}).enqueue(_nested(98))
+
+    # Then it is stored, and read back the same
+    job = handle.refresh().job
+    assert job.steps[0].args == [_nested(98)]
+    assert job.metadata == {"a": _nested(98)}
 
 
 def test_a_timeout_int_past_64_bits_is_refused_saying_why(app: Conveyor) -> None:

@@ -111,3 +111,38 @@ def test_a_run_whose_outcome_no_store_keeps_ends_poisoned_saying_why_and_the_res
     assert (spoiled.state, spoiled.attempts) == (State.POISONED, 1)
     assert (spoiled.last_error or "").startswith("the outcome could not be stored: ")
     assert spoiled.steps[0].args == []
+
+
+def test_a_result_nested_past_the_limit_fails_the_attempt_saying_why(app: Conveyor) -> None:
+    # Given a task that returns a value nested 150 levels deep (a job's values may nest
+    # 100), and one that returns a value as deep as may be
+    def nested(depth: int) -> list[object]:
+        value: list[object] = []
+        for _ in range(depth - 1):
+            value = [value]
+        return value
+
+    @app.task(name="too_deep", max_attempts=1)
+    async def too_deep() -> object:
+        return nested(150)
+
+    @app.task(name="deep_enough")
+    async def deep_enough() -> object:
+        return nested(100)
+
+    async def scenario(worker: Worker) -> list[Job]:
+        handles = [await too_deep.enqueue_async(), await deep_enough.enqueue_async()]
+        for handle in handles:
+            with contextlib.suppress(Exception):
+                await handle.wait_async(20)
+        return [(await h.refresh_async()).job for h in handles]
+
+    # When a worker runs them
+    refused, kept = run_with_worker(app, scenario)
+
+    # Then the first is poisoned, saying why (it would not have read back on every
+    # store, or in every worker); the second succeeded with its result
+    assert refused.state is State.POISONED
+    assert "more than 100 levels deep" in refused.errors[-1]["message"]
+    assert kept.state is State.SUCCEEDED
+    assert kept.result == nested(100)

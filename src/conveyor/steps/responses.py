@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from conveyor.storable import json_problem, storable
-from conveyor.web.inputs import MAX_DEPTH, finite_float, refuse_constant, too_deep
+from conveyor.storable import MAX_DEPTH, json_problem, storable, too_deep
+from conveyor.web.inputs import finite_float, refuse_constant
 
 
 async def response_document(response: aiohttp.ClientResponse, max_body: int) -> dict[str, Any]:

@@ -12,9 +12,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-#: Arrays and objects a request body may nest: enough for any job, far below the depth
-#: at which parsing and checking it would recurse past Python's limit.
-MAX_DEPTH = 100
 #: Digits of the largest count a header or parameter may carry (versions, lengths).
 _MAX_DIGITS = 18
 
@@ -24,26 +21,6 @@ def count(text: str | None) -> int | None:
     if text is None or not text.isascii() or not text.isdigit() or len(text) > _MAX_DIGITS:
         return None
     return int(text)
-
-
-def too_deep(value: Any, limit: int) -> bool:
-    """Whether ``value`` (parsed JSON) nests arrays and objects more than ``limit`` deep
-    (``[]`` is one level, ``[[]]`` two). Level by level, without recursion: the point is
-    a value too deep to recurse into."""
-    level = [value]
-    depth = 0
-    while True:
-        containers = [item for item in level if isinstance(item, dict | list)]
-        if not containers:
-            return False
-        depth += 1
-        if depth > limit:
-            return True
-        level = [
-            child
-            for item in containers
-            for child in (item.values() if isinstance(item, dict) else item)
-        ]
 
 
 def refuse_constant(name: str) -> Any:

@@ -10,8 +10,9 @@ from typing import Any
 from fastapi import Request
 
 from conveyor.job import State
+from conveyor.storable import MAX_DEPTH, too_deep
 from conveyor.web.cursors import decode_cursor
-from conveyor.web.inputs import MAX_DEPTH, count, finite_float, refuse_constant, too_deep
+from conveyor.web.inputs import count, finite_float, refuse_constant
 from conveyor.web.problems import Problem
 
 JSON = "application/json"

@@ -23,8 +23,8 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from conveyor.storable import MAX_DEPTH
 from conveyor.web.documents import public_metadata
-from conveyor.web.inputs import MAX_DEPTH
 
 REDACTED = "[redacted]"
 #: What stands for the arrays and objects nested deeper than MAX_DEPTH.
