@@ -664,9 +664,10 @@ class RedisBackend(Backend):
             # (the heartbeat wrote the start again).
             logger.error(
                 "Redis at %s lost this namespace's data: the registration of worker %s is "
-                "gone (a restart of Redis without persistence, a FLUSHALL or FLUSHDB, or "
-                "keys evicted). Every job stored before is gone; the jobs running here end "
-                "with their leases lost and no outcome recorded. Run Redis with "
+                "gone (a restart of Redis that lost its last writes, a FLUSHALL or FLUSHDB, "
+                "or keys evicted). What was stored since Redis last saved it is gone "
+                "(without persistence, or after a flush: every job); the jobs running here "
+                "end with their leases lost and no outcome recorded. Run Redis with "
                 "`appendonly yes` and `maxmemory-policy noeviction` (see docs/redis.md)",
                 self.where,
                 worker.id,
