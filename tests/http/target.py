@@ -8,6 +8,7 @@ it over real sockets exactly as it would to a remote API. Endpoints:
 - ``/item``: a JSON object with an ``id``, for placeholders of later steps;
 - ``/slow?seconds=``: answers after that long; notes when the client gave up first;
 - ``/flaky?key=&fails=``: 503 for the first ``fails`` requests of each key, then 200;
+- ``/held?key=``: the first request of each key is held (an hour), every later one is a 503;
 - ``/status/{code}``: that status, with a short text body;
 - ``/limited?retry_after=``: 429 with that ``Retry-After``;
 - ``/redirect?to=&status=``: a redirect (302 by default) to ``to``;
@@ -85,6 +86,7 @@ class Target:
         app.router.add_get("/item", self._item)
         app.router.add_route("*", "/slow", self._slow)
         app.router.add_route("*", "/flaky", self._flaky)
+        app.router.add_route("*", "/held", self._held)
         app.router.add_route("*", "/status/{code}", self._status)
         app.router.add_route("*", "/limited", self._limited)
         app.router.add_route("*", "/redirect", self._redirect)
@@ -141,6 +143,13 @@ class Target:
             self._fails[key] += 1
             return web.Response(status=503, text="try again later")
         return web.json_response({"key": key, "ok": True})
+
+    async def _held(self, request: web.Request) -> web.Response:
+        key = request.query.get("key", "")
+        self._fails[f"held:{key}"] += 1
+        if self._fails[f"held:{key}"] == 1:
+            await asyncio.sleep(3600)  # until the client goes away
+        return web.Response(status=503, text="try again later")
 
     async def _status(self, request: web.Request) -> web.Response:
         code = int(request.match_info["code"])

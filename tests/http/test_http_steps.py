@@ -25,6 +25,7 @@ from conveyor.steps.http import (
     retry_delay,
 )
 from conveyor.web.documents import PRIVATE
+from conveyor.worker.config import WorkerConfig
 from conveyor.worker.runtime import Worker
 from tests.http.target import RawTarget, Target
 from tests.worker.test_runtime import run_with_worker
@@ -696,3 +697,44 @@ def test_a_job_a_recovery_finishes_calls_back(app: Conveyor, target: Target) -> 
     assert (sent["id"], sent["state"]) == (job.id, "poisoned")
     assert callback.headers["idempotency-key"] == f"{job.id}:callback:{stored.version}"
     assert target.requests_to("/ok/never-reached") == []
+
+
+def test_a_step_given_back_at_shutdown_spends_none_of_its_attempts(
+    app: Conveyor, target: Target
+) -> None:
+    # Given a step of 2 attempts whose first request is held by the target (every later
+    # one is a 503), running on a worker that stops without waiting for its jobs
+    job = http_job(http_step("held", target.url("/held?key=release"), max_attempts=2))
+
+    async def scenario() -> tuple[Job, Job]:
+        backend = await app.backend()
+        await backend.enqueue([job])
+        first = Worker(app, WorkerConfig(lease=5.0, interval=0.1, shutdown_timeout=0.0))
+        running = asyncio.create_task(first.run())
+        while not target.requests_to("/held"):
+            await asyncio.sleep(0.02)
+        # When that worker stops while the request is in flight
+        first.request_stop()
+        await running
+        released = await backend.get(job.id)
+        # and another worker runs the job again
+        second = Worker(app, WorkerConfig(lease=5.0, interval=0.1))
+        running = asyncio.create_task(second.run())
+        with contextlib.suppress(JobFailed):
+            await app.job(job.id).wait_async(20)
+        second.request_stop()
+        await running
+        done = await backend.get(job.id)
+        await app.aclose()
+        return released, done
+
+    released, done = asyncio.run(scenario())
+
+    # Then the job went back waiting, with neither its own attempt nor its step's spent
+    assert released.state is State.QUEUED
+    assert released.attempts == 0
+    assert (released.steps[0].state, released.steps[0].attempts) == ("pending", 0)
+    # And the step had both its attempts on the next worker: two 503s, then poisoned
+    assert done.state is State.POISONED
+    assert done.steps[0].attempts == 2
+    assert len(target.requests_to("/held")) == 3

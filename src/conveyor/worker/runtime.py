@@ -414,9 +414,7 @@ class Worker(LeaseKeeping):
             # Stopped by the worker without an outcome (shutdown, or a lease lost): the
             # job goes back with its unfinished steps as not started, without costing
             # an attempt. A lost lease makes the release a no-op.
-            for step in job.steps:
-                if step.state != "succeeded":
-                    step.state = "pending"
+            _give_back_steps(job)
             if self._stopping.is_set():
                 self._to_release.append(job)
             else:
@@ -581,6 +579,18 @@ class Worker(LeaseKeeping):
         logger.info("released %d job(s) for other workers", released)
         for job in jobs:
             self._purge(job)
+
+
+def _give_back_steps(job: Job) -> None:
+    """``job``'s unfinished steps as not started, for a release. The step that was
+    running gets back the attempt its start counted: an HTTP step's retries are bounded
+    by its own attempts, and each release (a shutdown, a lost lease) spent one, so that
+    a step of two attempts given back once was poisoned after its first real failure."""
+    for step in job.steps:
+        if step.state == "running" and step.attempts > 0:
+            step.attempts -= 1
+        if step.state != "succeeded":
+            step.state = "pending"
 
 
 async def _let_started_jobs_begin() -> None:
