@@ -274,6 +274,32 @@ def test_a_body_no_store_could_keep_as_parsed_is_kept_as_text(
     assert "json" not in response
 
 
+@pytest.mark.parametrize(
+    "charset",
+    [
+        b"undefined",  # a codec that refuses every byte
+        b"idna",  # a codec that takes no errors="replace"
+        b"base64",  # not a text encoding at all
+    ],
+)
+def test_a_body_in_a_charset_that_does_not_decode_text_is_read_as_utf8(
+    app: Conveyor, raw_target: RawTarget, charset: bytes
+) -> None:
+    # Given a target that answers 200 with a body in a charset Python knows but cannot
+    # decode it with (bytes that are not text become U+FFFD, as docs/http-api.md says)
+    answer = _answer(b"ok \xff", b"text/plain; charset=" + charset)
+    job = http_job(http_step("get", raw_target.url(answer)))
+
+    (done,) = run_jobs(app, job)
+
+    # Then the step succeeds with the body read as UTF-8 (it was poisoned: "decoding with
+    # 'undefined' codec failed", on a 200)
+    assert done.state is State.SUCCEEDED, done.errors
+    response = done.steps[0].response
+    assert response is not None
+    assert response["body"] == "ok \ufffd"
+
+
 def test_a_header_that_is_not_utf8_is_kept_read_as_latin1(
     app: Conveyor, raw_target: RawTarget
 ) -> None:

@@ -51,7 +51,10 @@ async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
 def decode_body(data: bytes, charset: str | None) -> str:
     try:
         text = data.decode(charset or "utf-8", errors="replace")
-    except LookupError:  # a charset Python does not know
+    except (LookupError, UnicodeError):
+        # A charset Python does not know, or one it cannot read text with: "undefined"
+        # refuses every byte, "idna" takes no errors="replace". Either poisoned a step
+        # that got its 200; the body is read as UTF-8 instead, as with no charset.
         text = data.decode("utf-8", errors="replace")
     # PostgreSQL's jsonb refuses NUL in strings, and no store keeps a lone surrogate
     # (which a target's charset=unicode_escape makes of "\ud800"): a job keeping one
