@@ -145,6 +145,52 @@ def test_malformed_json_400_not_json_415_too_large_413(api: RunningApi) -> None:
     assert_nothing_stored(api)
 
 
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        # a key twice in one object: JSON leaves the meaning open, and Python kept the last
+        # (the job stored had no step of the first "steps")
+        (b'{"steps": [{"name": "a", "url": "%s"}], "steps": []}' % URL.encode(), "'steps'"),
+        (
+            b'{"steps": [{"name": "a", "url": "%s", "method": "GET", "method": "DELETE"}]}'
+            % URL.encode(),
+            "'method'",
+        ),
+        # JSON in UTF-16 (or 32), which Python's json.loads detects and reads from bytes:
+        # JSON between systems is UTF-8 (RFC 8259), and the API says so
+        (
+            json.dumps({"steps": [step()], "delay": 60}).encode("utf-16-le"),
+            "UTF-8",
+        ),
+    ],
+)
+def test_a_key_given_twice_or_a_body_not_in_utf8_is_400_naming_it(
+    api: RunningApi, body: bytes, named: str
+) -> None:
+    # Given a body that Python's JSON parser reads, but no JSON text says one thing with
+    client = api.client("acme")
+
+    # When it is posted as a job
+    answer = client.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
+
+    # Then it is a 400 naming the key (or the encoding), and nothing is stored
+    found = problem(answer, 400)
+    assert named in found["detail"]
+    assert found["errors"][0]["pointer"] == ""
+    assert_nothing_stored(api)
+
+
+def test_a_body_may_start_with_a_utf8_byte_order_mark(api: RunningApi) -> None:
+    # Given a UTF-8 body after a byte order mark, which RFC 8259 lets a parser ignore
+    body = b"\xef\xbb\xbf" + json.dumps({"steps": [step()], "delay": 60}).encode()
+
+    # When it is posted, then the job is stored
+    answer = api.client("acme").post(
+        "/v1/jobs", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 202, answer.text
+
+
 def test_too_many_steps_and_a_bad_idempotency_key_are_422(api: RunningApi) -> None:
     client = api.client("acme")
     many = {"steps": [step(name=f"s{i}") for i in range(51)]}

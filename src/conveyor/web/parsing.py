@@ -39,7 +39,7 @@ async def json_body(request: Request, limit: int) -> Any:
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:
-        data = json.loads(raw, parse_constant=refuse_constant, parse_float=finite_float)
+        data = _parse(_utf8(raw))
     except (UnicodeDecodeError, ValueError) as exc:
         raise Problem(
             400, f"the body is not JSON: {exc}", [{"pointer": "", "detail": f"not JSON: {exc}"}]
@@ -53,6 +53,40 @@ async def json_body(request: Request, limit: int) -> Any:
             422, "the body must be a JSON object", [{"pointer": "", "detail": "expected an object"}]
         )
     return data
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _utf8(raw: bytes) -> str:
+    """The body as text. JSON between systems is UTF-8 (RFC 8259); ``json.loads`` would
+    read bytes in UTF-16 or UTF-32 too, guessing from the first bytes. A UTF-8 byte
+    order mark, which the RFC lets a parser ignore, is skipped."""
+    if b"\x00" in raw:  # valid UTF-8, but in no JSON text; UTF-16 and UTF-32 are full of it
+        raise ValueError("not UTF-8 (a NUL byte: UTF-16 or UTF-32?)")
+    try:
+        return raw.removeprefix(_BOM).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object, refused when it holds a key twice: JSON leaves the meaning of that open,
+    and Python keeps the last value silently (``"method": "GET", "method": "DELETE"``
+    stored a DELETE that a proxy reading the first one let through)."""
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"the key {key[:80]!r} appears twice in one object")
+            seen.add(key)
+    return value
+
+
+_parse = json.JSONDecoder(
+    object_pairs_hook=_unique_keys, parse_constant=refuse_constant, parse_float=finite_float
+).decode
 
 
 def _too_large(limit: int) -> Problem:
