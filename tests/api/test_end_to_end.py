@@ -390,6 +390,33 @@ def test_events_stream_every_change_until_the_job_finishes(
     assert "running" in [e["state"] for e in events]
 
 
+def test_the_events_of_a_finished_job_seen_to_its_end_answer_204(
+    served: RunningApi, target: Target
+) -> None:
+    # Given a job that has finished, and its event stream read to its end
+    created = served.client("acme").post(
+        "/v1/jobs", json={"steps": [{"name": "one", "url": target.url("/ok/one")}]}
+    )
+    final = poll_until_final(served.client(None), created.headers["location"])
+    url = created.headers["location"].replace("?", "/events?")
+    reader = served.client(None)
+    assert f"id: {final['version']}" in reader.get(url).text
+
+    # When the client comes back with the last event's id, as an EventSource does by
+    # itself once a stream ends (a second after, with retry: 1000)
+    again = reader.get(url, headers={"Last-Event-ID": str(final["version"])})
+
+    # Then the answer is a 204, which tells an EventSource to stop (an empty stream,
+    # which made it come back every second for as long as the page stayed open)
+    assert again.status_code == 204, again.text
+    assert again.content == b""
+    # while a client that has not seen the end gets it
+    assert (
+        f"id: {final['version']}"
+        in reader.get(url, headers={"Last-Event-ID": str(final["version"] - 1)}).text
+    )
+
+
 def test_credentials_are_stored_sealed_and_sent_opened(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: Target
 ) -> None:

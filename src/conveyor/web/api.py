@@ -324,9 +324,14 @@ class Api:
         await self.purger.aclose()
 
     # -- events ----------------------------------------------------------------------
-    async def events(self, request: Request, job_id: str) -> StreamingResponse:
+    async def events(self, request: Request, job_id: str) -> Response:
         job, _ = await self.readable_job(request, job_id)
         seen = count(request.headers.get("last-event-id")) or 0
+        if job.state.is_final and seen >= job.version:
+            # Nothing more will come. An EventSource comes back by itself when a stream
+            # ends, with the last id it got: a 204 is what stops it (an empty stream
+            # had it back every second for as long as its page stayed open).
+            return Response(status_code=204, headers=NO_STORE)
         backend = await self.backend()
 
         async def stream() -> AsyncIterator[str]:
@@ -489,13 +494,15 @@ def _routes(web: FastAPI, api: Api) -> None:
         "/v1/jobs/{job_id}/events",
         responses={
             200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
+            204: {"description": "The job is finished and Last-Event-ID names its last event"},
             **problem_responses(401, 404, 503),
         },
         tags=["jobs"],
     )
-    async def job_events(request: Request, job_id: str) -> StreamingResponse:
+    async def job_events(request: Request, job_id: str) -> Response:
         """Server-Sent Events: an ``event: job`` with the document on every change (``id``
-        is the version), until the job is finished; ``event: deleted`` if it is removed."""
+        is the version), until the job is finished; ``event: deleted`` if it is removed.
+        ``204`` for a finished job whose last event the client has (``Last-Event-ID``)."""
         return await api.events(request, job_id)
 
     @web.get(
