@@ -63,7 +63,7 @@ def _utf8(raw: bytes) -> str:
     read bytes in UTF-16 or UTF-32 too, guessing from the first bytes. A UTF-8 byte
     order mark, which the RFC lets a parser ignore, is skipped."""
     if b"\x00" in raw:  # valid UTF-8, but in no JSON text; UTF-16 and UTF-32 are full of it
-        raise ValueError("not UTF-8 (a NUL byte: UTF-16 or UTF-32?)")
+        raise ValueError("a NUL byte, which no JSON text in UTF-8 holds (UTF-16 or UTF-32?)")
     try:
         return raw.removeprefix(_BOM).decode("utf-8")
     except UnicodeDecodeError as exc:
