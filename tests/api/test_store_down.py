@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from conveyor import Conveyor
+from conveyor.job import Job, Outcome
 from conveyor.web import outage
 from tests.api.server import RunningApi, running_api
 from tests.postgres.proxy import TcpProxy
@@ -127,4 +129,50 @@ def test_healthz_says_why_the_store_is_unavailable(
     deadline = time.monotonic() + 30
     while api.client(None).get("/healthz").status_code != 200:
         assert time.monotonic() < deadline, "the API did not find its store again"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("store_url", ["redis"], indirect=True)
+def test_a_deleted_running_job_is_removed_once_stopped_even_after_a_store_outage(
+    proxied: tuple[RunningApi, TcpProxy], store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    api, proxy = proxied
+    acme = api.client("acme")
+    job_id = acme.post("/v1/jobs", json=JOB).json()["id"]
+    # Given the job running on a worker (claimed here, on the store itself, not the proxy)
+    worker = Conveyor(store_url)
+
+    async def claim() -> Job:
+        (claimed,) = await (await worker.backend()).claim(["default"], "worker-1", 1, 120.0)
+        return claimed
+
+    # (on the API's loop, as every call to the worker's store here: one loop for its
+    # connections)
+    claimed = api.call(claim())
+    # and deleted: the API answers 202 and waits for the worker to stop it
+    deleted = acme.delete(f"/v1/jobs/{job_id}")
+    assert (deleted.status_code, deleted.json()["state"]) == (202, "cancelling")
+
+    # When the store goes away meanwhile, until the API's wait has run into it
+    caplog.set_level(logging.WARNING, logger="conveyor.api")
+    proxy.cut()
+    deadline = time.monotonic() + 30
+    while not any(job_id in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "the API's wait did not meet the outage"
+        time.sleep(0.1)
+    proxy.restore()
+    # and once it is back, the worker stops the job
+
+    async def stop() -> None:
+        error = {"attempt": 1, "step": "one", "at": time.time(), "type": "Cancelled"}
+        await (await worker.backend()).finish([(claimed, Outcome.cancelled(error))])
+        await worker.aclose()
+
+    api.call(stop())
+
+    # Then the API removes the job, as its 202 promised (it gave up at the outage: the
+    # job stayed cancelled, and its Idempotency-Key held, until a second DELETE)
+    deadline = time.monotonic() + 30
+    while (answer := acme.get(f"/v1/jobs/{job_id}")).status_code != 404:
+        assert time.monotonic() < deadline, answer.text
         time.sleep(0.2)

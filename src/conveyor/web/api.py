@@ -90,6 +90,8 @@ NO_STORE = {"Cache-Control": "no-store"}
 SSE_KEEPALIVE_S = 15.0
 #: How long the API waits for a cancelled running job to stop before it gives up removing it.
 REAP_WITHIN_S = 600.0
+#: How long the API waits before it asks again a store that was unavailable, in seconds.
+REAP_RETRY_S = 1.0
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -299,23 +301,45 @@ class Api:
 
     async def _reaper(self, job_id: str, version: int) -> None:
         deadline = time.monotonic() + REAP_WITHIN_S
-        try:
-            backend = await self.backend()
-            while time.monotonic() < deadline:
-                job = await backend.watch(job_id, version, 5.0)
-                if job is None:
-                    continue
-                version = job.version
-                if job.state.is_final or job.state.is_waiting:
-                    await backend.delete(job_id)
-                    await self.purger.purge(job_id)
-                    logger.info("job %s removed after its cancel", job_id)
-                    return
-            logger.warning("job %s did not stop within %.0f s of its DELETE", job_id, REAP_WITHIN_S)
-        except JobNotFound:
-            return
-        except ConveyorError as exc:
-            logger.warning("could not remove job %s after its cancel: %s", job_id, exc)
+        away = False  # the store is unavailable: said once, until it answers again
+        while time.monotonic() < deadline:
+            try:
+                seen = await self._reap_once(job_id, version)
+            except JobNotFound:
+                return
+            except BackendUnavailable as exc:
+                # A store that is away for a moment (a restart, a failover) does not end
+                # the wait: given up here, the job stayed cancelled after its 202.
+                if not away:
+                    logger.warning(
+                        "job %s: the store is unavailable (%s); removing it after its cancel "
+                        "once it is back",
+                        job_id,
+                        exc,
+                    )
+                away = True
+                await asyncio.sleep(REAP_RETRY_S)
+                continue
+            except ConveyorError as exc:
+                logger.warning("could not remove job %s after its cancel: %s", job_id, exc)
+                return
+            if seen is None:
+                return
+            version, away = seen, False
+        logger.warning("job %s did not stop within %.0f s of its DELETE", job_id, REAP_WITHIN_S)
+
+    async def _reap_once(self, job_id: str, version: int) -> int | None:
+        """Wait a while for the job to change; remove it once its worker has stopped it.
+        The version seen, or None once the job is removed."""
+        job = await (await self.backend()).watch(job_id, version, 5.0)
+        if job is None:
+            return version
+        if job.state.is_final or job.state.is_waiting:
+            await (await self.backend()).delete(job_id)
+            await self.purger.purge(job_id)
+            logger.info("job %s removed after its cancel", job_id)
+            return None
+        return job.version
 
     async def aclose(self) -> None:
         for task in list(self._reapers.values()):
