@@ -301,6 +301,32 @@ def test_delete_of_a_running_job_aborts_its_request_and_removes_it(
     assert served.client("acme").delete(f"/v1/jobs/{created.json()['id']}").status_code == 404
 
 
+def test_a_deleted_running_job_calls_back_cancelled_before_it_is_removed(
+    served: RunningApi, target: Target
+) -> None:
+    # Given running jobs with a callback, their steps held by the target
+    acme = served.client("acme")
+    body = {
+        "steps": [{"name": "slow", "url": target.url("/slow?seconds=30")}],
+        "callback": target.url("/ok/callback"),
+    }
+    created = [acme.post("/v1/jobs", json=body) for _ in range(4)]
+    wait_for("the slow requests", lambda: len(target.requests_to("/slow")) == 4)
+
+    # When each is deleted
+    for answer in created:
+        assert acme.delete(f"/v1/jobs/{answer.json()['id']}").status_code == 202
+
+    # Then each calls back, cancelled (the API removed some before their worker had
+    # read them for the callback: "not found", no callback), and each is then removed
+    wait_for("4 callbacks", lambda: len(target.requests_to("/ok/callback")) == 4)
+    sent = [json.loads(call.body) for call in target.requests_to("/ok/callback")]
+    assert sorted(d["id"] for d in sent) == sorted(a.json()["id"] for a in created)
+    assert {d["state"] for d in sent} == {"cancelled"}
+    locations = [answer.headers["location"] for answer in created]
+    wait_for("the jobs removed", lambda: all(acme.get(u).status_code == 404 for u in locations))
+
+
 def test_a_poisoned_job_is_retried_from_the_failed_step(served: RunningApi, target: Target) -> None:
     body = {
         "steps": [

@@ -81,6 +81,7 @@ from conveyor.web.submit import (
     same_request,
     unstorable,
 )
+from conveyor.worker.callbacks import callback_url
 
 logger = logging.getLogger("conveyor.api")
 
@@ -92,6 +93,9 @@ SSE_KEEPALIVE_S = 15.0
 REAP_WITHIN_S = 600.0
 #: How long the API waits before it asks again a store that was unavailable, in seconds.
 REAP_RETRY_S = 1.0
+#: How long a stopped job with a callback stays after its DELETE before it is removed:
+#: its worker reads it to call back (see conveyor.worker.callbacks).
+CALLBACK_READ_S = 5.0
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -335,6 +339,11 @@ class Api:
         if job is None:
             return version
         if job.state.is_final or job.state.is_waiting:
+            if job.state.is_final and callback_url(job, job.state.value) is not None:
+                # The worker that stopped it reads the final document for the callback
+                # right after it wrote the outcome: removed first, that callback was
+                # lost ("not found"), one time in four on one machine.
+                await asyncio.sleep(CALLBACK_READ_S)
             await (await self.backend()).delete(job_id)
             await self.purger.purge(job_id)
             logger.info("job %s removed after its cancel", job_id)
