@@ -58,3 +58,30 @@ async def _enqueue_and_close(app: Conveyor, task: object) -> str:
         return str(handle.id)
     finally:
         await app.aclose()
+
+
+@pytest.mark.parametrize("folder", ["project#2", "what?"])
+def test_an_app_on_a_relative_url_in_a_folder_whose_name_a_url_cannot_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: str
+) -> None:
+    # Given an app made on a relative URL in a folder whose path has a '#' or a '?'
+    # (a URL would read what follows as its fragment or its query)
+    made_in = tmp_path / folder
+    made_in.mkdir()
+    monkeypatch.chdir(made_in)
+    monkeypatch.delenv("CONVEYOR_URL", raising=False)
+    app = Conveyor("sqlite:///jobs.db")
+
+    @app.task(name="t")
+    def t(i: int) -> int:
+        return i
+
+    try:
+        # When a job is enqueued, then read on the portal's loop
+        handle = t.enqueue(1)
+        # Then it is found, in the file of that folder, and no other file was made
+        assert app.job(handle.id).id == handle.id
+    finally:
+        app.close()
+    assert (made_in / "jobs.db").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder]

@@ -198,8 +198,13 @@ def absolute_sqlite_url(url: str) -> str:
     """``url`` naming its file by an absolute path (relative to the working directory
     of now), its options as they are."""
     path, _ = parse_sqlite_url(url)
+    absolute = os.path.abspath(path)
+    if "#" in absolute or "?" in absolute:
+        # A URL's path cannot hold them (the rest would be read as its fragment or
+        # query: another file, or options): the URL as it is, relative.
+        return url
     query = urlsplit(url).query
-    return f"sqlite:///{os.path.abspath(path)}" + (f"?{query}" if query else "")
+    return f"sqlite:///{absolute}" + (f"?{query}" if query else "")
 
 
 class SQLiteBackend(Backend):
