@@ -58,10 +58,16 @@ def json_problem(value: Any) -> str | None:
         return _NUL
     if not text.isascii() and _SURROGATES.search(text):
         return _SURROGATE
-    # (A text this short cannot nest that deep: the walk is for the rare long one.)
-    if len(text) > 2 * MAX_DEPTH and too_deep(value, MAX_DEPTH):
+    # Each level opens a bracket: a text with no more of them (strings' own counted
+    # too) cannot nest that deep, and the walk, several times the encoding's cost, is
+    # for the rare value that has more.
+    if text.count("[") + text.count("{") > MAX_DEPTH and too_deep(value, MAX_DEPTH):
         return _TOO_DEEP
     return None
+
+
+#: What JSON makes arrays and objects of (a tuple, not a union made anew per item).
+_CONTAINERS = (dict, list, tuple)
 
 
 def too_deep(value: Any, limit: int) -> bool:
@@ -71,7 +77,7 @@ def too_deep(value: Any, limit: int) -> bool:
     level = [value]
     depth = 0
     while True:
-        containers = [item for item in level if isinstance(item, dict | list | tuple)]
+        containers = [item for item in level if isinstance(item, _CONTAINERS)]
         if not containers:
             return False
         depth += 1

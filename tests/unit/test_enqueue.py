@@ -249,6 +249,20 @@ def test_values_nested_up_to_the_limit_are_stored_as_they_are(app: Conveyor) -> 
     assert job.metadata == {"a": _nested(98)}
 
 
+def test_brackets_inside_strings_are_not_levels_of_nesting(app: Conveyor) -> None:
+    # Given a task, and shallow arguments whose texts hold hundreds of brackets
+    @app.task(name="brackets")
+    def brackets(text: str, rows: object) -> None: ...
+
+    rows = [{"text": "[{" * 150, "n": i} for i in range(150)]
+
+    # When it is enqueued
+    handle = brackets.enqueue("[[[" * 200, rows)
+
+    # Then it is stored, and read back the same
+    assert handle.refresh().job.steps[0].args == ["[[[" * 200, rows]
+
+
 def test_a_timeout_int_past_64_bits_is_refused_saying_why(app: Conveyor) -> None:
     @app.task(name="one")
     def one() -> None: ...
