@@ -82,3 +82,52 @@ def test_a_file_of_a_newer_schema_is_refused_naming_the_url(tmp_path: Path) -> N
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
         assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+
+
+def test_reads_go_on_while_a_write_of_the_process_waits_for_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (Every read looks whether the file was replaced, rather than once a second: the
+    # test needs no clock.)
+    from conveyor.backends import sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "_FILE_CHECK_S", 0.0)
+    path = tmp_path / "jobs.db"
+
+    async def scenario() -> None:
+        # Given an API process on a file holding one job
+        backend = SQLiteBackend(f"sqlite:///{path}?busy_timeout=30")
+        await backend.open()
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            (stored,) = await backend.enqueue([make_job()])
+            # And an enqueue of that process waiting for the write lock, which another
+            # program holds
+            other.execute("BEGIN EXCLUSIVE")
+            enqueue = asyncio.ensure_future(backend.enqueue([make_job()]))
+            await asyncio.sleep(0)
+            # When the process reads a job, polls it and waits for work
+            reads = asyncio.ensure_future(
+                asyncio.gather(
+                    backend.get(stored.id),
+                    backend.head(stored.id),
+                    backend.wait(["default"], 0.01),
+                )
+            )
+            done, _ = await asyncio.wait({enqueue, reads}, return_when=asyncio.FIRST_COMPLETED)
+            # Then the reads are answered while the enqueue still waits (they used to
+            # wait behind it, up to busy_timeout)
+            assert reads in done
+            assert not enqueue.done()
+            job, head, ready = reads.result()
+            assert (job.id, head.id, ready) == (stored.id, stored.id, True)
+            # And the enqueue is stored once the lock is free
+            other.execute("ROLLBACK")
+            assert len(await enqueue) == 1
+        finally:
+            if other.in_transaction:
+                other.execute("ROLLBACK")
+            other.close()
+            await backend.close()
+
+    asyncio.run(scenario())

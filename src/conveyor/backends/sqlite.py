@@ -783,15 +783,24 @@ class SQLiteBackend(Backend):
         return row_to_job(rows[0]) if rows else None
 
     async def _keep_to_file(self) -> None:
-        """Before a read on the caller's thread: at most once a second, a turn on the
-        backend's thread, whose calls follow a file deleted or replaced at the path
-        (_follow_file; a process that only reads, an API answering polls, makes no
-        other call there). Not here: reopening waits for the connection's lock, which
-        a write waiting for another program's lock holds up to busy_timeout."""
-        if self._following or (
-            self._conn is not None and time.monotonic() - self._file_checked >= _FILE_CHECK_S
-        ):
+        """Before a read on the caller's thread: at most once a second, a look at the
+        path here, and a turn on the backend's thread, whose calls follow a file deleted
+        or replaced at the path (_follow_file; a process that only reads, an API
+        answering polls, makes no other call there), only when it names another file.
+        Not always that turn: it waits behind the backend's write in progress, which
+        waits up to busy_timeout while another program holds the write lock, and reads
+        go on meanwhile. Nor reopening here: it waits for the connection's lock, which
+        that write holds."""
+        if self._following:
             await self._run(_nothing_to_do)
+            return
+        now = time.monotonic()
+        if self._conn is None or now - self._file_checked < _FILE_CHECK_S:
+            return
+        if self._file_at_path() == self._file:
+            self._file_checked = now
+            return
+        await self._run(_nothing_to_do)
 
     def _read_job(self, query: str, job_id: str) -> Row:
         """One job's row, read on the caller's thread (see the module's docstring)."""
