@@ -344,3 +344,32 @@ def test_a_queue_row_the_transaction_wrote_itself_does_not_stop_it(pg_url: str, 
         assert count_jobs(app) == 1
     finally:
         app.close()
+
+
+def test_a_queue_row_held_by_the_transaction_keeps_conveyors_connection(pg_url: str) -> None:
+    # Given an app whose own connection is open (an enqueue of its own), and an
+    # application's transaction that wrote a new queue's row itself, not committed
+    app = Conveyor(pg_url)
+    own = app.task(name="own", queue="own")(_report)
+    task = app.task(name="report", queue="reports-2028")(_report)
+    queues = f'"{PostgresBackend(pg_url).schema}".queues'
+    insert = f"INSERT INTO {queues} (name, paused, created_at) VALUES ('reports-2028', false, 0)"
+    own.enqueue()
+    backend = app._blocking
+    assert isinstance(backend, PostgresBackend) and backend._sync_conn is not None
+    session = backend._sync_conn.info.backend_pid
+    try:
+        with psycopg.connect(libpq_url(pg_url)) as conn:
+            conn.execute(insert)
+            # When it enqueues into that queue, twice (the row written apart waits for
+            # the transaction's, and gives up)
+            task.with_options(connection=conn).enqueue()
+            task.with_options(connection=conn).enqueue()
+            conn.commit()
+        # Then both jobs are stored, and conveyor's connection is the one it had: a lock
+        # given up on is no store failure (it was closed, then opened again each time)
+        assert count_jobs(app) == 3
+        assert backend._sync_conn is not None
+        assert backend._sync_conn.info.backend_pid == session
+    finally:
+        app.close()

@@ -580,9 +580,15 @@ class PostgresBackend(Backend):
         holds the new row (see _APART_LOCK_TIMEOUT), the transaction writes the row as
         before."""
         try:
-            with self._sync_connection(wait=False) as conn, conn.transaction():
-                conn.execute(_APART_LOCK_TIMEOUT)
-                conn.execute(self._q["ensure_queue"], {"name": name})
+            with self._sync_connection(wait=False) as conn:
+                try:
+                    with conn.transaction():
+                        conn.execute(_APART_LOCK_TIMEOUT)
+                        conn.execute(self._q["ensure_queue"], {"name": name})
+                except psycopg.errors.LockNotAvailable:
+                    # The row's, not the store's: the connection is kept (taken for a
+                    # store failure, it was closed, and opened anew at the next call).
+                    return
         except (BackendUnavailable, psycopg.Error):
             return
         self._inserter.remember_queue(name)
