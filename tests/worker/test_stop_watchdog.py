@@ -6,11 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
+from conveyor import Conveyor
 from conveyor.worker.watchdog import StopWatchdog
+from tests.redis.server import free_port
 
 
 async def _waits_for_ever(watchdog: StopWatchdog, started: threading.Event) -> None:
@@ -107,3 +113,72 @@ def test_a_blocked_event_loop_is_said_to_be_blocked(caplog: pytest.LogCaptureFix
         release.set()
         runner.join(10)
         loop.close()
+
+
+_STUBBORN_TASKS = """
+import asyncio
+from conveyor import Conveyor
+
+app = Conveyor()
+left = []
+
+
+async def _stubborn():
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass  # swallows every cancellation: only the end of the process ends it
+
+
+@app.task(name="leave")
+async def leave():
+    left.append(asyncio.get_running_loop().create_task(_stubborn(), name="stubborn"))
+    return "left"
+"""
+
+#: ``conveyor`` with the watchdog's time after the shutdown timeout cut to 1 s.
+_CONVEYOR_QUICK_WATCHDOG = (
+    "import sys, conveyor.worker.watchdog as w; w.STOP_WATCHDOG_S = 1.0; "
+    "from conveyor.cli import main; sys.argv[0] = 'conveyor'; main()"
+)
+
+
+def _leave() -> None: ...
+
+
+def test_a_serve_process_whose_loop_does_not_close_ends_anyway(tmp_path: Path) -> None:
+    # Given `conveyor serve` (the API and a worker in one process) whose task left an
+    # asyncio task that swallows its cancellation, so that the event loop never closes
+    (tmp_path / "stubborn_tasks.py").write_text(_STUBBORN_TASKS)
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    log = tmp_path / "serve.log"
+    argv = ["serve", "-i", "stubborn_tasks.py", "--url", url, "--port", str(free_port())]
+    with open(log, "wb") as err:
+        serve = subprocess.Popen(
+            [sys.executable, "-c", _CONVEYOR_QUICK_WATCHDOG, *argv, "--shutdown-timeout", "1"],
+            cwd=tmp_path,
+            stdout=err,
+            stderr=err,
+        )
+    try:
+        app = Conveyor(url)
+        try:
+            leave = app.task(name="leave")(_leave)
+            assert leave.enqueue().wait(timeout=30) == "left", log.read_text()
+        finally:
+            app.close()
+
+        # When it gets one SIGTERM
+        serve.send_signal(signal.SIGTERM)
+
+        # Then it ends by itself once the watchdog's time has passed (it waited for
+        # ever), saying where it waited
+        assert serve.wait(60) == 1, log.read_text()
+        text = log.read_text()
+        assert "not stopped 2s after its stop began: exiting now" in text, text
+        assert "task stubborn" in text, text
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()

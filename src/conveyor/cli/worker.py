@@ -11,7 +11,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, TextIO
 
@@ -277,7 +277,15 @@ def start(options: WorkerOptions, *, serve: bool, seed: bool = False) -> None:
     if supervise:
         _supervise(app, config, options, settings, sockets)
     elif settings is not None:
-        run_loop(_serve_api(app, settings, options.host, options.port, config, sockets))
+        # Armed at the stop, disarmed once the loop is closed: closing it waits for the
+        # asyncio tasks task code left, which may never end (conveyor.worker.watchdog).
+        watchdog = stop_watchdog(config.shutdown_timeout)
+        run_loop(
+            _serve_api(
+                app, settings, options.host, options.port, config, sockets, on_stop=watchdog.arm
+            )
+        )
+        watchdog.disarm()
     else:
         _run_here(app, config, options)
 
@@ -345,10 +353,18 @@ def _supervise(
     def run_child() -> int:
         try:
             if supervisor.slot == api_slot and api is not None:
+                watchdog = stop_watchdog()
                 serving = _serve_api(
-                    app, api, options.host, options.port, sockets=sockets, supervised=True
+                    app,
+                    api,
+                    options.host,
+                    options.port,
+                    sockets=sockets,
+                    supervised=True,
+                    on_stop=watchdog.arm,
                 )
                 run_loop(_supervised(serving))
+                watchdog.disarm()
             else:
                 # A worker serves no API: the port closes when the API process stops,
                 # not when the last worker has finished its jobs.
@@ -486,15 +502,16 @@ async def _serve_api(
     worker: WorkerConfig | None = None,
     sockets: list[socket.socket] | None = None,
     supervised: bool = False,
+    on_stop: Callable[[], object] | None = None,
 ) -> None:
+    """Serve the API (and run a worker, with ``worker``); ``on_stop``: the stop
+    watchdog's ``arm``, which the caller disarms once the event loop is closed."""
     # Imported here: FastAPI and the API's modules take half a second to import, which a
     # `conveyor worker` process, which serves no API, does not pay.
     from conveyor.web.server import serve
 
     now_signals = (STOP_NOW_SIGNAL,) if supervised else ()
-    watchdog = stop_watchdog(worker.shutdown_timeout if worker is not None else 0.0)
-    await serve(app, settings, host, port, worker, sockets, now_signals, watchdog.arm)
-    watchdog.disarm()
+    await serve(app, settings, host, port, worker, sockets, now_signals, on_stop)
 
 
 async def _supervised(run: Coroutine[Any, Any, None]) -> None:
