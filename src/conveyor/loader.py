@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from types import ModuleType
 
 from conveyor.app import Conveyor
+from conveyor.backends import create_backend
 from conveyor.exceptions import ConfigError
 
 
@@ -73,6 +74,10 @@ def load_app(includes: Sequence[str], url: str | None = None) -> Conveyor:
     Without includes, or when they define no app, an app on ``url`` (or
     ``$CONVEYOR_URL``) with no registered tasks: import-path tasks still run.
     """
+    if url and includes:
+        # Checked first: the includes are imported with it as $CONVEYOR_URL, and an app
+        # made there without a URL failed on it, as the include's error, not the url's.
+        create_backend(url)
     found: list[Conveyor] = []
     for include in includes:
         with _store_url_as_environment(url):
