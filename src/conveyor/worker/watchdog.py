@@ -16,6 +16,7 @@ that the cause can be found.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import math
@@ -94,7 +95,8 @@ def _say(limit: float, where: str) -> None:
         where,
     )
     for handler in logging.getLogger().handlers:
-        handler.flush()
+        with contextlib.suppress(Exception):  # a stream closed meanwhile: nothing to do
+            handler.flush()
 
 
 def where_waiting(loop: asyncio.AbstractEventLoop | None) -> str:
