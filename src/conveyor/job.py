@@ -425,6 +425,12 @@ def id_floor(at: float) -> str:
     return f"{h[:8]}-{h[8:12]}-0000-0000-000000000000"
 
 
+def id_ceiling(now: float) -> str:
+    """An id above every id conveyor has made by ``now`` (a day of slack for clocks
+    ahead): ids above it were given by hand (see the stores' prune)."""
+    return id_floor(now + 86400.0)
+
+
 def new_job_id(now: float | None = None) -> str:
     """A UUIDv7 (RFC 9562) as text; monotonic within a process.
 

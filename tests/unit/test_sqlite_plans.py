@@ -40,6 +40,11 @@ def plan(conn: sqlite3.Connection, sql: str, params: object) -> str:
         ("active_by_unique_key", ("k",), "jobs_unique_key"),
         ("newest_by_unique_key", ("k",), "jobs_by_unique_key"),
         ("prune_finished", {"states": '["succeeded"]', "before": 1.0, "cut": "0"}, "jobs_listing"),
+        (
+            "prune_finished_above",
+            {"states": '["succeeded"]', "before": 1.0, "above": "z"},
+            "jobs_listing",
+        ),
     ],
 )
 def test_hot_queries_search_their_index(

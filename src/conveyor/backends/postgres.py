@@ -84,7 +84,7 @@ from conveyor.exceptions import (
     QueueNotFound,
 )
 from conveyor.forks import ForkGuard, keep_from_parent
-from conveyor.job import FINAL_STATES, Job, Outcome, State, id_floor
+from conveyor.job import FINAL_STATES, Job, Outcome, State, id_ceiling, id_floor
 
 _SQL_PACKAGE = "conveyor.backends.sql.postgres"
 MIGRATIONS = load_migrations(_SQL_PACKAGE)
@@ -822,14 +822,21 @@ class PostgresBackend(Backend):
     async def prune(self, before: float, states: Sequence[State] | None = None) -> int:
         wanted = [s.value for s in (states or FINAL_STATES) if s in FINAL_STATES]
         # A minute of slack covers ids minted a moment before their job was stored.
-        params = {"states": wanted, "before": before, "cut": id_floor(before + 60.0)}
+        params = {
+            "states": wanted,
+            "before": before,
+            "cut": id_floor(before + 60.0),
+            "above": id_ceiling(time.time()),
+        }
         await self._rowcount("prune_minute_counts", {"keep": self.keep_counts})
         total = 0
-        while True:
-            deleted = await self._rowcount("prune_finished", params)
-            total += deleted
-            if deleted == 0:
-                return total
+        for query in ("prune_finished", "prune_finished_above"):
+            while True:
+                deleted = await self._rowcount(query, params)
+                total += deleted
+                if deleted == 0:
+                    break
+        return total
 
     # -- queues -------------------------------------------------------------------
     async def create_queue(self, name: str) -> None:

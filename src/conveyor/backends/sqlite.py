@@ -87,6 +87,7 @@ from conveyor.job import (
     Job,
     Outcome,
     State,
+    id_ceiling,
     id_floor,
 )
 
@@ -1001,16 +1002,25 @@ class SQLiteBackend(Backend):
     async def prune(self, before: float, states: Sequence[State] | None = None) -> int:
         wanted = [s.value for s in (states or FINAL_STATES) if s in FINAL_STATES]
         # A minute of slack covers ids minted a moment before their job was stored.
-        params = {"states": dumps(wanted), "before": before, "cut": id_floor(before + 60.0)}
+        params = {
+            "states": dumps(wanted),
+            "before": before,
+            "cut": id_floor(before + 60.0),
+            "above": id_ceiling(time.time()),
+        }
         await self._transact(self._prune_minute_counts)
         total = 0
-        while True:
-            deleted: int = await self._transact(
-                lambda conn, now: conn.execute(Q["prune_finished"], params).rowcount
-            )
-            total += deleted
-            if deleted == 0:
-                return total
+        for query in (Q["prune_finished"], Q["prune_finished_above"]):
+
+            def prune_some(conn: sqlite3.Connection, now: float, query: str = query) -> int:
+                return conn.execute(query, params).rowcount
+
+            while True:
+                deleted = await self._transact(prune_some)
+                total += deleted
+                if deleted == 0:
+                    break
+        return total
 
     # -- queues -------------------------------------------------------------------
     async def create_queue(self, name: str) -> None:

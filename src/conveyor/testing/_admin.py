@@ -250,6 +250,30 @@ class AdminConformance:
         assert await backend.prune(await backend.now() + 3600) == 1
         assert {j.id for j in await all_jobs(backend)} == {running.id, waiting.id}
 
+    @async_test
+    async def test_prune_deletes_finished_jobs_whatever_their_ids(self, backend: Backend) -> None:
+        # Given finished jobs whose ids were given by hand (sorting above and below the
+        # ids conveyor makes, which are in time order), and one that is still waiting
+        ids = ["order-42", "Z-9", "7-late", "000-early"]
+        jobs = []
+        for job_id in ids:
+            job = make_job("hand")
+            job.id = job_id
+            jobs.append(job)
+        await backend.enqueue(jobs)
+        for job in await backend.claim(["hand"], "worker-1", len(ids), 60.0):
+            await finish_one(backend, job, Outcome.succeeded())
+        waiting = make_job("hand")
+        waiting.id = "order-43"
+        await backend.enqueue([waiting])
+
+        # When jobs finished before a time after they finished are pruned
+        pruned = await backend.prune(await backend.now() + 1.0)
+
+        # Then every finished one is gone, whatever its id; the waiting one stays
+        assert pruned == len(ids), pruned
+        assert [j.id for j in await all_jobs(backend)] == ["order-43"]
+
     # -- queues ------------------------------------------------------------------
     @async_test
     async def test_create_queue_lists_it_with_zero_counts(self, backend: Backend) -> None:

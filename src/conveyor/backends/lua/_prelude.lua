@@ -208,15 +208,31 @@ local function remove_job(id)
 end
 
 -- Remove up to `limit` jobs of queue q in final state `state` that finished before
--- `before`. Candidates come from the state index in id order, oldest first, up to
--- the first id made after `before` (a job finishes after it is made); `after` (an
--- id, or '-') resumes a scan. Answers how many went and the last id looked at.
+-- `before`. Candidates come from the state index in id order, oldest first: the ids
+-- conveyor makes are in time order, so those of jobs that finished before `before`
+-- lie below the first id made after it (a job finishes after it is made); ids given
+-- by hand may sort anywhere, and those above every id conveyor has made (a day past
+-- now) are looked at next. `after` (an id, or '-') resumes a scan. Answers how many
+-- went and the last id looked at ('' when the scan is done).
 local function remove_finished(q, state, before, limit, after)
   local index = state_key(q, state)
-  local start = '-'
-  if after ~= '-' then start = '(' .. after end
-  local ids = redis.call('ZRANGEBYLEX', index, start, '(' .. id_floor(before + 60), 'LIMIT', 0,
-    limit)
+  local cut = id_floor(before + 60)
+  local above = id_floor(NOW + 86400)
+  local ids
+  if after == '-' or after < cut then
+    local start = '-'
+    if after ~= '-' then start = '(' .. after end
+    ids = redis.call('ZRANGEBYLEX', index, start, '(' .. cut, 'LIMIT', 0, limit)
+    if #ids < limit then
+      local more = redis.call('ZRANGEBYLEX', index, '(' .. above, '+', 'LIMIT', 0,
+        limit - #ids)
+      for _, id in ipairs(more) do ids[#ids + 1] = id end
+    end
+  else
+    local start = after
+    if start < above then start = above end
+    ids = redis.call('ZRANGEBYLEX', index, '(' .. start, '+', 'LIMIT', 0, limit)
+  end
   local count = 0
   for _, id in ipairs(ids) do
     local finished_at = redis.call('HGET', job_key(id), 'finished_at')

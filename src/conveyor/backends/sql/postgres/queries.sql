@@ -496,13 +496,22 @@ UNION ALL
 SELECT * FROM given_back WHERE state = 'cancelled';
 
 -- %(cut)s is an id made a little after %(before)s: every job that finished before
--- %(before)s was created (and so has an id) before it. The literal state list lets
--- the planner use the partial index jobs_listing.
+-- %(before)s was created (and so has an id) before it, if conveyor made its id (ids are
+-- in time order). Ids given by hand may sort anywhere: those above every id conveyor
+-- has made (%(above)s, a day past now) are pruned by prune_finished_above. The literal
+-- state list lets the planner use the partial index jobs_listing.
 -- name: prune_finished
 DELETE FROM {schema}.jobs
 WHERE id IN (SELECT id FROM {schema}.jobs
              WHERE state IN ('retrying', 'succeeded', 'poisoned', 'cancelled')
                AND state = ANY(%(states)s) AND id < %(cut)s AND finished_at < %(before)s
+             LIMIT 5000);
+
+-- name: prune_finished_above
+DELETE FROM {schema}.jobs
+WHERE id IN (SELECT id FROM {schema}.jobs
+             WHERE state IN ('retrying', 'succeeded', 'poisoned', 'cancelled')
+               AND state = ANY(%(states)s) AND id > %(above)s AND finished_at < %(before)s
              LIMIT 5000);
 
 -- name: ensure_queue

@@ -157,7 +157,9 @@ WHERE id = :id AND worker_id = :worker AND attempts = :attempts
   AND state IN ('running', 'cancelling') AND lease_until < :now;
 
 -- :cut is an id made a little after :before: every job that finished before
--- :before was created (and so has an id) before it.
+-- :before was created (and so has an id) before it, if conveyor made its id (ids are in
+-- time order). Ids given by hand may sort anywhere: those above every id conveyor has
+-- made (:above, a day past now) are pruned by prune_finished_above.
 -- name: prune_finished
 DELETE FROM jobs
 WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_listing
@@ -165,6 +167,15 @@ WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_listing
                     OR state = 'cancelled')
                AND state IN (SELECT value FROM json_each(:states))
                AND id < :cut AND finished_at < :before
+             LIMIT 5000);
+
+-- name: prune_finished_above
+DELETE FROM jobs
+WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_listing
+             WHERE (state = 'retrying' OR state = 'succeeded' OR state = 'poisoned'
+                    OR state = 'cancelled')
+               AND state IN (SELECT value FROM json_each(:states))
+               AND id > :above AND finished_at < :before
              LIMIT 5000);
 
 -- name: queue_exists
