@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from conveyor.backends.base import Backend
 from conveyor.backends.redaction import redact_url as redact_url  # (re-exported)
@@ -60,11 +60,27 @@ def pinned_url(url: str) -> str:
     return absolute_sqlite_url(url)
 
 
+def url_options(query: str, where: str) -> dict[str, str]:
+    """A URL's query as options; ConfigError naming one given twice (``?poll=1&poll=2``
+    took the last, unsaid: the first was what the writer of the URL meant to set)."""
+    options: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name in options:
+            raise ConfigError(f"url.{name}", f"given more than once in {where!r}")
+        options[name] = value
+    return options
+
+
 def number_option(
-    options: dict[str, str], name: str, default: float, where: str, kind: type = float
+    options: dict[str, str],
+    name: str,
+    default: float,
+    where: str,
+    kind: type = float,
+    minimum: float = 0.0,
 ) -> float:
-    """Pop the URL option ``name`` (a finite number > 0) from ``options``; ConfigError
-    naming ``url.<name>`` when it is not one."""
+    """Pop the URL option ``name`` (a finite number > 0, and at least ``minimum``) from
+    ``options``; ConfigError naming ``url.<name>`` when it is not one."""
     raw = options.pop(name, None)
     if raw is None:
         return default
@@ -74,4 +90,11 @@ def number_option(
         raise ConfigError(f"url.{name}", f"expected a number in {where!r}, got {raw!r}") from None
     if not 0 < value < math.inf:  # NaN fails this too
         raise ConfigError(f"url.{name}", f"must be > 0 and finite in {where!r}, got {raw!r}")
+    if value < minimum:
+        raise ConfigError(f"url.{name}", f"must be at least {minimum:g} in {where!r}, got {raw!r}")
     return float(value)
+
+
+#: The shortest wait between two looks for work a URL's ``poll`` may set (seconds): a
+#: ``poll`` of 1e-300 made an idle worker spin a core.
+MIN_POLL_S = 0.001

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import psycopg
 
-from conveyor.backends import number_option, redact_url, scrub
+from conveyor.backends import MIN_POLL_S, number_option, redact_url, scrub, url_options
 from conveyor.exceptions import ConfigError
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
@@ -41,7 +41,7 @@ def parse_postgres_url(url: str) -> PostgresSettings:
     # Read and written back as libpq reads a URI: "+" is a plus sign, a space is %20
     # (with parse_qsl's and urlencode's defaults, "-c statement_timeout=5s" in
     # `options` reached the server as "-c+statement_timeout=5s", which it refused).
-    options = dict(parse_qsl(parts.query.replace("+", "%2B"), keep_blank_values=True))
+    options = url_options(parts.query.replace("+", "%2B"), where)
     schema = options.pop("schema", "conveyor")
     if not _SCHEMA_NAME.match(schema):
         raise ConfigError(
@@ -50,7 +50,7 @@ def parse_postgres_url(url: str) -> PostgresSettings:
             "(at most 48, not starting with a digit)",
         )
     pool_size = number_option(options, "pool_size", 10, where, int)
-    poll = number_option(options, "poll", 0.05, where, float)
+    poll = number_option(options, "poll", 0.05, where, float, MIN_POLL_S)
     connect_timeout = number_option(options, "connect_timeout", 10, where, float)
     options["connect_timeout"] = str(max(1, round(connect_timeout)))
     # A peer that vanishes without closing the connection (a network cut, a host

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
-from conveyor.backends import number_option, redact_url, scrub
+from conveyor.backends import MIN_POLL_S, number_option, redact_url, scrub, url_options
 from conveyor.exceptions import ConfigError
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -54,7 +54,7 @@ def parse_redis_url(url: str) -> RedisSettings:
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
         raise ConfigError("url", f"not a redis:// URL: {where!r}")
-    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    options = url_options(parts.query, where)
     namespace = options.pop("prefix", "conveyor").removesuffix(":")
     if not _NAMESPACE.match(namespace):
         raise ConfigError(
@@ -64,7 +64,7 @@ def parse_redis_url(url: str) -> RedisSettings:
     keep_succeeded = _seconds(options, "keep_succeeded", KEEP_SUCCEEDED_S, where)
     keep_failed = _seconds(options, "keep_failed", KEEP_FAILED_S, where)
     max_payload = number_option(options, "max_payload", MAX_PAYLOAD, where, int)
-    poll = number_option(options, "poll", 0.05, where, float)
+    poll = number_option(options, "poll", 0.05, where, float, MIN_POLL_S)
     connect_timeout = number_option(options, "connect_timeout", 10, where, float)
     cluster = _flag(options, "cluster", where)
     for name in _CLIENT_SECONDS:

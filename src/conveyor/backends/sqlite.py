@@ -36,9 +36,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
-from conveyor.backends import number_option
+from conveyor.backends import MIN_POLL_S, number_option, url_options
 from conveyor.backends.base import (
     Backend,
     JobFilter,
@@ -192,7 +192,7 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
         # A stray space (a .env file's value, a YAML string) would name another file
         # than the same URL without it in another process: jobs never run, unsaid.
         raise ConfigError("url", f"{url!r}: the file's path begins or ends with white space")
-    return path, dict(parse_qsl(parts.query, keep_blank_values=True))
+    return path, url_options(parts.query, url)
 
 
 def absolute_sqlite_url(url: str) -> str:
@@ -230,7 +230,7 @@ class SQLiteBackend(Backend):
                 f"(SQLite counts whole milliseconds) in {url!r}",
             )
         self._busy_pragma = f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}"
-        self.poll_interval = number_option(options, "poll", 0.002, url)
+        self.poll_interval = number_option(options, "poll", 0.002, url, minimum=MIN_POLL_S)
         if options:
             raise ConfigError(
                 "url",
