@@ -373,3 +373,40 @@ def test_a_queue_row_held_by_the_transaction_keeps_conveyors_connection(pg_url: 
         assert backend._sync_conn.info.backend_pid == session
     finally:
         app.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_batch_into_many_new_queues_creates_them_all_apart(pg_url: str, kind: str) -> None:
+    # Given a task, and a batch of jobs into 20 queues nobody used before
+    app = Conveyor(pg_url)
+    task = app.task(name="report")(_report)
+    jobs = [task.with_options(queue=f"batch-{n}").prepare() for n in range(20)]
+    queues = f'"{PostgresBackend(pg_url).schema}".queues'
+
+    def queues_seen_elsewhere() -> int:
+        with psycopg.connect(libpq_url(pg_url), autocommit=True) as other:
+            row = other.execute(f"SELECT count(*) FROM {queues} WHERE name LIKE 'batch-%'")
+            return int(row.fetchone()[0])  # type: ignore[index]
+
+    try:
+        # When they are enqueued in an application's transaction, still open
+        if kind == "sync":
+            with psycopg.connect(libpq_url(pg_url)) as conn:
+                app.enqueue_jobs(jobs, connection=conn)
+                seen = queues_seen_elsewhere()
+                conn.rollback()
+        else:
+
+            async def in_a_transaction() -> int:
+                async with await psycopg.AsyncConnection.connect(libpq_url(pg_url)) as conn:
+                    await app.enqueue_jobs_async(jobs, connection=conn)
+                    seen = await asyncio.to_thread(queues_seen_elsewhere)
+                    await conn.rollback()
+                    return seen
+
+            seen = asyncio.run(in_a_transaction())
+
+        # Then every queue was there for others already (created apart, committed)
+        assert seen == 20
+    finally:
+        app.close()

@@ -534,8 +534,8 @@ class PostgresBackend(Backend):
             )
         if _leads_to(connection) not in self._caller_schema_seen:
             self._check_caller_schema(connection, _schema_state_sync(connection, self.schema))
-        for name in self._inserter.unknown_queues(jobs):
-            self._create_queue_blocking(name)
+        if unknown := self._inserter.unknown_queues(jobs):
+            self._create_queues_blocking(unknown)
         return self._inserter.insert_sync(connection, jobs, own=False)
 
     async def enqueue_in_async(self, connection: Any, jobs: Sequence[Job]) -> list[Job]:
@@ -548,50 +548,53 @@ class PostgresBackend(Backend):
         if _leads_to(connection) not in self._caller_schema_seen:
             state = await _schema_state_async(connection, self.schema)
             self._check_caller_schema(connection, state)
-        for name in self._inserter.unknown_queues(jobs):
-            await self._create_queue_apart(name)
+        if unknown := self._inserter.unknown_queues(jobs):
+            await self._create_queues_apart(unknown)
         return await self._inserter.insert_async(connection, jobs, own=False)
 
-    async def _create_queue_apart(self, name: str) -> None:
-        """``_create_queue_blocking`` for an asyncio caller, on a connection of its own
+    async def _create_queues_apart(self, names: list[str]) -> None:
+        """``_create_queues_blocking`` for an asyncio caller, on a connection of its own
         (the backend that lends the caller its statements opens no pool): once per
-        queue and process."""
+        queue and process, one connection for all the queues of a call."""
         try:
-            async with (
-                await psycopg.AsyncConnection.connect(
-                    self.settings.conninfo, autocommit=True, **self._connect_kwargs
-                ) as conn,
-                conn.transaction(),
-            ):
-                await conn.execute(_APART_LOCK_TIMEOUT)
-                await conn.execute(self._q["ensure_queue"], {"name": name})
+            async with await psycopg.AsyncConnection.connect(
+                self.settings.conninfo, autocommit=True, **self._connect_kwargs
+            ) as conn:
+                for name in names:
+                    try:
+                        async with conn.transaction():
+                            await conn.execute(_APART_LOCK_TIMEOUT)
+                            await conn.execute(self._q["ensure_queue"], {"name": name})
+                    except psycopg.errors.LockNotAvailable:
+                        continue
+                    self._inserter.remember_queue(name)
         except psycopg.Error:
             return
-        self._inserter.remember_queue(name)
 
-    def _create_queue_blocking(self, name: str) -> None:
-        """A queue's row, written and committed on conveyor's own connection before a
-        caller's transaction enqueues into it. Written in that transaction, the new
+    def _create_queues_blocking(self, names: list[str]) -> None:
+        """Queues' rows, written and committed on conveyor's own connection before a
+        caller's transaction enqueues into them. Written in that transaction, a new
         row's lock held every other producer of the queue (``ON CONFLICT`` waits for
         the transaction that inserted the key) until the transaction ended, however
-        long it lasted. The row stays if the transaction rolls back: an empty queue.
+        long it lasted. A row stays if the transaction rolls back: an empty queue.
         When conveyor's own connection fails, or another thread's call has it (which may
         wait on this very transaction: a unique key it holds), or another transaction
         holds the new row (see _APART_LOCK_TIMEOUT), the transaction writes the row as
         before."""
         try:
             with self._sync_connection(wait=False) as conn:
-                try:
-                    with conn.transaction():
-                        conn.execute(_APART_LOCK_TIMEOUT)
-                        conn.execute(self._q["ensure_queue"], {"name": name})
-                except psycopg.errors.LockNotAvailable:
-                    # The row's, not the store's: the connection is kept (taken for a
-                    # store failure, it was closed, and opened anew at the next call).
-                    return
+                for name in names:
+                    try:
+                        with conn.transaction():
+                            conn.execute(_APART_LOCK_TIMEOUT)
+                            conn.execute(self._q["ensure_queue"], {"name": name})
+                    except psycopg.errors.LockNotAvailable:
+                        # The row's, not the store's: the connection is kept (taken for
+                        # a store failure, it was closed, and opened anew next call).
+                        continue
+                    self._inserter.remember_queue(name)
         except (BackendUnavailable, psycopg.Error):
             return
-        self._inserter.remember_queue(name)
 
     def _check_caller_schema(
         self, connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], state: SchemaState
