@@ -4,6 +4,7 @@ and how the answers are cached."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from conveyor.backends.base import Backend
@@ -208,6 +209,26 @@ def test_delete_of_a_waiting_job_removes_it_and_a_repeat_changes_nothing(api: Ru
     assert client.get(f"/v1/jobs/{job_id}").status_code == 404
     assert api.client(None).get(created.headers["location"]).status_code == 404
     assert client.delete(f"/v1/jobs/{job_id}").status_code == 404
+
+
+def test_of_two_deletes_of_a_waiting_job_at_once_one_removes_it_the_other_is_404(
+    api: RunningApi,
+) -> None:
+    # Given waiting jobs
+    client = api.client("acme")
+    ids = [client.post("/v1/jobs", json=job_body(delay=60)).json()["id"] for _ in range(10)]
+
+    # When each is deleted by two clients at once
+    def delete(job_id: str) -> int:
+        return api.client("acme").delete(f"/v1/jobs/{job_id}").status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = [sorted(pool.map(delete, [job_id, job_id])) for job_id in ids]
+
+    # Then one of the two removed it (204) and the other found it gone (404: both
+    # answered 204, the store's "nothing removed" unread)
+    assert answers == [[204, 404]] * len(ids)
+    assert all(client.get(f"/v1/jobs/{job_id}").status_code == 404 for job_id in ids)
 
 
 def test_jobs_are_listed_newest_first_by_state_a_page_at_a_time(api: RunningApi) -> None:

@@ -279,21 +279,26 @@ class Api:
         job = await self.visible_job(job_id, principal)
         if job.state not in (State.RUNNING, State.CANCELLING):
             try:
-                await backend.delete(job_id)
+                removed = await backend.delete(job_id)
             except JobStateError:
                 job = await backend.get(job_id)  # claimed meanwhile: cancel it instead
             else:
-                await self.purger.purge(job_id)
-                return Response(status_code=204, headers=NO_STORE)
+                return await self._removed(job_id, removed)
         if job.state is State.RUNNING:
             job = await backend.cancel(job_id, "deleted")
         if job.state.is_final:
-            await backend.delete(job_id)
-            await self.purger.purge(job_id)
-            return Response(status_code=204, headers=NO_STORE)
+            return await self._removed(job_id, await backend.delete(job_id))
         self._reap(job)
         await self.purger.purge(job_id)
         return json_response(job_document(job), 202, NO_STORE)
+
+    async def _removed(self, job_id: str, removed: bool) -> Response:
+        """204 for the DELETE that removed the job; 404 for one that found it gone (a
+        DELETE of the same job at the same moment removed it first)."""
+        if not removed:
+            raise JobNotFound(job_id)
+        await self.purger.purge(job_id)
+        return Response(status_code=204, headers=NO_STORE)
 
     def _reap(self, job: Job) -> None:
         """Remove a cancelled running job once its worker has stopped it."""
