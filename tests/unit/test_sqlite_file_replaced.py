@@ -10,8 +10,10 @@ Real SQLite files; one backend on a file stands for a running process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,14 +31,21 @@ def look_at_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_module, "_FILE_CHECK_S", 0.0)
 
 
-async def _store(path: Path, job: Job) -> None:
-    """``job`` stored in the file at ``path`` by another, short-lived process."""
+@contextlib.asynccontextmanager
+async def opened(path: Path) -> AsyncIterator[SQLiteBackend]:
+    """A backend on the file at ``path``, open: a process on it."""
     backend = SQLiteBackend(f"sqlite:///{path}")
     await backend.open()
     try:
-        await backend.enqueue([job])
+        yield backend
     finally:
         await backend.close()
+
+
+async def _store(path: Path, job: Job) -> None:
+    """``job`` stored in the file at ``path`` by another, short-lived process."""
+    async with opened(path) as backend:
+        await backend.enqueue([job])
 
 
 def test_a_running_process_follows_a_file_replaced_at_its_path(tmp_path: Path) -> None:
@@ -45,9 +54,7 @@ def test_a_running_process_follows_a_file_replaced_at_its_path(tmp_path: Path) -
 
     async def scenario() -> None:
         # Given a running process on a file holding one job
-        running = SQLiteBackend(f"sqlite:///{path}")
-        await running.open()
-        try:
+        async with opened(path) as running:
             await running.enqueue([make_job()])
             # When another file, holding another job, is moved into its place
             kept = make_job()
@@ -60,15 +67,9 @@ def test_a_running_process_follows_a_file_replaced_at_its_path(tmp_path: Path) -
             late = make_job()
             await running.enqueue([late])
             await running.finish([(claimed[0], Outcome.succeeded())])
-            fresh = SQLiteBackend(f"sqlite:///{path}")
-            await fresh.open()
-            try:
+            async with opened(path) as fresh:
                 assert (await fresh.get(late.id)).id == late.id
                 assert (await fresh.get(kept.id)).state.value == "succeeded"
-            finally:
-                await fresh.close()
-        finally:
-            await running.close()
 
     asyncio.run(scenario())
 
@@ -78,9 +79,7 @@ def test_a_running_process_follows_a_file_deleted_and_made_again(tmp_path: Path)
 
     async def scenario() -> None:
         # Given a running process on a file
-        running = SQLiteBackend(f"sqlite:///{path}")
-        await running.open()
-        try:
+        async with opened(path) as running:
             await running.enqueue([make_job()])
             # When the file is deleted, and a new process makes it again with a job
             os.remove(path)
@@ -89,8 +88,6 @@ def test_a_running_process_follows_a_file_deleted_and_made_again(tmp_path: Path)
             # Then the running process sees that job, and only it
             claimed = await running.claim(["default"], "w", 10, 60.0)
             assert [j.id for j in claimed] == [kept.id]
-        finally:
-            await running.close()
 
     asyncio.run(scenario())
 
@@ -111,12 +108,8 @@ def test_a_synchronous_enqueue_goes_to_the_file_at_the_path(tmp_path: Path) -> N
         running.enqueue_blocking([late])
 
         async def find() -> list[str]:
-            fresh = SQLiteBackend(f"sqlite:///{path}")
-            await fresh.open()
-            try:
+            async with opened(path) as fresh:
                 return [(await fresh.get(job.id)).id for job in (kept, late)]
-            finally:
-                await fresh.close()
 
         assert asyncio.run(find()) == [kept.id, late.id]
     finally:
@@ -133,9 +126,7 @@ def test_a_process_whose_folder_was_removed_says_so_until_it_is_back(
 
     async def scenario() -> None:
         # Given a running process on a file
-        running = SQLiteBackend(f"sqlite:///{path}")
-        await running.open()
-        try:
+        async with opened(path) as running:
             await running.enqueue([make_job()])
             # When its folder is removed, file and all (and a file made in its place)
             shutil.rmtree(folder)
@@ -153,8 +144,6 @@ def test_a_process_whose_folder_was_removed_says_so_until_it_is_back(
             await _store(path, kept)
             claimed = await running.claim(["default"], "w", 10, 60.0)
             assert [j.id for j in claimed] == [kept.id]
-        finally:
-            await running.close()
 
     asyncio.run(scenario())
 
@@ -165,9 +154,7 @@ def test_a_process_that_only_reads_follows_a_file_replaced_at_its_path(tmp_path:
 
     async def scenario() -> None:
         # Given a running process on a file that only reads it (an API answering polls)
-        running = SQLiteBackend(f"sqlite:///{path}")
-        await running.open()
-        try:
+        async with opened(path) as running:
             old = make_job()
             await running.enqueue([old])
             # When another file, holding another job, is moved into its place
@@ -179,7 +166,5 @@ def test_a_process_that_only_reads_follows_a_file_replaced_at_its_path(tmp_path:
             assert (await running.head(kept.id)).id == kept.id
             with pytest.raises(JobNotFound):
                 await running.get(old.id)
-        finally:
-            await running.close()
 
     asyncio.run(scenario())
