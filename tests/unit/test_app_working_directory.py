@@ -15,7 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import Conveyor
+from conveyor import Conveyor, Task
+
+
+def _app_made_in(folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Conveyor, Task]:
+    """An app on ``sqlite:///jobs.db`` made with ``folder`` as the working directory,
+    and its task ``t``."""
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("CONVEYOR_URL", raising=False)
+    app = Conveyor("sqlite:///jobs.db")
+
+    @app.task(name="t")
+    def t(i: int) -> int:
+        return i
+
+    return app, t
 
 
 def test_an_app_on_a_relative_url_keeps_its_file_when_the_directory_changes(
@@ -25,14 +39,7 @@ def test_an_app_on_a_relative_url_keeps_its_file_when_the_directory_changes(
     made_in, elsewhere = tmp_path / "app", tmp_path / "elsewhere"
     made_in.mkdir()
     elsewhere.mkdir()
-    monkeypatch.chdir(made_in)
-    monkeypatch.delenv("CONVEYOR_URL", raising=False)
-    app = Conveyor("sqlite:///jobs.db")
-
-    @app.task(name="t")
-    def t(i: int) -> int:
-        return i
-
+    app, t = _app_made_in(made_in, monkeypatch)
     try:
         # And a job enqueued by a sync call
         first = t.enqueue(1)
@@ -51,10 +58,10 @@ def test_an_app_on_a_relative_url_keeps_its_file_when_the_directory_changes(
     assert not any(elsewhere.iterdir())
 
 
-async def _enqueue_and_close(app: Conveyor, task: object) -> str:
+async def _enqueue_and_close(app: Conveyor, task: Task) -> str:
     """A job enqueued on a loop of its own (which then ends); its id."""
     try:
-        handle = await task.enqueue_async(2)  # type: ignore[attr-defined]
+        handle = await task.enqueue_async(2)
         return str(handle.id)
     finally:
         await app.aclose()
@@ -68,14 +75,7 @@ def test_an_app_on_a_relative_url_in_a_folder_whose_name_a_url_cannot_hold(
     # (a URL would read what follows as its fragment or its query)
     made_in = tmp_path / folder
     made_in.mkdir()
-    monkeypatch.chdir(made_in)
-    monkeypatch.delenv("CONVEYOR_URL", raising=False)
-    app = Conveyor("sqlite:///jobs.db")
-
-    @app.task(name="t")
-    def t(i: int) -> int:
-        return i
-
+    app, t = _app_made_in(made_in, monkeypatch)
     try:
         # When a job is enqueued, then read on the portal's loop
         handle = t.enqueue(1)
