@@ -51,7 +51,8 @@ def api(
     CONVEYOR_API_KEYS_FILE) and CONVEYOR_ADMIN_KEYS=key,...; at least one is needed.
     CONVEYOR_SECRET_KEY encrypts step credentials (set the same on the workers);
     CONVEYOR_HTTP_ALLOW lets steps reach private addresses; CONVEYOR_CACHE_PURGE_URL
-    names the cache to purge (set it on the workers too). docs/http-api.md has them all.
+    names the cache to purge (set it on the workers too); CONVEYOR_CORS_ORIGINS lets web
+    pages of other origins call /v1. docs/http-api.md has them all.
 
     Example: CONVEYOR_API_KEYS=shop:$KEY conveyor api --url postgresql://db/jobs --port 8000
     """

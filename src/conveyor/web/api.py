@@ -429,6 +429,7 @@ def create_api(app: Conveyor | str, settings: ApiSettings | None = None) -> Fast
     # leaves to the router (HEAD, a mounted app), first among the routes.
     web.poll = Poll(api)
     web.router.routes.insert(0, Route(PATH, web.poll, methods=["GET"]))
+    web.allow_origins(api.settings.cors_origins)
     _routes(web, api)
     # The dashboard (docs/dashboard.md): server-rendered pages, outside the OpenAPI schema.
     web.mount("/dashboard", create_dashboard(api), name="dashboard")

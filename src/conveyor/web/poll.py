@@ -30,11 +30,12 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from conveyor.backends.base import JobHead
 from conveyor.job import Job, State
 from conveyor.web.caching import cache_control, etag_of, matches_etag
+from conveyor.web.cors import CORS_PREFIX, cors_middleware
 from conveyor.web.documents import job_document
 from conveyor.web.inputs import count
 from conveyor.web.problems import Problem
@@ -130,8 +131,24 @@ class PollFirst(FastAPI):
     """The API's FastAPI application, which answers polls itself before its middleware."""
 
     poll: Poll | None = None
+    #: The CORS middleware in front of ``/v1/`` (:mod:`conveyor.web.cors`), when origins
+    #: are allowed: polls included, so it stands before them.
+    cors: ASGIApp | None = None
+
+    def allow_origins(self, origins: tuple[str, ...]) -> None:
+        """Let web pages of ``origins`` call ``/v1/`` (none: no CORS headers at all)."""
+        self.cors = cors_middleware(self._dispatch, origins) if origins else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.cors is not None and scope["type"] == "http":
+            path = scope.get("path", "")
+            root = scope.get("root_path", "")
+            if path.startswith(CORS_PREFIX) or (root and path.startswith(root + CORS_PREFIX)):
+                await self.cors(scope, receive, send)
+                return
+        await self._dispatch(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if (
             self.poll is not None

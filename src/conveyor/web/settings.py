@@ -11,6 +11,8 @@
 ``CONVEYOR_API_MAX_STEPS``      most steps in one job (default 50)
 ``CONVEYOR_FINAL_MAX_AGE``      ``max-age`` of a finished job's document (default 3600)
 ``CONVEYOR_SESSION_MAX_AGE``    seconds a dashboard login lasts (default 43200: 12 h)
+``CONVEYOR_CORS_ORIGINS``       ``origin,...`` or ``*``: web pages of those origins may
+                                call ``/v1/`` (:mod:`conveyor.web.cors`; default none)
 ==============================  ===================================================
 
 The dashboard signs its session cookies with a key derived from ``CONVEYOR_SECRET_KEY``;
@@ -31,6 +33,7 @@ from conveyor.exceptions import ConfigError
 from conveyor.secrets import SecretBox
 from conveyor.steps.guard import Guard
 from conveyor.web.auth import ApiKeys
+from conveyor.web.cors import cors_origins
 from conveyor.web.purge import check_purge_url
 
 
@@ -49,6 +52,8 @@ class ApiSettings:
     session_key: bytes = field(default_factory=lambda: session_key(None), repr=False)
     #: How long a dashboard login lasts, in seconds.
     session_max_age: int = 12 * 3600
+    #: Origins whose web pages may call the API (``("*",)``: any); none by default.
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> ApiSettings:
@@ -64,6 +69,7 @@ class ApiSettings:
             "final_max_age": _int(environ, "CONVEYOR_FINAL_MAX_AGE", 3600, low=0),
             "session_key": session_key(environ.get("CONVEYOR_SECRET_KEY") or None),
             "session_max_age": _int(environ, "CONVEYOR_SESSION_MAX_AGE", 12 * 3600, low=60),
+            "cors_origins": cors_origins(environ.get("CONVEYOR_CORS_ORIGINS", "")),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
