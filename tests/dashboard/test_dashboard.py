@@ -678,3 +678,26 @@ def test_emptying_a_queue_that_grew_since_its_confirmation_deletes_nothing(
     # Then the four are deleted
     dash.expect_flash("Emptied queue grows: 4 jobs deleted.")
     assert store.queue(served, "grows").counts.get("queued", 0) == 0
+
+
+def test_a_retry_the_store_refuses_for_a_held_unique_key_says_so(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given a poisoned job with a unique key, and a newer job holding that key, waiting
+    poisoned = store.enqueue(
+        served, fail_with, "boom", queue="poison", max_attempts=1, unique_key="invoice-42"
+    )
+    store.wait_state(served, poisoned, State.POISONED)
+    holder = store.enqueue(served, ok, 1, queue="unserved", unique_key="invoice-42")
+    dash.open(f"/jobs/{poisoned}")
+
+    # When Retry is clicked on the poisoned job's page
+    dash.page.get_by_role("button", name="Retry").click()
+
+    # Then the page says the store refused, and why: not that the job moved on
+    dash.expect_flash(
+        f"Job {poisoned} is not retried: job {holder} holds its unique key invoice-42"
+    )
+    expect(dash.flash()).not_to_contain_text("poisoned now")
+    assert store.job(served, poisoned).state is State.POISONED
+    assert store.job(served, holder).state is State.QUEUED

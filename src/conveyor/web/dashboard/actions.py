@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from conveyor.backends.base import Backend, JobFilter
 from conveyor.exceptions import JobNotFound, JobStateError, QueueNotFound
-from conveyor.job import State
+from conveyor.job import Job, State
 from conveyor.web.dashboard import views
 from conveyor.web.dashboard.bidi import isolate
 from conveyor.web.dashboard.forms import optional
@@ -125,11 +125,7 @@ async def job_action(dash: Dashboard, request: Request) -> Response:
             back = back if back != page else "/jobs"
     except JobStateError:
         now = await backend.get(job_id)
-        return dash.redirect(
-            request,
-            back,
-            ("error", f"Job {isolate(job_id)} is {now.state.value} now: not {_done[action]}."),
-        )
+        return dash.redirect(request, back, ("error", await _refused(backend, now, action)))
     except JobNotFound:
         return dash.redirect(
             request, "/jobs", ("error", f"Job {isolate(job_id)} no longer exists: nothing done.")
@@ -139,6 +135,27 @@ async def job_action(dash: Dashboard, request: Request) -> Response:
 
 
 _done = {"retry": "retried", "cancel": "cancelled", "delete": "deleted"}
+
+
+async def _refused(backend: Backend, job: Job, action: str) -> str:
+    """Why the store refused ``action`` on ``job`` (as it is now): it moved on, or, still
+    retryable, another active job holds its unique key (a key is one active job's)."""
+    if (
+        action != "retry"
+        or job.state not in (State.POISONED, State.CANCELLED)
+        or not job.unique_key
+    ):
+        return f"Job {isolate(job.id)} is {job.state.value} now: not {_done[action]}."
+    holder = await backend.find_unique(job.unique_key)
+    who = (
+        f"job {isolate(holder.id)}"
+        if holder is not None and holder.id != job.id and not holder.state.is_final
+        else "another active job"
+    )
+    return (
+        f"Job {isolate(job.id)} is not retried: {who} holds its unique key "
+        f"{isolate(job.unique_key)}, and a key belongs to one active job at a time."
+    )
 
 
 def _filter(fields: dict[str, str]) -> JobFilter:
