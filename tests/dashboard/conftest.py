@@ -22,7 +22,18 @@ from tests.api.server import RunningApi, running_api
 from tests.dashboard.browser import Tab, require_chromium
 
 #: The queues the worker under test takes jobs from; each test uses its own.
-QUEUES = ["default", "counts", "poison", "mail", "guarded", "http", "phone", "chart", "bulk"]
+QUEUES = [
+    "default",
+    "counts",
+    "poison",
+    "mail",
+    "guarded",
+    "http",
+    "phone",
+    "chart",
+    "bulk",
+    "handmade",
+]
 
 
 def worker_config() -> WorkerConfig:

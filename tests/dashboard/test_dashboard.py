@@ -6,6 +6,7 @@ Every test checks what the browser shows, and what the store holds after a click
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -701,3 +702,56 @@ def test_a_retry_the_store_refuses_for_a_held_unique_key_says_so(
     expect(dash.flash()).not_to_contain_text("poisoned now")
     assert store.job(served, poisoned).state is State.POISONED
     assert store.job(served, holder).state is State.QUEUED
+
+
+def _poisoned_with_id(api: RunningApi, job_id: str, queue: str) -> str:
+    """A job given ``job_id`` by hand (any text of at most 1,000 bytes), poisoned."""
+    task = api.app.get_task(fail_with).with_options(queue=queue, max_attempts=1)
+    api.app.enqueue_many([dataclasses.replace(task.prepare("boom"), id=job_id)])
+    store.wait_state(api, job_id, State.POISONED)
+    return job_id
+
+
+def test_jobs_whose_ids_were_given_by_hand_open_and_are_acted_on_by_their_links(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given poisoned jobs whose ids, given by hand, hold what a URL gives a meaning to,
+    # or are longer than 200 characters
+    odd = ["orders/2024/17", "invoice#42?draft", "50%off", "n" * 300]
+    for job_id in odd:
+        _poisoned_with_id(served, job_id, "handmade")
+
+    for job_id in odd:
+        # When a job's link is followed from the failed jobs
+        dash.open("/failed?queue=handmade")
+        dash.page.locator(f'#failed tr[data-job="{job_id}"]').get_by_role("link").click()
+        # Then it is that job's page
+        expect(dash.page.locator("h1")).to_have_text(f"Job {job_id}")
+
+    # When the one job is retried from its page
+    dash.page.get_by_role("button", name="Retry").click()
+    # Then it is that job which is queued again (and fails a second time)
+    dash.expect_flash(f"Job {odd[-1][:200]}… is queued again")
+    store.wait_for("the second run", lambda: len(store.job(served, odd[-1]).errors) == 2)
+
+
+def test_removing_a_job_whose_id_looks_like_another_s_action_removes_that_job_only(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given two poisoned jobs: inv-7, and one whose id, given by hand, reads as an
+    # action on it in a URL
+    kept = _poisoned_with_id(served, "inv-7", "handmade")
+    removed = _poisoned_with_id(served, "inv-7/delete?x=", "handmade")
+    dash.open("/failed?queue=handmade")
+
+    # When the second one's Remove is clicked, and confirmed
+    dash.page.once("dialog", lambda dialog: dialog.accept())
+    dash.page.locator(f'#failed tr[data-job="{removed}"]').get_by_role(
+        "button", name="Remove"
+    ).click()
+
+    # Then that job is removed, and the other one kept
+    dash.expect_flash(f"Job {removed} deleted.")
+    with pytest.raises(JobNotFound):
+        store.job(served, removed)
+    assert store.job(served, kept).state is State.POISONED

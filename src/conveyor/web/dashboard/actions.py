@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -87,7 +87,7 @@ async def job_action(dash: Dashboard, request: Request) -> Response:
     if action not in JOB_ACTIONS:
         raise HTTPException(404)
     _, fields = await dash.form(request)
-    page = f"/jobs/{job_id}"
+    page = "/jobs/" + quote(job_id, safe="")
     back = dash.inside(request, fields.get("next"), page)
     backend = await dash.backend()
     try:

@@ -129,8 +129,10 @@ def create_dashboard(api: Api) -> Starlette:
         get("/queues/{name:path}/empty", pages.confirm_empty, "confirm_empty_at"),
         post("/queues/{name:path}/{action:str}", actions.queue_action, "queue_action_at"),
         get("/jobs", pages.jobs, "jobs"),
-        get("/jobs/{job_id}", pages.job, "job"),
-        post("/jobs/{job_id}/{action:str}", actions.job_action, "job_action"),
+        # A job's id, when given by hand, is any text: "/" in it is sent as %2F, which
+        # the path holds decoded.
+        get("/jobs/{job_id:path}", pages.job, "job"),
+        post("/jobs/{job_id:path}/{action:str}", actions.job_action, "job_action"),
         get("/failed", pages.failed, "failed"),
         get("/failed/remove", pages.confirm_remove, "confirm_remove"),
         post("/failed/retry", actions.retry_all, "retry_all"),

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from conveyor.backends.base import JobFilter, Page
-from conveyor.exceptions import JobNotFound, QueueNotFound
+from conveyor.exceptions import QueueNotFound
 from conveyor.job import WAITING_STATES, State
 from conveyor.web.cursors import decode_cursor, encode_cursor
 from conveyor.web.dashboard import views
@@ -157,8 +157,6 @@ async def jobs(dash: Dashboard, request: Request) -> Response:
 async def job(dash: Dashboard, request: Request) -> Response:
     session = dash.session(request)
     job_id = request.path_params["job_id"]
-    if len(job_id) > 200 or not job_id.isprintable():
-        raise JobNotFound(job_id[:200])
     backend = await dash.backend()
     found = await backend.get(job_id)
     return dash.pages.render(

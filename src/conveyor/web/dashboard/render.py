@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from starlette.requests import Request
@@ -95,6 +96,12 @@ def number(value: float | int | None) -> str:
     return f"{value:,}"
 
 
+def segment(value: str) -> str:
+    """``value`` as one segment of a URL's path: a job id given by hand may hold "/",
+    "?", "#" or "%", which would otherwise make the link another page's."""
+    return quote(value, safe="")
+
+
 def figure(value: Any) -> str:
     """A store figure: numbers grouped, the rest as JSON or text."""
     if isinstance(value, bool) or value is None:
@@ -125,6 +132,7 @@ def _environment() -> Environment:
         iso=iso,
         number=number,
         figure=figure,
+        segment=segment,
         said=said,
         isolate=isolate,
     )
