@@ -85,7 +85,7 @@ def test_a_queue_s_counts_change_as_its_jobs_run_without_a_reload(
     expect(dash.queue_row("counts")).not_to_contain_text("paused")
     assert dash.page.evaluate("window.__sameDocument") is True
     assert {store.job(served, i).state for i in ids} == {State.SUCCEEDED}
-    expect(dash.page.locator("#live-status")).to_contain_text("Updated")
+    expect(dash.page.locator("#live-updated")).to_contain_text("Updated")
 
 
 def test_a_poisoned_job_shows_its_traceback_and_its_retry_succeeds_once(
@@ -755,3 +755,27 @@ def test_removing_a_job_whose_id_looks_like_another_s_action_removes_that_job_on
     with pytest.raises(JobNotFound):
         store.job(served, removed)
     assert store.job(served, kept).state is State.POISONED
+
+
+def test_a_screen_reader_hears_when_updates_stop_not_every_refresh(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given the overview open, its live parts refreshed once
+    dash.open("/")
+    shown = dash.page.locator("footer").get_by_text(re.compile(r"^Updated "))
+    expect(shown).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    announced = dash.page.locator('footer [role="status"], footer [aria-live]')
+    first = shown.inner_text()
+
+    # When it is refreshed again
+    expect(shown).not_to_have_text(first, timeout=LIVE_TIMEOUT_MS)
+
+    # Then nothing in a live region changed: a screen reader is not told every 3 s
+    assert [text.strip() for text in announced.all_inner_texts()] == [""]
+
+    # When the session ends (logged out in another tab)
+    csrf = dash.page.locator("form.logout input[name=csrf]").input_value()
+    dash.page.request.post(f"{dash.base}/logout", form={"csrf": csrf})
+
+    # Then that is announced
+    expect(announced).to_contain_text("Your session has ended", timeout=LIVE_TIMEOUT_MS)

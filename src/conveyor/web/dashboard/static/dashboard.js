@@ -6,7 +6,8 @@
 //    and open <details> stay open. Paused while the tab is hidden. A page that takes the
 //    server long to make (counts of a very large store) is refreshed less often: never
 //    sooner than ten times its last answer took, so that a tab keeps a server busy at
-//    most a tenth of the time.
+//    most a tenth of the time. The footer shows when they were last updated; its live
+//    region (what a screen reader reads out) changes only when updates stop working.
 // 2. Forms with [data-confirm] ask before they submit.
 "use strict";
 
@@ -14,9 +15,11 @@
   const body = document.body;
   const every = Number(body.dataset.refresh || 0) * 1000;
   const status = document.getElementById("live-status");
+  const updated = document.getElementById("live-updated");
 
+  // Why updates stopped, announced once; "" again once they work.
   function say(text) {
-    if (status) status.textContent = text;
+    if (status && status.textContent !== text) status.textContent = text;
   }
 
   function busy(element) {
@@ -74,7 +77,8 @@
           const fresh = page.getElementById(current.id);
           if (fresh && !busy(current)) swap(current, fresh);
         }
-        say("Updated " + new Date().toLocaleTimeString());
+        if (updated) updated.textContent = "Updated " + new Date().toLocaleTimeString();
+        say("");
       }
     } catch (error) {
       say("Update failed: the server does not answer.");
