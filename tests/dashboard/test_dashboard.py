@@ -779,3 +779,30 @@ def test_a_screen_reader_hears_when_updates_stop_not_every_refresh(
 
     # Then that is announced
     expect(announced).to_contain_text("Your session has ended", timeout=LIVE_TIMEOUT_MS)
+
+
+def test_names_of_the_longest_length_wrap_instead_of_widening_the_page(
+    browser: Browser, served: RunningApi
+) -> None:
+    # Given a job in a queue whose name has the 200 characters a name may have, none a
+    # space, of a task with a long path
+    queue = "q" * 200
+    task = "billing.reconciliation.tasks:" + "reconcile_" * 12
+    step = Step("main", task=task, kwargs={"invoice": "x" * 300})
+    store.call(served, "enqueue", [Job("long-names-1", queue, [step])])
+    pages = ["/", "/queues", "/jobs", "/jobs/long-names-1", "/failed", f"/jobs?queue={queue}"]
+    pages.append(f"/queues/empty?queue={queue}")
+
+    for width in (375, 1280):
+        with tab(browser, served, viewport={"width": width, "height": 800}) as t:
+            t.login()
+            for path in pages:
+                # When each page is opened at a phone's width, and a desktop's
+                t.open(path)
+                # Then nothing scrolls sideways
+                sizes = t.fits_width()
+                assert sizes["scroll"] <= sizes["client"], (width, path[:40], sizes)
+            # and the queue's buttons are in sight, not past the edge of its table
+            t.open("/queues")
+            button = t.queue_row(queue).get_by_role("button", name="Pause").bounding_box()
+            assert button is not None and button["x"] + button["width"] <= width, button
