@@ -157,7 +157,7 @@ def test_a_paused_queue_starts_no_job_and_emptying_it_says_how_many_it_deletes(
     assert {store.job(served, i).state for i in ids} == {State.QUEUED}
 
     # When it is emptied: first a confirmation that says what it destroys
-    dash.queue_row("mail").get_by_role("link", name="Empty…").click()
+    dash.queue_row("mail").get_by_role("link", name="Empty").click()
     expect(dash.page.locator("#empty-count")).to_contain_text("This deletes 2 jobs")
     dash.page.get_by_role("button", name="Delete 2 jobs").click()
 
@@ -443,7 +443,7 @@ def test_a_queue_whose_name_holds_a_slash_is_steered_too(dash: Tab, served: Runn
     # Then both reach that queue
     dash.expect_flash("Paused queue team/mail")
     assert store.queue(served, "team/mail").paused is True
-    dash.queue_row("team/mail").get_by_role("link", name="Empty…").click()
+    dash.queue_row("team/mail").get_by_role("link", name="Empty").click()
     expect(dash.page.locator("h1")).to_have_text("Empty queue team/mail?")
 
 
@@ -570,7 +570,7 @@ def test_a_name_holding_a_right_to_left_override_does_not_turn_the_sentence_arou
     assert store.queue(served, name).paused is True
 
     # And so does the confirmation of emptying it, which says what it deletes
-    dash.queue_row(name).get_by_role("link", name="Empty…").click()
+    dash.queue_row(name).get_by_role("link", name="Empty").click()
     count = dash.page.locator("#empty-count")
     expect(count).to_contain_text("This deletes 1 job")
     assert count.evaluate(LEFT_OF, ["queued", "scheduled"])
@@ -588,7 +588,7 @@ def test_queues_named_dot_and_dot_dot_are_paused_and_emptied_too(
         # When it is paused, then emptied through its confirmation
         dash.queue_row(name).get_by_role("button", name="Pause").click()
         dash.expect_flash(f"Paused queue {name}:")
-        dash.queue_row(name).get_by_role("link", name="Empty…").click()
+        dash.queue_row(name).get_by_role("link", name="Empty").click()
         expect(dash.page.locator("h1")).to_have_text(f"Empty queue {name}?")
         dash.page.get_by_role("button", name="Delete 1 job").click()
 
@@ -806,3 +806,26 @@ def test_names_of_the_longest_length_wrap_instead_of_widening_the_page(
             t.open("/queues")
             button = t.queue_row(queue).get_by_role("button", name="Pause").bounding_box()
             assert button is not None and button["x"] + button["width"] <= width, button
+
+
+def test_a_row_s_buttons_name_what_they_act_on_for_a_screen_reader(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given two queues, and a poisoned job among others
+    for name in ("phone", "mail"):
+        store.call(served, "create_queue", name)
+    job_id = store.enqueue(served, fail_with, "boom", queue="poison", max_attempts=1)
+    store.wait_state(served, job_id, State.POISONED)
+
+    # When the Queues page is read by its buttons and links, as a screen reader lists them
+    dash.open("/queues")
+    # Then each one names its queue
+    expect(dash.page.get_by_role("button", name="Pause queue mail", exact=True)).to_have_count(1)
+    empty = dash.page.get_by_role("link", name=re.compile(r"^Empty queue mail ?…$"))
+    expect(empty).to_have_count(1)
+
+    # And on the failed jobs, each job's buttons name the job
+    dash.open("/failed?queue=poison")
+    row = dash.page.locator(f'tr[data-job="{job_id}"]')
+    expect(row.get_by_role("button", name=f"Retry job {job_id}", exact=True)).to_have_count(1)
+    expect(row.get_by_role("button", name=f"Remove job {job_id}", exact=True)).to_have_count(1)
