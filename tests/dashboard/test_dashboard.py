@@ -348,8 +348,10 @@ def test_poisoned_jobs_are_retried_and_removed_in_bulk_by_queue(
     expect(dash.page.locator("#failed .bulk")).to_contain_text("2 poisoned jobs of queue bulk.")
     dash.page.get_by_role("button", name="Retry all of queue bulk").click()
 
-    # Then both ran again (and, the cause still there, were poisoned again)
+    # Then both ran again (and, the cause still there, were poisoned again), and the page
+    # shows the queue's failed jobs still
     dash.expect_flash("Retried 2 poisoned jobs (queue bulk).")
+    expect(dash.page).to_have_url(re.compile(r"/dashboard/failed\?queue=bulk$"))
     for job_id in ids:
         again = store.wait_for(
             "the retried job poisoned again",

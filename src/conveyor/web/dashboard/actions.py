@@ -177,11 +177,17 @@ def _which(job_filter: JobFilter) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
+def _failed_page(job_filter: JobFilter) -> str:
+    """The failed jobs, with the filter a bulk action was given."""
+    shown = {k: v for k, v in (("queue", job_filter.queue), ("task", job_filter.task)) if v}
+    return "/failed" + (f"?{urlencode(shown)}" if shown else "")
+
+
 async def retry_all(dash: Dashboard, request: Request) -> Response:
     _, fields = await dash.form(request)
     job_filter = _filter(fields)
     count = await (await dash.backend()).retry_all(job_filter)
-    back = dash.inside(request, fields.get("next"), "/failed")
+    back = dash.inside(request, fields.get("next"), _failed_page(job_filter))
     return dash.redirect(
         request, back, ("ok", f"Retried {_jobs(count, 'poisoned ')}{_which(job_filter)}.")
     )
@@ -215,7 +221,5 @@ async def remove_all(dash: Dashboard, request: Request) -> Response:
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
-    shown = {k: v for k, v in (("queue", job_filter.queue), ("task", job_filter.task)) if v}
-    back = "/failed" + (f"?{urlencode(shown)}" if shown else "")
     message = f"Removed {_jobs(count, 'poisoned ')}{_which(job_filter)}."
-    return dash.redirect(request, back, ("ok", message))
+    return dash.redirect(request, _failed_page(job_filter), ("ok", message))
