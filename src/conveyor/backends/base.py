@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from conveyor.exceptions import ConfigError, JobNotFound, QueueNotFound
+from conveyor.exceptions import ConfigError, JobNotFound, JobStateError, QueueNotFound
 from conveyor.job import Job, Outcome, State
 from conveyor.storable import problem
 
@@ -195,6 +195,14 @@ def known_queue(name: str) -> None:
         raise QueueNotFound(name)
 
 
+def delete_refused(job_id: str, state: str, states: Sequence[State] | None) -> JobStateError:
+    """The error of a ``delete`` that left job ``job_id`` alone in ``state``."""
+    if state in (State.RUNNING.value, State.CANCELLING.value) or not states:
+        return JobStateError(job_id, state, "delete a running job (cancel it first)")
+    named = " or ".join(s.value for s in states)
+    return JobStateError(job_id, state, f"delete (only a job that is {named})")
+
+
 def matches_nothing(filter: JobFilter | None, cursor: str | None) -> bool:
     """Whether a listing asks for text no job can hold (its answer: no jobs)."""
     asked = (cursor,) if filter is None else (filter.queue, filter.task, filter.tenant, cursor)
@@ -349,9 +357,11 @@ class Backend(abc.ABC):
         finished → unchanged. Returns the job as it is now."""
 
     @abc.abstractmethod
-    async def delete(self, job_id: str) -> bool:
+    async def delete(self, job_id: str, states: Sequence[State] | None = None) -> bool:
         """Remove a job that is not running. True if removed, False if there was none;
-        :class:`~conveyor.exceptions.JobStateError` if it is running."""
+        :class:`~conveyor.exceptions.JobStateError` if it is running, or, with
+        ``states``, in none of them (checked with the removal, at once: a job retried
+        since a caller saw it poisoned is not removed as a queued one)."""
 
     @abc.abstractmethod
     async def retry(self, job_id: str) -> Job:

@@ -52,6 +52,7 @@ from conveyor.backends.base import (
     Stats,
     WorkerInfo,
     could_exist,
+    delete_refused,
     known_id,
     known_queue,
     matches_nothing,
@@ -755,14 +756,15 @@ class PostgresBackend(Backend):
             return row_to_job(row)
         return await self.get(job_id)
 
-    async def delete(self, job_id: str) -> bool:
+    async def delete(self, job_id: str, states: Sequence[State] | None = None) -> bool:
         if not could_exist(job_id):
             return False
-        if await self._fetchone("delete_job", {"id": job_id}) is not None:
+        wanted = None if states is None else [s.value for s in states]
+        if await self._fetchone("delete_job", {"id": job_id, "states": wanted}) is not None:
             return True
         row = await self._fetchone("job_state", {"id": job_id})
         if row is not None:
-            raise JobStateError(job_id, row[0], "delete a running job (cancel it first)")
+            raise delete_refused(job_id, row[0], states)
         return False
 
     async def retry(self, job_id: str) -> Job:

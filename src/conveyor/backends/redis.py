@@ -60,6 +60,7 @@ from conveyor.backends.base import (
     Stats,
     WorkerInfo,
     could_exist,
+    delete_refused,
     known_id,
     known_queue,
     matches_nothing,
@@ -511,12 +512,13 @@ class RedisBackend(Backend):
             raise JobNotFound(job_id)
         return hash_to_job(fields)
 
-    async def delete(self, job_id: str) -> bool:
+    async def delete(self, job_id: str, states: Sequence[State] | None = None) -> bool:
         if not could_exist(job_id):
             return False
-        answer = await self._call("delete", job_id)
+        only = ("any",) if states is None else ("only", *(s.value for s in states))
+        answer = await self._call("delete", job_id, *only)
         if isinstance(answer, str):
-            raise JobStateError(job_id, answer, "delete a running job (cancel it first)")
+            raise delete_refused(job_id, answer, states)
         return bool(answer)
 
     async def retry(self, job_id: str) -> Job:

@@ -50,6 +50,7 @@ from conveyor.backends.base import (
     Stats,
     WorkerInfo,
     could_exist,
+    delete_refused,
     known_id,
     known_queue,
     matches_nothing,
@@ -897,17 +898,20 @@ class SQLiteBackend(Backend):
 
         return await self._transact(cancel)
 
-    async def delete(self, job_id: str) -> bool:
+    async def delete(self, job_id: str, states: Sequence[State] | None = None) -> bool:
         if not could_exist(job_id):
             return False
 
         def delete(conn: sqlite3.Connection, now: float) -> bool:
+            # One write transaction: the state read is the state removed.
+            row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return False
+            if states is not None and row[0] not in {s.value for s in states}:
+                raise delete_refused(job_id, row[0], states)
             if conn.execute(Q["delete_job"], (job_id,)).rowcount:
                 return True
-            row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is not None:
-                raise JobStateError(job_id, row[0], "delete a running job (cancel it first)")
-            return False
+            raise delete_refused(job_id, row[0], states)
 
         return await self._transact(delete)
 

@@ -105,6 +105,34 @@ class AdminConformance:
         assert (await backend.get(job.id)).state is State.RUNNING
 
     @async_test
+    async def test_delete_with_states_removes_only_a_job_in_one_of_them(
+        self, backend: Backend
+    ) -> None:
+        # Given a poisoned job that was retried (queued now), and a poisoned one
+        for _ in range(2):
+            await enqueue_one(backend, make_job())
+            job = await claim_one(backend)
+            await finish_one(backend, job, Outcome.poisoned(error("boom")))
+        page = await backend.list_jobs(JobFilter(states=frozenset({State.POISONED})))
+        retried, poisoned = page.jobs
+        await backend.retry(retried.id)
+
+        # When both are deleted as poisoned jobs (what a caller saw them as)
+        with pytest.raises(JobStateError) as refused:
+            await backend.delete(retried.id, [State.POISONED])
+        removed = await backend.delete(poisoned.id, [State.POISONED])
+
+        # Then the retried one is left queued, named in the refusal; the other is gone
+        assert refused.value.state == "queued"
+        assert "only a job that is poisoned" in str(refused.value)
+        assert (await backend.get(retried.id)).state is State.QUEUED
+        assert removed is True
+        with pytest.raises(JobNotFound):
+            await backend.get(poisoned.id)
+        # and an unknown job is still no job
+        assert await backend.delete(make_job().id, [State.POISONED]) is False
+
+    @async_test
     async def test_delete_of_an_unknown_job_returns_false(self, backend: Backend) -> None:
         assert await backend.delete(make_job().id) is False
 

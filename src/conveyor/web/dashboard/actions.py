@@ -120,7 +120,8 @@ async def job_action(dash: Dashboard, request: Request) -> Response:
                 else f"Job {isolate(job_id)} is {job.state.value}."
             )
         else:
-            await backend.delete(job_id)
+            # Only in the state checked above: one retried meanwhile is not removed queued.
+            await backend.delete(job_id, [job.state])
             message = f"Job {isolate(job_id)} deleted."
             back = back if back != page else "/jobs"
     except JobStateError:
@@ -215,9 +216,9 @@ async def remove_all(dash: Dashboard, request: Request) -> Response:
             for job in page.jobs:
                 if job.finished_at is not None and job.finished_at <= seen:
                     try:
-                        count += await backend.delete(job.id)
+                        count += await backend.delete(job.id, [State.POISONED])
                     except JobStateError:
-                        continue  # retried and running meanwhile
+                        continue  # retried meanwhile: waiting or running now, kept
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor

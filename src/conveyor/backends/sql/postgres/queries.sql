@@ -400,7 +400,10 @@ WHERE id = %(id)s AND state IN ('scheduled', 'queued', 'retrying', 'running')
 RETURNING *;
 
 -- name: delete_job
-DELETE FROM {schema}.jobs WHERE id = %(id)s AND state NOT IN ('running', 'cancelling')
+-- %(states)s: NULL, or the states the job must be in (checked with the removal).
+DELETE FROM {schema}.jobs
+WHERE id = %(id)s AND state NOT IN ('running', 'cancelling')
+  AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
 RETURNING id;
 
 -- name: job_state
