@@ -683,6 +683,28 @@ def test_emptying_a_queue_that_grew_since_its_confirmation_deletes_nothing(
     assert store.queue(served, "grows").counts.get("queued", 0) == 0
 
 
+def test_an_empty_form_whose_count_is_not_a_number_is_refused_and_deletes_nothing(
+    dash: Tab, served: RunningApi
+) -> None:
+    # Given a queue with a waiting job, and a session's CSRF token
+    store.enqueue(served, ok, 1, queue="counted")
+    dash.open("/queues/empty?queue=counted")
+    csrf = dash.page.locator("input[name=csrf]").first.input_value()
+
+    for count in ["\u00b2", "9" * 5000, "-1", "1e3", ""]:
+        # When the Empty form is posted with that count
+        answer = dash.page.request.post(
+            f"{dash.base}/queues/counted/empty",
+            form={"csrf": csrf, "count": count},
+            max_redirects=0,
+        )
+
+        # Then it is refused as bad input, not a server error, and the job stays
+        assert answer.status == 400, (count, answer.status)
+        assert "count is not a whole number" in answer.text()
+        assert store.queue(served, "counted").counts["queued"] == 1
+
+
 def test_a_retry_the_store_refuses_for_a_held_unique_key_says_so(
     dash: Tab, served: RunningApi
 ) -> None:

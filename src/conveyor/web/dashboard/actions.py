@@ -68,8 +68,11 @@ async def queue_action(dash: Dashboard, request: Request) -> Response:
 async def _grown(backend: Backend, name: str, shown: str | None) -> str | None:
     """Why a queue is not emptied: it holds more waiting jobs than the confirmation
     showed (it has grown since, or the page is old); None when it may be."""
-    if shown is None or not shown.isdigit():
+    if shown is None:
         return None  # a form without the count (a client of its own): as it asks
+    # ASCII digits only: "²" is a digit to str.isdigit and not to int().
+    if not (shown.isascii() and shown.isdigit()) or len(shown) > 18:
+        raise HTTPException(400, "The form's count is not a whole number of jobs.")
     info = await views.queue(backend, name)
     if info is None:
         raise QueueNotFound(name)
