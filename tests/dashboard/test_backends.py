@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -17,6 +18,7 @@ from tests.dashboard import store
 from tests.dashboard.browser import LIVE_TIMEOUT_MS, expect
 from tests.dashboard.conftest import launched, tab, worker_config
 from tests.dashboard.tasks import fail_until, ok
+from tests.postgres.proxy import TcpProxy
 
 
 @pytest.fixture(params=["postgres", "redis"])
@@ -74,3 +76,35 @@ def test_the_overview_and_a_job_page_work_on_every_store(store_url: str, tmp_pat
         # And the job list pages through the store's cursor
         t.open("/jobs?state=succeeded")
         expect(t.page.locator("#jobs tbody tr")).to_have_count(2)
+
+
+def test_a_503_page_shows_the_page_again_once_the_store_is_back(redis_url: str) -> None:
+    server = urlsplit(redis_url)
+    with (
+        TcpProxy(server.hostname or "127.0.0.1", server.port or 6379) as proxy,
+        running_api(proxy.rewrite(redis_url)) as api,
+        launched() as browser,
+        tab(browser, api) as t,
+    ):
+        # Given a queue on the Queues page, and then a store that goes away
+        store.enqueue(api, ok, 1, queue="mail")
+        t.expected_statuses.add(503)
+        t.login()
+        t.open("/queues")
+        expect(t.queue_row("mail")).to_be_visible()
+        proxy.cut()
+
+        # When a button's action is sent meanwhile
+        t.queue_row("mail").get_by_role("button", name=re.compile("^Pause")).click()
+        # Then its 503 page says so and is not fetched again (it was a POST)
+        expect(t.page.locator(".error-page")).to_have_attribute("data-status", "503")
+        assert t.page.locator("body").get_attribute("data-refresh") == "0"
+
+        # When the Queues page is opened while the store is away
+        answer = t.open("/queues")
+        assert answer.status == 503
+        # Then, once the store is back, the page shows itself without a reload by hand
+        proxy.restore()
+        expect(t.queue_row("mail")).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+        # and the action sent during the outage was not done
+        assert store.queue(api, "mail").paused is False

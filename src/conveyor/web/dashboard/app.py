@@ -26,7 +26,7 @@ from conveyor.exceptions import BackendUnavailable, JobNotFound, QueueNotFound
 from conveyor.web.dashboard import actions, csrf, login, pages
 from conveyor.web.dashboard.bidi import isolate
 from conveyor.web.dashboard.forms import read_form
-from conveyor.web.dashboard.render import Pages
+from conveyor.web.dashboard.render import REFRESH_S, Pages
 from conveyor.web.dashboard.session import Session, Sessions, base_path
 from conveyor.web.dashboard.signing import Signer
 
@@ -90,12 +90,16 @@ class Dashboard:
         self, request: Request, status: int, title: str, message: str, back: str = "/"
     ) -> Response:
         session = self.sessions.read(request)
+        # A page of a GET is asked for again until it answers, then reloaded (a 503 of a
+        # store that is back); one of a form's POST is not: it cannot be fetched again.
+        again = request.method in ("GET", "HEAD")
         return self.pages.render(
             request,
             "error.html",
             {"status": status, "title": title, "message": message, "back": back},
             session=session,
             status=status,
+            refresh=REFRESH_S if again else 0,
         )
 
 

@@ -156,6 +156,7 @@ class Pages:
         session: Session | None = None,
         status: int = 200,
         active: str | None = None,
+        refresh: float = REFRESH_S,
     ) -> Response:
         flash = self.signer.unsign("flash", request.cookies.get(FLASH_COOKIE))
         html = self.env.get_template(template).render(
@@ -166,7 +167,7 @@ class Pages:
             csrf_token=csrf.token(self.signer, "session", session.id) if session else "",
             flash=flash,
             active=active,
-            refresh=REFRESH_S,
+            refresh=refresh,
             **context,
         )
         response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)

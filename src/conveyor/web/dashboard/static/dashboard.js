@@ -8,6 +8,8 @@
 //    sooner than ten times its last answer took, so that a tab keeps a server busy at
 //    most a tenth of the time. The footer shows when they were last updated; its live
 //    region (what a screen reader reads out) changes only when updates stop working.
+//    An error page of a GET (a 503 while the store is away) is reloaded once its
+//    address answers again; one shown for a form's POST is not fetched again.
 // 2. Forms with [data-confirm] ask before they submit.
 "use strict";
 
@@ -69,6 +71,11 @@
           running = false;
           return;
         }
+      } else if (body.dataset.reloadWhenOk !== undefined) {
+        // An error page (a 503 while the store was away): the page it stands for answers
+        // now, and holds none of this one's parts: load it whole.
+        window.location.reload();
+        return;
       } else {
         const html = await response.text();
         took = performance.now() - started;
