@@ -5,6 +5,7 @@ out as it waits out a server that is down, and the job it runs is not failed for
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ from tests.redis.server import RedisServer
 from tests.worker.test_runtime import run_with_worker
 
 
-def test_a_job_whose_progress_redis_refuses_for_memory_is_not_failed(tmp_path: Path) -> None:
+def test_a_job_whose_progress_redis_refuses_for_memory_is_not_failed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with RedisServer(tmp_path / "redis") as server:
         app = Conveyor(server.url(prefix="refusals"))
         reported, go_on = asyncio.Event(), asyncio.Event()
@@ -46,11 +49,16 @@ def test_a_job_whose_progress_redis_refuses_for_memory_is_not_failed(tmp_path: P
             result = await handle.wait_async(20)
             return result, (await handle.refresh_async()).job
 
-        # Then the job succeeds at its first attempt, its progress saved once Redis
-        # took writes again
-        result, job = run_with_worker(app, scenario)
+        # Then the job succeeds at its first attempt (its lease of 0.9 s kept through the
+        # 1.5 s), its progress saved once Redis took writes again
+        with caplog.at_level(logging.ERROR, logger="conveyor.worker"):
+            result, job = run_with_worker(app, scenario, lease=0.9)
         assert result == "done"
         assert (job.state, job.attempts) == (State.SUCCEEDED, 1)
+        # and the log names what Redis refused: the heartbeat, not the lease extensions
+        failed = [r.getMessage() for r in caplog.records if "lease keeping" in r.getMessage()]
+        assert failed, caplog.text
+        assert all("at the worker's heartbeat: " in m for m in failed), failed
 
 
 def _keys(server: RedisServer) -> set[str]:

@@ -89,18 +89,25 @@ class LeaseKeeping:
         failing = Streak()
         while True:
             await asyncio.sleep(period)
+            # The step the log names when one fails: a store that refuses some writes
+            # (Redis out of memory) still takes the lease extensions, which come first.
+            step = "extending the leases"
             try:
                 await self._extend(backend)
                 self.info.running = list(self._running)
+                step = "the worker's heartbeat"
                 await backend.heartbeat_worker(self.info)
                 if time.monotonic() >= next_depth:
                     next_depth = time.monotonic() + DEPTH_EVERY_S
+                    step = "sampling queue depths"
                     await backend.sample_depth()  # the dashboard's queue depths
                 if time.monotonic() >= next_forget and not self._stopping.is_set():
                     next_forget = time.monotonic() + FORGET_EVERY_S
+                    step = "forgetting dead workers"
                     await self._forget_dead_workers(backend)
                 if time.monotonic() >= next_recover and not self._stopping.is_set():
                     next_recover = time.monotonic() + recover_every
+                    step = "recovering expired leases"
                     for job in await backend.recover_expired():
                         self._purge(job)
                         logger.warning(
@@ -114,9 +121,16 @@ class LeaseKeeping:
             except ConveyorError as exc:
                 lasted = failing.fail()
                 if lasted == 0.0:
-                    logger.error("lease keeping failed: %s; trying again every %.1fs", exc, period)
+                    logger.error(
+                        "lease keeping failed at %s: %s; trying again every %.1fs",
+                        step,
+                        exc,
+                        period,
+                    )
                 elif lasted is not None:
-                    logger.error("lease keeping still fails after %.0fs: %s", lasted, exc)
+                    logger.error(
+                        "lease keeping still fails after %.0fs, at %s: %s", lasted, step, exc
+                    )
             else:
                 if (lasted := failing.end()) is not None:
                     logger.warning(
