@@ -1,6 +1,8 @@
-"""Opening the Redis backend warns, once per URL and process, when the server would lose
-jobs: no persistence at all (a restart empties every queue) or an eviction policy (full
-memory deletes jobs and index entries). A server set up to keep them opens silently."""
+"""A long-running process (a worker, the API) is warned as it starts, once per URL and
+process, when the Redis server would lose jobs: no persistence at all (a restart empties
+every queue) or an eviction policy (full memory deletes jobs and index entries). A server
+set up to keep them starts silently; a short command is not warned at all
+(tests/cli/test_setup_warnings.py)."""
 
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ LOGGER = "conveyor.backends.redis"
 
 
 def warnings_at_open(url: str, caplog: pytest.LogCaptureFixture) -> list[str]:
-    """The WARNING lines the Redis backend logs while opening ``url``."""
+    """The WARNING lines the Redis backend logs while opening ``url`` as a worker does."""
 
     async def open_and_close() -> None:
         backend = RedisBackend(url)
         await backend.open()
+        await backend.warn_about_setup()
         await backend.close()
 
     caplog.clear()
@@ -97,7 +100,7 @@ def test_the_test_servers_persistence_is_warned_about_as_it_is_once_per_url(
     said = any(f"Redis at {where}" in w and "no persistence" in w for w in warned)
     # The server of the test run decides which: this machine's keeps nothing on disk
     assert said is not persists, (config, warned)
-    # Once per URL: every Conveyor, CLI call and worker loop of a process opens the store
+    # Once per URL: a worker and the API beside it (conveyor serve) both start here
     assert warnings_at_open(redis_url, caplog) == []
 
 

@@ -237,6 +237,14 @@ class Backend(abc.ABC):
         finally:
             await self.close()
 
+    async def warn_about_setup(self) -> None:
+        """Log, once per store and process, what the store's set-up risks losing (a
+        Redis that keeps nothing on disk). The long-running processes call it as they
+        start (a worker, the API), as Sidekiq's server does; a short command or an
+        app's enqueue does not, so the warning is not repeated on every call. Opens the
+        store itself when needed. Nothing to say by default."""
+        return None
+
     async def migrate(self) -> tuple[int, int]:
         """Create or upgrade the store's schema; the version before and after.
 

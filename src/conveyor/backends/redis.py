@@ -184,7 +184,6 @@ class RedisBackend(Backend):
             )
         try:
             await client.ping()
-            config = await _durability_settings(client, self._node(client))
         except AuthenticationError as exc:
             await client.aclose()
             raise BackendUnavailable(
@@ -201,10 +200,23 @@ class RedisBackend(Backend):
             self._direct = DirectAsyncClient.from_url(
                 self.settings.url, retry=retry, **self._client_kwargs()
             )
-        if self.url not in _WARNED:
-            _WARNED.add(self.url)
-            for warning in durability_warnings(config):
-                logger.warning("Redis at %s: %s", self.where, warning)
+
+    async def warn_about_setup(self) -> None:
+        """Warn (once per URL and process) when the server would lose jobs: no
+        persistence, or an eviction policy (see docs/redis.md)."""
+        if self.url in _WARNED:
+            return
+        was_open = self._client is not None
+        await self.open()
+        try:
+            async with self._redis() as client:
+                config = await _durability_settings(client, self._node(client))
+        finally:
+            if not was_open:
+                await self.close()
+        _WARNED.add(self.url)
+        for warning in durability_warnings(config):
+            logger.warning("Redis at %s: %s", self.where, warning)
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -70,9 +70,9 @@ def api(
             "no API keys: set CONVEYOR_API_KEYS=tenant:key,... or CONVEYOR_ADMIN_KEYS=key "
             "(conveyor serve makes a development key by itself)",
         )
+    configure_logging(verbosity(verbose))  # (check_store may warn about the store)
     check_store(app.url)
     sockets = bind(host, port)
-    configure_logging(verbosity(verbose))
     announce(app, settings.secrets.encrypts, host, port, dev_key=None)
     watchdog = stop_watchdog()  # a stop ends in any case (conveyor.worker.watchdog)
     run_loop(serve(app, settings, host, port, sockets=sockets, on_stop_begun=watchdog.arm))

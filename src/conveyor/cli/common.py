@@ -117,8 +117,16 @@ def _refuse_missing_file(url: str) -> None:
 def check_store(url: str) -> None:
     """Refuse to start on a store that cannot be used now: one clear error (a server that
     does not answer, a schema older than the code) before any process or socket is
-    started, instead of workers restarting over and over or an API answering 503s."""
-    asyncio.run(create_backend(url).check())
+    started, instead of workers restarting over and over or an API answering 503s.
+    Only the long-running commands ask, so this is also where they warn about the
+    store's set-up (a Redis without persistence): once, as they start."""
+    backend = create_backend(url)
+
+    async def run() -> None:
+        await backend.check()
+        await backend.warn_about_setup()
+
+    asyncio.run(run())
 
 
 async def require_queue(backend: Backend, name: str) -> None:
