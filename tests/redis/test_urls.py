@@ -214,3 +214,41 @@ def test_the_worker_command_exits_with_a_clear_error_when_the_server_is_down() -
     assert "cannot connect to Redis at redis://:***@127.0.0.1" in done.stderr + done.stdout
     assert "Traceback" not in done.stderr + done.stdout
     assert PASSWORD not in done.stderr + done.stdout
+
+
+def test_a_database_the_server_does_not_have_is_refused_as_bad_input_naming_it(
+    tmp_path: Path,
+) -> None:
+    # Given a server with 4 databases (0 to 3) and URLs that name its database 7
+    with RedisServer(tmp_path / "redis", "--databases", "4") as server:
+        url = server.url(prefix="conveyor_t_db").replace("/0?", "/7?")
+        by_option = server.url(prefix="conveyor_t_db", db="7").replace("/0?", "/?")
+
+        # When a command opens the store
+        for each in (url, by_option):
+            done = _conveyor("stats", "--json", "--url", each)
+
+            # Then it exits 2 (the URL is wrong, the server is fine), in one line
+            # naming the database, and prints no JSON
+            assert done.returncode == 2, done.stderr
+            assert done.stdout == ""
+            assert done.stderr.startswith("error: url: Redis at redis://127.0.0.1:"), done.stderr
+            assert "has no database 7" in done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1
+
+        # When an application enqueues there (its own synchronous connection)
+        app = Conveyor(url)
+
+        @app.task
+        def noop() -> None: ...
+
+        try:
+            # Then the same ConfigError, and nothing is stored (there is nowhere to)
+            with pytest.raises(ConfigError) as refused:
+                noop.enqueue()
+            assert refused.value.field == "url"
+            assert "has no database 7" in refused.value.problem
+        finally:
+            app.close()
+        with server.client() as client:
+            assert client.dbsize() == 0

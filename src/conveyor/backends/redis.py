@@ -86,6 +86,7 @@ from conveyor.backends.redis_url import parse_redis_url
 from conveyor.backends.rows import dumps, loads, retried_steps, retry_filter
 from conveyor.exceptions import (
     BackendUnavailable,
+    ConfigError,
     ConveyorError,
     JobNotFound,
     JobStateError,
@@ -192,7 +193,7 @@ class RedisBackend(Backend):
             ) from None
         except (RedisError, *_DOWN) as exc:
             await client.aclose()
-            raise BackendUnavailable(
+            raise self._no_database(exc) or BackendUnavailable(
                 f"cannot connect to Redis at {self.where}: {scrub(str(exc), self.url)}"
             ) from None
         self._client = client
@@ -254,6 +255,17 @@ class RedisBackend(Backend):
         reason for a worker's loops to end (they take BackendUnavailable in their
         stride, a raw driver error stopped them)."""
         return BackendUnavailable(f"Redis at {self.where} refused: {scrub(str(exc), self.url)}")
+
+    def _no_database(self, exc: BaseException) -> ConfigError | None:
+        """The URL's mistake, not the server's trouble, when the server has no database
+        of the URL's number (its SELECT answers "DB index is out of range")."""
+        if not isinstance(exc, ResponseError) or "DB index is out of range" not in str(exc):
+            return None
+        return ConfigError(
+            "url",
+            f"Redis at {self.where} has no database {self.settings.db}: a server numbers "
+            "its databases from 0 to its `databases` setting less one (0 to 15 by default)",
+        )
 
     def _node(self, client: Any) -> dict[str, Any]:
         """For a command without keys (TIME, INFO, CONFIG): the node of the namespace's
@@ -383,7 +395,7 @@ class RedisBackend(Backend):
         try:
             yield self._sync_client
         except ResponseError as exc:
-            raise self._refused(exc) from exc
+            raise self._no_database(exc) or self._refused(exc) from exc
         except AuthenticationError as exc:
             raise BackendUnavailable(
                 f"cannot connect to Redis at {self.where}: authentication failed "

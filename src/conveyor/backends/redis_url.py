@@ -39,6 +39,7 @@ class RedisSettings:
     connect_timeout: float
     cluster: bool = False  # a Redis Cluster: the URL names one of its nodes
     socket_timeout: float | None = None  # the URL's, for redis-py (None: redis-py's own)
+    db: int = 0  # the database number (the path, or ?db=)
 
     @property
     def prefix(self) -> str:
@@ -122,6 +123,7 @@ def parse_redis_url(url: str) -> RedisSettings:
         float(connect_timeout),
         cluster,
         float(options["socket_timeout"]) if "socket_timeout" in options else None,
+        int(named) if named else 0,
     )
 
 
