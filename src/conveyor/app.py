@@ -21,6 +21,7 @@ from conveyor.task import (
     Hook,
     Task,
     TaskOptions,
+    check_job_id,
     check_max_attempts,
     check_text,
     check_timeout,
@@ -349,10 +350,13 @@ class Conveyor:
 
     # -- handles and the store ----------------------------------------------------
     def job(self, job_id: str) -> JobHandle:
-        """A handle on an existing job (JobNotFound if there is none)."""
+        """A handle on an existing job (JobNotFound if there is none; InvalidJob for an
+        id no job can have: not a string, blank, a NUL, too long)."""
+        check_job_id(job_id)
         return self.portal_call(self.job_async(job_id))
 
     async def job_async(self, job_id: str) -> JobHandle:
+        check_job_id(job_id)
         return JobHandle(self, await (await self.backend()).get(job_id))
 
     async def backend(self) -> Backend:

@@ -402,10 +402,7 @@ def validate_job(job: Job) -> None:
     one a worker can run and the store can keep."""
     if not isinstance(job, Job):
         raise InvalidJob("jobs", f"expected Job objects (task.prepare(...)), got {job!r:.80}")
-    if not isinstance(job.id, str) or not job.id:
-        raise InvalidJob("id", f"must be a non-empty string, got {job.id!r:.80}")
-    check_text("id", job.id)
-    check_key_size("id", job.id)
+    check_job_id(job.id)
     validate_queue_name(job.queue)
     if not job.steps:
         raise InvalidJob("steps", "a job needs at least one step")
@@ -468,6 +465,15 @@ _NOT_RUN = ("pending", 0, None, None, None)
 #: The longest job id or unique key, in bytes as UTF-8: PostgreSQL indexes both, and its
 #: btree refuses an entry past 2,704 bytes (text that does not compress gets there).
 MAX_KEY_BYTES = 1000
+
+
+def check_job_id(job_id: Any) -> None:
+    """InvalidJob unless ``job_id`` is an id a job can have: text, not blank (an empty
+    id is a script's unset variable, not a job), that every store keeps and indexes."""
+    if not isinstance(job_id, str) or not job_id.strip():
+        raise InvalidJob("id", f"must be a non-blank string, got {job_id!r:.80}")
+    check_text("id", job_id)
+    check_key_size("id", job_id)
 
 
 def check_unique_key(key: Any) -> None:

@@ -246,6 +246,35 @@ def test_an_unknown_job_id_exits_3(cli: Cli, store: Store, command: str) -> None
     assert [j.state for j in store.jobs()] == [State.QUEUED]
 
 
+@pytest.mark.parametrize("command", ["show", "retry", "cancel", "delete"])
+@pytest.mark.parametrize(
+    ("job_id", "problem"),
+    [
+        ("", "must be a non-blank string"),  # a script's unset variable: jobs delete "$ID"
+        ("  ", "must be a non-blank string"),
+        ("id-\udcff", "lone surrogate"),  # a byte that is not UTF-8, as Python reads argv
+        ("x" * 1001, "at most 1,000 bytes"),
+    ],
+)
+def test_a_job_id_no_job_can_have_is_bad_input_exit_2_and_changes_nothing(
+    cli: Cli, store: Store, command: str, job_id: str, problem: str
+) -> None:
+    # Given a store with a job
+    cli.enqueue("add", "[1, 2]")
+    before = [(j.id, j.version) for j in store.jobs()]
+
+    # When a jobs command is given an id no job can have
+    result = cli("jobs", command, job_id, "--json")
+
+    # Then it is refused as bad input naming the id (not "no job", exit 3), the JSON
+    # output stays empty, and the store is as it was
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    assert result.stderr.startswith("error: id: "), result.stderr
+    assert problem in result.stderr
+    assert result.stdout == ""
+    assert [(j.id, j.version) for j in store.jobs()] == before
+
+
 def test_a_state_that_does_not_allow_the_action_exits_4_and_changes_nothing(
     cli: Cli, store: Store
 ) -> None:

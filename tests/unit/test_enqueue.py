@@ -586,6 +586,12 @@ def test_keys_longer_than_a_store_indexes_are_refused_on_every_store(
     with pytest.raises(InvalidJob) as info:
         app.enqueue_many([job])
     assert info.value.field == "id"
+    # and an id of blanks alone: the CLI could not name it (jobs delete ' ' is refused)
+    job = one.prepare(1)
+    job.id = "  "
+    with pytest.raises(InvalidJob) as info:
+        app.enqueue_many([job])
+    assert info.value.field == "id"
     stats = app.portal_call(_stats(app))
     assert sum(stats.counts.values()) == 2
 
@@ -810,6 +816,16 @@ def test_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
 def test_unknown_job_id(app: Conveyor) -> None:
     with pytest.raises(JobNotFound):
         app.job("0190a1b2-0000-7000-8000-000000000000")
+
+
+@pytest.mark.parametrize("job_id", ["", "   ", "a\x00b", "a\udcff", "x" * 1001, 42, None])
+def test_an_id_no_job_can_have_is_invalid_not_unknown(app: Conveyor, job_id: Any) -> None:
+    # Given an id that is not one (a blank from an unset variable, a NUL, bytes that
+    # are not UTF-8, a wrong type); When a handle is asked for; Then InvalidJob names
+    # the id at the call, as the CLI's exit 2 does, rather than "no job"
+    with pytest.raises(InvalidJob) as refused:
+        app.job(job_id)
+    assert refused.value.field == "id"
 
 
 def test_enqueue_middleware_sees_every_job(app: Conveyor) -> None:

@@ -23,7 +23,7 @@ from conveyor.cli.common import (
 )
 from conveyor.cli.parsing import parse_states
 from conveyor.exceptions import InvalidJob, JobNotFound, JobStateError
-from conveyor.task import check_reason
+from conveyor.task import check_job_id, check_reason
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -152,6 +152,7 @@ def show(
     json_out: JsonOption = False,
 ) -> None:
     """Everything about one job: fields, steps, progress, result, error history."""
+    check_job_id(job_id)
 
     async def fetch(backend: Backend) -> tuple[Job, float]:
         return await backend.get(job_id), await backend.now()
@@ -315,6 +316,8 @@ def retry(
         raise InvalidJob("id", "give a job ID or --all-poisoned (not both)")
     if job_id is not None and (queue is not None or task is not None):
         raise InvalidJob("queue", "--queue and --task go with --all-poisoned, not with an ID")
+    if job_id is not None:
+        check_job_id(job_id)
     target = store_url(includes, url)
     if job_id is not None:
         job = with_store(target, lambda b: b.retry(job_id))
@@ -350,6 +353,7 @@ def cancel(
 ) -> None:
     """Cancel a job: a waiting one ends cancelled; a running one goes cancelling and its
     worker stops it. Exit 4 when the job had already finished otherwise."""
+    check_job_id(job_id)
     check_reason(reason)
     job = with_store(store_url(includes, url), lambda b: b.cancel(job_id, reason))
     if job.state in (State.SUCCEEDED, State.POISONED):
@@ -370,6 +374,7 @@ def delete(
     json_out: JsonOption = False,
 ) -> None:
     """Delete a job that is not running (cancel a running one first)."""
+    check_job_id(job_id)
     if not with_store(store_url(includes, url), lambda b: b.delete(job_id)):
         raise JobNotFound(job_id)
     if json_out:
