@@ -207,6 +207,9 @@ def test_prune_deletes_finished_jobs_older_than_the_cutoff(cli: Cli, store: Stor
         (["--older-than", "-1d"], "older_than"),
         (["--older-than", "1d", "--state", "queued"], "state"),
         (["--older-than", "1d", "--state", "nonsense"], "state"),
+        # a --state naming none (an unset variable) is not "every finished state"
+        (["--older-than", "0", "--state", ""], "state"),
+        (["--older-than", "0", "--state", " , "], "state"),
     ],
 )
 def test_prune_bad_input_exits_2_and_deletes_nothing(

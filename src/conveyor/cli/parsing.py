@@ -106,9 +106,15 @@ def split_list(values: Iterable[str] | None) -> list[str]:
 def parse_states(
     values: Iterable[str] | None, allowed: Iterable[State] = tuple(State)
 ) -> frozenset[State] | None:
-    """``--state`` values (repeatable, comma lists) → states; None when none were given."""
+    """``--state`` values (repeatable, comma lists) → states; None when none were given.
+
+    ``--state ''`` (a script's unset variable) names no state: refused, not taken for
+    no ``--state`` at all, which means every state (every finished one for prune)."""
     names = split_list(values)
     if not names:
+        if values:
+            given = ", ".join(repr(v) for v in values)
+            raise InvalidJob("state", f"no state named in {given}")
         return None
     allowed = tuple(allowed)
     states: set[State] = set()
