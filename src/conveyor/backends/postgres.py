@@ -187,6 +187,8 @@ class PostgresBackend(Backend):
         #: (host, port, database) where a caller's connection found the schema at
         #: this code's version
         self._caller_schema_seen: set[tuple[str, int, str]] = set()
+        #: the schema's version and vacuum settings, as last read
+        self._schema_state: SchemaState | None = None
         self._checking: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._claim_start = ClaimStart()
@@ -283,9 +285,18 @@ class PostgresBackend(Backend):
                 await pool.check()
 
     def _check_schema(self, state: SchemaState) -> None:
-        """Refuse a schema of another version; warn (once) when vacuum cannot run."""
+        """Refuse a schema of another version; keep its vacuum settings for
+        ``warn_about_setup``."""
         self._check_version(state.version)
-        warn_once(self.where, self.schema, state)
+        self._schema_state = state
+
+    async def warn_about_setup(self) -> None:
+        """Warn (once per schema and process) when vacuum cannot keep the jobs table
+        small (see conveyor.backends.postgres_vacuum)."""
+        if self._schema_state is None:
+            await self.check()  # (reads the settings with the schema's version)
+        if self._schema_state is not None:
+            warn_once(self.where, self.schema, self._schema_state)
 
     def _check_version(self, version: int) -> None:
         if version < SCHEMA_VERSION:
