@@ -223,6 +223,13 @@ def _answers(url: str) -> bool:
         (["--max-jobs", "0"], "max_jobs"),
         (["--shutdown-timeout", "-1"], "shutdown_timeout"),
         (["--processes", "0"], "processes"),
+        # extra zeros: refused before anything starts (a worker's registration crashed
+        # on an int past 64 bits; a supervisor forked as many processes as it was told)
+        (["-c", "100000000000000000000"], "concurrency"),
+        (["-c", "100001"], "concurrency"),
+        (["--fetch", "2147483648"], "fetch"),
+        (["--prefetch", "100001"], "prefetch"),
+        (["--processes", "1001"], "processes"),
         (["-q", "two words"], "queues"),
         (["-q", ""], "queues"),  # (it worked the default queue)
         (["-q", " , "], "queues"),

@@ -235,9 +235,16 @@ def _options(params: dict[str, Any]) -> WorkerOptions:
     return WorkerOptions(**fields)
 
 
+#: The most worker processes one supervisor starts: a typo's extra zeros would fork
+#: until the machine runs out of memory or pids.
+MAX_PROCESSES = 1000
+
+
 def start(options: WorkerOptions, *, serve: bool, seed: bool = False) -> None:
-    if options.processes < 1:
-        raise ConfigError("processes", f"must be >= 1, got {options.processes}")
+    if not 1 <= options.processes <= MAX_PROCESSES:
+        raise ConfigError(
+            "processes", f"must be from 1 to {MAX_PROCESSES:,}, got {options.processes}"
+        )
     add_working_dir()  # import-path tasks of the working directory run here too
     app = _serve_app(options) if serve else load(options.includes, options.url)
     queues = options.queues or (_app_queues(app) if serve else ["default"])

@@ -8,6 +8,12 @@ from dataclasses import dataclass, field
 from conveyor.exceptions import ConfigError, ConveyorError
 from conveyor.task import validate_queue_name
 
+#: The most jobs a worker process runs, claims or holds at once (--concurrency, --fetch,
+#: --prefetch, threads): far beyond any process's means, and a typo's extra zeros are
+#: refused here rather than when the store is asked (an int past 64 bits crashed the
+#: worker's registration; past 32, PostgreSQL's column refused it).
+MAX_SLOTS = 100_000
+
 
 @dataclass
 class WorkerConfig:
@@ -38,8 +44,10 @@ class WorkerConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(name, f"must be >= 1, got {value}")
-        if self.prefetch < 0:
-            raise ConfigError("prefetch", f"must be >= 0, got {self.prefetch}")
+            if value is not None and value > MAX_SLOTS and name != "max_jobs":
+                raise ConfigError(name, f"must be at most {MAX_SLOTS:,}, got {value}")
+        if not 0 <= self.prefetch <= MAX_SLOTS:
+            raise ConfigError("prefetch", f"must be from 0 to {MAX_SLOTS:,}, got {self.prefetch}")
         # Written so that NaN fails them too (no comparison with it is true): a NaN lease
         # passed, and the lease keeper died on it after the worker had started.
         for name in ("interval", "lease"):
