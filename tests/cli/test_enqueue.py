@@ -200,6 +200,9 @@ def test_unknown_task_lists_the_registered_ones(cli: Cli) -> None:
         ("--url", "postgresx://db/jobs", "url"),
         ("--url", "sqlite:///{dir}/missing/dir/jobs.db", "url"),
         ("--url", "sqlite:///{dir}/jobs.db?nope=1", "url"),
+        # a script's unset variable: not "no --url" (the job went to the include's store)
+        ("--url", "", "url"),
+        ("--url", "  ", "url"),
         ("-i", "no_such_module_xyz", "include"),
         ("-i", "{dir}/missing.py", "include"),
     ],

@@ -25,11 +25,22 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+
+def _given_url(value: str | None) -> str | None:
+    """``--url ''`` (a script's unset variable) is refused: taken for no --url, the
+    command went on with the store of the app the includes define, and ``enqueue``
+    wrote there. (An empty $CONVEYOR_URL is no URL, as for any variable click reads.)"""
+    if value is not None and not value.strip():
+        raise ConfigError("url", f"empty ({value!r}): pass a store URL such as sqlite:///jobs.db")
+    return value
+
+
 UrlOption = Annotated[
     str | None,
     typer.Option(
         "--url",
         envvar="CONVEYOR_URL",
+        callback=_given_url,
         metavar="URL",
         help="The store, e.g. sqlite:///jobs.db, postgresql://user@host/db?schema=conveyor "
         "or redis://host:6379/0?prefix=conveyor "
