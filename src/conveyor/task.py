@@ -596,7 +596,9 @@ def _epoch(value: float | dt.datetime) -> float:
     else:
         seconds = value
     if not 0 <= seconds <= LATEST_RUN_AT:  # (compared before float(): an int may be huge)
-        raise InvalidJob("run_at", f"must be from 1970-01-01 to 9999-12-31 UTC, got {shown(value)}")
+        # A datetime as ISO 8601, the way it was likely written (its repr is Python's)
+        got = value.isoformat() if isinstance(value, dt.datetime) else shown(value)
+        raise InvalidJob("run_at", f"must be from 1970-01-01 to 9999-12-31 UTC, got {got}")
     return float(seconds)
 
 

@@ -252,3 +252,17 @@ def test_url_is_the_store_of_an_include_whose_app_names_none(
     assert result.exit_code == 0, result.stderr
     assert store.job(result.stdout.strip()).task == "hello"
     assert "CONVEYOR_URL" not in os.environ
+
+
+def test_a_time_out_of_range_is_told_as_it_was_written(cli: Cli, store: Store) -> None:
+    # When --run-at names a time before 1970
+    result = cli(
+        "enqueue", "-i", str(cli.tasks_file), "add", "[1, 2]", "--run-at", "1900-01-01T00:00:00Z"
+    )
+
+    # Then the error gives it back in ISO 8601, not as Python's datetime(...) repr
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: run_at: must be from 1970-01-01 to 9999-12-31 UTC, got 1900-01-01T00:00:00+00:00\n"
+    )
+    assert store.count() == 0
