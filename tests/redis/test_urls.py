@@ -5,6 +5,7 @@ written."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -252,3 +253,22 @@ def test_a_database_the_server_does_not_have_is_refused_as_bad_input_naming_it(
             app.close()
         with server.client() as client:
             assert client.dbsize() == 0
+
+
+def test_the_cli_refuses_a_url_that_is_not_utf8_with_exit_2_and_no_password() -> None:
+    # Given a URL with a byte that is not UTF-8 (a mistyped or mis-encoded host)
+    url = f"redis://:{PASSWORD}@127.0.0.1\udcff:6379/0"
+
+    # When a command is run with it (Python hands such bytes on as surrogates)
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor", "stats", "--url", os.fsencode(url)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    # Then it is bad input, in one line naming the URL, without the password
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: url: 'redis://:***@127.0.0.1"), done.stderr
+    assert "is not UTF-8" in done.stderr
+    assert PASSWORD not in done.stderr

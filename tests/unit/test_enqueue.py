@@ -776,6 +776,11 @@ def test_a_task_whose_module_fails_as_it_is_imported_is_refused_at_the_call(
         "sqlite:///x.db?bogus=1",
         "sqlite:///x.db?busy_timeout=nan",
         "sqlite:///x.db?poll=inf",
+        # bytes that are not UTF-8, as Python reads them from argv or the environment
+        # (PostgreSQL's driver raised UnicodeEncodeError; Redis' failed as if down)
+        "postgresql://user@db\udcff/jobs",
+        "postgresql://user:p\udcffw@db/jobs",
+        "redis://cache\udcff:6379/0",
     ],
 )
 def test_bad_urls_are_refused_at_construction(url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,6 +33,15 @@ def create_backend(url: str) -> Backend:
             "url", f"{redact_url(url)!r} does not parse: {scrub(str(exc), url)}"
         ) from None
     target = BACKENDS.get(scheme)
+    if target is not None and scheme != "sqlite" and not _utf8(url):
+        # A server's URL goes to its driver as UTF-8: it raised UnicodeEncodeError (a
+        # traceback in the CLI) or failed as if the server were down. (A SQLite file
+        # may have a name that is not UTF-8: the file system takes its bytes.)
+        raise ConfigError(
+            "url",
+            f"{redact_url(url)!r} is not UTF-8 text (it holds bytes that could not be "
+            "decoded, as a command line or file may give them)",
+        )
     if target is None:
         raise ConfigError(
             "url",
@@ -43,6 +52,14 @@ def create_backend(url: str) -> Backend:
     cls = getattr(importlib.import_module(module_name), class_name)
     backend: Backend = cls(url)
     return backend
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def pinned_url(url: str) -> str:
