@@ -39,6 +39,16 @@ jobs_app = typer.Typer(
 )
 
 JobId = Annotated[str, typer.Argument(metavar="ID", help="The job id.", show_default=False)]
+
+
+def _named_task(value: str | None) -> str | None:
+    """``--task ''`` (a script's unset variable) names no task: refused. It matched no
+    job, and ``retry --all-poisoned`` said "Retried 0" as if none had failed."""
+    if value is not None and not value.strip():
+        raise InvalidJob("task", f"empty ({value!r}): name a task as `jobs list` shows it")
+    return value
+
+
 MAX_LIMIT = 1000
 
 
@@ -56,7 +66,9 @@ def list_jobs(
         ),
     ] = None,
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only this queue.")] = None,
-    task: Annotated[str | None, typer.Option("--task", "-t", help="Only this task.")] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", "-t", callback=_named_task, help="Only this task.")
+    ] = None,
     limit: Annotated[
         int, typer.Option("--limit", "-n", help=f"Jobs per page (1-{MAX_LIMIT}).")
     ] = 50,
@@ -306,7 +318,10 @@ def retry(
         bool, typer.Option("--all-poisoned", help="Retry every poisoned job (of --queue / --task).")
     ] = False,
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="With --all-poisoned.")] = None,
-    task: Annotated[str | None, typer.Option("--task", "-t", help="With --all-poisoned.")] = None,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", "-t", callback=_named_task, help="With --all-poisoned."),
+    ] = None,
     includes: IncludeOption = None,
     url: UrlOption = None,
     json_out: JsonOption = False,
