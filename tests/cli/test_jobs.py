@@ -299,6 +299,8 @@ def test_a_state_that_does_not_allow_the_action_exits_4_and_changes_nothing(
         (["list", "--state", "bogus"], "state"),
         (["list", "--state", ""], "state"),
         (["list", "--task", ""], "task"),
+        (["list", "--cursor", ""], "cursor"),
+        (["list", "--cursor", "id-\udcff"], "cursor"),
         (["retry", "--all-poisoned", "--task", " "], "task"),
         (["list", "--limit", "0"], "limit"),
         (["list", "--limit", "5000"], "limit"),

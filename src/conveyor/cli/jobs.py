@@ -41,6 +41,18 @@ jobs_app = typer.Typer(
 JobId = Annotated[str, typer.Argument(metavar="ID", help="The job id.", show_default=False)]
 
 
+def _given_cursor(value: str | None) -> str | None:
+    """A cursor is the id of the last job of a page: one no job can have (blank, not
+    UTF-8) is refused, where ``--cursor ''`` listed from the start and one not UTF-8
+    said "No more jobs."."""
+    if value is not None:
+        try:
+            check_job_id(value)
+        except InvalidJob as exc:
+            raise InvalidJob("cursor", f"{exc.problem} (pass the one a page printed)") from None
+    return value
+
+
 def _named_task(value: str | None) -> str | None:
     """``--task ''`` (a script's unset variable) names no task: refused. It matched no
     job, and ``retry --all-poisoned`` said "Retried 0" as if none had failed."""
@@ -74,7 +86,11 @@ def list_jobs(
     ] = 50,
     cursor: Annotated[
         str | None,
-        typer.Option("--cursor", help="Continue after this page (printed below a full page)."),
+        typer.Option(
+            "--cursor",
+            callback=_given_cursor,
+            help="Continue after this page (printed below a full page).",
+        ),
     ] = None,
     includes: IncludeOption = None,
     url: UrlOption = None,
