@@ -510,6 +510,10 @@ def validate_queue_name(queue: Any) -> None:
         raise InvalidJob("queue", f"must be a non-empty string of at most 200 chars, got {queue!r}")
     if any(c.isspace() or c == "," for c in queue):
         raise InvalidJob("queue", f"may not contain spaces or commas: {queue!r}")
+    if not queue.isprintable():
+        # An escape sequence in a name would be played on the terminal of whoever runs
+        # `conveyor queues list`; the queue may come from any client of the HTTP API.
+        raise InvalidJob("queue", f"may not contain control characters: {queue!r}")
     check_text("queue", queue)
     if len(_valid_queues) < 10_000:
         _valid_queues.add(queue)

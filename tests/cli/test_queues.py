@@ -104,6 +104,9 @@ def test_emptying_an_empty_queue_asks_nothing(cli: Cli) -> None:
         (["delete", "nope", "--yes"], "queue"),
         (["create", "two words"], "queue"),
         (["create", "a,b"], "queue"),
+        # an escape sequence: `queues list` played it on the operator's terminal
+        (["create", "q\x1b[2J"], "queue"),
+        (["create", "bell\x07"], "queue"),
     ],
 )
 def test_an_unknown_or_bad_queue_exits_2_and_changes_nothing(

@@ -44,7 +44,7 @@ def storable(value: object) -> bool:
 json_text = json_values.filter(storable)
 queues = st.text(
     st.characters(blacklist_categories=("Zs", "Zl", "Zp", "Cc", "Cs")), min_size=1
-).filter(lambda q: "," not in q and not any(c.isspace() for c in q))
+).filter(lambda q: "," not in q and not any(c.isspace() for c in q) and q.isprintable())
 options = st.fixed_dictionaries(
     {},
     optional={

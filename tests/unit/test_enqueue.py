@@ -400,6 +400,7 @@ def test_a_task_name_no_store_keeps_is_refused_at_registration(app: Conveyor, na
         ({"failure": "x"}, "failure"),
         ({"queue": ""}, "queue"),
         ({"queue": "two words"}, "queue"),
+        ({"queue": "red\x1b[31m"}, "queue"),
         ({"executor": "fibre"}, "executor"),
         ({"timeout": 10**400}, "timeout"),
         ({"retry": {"base": 10**400}}, "retry"),
