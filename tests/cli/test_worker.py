@@ -217,6 +217,8 @@ def _answers(url: str) -> bool:
         (["--lease", "-1"], "lease"),
         (["--lease", "nan"], "lease"),  # (it started, and its lease keeper died)
         (["--lease", "inf"], "lease"),
+        # milliseconds for seconds: the job ran again at every claim until poisoned
+        (["--lease", "0.001"], "lease"),
         (["--interval", "inf"], "interval"),
         (["--interval", "nan"], "interval"),
         (["--shutdown-timeout", "nan"], "shutdown_timeout"),

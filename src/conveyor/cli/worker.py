@@ -99,7 +99,8 @@ LeaseOption = Annotated[
     typer.Option(
         "--lease",
         metavar="SECONDS",
-        help="A running job's lease; a job whose worker stops renewing it runs again.",
+        help="A running job's lease in seconds (at least 1); a job whose worker stops "
+        "renewing it runs again.",
     ),
 ]
 ProcessesOption = Annotated[
@@ -235,6 +236,10 @@ def _options(params: dict[str, Any]) -> WorkerOptions:
     return WorkerOptions(**fields)
 
 
+#: The shortest --lease: a job whose lease ends before the worker's store round trips
+#: renew it is taken for its worker's and run again, over and over (--lease 0.001,
+#: milliseconds for seconds, ran a 2-second job five times and poisoned it).
+MIN_LEASE = 1.0
 #: The most worker processes one supervisor starts: a typo's extra zeros would fork
 #: until the machine runs out of memory or pids.
 MAX_PROCESSES = 1000
@@ -261,6 +266,10 @@ def start(options: WorkerOptions, *, serve: bool, seed: bool = False) -> None:
         includes=options.includes,
     )
     config.validate()  # bad options stop here, before any process starts or job is seeded
+    if config.lease < MIN_LEASE:
+        raise ConfigError(
+            "lease", f"must be at least {MIN_LEASE:g} second, got {config.lease:g} (seconds)"
+        )
     check_worker_environment()  # and bad settings of HTTP jobs, before they fail jobs
     configure_logging(options.verbosity)
     supervise = not options.supervised and (options.processes > 1 or options.max_jobs is not None)
