@@ -203,6 +203,36 @@ def test_ids_that_end_with_a_backslash_are_printed_as_they_are(cli: Cli, store: 
     assert f"Job {ids[0]} is queued again." in retried.stdout
 
 
+def test_control_characters_of_stored_text_are_shown_escaped_not_sent_to_the_terminal(
+    cli: Cli, store: Store
+) -> None:
+    # Given a job whose id, task, step name and unique key hold escape sequences, and
+    # whose error quotes a response body holding one (as an HTTP step's error does)
+    job = Job(
+        "id-\x1b[2J",
+        "default",
+        [Step("step\x1b]0;title\x07", task="task\x1b[31m")],
+        unique_key="key\x9b1m",
+    )
+    store.run(lambda b: b.enqueue([job]))
+    error = {"attempt": 1, "type": "HttpStepError", "message": "status 500: \x1b[2Jgone"}
+    store.finish("default", Outcome.poisoned(error))
+
+    # When the jobs and queues commands print them for a human
+    listed = cli.ok("jobs", "list")
+    shown = cli.ok("jobs", "show", job.id)
+    retried = cli.ok("jobs", "retry", job.id)
+
+    # Then no control character reaches the terminal: each is shown as \xNN
+    for result in (listed, shown, retried):
+        assert not any(c in result.stdout for c in "\x1b\x07\x9b"), repr(result.stdout)
+    assert "id-\\x1b[2J" in listed.stdout and "status 500: \\x1b[2Jgone" in listed.stdout
+    for text in ("task\\x1b[31m", "step\\x1b]0;title\\x07", "key\\x9b1m"):
+        assert text in shown.stdout, shown.stdout
+    # and --json keeps them as they are (JSON escapes them itself)
+    assert cli.json("jobs", "show", job.id)["id"] == job.id
+
+
 def test_names_and_texts_that_end_with_a_backslash_are_printed_as_they_are(
     cli: Cli, store: Store
 ) -> None:

@@ -14,6 +14,7 @@ from conveyor.cli.common import (
     UrlOption,
     ago,
     console,
+    plain,
     print_json,
     store_url,
     styled_state,
@@ -62,7 +63,6 @@ def workers(
         out.print("No workers.")
         return
     from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
-    from rich.text import Text
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in (
@@ -83,15 +83,15 @@ def workers(
         stale = now - worker.heartbeat_at > stale_after
         heartbeat = ago(worker.heartbeat_at, now)
         table.add_row(
-            Text(worker.host),
+            plain(worker.host),
             str(worker.pid),
-            Text(",".join(worker.queues)),
+            plain(",".join(worker.queues)),
             str(worker.concurrency),
             ago(worker.started_at, now),
             f"[bold red]{heartbeat} STALE[/]" if stale else heartbeat,
             str(worker.processed),
             str(worker.failed),
-            Text(_running(worker.running)),  # ids as they are (see jobs._job_is)
+            plain(_running(worker.running)),  # ids as they are (see jobs._job_is)
         )
     out.print(table)
 
@@ -119,7 +119,6 @@ def stats(
         print_json(figures.to_dict())
         return
     from rich.table import Table
-    from rich.text import Text
 
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
@@ -132,7 +131,7 @@ def stats(
     table.add_row("total", str(sum(figures.counts.values())))
     table.add_row("", "")
     for key, value in figures.store.items():
-        table.add_row(Text(f"store.{key}"), Text(str(value)))
+        table.add_row(plain(f"store.{key}"), plain(str(value)))
     console().print(table)
 
 

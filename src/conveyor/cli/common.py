@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -22,6 +23,7 @@ from conveyor.loader import load_app
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
 
 T = TypeVar("T")
 
@@ -167,6 +169,21 @@ def print_json(document: Any) -> None:
     """The one JSON document a ``--json`` command prints on stdout."""
     sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
     sys.stdout.flush()
+
+
+#: C0 and C1 control characters but newline and tab: an escape sequence among them is
+#: a command to the terminal that prints it.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(text: str, style: str = "") -> Text:
+    """Stored text for a human's terminal: as it is, not markup, its control characters
+    shown escaped (``\\x1b``). A job's error may quote a remote server's response body,
+    a name or message comes from any client: an escape sequence in them was played by
+    the terminal of whoever ran ``jobs list`` (cleared it, retitled it, ...)."""
+    from rich.text import Text
+
+    return Text(_CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text), style=style)
 
 
 STATE_STYLES = {

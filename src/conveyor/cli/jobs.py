@@ -14,6 +14,7 @@ from conveyor.cli.common import (
     UrlOption,
     ago,
     console,
+    plain,
     print_json,
     require_queue,
     store_url,
@@ -130,7 +131,6 @@ WIDE = 140
 
 def _jobs_table(jobs: list[Job], now: float, *, wide: bool) -> Table:
     from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
-    from rich.text import Text
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("ID", no_wrap=True)  # never folded: it is what people copy
@@ -146,15 +146,15 @@ def _jobs_table(jobs: list[Job], now: float, *, wide: bool) -> Table:
     table.add_column("LAST ERROR", overflow="fold")
     for job in jobs:
         cells: list[str | Text] = [
-            Text(job.id),  # as it is, not markup: see _job_is
-            Text(job.task or "-"),
-            Text(job.queue),
+            plain(job.id),  # as it is, not markup: see _job_is
+            plain(job.task or "-"),
+            plain(job.queue),
             styled_state(job.state.value) + _progress_suffix(job),
             str(job.priority),
             f"{job.attempts}/{job.max_attempts}",
             ago(job.created_at, now),
             ago(job.run_at, now) if job.state.is_waiting else "",
-            Text(_clip(job.last_error or "", 60)),
+            plain(_clip(job.last_error or "", 60)),
         ]
         if not wide:
             del cells[6:8], cells[4]
@@ -209,16 +209,15 @@ def show(
 
 def _fields(job: Job, now: float) -> Table:
     from rich.table import Table
-    from rich.text import Text
 
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
     progress = job.progress
     rows: list[tuple[str, str | Text]] = [
-        ("id", Text(job.id)),  # as it is, not markup: see _job_is
-        ("task", Text(job.task or "-")),
-        ("queue", Text(job.queue)),
+        ("id", plain(job.id)),  # as it is, not markup: see _job_is
+        ("task", plain(job.task or "-")),
+        ("queue", plain(job.queue)),
         ("state", styled_state(job.state.value)),
         ("priority", str(job.priority)),
         ("attempts", f"{job.attempts}/{job.max_attempts}"),
@@ -227,14 +226,14 @@ def _fields(job: Job, now: float) -> Table:
         ("run at", when(job.run_at, now)),
         ("current step", f"{job.current_step + 1}/{len(job.steps)}"),
         ("progress", _progress(job) if progress.total or progress.message else "-"),
-        ("unique key", Text(job.unique_key or "-")),
-        ("tenant", Text(job.tenant or "-")),
+        ("unique key", plain(job.unique_key or "-")),
+        ("tenant", plain(job.tenant or "-")),
         ("version", str(job.version)),
         ("created", when(job.created_at, now)),
         ("started", when(job.started_at, now)),
         ("finished", when(job.finished_at, now)),
         ("updated", when(job.updated_at, now)),
-        ("worker", Text(job.worker_id or "-")),
+        ("worker", plain(job.worker_id or "-")),
         ("lease until", when(job.lease_until, now)),
     ]
     for key, value in rows:
@@ -243,7 +242,6 @@ def _fields(job: Job, now: float) -> Table:
 
 
 def _progress(job: Job) -> Text:
-    from rich.text import Text
 
     p = job.progress
     text = f"{p.completed:g}/{p.total:g}"
@@ -251,12 +249,11 @@ def _progress(job: Job) -> Text:
         text += f" ({p.percent:g}%)"
     if p.message:
         text += f" {p.message}"
-    return Text(text)  # as it is, not markup: the message is the task's own text
+    return plain(text)  # as it is, not markup: the message is the task's own text
 
 
 def _steps(job: Job) -> Table:
     from rich.table import Table
-    from rich.text import Text
 
     table = Table(title="steps", title_justify="left", title_style="bold", header_style="bold")
     for column in ("#", "NAME", "KIND", "CALL", "STATE", "ATTEMPTS", "RESULT / LAST ERROR"):
@@ -271,12 +268,12 @@ def _steps(job: Job) -> Table:
         outcome = step.last_error if step.last_error else _short_json(step.result)
         table.add_row(
             f"{marker}{index + 1}",
-            Text(step.name),
+            plain(step.name),
             step.kind,
-            Text(call),
+            plain(call),
             styled_state(step.state) if step.state != "failed" else "[red]failed[/]",
             str(step.attempts),
-            Text(outcome),
+            plain(outcome),
         )
     return table
 
@@ -316,11 +313,11 @@ def _error(error: dict[str, Any], now: float) -> Group:
         f" · step {error.get('step') or '-'} · {when(error.get('at'), now)} · ",
         (str(error.get("type", "error")), "red"),
     )
-    parts: list[Any] = [head, Text("  " + str(error.get("message", "")))]
+    parts: list[Any] = [head, plain("  " + str(error.get("message", "")))]
     trace = error.get("traceback")
     if trace:
         parts.append(
-            Text("\n".join("    " + ln for ln in str(trace).rstrip().splitlines()), style="dim")
+            plain("\n".join("    " + ln for ln in str(trace).rstrip().splitlines()), style="dim")
         )
     return Group(*parts)
 
@@ -420,4 +417,4 @@ def _job_is(job_id: str, state: str, rest: str) -> Text:
     escaped as markup (Rich's escape adds one in case a tag follows)."""
     from rich.text import Text
 
-    return Text.assemble("Job ", job_id, " is ", Text.from_markup(state), rest)
+    return Text.assemble("Job ", plain(job_id), " is ", Text.from_markup(state), rest)

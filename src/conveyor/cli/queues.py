@@ -14,6 +14,7 @@ from conveyor.cli.common import (
     UrlOption,
     console,
     err_console,
+    plain,
     print_json,
     store_url,
     timestamp,
@@ -77,7 +78,6 @@ def list_queues(
         out.print("No queues.")
         return
     from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
-    from rich.text import Text
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("QUEUE")
@@ -87,7 +87,7 @@ def list_queues(
     table.add_column("CREATED", no_wrap=True)
     for queue in queues:
         table.add_row(
-            Text(queue.name),
+            plain(queue.name),
             "[yellow]paused[/]" if queue.paused else "active",
             *(str(queue.counts.get(s.value, 0)) for s in State),
             timestamp(queue.created_at),
