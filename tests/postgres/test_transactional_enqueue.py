@@ -230,6 +230,48 @@ def test_a_connection_to_a_database_without_the_schema_is_refused(
     assert "conveyor migrate" in str(refused.value)
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_connection_to_another_database_with_a_conveyor_schema_is_refused(
+    pg_url: str, kind: str
+) -> None:
+    # Given another database of the server with a conveyor schema of the same name
+    schema = PostgresBackend(pg_url).schema
+    conninfo = psycopg.conninfo.conninfo_to_dict(libpq_url(pg_url))
+    other = psycopg.conninfo.make_conninfo(**{**conninfo, "dbname": "postgres"})
+    other_url = pg_url.replace("/test?", "/postgres?", 1)
+    assert other_url != pg_url
+    asyncio.run(PostgresBackend(other_url).migrate())
+    app = Conveyor(pg_url)
+    task = app.task(name="send_welcome")(lambda user_id: None)
+
+    async def enqueue_async() -> None:
+        async with await psycopg.AsyncConnection.connect(other) as conn:
+            await task.with_options(connection=conn).enqueue_async(1)
+            await conn.commit()
+
+    try:
+        # When the app enqueues through a connection to it (its first such enqueue)
+        with pytest.raises(ConfigError) as refused:
+            if kind == "sync":
+                with psycopg.connect(other) as conn:
+                    task.with_options(connection=conn).enqueue(1)
+                    conn.commit()
+            else:
+                asyncio.run(enqueue_async())
+        # Then it is refused naming the field and the database it reached
+        assert refused.value.field == "connection"
+        assert "'postgres'" in str(refused.value)
+        assert "not the database of the app's URL" in str(refused.value)
+        # And no job is stored there, nor in the app's database
+        with psycopg.connect(other) as conn:
+            assert conn.execute(f'SELECT count(*) FROM "{schema}".jobs').fetchone() == (0,)
+        assert count_jobs(app) == 0
+    finally:
+        app.close()
+        with psycopg.connect(other, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 def test_a_connection_that_makes_dict_rows_enqueues_like_any(app: Conveyor, pg_url: str) -> None:
     async def enqueue_async(task: Task) -> str:
         async with await psycopg.AsyncConnection.connect(

@@ -63,7 +63,13 @@ from conveyor.backends.postgres_enqueue import Inserter
 from conveyor.backends.postgres_handoff import HandOffs
 from conveyor.backends.postgres_notify import Notifications
 from conveyor.backends.postgres_url import one_line, parse_postgres_url
-from conveyor.backends.postgres_vacuum import MISSING, SchemaState, state_query, warn_once
+from conveyor.backends.postgres_vacuum import (
+    MISSING,
+    SchemaState,
+    state_of,
+    state_query,
+    warn_once,
+)
 from conveyor.backends.rows import (
     RETRYABLE,
     Row,
@@ -189,6 +195,9 @@ class PostgresBackend(Backend):
         self._caller_schema_seen: set[tuple[str, int, str]] = set()
         #: the schema's version and vacuum settings, as last read
         self._schema_state: SchemaState | None = None
+        #: the identity of the schema the URL leads to (SchemaState.identity), once
+        #: one of conveyor's own connections has read it
+        self._home: tuple[str, str] | None = None
         self._checking: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._claim_start = ClaimStart()
@@ -253,7 +262,9 @@ class PostgresBackend(Backend):
                 f"cannot connect to PostgreSQL at {self.where}: {self._said(exc)}"
             ) from None
         async with conn:
-            self._check_schema(await _schema_state_async(conn, self.schema))
+            state = await _schema_state_async(conn, self.schema)
+        self._check_schema(state)
+        self._home = state.identity
 
     @staticmethod
     async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -511,10 +522,12 @@ class PostgresBackend(Backend):
                 f"cannot connect to PostgreSQL at {self.where}: {self._said(exc)}"
             ) from None
         try:
-            self._check_schema(_schema_state_sync(conn, self.schema))
+            state = _schema_state_sync(conn, self.schema)
+            self._check_schema(state)
         except BaseException:
             conn.close()
             raise
+        self._home = state.identity
         _configure_connection(conn)
         return conn
 
@@ -545,7 +558,13 @@ class PostgresBackend(Backend):
                 "(an AsyncConnection goes with enqueue_async)",
             )
         if _leads_to(connection) not in self._caller_schema_seen:
-            self._check_caller_schema(connection, _schema_state_sync(connection, self.schema))
+            state = _schema_state_sync(connection, self.schema)
+            if self._home is None:
+                # Not waiting for another thread's call: it may wait on this very
+                # transaction (a unique key it holds).
+                with contextlib.suppress(BackendUnavailable), self._sync_connection(wait=False):
+                    pass
+            self._check_caller_schema(connection, state)
         if unknown := self._inserter.unknown_queues(jobs):
             self._create_queues_blocking(unknown)
         return self._inserter.insert_sync(connection, jobs, own=False)
@@ -559,6 +578,9 @@ class PostgresBackend(Backend):
             )
         if _leads_to(connection) not in self._caller_schema_seen:
             state = await _schema_state_async(connection, self.schema)
+            if self._home is None:
+                with contextlib.suppress(BackendUnavailable):
+                    await self.check()
             self._check_caller_schema(connection, state)
         if unknown := self._inserter.unknown_queues(jobs):
             await self._create_queues_apart(unknown)
@@ -615,16 +637,30 @@ class PostgresBackend(Backend):
         connection leads; once per database and process. An older schema's statements
         differ: a single job failed on a missing table, a batch was stored where no
         worker of this version would take it. (A missing schema leaves the caller's
-        transaction failed, as an error of any of its statements does.)"""
+        transaction failed, as an error of any of its statements does.)
+
+        Refuse too a connection to another database that has a conveyor schema of its
+        own: its jobs were stored where no worker of the app's URL looks. Told apart by
+        the schema's identity, not by host names (an alias, a pooler, a socket lead to
+        the same database); while conveyor's own connection cannot read that (the
+        store down), the check waits for the next call."""
         info = connection.info
+        where = f"this connection reaches database {info.dbname!r} on {info.host}:{info.port}"
         try:
             self._check_schema(state)
         except ConfigError as exc:
             raise ConfigError(
                 "connection",
-                f"{exc.problem} (this connection reaches database {info.dbname!r} on "
-                f"{info.host}:{info.port}; it must reach the database of the app's URL)",
+                f"{exc.problem} ({where}; it must reach the database of the app's URL)",
             ) from None
+        if self._home is None:
+            return
+        if state.identity != self._home:
+            raise ConfigError(
+                "connection",
+                f"{where}, not the database of the app's URL ({self.where}): its jobs "
+                "would be stored where no worker of the app looks",
+            )
         self._caller_schema_seen.add(_leads_to(connection))
 
     # -- claims and outcomes ---------------------------------------------------------
@@ -1136,7 +1172,7 @@ async def _schema_state_async(conn: psycopg.AsyncConnection[Any], schema: str) -
     except psycopg.errors.UndefinedTable:
         return MISSING
     row = await cur.fetchone()
-    return SchemaState(*row) if row else MISSING
+    return state_of(row)
 
 
 def _schema_state_sync(conn: psycopg.Connection[Any], schema: str) -> SchemaState:
@@ -1146,4 +1182,4 @@ def _schema_state_sync(conn: psycopg.Connection[Any], schema: str) -> SchemaStat
     except psycopg.errors.UndefinedTable:
         return MISSING
     row = cur.fetchone()
-    return SchemaState(*row) if row else MISSING
+    return state_of(row)

@@ -13,7 +13,7 @@ buffers in 4 ms after 5 s, 8,029 in 11 ms after 60 s, and kept growing).
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from psycopg import sql
 
@@ -27,21 +27,34 @@ class SchemaState(NamedTuple):
     version: int  # 0: no conveyor schema there
     autovacuum: bool  # the server's autovacuum setting
     table_autovacuum: bool  # the jobs table's own autovacuum_enabled (default on)
+    #: which schema this is: the database's name as the server knows it, and when the
+    #: schema's first version was applied (two databases, through whatever hosts,
+    #: ports or pooler aliases, never share both)
+    identity: tuple[str, str] = ("", "")
 
 
 #: What a schema without conveyor's tables answers.
 MISSING = SchemaState(0, True, True)
 
 
+def state_of(row: tuple[Any, ...] | None) -> SchemaState:
+    """The answer of :func:`state_query` (no row: no conveyor schema there)."""
+    if row is None:
+        return MISSING
+    version, autovacuum, table_autovacuum, database, created = row
+    return SchemaState(version, autovacuum, table_autovacuum, (database, created))
+
+
 def state_query(schema: str) -> sql.Composed:
-    """One statement: the schema's version and both autovacuum settings."""
+    """One statement: the schema's version, both autovacuum settings and its identity."""
     return sql.SQL(
         "SELECT coalesce(max(v.version), 0), current_setting('autovacuum')::boolean,"
         " coalesce((SELECT bool_and(o.option_value::boolean)"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,"
         " pg_options_to_table(c.reloptions) o"
         " WHERE n.nspname = {name} AND c.relname = 'jobs'"
-        " AND o.option_name = 'autovacuum_enabled'), true)"
+        " AND o.option_name = 'autovacuum_enabled'), true),"
+        " current_database()::text, coalesce(extract(epoch FROM min(v.applied_at))::text, '')"
         " FROM {schema}.schema_version v"
     ).format(name=sql.Literal(schema), schema=sql.Identifier(schema))
 
