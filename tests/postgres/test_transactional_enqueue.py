@@ -231,6 +231,38 @@ def test_a_connection_to_a_database_without_the_schema_is_refused(
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_refused_connection_keeps_the_callers_transaction_going(
+    app: Conveyor, pg_url: str, kind: str
+) -> None:
+    # Given a transaction, with work of its own, on a database without the schema
+    conninfo = psycopg.conninfo.conninfo_to_dict(libpq_url(pg_url))
+    other = psycopg.conninfo.make_conninfo(**{**conninfo, "dbname": "postgres"})
+    task = app.get_task("send_welcome")
+
+    async def enqueue_async() -> tuple[int] | None:
+        async with await psycopg.AsyncConnection.connect(other) as conn:
+            await conn.execute("CREATE TEMP TABLE orders (id int)")
+            await conn.execute("INSERT INTO orders VALUES (7)")
+            with pytest.raises(ConfigError):
+                await task.with_options(connection=conn).enqueue_async(7)
+            cur = await conn.execute("SELECT count(*) FROM orders")
+            return await cur.fetchone()
+
+    # When the app refuses to enqueue through it
+    if kind == "sync":
+        with psycopg.connect(other) as conn:
+            conn.execute("CREATE TEMP TABLE orders (id int)")
+            conn.execute("INSERT INTO orders VALUES (7)")
+            with pytest.raises(ConfigError):
+                task.with_options(connection=conn).enqueue(7)
+            # Then the transaction goes on, its work intact
+            counted = conn.execute("SELECT count(*) FROM orders").fetchone()
+    else:
+        counted = asyncio.run(enqueue_async())
+    assert counted == (1,)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
 def test_a_connection_to_another_database_with_a_conveyor_schema_is_refused(
     pg_url: str, kind: str
 ) -> None:

@@ -66,6 +66,7 @@ from conveyor.backends.postgres_url import one_line, parse_postgres_url
 from conveyor.backends.postgres_vacuum import (
     MISSING,
     SchemaState,
+    exists_query,
     state_of,
     state_query,
     warn_once,
@@ -636,8 +637,8 @@ class PostgresBackend(Backend):
         """Refuse, as ``open`` does, a schema of another version where the caller's
         connection leads; once per database and process. An older schema's statements
         differ: a single job failed on a missing table, a batch was stored where no
-        worker of this version would take it. (A missing schema leaves the caller's
-        transaction failed, as an error of any of its statements does.)
+        worker of this version would take it. The caller's transaction goes on after a
+        refusal (the schema's table is looked for before it is read).
 
         Refuse too a connection to another database that has a conveyor schema of its
         own: its jobs were stored where no worker of the app's URL looks. Told apart by
@@ -1167,19 +1168,19 @@ class PostgresBackend(Backend):
 async def _schema_state_async(conn: psycopg.AsyncConnection[Any], schema: str) -> SchemaState:
     # Tuples whatever the connection's row factory (a caller's may make dicts).
     cur = conn.cursor(row_factory=tuple_row)
-    try:
-        await cur.execute(state_query(schema))
-    except psycopg.errors.UndefinedTable:
+    await cur.execute(exists_query(schema))
+    found = await cur.fetchone()
+    if found is None or found[0] is None:
         return MISSING
-    row = await cur.fetchone()
-    return state_of(row)
+    await cur.execute(state_query(schema))
+    return state_of(await cur.fetchone())
 
 
 def _schema_state_sync(conn: psycopg.Connection[Any], schema: str) -> SchemaState:
     cur = conn.cursor(row_factory=tuple_row)
-    try:
-        cur.execute(state_query(schema))
-    except psycopg.errors.UndefinedTable:
+    cur.execute(exists_query(schema))
+    found = cur.fetchone()
+    if found is None or found[0] is None:
         return MISSING
-    row = cur.fetchone()
-    return state_of(row)
+    cur.execute(state_query(schema))
+    return state_of(cur.fetchone())

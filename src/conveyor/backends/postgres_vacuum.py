@@ -45,6 +45,14 @@ def state_of(row: tuple[Any, ...] | None) -> SchemaState:
     return SchemaState(version, autovacuum, table_autovacuum, (database, created))
 
 
+def exists_query(schema: str) -> sql.Composed:
+    """Whether the schema's ``schema_version`` table is there (NULL if not), asked
+    before :func:`state_query`: a statement that failed on a missing table would leave
+    a caller's transaction failed."""
+    table = sql.Identifier(schema, "schema_version").as_string(None)
+    return sql.SQL("SELECT to_regclass({table})").format(table=sql.Literal(table))
+
+
 def state_query(schema: str) -> sql.Composed:
     """One statement: the schema's version, both autovacuum settings and its identity."""
     return sql.SQL(
