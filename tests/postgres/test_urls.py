@@ -22,6 +22,11 @@ from tests.pg import libpq_url
     ("url", "field", "words"),
     [
         ("postgresql://u:pw@h/db?schema=Bad-Name", "url.schema", "lower-case letters"),
+        # PostgreSQL's own schemas: the catalog, or information_schema, which took
+        # conveyor's tables beside the server's views
+        ("postgresql://u:pw@h/db?schema=pg_conveyor", "url.schema", "reserved by PostgreSQL"),
+        ("postgresql://u:pw@h/db?schema=pg_catalog", "url.schema", "reserved by PostgreSQL"),
+        ("postgresql://u:pw@h/db?schema=information_schema", "url.schema", "reserved by"),
         ("postgresql://u:pw@h/db?pool_size=0", "url.pool_size", "must be > 0"),
         ("postgresql://u:pw@h/db?pool_size=many", "url.pool_size", "expected a number"),
         ("postgresql://u:pw@h/db?poll=-1", "url.poll", "must be > 0"),

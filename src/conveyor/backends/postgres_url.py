@@ -49,6 +49,12 @@ def parse_postgres_url(url: str) -> PostgresSettings:
             f"{schema!r} in {where!r}: use lower-case letters, digits and _ "
             "(at most 48, not starting with a digit)",
         )
+    if schema.startswith("pg_") or schema == "information_schema":
+        raise ConfigError(
+            "url.schema",
+            f"{schema!r} in {where!r}: the name is reserved by PostgreSQL for its own "
+            "schemas (pg_..., information_schema); choose another",
+        )
     pool_size = number_option(options, "pool_size", 10, where, int)
     poll = number_option(options, "poll", 0.05, where, float, MIN_POLL_S)
     connect_timeout = number_option(options, "connect_timeout", 10, where, float)
