@@ -328,6 +328,40 @@ def test_a_connection_that_makes_dict_rows_enqueues_like_any(app: Conveyor, pg_u
     assert app.job(second).state is State.QUEUED
 
 
+@pytest.mark.parametrize(
+    ("sync_cursor", "async_cursor"),
+    [
+        (psycopg.ClientCursor, psycopg.AsyncClientCursor),  # Django's, by default
+        (psycopg.RawCursor, psycopg.AsyncRawCursor),
+    ],
+    ids=["client-side-binding", "raw-placeholders"],
+)
+def test_a_connection_with_another_kind_of_cursor_enqueues_like_any(
+    app: Conveyor, pg_url: str, sync_cursor: type, async_cursor: type
+) -> None:
+    task = app.get_task("send_welcome")
+
+    async def enqueue_async() -> list[str]:
+        async with await psycopg.AsyncConnection.connect(
+            libpq_url(pg_url), cursor_factory=async_cursor
+        ) as conn:
+            handles = [await task.with_options(connection=conn, unique_key="a").enqueue_async(3)]
+            handles += await task.with_options(connection=conn).enqueue_many_async([[4], [5]])
+            await conn.commit()
+        return [h.id for h in handles]
+
+    # Given the application's connections, whose cursors are not psycopg's default
+    with psycopg.connect(libpq_url(pg_url), cursor_factory=sync_cursor) as conn:
+        # When it enqueues through them: one job, one with a unique key, a batch
+        ids = [task.with_options(connection=conn).enqueue(1).id]
+        ids.append(task.with_options(connection=conn, unique_key="s").enqueue(2).id)
+        ids += [h.id for h in task.with_options(connection=conn).enqueue_many([[6], [7]])]
+        conn.commit()
+    ids += asyncio.run(enqueue_async())
+    # Then every job is stored
+    assert [app.job(i).state for i in ids] == [State.QUEUED] * 7
+
+
 def _report() -> None: ...
 
 

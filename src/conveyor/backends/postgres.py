@@ -36,7 +36,6 @@ from typing import Any
 
 import psycopg
 from psycopg import pq, sql
-from psycopg.rows import tuple_row
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -59,7 +58,7 @@ from conveyor.backends.base import (
     unique_key_of,
 )
 from conveyor.backends.postgres_claims import ClaimStart
-from conveyor.backends.postgres_enqueue import Inserter
+from conveyor.backends.postgres_enqueue import Inserter, tuple_cursor, tuple_cursor_async
 from conveyor.backends.postgres_handoff import HandOffs
 from conveyor.backends.postgres_notify import Notifications
 from conveyor.backends.postgres_url import one_line, parse_postgres_url
@@ -1167,7 +1166,7 @@ class PostgresBackend(Backend):
 
 async def _schema_state_async(conn: psycopg.AsyncConnection[Any], schema: str) -> SchemaState:
     # Tuples whatever the connection's row factory (a caller's may make dicts).
-    cur = conn.cursor(row_factory=tuple_row)
+    cur = tuple_cursor_async(conn)
     await cur.execute(exists_query(schema))
     found = await cur.fetchone()
     if found is None or found[0] is None:
@@ -1177,7 +1176,7 @@ async def _schema_state_async(conn: psycopg.AsyncConnection[Any], schema: str) -
 
 
 def _schema_state_sync(conn: psycopg.Connection[Any], schema: str) -> SchemaState:
-    cur = conn.cursor(row_factory=tuple_row)
+    cur = tuple_cursor(conn)
     cur.execute(exists_query(schema))
     found = cur.fetchone()
     if found is None or found[0] is None:

@@ -111,7 +111,7 @@ class Inserter:
                         copy.write(chunk)
                 cur.execute(self._q["after_copy"], self._after_copy(jobs))
             return self._stored(jobs, {}, own)
-        cur = conn.cursor(row_factory=tuple_row)
+        cur = tuple_cursor(conn)
         if not own:  # conveyor's own connections read jsonb as text already
             cur.adapters.register_loader("jsonb", TextLoader)
         placed: dict[str, Job] = {}
@@ -140,7 +140,7 @@ class Inserter:
                         await copy.write(chunk)
                 await cur.execute(self._q["after_copy"], self._after_copy(jobs))
             return self._stored(jobs, {}, own)
-        cur = conn.cursor(row_factory=tuple_row)
+        cur = tuple_cursor_async(conn)
         if not own:  # conveyor's own connections read jsonb as text already
             cur.adapters.register_loader("jsonb", TextLoader)
         placed: dict[str, Job] = {}
@@ -247,6 +247,22 @@ def id_taken(exc: psycopg.errors.UniqueViolation) -> InvalidJob | None:
 
 #: PostgreSQL's detail of a unique violation: ``Key (id)=(<id>) already exists.``
 _TAKEN_ID = re.compile(r"^Key \(id\)=\((.*)\) already exists")
+
+
+def tuple_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Row]:
+    """A cursor of tuples on ``conn`` that takes ``%(name)s`` placeholders: of the
+    connection's own kind (a caller's may bind client-side, as Django's does), or
+    psycopg's default where that kind is raw (``$1`` placeholders only)."""
+    if issubclass(conn.cursor_factory, psycopg.RawCursor):
+        return psycopg.Cursor(conn, row_factory=tuple_row)
+    return conn.cursor(row_factory=tuple_row)
+
+
+def tuple_cursor_async(conn: psycopg.AsyncConnection[Any]) -> psycopg.AsyncCursor[Row]:
+    """:func:`tuple_cursor` of an async connection."""
+    if issubclass(conn.cursor_factory, psycopg.AsyncRawCursor):
+        return psycopg.AsyncCursor(conn, row_factory=tuple_row)
+    return conn.cursor(row_factory=tuple_row)
 
 
 def _copyable(jobs: Sequence[Job]) -> bool:
