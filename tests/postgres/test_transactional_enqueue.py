@@ -4,8 +4,10 @@ once its transaction commits and never when it rolls back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -142,6 +144,51 @@ def test_the_wrong_kind_of_connection_is_refused_and_names_the_field(
 
     with pytest.raises(ConfigError, match="AsyncConnection"):
         asyncio.run(async_with_sync_connection())
+    assert count_jobs(app) == 0
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("spoil", "words"),
+    [("close", "is closed"), ("fail", "transaction has failed")],
+    ids=["closed", "failed-transaction"],
+)
+def test_a_connection_that_cannot_take_the_job_is_refused_naming_the_field(
+    app: Conveyor, pg_url: str, kind: str, spoil: str, words: str
+) -> None:
+    task = app.get_task("send_welcome")
+
+    def spoiled(conn: psycopg.Connection[Any]) -> None:
+        if spoil == "close":
+            conn.close()
+        else:
+            with contextlib.suppress(psycopg.errors.DivisionByZero):
+                conn.execute("SELECT 1/0")
+
+    async def spoiled_async(conn: psycopg.AsyncConnection[Any]) -> None:
+        if spoil == "close":
+            await conn.close()
+        else:
+            with contextlib.suppress(psycopg.errors.DivisionByZero):
+                await conn.execute("SELECT 1/0")
+
+    async def enqueue_async() -> None:
+        async with await psycopg.AsyncConnection.connect(libpq_url(pg_url)) as conn:
+            await spoiled_async(conn)
+            await task.with_options(connection=conn).enqueue_async(1)
+
+    # Given the application's connection, closed or with a failed transaction
+    with pytest.raises(ConfigError) as refused:
+        # When the app enqueues through it
+        if kind == "sync":
+            with psycopg.connect(libpq_url(pg_url)) as conn:
+                spoiled(conn)
+                task.with_options(connection=conn).enqueue(1)
+        else:
+            asyncio.run(enqueue_async())
+    # Then the enqueue is refused naming the field and what is wrong, and nothing stored
+    assert refused.value.field == "connection"
+    assert words in str(refused.value)
     assert count_jobs(app) == 0
 
 

@@ -157,6 +157,20 @@ def _leads_to(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> t
     return info.host, info.port, info.dbname
 
 
+def _check_joinable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    """Refuse a caller's connection that cannot take a job (no round trip): a closed
+    one, or one whose transaction an earlier statement failed. Its own statement
+    would fail with psycopg's error; this one names the field and what to do."""
+    if conn.closed:
+        raise ConfigError("connection", "is closed; nothing was stored")
+    if conn.info.transaction_status == pq.TransactionStatus.INERROR:
+        raise ConfigError(
+            "connection",
+            "its transaction has failed (an earlier statement's error): roll it back "
+            "before enqueueing through it; nothing was stored",
+        )
+
+
 def _class_name(value: object) -> str:
     """``module.Class`` of ``value``: other libraries' connections share psycopg's names."""
     kind = type(value)
@@ -557,6 +571,7 @@ class PostgresBackend(Backend):
                 f"expected a psycopg.Connection, got {_class_name(connection)} "
                 "(an AsyncConnection goes with enqueue_async)",
             )
+        _check_joinable(connection)
         if _leads_to(connection) not in self._caller_schema_seen:
             state = _schema_state_sync(connection, self.schema)
             if self._home is None:
@@ -576,6 +591,7 @@ class PostgresBackend(Backend):
                 f"expected a psycopg.AsyncConnection, got {_class_name(connection)} "
                 "(a Connection goes with enqueue)",
             )
+        _check_joinable(connection)
         if _leads_to(connection) not in self._caller_schema_seen:
             state = await _schema_state_async(connection, self.schema)
             if self._home is None:
