@@ -103,6 +103,9 @@ _STORE_FAILURES = (
     psycopg.OperationalError,
     psycopg.InterfaceError,
     psycopg.errors.ReadOnlySqlTransaction,
+    # A right the role lacks (a GRANT missing or revoked): the store refuses this role
+    # now, as a read-only server does, until someone grants it.
+    psycopg.errors.InsufficientPrivilege,
     PoolTimeout,
 )
 #: A queue's row written apart from a caller's transaction waits no longer than this
@@ -276,7 +279,10 @@ class PostgresBackend(Backend):
                 f"cannot connect to PostgreSQL at {self.where}: {self._said(exc)}"
             ) from None
         async with conn:
-            state = await _schema_state_async(conn, self.schema)
+            try:
+                state = await _schema_state_async(conn, self.schema)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise self._not_granted(exc) from None
         self._check_schema(state)
         self._home = state.identity
 
@@ -322,6 +328,17 @@ class PostgresBackend(Backend):
             await self.check()  # (reads the settings with the schema's version)
         if self._schema_state is not None:
             warn_once(self.where, self.schema, self._schema_state)
+
+    def _not_granted(self, exc: psycopg.Error) -> ConfigError:
+        """The role of the URL may not read the schema: a configuration to fix."""
+        quoted = f'"{self.schema}"'
+        return ConfigError(
+            "url",
+            f"the conveyor schema {self.schema!r} at {self.where} is not open to this "
+            f"role: {self._said(exc)}; GRANT USAGE ON SCHEMA {quoted} and SELECT, INSERT, "
+            f"UPDATE, DELETE ON ALL TABLES IN SCHEMA {quoted} to it, or connect as the "
+            "schema's owner",
+        )
 
     def _check_version(self, version: int) -> None:
         if version < SCHEMA_VERSION:
@@ -538,6 +555,9 @@ class PostgresBackend(Backend):
         try:
             state = _schema_state_sync(conn, self.schema)
             self._check_schema(state)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            conn.close()
+            raise self._not_granted(exc) from None
         except BaseException:
             conn.close()
             raise

@@ -1,0 +1,87 @@
+"""A role without the rights conveyor needs on its schema: a clear error naming the
+store and what to grant, never a driver's traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+
+from conveyor.backends.postgres import PostgresBackend
+from conveyor.exceptions import BackendUnavailable, ConfigError
+from conveyor.testing.harness import make_job
+from tests.pg import libpq_url
+
+
+@pytest.fixture
+def as_role(pg_url: str) -> Iterator[tuple[str, str]]:
+    """A URL of the test's schema as a new role with no right on it, and the role."""
+    schema = PostgresBackend(pg_url).schema
+    role = f"{schema}_user"
+    with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    parts = urlsplit(pg_url)
+    host = parts.netloc.rpartition("@")[2]
+    try:
+        yield parts._replace(netloc=f"{role}@{host}").geturl(), role
+    finally:
+        with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "conveyor", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_a_role_that_may_not_use_the_schema_is_refused_at_start_saying_what_to_grant(
+    as_role: tuple[str, str],
+) -> None:
+    # Given a role with no right on conveyor's schema
+    url, _ = as_role
+    # When a store is opened with it, or a command runs with it
+    with pytest.raises(ConfigError) as refused:
+        asyncio.run(PostgresBackend(url).check())
+    stats = _cli("stats", "--url", url)
+    # Then each says so, naming the field, the schema and what to grant
+    assert refused.value.field == "url"
+    assert "permission denied for schema" in str(refused.value)
+    assert "GRANT USAGE" in str(refused.value)
+    assert stats.returncode == 2, stats.stderr
+    assert stats.stderr.startswith("error: url: "), stats.stderr
+    assert "Traceback" not in stats.stderr and "InsufficientPrivilege" not in stats.stderr
+
+
+def test_a_role_missing_a_right_on_a_table_meets_a_store_refusal_not_a_driver_error(
+    pg_url: str, as_role: tuple[str, str]
+) -> None:
+    # Given a role that may read the schema's version but not write its tables
+    url, role = as_role
+    schema = PostgresBackend(pg_url).schema
+    with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
+        conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        conn.execute(f'GRANT SELECT ON "{schema}".schema_version TO "{role}"')
+
+    async def enqueue() -> None:
+        backend = PostgresBackend(url)
+        await backend.open()
+        try:
+            await backend.enqueue([make_job()])
+        finally:
+            await backend.close()
+
+    # When it enqueues, or a command lists the workers
+    with pytest.raises(BackendUnavailable) as refused:
+        asyncio.run(enqueue())
+    workers = _cli("workers", "--url", url)
+    # Then the store's refusal says what was denied, as for a store that is away
+    assert "permission denied for table" in str(refused.value)
+    assert workers.returncode == 1, workers.stderr
+    assert "permission denied for table workers" in workers.stderr
+    assert "Traceback" not in workers.stderr and "InsufficientPrivilege" not in workers.stderr
