@@ -154,6 +154,14 @@ def _hung_up(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bo
     return conn.pgconn.status != pq.ConnStatus.OK
 
 
+def _abandon(conn: psycopg.Connection[Any]) -> None:
+    """Cancel what ``conn`` is running, and close it."""
+    with contextlib.suppress(Exception):
+        conn.cancel_safe(timeout=_CHECKOUT_TIMEOUT)
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
 def _leads_to(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> tuple[str, int, str]:
     """Where a connection leads, as libpq knows it (no round trip)."""
     info = conn.info
@@ -533,6 +541,17 @@ class PostgresBackend(Backend):
                     conn.close()
                 self._sync_conn = None
                 raise self._unavailable(exc) from exc
+            except BaseException:
+                if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                    # An exception of the caller's raised mid-statement (a signal
+                    # handler's time limit: Celery's, RQ's, SIGALRM; psycopg cancels
+                    # only on KeyboardInterrupt and SystemExit): the statement went on
+                    # on the server, storing the job behind the caller's back, and the
+                    # next call failed on the busy connection. Cancelled, and a new
+                    # connection next time.
+                    self._sync_conn = None
+                    _abandon(conn)
+                raise
         finally:
             self._sync_lock.release()
 
