@@ -115,6 +115,12 @@ _APART_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '100ms'"
 _ALL_STATES = [s.value for s in State]
 _TUPLES_OK = pq.ExecStatus.TUPLES_OK
 _SHARDS = 16
+#: conveyor's statements are written for READ COMMITTED (each sees what committed
+#: before it began: an enqueue that waited for a unique key's turn sees the job the
+#: key's holder stored). Set on its sessions where the role or database makes another
+#: level the default, under which claims, outcomes and such enqueues failed with
+#: serialization errors, taken for store failures.
+_READ_COMMITTED = "SET default_transaction_isolation TO 'read committed'"
 #: Seconds to wait for a pooled connection before the store counts as down.
 _CHECKOUT_TIMEOUT = 5.0
 #: Seconds one run of the pool's reconnection attempts lasts before a fresh run starts
@@ -223,6 +229,8 @@ class PostgresBackend(Backend):
         #: the identity of the schema the URL leads to (SchemaState.identity), once
         #: one of conveyor's own connections has read it
         self._home: tuple[str, str] | None = None
+        #: whether the sessions need _READ_COMMITTED (learnt with the schema's version)
+        self._pin_isolation = False
         self._checking: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._claim_start = ClaimStart()
@@ -293,10 +301,12 @@ class PostgresBackend(Backend):
                 raise self._not_granted(exc) from None
         self._check_schema(state)
         self._home = state.identity
+        self._pin_isolation = state.isolation != "read committed"
 
-    @staticmethod
-    async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _configure_async(self, conn: psycopg.AsyncConnection[Any]) -> None:
         _configure_connection(conn)
+        if self._pin_isolation:
+            await conn.execute(_READ_COMMITTED)
 
     async def _check_idle(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """The pool's look at a connection it lends: one the server ended while it sat
@@ -574,6 +584,8 @@ class PostgresBackend(Backend):
         try:
             state = _schema_state_sync(conn, self.schema)
             self._check_schema(state)
+            if state.isolation != "read committed":
+                conn.execute(_READ_COMMITTED)
         except psycopg.errors.InsufficientPrivilege as exc:
             conn.close()
             raise self._not_granted(exc) from None

@@ -31,6 +31,8 @@ class SchemaState(NamedTuple):
     #: schema's first version was applied (two databases, through whatever hosts,
     #: ports or pooler aliases, never share both)
     identity: tuple[str, str] = ("", "")
+    #: the sessions' default_transaction_isolation (a role's or database's setting)
+    isolation: str = "read committed"
 
 
 #: What a schema without conveyor's tables answers.
@@ -41,8 +43,8 @@ def state_of(row: tuple[Any, ...] | None) -> SchemaState:
     """The answer of :func:`state_query` (no row: no conveyor schema there)."""
     if row is None:
         return MISSING
-    version, autovacuum, table_autovacuum, database, created = row
-    return SchemaState(version, autovacuum, table_autovacuum, (database, created))
+    version, autovacuum, table_autovacuum, database, created, isolation = row
+    return SchemaState(version, autovacuum, table_autovacuum, (database, created), isolation)
 
 
 def exists_query(schema: str) -> sql.Composed:
@@ -62,7 +64,8 @@ def state_query(schema: str) -> sql.Composed:
         " pg_options_to_table(c.reloptions) o"
         " WHERE n.nspname = {name} AND c.relname = 'jobs'"
         " AND o.option_name = 'autovacuum_enabled'), true),"
-        " current_database()::text, coalesce(extract(epoch FROM min(v.applied_at))::text, '')"
+        " current_database()::text, coalesce(extract(epoch FROM min(v.applied_at))::text, ''),"
+        " current_setting('default_transaction_isolation')"
         " FROM {schema}.schema_version v"
     ).format(name=sql.Literal(schema), schema=sql.Identifier(schema))
 
