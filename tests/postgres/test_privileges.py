@@ -85,3 +85,17 @@ def test_a_role_missing_a_right_on_a_table_meets_a_store_refusal_not_a_driver_er
     assert workers.returncode == 1, workers.stderr
     assert "permission denied for table workers" in workers.stderr
     assert "Traceback" not in workers.stderr and "InsufficientPrivilege" not in workers.stderr
+
+
+def test_migrate_by_a_role_that_may_not_create_the_schema_is_a_bad_config_not_an_outage(
+    as_role: tuple[str, str],
+) -> None:
+    # Given a role with no right to create the schema, which is not there
+    url, _ = as_role
+    missing = url.replace("schema=", "schema=missing_", 1)
+    # When it runs conveyor migrate
+    migrate = _cli("migrate", "--url", missing)
+    # Then the command names the URL and what was denied, as a configuration to fix
+    assert migrate.returncode == 2, migrate.stderr
+    assert migrate.stderr.startswith("error: url: "), migrate.stderr
+    assert "permission denied for database" in migrate.stderr

@@ -444,6 +444,15 @@ class PostgresBackend(Backend):
                             ),
                             [number],
                         )
+        except psycopg.errors.InsufficientPrivilege as exc:
+            # The role's rights, not an outage: a configuration to fix (exit code 2).
+            raise ConfigError(
+                "url",
+                f"cannot migrate the conveyor schema {self.schema!r} at {self.where}: "
+                f"{self._said(exc)}; the role needs the right to create schemas in the "
+                f"database, or to own the schema (CREATE SCHEMA {quoted} AUTHORIZATION "
+                "<role>, by an administrator)",
+            ) from None
         except psycopg.Error as exc:
             raise BackendUnavailable(
                 f"cannot migrate the conveyor schema {self.schema!r} at {self.where}: "
