@@ -7,6 +7,7 @@ import asyncio
 import socket
 import subprocess
 import sys
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
 import pytest
@@ -122,3 +123,26 @@ def test_libpq_options_with_spaces_reach_the_server_as_written(pg_url: str) -> N
     # Then the server took the setting (it refuses a session whose options it cannot
     # read) and the name, unchanged
     assert asyncio.run(sessions())
+
+
+def test_a_url_without_a_host_before_its_path_reaches_the_server(pg_url: str) -> None:
+    # Given the test's URL written as libpq's form without a host part:
+    # postgresql:///database?host=... (how a Unix socket's folder is usually given)
+    parts = urlsplit(pg_url)
+    options = dict(parse_qsl(parts.query))
+    options.update(host=parts.hostname or "127.0.0.1", port=str(parts.port or 5432))
+    if parts.username:
+        options["user"] = parts.username
+    hostless = f"{parts.scheme}://{parts.path}?{urlencode(options)}"
+    backend = PostgresBackend(hostless)
+
+    async def now() -> float:
+        # When conveyor opens the store with it
+        await backend.open()
+        try:
+            return await backend.now()
+        finally:
+            await backend.close()
+
+    # Then it reaches the server (the URL was refused as one that does not parse)
+    assert asyncio.run(now()) > 0

@@ -63,7 +63,12 @@ def parse_postgres_url(url: str) -> PostgresSettings:
     # that died) is noticed in about 25 s instead of the kernel's two hours.
     for name, value in _KEEPALIVES.items():
         options.setdefault(name, value)
-    conninfo = parts._replace(query=urlencode(options, quote_via=quote)).geturl()
+    # Put together by hand: urlunsplit drops the "//" of a URL without a host part
+    # (postgresql:///db?host=/run/postgresql, libpq's way to a socket's folder), and
+    # libpq then read what was left as key=value pairs, refusing it.
+    conninfo = f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(options, quote_via=quote)}"
+    if parts.fragment:
+        conninfo += f"#{parts.fragment}"
     try:
         parsed = psycopg.conninfo.conninfo_to_dict(conninfo)
     except psycopg.Error as exc:
