@@ -414,3 +414,48 @@ def test_an_outcome_stored_as_its_answer_was_lost_counts_as_written(
     assert received == [f"{handle.id}:callback:{job.version}"]
     assert (job.attempts, job.result, runs(env)) == (1, 1, Counter({"1": 1}))
     stop(proc)
+
+
+def test_a_job_held_through_a_cut_past_its_lease_does_not_start_while_another_holds_it(
+    env: WorkerEnv, proxy: TcpProxy
+) -> None:
+    # Given a worker, through the proxy, with its one slot busy for 4 s and two more
+    # jobs claimed ahead (--prefetch), on 2 s leases
+    env.tasks.sleep.enqueue(4.0)
+    held = env.tasks.timed.enqueue_many([[1, 0.1], [2, 0.1]])
+    url = through(proxy, env.url, "conveyor-held-through-cut")
+    proc = env.start_worker("-c", "1", "--prefetch", "2", "--lease", "2", url=url)
+    env.wait_until("the busy job running", lambda: env.lines("started") == ["4.0"], 20)
+    env.wait_until(
+        "the other two claimed", lambda: {j.state for j in jobs_of(held)} == {State.RUNNING}, 20
+    )
+
+    # When the store goes away, the leases run out, the jobs are taken back and claimed
+    # by another worker, and meanwhile the busy job ends and frees the slot
+    proxy.cut()
+    recovered: list[Job] = []
+
+    def all_recovered() -> bool:
+        recovered.extend(recover_expired(env))
+        return len(recovered) >= 3
+
+    env.wait_until("the leases recovered", all_recovered, 20)
+
+    async def claim_elsewhere() -> list[Job]:
+        backend = await env.app.backend()
+        return await backend.claim(["default"], "another-worker", 10, 60.0)
+
+    assert {j.id for j in env.app.portal_call(claim_elsewhere())} >= {h.id for h in held}
+    env.wait_until("the busy job's end", lambda: env.lines("finished") == ["4.0"], 20)
+    proxy.restore()
+    env.wait_until(
+        "the worker's leases looked at again",
+        lambda: bool(log_lines(env, "lease keeping works again on")),
+        30,
+    )
+
+    # Then the worker never started the jobs it held: the other worker holds them
+    assert runs(env) == Counter(), env.logs()
+    assert {j.worker_id for j in jobs_of(held)} == {"another-worker"}
+    assert "Traceback" not in env.logs()
+    stop(proc)

@@ -63,6 +63,8 @@ class LeaseKeeping:
     _running: dict[str, Running]
     _ended: list[tuple[Running, float]]  # long runs ended since the watcher's last wake-up
     _held: collections.deque[Job]  # claimed, not started
+    _held_until: dict[str, float]  # per held job, until when its lease is surely ours
+    _slot_freed: asyncio.Event  # wakes the claim loop waiting for room
     _to_release: list[Job]  # held jobs that will not finish here
     _recorder: OutcomeRecorder | None
     _stopping: asyncio.Event
@@ -74,6 +76,8 @@ class LeaseKeeping:
         def _record(self, job: Job, outcome: Outcome) -> None: ...  # count, hand to recorder
 
         def _call_back(self, backend: Backend, job: Job, state: str) -> None: ...  # callback
+
+        def _start_buffered(self) -> int: ...  # start held jobs in free slots
 
     async def _keep_leases(self, backend: Backend) -> None:
         """Extend leases, pass cancel requests on, heartbeat, recover.
@@ -171,10 +175,18 @@ class LeaseKeeping:
         if not ids:
             return
         asked = self._asked()
+        sent = time.monotonic()
         status = await backend.extend(ids, self.id, self.config.lease)
         if self._held and (status.cancelling or status.lost):
             self._drop_held(set(status.cancelling), set(status.lost), asked)
         self._stop_running(status, asked)
+        if self._held:
+            # Held jobs whose leases this renewed may start (see Worker._start_buffered).
+            extended = set(status.extended)
+            for job in self._held:
+                if job.id in extended and asked.get(job.id) is job:
+                    self._held_until[job.id] = sent + self.config.lease
+            self._start_buffered()
 
     def _asked(self) -> dict[str, object]:
         """The runs and held claims an extension asks about, by job id. Its answer is
@@ -281,6 +293,12 @@ class LeaseKeeping:
                 )
             elif job.id not in lost or asked.get(job.id) is not job:
                 keep.append(job)
+                continue
+            self._held_until.pop(job.id, None)
+        if len(keep) < len(self._held):
+            # Room to claim again: the claim loop may wait for it with no job running
+            # (all it held waited for this extension, see Worker._start_buffered).
+            self._slot_freed.set()
         self._held = keep
 
     async def _save_progress(self, backend: Backend) -> None:

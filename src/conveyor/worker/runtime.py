@@ -104,6 +104,10 @@ class Worker(LeaseKeeping):
         self._stop_requests = 0  # request_stop calls: the second one stops now
         self._started_jobs = 0
         self._held: collections.deque[Job] = collections.deque()  # claimed, not started
+        #: per held job, the monotonic time until which its lease is surely this
+        #: worker's: when the claim (or the last extension that reached it) was sent,
+        #: plus the lease. Past it, the store may have given the job to another worker.
+        self._held_until: dict[str, float] = {}
         self._to_release: list[Job] = []  # held jobs that will not finish here
         self._recorder: OutcomeRecorder | None = None
         self._keeper_failed = False
@@ -243,6 +247,7 @@ class Worker(LeaseKeeping):
                 await asyncio.sleep(COALESCE_S)
                 room = self._room()
             limit = min(self._fetch, room)
+            sent = time.monotonic()
             try:
                 jobs = await self._claim(backend, limit)
             except ConveyorError as exc:
@@ -279,10 +284,10 @@ class Worker(LeaseKeeping):
             if self._stopping.is_set():
                 self._to_release.extend(jobs)  # claimed as the stop arrived: not started
                 break
-            self._held.extend(jobs)
+            self._hold(jobs, sent)
             if self._start_buffered():
                 await _let_started_jobs_begin()
-            if len(jobs) < limit and not self._held:
+            if len(jobs) < limit and not self._startable():
                 # Fewer than asked: the queues are empty now. Wait for the store's
                 # wake-up rather than claim again at once: a job just claimed starts
                 # without an empty claim's round trip in its way (pickup latency, W3),
@@ -296,16 +301,43 @@ class Worker(LeaseKeeping):
             room = min(room, self.config.max_jobs - self._started_jobs - len(self._held))
         return room
 
+    def _hold(self, jobs: Sequence[Job], sent: float) -> None:
+        """Hold jobs claimed (or handed over) by a call sent at ``sent``."""
+        until = sent + self.config.lease
+        for job in jobs:
+            self._held_until[job.id] = until
+        self._held.extend(jobs)
+
+    def _startable(self) -> bool:
+        """Whether a held job may start now (see _start_buffered)."""
+        now = time.monotonic()
+        return any(self._held_until.get(job.id, now) > now for job in self._held)
+
     def _start_buffered(self) -> int:
         """Start held jobs while slots are free (also called as each job ends, so a
-        freed slot is filled at once, without waiting for a claim); how many."""
+        freed slot is filled at once, without waiting for a claim, and after each lease
+        extension); how many.
+
+        A held job whose lease may have run out (the store unreachable since its
+        claim: no extension reached it) is not started: the store may have given it to
+        another worker meanwhile, which would run it at the same time. It waits for
+        the next extension, which either renews its lease or finds it lost (it is
+        dropped then)."""
         max_jobs = self.config.max_jobs
         started = 0
+        now = time.monotonic()
+        waiting: list[Job] = []
         while self._held and self._free_slots() > 0 and not self._stopping.is_set():
             if max_jobs is not None and self._started_jobs >= max_jobs:
                 break
-            self._start(self._held.popleft())
+            job = self._held.popleft()
+            if self._held_until.get(job.id, now) <= now:
+                waiting.append(job)
+                continue
+            self._held_until.pop(job.id, None)
+            self._start(job)
             started += 1
+        self._held.extendleft(reversed(waiting))
         return started
 
     def _free_slots(self) -> int:
@@ -355,7 +387,10 @@ class Worker(LeaseKeeping):
         if self._stopping.is_set():
             self._to_release.extend(handed)
         else:
-            self._held.extend(handed)
+            # A handed job's lease began when it was handed over, which its notification
+            # tells at once (a late one is answered by the next claim instead): from
+            # now, not from the wait's start, which may be longer ago than a lease.
+            self._hold(handed, time.monotonic())
 
     def _start(self, job: Job) -> None:
         try:
