@@ -510,9 +510,11 @@ def validate_queue_name(queue: Any) -> None:
         raise InvalidJob("queue", f"must be a non-empty string of at most 200 chars, got {queue!r}")
     if any(c.isspace() or c == "," for c in queue):
         raise InvalidJob("queue", f"may not contain spaces or commas: {queue!r}")
-    if not queue.isprintable():
+    if any(c < " " or "\x7f" <= c <= "\x9f" for c in queue):
         # An escape sequence in a name would be played on the terminal of whoever runs
         # `conveyor queues list`; the queue may come from any client of the HTTP API.
+        # (C0 and C1 controls only: format characters such as an emoji's zero-width
+        # joiner are text, and the dashboard and the CLI isolate right-to-left marks.)
         raise InvalidJob("queue", f"may not contain control characters: {queue!r}")
     check_text("queue", queue)
     if len(_valid_queues) < 10_000:

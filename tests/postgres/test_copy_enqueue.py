@@ -44,7 +44,9 @@ def storable(value: object) -> bool:
 json_text = json_values.filter(storable)
 queues = st.text(
     st.characters(blacklist_categories=("Zs", "Zl", "Zp", "Cc", "Cs")), min_size=1
-).filter(lambda q: "," not in q and not any(c.isspace() for c in q) and q.isprintable())
+).filter(
+    lambda q: "," not in q and not any(c.isspace() or c < " " or "\x7f" <= c <= "\x9f" for c in q)
+)
 options = st.fixed_dictionaries(
     {},
     optional={

@@ -985,3 +985,16 @@ def test_a_bad_retry_setting_is_named_once(app: Conveyor) -> None:
     # Then the message names the setting once (it read "retry: retry.base: ...")
     assert info.value.field == "retry"
     assert str(info.value) == "retry: base: must be a finite number >= 0, got -1"
+
+
+@pytest.mark.parametrize(
+    "queue", ["dev\u200d\U0001f4bb", "rtl\u202eeman", "caf\u00e9", "soft\u00adhyphen"]
+)
+def test_a_queue_name_with_format_characters_is_taken_as_text(app: Conveyor, queue: str) -> None:
+    # Given a task, and a queue name holding no control character (C0, C1) but format
+    # characters (a zero-width joiner, a right-to-left override, a soft hyphen)
+    @app.task(name="ok")
+    def ok() -> None: ...
+
+    # When a job is enqueued to it, Then it is stored there
+    assert app.job(ok.with_options(queue=queue).enqueue().id).job.queue == queue
