@@ -16,12 +16,16 @@ and the other routes outside ``/v1/`` answer without CORS headers: same origin o
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp
-
 from conveyor.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    # The API's extra: the settings are read by workers too (conveyor.cli.worker),
+    # which run without it.
+    from starlette.middleware.cors import CORSMiddleware
+    from starlette.types import ASGIApp
 
 #: The part of the API that pages of other origins may call.
 CORS_PREFIX = "/v1/"
@@ -76,6 +80,8 @@ def _origin(text: str) -> str:
 
 def cors_middleware(app: ASGIApp, origins: tuple[str, ...]) -> CORSMiddleware:
     """``app`` behind Starlette's CORS middleware for ``origins``."""
+    from starlette.middleware.cors import CORSMiddleware
+
     return CORSMiddleware(
         app,
         allow_origins=origins,
