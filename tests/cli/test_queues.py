@@ -35,6 +35,21 @@ def test_list_counts_jobs_by_state_and_shows_paused_queues(cli: Cli, store: Stor
     assert "SCHEDULED" in text
 
 
+def test_on_an_80_column_terminal_queue_names_are_shown_whole(cli: Cli) -> None:
+    # Given queues with names longer than a narrow table's share of 80 columns
+    names = ["emails_for_customers_of_europe", "invoices.monthly.retry"]
+    for name in names:
+        cli.ok("queues", "create", name)
+
+    # When they are listed for a terminal of 80 columns
+    text = cli.ok("queues", "list", COLUMNS="80").stdout
+
+    # Then each name is on one line, whole (it was cut to "ema…"), and the table fits
+    for name in names:
+        assert any(line.startswith(name + " ") for line in text.splitlines()), text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+
+
 def test_create_pause_resume(cli: Cli) -> None:
     assert cli.json("queues", "create", "reports") == {"queue": "reports", "created": True}
     assert cli.json("queues", "create", "reports") == {"queue": "reports", "created": False}

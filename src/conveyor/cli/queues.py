@@ -80,8 +80,11 @@ def list_queues(
     from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("QUEUE")
-    table.add_column("STATUS")
+    # On a narrow terminal the name folds onto more lines, never cut short ("ema…"): it is
+    # what people copy into the next command. The counts' headers give way first.
+    longest = max(len(queue.name) for queue in queues)
+    table.add_column("QUEUE", overflow="fold", min_width=min(max(longest, 5), 40))
+    table.add_column("STATUS", no_wrap=True)
     for state in State:
         table.add_column(state.value.upper(), justify="right")
     table.add_column("CREATED", no_wrap=True)
