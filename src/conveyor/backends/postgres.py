@@ -224,11 +224,9 @@ class PostgresBackend(Backend):
         #: (host, port, database) where a caller's connection found the schema at
         #: this code's version
         self._caller_schema_seen: set[tuple[str, int, str]] = set()
-        #: the schema's version and vacuum settings, as last read
+        #: the schema the URL leads to (version, identity, vacuum settings), as one of
+        #: conveyor's own connections last read it (never a caller's connection's)
         self._schema_state: SchemaState | None = None
-        #: the identity of the schema the URL leads to (SchemaState.identity), once
-        #: one of conveyor's own connections has read it
-        self._home: tuple[str, str] | None = None
         #: whether the sessions need _READ_COMMITTED (learnt with the schema's version)
         self._pin_isolation = False
         self._checking: asyncio.Task[None] | None = None
@@ -300,7 +298,6 @@ class PostgresBackend(Backend):
             except psycopg.errors.InsufficientPrivilege as exc:
                 raise self._not_granted(exc) from None
         self._check_schema(state)
-        self._home = state.identity
         self._pin_isolation = state.isolation != "read committed"
 
     async def _configure_async(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -334,10 +331,16 @@ class PostgresBackend(Backend):
                 await pool.check()
 
     def _check_schema(self, state: SchemaState) -> None:
-        """Refuse a schema of another version; keep its vacuum settings for
-        ``warn_about_setup``."""
+        """Refuse a schema of another version, as one of conveyor's own connections read
+        it; keep it (its identity for callers' connections, its vacuum settings for
+        ``warn_about_setup``)."""
         self._check_version(state.version)
         self._schema_state = state
+
+    @property
+    def _home(self) -> tuple[str, str] | None:
+        """The identity of the schema the URL leads to, once conveyor has read it."""
+        return None if self._schema_state is None else self._schema_state.identity
 
     async def warn_about_setup(self) -> None:
         """Warn (once per schema and process) when vacuum cannot keep the jobs table
@@ -601,7 +604,6 @@ class PostgresBackend(Backend):
         except BaseException:
             conn.close()
             raise
-        self._home = state.identity
         _configure_connection(conn)
         return conn
 
@@ -723,7 +725,7 @@ class PostgresBackend(Backend):
         info = connection.info
         where = f"this connection reaches database {info.dbname!r} on {info.host}:{info.port}"
         try:
-            self._check_schema(state)
+            self._check_version(state.version)
         except ConfigError as exc:
             raise ConfigError(
                 "connection",
