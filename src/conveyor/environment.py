@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping
 
 from conveyor.exceptions import ConfigError
+from conveyor.storable import is_utf8
 
 #: The largest response body an HTTP step keeps, in bytes.
 MAX_BODY_ENV = "CONVEYOR_HTTP_MAX_BODY"
@@ -26,11 +27,8 @@ DEFAULT_MAX_BODY = 64 * 1024
 def check_text(environ: Mapping[str, str] = os.environ) -> None:
     """ConfigError naming the first ``CONVEYOR_*`` variable whose value is not UTF-8."""
     for name, value in environ.items():
-        if name.startswith("CONVEYOR_"):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ConfigError(name, "is not UTF-8 text") from None
+        if name.startswith("CONVEYOR_") and not is_utf8(value):
+            raise ConfigError(name, "is not UTF-8 text")
 
 
 def http_max_body(environ: Mapping[str, str] = os.environ) -> int:

@@ -50,6 +50,12 @@ def problem(text: str) -> str | None:
     return None
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: bytes that are not (from argv, the environment,
+    a header) come into Python as lone surrogates (``surrogateescape``)."""
+    return text.isascii() or _SURROGATES.search(text) is None
+
+
 def json_problem(value: Any) -> str | None:
     """Why the stores cannot keep the JSON of ``value`` (any string in it, keys
     included), or None. TypeError or ValueError when ``value`` is not JSON at all."""

@@ -9,6 +9,7 @@ from conveyor.backends.base import Backend
 from conveyor.backends.redaction import redact_url as redact_url  # (re-exported)
 from conveyor.backends.redaction import scrub as scrub
 from conveyor.exceptions import ConfigError
+from conveyor.storable import is_utf8
 
 #: scheme → "module:Class", imported only when used (drivers are optional extras).
 BACKENDS: dict[str, str] = {
@@ -33,7 +34,7 @@ def create_backend(url: str) -> Backend:
             "url", f"{redact_url(url)!r} does not parse: {scrub(str(exc), url)}"
         ) from None
     target = BACKENDS.get(scheme)
-    if target is not None and scheme != "sqlite" and not _utf8(url):
+    if target is not None and scheme != "sqlite" and not is_utf8(url):
         # A server's URL goes to its driver as UTF-8: it raised UnicodeEncodeError (a
         # traceback in the CLI) or failed as if the server were down. (A SQLite file
         # may have a name that is not UTF-8: the file system takes its bytes.)
@@ -52,14 +53,6 @@ def create_backend(url: str) -> Backend:
     cls = getattr(importlib.import_module(module_name), class_name)
     backend: Backend = cls(url)
     return backend
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def pinned_url(url: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from conveyor.storable import MAX_DEPTH, json_problem, storable, too_deep
+from conveyor.storable import MAX_DEPTH, is_utf8, json_problem, storable, too_deep
 from conveyor.web.inputs import finite_float, refuse_constant
 
 
@@ -80,13 +80,9 @@ def _header_text(text: str) -> str:
     those that are not as lone surrogates (``surrogateescape``), which no store takes: a
     target's Latin-1 header (obs-text, RFC 9110) poisoned the job ("the outcome could not
     be stored"). Such a header is read as Latin-1, HTTP's old charset, instead."""
-    if text.isascii():
+    if is_utf8(text):
         return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("latin-1")
-    return text
+    return text.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
 def is_json(content_type: str) -> bool:
