@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make bench`: conveyor (SQLite, PostgreSQL and Redis) beside the peers in one run of
-# the shared harness, then conveyor's own workloads (W2n, W6 on every store; W7 on
-# PostgreSQL; W2n again with larger batches, $BATCH_FLAGS; W4, HTTP steps, and W5,
-# polling the HTTP API, on every store). Results go to bench/results/ (lines of other
-# peers are kept).
+# the shared harness, then W2 with no queue at all (bench/w2_bound.py: the job bodies
+# alone, the most any W2 reaches on the machine; $BOUND_ARGS), conveyor's own workloads
+# (W2n, W6 on every store; W7 on PostgreSQL; W2n again with larger batches, $BATCH_FLAGS;
+# W4, HTTP steps, and W5, polling the HTTP API, on every store). Results go to
+# bench/results/ (lines of other peers are kept).
 #
 #   bash bench/run.sh                       # conveyor_sqlite, conveyor_pg, conveyor_redis
 #                                           # + the peers in PEERS
@@ -41,6 +42,10 @@ mkdir -p "$RESULTS_DIR"
 # shellcheck disable=SC2086  # PEERS is a list of words
 bash "$PEERS_DIR/run.sh" ${CONVEYOR-conveyor_sqlite conveyor_pg conveyor_redis} \
     ${PEERS-huey_sqlite huey dramatiq huey_pg procrastinate}
+# W2 with the job bodies alone, no queue: the most any peer's W2 can reach here.
+# shellcheck disable=SC2086
+PEERS_DIR="$PEERS_DIR" "$PEERS_VENV/bin/python" "$HERE/w2_bound.py" \
+    --out "$RESULTS_DIR/own.jsonl" ${BOUND_ARGS:-}
 # shellcheck disable=SC2086
 "$PEERS_VENV/bin/python" "$HERE/own.py" --out "$RESULTS_DIR/own.jsonl" ${OWN_ARGS:-}
 # W2n again with larger batches than the adapters' flags (a variant line of its own);
