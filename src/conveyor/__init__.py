@@ -19,6 +19,7 @@ from conveyor.backends.base import (
     MinuteCount,
     Page,
     QueueInfo,
+    RetriedAll,
     Stats,
     WorkerInfo,
 )
@@ -38,6 +39,7 @@ from conveyor.exceptions import (
     QueueNotFound,
     Retry,
     TaskNotFound,
+    UniqueKeyHeld,
 )
 from conveyor.handle import JobHandle
 from conveyor.job import Job, Outcome, Priority, Progress, RetryPolicy, State, Step
@@ -69,6 +71,7 @@ __all__ = [
     "Progress",
     "QueueInfo",
     "QueueNotFound",
+    "RetriedAll",
     "Retry",
     "RetryPolicy",
     "State",
@@ -77,6 +80,7 @@ __all__ = [
     "Task",
     "TaskContext",
     "TaskNotFound",
+    "UniqueKeyHeld",
     "WorkerInfo",
     "__version__",
     "current_context",

@@ -81,6 +81,16 @@ class JobStateError(ConveyorError):
         super().__init__(f"job {job_id!r} is {state}: cannot {action}")
 
 
+class UniqueKeyHeld(JobStateError):
+    """A retry refused: another job holding the same unique key waits or runs."""
+
+    def __init__(self, job_id: str, state: str, unique_key: str | None) -> None:
+        self.unique_key = unique_key
+        super().__init__(
+            job_id, state, f"retry: unique key {unique_key!r} is held by another active job"
+        )
+
+
 class BackendUnavailable(ConveyorError):
     """The store did not answer or refused the operation."""
 

@@ -124,11 +124,39 @@ def test_retry_queues_a_poisoned_job_again(cli: Cli, store: Store) -> None:
 def test_retry_all_poisoned_of_one_queue(cli: Cli, store: Store) -> None:
     in_failing = poisoned(cli, store)
     in_mail = poisoned(cli, store, "mail")
-    assert cli.json("jobs", "retry", "--all-poisoned", "--queue", "mail") == {"retried": 1}
+    assert cli.json("jobs", "retry", "--all-poisoned", "--queue", "mail") == {
+        "retried": 1,
+        "held": 0,
+    }
     assert store.job(in_mail).state is State.QUEUED
     assert store.job(in_failing).state is State.POISONED
     assert "Retried 1 poisoned job(s)." in cli.ok("jobs", "retry", "--all-poisoned").stdout
     assert store.job(in_failing).state is State.QUEUED
+
+
+def test_retry_all_says_how_many_jobs_stay_poisoned_for_a_held_unique_key(
+    cli: Cli, store: Store
+) -> None:
+    # Given a poisoned job of key "report-7", and a new job of that key waiting
+    held = cli.enqueue("boom", "--queue", "keys", "--unique-key", "report-7")
+    free = cli.enqueue("boom", "--queue", "keys", "--unique-key", "report-8")
+    store.finish("keys", Outcome.poisoned(BOOM), count=2)
+    holder = cli.enqueue("boom", "--queue", "keys", "--unique-key", "report-7")
+
+    # When every poisoned job is retried
+    out = cli.ok("jobs", "retry", "--all-poisoned", "--queue", "keys").stdout
+
+    # Then the free one is queued, and the output says one stays poisoned, and why
+    assert "Retried 1 poisoned job(s)." in out
+    assert "1 job(s) left poisoned: another job with the same unique key waits or runs" in out
+    assert store.job(free).state is State.QUEUED
+    assert store.job(held).state is State.POISONED
+    assert store.job(holder).state is State.QUEUED
+    # and --json counts them
+    assert cli.json("jobs", "retry", "--all-poisoned", "--queue", "keys") == {
+        "retried": 0,
+        "held": 1,
+    }
 
 
 def test_cancel_a_waiting_job_and_a_running_one(cli: Cli, store: Store) -> None:

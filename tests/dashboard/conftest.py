@@ -33,6 +33,7 @@ QUEUES = [
     "chart",
     "bulk",
     "handmade",
+    "held-keys",
 ]
 
 

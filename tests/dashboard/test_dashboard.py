@@ -710,7 +710,7 @@ def test_a_retry_the_store_refuses_for_a_held_unique_key_says_so(
 ) -> None:
     # Given a poisoned job with a unique key, and a newer job holding that key, waiting
     poisoned = store.enqueue(
-        served, fail_with, "boom", queue="poison", max_attempts=1, unique_key="invoice-42"
+        served, fail_with, "boom", queue="held-keys", max_attempts=1, unique_key="invoice-42"
     )
     store.wait_state(served, poisoned, State.POISONED)
     holder = store.enqueue(served, ok, 1, queue="unserved", unique_key="invoice-42")
@@ -726,6 +726,17 @@ def test_a_retry_the_store_refuses_for_a_held_unique_key_says_so(
     expect(dash.flash()).not_to_contain_text("poisoned now")
     assert store.job(served, poisoned).state is State.POISONED
     assert store.job(served, holder).state is State.QUEUED
+
+    # When all the queue's poisoned jobs are retried
+    dash.open("/failed?queue=held-keys")
+    dash.page.get_by_role("button", name="Retry all of queue held-keys").click()
+
+    # Then the message counts the one left, and why
+    dash.expect_flash(
+        "Retried 0 poisoned jobs (queue held-keys). 1 job left poisoned: another job with the "
+        "same unique key waits or runs. Retry them once it ends."
+    )
+    assert store.job(served, poisoned).state is State.POISONED
 
 
 def _poisoned_with_id(api: RunningApi, job_id: str, queue: str) -> str:

@@ -33,6 +33,15 @@ from conveyor.storable import problem
 
 
 @dataclass(frozen=True, slots=True)
+class RetriedAll:
+    """What ``retry_all`` did: the jobs queued again, and those left as they were
+    because another job holding the same unique key waits or runs (``retry`` names it)."""
+
+    retried: int = 0
+    held: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class JobFilter:
     """What ``list_jobs`` returns: every given field must match."""
 
@@ -377,8 +386,9 @@ class Backend(abc.ABC):
         failed step. Other states: :class:`~conveyor.exceptions.JobStateError`."""
 
     @abc.abstractmethod
-    async def retry_all(self, filter: JobFilter) -> int:
-        """``retry`` every poisoned / cancelled job matching ``filter``; how many."""
+    async def retry_all(self, filter: JobFilter) -> RetriedAll:
+        """``retry`` every poisoned / cancelled job matching ``filter``: how many were,
+        and how many were left because another job holds their unique key."""
 
     @abc.abstractmethod
     async def recover_expired(self) -> list[Job]:

@@ -48,6 +48,7 @@ from conveyor.backends.base import (
     MinuteCount,
     Page,
     QueueInfo,
+    RetriedAll,
     Stats,
     WorkerInfo,
     could_exist,
@@ -89,6 +90,7 @@ from conveyor.exceptions import (
     JobNotFound,
     JobStateError,
     QueueNotFound,
+    UniqueKeyHeld,
 )
 from conveyor.forks import ForkGuard, keep_from_parent
 from conveyor.job import FINAL_STATES, Job, Outcome, State, id_ceiling, id_floor
@@ -914,18 +916,14 @@ class PostgresBackend(Backend):
                 cur = await conn.execute(self._q["retry_job"], {"id": job.id, "steps": steps})
                 row = await cur.fetchone()
         except psycopg.errors.UniqueViolation:
-            raise JobStateError(
-                job.id,
-                job.state.value,
-                f"retry: unique key {job.unique_key!r} is held by another active job",
-            ) from None
+            raise UniqueKeyHeld(job.id, job.state.value, job.unique_key) from None
         if row is None:
             raise JobStateError(job.id, job.state.value, "retry (only poisoned or cancelled)")
         return row_to_job(row)
 
-    async def retry_all(self, filter: JobFilter) -> int:
+    async def retry_all(self, filter: JobFilter) -> RetriedAll:
         wanted = retry_filter(filter)
-        count = 0
+        retried = held = 0
         cursor: str | None = None
         while True:
             page = await self.list_jobs(wanted, cursor, 500)
@@ -934,13 +932,16 @@ class PostgresBackend(Backend):
                 for job in page.jobs:
                     try:
                         await self._retry_one(conn, job)
+                    except UniqueKeyHeld:
+                        held += 1
+                        continue
                     except JobStateError:
                         continue
-                    count += 1
+                    retried += 1
                     queues.add(job.queue)
                 await self._notify(conn, queues)
             if page.next_cursor is None:
-                return count
+                return RetriedAll(retried, held)
             cursor = page.next_cursor
 
     async def recover_expired(self) -> list[Job]:

@@ -57,6 +57,7 @@ from conveyor.backends.base import (
     MinuteCount,
     Page,
     QueueInfo,
+    RetriedAll,
     Stats,
     WorkerInfo,
     could_exist,
@@ -91,6 +92,7 @@ from conveyor.exceptions import (
     JobNotFound,
     JobStateError,
     QueueNotFound,
+    UniqueKeyHeld,
 )
 from conveyor.forks import ForkGuard
 from conveyor.job import FINAL_STATES, STATE_OF, WAITING_STATES, Job, Outcome, State
@@ -557,28 +559,27 @@ class RedisBackend(Backend):
             if answer[0] == "missing":
                 raise JobNotFound(job_id)
             if answer[0] == "unique":
-                raise JobStateError(
-                    job_id,
-                    job.state.value,
-                    f"retry: unique key {job.unique_key!r} is held by another active job",
-                )
+                raise UniqueKeyHeld(job_id, job.state.value, job.unique_key)
             # "state" or "changed": it moved since it was read; look again
         raise JobStateError(job_id, job.state.value, "retry (only poisoned or cancelled)")
 
-    async def retry_all(self, filter: JobFilter) -> int:
+    async def retry_all(self, filter: JobFilter) -> RetriedAll:
         wanted = retry_filter(filter)
-        count = 0
+        retried = held = 0
         cursor: str | None = None
         while True:
             page = await self.list_jobs(wanted, cursor, 500)
             for job in page.jobs:
                 try:
                     await self.retry(job.id)
+                except UniqueKeyHeld:
+                    held += 1
+                    continue
                 except (JobStateError, JobNotFound):
                     continue
-                count += 1
+                retried += 1
             if page.next_cursor is None:
-                return count
+                return RetriedAll(retried, held)
             cursor = page.next_cursor
 
     async def recover_expired(self) -> list[Job]:

@@ -47,6 +47,7 @@ from conveyor.backends.base import (
     MinuteCount,
     Page,
     QueueInfo,
+    RetriedAll,
     Stats,
     WorkerInfo,
     could_exist,
@@ -81,6 +82,7 @@ from conveyor.exceptions import (
     JobNotFound,
     JobStateError,
     QueueNotFound,
+    UniqueKeyHeld,
 )
 from conveyor.forks import ForkGuard, keep_from_parent
 from conveyor.job import (
@@ -931,34 +933,33 @@ class SQLiteBackend(Backend):
         try:
             conn.execute(Q["retry_job"], {"id": job.id, "now": now, "steps": retried_steps(job)})
         except sqlite3.IntegrityError:
-            raise JobStateError(
-                job.id,
-                job.state.value,
-                f"retry: unique key {job.unique_key!r} is held by another active job",
-            ) from None
+            raise UniqueKeyHeld(job.id, job.state.value, job.unique_key) from None
 
-    async def retry_all(self, filter: JobFilter) -> int:
+    async def retry_all(self, filter: JobFilter) -> RetriedAll:
         wanted = retry_filter(filter)
-        count = 0
+        retried = held = 0
         cursor: str | None = None
         while True:
             page = await self.list_jobs(wanted, cursor, 500)
 
             def retry_page(
                 conn: sqlite3.Connection, now: float, jobs: list[Job] = page.jobs
-            ) -> int:
-                done = 0
+            ) -> tuple[int, int]:
+                done = kept = 0
                 for job in jobs:
                     try:
                         self._retry_one(conn, now, job)
                         done += 1
+                    except UniqueKeyHeld:
+                        kept += 1
                     except JobStateError:
                         continue
-                return done
+                return done, kept
 
-            count += await self._transact(retry_page)
+            done, kept = await self._transact(retry_page)
+            retried, held = retried + done, held + kept
             if page.next_cursor is None:
-                return count
+                return RetriedAll(retried, held)
             cursor = page.next_cursor
 
     async def recover_expired(self) -> list[Job]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from conveyor.backends.base import Backend, JobFilter, Page
+from conveyor.backends.base import Backend, JobFilter, Page, RetriedAll
 from conveyor.cli.common import (
     IncludeOption,
     JsonOption,
@@ -355,18 +355,23 @@ def retry(
             console().print(_job_is(job.id, styled_state(job.state.value), " again."))
         return
 
-    async def retry_all(backend: Backend) -> int:
+    async def retry_all(backend: Backend) -> RetriedAll:
         if queue is not None:
             await require_queue(backend, queue)
         return await backend.retry_all(
             JobFilter(states=frozenset({State.POISONED}), queue=queue, task=task)
         )
 
-    count = with_store(target, retry_all)
+    done = with_store(target, retry_all)
     if json_out:
-        print_json({"retried": count})
-    else:
-        console().print(f"Retried {count} poisoned job(s).")
+        print_json({"retried": done.retried, "held": done.held})
+        return
+    console().print(f"Retried {done.retried} poisoned job(s).")
+    if done.held:
+        console().print(
+            f"{done.held} job(s) left poisoned: another job with the same unique key waits "
+            "or runs. Retry them once it ends."
+        )
 
 
 @jobs_app.command("cancel")

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from conveyor.backends.base import Backend, JobFilter, WorkerInfo
-from conveyor.exceptions import JobNotFound, JobStateError, QueueNotFound
+from conveyor.backends.base import Backend, JobFilter, RetriedAll, WorkerInfo
+from conveyor.exceptions import JobNotFound, JobStateError, QueueNotFound, UniqueKeyHeld
 from conveyor.job import Outcome, State
 from conveyor.testing.harness import (
     all_jobs,
@@ -197,15 +197,38 @@ class AdminConformance:
         )
 
         # When every poisoned job of "mail" is retried
-        count = await backend.retry_all(JobFilter(states=frozenset({State.POISONED}), queue="mail"))
+        done = await backend.retry_all(JobFilter(states=frozenset({State.POISONED}), queue="mail"))
 
         # Then exactly those two are queued again, with fresh attempts
-        assert count == 2
+        assert done == RetriedAll(retried=2, held=0)
         for job in mail[:2]:
             got = await backend.get(job.id)
             assert (got.state, got.attempts) == (State.QUEUED, 0)
         assert (await backend.get(mail[2].id)).state is State.SUCCEEDED
         assert (await backend.get(reports[0].id)).state is State.POISONED
+
+    @async_test
+    async def test_retry_all_counts_the_jobs_whose_unique_key_another_job_holds(
+        self, backend: Backend
+    ) -> None:
+        # Given two poisoned jobs of keys "a" and "b", and a new job of key "a" waiting
+        await backend.enqueue([make_job("keys", unique_key="a"), make_job("keys", unique_key="b")])
+        first = await backend.claim(["keys"], "worker-1", 2, 60.0)
+        await backend.finish([(job, Outcome.poisoned(error("x"))) for job in first])
+        (holder,) = await backend.enqueue([make_job("keys", unique_key="a")])
+        by_key = {job.unique_key: job for job in first}
+
+        # When every poisoned job of the queue is retried
+        done = await backend.retry_all(JobFilter(states=frozenset({State.POISONED}), queue="keys"))
+
+        # Then the one of key "b" is queued again, and the one of key "a" stays poisoned
+        # (its key is held), counted apart; a retry of it alone says why
+        assert done == RetriedAll(retried=1, held=1)
+        assert (await backend.get(by_key["b"].id)).state is State.QUEUED
+        assert (await backend.get(by_key["a"].id)).state is State.POISONED
+        with pytest.raises(UniqueKeyHeld, match="unique key 'a' is held"):
+            await backend.retry(by_key["a"].id)
+        assert (await backend.get(holder.id)).state is State.QUEUED
 
     # -- list_jobs ---------------------------------------------------------------
     @async_test

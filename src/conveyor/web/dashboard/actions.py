@@ -190,11 +190,15 @@ def _failed_page(job_filter: JobFilter) -> str:
 async def retry_all(dash: Dashboard, request: Request) -> Response:
     _, fields = await dash.form(request)
     job_filter = _filter(fields)
-    count = await (await dash.backend()).retry_all(job_filter)
+    done = await (await dash.backend()).retry_all(job_filter)
+    message = f"Retried {_jobs(done.retried, 'poisoned ')}{_which(job_filter)}."
+    if done.held:
+        message += (
+            f" {_jobs(done.held)} left poisoned: another job with the same unique key "
+            "waits or runs. Retry them once it ends."
+        )
     back = dash.inside(request, fields.get("next"), _failed_page(job_filter))
-    return dash.redirect(
-        request, back, ("ok", f"Retried {_jobs(count, 'poisoned ')}{_which(job_filter)}.")
-    )
+    return dash.redirect(request, back, ("ok", message))
 
 
 async def remove_all(dash: Dashboard, request: Request) -> Response:
