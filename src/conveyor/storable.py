@@ -6,7 +6,8 @@ one, UTF-8 cannot). A job carrying either would be stored on one store and refus
 another, or, coming from a task's result or error, could not be recorded at all. So:
 
 - what a caller gives (arguments, metadata, keys, names, a task's result) is refused
-  with the reason, naming the field: :func:`problem`, :func:`json_problem`;
+  with the reason, naming the field: :func:`problem`, :func:`json_problem` (which also
+  refuses a dict key that is not a string: JSON would give it back as text);
 - what conveyor writes about a run (error messages, tracebacks) is kept readable with
   those characters replaced by U+FFFD: :func:`storable`.
 """
@@ -64,6 +65,13 @@ def json_problem(value: Any) -> str | None:
         return _NUL
     if not text.isascii() and _SURROGATES.search(text):
         return _SURROGATE
+    # A dict's key that is not text (1, None, 1.5, True) is written as text: the value
+    # would come back changed ({1: "a"} as {"1": "a"}), or lose an entry ({1: "a",
+    # "1": "b"}). Only a value with an object in it has keys to look at.
+    if "{" in text:
+        key = key_not_text(value)
+        if key is not _NO_KEY:
+            return f"has a dict key that is not a string: {key!r:.80} ({type(key).__name__})"
     # Each level opens a bracket: a text with no more of them (strings' own counted
     # too) cannot nest that deep, and the walk, several times the encoding's cost, is
     # for the rare value that has more.
@@ -94,6 +102,27 @@ def too_deep(value: Any, limit: int) -> bool:
             for item in containers
             for child in (item.values() if isinstance(item, dict) else item)
         ]
+
+
+_NO_KEY = object()
+
+
+def key_not_text(value: Any) -> Any:
+    """The first key of a dict in ``value`` (JSON: lists and tuples are arrays) that is
+    not a string, or ``_NO_KEY``. Level by level, without recursion, like too_deep."""
+    level = [value]
+    while level:
+        inner: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                for key in item:
+                    if not isinstance(key, str):
+                        return key
+                inner.extend(child for child in item.values() if isinstance(child, _CONTAINERS))
+            elif isinstance(item, _CONTAINERS):
+                inner.extend(child for child in item if isinstance(child, _CONTAINERS))
+        level = inner
+    return _NO_KEY
 
 
 def storable(text: str) -> str:

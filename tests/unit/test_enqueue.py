@@ -175,6 +175,10 @@ def test_async_forms(app: Conveyor) -> None:
         ({}, [{"deep": ["\x00"]}], "args"),
         ({}, [{"key\udfff": 1}], "args"),
         ({"metadata": {"who": "\x00"}}, [1], "metadata"),
+        # Objects keyed by what is not text: JSON would turn the key into text
+        ({}, [{1: "a"}], "args"),
+        ({}, [[{"ok": {None: 1}}]], "args"),
+        ({"metadata": {"m": {1.5: "x"}}}, [1], "metadata"),
         ({"unique_key": "k\x00"}, [1], "unique_key"),
         ({"unique_key": "k\ud800"}, [1], "unique_key"),
         ({"queue": "q\x00"}, [1], "queue"),
@@ -261,6 +265,52 @@ def test_brackets_inside_strings_are_not_levels_of_nesting(app: Conveyor) -> Non
 
     # Then it is stored, and read back the same
     assert handle.refresh().job.steps[0].args == ["[[[" * 200, rows]
+
+
+@pytest.mark.parametrize("form", ["enqueue", "enqueue_many", "prepare", "async"])
+def test_a_dict_key_that_is_not_text_is_refused_naming_the_field_and_the_key(
+    app: Conveyor, form: str
+) -> None:
+    @app.task(name="keyed")
+    def keyed(value: object = None, *, more: object = None) -> None: ...
+
+    # Given a dict whose keys JSON would change: 1 and "1" would both come back as "1"
+    value = {"rows": [{1: "a", "1": "b"}]}
+
+    # When it is enqueued as an argument in each form
+    with pytest.raises(InvalidJob) as info:
+        if form == "enqueue":
+            keyed.enqueue(more=value)
+        elif form == "enqueue_many":
+            keyed.enqueue_many([[i] for i in range(5)] + [{"more": value}])
+        elif form == "prepare":
+            job = keyed.prepare()
+            job.steps[0].kwargs["more"] = value  # changed by hand, or by middleware
+            app.enqueue_many([job])
+        else:
+            asyncio.run(keyed.enqueue_async(more=value))
+
+    # Then the refusal names the field and the key, and nothing is stored
+    assert info.value.field == "kwargs"
+    assert "key that is not a string: 1 (int)" in str(info.value)
+    assert stored_count(app) == 0
+
+
+def test_dicts_keyed_by_text_are_stored_as_they_are(app: Conveyor) -> None:
+    # Given a task, and arguments and metadata of dicts keyed by text, nested
+    @app.task(name="keyed")
+    def keyed(value: object, *, more: object = None) -> None: ...
+
+    value = [{"a": {"b": [{"1": None}]}, "": ({"é": 1},)}]
+
+    # When it is enqueued
+    handle = keyed.with_options(metadata={"m": {"k": {}}}).enqueue(value, more={"x": value})
+
+    # Then it is stored, and read back the same (tuples as lists)
+    job = handle.refresh().job
+    assert job.steps[0].args == [[{"a": {"b": [{"1": None}]}, "": [{"é": 1}]}]]
+    assert job.steps[0].kwargs == {"more": {"x": job.steps[0].args[0]}}
+    assert job.metadata == {"m": {"k": {}}}
 
 
 def test_a_timeout_int_past_64_bits_is_refused_saying_why(app: Conveyor) -> None:

@@ -146,3 +146,36 @@ def test_a_result_nested_past_the_limit_fails_the_attempt_saying_why(app: Convey
     assert "more than 100 levels deep" in refused.errors[-1]["message"]
     assert kept.state is State.SUCCEEDED
     assert kept.result == nested(100)
+
+
+def test_a_result_with_a_dict_key_that_is_not_text_fails_the_attempt_saying_why(
+    app: Conveyor,
+) -> None:
+    # Given a task that returns a dict keyed by ints (JSON would give them back as
+    # text, and {1: "a", "1": "b"} would lose a value), and one keyed by text
+    @app.task(name="int_keys", max_attempts=1)
+    async def int_keys() -> object:
+        return {"counts": {1: "a", "1": "b"}}
+
+    @app.task(name="text_keys")
+    async def text_keys() -> object:
+        return {"counts": {"1": "a"}}
+
+    async def scenario(worker: Worker) -> list[Job]:
+        handles = [await int_keys.enqueue_async(), await text_keys.enqueue_async()]
+        for handle in handles:
+            with contextlib.suppress(Exception):
+                await handle.wait_async(20)
+        return [(await h.refresh_async()).job for h in handles]
+
+    # When a worker runs them
+    refused, kept = run_with_worker(app, scenario)
+
+    # Then the first is poisoned, saying which key, and keeps no result; the second
+    # succeeded with its result
+    assert refused.state is State.POISONED
+    assert "returned a result that cannot be stored" in (refused.last_error or "")
+    assert "key that is not a string: 1 (int)" in (refused.last_error or "")
+    assert refused.result is None
+    assert kept.state is State.SUCCEEDED
+    assert kept.result == {"counts": {"1": "a"}}
