@@ -477,8 +477,11 @@ def check_job_id(job_id: Any) -> None:
 
 
 def check_unique_key(key: Any) -> None:
-    if not isinstance(key, str) or not key:
-        raise InvalidJob("unique_key", f"must be a non-empty string, got {key!r:.80}")
+    """InvalidJob unless ``key`` is a unique key: text, not blank (a key of spaces alone,
+    like an empty one, is a script's unset variable, and would hold every job it meets),
+    that every store keeps and indexes."""
+    if not isinstance(key, str) or not key.strip():
+        raise InvalidJob("unique_key", f"must be a non-blank string, got {key!r:.80}")
     check_text("unique_key", key)
     check_key_size("unique_key", key)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 from typing import Any
 
 import pytest
 
 from conveyor.testing.harness import make_job
-from tests.api.server import RunningApi, running_api, settings
+from tests.api.server import KEYS, RunningApi, running_api, settings
 from tests.pg import fresh_schema
 from tests.rd import fresh_namespace
 
@@ -199,6 +200,33 @@ def test_too_many_steps_and_a_bad_idempotency_key_are_422(api: RunningApi) -> No
         "/v1/jobs", json={"steps": [step()]}, headers={"Idempotency-Key": "x" * 300}
     )
     assert problem(answer, 422)["errors"][0]["header"] == "Idempotency-Key"
+    assert_nothing_stored(api)
+
+
+@pytest.mark.parametrize("key", [b"", b"   ", b"\t", b"\xa0"])
+def test_an_idempotency_key_of_blanks_alone_is_422(api: RunningApi, key: bytes) -> None:
+    # Given an Idempotency-Key of nothing but blanks (HTTP drops those around a value),
+    # sent as it is (an HTTP client refuses to send some of them)
+    body = json.dumps({"steps": [step()]}).encode()
+    host, port = api.base.removeprefix("http://").split(":")
+    request = (
+        b"POST /v1/jobs HTTP/1.1\r\nHost: %b\r\nAuthorization: Bearer %b\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Idempotency-Key: %b\r\nConnection: close\r\n\r\n%b"
+    ) % (host.encode(), KEYS["acme"].encode(), len(body), key, body)
+
+    # When a job is posted with it
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+
+    # Then it is refused naming the header, and nothing is stored
+    head, _, document = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 422 "), answer
+    assert b"content-type: application/problem+json" in head.lower()
+    assert json.loads(document)["errors"][0]["header"] == "Idempotency-Key"
     assert_nothing_stored(api)
 
 

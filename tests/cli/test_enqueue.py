@@ -171,6 +171,7 @@ def test_the_held_unique_key_notice_is_one_line_on_a_narrow_stderr(cli: Cli) -> 
         (["add", "[1, 2]", "--max-attempts", "0"], "max_attempts"),
         (["add", "[1, 2]", "--timeout", "-1"], "timeout"),
         (["add", "[1, 2]", "--unique-key", ""], "unique_key"),
+        (["add", "[1, 2]", "--unique-key", "   "], "unique_key"),
         (["nosuchmodule_xyz:func"], "task"),
         (["clitasks:nosuchfunc"], "task"),
     ],

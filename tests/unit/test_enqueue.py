@@ -179,6 +179,10 @@ def test_async_forms(app: Conveyor) -> None:
         ({}, [{1: "a"}], "args"),
         ({}, [[{"ok": {None: 1}}]], "args"),
         ({"metadata": {"m": {1.5: "x"}}}, [1], "metadata"),
+        # A key of blanks alone, like an empty one: a script's unset variable, not a key
+        ({"unique_key": ""}, [1], "unique_key"),
+        ({"unique_key": "   "}, [1], "unique_key"),
+        ({"unique_key": "\t\n\u3000"}, [1], "unique_key"),
         ({"unique_key": "k\x00"}, [1], "unique_key"),
         ({"unique_key": "k\ud800"}, [1], "unique_key"),
         ({"queue": "q\x00"}, [1], "queue"),
@@ -554,6 +558,7 @@ def test_a_callable_without_an_import_path_needs_a_name(app: Conveyor) -> None:
     [
         (lambda job: setattr(job, "tenant", "\x00"), "tenant"),
         (lambda job: setattr(job, "tenant", ""), "tenant"),
+        (lambda job: setattr(job, "unique_key", "  "), "unique_key"),
         (lambda job: setattr(job, "retry", {"exponent": 2}), "retry"),
     ],
 )
