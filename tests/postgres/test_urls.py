@@ -16,7 +16,7 @@ from conveyor import Conveyor
 from conveyor.backends import create_backend
 from conveyor.backends.postgres import PostgresBackend
 from conveyor.exceptions import BackendUnavailable, ConfigError
-from tests.pg import libpq_url
+from tests.pg import libpq_url, require_server, server_url
 
 
 @pytest.mark.parametrize(
@@ -67,9 +67,47 @@ def test_a_server_that_does_not_answer_is_named_without_the_password() -> None:
     assert "s3cret" not in message
 
 
-def test_a_database_that_does_not_exist_is_named() -> None:
-    with pytest.raises(BackendUnavailable, match='database "no_such_db" does not exist'):
-        asyncio.run(PostgresBackend("postgresql://postgres@127.0.0.1:5432/no_such_db").open())
+def _server_url_with(*, user: str | None = None, database: str | None = None) -> str:
+    parts = urlsplit(server_url())
+    netloc = parts.netloc if user is None else f"{user}@{parts.netloc.rpartition('@')[2]}"
+    return parts._replace(
+        netloc=netloc, path=parts.path if database is None else f"/{database}"
+    ).geturl()
+
+
+@pytest.mark.parametrize(
+    ("part", "named"),
+    [
+        ({"database": "no_such_db"}, 'database "no_such_db" does not exist'),
+        ({"user": "no_such_role"}, 'role "no_such_role" does not exist'),
+    ],
+)
+def test_a_database_or_role_that_does_not_exist_is_a_config_error_naming_it(
+    part: dict[str, str], named: str
+) -> None:
+    # Given a URL naming a database, or a role, the server does not have
+    require_server()
+    url = _server_url_with(**part)
+    app = Conveyor(url)
+
+    @app.task
+    def noop() -> None: ...
+
+    # When the store is opened, migrated, or a job enqueued (its own connection)
+    # Then each refuses the URL naming what does not exist: a configuration to fix,
+    # not an outage a retry would outlast
+    try:
+        for attempt in (
+            lambda: asyncio.run(PostgresBackend(url).open()),
+            lambda: asyncio.run(PostgresBackend(url).migrate()),
+            noop.enqueue,
+        ):
+            with pytest.raises(ConfigError) as refused:
+                attempt()
+            assert refused.value.field == "url"
+            assert named in refused.value.problem
+    finally:
+        app.close()
 
 
 def test_enqueue_against_a_dead_server_raises_and_says_where() -> None:

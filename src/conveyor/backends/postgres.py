@@ -62,7 +62,7 @@ from conveyor.backends.postgres_claims import ClaimStart
 from conveyor.backends.postgres_enqueue import Inserter, tuple_cursor, tuple_cursor_async
 from conveyor.backends.postgres_handoff import HandOffs
 from conveyor.backends.postgres_notify import Notifications
-from conveyor.backends.postgres_url import one_line, parse_postgres_url
+from conveyor.backends.postgres_url import missing_in_url, one_line, parse_postgres_url
 from conveyor.backends.postgres_vacuum import (
     MISSING,
     SchemaState,
@@ -291,9 +291,7 @@ class PostgresBackend(Backend):
         try:
             conn = await psycopg.AsyncConnection.connect(self.settings.conninfo, autocommit=True)
         except psycopg.Error as exc:
-            raise BackendUnavailable(
-                f"cannot connect to PostgreSQL at {self.where}: {self._said(exc)}"
-            ) from None
+            raise self._cannot_connect(exc) from None
         async with conn:
             try:
                 state = await _schema_state_async(conn, self.schema)
@@ -405,9 +403,7 @@ class PostgresBackend(Backend):
         try:
             conn = await psycopg.AsyncConnection.connect(self.settings.conninfo)
         except psycopg.Error as exc:
-            raise BackendUnavailable(
-                f"cannot connect to PostgreSQL at {self.where}: {self._said(exc)}"
-            ) from None
+            raise self._cannot_connect(exc) from None
         schema = sql.Identifier(self.schema)
         quoted = f'"{self.schema}"'
         try:
@@ -474,6 +470,20 @@ class PostgresBackend(Backend):
         """A driver's message on one line, without the URL's password (libpq may quote
         the part of a URL it could not read)."""
         return scrub(one_line(exc), self.url)
+
+    def _cannot_connect(self, exc: BaseException) -> BackendUnavailable | ConfigError:
+        """A connection the server refused: ConfigError naming the database or role of
+        the URL that it does not have (a worker would wait for ever on a URL to fix);
+        BackendUnavailable for the rest (not answering, starting up, full, ...)."""
+        said = self._said(exc)
+        missing = missing_in_url(said)
+        if missing is not None:
+            return ConfigError(
+                "url",
+                f"{missing} on the PostgreSQL server at {self.where}: fix the URL, or "
+                "create it on the server",
+            )
+        return BackendUnavailable(f"cannot connect to PostgreSQL at {self.where}: {said}")
 
     def _unavailable(self, exc: BaseException) -> BackendUnavailable:
         return BackendUnavailable(f"PostgreSQL at {self.where}: {self._said(exc)}")
@@ -592,9 +602,7 @@ class PostgresBackend(Backend):
                 self.settings.conninfo, autocommit=True, **self._connect_kwargs
             )
         except psycopg.Error as exc:
-            raise BackendUnavailable(
-                f"cannot connect to PostgreSQL at {self.where}: {self._said(exc)}"
-            ) from None
+            raise self._cannot_connect(exc) from None
         try:
             state = _schema_state_sync(conn, self.schema)
             self._check_schema(state)

@@ -101,3 +101,18 @@ def one_line(exc: BaseException) -> str:
         "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         or type(exc).__name__
     )
+
+
+#: What the server says, refusing a connection, of a database or role the URL names
+#: and the server does not have (SQLSTATE 3D000 and 28000; libpq gives a refused
+#: connection's text only, not its code). A server that speaks another language says
+#: it in that one, and the refusal stays a store failure.
+_MISSING = re.compile(r'FATAL: +((?:database|role) ".*?" does not exist)')
+
+
+def missing_in_url(said: str) -> str | None:
+    """``database "x" does not exist`` (or the role's) when the server refused the
+    connection for that, in ``said`` (the driver's message): a URL to fix, which no
+    retry mends."""
+    found = _MISSING.search(said)
+    return found.group(1) if found else None
