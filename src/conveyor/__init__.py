@@ -25,6 +25,7 @@ from conveyor.backends.base import (
 )
 from conveyor.context import TaskContext, current_context
 from conveyor.exceptions import (
+    BackendCorrupt,
     BackendUnavailable,
     Cancel,
     ConfigError,
@@ -49,6 +50,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backend",
+    "BackendCorrupt",
     "BackendUnavailable",
     "Cancel",
     "ConfigError",

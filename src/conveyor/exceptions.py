@@ -10,6 +10,8 @@ The tree is shallow on purpose::
     ├── QueueNotFound       no queue with that name (admin commands)
     ├── JobStateError       the job is not in a state that allows the action
     ├── BackendUnavailable  the store did not answer; driver errors are wrapped in it
+    ├── BackendCorrupt      the store's file is damaged or not a database: both a
+    │                       ConfigError and a BackendUnavailable, that no retry mends
     └── JobFailed           ``handle.wait()`` on a job that ended poisoned
         └── JobCancelled    ``handle.wait()`` on a job that ended cancelled
 
@@ -93,6 +95,14 @@ class UniqueKeyHeld(JobStateError):
 
 class BackendUnavailable(ConveyorError):
     """The store did not answer or refused the operation."""
+
+
+class BackendCorrupt(ConfigError, BackendUnavailable):
+    """The store at the URL cannot be read: a SQLite file that is not a database, or is
+    damaged. A configuration to fix (``field`` names the URL; a command exits 2), and a
+    store that cannot answer (what catches BackendUnavailable, an API's 503, takes it
+    too); but no retry mends it: a worker stops rather than waiting as through an
+    outage. conveyor leaves the file as it is."""
 
 
 class JobFailed(ConveyorError):

@@ -5,9 +5,11 @@ once the store is back."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,6 +19,7 @@ from conveyor.job import Job, Outcome
 from conveyor.web import outage
 from tests.api.server import RunningApi, running_api
 from tests.postgres.proxy import TcpProxy
+from tests.unit.test_sqlite_damaged_file import random_bytes
 
 JOB = {"steps": [{"name": "one", "url": "http://127.0.0.1:9/x"}]}
 
@@ -176,3 +179,32 @@ def test_a_deleted_running_job_is_removed_once_stopped_even_after_a_store_outage
     while (answer := acme.get(f"/v1/jobs/{job_id}")).status_code != 404:
         assert time.monotonic() < deadline, answer.text
         time.sleep(0.2)
+
+
+def test_a_store_file_replaced_by_a_damaged_one_is_503_saying_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an API on a SQLite file, holding a job
+    path = tmp_path / "api.db"
+    with running_api(f"sqlite:///{path}") as api:
+        acme = api.client("acme")
+        first = acme.post("/v1/jobs", json=JOB)
+        assert first.status_code == 202
+        caplog.set_level(logging.WARNING, logger="conveyor.api")
+
+        # When the file at its path is replaced by one that is not a database
+        restored = tmp_path / "restored.db"
+        random_bytes(restored)
+        os.replace(restored, path)
+
+        # Then requests are refused as the store's trouble (503, not a 500), and the log
+        # says why, naming the file
+        deadline = time.monotonic() + 30
+        while (answer := acme.get(f"/v1/jobs/{first.json()['id']}")).status_code == 200:
+            assert time.monotonic() < deadline, "the replaced file was never looked at"
+            time.sleep(0.2)
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert acme.post("/v1/jobs", json=JOB).status_code == 503
+        said = [r.getMessage() for r in caplog.records if "store unavailable" in r.getMessage()]
+        assert said and "file is not a database" in said[0] and str(path) in said[0], said

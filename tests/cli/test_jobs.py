@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from conveyor.backends.base import Backend
@@ -389,9 +391,20 @@ def test_a_usage_error_is_one_line_and_exits_2(cli: Cli) -> None:
 
 
 def test_an_unavailable_store_exits_1(cli: Cli) -> None:
-    # Given a "store" that is not a SQLite database
+    # Given a store whose server does not answer (a port nobody listens on)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = cli("jobs", "list", "--url", f"redis://127.0.0.1:{port}/0")
+    assert result.exit_code == 1, result.stderr
+    assert result.stderr.startswith("error: store: ")
+
+
+def test_a_store_file_that_is_not_a_database_exits_2(cli: Cli) -> None:
+    # Given a "store" that is not a SQLite database: a file to fix, not an outage
     garbage = cli.dir / "garbage.db"
     garbage.write_bytes(b"this is not a database" * 100)
     result = cli("jobs", "list", "--url", f"sqlite:///{garbage}")
-    assert result.exit_code == 1
-    assert result.stderr.startswith("error: store: ")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: url: ")
+    assert "file is not a database" in result.stderr

@@ -74,8 +74,9 @@ from conveyor.backends.rows import (
     tally,
 )
 from conveyor.backends.sqlfiles import load_migrations, load_queries
-from conveyor.backends.sqlite_writes import WriteTransactions, store_error
+from conveyor.backends.sqlite_writes import WriteTransactions, damaged, store_error
 from conveyor.exceptions import (
+    BackendCorrupt,
     BackendUnavailable,
     ConfigError,
     InvalidJob,
@@ -287,9 +288,11 @@ class SQLiteBackend(Backend):
             raise self._open_error(exc) from exc
         return conn
 
-    def _open_error(self, exc: sqlite3.Error) -> BackendUnavailable:
+    def _open_error(self, exc: sqlite3.Error) -> BackendUnavailable | BackendCorrupt:
         """The error of a file that would not open, with the likely reason when SQLite
         gives none ("unable to open database file")."""
+        if (corrupt := damaged(self.path, exc)) is not None:
+            return corrupt
         why = ""
         directory = os.path.dirname(self.path)
         if not os.access(directory, os.W_OK):
@@ -441,7 +444,9 @@ class SQLiteBackend(Backend):
         try:
             current = self._schema_version(conn)
         except sqlite3.Error as exc:
-            raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+            raise damaged(self.path, exc) or BackendUnavailable(
+                f"cannot open SQLite database {self.path!r}: {exc}"
+            ) from exc
         if current == SCHEMA_VERSION:
             return current, current
         try:
@@ -460,7 +465,7 @@ class SQLiteBackend(Backend):
                     conn.execute("ROLLBACK")
             if not isinstance(exc, sqlite3.Error):
                 raise
-            raise BackendUnavailable(
+            raise damaged(self.path, exc) or BackendUnavailable(
                 f"cannot migrate SQLite database {self.path!r}: {exc}"
             ) from exc
 

@@ -35,7 +35,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from conveyor.exceptions import BackendUnavailable
+from conveyor.exceptions import BackendCorrupt, BackendUnavailable
 
 T = TypeVar("T")
 
@@ -142,9 +142,29 @@ class WriteTransactions:
         return exc
 
 
-def store_error(path: str, exc: sqlite3.Error) -> BackendUnavailable:
+def store_error(path: str, exc: sqlite3.Error) -> BackendUnavailable | BackendCorrupt:
     """An error of SQLite as the backend's callers see it: naming the file."""
-    return BackendUnavailable(f"SQLite {path!r}: {exc}")
+    return damaged(path, exc) or BackendUnavailable(f"SQLite {path!r}: {exc}")
+
+
+#: SQLite's primary result codes of a file that is not a database (SQLITE_NOTADB) or is
+#: damaged (SQLITE_CORRUPT): what a retry does not mend. A busy or locked file, a full
+#: disk or an I/O error may pass, and stay BackendUnavailable.
+_DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def damaged(path: str, exc: sqlite3.Error) -> BackendCorrupt | None:
+    """BackendCorrupt naming the file when SQLite says it is damaged or not a database;
+    None for any other error."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None or code & 0xFF not in _DAMAGED:
+        return None
+    return BackendCorrupt(
+        "url",
+        f"SQLite {path!r} is damaged or not a SQLite database ({exc}): conveyor cannot "
+        "use it, and leaves it as it is; restore it from a backup, or point the URL at "
+        "another file",
+    )
 
 
 @dataclass

@@ -11,8 +11,9 @@ code  meaning
 2     bad input, nothing was written: a usage error, an invalid value (the
       message names the field), an unknown task, an unknown queue in an admin
       command, a bad store URL or include, a store schema missing or older than
-      the code, an API host that is not this machine's, or a destructive
-      command run without ``--yes`` and without a terminal to ask on
+      the code, a SQLite file that is damaged or not a database, an API host
+      that is not this machine's, or a destructive command run without
+      ``--yes`` and without a terminal to ask on
 3     no job with that id
 4     the job's state does not allow the action (retry a succeeded job, delete
       a running one, cancel a finished one)

@@ -121,7 +121,11 @@ class Service:
                 # Either one ending (the other's failure included) stops the other.
                 await asyncio.wait(runs, return_when=asyncio.FIRST_COMPLETED)
                 self._wind_down()
-                await asyncio.gather(*runs)
+                # Both to their end, then a failure raised: gather raised the first at
+                # once, and the loop's end cut the API's shutdown short (a traceback).
+                await asyncio.wait(runs)
+                for run in runs:
+                    run.result()
             if not self.server.started:
                 raise OSError(f"the API could not listen on {self.host}:{self.port}")
         finally:

@@ -34,7 +34,7 @@ from conveyor.app import Conveyor
 from conveyor.backends import redact_url
 from conveyor.backends.base import Backend, WorkerInfo
 from conveyor.context import TaskContext
-from conveyor.exceptions import BackendUnavailable, ConveyorError
+from conveyor.exceptions import BackendCorrupt, BackendUnavailable, ConveyorError
 from conveyor.garbage import settle_for_service
 from conveyor.job import Job, Outcome
 from conveyor.web.documents import PRIVATE
@@ -250,6 +250,11 @@ class Worker(LeaseKeeping):
             sent = time.monotonic()
             try:
                 jobs = await self._claim(backend, limit)
+            except BackendCorrupt as exc:
+                # A damaged store file: no retry mends it, and every claim would fail
+                # as this one did. The worker stops, saying why.
+                logger.critical("claim failed: %s; stopping", exc)
+                raise
             except ConveyorError as exc:
                 backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF_S)
                 lasted = failing.fail()
