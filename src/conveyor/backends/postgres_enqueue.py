@@ -179,8 +179,8 @@ class Inserter:
         return insert.keys_to_look_up(answer)
 
     def _stored(self, jobs: Sequence[Job], placed: dict[str, Job], own: bool) -> list[Job]:
-        if own:
-            self._queues.update(job.queue for job in jobs)
+        if own:  # the queues whose rows were written: a job not stored wrote none
+            self._queues.update(job.queue for job in jobs if job.id not in placed)
         return [placed.get(job.id, job) for job in jobs]
 
 

@@ -443,6 +443,31 @@ class EnqueueConformance:
         assert len(await all_jobs(backend)) == 1
 
     @async_test
+    async def test_a_job_not_stored_for_its_unique_key_makes_no_queue(
+        self, backend: Backend
+    ) -> None:
+        # Given a queued job of "mail" with a unique key
+        first = await enqueue_one(backend, make_job("mail", unique_key="welcome-7"))
+
+        # When a job with that key is enqueued into a queue no job was ever stored in,
+        # alone and in a batch
+        alone = await enqueue_one(backend, make_job("reports", unique_key="welcome-7"))
+        batch = await backend.enqueue(
+            [make_job("reports", unique_key="welcome-7"), make_job("mail")]
+        )
+
+        # Then the first job comes back each time, and no queue "reports" appears
+        assert alone.id == batch[0].id == first.id
+        assert [q.name for q in await backend.list_queues()] == ["mail"]
+        with pytest.raises(QueueNotFound):
+            await backend.pause_queue("reports")
+        # and a job stored there later makes the queue as usual
+        await enqueue_one(backend, make_job("reports"))
+        queues = await backend.list_queues()
+        assert [q.name for q in queues] == ["mail", "reports"]
+        assert all(q.created_at > 0 for q in queues)
+
+    @async_test
     async def test_a_unique_key_is_free_again_once_its_job_succeeded(
         self, backend: Backend
     ) -> None:

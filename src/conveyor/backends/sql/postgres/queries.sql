@@ -21,16 +21,12 @@
 -- clock, how many were stored, the stored ids that had a unique key, how many
 -- NOTIFYs went out, and whether a worker waits for a hand-off now (0006_hand_offs.sql:
 -- the process's next single enqueue then takes insert_job_hand_off). %(new_queues)s:
--- also write the queues' rows (false when this process has written them already).
+-- also write the rows of the stored jobs' queues (false when this process has written
+-- them already); a job skipped for its unique key makes no queue, as on other stores.
 -- For one job the ids are not needed (stored or not says it all) and are not
 -- gathered: a subquery less in every single enqueue.
 -- name: insert_job
 WITH t AS (SELECT {schema}.epoch_now() AS now),
-new_queue AS (
-    INSERT INTO {schema}.queues (name, paused, created_at)
-    SELECT %(queue)s, false, t.now FROM t WHERE %(new_queues)s
-    ON CONFLICT DO NOTHING
-),
 inserted AS (
     INSERT INTO {schema}.jobs (id, queue, task, priority, state, run_at, max_attempts, retry,
                                timeout, steps, unique_key, metadata, tenant, created_at,
@@ -45,6 +41,11 @@ inserted AS (
         AND state IN ('scheduled', 'queued', 'running', 'retrying', 'cancelling')
         DO NOTHING
     RETURNING queue, state
+),
+new_queue AS (
+    INSERT INTO {schema}.queues (name, paused, created_at)
+    SELECT inserted.queue, false, t.now FROM inserted, t WHERE %(new_queues)s
+    ON CONFLICT DO NOTHING
 )
 SELECT t.now,
        (SELECT count(*) FROM inserted),
@@ -62,11 +63,6 @@ FROM t;
 -- while workers wait: it costs more than insert_job (about 30 us here).
 -- name: insert_job_hand_off
 WITH t AS (SELECT {schema}.epoch_now() AS now),
-new_queue AS (
-    INSERT INTO {schema}.queues (name, paused, created_at)
-    SELECT %(queue)s, false, t.now FROM t WHERE %(new_queues)s
-    ON CONFLICT DO NOTHING
-),
 waiter AS (
     UPDATE {schema}.waiters w SET job_id = %(id)s
     WHERE w.worker_id = (
@@ -104,6 +100,11 @@ inserted AS (
         DO NOTHING
     RETURNING queue, state, worker_id
 ),
+new_queue AS (
+    INSERT INTO {schema}.queues (name, paused, created_at)
+    SELECT inserted.queue, false, t.now FROM inserted, t WHERE %(new_queues)s
+    ON CONFLICT DO NOTHING
+),
 handed AS (
     SELECT pg_notify(waiter.channel, json_build_array(
                waiter.token,
@@ -134,11 +135,6 @@ b AS (
         max_attempts integer, retry jsonb, timeout double precision, steps jsonb,
         unique_key text, metadata jsonb, tenant text)
 ),
-new_queues AS (
-    INSERT INTO {schema}.queues (name, paused, created_at)
-    SELECT DISTINCT b.queue, false, t.now FROM b, t WHERE %(new_queues)s
-    ON CONFLICT DO NOTHING
-),
 inserted AS (
     INSERT INTO {schema}.jobs (id, queue, task, priority, state, run_at, max_attempts, retry,
                                timeout, steps, unique_key, metadata, tenant, created_at,
@@ -153,6 +149,11 @@ inserted AS (
         AND state IN ('scheduled', 'queued', 'running', 'retrying', 'cancelling')
         DO NOTHING
     RETURNING id, queue, state, unique_key
+),
+new_queues AS (
+    INSERT INTO {schema}.queues (name, paused, created_at)
+    SELECT DISTINCT inserted.queue, false, t.now FROM inserted, t WHERE %(new_queues)s
+    ON CONFLICT DO NOTHING
 ),
 notified AS (
     SELECT pg_notify(%(channel)s, q.queue)
