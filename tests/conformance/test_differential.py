@@ -36,7 +36,7 @@ from hypothesis.stateful import (
 
 from conveyor.backends import create_backend
 from conveyor.backends.base import Backend, JobFilter
-from conveyor.exceptions import ConveyorError, JobNotFound, JobStateError
+from conveyor.exceptions import ConveyorError, JobNotFound, JobStateError, QueueNotFound
 from conveyor.job import ACTIVE_STATES, FINAL_STATES, Job, Outcome, State
 from conveyor.testing import BackendFactory, all_jobs, error, make_job
 from tests.stores import STORES, store_url
@@ -71,6 +71,7 @@ class ModelJob:
 
     id: str
     queue: str
+    task: str
     priority: int
     #: place in line among ready jobs of one priority: (0, run_at) for a run_at given in
     #: the past, (1, n) for "due now" at the model's n-th event; then the id
@@ -103,6 +104,11 @@ class DifferentialModel(RuleBasedStateMachine):
         tag = uuid.uuid4().hex[:10]
         self.queues = [f"diff-{tag}-a", f"diff-{tag}-b"]
         self.keys = [f"{tag}-k1", f"{tag}-k2"]
+        self.tasks = [f"{tag}-send", f"{tag}-bounce"]
+        #: the queues that exist (a job was stored in them, or they were created), and
+        #: those paused
+        self.existing: set[str] = set()
+        self.paused: set[str] = set()
         self.jobs: dict[str, ModelJob] = {}
         self.clock = itertools.count()
         #: per store, the job as its current holder got it from claim
@@ -162,6 +168,12 @@ class DifferentialModel(RuleBasedStateMachine):
                 return job
         return None
 
+    def left_over(self, queue: str) -> bool:
+        """Whether ``queue`` was dropped while it held jobs that stay (open: PostgreSQL
+        still knows such a queue by its jobs, SQLite and Redis do not; the model leaves
+        it alone until a job stored there makes it again)."""
+        return queue not in self.existing and any(j.queue == queue for j in self.jobs.values())
+
     def lose(self, job_id: str) -> None:
         """The job's holder gave it up: its copies become stale handles."""
         for name in self.factories:
@@ -178,15 +190,16 @@ class DifferentialModel(RuleBasedStateMachine):
                 st.sampled_from(["now", "now", "past", "future"]),
                 st.integers(0, 2),  # which past moment: ties are broken by id
                 st.sampled_from([None, None, 0, 1]),  # unique key
+                st.integers(0, 1),  # task
             ),
             min_size=1,
             max_size=3,
         )
     )
-    def enqueue(self, specs: list[tuple[int, int, str, int, int | None]]) -> None:
+    def enqueue(self, specs: list[tuple[int, int, str, int, int | None, int]]) -> None:
         # Given jobs as an application would build them (one copy per store)
         jobs: list[Job] = []
-        for queue, priority, when, moment, key in specs:
+        for queue, priority, when, moment, key, task in specs:
             run_at = {"now": 0.0, "past": PAST + moment, "future": FUTURE}[when]
             jobs.append(
                 make_job(
@@ -194,6 +207,7 @@ class DifferentialModel(RuleBasedStateMachine):
                     priority=priority,
                     run_at=run_at,
                     unique_key=None if key is None else self.keys[key],
+                    task=self.tasks[task],
                 )
             )
 
@@ -203,15 +217,17 @@ class DifferentialModel(RuleBasedStateMachine):
         # Then each is stored, unless its key is held by an active job (one stored
         # earlier, or earlier in the batch): that job comes back in its place
         expected: list[str] = []
-        for job, (_, _, when, moment, _) in zip(jobs, specs, strict=True):
+        for job, (_, _, when, moment, _, _) in zip(jobs, specs, strict=True):
             holder = self.holds_key(job.unique_key)
             if holder is not None:
                 expected.append(holder.id)
                 continue
             expected.append(job.id)
+            self.existing.add(job.queue)
             self.jobs[job.id] = ModelJob(
                 job.id,
                 job.queue,
+                job.task or "",
                 job.priority,
                 (0, PAST + moment) if when == "past" else self.tick(),
                 job.unique_key,
@@ -233,6 +249,8 @@ class DifferentialModel(RuleBasedStateMachine):
         # Given the ready jobs of each queue in line: priority, then run_at, then id
         expected: list[str] = []
         for queue in queues:
+            if queue in self.paused:
+                continue
             ready = sorted(
                 (j for j in self.jobs.values() if j.queue == queue and j.state is State.QUEUED),
                 key=ModelJob.line_key,
@@ -465,25 +483,165 @@ class DifferentialModel(RuleBasedStateMachine):
         for name, again in self.values(self.each(lambda b: b.delete(model.id, wanted))).items():
             assert again is False, name
 
-    @rule(state=st.sampled_from(list(State)), queue=st.integers(0, 1))
-    def list_by_state(self, state: State, queue: int) -> None:
-        # Given the jobs of a queue in one state
+    @rule(
+        states=st.none() | st.sets(st.sampled_from(list(State)), min_size=1, max_size=3),
+        by=st.sampled_from(["queue", "task"]),
+        which=st.integers(0, 1),
+        limit=st.integers(1, 3),
+    )
+    def list_jobs(self, states: set[State] | None, by: str, which: int, limit: int) -> None:
+        # Given the jobs of a queue, or of a task, in some states
+        if by == "queue":
+            wanted = JobFilter(
+                states=None if states is None else frozenset(states), queue=self.queues[which]
+            )
+        else:
+            wanted = JobFilter(
+                states=None if states is None else frozenset(states), task=self.tasks[which]
+            )
         expected = sorted(
             (
                 j.id
                 for j in self.jobs.values()
-                if j.state is state and j.queue == self.queues[queue]
+                if (states is None or j.state in states)
+                and (j.queue if by == "queue" else j.task) == (wanted.queue or wanted.task)
             ),
             reverse=True,
         )
 
-        # When they are listed, two at a time
-        wanted = JobFilter(states=frozenset({state}), queue=self.queues[queue])
-        answers = self.values(self.each(lambda b: _list_all(b, wanted, 2)))
+        # When they are listed a few at a time
+        answers = self.values(self.each(lambda b: _list_all(b, wanted, limit)))
 
-        # Then every store lists exactly them, newest first
+        # Then every store lists exactly them, newest first, each once
         for name, ids in answers.items():
             assert ids == expected, name
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data())
+    def get(self, data: st.DataObject) -> None:
+        # Given any job
+        model = data.draw(st.sampled_from(sorted(self.jobs.values(), key=lambda j: j.id)))
+
+        # When it is read whole and by its head
+        jobs = self.values(self.each(lambda b: b.get(model.id)))
+        heads = self.values(self.each(lambda b: b.head(model.id)))
+
+        # Then both show its state, and the head the job's version
+        for name, job in jobs.items():
+            assert job.state is model.state, name
+            assert (heads[name].state, heads[name].version) == (job.state, job.version), name
+
+    @rule(key=st.integers(0, 1), queue=st.integers(0, 1))
+    def enqueue_once(self, key: int, queue: int) -> None:
+        # Given a job whose key a stored job (of any state) may carry
+        job = make_job(self.queues[queue], unique_key=self.keys[key], task=self.tasks[0])
+        carriers = sorted(
+            (j for j in self.jobs.values() if j.unique_key == job.unique_key), key=lambda j: j.id
+        )
+
+        # When it is enqueued once
+        answers = self.values(self.each(lambda b: b.enqueue_once(job.copy())))
+
+        # Then the newest job carrying the key comes back, or it is stored
+        if carriers:
+            want = carriers[-1]
+        else:
+            want = ModelJob(
+                job.id, job.queue, self.tasks[0], 0, self.tick(), job.unique_key, State.QUEUED
+            )
+            self.jobs[job.id] = want
+            self.existing.add(job.queue)
+        for name, got in answers.items():
+            assert (got.id, got.state) == (want.id, want.state), name
+        found = self.values(self.each(lambda b: b.find_unique(job.unique_key or "")))
+        for name, got in found.items():
+            assert got is not None and got.id == want.id, name
+
+    @rule(
+        states=st.sampled_from(
+            [None, {State.POISONED}, {State.CANCELLED}, {State.POISONED, State.CANCELLED}]
+        ),
+        queue=st.integers(0, 1),
+    )
+    def retry_all(self, states: set[State] | None, queue: int) -> None:
+        # Given the finished jobs of a queue
+        wanted = JobFilter(
+            states=None if states is None else frozenset(states), queue=self.queues[queue]
+        )
+        looked_for = states or {State.POISONED}
+
+        # When an operator retries all of them in some states
+        answers = self.values(self.each(lambda b: b.retry_all(wanted)))
+
+        # Then those are queued again, but for one whose key another active job holds
+        # (the newest first, as list_jobs goes; a retried one holds its key at once)
+        count = 0
+        for model in sorted(self.jobs.values(), key=lambda j: j.id, reverse=True):
+            if model.queue != self.queues[queue] or model.state not in looked_for:
+                continue
+            if self.holds_key(model.unique_key, other_than=model.id) is not None:
+                continue
+            model.state, model.attempts, model.line = State.QUEUED, 0, self.tick()
+            count += 1
+        for name, retried in answers.items():
+            assert retried == count, name
+
+    @rule(queue=st.integers(0, 1), how=st.sampled_from(["create", "pause", "resume"]))
+    def queue_state(self, queue: int, how: str) -> None:
+        name_ = self.queues[queue]
+        if self.left_over(name_):
+            return
+
+        # When an operator creates, pauses or resumes a queue
+        call = {
+            "create": lambda b: b.create_queue(name_),
+            "pause": lambda b: b.pause_queue(name_),
+            "resume": lambda b: b.resume_queue(name_),
+        }[how]
+        answers = self.each(call)
+
+        # Then it is done, or QueueNotFound for a queue that is not there
+        if how != "create" and name_ not in self.existing:
+            self.errors(answers, QueueNotFound)
+            return
+        self.values(answers)
+        if how == "create":
+            self.existing.add(name_)
+        elif how == "pause":
+            self.paused.add(name_)
+        else:
+            self.paused.discard(name_)
+
+    @rule(queue=st.integers(0, 1), how=st.sampled_from(["empty", "drop"]))
+    def empty_or_drop(self, queue: int, how: str) -> None:
+        name_ = self.queues[queue]
+        if self.left_over(name_):
+            return
+
+        # When an operator empties or drops a queue
+        answers = self.each(
+            (lambda b: b.empty_queue(name_)) if how == "empty" else (lambda b: b.drop_queue(name_))
+        )
+
+        # Then its waiting jobs (dropping: all but the held ones) are gone, and dropping
+        # removes the queue; QueueNotFound for a queue that is not there
+        if name_ not in self.existing:
+            self.errors(answers, QueueNotFound)
+            return
+        gone = [
+            j
+            for j in self.jobs.values()
+            if j.queue == name_ and (j.state in WAITING if how == "empty" else j.state not in HELD)
+        ]
+        for name, removed in self.values(answers).items():
+            assert removed == len(gone), name
+        for job in gone:
+            del self.jobs[job.id]
+            for name in self.factories:
+                self.stale[name].pop(job.id, None)
+        if how == "drop":
+            self.existing.discard(name_)
+            self.paused.discard(name_)
 
     # -- invariants ------------------------------------------------------------------
     @invariant()
@@ -537,14 +695,17 @@ class DifferentialModel(RuleBasedStateMachine):
     def queue_counts_match_the_model(self) -> None:
         for name, factory in self.factories.items():
             infos = {q.name: q for q in factory.run(factory.backend.list_queues())}
+            mine = {q: info.paused for q, info in infos.items() if q in self.queues}
+            # open: a dropped queue whose held jobs stay may still be listed by them
+            mine = {q: paused for q, paused in mine.items() if not self.left_over(q)}
+            assert mine == {q: q in self.paused for q in self.existing}, name
             for queue in self.queues:
                 want = {s.value: 0 for s in State}
                 for job in self.jobs.values():
                     if job.queue == queue:
                         want[job.state.value] += 1
                 if queue not in infos:
-                    assert not any(want.values()), (name, queue)
-                    continue
+                    continue  # dropped: what its held jobs left behind is not listed
                 got = infos[queue].counts
                 assert {s: got.get(s, 0) for s in want} == want, (name, queue)
 
