@@ -37,7 +37,7 @@ from hypothesis.stateful import (
 from conveyor.backends import create_backend
 from conveyor.backends.base import Backend, JobFilter
 from conveyor.exceptions import ConveyorError, JobNotFound, JobStateError, QueueNotFound
-from conveyor.job import ACTIVE_STATES, FINAL_STATES, Job, Outcome, State
+from conveyor.job import ACTIVE_STATES, DEFAULT_MAX_ATTEMPTS, FINAL_STATES, Job, Outcome, State
 from conveyor.testing import BackendFactory, all_jobs, error, make_job
 from tests.stores import STORES, store_url
 
@@ -78,8 +78,12 @@ class ModelJob:
     line: tuple[int, float]
     unique_key: str | None
     state: State
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     attempts: int = 0
     worker: str | None = None
+    #: held under a lease that ran out at once (claimed with a lease of 0): left to
+    #: recover_expired; what its holder may still write is not the model's business
+    expiring: bool = False
     errors: list[str] = field(default_factory=list)
 
     def line_key(self) -> tuple[int, tuple[int, float], str]:
@@ -160,6 +164,10 @@ class DifferentialModel(RuleBasedStateMachine):
     def in_state(self, *states: State) -> list[ModelJob]:
         return sorted((j for j in self.jobs.values() if j.state in states), key=lambda j: j.id)
 
+    def leased(self) -> list[ModelJob]:
+        """Held jobs whose leases are live."""
+        return [j for j in self.in_state(*HELD) if not j.expiring]
+
     def holds_key(self, key: str | None, other_than: str | None = None) -> ModelJob | None:
         if key is None:
             return None
@@ -191,15 +199,16 @@ class DifferentialModel(RuleBasedStateMachine):
                 st.integers(0, 2),  # which past moment: ties are broken by id
                 st.sampled_from([None, None, 0, 1]),  # unique key
                 st.integers(0, 1),  # task
+                st.sampled_from([DEFAULT_MAX_ATTEMPTS, 1, 2]),
             ),
             min_size=1,
             max_size=3,
         )
     )
-    def enqueue(self, specs: list[tuple[int, int, str, int, int | None, int]]) -> None:
+    def enqueue(self, specs: list[tuple[int, int, str, int, int | None, int, int]]) -> None:
         # Given jobs as an application would build them (one copy per store)
         jobs: list[Job] = []
-        for queue, priority, when, moment, key, task in specs:
+        for queue, priority, when, moment, key, task, max_attempts in specs:
             run_at = {"now": 0.0, "past": PAST + moment, "future": FUTURE}[when]
             jobs.append(
                 make_job(
@@ -208,6 +217,7 @@ class DifferentialModel(RuleBasedStateMachine):
                     run_at=run_at,
                     unique_key=None if key is None else self.keys[key],
                     task=self.tasks[task],
+                    max_attempts=max_attempts,
                 )
             )
 
@@ -217,7 +227,7 @@ class DifferentialModel(RuleBasedStateMachine):
         # Then each is stored, unless its key is held by an active job (one stored
         # earlier, or earlier in the batch): that job comes back in its place
         expected: list[str] = []
-        for job, (_, _, when, moment, _, _) in zip(jobs, specs, strict=True):
+        for job, (_, _, when, moment, _, _, _) in zip(jobs, specs, strict=True):
             holder = self.holds_key(job.unique_key)
             if holder is not None:
                 expected.append(holder.id)
@@ -232,6 +242,7 @@ class DifferentialModel(RuleBasedStateMachine):
                 (0, PAST + moment) if when == "past" else self.tick(),
                 job.unique_key,
                 State.SCHEDULED if when == "future" else State.QUEUED,
+                job.max_attempts,
             )
         for name, stored in answers.items():
             assert [j.id for j in stored] == expected, name
@@ -243,8 +254,9 @@ class DifferentialModel(RuleBasedStateMachine):
         worker=st.sampled_from(WORKERS),
         order=st.sampled_from([(0,), (1,), (0, 1), (1, 0)]),
         limit=st.integers(1, 3),
+        lease=st.sampled_from([LEASE, LEASE, LEASE, 0.0]),
     )
-    def claim(self, worker: str, order: tuple[int, ...], limit: int) -> None:
+    def claim(self, worker: str, order: tuple[int, ...], limit: int, lease: float) -> None:
         queues = [self.queues[i] for i in order]
         # Given the ready jobs of each queue in line: priority, then run_at, then id
         expected: list[str] = []
@@ -258,7 +270,7 @@ class DifferentialModel(RuleBasedStateMachine):
             expected += [j.id for j in ready[: limit - len(expected)]]
 
         # When a worker claims from the queues in that order
-        answers = self.values(self.each(lambda b: b.claim(queues, worker, limit, LEASE)))
+        answers = self.values(self.each(lambda b: b.claim(queues, worker, limit, lease)))
 
         # Then every store hands it the same jobs, leased to it, an attempt spent
         for name, claimed in answers.items():
@@ -267,6 +279,7 @@ class DifferentialModel(RuleBasedStateMachine):
             model = self.jobs[job_id]
             model.state, model.worker = State.RUNNING, worker
             model.attempts += 1
+            model.expiring = lease == 0.0
         for name, claimed in answers.items():
             for job in claimed:
                 assert (job.state, job.worker_id) == (State.RUNNING, worker), name
@@ -274,7 +287,7 @@ class DifferentialModel(RuleBasedStateMachine):
                 assert job.lease_until is not None, name
                 self.held[name][job.id] = job
 
-    @precondition(lambda self: self.in_state(*HELD))
+    @precondition(lambda self: self.leased())
     @rule(
         data=st.data(),
         kinds=st.lists(
@@ -287,7 +300,7 @@ class DifferentialModel(RuleBasedStateMachine):
         # Given held jobs and how their runs ended
         chosen = data.draw(
             st.lists(
-                st.sampled_from(self.in_state(*HELD)),
+                st.sampled_from(self.leased()),
                 min_size=1,
                 max_size=len(kinds),
                 unique_by=lambda j: j.id,
@@ -333,11 +346,11 @@ class DifferentialModel(RuleBasedStateMachine):
                 model.errors.append(outcome.error["message"])
             self.lose(model.id)
 
-    @precondition(lambda self: self.in_state(*HELD))
+    @precondition(lambda self: self.leased())
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
         # Given a held job
-        model = data.draw(st.sampled_from(self.in_state(*HELD)))
+        model = data.draw(st.sampled_from(self.leased()))
 
         # When its worker shuts down and gives it back
         answers = self.values(self.each_own(lambda name, b: b.release([self.held[name][model.id]])))
@@ -377,7 +390,7 @@ class DifferentialModel(RuleBasedStateMachine):
             and model.worker == copy.worker_id
             and model.attempts == copy.attempts
         )
-        if same_run:
+        if same_run or (model is not None and model.expiring):
             return  # a later claim of the same attempt by the same worker: not stale
         for name, answer in answers.items():
             if how == "finish":
@@ -393,7 +406,8 @@ class DifferentialModel(RuleBasedStateMachine):
     @rule(worker=st.sampled_from(WORKERS), data=st.data())
     def extend(self, worker: str, data: st.DataObject) -> None:
         # Given some of the jobs, held by this worker or not
-        ids = data.draw(st.lists(st.sampled_from(sorted(self.jobs) or ["none"]), unique=True))
+        pool = sorted(i for i, j in self.jobs.items() if not j.expiring)
+        ids = data.draw(st.lists(st.sampled_from(pool or ["none"]), unique=True))
         ids = [i for i in ids if i in self.jobs]
 
         # When the worker extends their leases
@@ -409,13 +423,28 @@ class DifferentialModel(RuleBasedStateMachine):
 
     @rule()
     def recover_expired(self) -> None:
-        # Given leases that last longer than the test
+        # Given jobs held under leases that ran out (claimed with a lease of 0), and
+        # others whose leases outlast the test
+        expired = [j for j in self.in_state(*HELD) if j.expiring]
+
         # When expired leases are recovered
         answers = self.values(self.each(lambda b: b.recover_expired()))
 
-        # Then none of this run's jobs is touched
+        # Then exactly the expired ones of this run change: a cancel asked ends them
+        # cancelled, spent attempts poisoned, the others wait again from now
+        for model in expired:  # by id: one clock reading, ties broken by id
+            if model.state is State.CANCELLING:
+                model.state = State.CANCELLED
+            elif model.attempts >= model.max_attempts:
+                model.state = State.POISONED
+            else:
+                model.state, model.line = State.QUEUED, self.tick()
+            model.errors.append(f"lease expired: worker {model.worker} stopped heartbeating")
+            model.worker, model.expiring = None, False
+            self.lose(model.id)
         for name, recovered in answers.items():
-            assert [j.id for j in recovered if j.id in self.jobs] == [], name
+            mine = {j.id: j.state for j in recovered if j.id in self.jobs}
+            assert mine == {j.id: j.state for j in expired}, name
 
     # -- rules: operators -------------------------------------------------------------
     @precondition(lambda self: self.jobs)
