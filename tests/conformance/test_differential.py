@@ -38,7 +38,16 @@ from hypothesis.stateful import (
 from conveyor.backends import create_backend
 from conveyor.backends.base import Backend, JobFilter
 from conveyor.exceptions import ConveyorError, JobNotFound, JobStateError, QueueNotFound
-from conveyor.job import ACTIVE_STATES, DEFAULT_MAX_ATTEMPTS, FINAL_STATES, Job, Outcome, State
+from conveyor.job import (
+    ACTIVE_STATES,
+    DEFAULT_MAX_ATTEMPTS,
+    FINAL_STATES,
+    Job,
+    Outcome,
+    Progress,
+    State,
+    new_job_id,
+)
 from conveyor.testing import BackendFactory, all_jobs, error, make_job
 from tests.stores import STORES, store_url
 
@@ -46,7 +55,7 @@ T = TypeVar("T")
 
 #: CONVEYOR_DIFF_EXAMPLES=400 looks further than CI does (about 4 minutes).
 DIFF_SETTINGS = settings(
-    max_examples=int(os.environ.get("CONVEYOR_DIFF_EXAMPLES", "80")),
+    max_examples=int(os.environ.get("CONVEYOR_DIFF_EXAMPLES", "60")),
     stateful_step_count=30,
     deadline=None,
     database=None,
@@ -86,6 +95,8 @@ class ModelJob:
     #: recover_expired; what its holder may still write is not the model's business
     expiring: bool = False
     errors: list[str] = field(default_factory=list)
+    #: steps done, as its workers saved them
+    progress: float = 0
 
     def line_key(self) -> tuple[int, tuple[int, float], str]:
         return (self.priority, self.line, self.id)
@@ -288,7 +299,9 @@ class DifferentialModel(RuleBasedStateMachine):
     @rule(
         data=st.data(),
         kinds=st.lists(
-            st.sampled_from(["succeeded", "retry_now", "retry_later", "poisoned", "cancelled"]),
+            st.sampled_from(
+                ["succeeded", "retry_now", "retry_later", "snooze", "poisoned", "cancelled"]
+            ),
             min_size=1,
             max_size=2,
         ),
@@ -308,6 +321,7 @@ class DifferentialModel(RuleBasedStateMachine):
             "succeeded": Outcome.succeeded(),
             "retry_now": Outcome.retry_in(0.0, error("flaky")),
             "retry_later": Outcome.retry_in(LONG_DELAY, error("down")),
+            "snooze": Outcome.retry_in(0.0, None, count_attempt=False),
             "poisoned": Outcome.poisoned(error("bad input")),
             "cancelled": Outcome.cancelled(error("stopped")),
         }
@@ -326,18 +340,21 @@ class DifferentialModel(RuleBasedStateMachine):
             assert written == [True] * len(items), name
         for model, kind in items:
             outcome = outcomes[kind]
-            if kind in ("retry_now", "retry_later") and model.state is State.CANCELLING:
+            if outcome.kind == "retry" and model.state is State.CANCELLING:
                 state = State.CANCELLED
             else:
                 state = {
                     "succeeded": State.SUCCEEDED,
                     "retry_now": State.QUEUED,
                     "retry_later": State.RETRYING,
+                    "snooze": State.QUEUED,
                     "poisoned": State.POISONED,
                     "cancelled": State.CANCELLED,
                 }[kind]
-            if kind == "retry_now":
+            if kind in ("retry_now", "snooze"):
                 model.line = self.tick()
+            if not outcome.count_attempt:
+                model.attempts -= 1  # a snooze gives the attempt back
             model.state, model.worker = state, None
             if outcome.error is not None:
                 model.errors.append(outcome.error["message"])
@@ -361,11 +378,37 @@ class DifferentialModel(RuleBasedStateMachine):
         model.attempts -= 1
         self.lose(model.id)
 
+    @precondition(lambda self: self.leased())
+    @rule(data=st.data())
+    def save(self, data: st.DataObject) -> None:
+        # Given a held job one more step of which is done
+        model = data.draw(st.sampled_from(self.leased()))
+        model.progress += 1
+        for name in self.factories:
+            self.held[name][model.id].progress = Progress(model.progress, 10, "working")
+
+        # When its worker saves it
+        answers = self.values(self.each_own(lambda name, b: b.save(self.held[name][model.id])))
+
+        # Then it is written, the job still running
+        for name, saved in answers.items():
+            assert saved is True, name
+
     @precondition(lambda self: any(self.stale.values()))
-    @rule(data=st.data(), how=st.sampled_from(["finish", "release", "extend"]))
+    @rule(data=st.data(), how=st.sampled_from(["finish", "release", "extend", "save"]))
     def stale_holder(self, data: st.DataObject, how: str) -> None:
         # Given a job copy whose holder lost it (finished, released, or claimed again)
         job_id = data.draw(st.sampled_from(sorted(self.stale["sqlite"])))
+        model = self.jobs.get(job_id)
+        copy = self.stale["sqlite"][job_id]
+        if model is not None and model.state in HELD:
+            if model.expiring:
+                return  # what a holder of a lease run out may write is left open
+            if (model.worker, model.attempts) == (copy.worker_id, copy.attempts):
+                # The same worker holds it again under the same attempt (a snooze or a
+                # release gave the attempt back): the documented compare-and-set on
+                # (id, worker, attempts) cannot tell the two runs apart.
+                return
 
         # When that holder still writes
         def write(name: str, b: Backend) -> Awaitable[Any]:
@@ -374,26 +417,20 @@ class DifferentialModel(RuleBasedStateMachine):
                 return b.finish([(copy, Outcome.succeeded())])
             if how == "release":
                 return b.release([copy])
+            if how == "save":
+                return b.save(copy)
             return b.extend([job_id], copy.worker_id or "", LEASE)
 
         answers = self.values(self.each_own(write))
 
-        # Then nothing is written, unless it holds the job again under the same attempt
-        model = self.jobs.get(job_id)
-        copy = self.stale["sqlite"][job_id]
-        same_run = (
-            model is not None
-            and model.state in HELD
-            and model.worker == copy.worker_id
-            and model.attempts == copy.attempts
-        )
-        if same_run or (model is not None and model.expiring):
-            return  # a later claim of the same attempt by the same worker: not stale
+        # Then nothing is written
         for name, answer in answers.items():
             if how == "finish":
                 assert answer == [False], name
             elif how == "release":
                 assert answer == 0, name
+            elif how == "save":
+                assert answer is False, name
             elif model is not None and model.state in HELD and model.worker == copy.worker_id:
                 # extend names the worker, not the run: the worker holds the job again
                 assert answer.extended == [job_id], name
@@ -669,6 +706,53 @@ class DifferentialModel(RuleBasedStateMachine):
             self.existing.discard(name_)
             self.paused.discard(name_)
 
+    @rule(
+        long_ago=st.booleans(),
+        states=st.sampled_from(
+            [None, (State.SUCCEEDED,), (State.POISONED, State.CANCELLED), (State.QUEUED,)]
+        ),
+    )
+    def prune(self, long_ago: bool, states: tuple[State, ...] | None) -> None:
+        # Given finished jobs, all finished after PAST and before FUTURE
+        before = PAST if long_ago else FUTURE
+
+        # When the jobs finished before a time are pruned, maybe of some states only
+        answers = self.values(self.each(lambda b: b.prune(before, states)))
+
+        # Then finished jobs of those states go if they finished before it, others stay
+        gone = [
+            j
+            for j in self.jobs.values()
+            if not long_ago and j.state in FINAL_STATES and (states is None or j.state in states)
+        ]
+        for job in gone:
+            del self.jobs[job.id]
+            for name in self.factories:
+                self.stale[name].pop(job.id, None)
+        # (the stores hold what earlier runs left too, the same in each store)
+        assert len(set(answers.values())) == 1, answers
+        assert all(count >= len(gone) for count in answers.values()), answers
+
+    @rule()
+    def unknown_job(self) -> None:
+        # Given an id no job has
+        job_id = new_job_id()
+
+        # When operators and workers name it
+        # Then it is not found, not deleted, and no lease of it is held
+        for call in (
+            lambda b: b.get(job_id),
+            lambda b: b.cancel(job_id),
+            lambda b: b.retry(job_id),
+        ):
+            self.errors(self.each(call), JobNotFound)
+        for name, removed in self.values(self.each(lambda b: b.delete(job_id))).items():
+            assert removed is False, name
+        for name, status in self.values(
+            self.each(lambda b: b.extend([job_id], WORKERS[0], LEASE))
+        ).items():
+            assert (status.extended, status.lost) == ([], [job_id]), name
+
     # -- invariants ------------------------------------------------------------------
     @invariant()
     def stores_match_the_model(self) -> None:
@@ -688,6 +772,7 @@ class DifferentialModel(RuleBasedStateMachine):
                     job.queue,
                     job.unique_key,
                     [e.get("message") for e in job.errors],
+                    job.progress.completed,
                 )
                 want = (
                     model.state,
@@ -697,6 +782,7 @@ class DifferentialModel(RuleBasedStateMachine):
                     model.queue,
                     model.unique_key,
                     model.errors,
+                    model.progress,
                 )
                 assert seen == want, (name, job_id)
                 assert (job.lease_until is not None) == (model.worker is not None), (name, job_id)
