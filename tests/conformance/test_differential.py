@@ -756,12 +756,14 @@ class DifferentialModel(RuleBasedStateMachine):
     # -- invariants ------------------------------------------------------------------
     @invariant()
     def stores_match_the_model(self) -> None:
+        documents: dict[str, dict[str, dict[str, Any]]] = {}
         for name, factory in self.factories.items():
             stored: dict[str, Job] = {}
             for queue in self.queues:
                 for job in factory.run(all_jobs(factory.backend, JobFilter(queue=queue))):
                     stored[job.id] = job
             assert set(stored) == set(self.jobs), name
+            documents[name] = {job_id: _comparable(job) for job_id, job in stored.items()}
             for job_id, model in self.jobs.items():
                 job = stored[job_id]
                 seen = (
@@ -802,6 +804,12 @@ class DifferentialModel(RuleBasedStateMachine):
                     if seen != before[1]:
                         assert job.version > before[0], (name, job_id, before, seen)
                 self.seen[name][job_id] = (job.version, seen)
+        # and beyond the model, every store shows the same job, but for the times a
+        # store's clock stamps and the version
+        first, *others = documents
+        for name in others:
+            for job_id, document in documents[first].items():
+                assert documents[name][job_id] == document, (first, name, job_id)
 
     @invariant()
     def queue_counts_match_the_model(self) -> None:
@@ -820,6 +828,28 @@ class DifferentialModel(RuleBasedStateMachine):
                     continue  # dropped: what its held jobs left behind is not listed
                 got = infos[queue].counts
                 assert {s: got.get(s, 0) for s in want} == want, (name, queue)
+
+
+#: Fields of a job each store stamps from its own clock, or counts in its own way.
+_OWN_FIELDS = (
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "run_at",
+    "lease_until",
+    "version",
+)
+
+
+def _comparable(job: Job) -> dict[str, Any]:
+    """The job's document without what each store stamps for itself (see _OWN_FIELDS);
+    error entries without their times."""
+    document = job.to_dict()
+    for name in _OWN_FIELDS:
+        document.pop(name)
+    document["errors"] = [{k: v for k, v in e.items() if k != "at"} for e in job.errors]
+    return document
 
 
 async def _list_all(backend: Backend, wanted: JobFilter, limit: int) -> list[str]:
