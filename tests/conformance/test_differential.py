@@ -48,7 +48,7 @@ from conveyor.job import (
     State,
     new_job_id,
 )
-from conveyor.testing import BackendFactory, all_jobs, error, make_job
+from conveyor.testing import BackendFactory, all_jobs, error, make_job, task_step
 from tests.stores import STORES, store_url
 
 T = TypeVar("T")
@@ -208,15 +208,16 @@ class DifferentialModel(RuleBasedStateMachine):
                 st.sampled_from([None, None, 0, 1]),  # unique key
                 st.integers(0, 1),  # task
                 st.sampled_from([DEFAULT_MAX_ATTEMPTS, 1, 2]),
+                st.booleans(),  # two steps
             ),
             min_size=1,
             max_size=3,
         )
     )
-    def enqueue(self, specs: list[tuple[int, int, str, int, int | None, int, int]]) -> None:
+    def enqueue(self, specs: list[tuple[int, int, str, int, int | None, int, int, bool]]) -> None:
         # Given jobs as an application would build them (one copy per store)
         jobs: list[Job] = []
-        for queue, priority, when, moment, key, task, max_attempts in specs:
+        for queue, priority, when, moment, key, task, max_attempts, two in specs:
             run_at = {"now": 0.0, "past": PAST + moment, "future": FUTURE}[when]
             jobs.append(
                 make_job(
@@ -226,6 +227,7 @@ class DifferentialModel(RuleBasedStateMachine):
                     unique_key=None if key is None else self.keys[key],
                     task=self.tasks[task],
                     max_attempts=max_attempts,
+                    steps=[task_step(self.tasks[task], 1), task_step("store")] if two else None,
                 )
             )
 
@@ -235,7 +237,7 @@ class DifferentialModel(RuleBasedStateMachine):
         # Then each is stored, unless its key is held by an active job (one stored
         # earlier, or earlier in the batch): that job comes back in its place
         expected: list[str] = []
-        for job, (_, _, when, moment, _, _, _) in zip(jobs, specs, strict=True):
+        for job, (_, _, when, moment, *_) in zip(jobs, specs, strict=True):
             holder = self.holds_key(job.unique_key)
             if holder is not None:
                 expected.append(holder.id)
@@ -325,6 +327,19 @@ class DifferentialModel(RuleBasedStateMachine):
             "poisoned": Outcome.poisoned(error("bad input")),
             "cancelled": Outcome.cancelled(error("stopped")),
         }
+
+        # (the executor leaves the first of two steps done, and a result on success)
+        for name in self.factories:
+            for model, kind in items:
+                held = self.held[name][model.id]
+                if len(held.steps) == 2 and held.current_step == 0:
+                    held.steps[0].state, held.steps[0].result = "succeeded", {"rows": 3}
+                    held.current_step = 1
+                if kind != "succeeded":
+                    held.steps[held.current_step].state = "failed"
+                    held.steps[held.current_step].attempts += 1
+                else:
+                    held.steps[-1].state, held.result = "succeeded", {"done": model.attempts}
 
         # When their worker records the outcomes in one call
         answers = self.values(
