@@ -10,8 +10,8 @@ stores hold jobs of the same ids. Time never decides an outcome: jobs are due at
 (``run_at`` 0, or far in the past) or far in the future, and leases last an hour or
 run out at once (a lease of 0, for ``recover_expired``).
 
-Where the docs leave a behaviour open, the model accepts each answer seen (see the
-comments marked "open").
+Where the docs leave a behaviour open and the stores differ, the model accepts each
+answer or steers clear of the case (see the comments marked "open").
 """
 
 from __future__ import annotations
