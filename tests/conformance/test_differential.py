@@ -125,6 +125,8 @@ class DifferentialModel(RuleBasedStateMachine):
         #: those paused
         self.existing: set[str] = set()
         self.paused: set[str] = set()
+        #: queues dropped while jobs held in them stayed, until a job is stored there
+        self.limbo: set[str] = set()
         self.jobs: dict[str, ModelJob] = {}
         self.clock = itertools.count()
         #: per store, the job as its current holder got it from claim
@@ -183,12 +185,16 @@ class DifferentialModel(RuleBasedStateMachine):
         return None
 
     def left_over(self, queue: str) -> bool:
-        """Whether ``queue`` was dropped while it held jobs that stay. Open: the stores
+        """Whether ``queue`` was dropped while it held jobs that stayed. Open: the stores
         differ there. PostgreSQL still lists such a queue by its jobs and lets it be
         paused or emptied; SQLite and Redis answer QueueNotFound, and once a job is
-        released back into it Redis lists the queue again, SQLite does not. The model
-        leaves such a queue alone until a job stored there makes it again."""
-        return queue not in self.existing and any(j.queue == queue for j in self.jobs.values())
+        released back into it Redis lists the queue again (for good), SQLite does not.
+        The model leaves such a queue alone until a job stored there makes it again."""
+        return queue in self.limbo
+
+    def make_queue(self, queue: str) -> None:
+        self.existing.add(queue)
+        self.limbo.discard(queue)
 
     def lose(self, job_id: str) -> None:
         """The job's holder gave it up: its copies become stale handles."""
@@ -243,7 +249,7 @@ class DifferentialModel(RuleBasedStateMachine):
                 expected.append(holder.id)
                 continue
             expected.append(job.id)
-            self.existing.add(job.queue)
+            self.make_queue(job.queue)
             self.jobs[job.id] = ModelJob(
                 job.id,
                 job.queue,
@@ -628,7 +634,7 @@ class DifferentialModel(RuleBasedStateMachine):
                 job.id, job.queue, self.tasks[0], 0, self.tick(), job.unique_key, State.QUEUED
             )
             self.jobs[job.id] = want
-            self.existing.add(job.queue)
+            self.make_queue(job.queue)
         for name, got in answers.items():
             assert (got.id, got.state) == (want.id, want.state), name
         found = self.values(self.each(lambda b: b.find_unique(job.unique_key or "")))
@@ -684,7 +690,7 @@ class DifferentialModel(RuleBasedStateMachine):
             return
         self.values(answers)
         if how == "create":
-            self.existing.add(name_)
+            self.make_queue(name_)
         elif how == "pause":
             self.paused.add(name_)
         else:
@@ -720,6 +726,8 @@ class DifferentialModel(RuleBasedStateMachine):
         if how == "drop":
             self.existing.discard(name_)
             self.paused.discard(name_)
+            if any(j.queue == name_ for j in self.jobs.values()):
+                self.limbo.add(name_)
 
     @rule(
         long_ago=st.booleans(),
