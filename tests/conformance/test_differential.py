@@ -185,11 +185,12 @@ class DifferentialModel(RuleBasedStateMachine):
         return None
 
     def left_over(self, queue: str) -> bool:
-        """Whether ``queue`` was dropped while it held jobs that stayed. Open: the stores
-        differ there. PostgreSQL still lists such a queue by its jobs and lets it be
-        paused or emptied; SQLite and Redis answer QueueNotFound, and once a job is
-        released back into it Redis lists the queue again (for good), SQLite does not.
-        The model leaves such a queue alone until a job stored there makes it again."""
+        """Whether ``queue`` was dropped while it held jobs that stayed. The stores differ
+        there while those jobs run: PostgreSQL and SQLite still list such a queue by its
+        jobs and let it be paused or emptied; Redis answers QueueNotFound, and lists the
+        queue again once a job is released back into it (what all three agree on, tested
+        in the conformance suite). The model leaves such a queue alone until a job
+        stored there makes it again."""
         return queue in self.limbo
 
     def make_queue(self, queue: str) -> None:

@@ -1037,13 +1037,14 @@ class SQLiteBackend(Backend):
         await self._transact(lambda conn, now: conn.execute(Q["ensure_queue"], (name, now)))
 
     def _require_queue(self, conn: sqlite3.Connection, name: str) -> None:
-        if conn.execute(Q["queue_exists"], (name,)).fetchone() is None:
+        if conn.execute(Q["queue_exists"], {"name": name}).fetchone() is None:
             raise QueueNotFound(name)
 
     async def _set_paused(self, name: str, paused: bool) -> None:
         def set_paused(conn: sqlite3.Connection, now: float) -> None:
             self._require_queue(conn, name)
-            conn.execute(Q["set_queue_paused"], (int(paused), name))
+            # (an upsert: a queue listed by its jobs alone gets its row back)
+            conn.execute(Q["set_queue_paused"], {"name": name, "paused": int(paused), "now": now})
 
         await self._transact(set_paused)
 
@@ -1080,11 +1081,16 @@ class SQLiteBackend(Backend):
             counts: dict[str, dict[str, int]] = {}
             for queue, state, n in conn.execute(Q["count_by_queue_state"]):
                 counts.setdefault(queue, dict.fromkeys(_ALL_STATES, 0))[state] = n
+            rows = conn.execute(Q["list_queues"]).fetchall()
+            # A queue dropped while one of its jobs ran is listed by that job (as on
+            # PostgreSQL): it may wait there again, and would be seen nowhere else.
+            listed = {name for name, _, _ in rows}
+            rows += [(name, 0, 0.0) for name in counts if name not in listed]
             return [
                 QueueInfo(
                     name, bool(paused), counts.get(name, dict.fromkeys(_ALL_STATES, 0)), created_at
                 )
-                for name, paused, created_at in conn.execute(Q["list_queues"])
+                for name, paused, created_at in sorted(rows)
             ]
 
         return await self._read_aside(queues)

@@ -398,6 +398,27 @@ class AdminConformance:
                 await backend.get(job.id)
 
     @async_test
+    async def test_a_queue_dropped_under_a_running_job_is_listed_when_the_job_waits_again(
+        self, backend: Backend
+    ) -> None:
+        # Given a queue dropped while one of its jobs runs (the running job stays)
+        await backend.enqueue([make_job("dropped"), make_job("dropped")])
+        (running,) = await backend.claim(["dropped"], "worker-1", 1, 60.0)
+        assert await backend.drop_queue("dropped") == 1
+
+        # When its worker gives the job back (a shutdown)
+        assert await backend.release([running]) == 1
+
+        # Then the job waits in its queue, and the queue is listed with it, so that an
+        # operator sees the job and can pause, empty or drop the queue again
+        queues = {q.name: q for q in await backend.list_queues()}
+        assert queues["dropped"].counts["queued"] == 1
+        await backend.pause_queue("dropped")
+        assert await backend.claim(["dropped"], "worker-2", 1, 60.0) == []
+        await backend.resume_queue("dropped")
+        assert [j.id for j in await backend.claim(["dropped"], "worker-2", 1, 60.0)] == [running.id]
+
+    @async_test
     async def test_queue_operations_on_an_unknown_queue_raise_queue_not_found(
         self, backend: Backend
     ) -> None:

@@ -178,11 +178,15 @@ WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_listing
                AND id > :above AND finished_at < :before
              LIMIT 5000);
 
+-- A queue exists by its row, or by its jobs: a queue dropped while one of its jobs ran
+-- has that job, which may wait again (released, retried), and is listed by it.
 -- name: queue_exists
-SELECT 1 FROM queues WHERE name = ?;
+SELECT 1 WHERE EXISTS (SELECT 1 FROM queues WHERE name = :name)
+            OR EXISTS (SELECT 1 FROM jobs WHERE queue = :name);
 
 -- name: set_queue_paused
-UPDATE queues SET paused = ? WHERE name = ?;
+INSERT INTO queues (name, paused, created_at) VALUES (:name, :paused, :now)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused;
 
 -- name: empty_queue
 DELETE FROM jobs WHERE queue = ? AND state IN ('scheduled', 'queued', 'retrying');
