@@ -9,7 +9,7 @@ import contextlib
 
 import pytest
 
-from conveyor import Conveyor, State, current_context
+from conveyor import Conveyor, State, Task, current_context
 from conveyor.job import Job
 from conveyor.worker.runtime import Worker
 
@@ -130,15 +130,8 @@ def test_a_result_nested_past_the_limit_fails_the_attempt_saying_why(app: Convey
     async def deep_enough() -> object:
         return nested(100)
 
-    async def scenario(worker: Worker) -> list[Job]:
-        handles = [await too_deep.enqueue_async(), await deep_enough.enqueue_async()]
-        for handle in handles:
-            with contextlib.suppress(Exception):
-                await handle.wait_async(20)
-        return [(await h.refresh_async()).job for h in handles]
-
     # When a worker runs them
-    refused, kept = run_with_worker(app, scenario)
+    refused, kept = run_each(app, too_deep, deep_enough)
 
     # Then the first is poisoned, saying why (it would not have read back on every
     # store, or in every worker); the second succeeded with its result
@@ -161,15 +154,8 @@ def test_a_result_with_a_dict_key_that_is_not_text_fails_the_attempt_saying_why(
     async def text_keys() -> object:
         return {"counts": {"1": "a"}}
 
-    async def scenario(worker: Worker) -> list[Job]:
-        handles = [await int_keys.enqueue_async(), await text_keys.enqueue_async()]
-        for handle in handles:
-            with contextlib.suppress(Exception):
-                await handle.wait_async(20)
-        return [(await h.refresh_async()).job for h in handles]
-
     # When a worker runs them
-    refused, kept = run_with_worker(app, scenario)
+    refused, kept = run_each(app, int_keys, text_keys)
 
     # Then the first is poisoned, saying which key, and keeps no result; the second
     # succeeded with its result
@@ -179,3 +165,16 @@ def test_a_result_with_a_dict_key_that_is_not_text_fails_the_attempt_saying_why(
     assert refused.result is None
     assert kept.state is State.SUCCEEDED
     assert kept.result == {"counts": {"1": "a"}}
+
+
+def run_each(app: Conveyor, *tasks: Task) -> list[Job]:
+    """Enqueue each task once, run them in a worker until they end; the jobs as stored."""
+
+    async def scenario(worker: Worker) -> list[Job]:
+        handles = [await task.enqueue_async() for task in tasks]
+        for handle in handles:
+            with contextlib.suppress(Exception):
+                await handle.wait_async(20)
+        return [(await h.refresh_async()).job for h in handles]
+
+    return run_with_worker(app, scenario)
