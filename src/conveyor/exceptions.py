@@ -9,6 +9,7 @@ The tree is shallow on purpose::
     ├── JobNotFound         no job with that id
     ├── QueueNotFound       no queue with that name (admin commands)
     ├── JobStateError       the job is not in a state that allows the action
+    │   └── UniqueKeyHeld   a retry refused: another active job holds its unique key
     ├── BackendUnavailable  the store did not answer; driver errors are wrapped in it
     ├── BackendCorrupt      the store's file is damaged or not a database: both a
     │                       ConfigError and a BackendUnavailable, that no retry mends
