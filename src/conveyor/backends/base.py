@@ -383,7 +383,9 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def retry(self, job_id: str) -> Job:
         """Poisoned or cancelled → ``queued`` now, attempts reset, resuming at the
-        failed step. Other states: :class:`~conveyor.exceptions.JobStateError`."""
+        failed step. Other states: :class:`~conveyor.exceptions.JobStateError`; a job
+        whose unique key another active job holds (a key belongs to one active job at a
+        time): :class:`~conveyor.exceptions.UniqueKeyHeld`, one of those."""
 
     @abc.abstractmethod
     async def retry_all(self, filter: JobFilter) -> RetriedAll:
