@@ -205,6 +205,9 @@ def test_a_store_file_replaced_by_a_damaged_one_is_503_saying_why(
             time.sleep(0.2)
         assert answer.status_code == 503, answer.text
         assert answer.headers["content-type"] == "application/problem+json"
+        # without a Retry-After: no retry mends it
+        assert "retry-after" not in answer.headers
+        assert "cannot be read" in answer.json()["detail"]
         assert acme.post("/v1/jobs", json=JOB).status_code == 503
         said = [r.getMessage() for r in caplog.records if "store unavailable" in r.getMessage()]
         assert said and "file is not a database" in said[0] and str(path) in said[0], said

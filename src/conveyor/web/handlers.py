@@ -10,7 +10,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
-from conveyor.exceptions import BackendUnavailable, JobNotFound, JobStateError, QueueNotFound
+from conveyor.exceptions import (
+    BackendCorrupt,
+    BackendUnavailable,
+    JobNotFound,
+    JobStateError,
+    QueueNotFound,
+)
 from conveyor.web.outage import StoreTrouble
 from conveyor.web.problems import Problem, message, problem_response, validation_errors
 
@@ -37,6 +43,9 @@ def install_handlers(web: FastAPI, store_trouble: StoreTrouble) -> None:
     @web.exception_handler(BackendUnavailable)
     async def unavailable(_: Request, exc: BackendUnavailable) -> Response:
         store_trouble.refused(exc)
+        if isinstance(exc, BackendCorrupt):
+            # No Retry-After: no retry mends a damaged store (the log names the file).
+            return problem_response(503, "the store cannot be read; its operator must restore it")
         return problem_response(
             503, "the store is unavailable; try again", headers={"Retry-After": "1"}
         )
