@@ -291,7 +291,21 @@ def test_a_crash_while_jobs_flow_loses_nothing_and_leaves_nothing_running(
     # once. A job whose claim was executed but whose answer was lost never started
     # here: its lease ran out, it was recovered (attempt counted as failed) and ran
     # again; an outcome whose answer was lost is refused when sent again, harmlessly
-    env.wait_until("200 succeeded", answered(lambda: figures(env)["succeeded"] == 200), 60)
+    seen: list[object] = []  # what the store last said, for the message of a timeout
+
+    def all_200_succeeded() -> bool:
+        try:
+            found = figures(env)
+        except BackendUnavailable as exc:  # the test's own connection, from before
+            seen[:] = [exc]
+            return False
+        seen[:] = [found]
+        return found["succeeded"] == 200
+
+    try:
+        env.wait_until("200 succeeded", all_200_succeeded, 60)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- the store last said: {seen}") from None
     jobs = jobs_of(handles)
     assert [j.result for j in jobs] == list(range(200))
     ran = runs(env)
