@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 #: Arrays and objects a job's values (arguments, metadata, results, a request body) may
@@ -86,43 +87,36 @@ _CONTAINERS = (dict, list, tuple)
 
 def too_deep(value: Any, limit: int) -> bool:
     """Whether ``value`` (JSON: lists and tuples are arrays) nests arrays and objects
-    more than ``limit`` deep (``[]`` is one level, ``[[]]`` two). Level by level, without
-    recursion: the point is a value too deep to recurse into."""
-    level = [value]
-    depth = 0
-    while True:
-        containers = [item for item in level if isinstance(item, _CONTAINERS)]
-        if not containers:
-            return False
-        depth += 1
-        if depth > limit:
-            return True
-        level = [
-            child
-            for item in containers
-            for child in (item.values() if isinstance(item, dict) else item)
-        ]
+    more than ``limit`` deep (``[]`` is one level, ``[[]]`` two)."""
+    return any(depth > limit for depth, _ in enumerate(_levels(value), 1))
 
 
 _NO_KEY = object()
 
 
 def key_not_text(value: Any) -> Any:
-    """The first key of a dict in ``value`` (JSON: lists and tuples are arrays) that is
-    not a string, or ``_NO_KEY``. Level by level, without recursion, like too_deep."""
-    level = [value]
-    while level:
-        inner: list[Any] = []
+    """The first key of a dict in ``value`` that is not a string, or ``_NO_KEY``."""
+    for level in _levels(value):
         for item in level:
             if isinstance(item, dict):
                 for key in item:
                     if not isinstance(key, str):
                         return key
-                inner.extend(child for child in item.values() if isinstance(child, _CONTAINERS))
-            elif isinstance(item, _CONTAINERS):
-                inner.extend(child for child in item if isinstance(child, _CONTAINERS))
-        level = inner
     return _NO_KEY
+
+
+def _levels(value: Any) -> Iterator[list[Any]]:
+    """The arrays and objects of ``value`` (JSON: lists and tuples are arrays), level by
+    level, without recursion: the point is a value too deep to recurse into."""
+    level = [value] if isinstance(value, _CONTAINERS) else []
+    while level:
+        yield level
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, _CONTAINERS)
+        ]
 
 
 def storable(text: str) -> str:
