@@ -31,6 +31,9 @@ from conveyor.exceptions import ConfigError, JobNotFound, JobStateError, QueueNo
 from conveyor.job import Job, Outcome, State
 from conveyor.storable import problem
 
+#: Why ``retry_all`` leaves a job poisoned (``RetriedAll.held``), as reports tell it.
+HELD_KEY_WHY = "another job with the same unique key waits or runs. Retry them once it ends."
+
 
 @dataclass(frozen=True, slots=True)
 class RetriedAll:

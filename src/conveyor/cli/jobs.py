@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from conveyor.backends.base import Backend, JobFilter, Page, RetriedAll
+from conveyor.backends.base import HELD_KEY_WHY, Backend, JobFilter, Page, RetriedAll
 from conveyor.cli.common import (
     IncludeOption,
     JsonOption,
@@ -368,10 +368,7 @@ def retry(
         return
     console().print(f"Retried {done.retried} poisoned job(s).")
     if done.held:
-        console().print(
-            f"{done.held} job(s) left poisoned: another job with the same unique key waits "
-            "or runs. Retry them once it ends."
-        )
+        console().print(f"{done.held} job(s) left poisoned: {HELD_KEY_WHY}")
 
 
 @jobs_app.command("cancel")

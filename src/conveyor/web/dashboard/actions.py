@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from conveyor.backends.base import Backend, JobFilter
+from conveyor.backends.base import HELD_KEY_WHY, Backend, JobFilter
 from conveyor.exceptions import JobNotFound, JobStateError, QueueNotFound
 from conveyor.job import Job, State
 from conveyor.web.dashboard import views
@@ -193,10 +193,7 @@ async def retry_all(dash: Dashboard, request: Request) -> Response:
     done = await (await dash.backend()).retry_all(job_filter)
     message = f"Retried {_jobs(done.retried, 'poisoned ')}{_which(job_filter)}."
     if done.held:
-        message += (
-            f" {_jobs(done.held)} left poisoned: another job with the same unique key "
-            "waits or runs. Retry them once it ends."
-        )
+        message += f" {_jobs(done.held)} left poisoned: {HELD_KEY_WHY}"
     back = dash.inside(request, fields.get("next"), _failed_page(job_filter))
     return dash.redirect(request, back, ("ok", message))
 
