@@ -90,6 +90,12 @@ class PgCluster:
             f"?{query}" if query else ""
         )
 
+    def admit(self, *lines: str) -> None:
+        """Make ``lines`` the server's pg_hba.conf (who may connect, and how), and
+        restart it to read them (a reload would take effect at a moment of its own)."""
+        (self.data / "pg_hba.conf").write_text("\n".join(lines) + "\n")
+        self.restart("fast")
+
     def start(self) -> None:
         """Start the server (again) and wait until it accepts connections."""
         settings = (

@@ -4,9 +4,11 @@ store and what to grant, never a driver's traceback."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
@@ -16,6 +18,7 @@ from conveyor.backends.postgres import PostgresBackend
 from conveyor.exceptions import BackendUnavailable, ConfigError
 from conveyor.testing.harness import make_job
 from tests.pg import libpq_url
+from tests.postgres.proxy import free_port
 
 
 @pytest.fixture
@@ -35,9 +38,18 @@ def as_role(pg_url: str) -> Iterator[tuple[str, str]]:
             conn.execute(f'DROP ROLE "{role}"')
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "conveyor", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_a_role_that_may_not_use_the_schema_is_refused_at_start_saying_what_to_grant(
@@ -99,3 +111,52 @@ def test_migrate_by_a_role_that_may_not_create_the_schema_is_a_bad_config_not_an
     assert migrate.returncode == 2, migrate.stderr
     assert migrate.stderr.startswith("error: url: "), migrate.stderr
     assert "permission denied for database" in migrate.stderr
+
+
+def test_a_worker_or_api_whose_role_lacks_table_rights_stops_at_start_naming_them(
+    pg_url: str, as_role: tuple[str, str], tmp_path: Path
+) -> None:
+    # Given a role that may read, add and change but not delete rows of conveyor's
+    # tables: enough for an app that enqueues jobs, not for a worker
+    url, role = as_role
+    schema = PostgresBackend(pg_url).schema
+    with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
+        conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        conn.execute(f'GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+    (tmp_path / "tasks.py").write_text(
+        f"from conveyor import Conveyor\napp = Conveyor({url!r})\n\n"
+        "@app.task\ndef noop() -> None: ...\n"
+    )
+    # When a worker starts with it (one process, and a supervisor of two), and the API
+    started = [
+        _cli("worker", "-i", "tasks", "--processes", "1", cwd=tmp_path),
+        _cli("worker", "-i", "tasks", "--processes", "2", cwd=tmp_path),
+        _cli(
+            "api",
+            "-i",
+            "tasks",
+            "--port",
+            str(free_port()),
+            cwd=tmp_path,
+            env={"CONVEYOR_ADMIN_KEYS": "an-admin-key-of-the-test"},
+        ),
+    ]
+    # Then each stops at once with a configuration error naming every right it lacks
+    # and what to grant, instead of retrying refused claims
+    for command in started:
+        assert command.returncode == 2, command.stderr
+        said = command.stderr.splitlines()[-1]
+        assert said.startswith("error: url: this role lacks rights"), said
+        assert "jobs (DELETE); minute_counts (DELETE); queues (DELETE)" in said
+        assert f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}"' in said
+    # And an app's enqueue with that role is not refused
+    backend = PostgresBackend(url)
+
+    async def enqueue() -> None:
+        await backend.open()
+        try:
+            await backend.enqueue([make_job()])
+        finally:
+            await backend.close()
+
+    asyncio.run(enqueue())

@@ -17,6 +17,7 @@ from conveyor.backends import create_backend
 from conveyor.backends.postgres import PostgresBackend
 from conveyor.exceptions import BackendUnavailable, ConfigError
 from tests.pg import libpq_url, require_server, server_url
+from tests.postgres.cluster import PgCluster
 
 
 @pytest.mark.parametrize(
@@ -184,3 +185,54 @@ def test_a_url_without_a_host_before_its_path_reaches_the_server(pg_url: str) ->
 
     # Then it reaches the server (the URL was refused as one that does not parse)
     assert asyncio.run(now()) > 0
+
+
+def test_a_role_that_may_not_log_in_is_a_config_error_saying_so() -> None:
+    # Given a role of the server without the LOGIN right
+    require_server()
+    with psycopg.connect(server_url(), autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS conveyor_no_login")
+        admin.execute("CREATE ROLE conveyor_no_login NOLOGIN")
+    try:
+        # When a store is opened as that role
+        with pytest.raises(ConfigError) as refused:
+            asyncio.run(PostgresBackend(_server_url_with(user="conveyor_no_login")).open())
+        # Then it is refused as a configuration to fix, saying why and what to do
+        assert refused.value.field == "url"
+        assert 'role "conveyor_no_login" is not permitted to log in' in refused.value.problem
+        assert "ALTER ROLE ... LOGIN" in refused.value.problem
+    finally:
+        with psycopg.connect(server_url(), autocommit=True) as admin:
+            admin.execute("DROP ROLE conveyor_no_login")
+
+
+def test_a_wrong_password_or_a_connection_pg_hba_refuses_is_a_config_error() -> None:
+    # Given a server of its own that asks role app for a password and admits no one
+    # else from the network but its administrator
+    with PgCluster() as cluster:
+        with psycopg.connect(cluster.url(), autocommit=True) as admin:
+            admin.execute("CREATE ROLE app LOGIN PASSWORD 'right'")
+            admin.execute("CREATE ROLE stranger LOGIN")
+        cluster.admit(
+            "host all postgres 127.0.0.1/32 trust",
+            "host all app 127.0.0.1/32 scram-sha-256",
+        )
+        base = f"127.0.0.1:{cluster.port}/postgres"
+        # When the store is opened with the wrong password, then as a role pg_hba.conf
+        # does not admit
+        with pytest.raises(ConfigError) as wrong_password:
+            asyncio.run(PostgresBackend(f"postgresql://app:wrong@{base}").open())
+        with pytest.raises(ConfigError) as not_admitted:
+            asyncio.run(PostgresBackend(f"postgresql://stranger@{base}").open())
+        # Then both are configurations to fix, each saying what the server refused,
+        # and the password is not shown
+        assert wrong_password.value.field == "url"
+        assert 'password authentication failed for user "app"' in str(wrong_password.value)
+        assert "fix the user or the password" in str(wrong_password.value)
+        assert "wrong" not in str(wrong_password.value).replace("postgresql://app:***@", "")
+        assert "no pg_hba.conf entry for host" in str(not_admitted.value)
+        assert 'user "stranger"' in str(not_admitted.value)
+        # And with the right password it connects: what it refuses then is the schema,
+        # which nobody migrated
+        with pytest.raises(ConfigError, match="run `conveyor migrate"):
+            asyncio.run(PostgresBackend(f"postgresql://app:right@{base}").open())

@@ -257,6 +257,14 @@ class Backend(abc.ABC):
         store itself when needed. Nothing to say by default."""
         return None
 
+    async def check_rights(self) -> None:
+        """ConfigError when the store would refuse this connection what a worker or the
+        API does (PostgreSQL: a right on one of its tables that the role lacks): the
+        long-running processes ask as they start, so that a missing grant is one clear
+        error then rather than every claim refused. Opens the store itself when
+        needed. Nothing to check by default."""
+        return None
+
     async def migrate(self) -> tuple[int, int]:
         """Create or upgrade the store's schema; the version before and after.
 

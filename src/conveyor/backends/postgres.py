@@ -62,7 +62,7 @@ from conveyor.backends.postgres_claims import ClaimStart
 from conveyor.backends.postgres_enqueue import Inserter, tuple_cursor, tuple_cursor_async
 from conveyor.backends.postgres_handoff import HandOffs
 from conveyor.backends.postgres_notify import Notifications
-from conveyor.backends.postgres_url import missing_in_url, one_line, parse_postgres_url
+from conveyor.backends.postgres_url import one_line, parse_postgres_url, refused_for_url
 from conveyor.backends.postgres_vacuum import (
     MISSING,
     SchemaState,
@@ -350,6 +350,24 @@ class PostgresBackend(Backend):
         if self._schema_state is not None:
             warn_once(self.where, self.schema, self._schema_state)
 
+    async def check_rights(self) -> None:
+        """ConfigError naming the rights on the schema's tables (and claim()) that the
+        URL's role lacks, read with the schema's version. Only the long-running
+        processes ask: a producer's role may be granted less, and a right revoked
+        while they run is met as the store refusing them, until granted again."""
+        if self._schema_state is None:
+            await self.check()
+        if self._schema_state is not None and self._schema_state.missing_rights:
+            quoted = f'"{self.schema}"'
+            raise ConfigError(
+                "url",
+                f"this role lacks rights on the conveyor schema {self.schema!r} at "
+                f"{self.where} that workers and the API use: "
+                f"{self._schema_state.missing_rights}; GRANT SELECT, INSERT, UPDATE, DELETE "
+                f"ON ALL TABLES IN SCHEMA {quoted} and EXECUTE ON ALL FUNCTIONS IN SCHEMA "
+                f"{quoted} to it, or connect as the schema's owner",
+            )
+
     def _not_granted(self, exc: psycopg.Error) -> ConfigError:
         """The role of the URL may not read the schema: a configuration to fix."""
         quoted = f'"{self.schema}"'
@@ -472,17 +490,14 @@ class PostgresBackend(Backend):
         return scrub(one_line(exc), self.url)
 
     def _cannot_connect(self, exc: BaseException) -> BackendUnavailable | ConfigError:
-        """A connection the server refused: ConfigError naming the database or role of
-        the URL that it does not have (a worker would wait for ever on a URL to fix);
-        BackendUnavailable for the rest (not answering, starting up, full, ...)."""
+        """A connection the server refused: ConfigError for what of the URL it refused
+        (a database or role it does not have, a wrong password, a role that may not log
+        in: a worker would wait for ever on a URL to fix); BackendUnavailable for the
+        rest (not answering, starting up, full, ...)."""
         said = self._said(exc)
-        missing = missing_in_url(said)
-        if missing is not None:
-            return ConfigError(
-                "url",
-                f"{missing} on the PostgreSQL server at {self.where}: fix the URL, or "
-                "create it on the server",
-            )
+        refused = refused_for_url(said)
+        if refused is not None:
+            return ConfigError("url", f"the PostgreSQL server at {self.where} refused: {refused}")
         return BackendUnavailable(f"cannot connect to PostgreSQL at {self.where}: {said}")
 
     def _unavailable(self, exc: BaseException) -> BackendUnavailable:

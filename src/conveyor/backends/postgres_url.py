@@ -103,16 +103,39 @@ def one_line(exc: BaseException) -> str:
     )
 
 
-#: What the server says, refusing a connection, of a database or role the URL names
-#: and the server does not have (SQLSTATE 3D000 and 28000; libpq gives a refused
-#: connection's text only, not its code). A server that speaks another language says
-#: it in that one, and the refusal stays a store failure.
-_MISSING = re.compile(r'FATAL: +((?:database|role) ".*?" does not exist)')
+#: What the server says, refusing a connection for something of the URL a retry does
+#: not mend, and what to do about it: a database or role it does not have (SQLSTATE
+#: 3D000, 28000), a wrong password (28P01), a role without LOGIN or a connection its
+#: pg_hba.conf does not admit (28000). libpq gives a refused connection's text only, not
+#: its code; a server that speaks another language says it in that one, and the
+#: refusal stays a store failure.
+_REFUSALS = (
+    (
+        re.compile(r'FATAL: +((?:database|role) ".*?" does not exist)'),
+        "fix the URL, or create it on the server",
+    ),
+    (
+        re.compile(r'FATAL: +(password authentication failed for user ".*?")'),
+        "fix the user or the password of the URL",
+    ),
+    (
+        re.compile(r'FATAL: +(role ".*?" is not permitted to log in)'),
+        "use a role that may log in (an administrator grants it: ALTER ROLE ... LOGIN)",
+    ),
+    (
+        re.compile(r"FATAL: +(no pg_hba\.conf entry for host .*?)(?:;|$)"),
+        "fix the URL, or have the server's pg_hba.conf admit it",
+    ),
+)
 
 
-def missing_in_url(said: str) -> str | None:
-    """``database "x" does not exist`` (or the role's) when the server refused the
-    connection for that, in ``said`` (the driver's message): a URL to fix, which no
-    retry mends."""
-    found = _MISSING.search(said)
-    return found.group(1) if found else None
+def refused_for_url(said: str) -> str | None:
+    """What the server refused the connection for, and what to do, when ``said`` (the
+    driver's message) is a refusal of something in the URL (``database "x" does not
+    exist: fix the URL, or create it on the server``): a configuration to fix, which
+    no retry mends. None for the rest (not answering, starting up, full, ...)."""
+    for pattern, remedy in _REFUSALS:
+        found = pattern.search(said)
+        if found:
+            return f"{found.group(1).rstrip()}: {remedy}"
+    return None

@@ -33,6 +33,9 @@ class SchemaState(NamedTuple):
     identity: tuple[str, str] = ("", "")
     #: the sessions' default_transaction_isolation (a role's or database's setting)
     isolation: str = "read committed"
+    #: the rights on the schema's tables and claim() that workers and the API use and
+    #: the role lacks, as ``jobs (INSERT, DELETE); waiters (DELETE)``; "" when none
+    missing_rights: str = ""
 
 
 #: What a schema without conveyor's tables answers.
@@ -43,8 +46,10 @@ def state_of(row: tuple[Any, ...] | None) -> SchemaState:
     """The answer of :func:`state_query` (no row: no conveyor schema there)."""
     if row is None:
         return MISSING
-    version, autovacuum, table_autovacuum, database, created, isolation = row
-    return SchemaState(version, autovacuum, table_autovacuum, (database, created), isolation)
+    version, autovacuum, table_autovacuum, database, created, isolation, missing = row
+    return SchemaState(
+        version, autovacuum, table_autovacuum, (database, created), isolation, missing or ""
+    )
 
 
 def exists_query(schema: str) -> sql.Composed:
@@ -55,8 +60,32 @@ def exists_query(schema: str) -> sql.Composed:
     return sql.SQL("SELECT to_regclass({table})").format(table=sql.Literal(table))
 
 
+#: The tables whose rights a worker and the API use: SELECT, INSERT, UPDATE and DELETE
+#: on each (what docs/postgres.md says to grant), and EXECUTE on claim(). A table or
+#: function an older schema lacks is not asked about (its version is refused anyway).
+_TABLES = ("counters", "jobs", "minute_counts", "queues", "waiters", "workers")
+_CLAIM = "claim(text[], text, integer, double precision, integer[], double precision[], text[])"
+_MISSING_RIGHTS = (
+    " (SELECT string_agg(lack, '; ' ORDER BY lack) FROM ("
+    "  SELECT t || ' (' || string_agg(r, ', ' ORDER BY o) || ')' AS lack"
+    "  FROM unnest({tables}::text[]) AS t,"
+    "   unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) WITH ORDINALITY AS p(r, o)"
+    "  WHERE NOT has_table_privilege(to_regclass({prefix} || t), r)"
+    "  GROUP BY t"
+    "  UNION ALL SELECT 'claim() (EXECUTE)'"
+    "  WHERE NOT has_function_privilege(to_regprocedure({claim}), 'EXECUTE')) AS m)"
+)
+
+
 def state_query(schema: str) -> sql.Composed:
-    """One statement: the schema's version, both autovacuum settings and its identity."""
+    """One statement: the schema's version, both autovacuum settings, its identity and
+    the rights the role lacks."""
+    prefix = sql.Identifier(schema).as_string(None) + "."
+    rights = sql.SQL(_MISSING_RIGHTS).format(
+        tables=sql.Literal(list(_TABLES)),
+        prefix=sql.Literal(prefix),
+        claim=sql.Literal(prefix + _CLAIM),
+    )
     return sql.SQL(
         "SELECT coalesce(max(v.version), 0), current_setting('autovacuum')::boolean,"
         " coalesce((SELECT bool_and(o.option_value::boolean)"
@@ -65,9 +94,9 @@ def state_query(schema: str) -> sql.Composed:
         " WHERE n.nspname = {name} AND c.relname = 'jobs'"
         " AND o.option_name = 'autovacuum_enabled'), true),"
         " current_database()::text, coalesce(extract(epoch FROM min(v.applied_at))::text, ''),"
-        " current_setting('default_transaction_isolation')"
+        " current_setting('default_transaction_isolation'),{rights}"
         " FROM {schema}.schema_version v"
-    ).format(name=sql.Literal(schema), schema=sql.Identifier(schema))
+    ).format(name=sql.Literal(schema), schema=sql.Identifier(schema), rights=rights)
 
 
 def vacuum_warnings(schema: str, state: SchemaState) -> list[str]:

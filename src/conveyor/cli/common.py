@@ -129,14 +129,16 @@ def _refuse_missing_file(url: str) -> None:
 
 def check_store(url: str) -> None:
     """Refuse to start on a store that cannot be used now: one clear error (a server that
-    does not answer, a schema older than the code) before any process or socket is
-    started, instead of workers restarting over and over or an API answering 503s.
+    does not answer, a schema older than the code, a right the role lacks) before any
+    process or socket is started, instead of workers restarting over and over or an API
+    answering 503s.
     Only the long-running commands ask, so this is also where they warn about the
     store's set-up (a Redis without persistence): once, as they start."""
     backend = create_backend(url)
 
     async def run() -> None:
         await backend.check()
+        await backend.check_rights()
         await backend.warn_about_setup()
 
     asyncio.run(run())

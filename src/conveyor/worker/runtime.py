@@ -184,7 +184,8 @@ class Worker(LeaseKeeping):
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         backend = await self.app.backend()
-        await backend.warn_about_setup()  # (a long-running process: here, not at each open)
+        await backend.check_rights()  # (a long-running process: here, not at each open)
+        await backend.warn_about_setup()
         threads = ThreadPoolExecutor(
             self.config.threads or self.config.concurrency, thread_name_prefix=TASK_THREAD_PREFIX
         )
