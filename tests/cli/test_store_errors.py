@@ -83,8 +83,8 @@ def test_a_worker_on_a_postgres_database_or_role_that_does_not_exist_exits_2(
     assert "Traceback" not in done.stderr
 
 
-# Every command on every damage but one: `migrate` of a file whose first page (the
-# tables and the schema's version) is whole finds it current and reads no further.
+# Every command on every damage; `migrate` of a file whose other pages are garbled says
+# so in the words of PRAGMA quick_check, not SQLite's error: test_migrate_sqlite.py.
 DAMAGED_RUNS = [
     pytest.param(command, damage, id=f"{'-'.join(command[:2])}-{damage.__name__}")
     for command in [*COMMANDS, ["enqueue", "-i", "{tasks}", "add", "[1, 2]"]]

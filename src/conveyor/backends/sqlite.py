@@ -74,6 +74,7 @@ from conveyor.backends.rows import (
     tally,
 )
 from conveyor.backends.sqlfiles import load_migrations, load_queries
+from conveyor.backends.sqlite_check import quick_check
 from conveyor.backends.sqlite_writes import WriteTransactions, damaged, store_error
 from conveyor.exceptions import (
     BackendCorrupt,
@@ -481,7 +482,11 @@ class SQLiteBackend(Backend):
         return int(version)
 
     async def migrate(self) -> tuple[int, int]:
-        """Opening migrates (an embedded store upgrades itself); the versions it found."""
+        """Check the whole file (``PRAGMA quick_check``), then open it, which migrates (an
+        embedded store upgrades itself); the versions it found. A damaged file is
+        BackendCorrupt before anything in it is changed: opening reads only its first
+        page, and would find a file whose other pages are damaged up to date."""
+        await self._run(quick_check, self.path, self.busy_timeout)
         await self.open()
         return self._versions
 

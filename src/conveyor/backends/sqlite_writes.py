@@ -160,11 +160,15 @@ def damaged(path: str, exc: sqlite3.Error) -> BackendCorrupt | None:
     if code is None or code & 0xFF not in _DAMAGED:
         return None
     return BackendCorrupt(
-        "url",
-        f"SQLite {path!r} is damaged or not a SQLite database ({exc}): conveyor cannot "
-        "use it, and leaves it as it is; restore it from a backup, or point the URL at "
-        "another file",
+        "url", f"SQLite {path!r} is damaged or not a SQLite database ({exc}): {LEFT_AS_IT_IS}"
     )
+
+
+#: What every BackendCorrupt of a SQLite file ends with: what conveyor does, and the user.
+LEFT_AS_IT_IS = (
+    "conveyor cannot use it, and leaves it as it is; restore it from a backup, or point "
+    "the URL at another file"
+)
 
 
 @dataclass

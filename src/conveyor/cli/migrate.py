@@ -19,7 +19,9 @@ def migrate(
     and after each upgrade of conveyor; workers refuse an older schema. Safe to
     run from several machines at once, and again when there is nothing to do.
     The schema name comes from the URL (?schema=NAME, default conveyor).
-    SQLite upgrades its file on open; this command does that and reports it.
+    SQLite upgrades its file on open; this command first reads the whole file
+    (PRAGMA quick_check: a damaged one exits 2, left as it is), then does that and
+    reports it.
     Redis has no schema: this command only checks that the server answers.
     """
     target = store_url(includes, url)
