@@ -92,6 +92,54 @@ def test_a_store_and_running_ids_that_look_like_markup_are_printed_as_they_are(
     assert f"Migrated {url} from version 0 to " in cli.ok("migrate", "--url", url).stdout
 
 
+def test_on_an_80_column_terminal_every_column_of_workers_is_readable(
+    cli: Cli, store: Store
+) -> None:
+    # Given a worker on three queues, running four jobs
+    running = [f"01a24f07-74fa-706d-b3f7-c3d37b4c80f{n}" for n in range(4)]
+    info = WorkerInfo(
+        id="w-80",
+        host="build-07",
+        pid=31337,
+        queues=["default", "emails", "high-priority-billing"],
+        concurrency=4,
+        processed=1234,
+        failed=56,
+        running=running,
+    )
+    store.run(lambda b: b.register_worker(info))
+    store.run(lambda b: b.heartbeat_worker(info))
+
+    # When the workers are listed for a terminal of 80 columns
+    text = cli.ok("workers", COLUMNS="80").stdout
+    lines = text.splitlines()
+
+    # Then every header and value is there whole, within 80 columns: the queues one under
+    # the other (they were cut to "default,…"), the running jobs counted and their ids
+    # whole below the table (they were cut to "01a24f07-…")
+    assert lines[0].split() == [
+        "HOST",
+        "PID",
+        "QUEUES",
+        "CONC",
+        "STARTED",
+        "HEARTBEAT",
+        "PROCESSED",
+        "FAILED",
+        "RUNNING",
+    ], text
+    assert max(len(line.rstrip()) for line in lines) <= 80, text
+    row = lines[1].split()
+    assert row[:4] == ["build-07", "31337", "default", "4"], text
+    assert row[-3:] == ["1234", "56", "4"] and row.count("ago") == 2, text
+    queues = [line.split()[0] for line in lines[2:] if line.startswith(" ")]
+    assert queues[0] == "emails" and "".join(queues[1:]) == "high-priority-billing", text
+    below = " ".join(text[text.index("build-07 31337 runs 4 jobs: ") :].split())
+    for job_id in running[:3]:
+        assert job_id in below, text
+    assert below.endswith("…"), text
+
+
 def test_no_workers(cli: Cli) -> None:
     cli.ok("migrate")
     assert cli.json("workers") == []

@@ -50,6 +50,47 @@ def test_on_an_80_column_terminal_queue_names_are_shown_whole(cli: Cli) -> None:
     assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
 
 
+def test_on_an_80_column_terminal_every_column_is_readable(cli: Cli, store: Store) -> None:
+    # Given queues with jobs in several states, one queue paused and one empty
+    for _ in range(3):
+        cli.enqueue("add", "[1, 2]", "--queue", "high-priority-billing")
+    cli.enqueue("add", "[1, 2]", "--delay", "1h")
+    cli.enqueue("mail", '"ada@example.com"')
+    store.finish("high-priority-billing", Outcome.succeeded())
+    cli.ok("queues", "pause", "mail")
+    cli.ok("queues", "create", "reports")
+
+    # When they are listed for a terminal of 80 columns
+    text = cli.ok("queues", "list", COLUMNS="80").stdout
+    lines = text.splitlines()
+
+    # Then every header is there whole (the states' were cut to "SC…", the creation time
+    # to "2026-12"), and so is a value of each column, within 80 columns
+    assert lines[0].split() == ["QUEUE", "STATUS", "JOBS", "CREATED"], text
+    assert max(len(line.rstrip()) for line in lines) <= 80, text
+    rows = {line.split()[0]: line for line in lines[1:] if not line.startswith(" ")}
+    assert set(rows) == {"default", "high-priority-billing", "mail", "reports"}, text
+    assert rows["mail"].split()[1:4] == ["paused", "1", "queued"], text
+    assert rows["default"].split()[1:4] == ["active", "1", "scheduled"], text
+    assert rows["reports"].split()[1:3] == ["active", "0"], text
+    assert rows["reports"].rstrip().endswith(" ago"), text
+    # And a queue's other states are on the lines below its first
+    billing = text[text.index("high-priority-billing") :]
+    assert "2 queued" in billing and "1 succeeded" in billing, text
+
+    # When the terminal is wide enough for a column per state
+    wide = cli.ok("queues", "list", COLUMNS="200").stdout
+
+    # Then it has them, and the same creation times
+    assert wide.splitlines()[0].split() == [
+        "QUEUE",
+        "STATUS",
+        *(s.value.upper() for s in State),
+        "CREATED",
+    ]
+    assert "ago" in wide.splitlines()[1]
+
+
 def test_create_pause_resume(cli: Cli) -> None:
     assert cli.json("queues", "create", "reports") == {"queue": "reports", "created": True}
     assert cli.json("queues", "create", "reports") == {"queue": "reports", "created": False}

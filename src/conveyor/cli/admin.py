@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,6 +14,7 @@ from conveyor.cli.common import (
     UrlOption,
     ago,
     console,
+    fits,
     plain,
     print_json,
     store_url,
@@ -23,6 +24,9 @@ from conveyor.cli.common import (
 from conveyor.cli.parsing import DURATION_HELP, parse_duration, parse_states
 from conveyor.exceptions import ConfigError, InvalidJob
 from conveyor.job import FINAL_STATES, State
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 STALE_AFTER = 60.0
 
@@ -62,22 +66,50 @@ def workers(
     if not found:
         out.print("No workers.")
         return
+    table = _workers_table(found, now, stale_after, narrow=False)
+    if fits(out, table):
+        out.print(table)
+        return
+    out.print(_workers_table(found, now, stale_after, narrow=True))
+    for worker in found:
+        if worker.running:
+            # Below the table, whole: an id is 36 characters, more than a column gets.
+            jobs = f"{len(worker.running)} job" + ("s" if len(worker.running) > 1 else "")
+            out.print(plain(f"{worker.host} {worker.pid} runs {jobs}: {_ids(worker.running)}"))
+
+
+_WORKER_COLUMNS = (
+    "HOST",
+    "PID",
+    "QUEUES",
+    "CONC",
+    "STARTED",
+    "HEARTBEAT",
+    "PROCESSED",
+    "FAILED",
+    "RUNNING",
+)
+_NUMBERS = ("PID", "CONC", "PROCESSED", "FAILED")
+_RUNNING_WIDTH = 40
+
+
+def _workers_table(
+    found: list[WorkerInfo], now: float, stale_after: float, *, narrow: bool
+) -> Table:
+    """A row per worker. ``narrow`` (its natural width does not fit): names and queues
+    fold onto more lines, never cut ("default,…"); RUNNING is the count of jobs."""
     from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in (
-        "HOST",
-        "PID",
-        "QUEUES",
-        "CONC",
-        "STARTED",
-        "HEARTBEAT",
-        "PROCESSED",
-        "FAILED",
-        "RUNNING",
-    ):
+    for column in _WORKER_COLUMNS:
+        folds = column in ("HOST", "QUEUES")
         table.add_column(
-            column, justify="right" if column in ("PID", "CONC", "PROCESSED", "FAILED") else "left"
+            column,
+            justify="right" if column in _NUMBERS or (narrow and column == "RUNNING") else "left",
+            overflow="fold" if folds else "ellipsis",
+            no_wrap=not folds and (narrow or column != "RUNNING"),
+            # Wide: the ids one under the other, each whole ("4: " and an id and ", ").
+            max_width=_RUNNING_WIDTH if column == "RUNNING" and not narrow else None,
         )
     for worker in found:
         stale = now - worker.heartbeat_at > stale_after
@@ -85,22 +117,27 @@ def workers(
         table.add_row(
             plain(worker.host),
             str(worker.pid),
-            plain(",".join(worker.queues)),
+            plain(("\n" if narrow else ",").join(worker.queues)),
             str(worker.concurrency),
             ago(worker.started_at, now),
             f"[bold red]{heartbeat} STALE[/]" if stale else heartbeat,
             str(worker.processed),
             str(worker.failed),
-            plain(_running(worker.running)),  # ids as they are (see jobs._job_is)
+            # ids as they are (see jobs._job_is)
+            str(len(worker.running) or "-") if narrow else plain(_running(worker.running)),
         )
-    out.print(table)
+    return table
 
 
 def _running(job_ids: list[str]) -> str:
     if not job_ids:
         return "-"
-    shown = ", ".join(job_ids[:3])
-    return f"{len(job_ids)}: {shown}" + (", …" if len(job_ids) > 3 else "")
+    return f"{len(job_ids)}: {_ids(job_ids)}"
+
+
+def _ids(job_ids: list[str]) -> str:
+    """The first three ids, and "…" for the others."""
+    return ", ".join(job_ids[:3]) + (", …" if len(job_ids) > 3 else "")
 
 
 def _worker_dict(worker: WorkerInfo, now: float, stale_after: float) -> dict[str, Any]:

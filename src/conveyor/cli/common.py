@@ -23,6 +23,7 @@ from conveyor.loader import load_app
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
     from rich.text import Text
 
 T = TypeVar("T")
@@ -158,6 +159,17 @@ def console() -> Console:
 
     wide = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
     return Console(highlight=False, width=160 if wide else None)
+
+
+def fits(out: Console, table: Table) -> bool:
+    """Whether ``table`` prints in ``out`` with no column squeezed: every header and
+    cell at its own width. A list command prints a narrower form of its table when
+    not: Rich squeezes a table that is too wide into headers cut to "SC…", times cut
+    to "2026-12" and ids to "01a24f07-…"."""
+    from rich.measure import Measurement
+
+    natural = Measurement.get(out, out.options.update_width(10_000), table)
+    return natural.maximum <= out.width
 
 
 def err_console() -> Console:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,18 +12,22 @@ from conveyor.cli.common import (
     IncludeOption,
     JsonOption,
     UrlOption,
+    ago,
     console,
     err_console,
+    fits,
     plain,
     print_json,
     store_url,
-    timestamp,
     with_store,
 )
 from conveyor.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED
 from conveyor.exceptions import InvalidJob, QueueNotFound
 from conveyor.job import State
 from conveyor.task import validate_queue_name
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 queues_app = typer.Typer(
     name="queues",
@@ -69,7 +73,11 @@ def list_queues(
     includes: IncludeOption = None, url: UrlOption = None, json_out: JsonOption = False
 ) -> None:
     """Every queue with its jobs counted by state."""
-    queues = with_store(store_url(includes, url), lambda b: b.list_queues())
+
+    async def fetch(backend: Backend) -> tuple[list[QueueInfo], float]:
+        return await backend.list_queues(), await backend.now()
+
+    queues, now = with_store(store_url(includes, url), fetch)
     if json_out:
         print_json([_queue_dict(q) for q in queues])
         return
@@ -77,25 +85,64 @@ def list_queues(
     if not queues:
         out.print("No queues.")
         return
-    from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
+    table = _counts_table(queues, now)
+    out.print(table if fits(out, table) else _narrow_table(queues, now))
 
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    # On a narrow terminal the name folds onto more lines, never cut short ("ema…"): it is
-    # what people copy into the next command. The counts' headers give way first.
+
+def _queue_column(table: Table, queues: list[QueueInfo]) -> None:
+    # On a narrow terminal the name folds onto more lines, never cut short ("ema…"): it
+    # is what people copy into the next command.
     longest = max(len(queue.name) for queue in queues)
     table.add_column("QUEUE", overflow="fold", min_width=min(max(longest, 5), 40))
     table.add_column("STATUS", no_wrap=True)
+
+
+def _status(queue: QueueInfo) -> str:
+    return "[yellow]paused[/]" if queue.paused else "active"
+
+
+def _counts_table(queues: list[QueueInfo], now: float) -> Table:
+    """A column per state: about 110 columns wide with short queue names."""
+    from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    _queue_column(table, queues)
     for state in State:
-        table.add_column(state.value.upper(), justify="right")
+        table.add_column(state.value.upper(), justify="right", no_wrap=True)
     table.add_column("CREATED", no_wrap=True)
     for queue in queues:
         table.add_row(
             plain(queue.name),
-            "[yellow]paused[/]" if queue.paused else "active",
+            _status(queue),
             *(str(queue.counts.get(s.value, 0)) for s in State),
-            timestamp(queue.created_at),
+            ago(queue.created_at, now),
         )
-    out.print(table)
+    return table
+
+
+def _narrow_table(queues: list[QueueInfo], now: float) -> Table:
+    """The counts in one column, a line per state that has jobs: eight columns of
+    states take 80 columns by their names alone."""
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    _queue_column(table, queues)
+    table.add_column("JOBS", no_wrap=True)
+    table.add_column("CREATED", no_wrap=True)
+    digits = max(len(str(n)) for queue in queues for n in (0, *queue.counts.values()))
+    for queue in queues:
+        counts = [
+            f"{queue.counts[s.value]:>{digits}} {s.value}"
+            for s in State
+            if queue.counts.get(s.value)
+        ]
+        table.add_row(
+            plain(queue.name),
+            _status(queue),
+            "\n".join(counts) or f"{0:>{digits}}",
+            ago(queue.created_at, now),
+        )
+    return table
 
 
 @queues_app.command("create")
