@@ -206,6 +206,8 @@ def run_on_terminal(args: list[str], answer: str, url: str, cwd: Path) -> tuple[
                 output += chunk
             if not answered and b"[y/N]" in output:
                 if answer == "^C":
+                    if not _reading_stdin(proc.pid):
+                        continue
                     proc.send_signal(signal.SIGINT)
                 else:
                     os.write(master, answer.encode() + b"\n")
@@ -218,6 +220,22 @@ def run_on_terminal(args: list[str], answer: str, url: str, cwd: Path) -> tuple[
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _reading_stdin(pid: int) -> bool:
+    """Whether the process waits in read(2) on its stdin (Linux: /proc/PID/syscall).
+
+    Ctrl-C is sent only then: a person presses it at the prompt, and a SIGINT that came
+    between the prompt's text and the read would be noted by Python and then wait
+    behind the read that follows (Python checks its signals when a read is interrupted,
+    and one already handled interrupts none): the prompt then waits for a line.
+    """
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            call = f.read().split()
+    except OSError:
+        return True  # (gone, or no /proc: send it anyway)
+    return len(call) > 1 and call[0] == "0" and int(call[1], 16) == 0
 
 
 @pytest.mark.parametrize(("answer", "code", "left"), [("y", 0, 0), ("n", 1, 2), ("^C", 130, 2)])
