@@ -74,6 +74,31 @@ def test_list_for_humans_is_a_table_with_a_hint_for_the_next_page(cli: Cli, stor
     assert cli.ok("jobs", "list", "--state", "running").stdout.strip() == "No jobs."
 
 
+def test_list_at_80_columns_prints_each_job_as_a_record_with_nothing_cut(
+    cli: Cli, store: Store
+) -> None:
+    # Given a poisoned job in a queue with a long name, and a job scheduled for later
+    bad = poisoned(cli, store, queue="emails-transactional-high-priority")
+    later = cli.enqueue("add", "[1, 2]", "--delay", "1h")
+
+    # When the jobs are listed for a terminal of 80 columns
+    text = cli.ok("jobs", "list", COLUMNS="80").stdout
+    lines = [line.rstrip() for line in text.splitlines()]
+
+    # Then each job is a record within 80 columns: its id, state and attempts on a line,
+    # its task and queue whole on the next (they folded into slivers beside the id),
+    # when it runs if later, and its last error whole
+    assert max(len(line) for line in lines) <= 80, text
+    assert lines[0].split() == ["JOB", "STATE", "ATTEMPTS"], text
+    first = next(i for i, line in enumerate(lines) if line.startswith(later))
+    assert lines[first].split() == [later, "scheduled", "0/5"], text
+    assert lines[first + 1].startswith("add in default, runs in 59m"), text
+    second = next(i for i, line in enumerate(lines) if line.startswith(bad))
+    assert lines[second].split() == [bad, "poisoned", "1/1"], text
+    assert lines[second + 1] == "boom in emails-transactional-high-priority", text
+    assert lines[second + 2] == "RuntimeError: this task always fails", text
+
+
 def test_show_prints_every_field_the_steps_and_the_error_history(cli: Cli, store: Store) -> None:
     job_id = poisoned(cli, store)
 

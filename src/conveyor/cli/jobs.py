@@ -118,7 +118,10 @@ def list_jobs(
     if not page.jobs:
         out.print("No jobs." if cursor is None else "No more jobs.")
         return
-    out.print(_jobs_table(page.jobs, now, wide=out.width >= WIDE))
+    if out.width < NARROW:
+        out.print(_jobs_records(page.jobs, now))
+    else:
+        out.print(_jobs_table(page.jobs, now, wide=out.width >= WIDE))
     if page.next_cursor:
         from rich.text import Text
 
@@ -127,6 +130,10 @@ def list_jobs(
 
 #: Terminal width from which `jobs list` also shows priority and times.
 WIDE = 140
+#: Terminal width below which a job is a record of three lines, not a row: beside
+#: an id (36 characters) and the state, task names, queues and errors would fold into
+#: slivers of a few characters.
+NARROW = 100
 
 
 def _jobs_table(jobs: list[Job], now: float, *, wide: bool) -> Table:
@@ -159,6 +166,30 @@ def _jobs_table(jobs: list[Job], now: float, *, wide: bool) -> Table:
         if not wide:
             del cells[6:8], cells[4]
         table.add_row(*cells)
+    return table
+
+
+def _jobs_records(jobs: list[Job], now: float) -> Table:
+    """A job per record: its id, state and attempts on the first line, its task and
+    queue on the next, its last error (if any) on the third, a blank line after."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 1, 0))
+    table.add_column("JOB", overflow="fold")
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("ATTEMPTS", justify="right", no_wrap=True)
+    for job in jobs:
+        lines = [plain(job.id), plain(f"{job.task or '-'} in {job.queue}")]
+        if job.state.is_waiting and job.run_at > now:
+            lines[1].append(f", runs {ago(job.run_at, now)}")
+        if job.last_error:
+            lines.append(plain(_clip(job.last_error, 120)))
+        table.add_row(
+            Text("\n").join(lines),
+            styled_state(job.state.value) + _progress_suffix(job),
+            f"{job.attempts}/{job.max_attempts}",
+        )
     return table
 
 
