@@ -1,5 +1,6 @@
-"""Whether vacuum can keep a schema's jobs table small: asked when a process opens
-the store, with the schema's version, and told once per process if not, by the
+"""What a process reads of a schema as it opens the store, in one statement: its
+version, its identity, the role's missing rights (``Backend.check_rights``), and
+whether vacuum can keep its jobs table small, told once per process if not, by the
 long-running processes as they start (``Backend.warn_about_setup``).
 
 Every claim and every outcome leaves a dead row version behind; only vacuum removes
