@@ -10,13 +10,25 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 import redis
 
 from conveyor import Conveyor, State
 from conveyor.backends.redis import RedisBackend
 from conveyor.testing.harness import make_job
 from tests.rd import client_url
+from tests.redis.server import RedisServer
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of the test's own, for what must not be done to the shared one
+    (which other checkouts' test runs use at the same time): SCRIPT FLUSH, CLIENT KILL."""
+    with RedisServer(tmp_path / "redis") as private:
+        yield private
 
 
 def test_a_held_unique_key_returns_the_job_holding_it_with_its_fields(redis_url: str) -> None:
@@ -43,9 +55,9 @@ def test_a_held_unique_key_returns_the_job_holding_it_with_its_fields(redis_url:
 
 
 def test_scripts_flushed_and_connections_killed_on_the_server_are_recovered(
-    redis_url: str,
+    server: RedisServer,
 ) -> None:
-    app = Conveyor(redis_url)
+    app = Conveyor(server.url(prefix="direct"))
 
     @app.task(name="record")
     def record(n: int) -> None: ...
@@ -54,9 +66,9 @@ def test_scripts_flushed_and_connections_killed_on_the_server_are_recovered(
         record.enqueue(1)
         # Given a server that forgot its scripts (a restart or SCRIPT FLUSH does that)
         # and then dropped every other client's connection
-        with redis.Redis.from_url(client_url(redis_url)) as admin:
+        with server.client() as admin:
             admin.script_flush()
-            admin.client_kill_filter(_type="normal", skipme=True)
+            assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
 
         # When the app enqueues again, twice
         second = record.enqueue(2)
