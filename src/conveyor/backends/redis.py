@@ -495,10 +495,7 @@ class RedisBackend(Backend):
         wanted = filter or JobFilter()
         states = sorted(s.value for s in (wanted.states or State))
         async with self._redis() as client:
-            if wanted.queue is not None:
-                queues = [wanted.queue]
-            else:
-                queues = sorted(map(str, await client.hkeys(self._key("queues"))))
+            queues = [wanted.queue] if wanted.queue is not None else await self._queues(client)
             # Waiting and finished jobs: the state indexes, in id order. Running and
             # cancelling ones: the lease set (as many as workers run at once).
             indexes = [self._key("queue", q, s) for q in queues for s in states if s not in _HELD]
@@ -601,7 +598,7 @@ class RedisBackend(Backend):
     async def prune(self, before: float, states: Sequence[State] | None = None) -> int:
         wanted = [s.value for s in (states or FINAL_STATES) if s in FINAL_STATES]
         async with self._redis() as client:
-            queues = sorted(map(str, await client.hkeys(self._key("queues"))))
+            queues = await self._queues(client)
         total = 0
         for queue in queues:
             for state in wanted:
@@ -614,6 +611,16 @@ class RedisBackend(Backend):
         return total
 
     # -- queues -------------------------------------------------------------------
+    async def _queues(self, client: Any) -> list[str]:
+        """The names of every queue that may hold jobs: those with their entry, and those
+        dropped while some of their jobs ran, which exist by their jobs (see
+        queue_jobs.lua)."""
+        pipe = client.pipeline(transaction=False)
+        pipe.hkeys(self._key("queues"))
+        pipe.smembers(self._key("dropped"))
+        named, dropped = await pipe.execute()
+        return sorted(set(map(str, named)) | set(map(str, dropped)))
+
     async def create_queue(self, name: str) -> None:
         async with self._redis() as client:
             seconds, micros = await client.time(**self._node(client))

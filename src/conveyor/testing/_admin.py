@@ -419,6 +419,42 @@ class AdminConformance:
         assert [j.id for j in await backend.claim(["dropped"], "worker-2", 1, 60.0)] == [running.id]
 
     @async_test
+    async def test_a_queue_dropped_under_a_running_job_is_listed_while_the_job_runs(
+        self, backend: Backend
+    ) -> None:
+        # Given a queue dropped while one of its jobs runs and another is asked to cancel
+        await backend.enqueue([make_job("dropped") for _ in range(3)])
+        running, cancelling = await backend.claim(["dropped"], "worker-1", 2, 60.0)
+        await backend.cancel(cancelling.id)
+        assert await backend.drop_queue("dropped") == 1
+
+        # When an operator lists the queues
+        queues = {q.name: q for q in await backend.list_queues()}
+
+        # Then the queue is listed by its held jobs, not paused
+        assert queues["dropped"].paused is False
+        counts = {s: n for s, n in queues["dropped"].counts.items() if n}
+        assert counts == {"running": 1, "cancelling": 1}
+
+        # And it can be emptied, paused, resumed and dropped again, the held jobs staying
+        assert await backend.empty_queue("dropped") == 0
+        await backend.pause_queue("dropped")
+        assert {q.name: q.paused for q in await backend.list_queues()}["dropped"] is True
+        await backend.resume_queue("dropped")
+        assert await backend.drop_queue("dropped") == 0
+        assert await backend.drop_queue("dropped") == 0
+        assert (await backend.get(running.id)).state is State.RUNNING
+
+        # And once its jobs are finished and pruned, the queue is gone
+        assert await finish_one(backend, running, Outcome.succeeded())
+        assert await finish_one(backend, cancelling, Outcome.cancelled(error("stopped")))
+        assert "dropped" in {q.name for q in await backend.list_queues()}
+        assert await backend.prune(await backend.now() + 1) == 2
+        assert "dropped" not in {q.name for q in await backend.list_queues()}
+        with pytest.raises(QueueNotFound):
+            await backend.pause_queue("dropped")
+
+    @async_test
     async def test_queue_operations_on_an_unknown_queue_raise_queue_not_found(
         self, backend: Backend
     ) -> None:

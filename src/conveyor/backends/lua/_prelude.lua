@@ -24,6 +24,10 @@
 --                                 as workers run at once)
 -- Every job is in exactly one of the state indexes and the lease set.
 --   P..'queues'                   hash queue -> created_at;  P..'paused' set
+--   P..'dropped'                  set of queues dropped while some of their jobs
+--                                 ran (those stay): such a queue exists by its
+--                                 stored jobs, as on the SQL stores, until none is
+--                                 left or it has its entry in P..'queues' again
 --   P..'unique'                   hash unique key -> id of the active job holding it
 --   P..'unique:'..k               zset of every stored job carrying unique key k, in
 --                                 any state (all scores 0, members ids: newest
@@ -243,13 +247,45 @@ local function remove_finished(q, state, before, limit, after)
   return count, ids[#ids] or ''
 end
 
--- A queue dropped while some of its jobs ran exists again once they finish (as on
--- the SQL stores, where a queue is listed by its jobs). `known`: queues done already.
-local function keep_queue(q, known)
-  if not known[q] then
-    redis.call('HSETNX', P .. 'queues', q, SNOW)
-    known[q] = true
+-- A queue exists by its entry in P..'queues', or by its jobs: one dropped while some
+-- of its jobs ran (see queue_jobs.lua) is in P..'dropped' and exists while any of its
+-- jobs is stored, as on the SQL stores. Its held jobs are found in the lease set, read
+-- job by job (as many as workers run at once); the others in its state indexes.
+local DROPPED = P .. 'dropped'
+local INDEXED = {'scheduled', 'queued', 'retrying', 'succeeded', 'poisoned', 'cancelled'}
+
+-- The number of running and cancelling jobs of each queue: queue -> {state -> n}.
+local function held_counts()
+  local held = {}
+  for _, id in ipairs(redis.call('ZRANGE', LEASES, 0, -1)) do
+    local f = redis.call('HMGET', job_key(id), 'queue', 'state')
+    if f[1] then
+      local counts = held[f[1]]
+      if not counts then counts = {}; held[f[1]] = counts end
+      counts[f[2]] = (counts[f[2]] or 0) + 1
+    end
   end
+  return held
+end
+
+-- Whether a running or cancelling job of queue q is in the lease set.
+local function holds_jobs_of(q)
+  for _, id in ipairs(redis.call('ZRANGE', LEASES, 0, -1)) do
+    if redis.call('HGET', job_key(id), 'queue') == q then return true end
+  end
+  return false
+end
+
+-- Whether queue q exists. A dropped queue found without jobs is forgotten.
+local function queue_exists(q)
+  if redis.call('HEXISTS', P .. 'queues', q) == 1 then return true end
+  if redis.call('SISMEMBER', DROPPED, q) == 0 then return false end
+  for _, state in ipairs(INDEXED) do
+    if redis.call('ZCARD', state_key(q, state)) > 0 then return true end
+  end
+  if holds_jobs_of(q) then return true end
+  redis.call('SREM', DROPPED, q)
+  return false
 end
 
 local WAKE_TOKENS = 64
@@ -272,8 +308,8 @@ end
 -- late, or given back by a worker that stops): waiting again at its place, the
 -- attempt not counted; a job asked to cancel meanwhile ends cancelled. `attempts`
 -- (or nil): the attempts the holder saw, to match. `extra`: more field / value pairs
--- to write. `ready` and `known` as for notify and keep_queue. Answers whether it did.
-local function give_back(id, worker, attempts, ready, known, extra)
+-- to write. `ready` as for notify. Answers whether it did.
+local function give_back(id, worker, attempts, ready, extra)
   local key = job_key(id)
   local f = redis.call('HMGET', key, 'worker_id', 'attempts', 'state', 'queue', 'priority',
     'run_at', 'unique_key')
@@ -288,7 +324,6 @@ local function give_back(id, worker, attempts, ready, known, extra)
   redis.call('HDEL', key, 'worker_id', 'lease_until')
   redis.call('HINCRBY', key, 'version', 1)
   redis.call('ZREM', LEASES, id)
-  keep_queue(q, known)
   move(q, id, current, state)
   if state == 'cancelled' then
     redis.call('HSET', key, 'finished_at', SNOW)
@@ -309,13 +344,13 @@ local function handoff_key(worker) return P .. 'handoff:' .. worker end
 
 -- Jobs handed to `worker` that it did not take (its wait ended first): given back,
 -- the list emptied.
-local function take_back_handed(worker, ready, known)
+local function take_back_handed(worker, ready)
   local key = handoff_key(worker)
   local items = redis.call('LRANGE', key, 0, -1)
   if #items == 0 then return end
   redis.call('DEL', key)
   for _, item in ipairs(items) do
-    if item ~= 'stop' then give_back(cjson.decode(item)[3][1], worker, nil, ready, known) end
+    if item ~= 'stop' then give_back(cjson.decode(item)[3][1], worker, nil, ready) end
   end
 end
 

@@ -13,8 +13,8 @@ local adds, rems = {}, {}  -- the claimed jobs' index entries, written at the en
 -- wait ended is given back, at its place, and claimed below like the others.
 redis.call('HDEL', WAITERS, worker)
 do
-  local back, known = {}, {}
-  take_back_handed(worker, back, known)
+  local back = {}
+  take_back_handed(worker, back)
   notify(back)
 end
 for k = 5, #ARGV do

@@ -10,7 +10,6 @@ local keep = {succeeded = tonumber(ARGV[2]), poisoned = tonumber(ARGV[3]),
 local width = tonumber(ARGV[5])
 local out = {}
 local ready = {}
-local known = {}
 local processed, failed = 0, 0
 local tallies = {}
 local ended = {}
@@ -42,7 +41,6 @@ for a = 6, #ARGV, width do
     end
     redis.call('HSET', key, unpack(fields))
     unleased[#unleased + 1] = id
-    keep_queue(q, known)
     -- move and park of the prelude, deferred (a held job is in no state index).
     if not HELD[current] then redis.call('ZREM', state_key(q, current), id) end
     if not HELD[state] then add_later(adds, state_key(q, state), '0', id) end

@@ -9,8 +9,8 @@ local queues = {}
 for k = 5, #ARGV do queues[#queues + 1] = ARGV[k] end
 if worker ~= '' then
   -- Normally empty: the claim after each wait takes back what came too late for it.
-  local back, known = {}, {}
-  take_back_handed(worker, back, known)
+  local back = {}
+  take_back_handed(worker, back)
   notify(back)
 end
 local ready, next_due = 0, nil

@@ -34,7 +34,6 @@ local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. SNOW, 'LIMIT'
 local out = {}
 local lost = 0
 local ready = {}
-local known = {}
 local tallies = {}
 for _, id in ipairs(expired) do
   redis.call('ZREM', LEASES, id)
@@ -45,7 +44,7 @@ for _, id in ipairs(expired) do
   if f[4] and f[4] ~= '' and undelivered(id, f[4]) then
     -- Handed to a worker that died (or stopped) waiting: it never ran, and costs
     -- no attempt.
-    if give_back(id, f[4], nil, ready, known) and current == 'cancelling' then
+    if give_back(id, f[4], nil, ready) and current == 'cancelling' then
       out[#out + 1] = redis.call('HGETALL', key)
     end
   elseif current == 'running' or current == 'cancelling' then
@@ -62,7 +61,6 @@ for _, id in ipairs(expired) do
     redis.call('HDEL', key, 'worker_id', 'lease_until')
     redis.call('HINCRBY', key, 'version', 1)
     move(q, id, current, state)
-    keep_queue(q, known)
     if state == 'queued' then
       redis.call('HSET', key, 'run_at', SNOW)
       park(q, id, state, f[9], SNOW)

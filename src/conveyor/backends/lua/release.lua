@@ -6,12 +6,11 @@ run_when_out_of_memory()
 local width = tonumber(ARGV[2])
 local count = 0
 local ready = {}
-local known = {}
 for a = 3, #ARGV, width do
   local id, progress = ARGV[a], ARGV[a + 5]
   local extra = {'steps', ARGV[a + 3], 'current_step', ARGV[a + 4]}
   if progress ~= '' then extra[5], extra[6] = 'progress', progress end
-  if give_back(id, ARGV[a + 1], ARGV[a + 2], ready, known, extra) then
+  if give_back(id, ARGV[a + 1], ARGV[a + 2], ready, extra) then
     if progress == '' then redis.call('HDEL', job_key(id), 'progress') end
     count = count + 1
   end

@@ -4,9 +4,9 @@
 -- ARGV[3] = '1' also pushes 'stop' to the list, which ends a BLPOP still blocked on it.
 local worker = ARGV[2]
 redis.call('HDEL', WAITERS, worker)
-local ready, known = {}, {}
-take_back_handed(worker, ready, known)
-for k = 4, #ARGV do give_back(ARGV[k], worker, nil, ready, known) end
+local ready = {}
+take_back_handed(worker, ready)
+for k = 4, #ARGV do give_back(ARGV[k], worker, nil, ready) end
 if ARGV[3] == '1' then redis.call('RPUSH', handoff_key(worker), 'stop') end
 notify(ready)
 return 1
