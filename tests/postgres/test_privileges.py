@@ -52,6 +52,26 @@ def _cli(
     )
 
 
+def _grant(pg_url: str, role: str, *grants: str) -> None:
+    """USAGE on the test's schema and ``grants`` (``{schema}`` stands for it) to ``role``."""
+    schema = PostgresBackend(pg_url).schema
+    with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
+        for grant in (f'GRANT USAGE ON SCHEMA "{schema}"', *grants):
+            conn.execute(f'{grant.format(schema=schema)} TO "{role}"')
+
+
+def _enqueue_one(url: str) -> None:
+    async def enqueue() -> None:
+        backend = PostgresBackend(url)
+        await backend.open()
+        try:
+            await backend.enqueue([make_job()])
+        finally:
+            await backend.close()
+
+    asyncio.run(enqueue())
+
+
 def test_a_role_that_may_not_use_the_schema_is_refused_at_start_saying_what_to_grant(
     as_role: tuple[str, str],
 ) -> None:
@@ -75,22 +95,11 @@ def test_a_role_missing_a_right_on_a_table_meets_a_store_refusal_not_a_driver_er
 ) -> None:
     # Given a role that may read the schema's version but not write its tables
     url, role = as_role
-    schema = PostgresBackend(pg_url).schema
-    with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
-        conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
-        conn.execute(f'GRANT SELECT ON "{schema}".schema_version TO "{role}"')
-
-    async def enqueue() -> None:
-        backend = PostgresBackend(url)
-        await backend.open()
-        try:
-            await backend.enqueue([make_job()])
-        finally:
-            await backend.close()
+    _grant(pg_url, role, 'GRANT SELECT ON "{schema}".schema_version')
 
     # When it enqueues, or a command lists the workers
     with pytest.raises(BackendUnavailable) as refused:
-        asyncio.run(enqueue())
+        _enqueue_one(url)
     workers = _cli("workers", "--url", url)
     # Then the store's refusal says what was denied, as for a store that is away
     assert "permission denied for table" in str(refused.value)
@@ -120,9 +129,7 @@ def test_a_worker_or_api_whose_role_lacks_table_rights_stops_at_start_naming_the
     # tables: enough for an app that enqueues jobs, not for a worker
     url, role = as_role
     schema = PostgresBackend(pg_url).schema
-    with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
-        conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
-        conn.execute(f'GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+    _grant(pg_url, role, 'GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA "{schema}"')
     (tmp_path / "tasks.py").write_text(
         f"from conveyor import Conveyor\napp = Conveyor({url!r})\n\n"
         "@app.task\ndef noop() -> None: ...\n"
@@ -150,13 +157,4 @@ def test_a_worker_or_api_whose_role_lacks_table_rights_stops_at_start_naming_the
         assert "jobs (DELETE); minute_counts (DELETE); queues (DELETE)" in said
         assert f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}"' in said
     # And an app's enqueue with that role is not refused
-    backend = PostgresBackend(url)
-
-    async def enqueue() -> None:
-        await backend.open()
-        try:
-            await backend.enqueue([make_job()])
-        finally:
-            await backend.close()
-
-    asyncio.run(enqueue())
+    _enqueue_one(url)
