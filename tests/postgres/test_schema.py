@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
+from conveyor import Conveyor
 from conveyor.backends.postgres import SCHEMA_VERSION, PostgresBackend
-from conveyor.exceptions import ConfigError
+from conveyor.exceptions import BackendUnavailable, ConfigError
 from conveyor.job import Outcome
 from conveyor.testing.harness import make_job
 from tests.api.server import running_api
@@ -114,6 +115,36 @@ def test_a_schema_newer_than_the_code_is_refused(pg_url: str) -> None:
         asyncio.run(PostgresBackend(pg_url).check())
     with pytest.raises(ConfigError, match="newer than this conveyor"):
         asyncio.run(PostgresBackend(pg_url).migrate())
+
+
+def test_a_statement_timeout_met_while_reading_the_schema_is_a_store_failure(
+    pg_url: str,
+) -> None:
+    # Given a URL whose sessions cancel statements after 200 ms, and the schema's
+    # version table locked by another transaction meanwhile
+    schema = PostgresBackend(pg_url).schema
+    url = pg_url + "&options=-c%20statement_timeout%3D200ms"
+    with psycopg.connect(libpq_url(pg_url)) as locker:
+        locker.execute(f'LOCK TABLE "{schema}".schema_version IN ACCESS EXCLUSIVE MODE')
+        # When the store checks the schema as it opens, a synchronous enqueue opens its
+        # connection, and a command starts on it
+        with pytest.raises(BackendUnavailable) as refused:
+            asyncio.run(PostgresBackend(url).check())
+        app = Conveyor(url)
+        try:
+            with pytest.raises(BackendUnavailable, match="statement timeout"):
+                app.task(name="send_welcome")(lambda: None).enqueue()
+        finally:
+            app.close()
+        command = [sys.executable, "-m", "conveyor", "stats", "--url", url]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        locker.rollback()
+    # Then the cancelled statement is a store failure, named, and the command exits
+    # with code 1, not with the driver's traceback
+    assert "statement timeout" in str(refused.value)
+    assert result.returncode == 1, result.stderr
+    assert "statement timeout" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_the_migrate_command_reports_what_it_did() -> None:

@@ -297,6 +297,10 @@ class PostgresBackend(Backend):
                 state = await _schema_state_async(conn, self.schema)
             except psycopg.errors.InsufficientPrivilege as exc:
                 raise self._not_granted(exc) from None
+            except _STORE_FAILURES as exc:
+                # The schema's statement failed (the session ended, statement_timeout):
+                # a store failure as anywhere else, not the driver's own exception.
+                raise self._unavailable(exc) from None
         self._check_schema(state)
         self._pin_isolation = state.isolation != "read committed"
 
@@ -626,6 +630,9 @@ class PostgresBackend(Backend):
         except psycopg.errors.InsufficientPrivilege as exc:
             conn.close()
             raise self._not_granted(exc) from None
+        except _STORE_FAILURES as exc:
+            conn.close()
+            raise self._unavailable(exc) from None
         except BaseException:
             conn.close()
             raise
