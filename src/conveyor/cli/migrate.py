@@ -16,8 +16,9 @@ def migrate(
     """Create or upgrade the store's schema to this conveyor's version.
 
     PostgreSQL: run it once before the first `conveyor worker` or `conveyor api`,
-    and after each upgrade of conveyor; workers refuse an older schema. Safe to
-    run from several machines at once, and again when there is nothing to do.
+    and after each upgrade of conveyor; workers, the API and every command refuse
+    an older schema. Safe to run from several machines at once, and again when
+    there is nothing to do.
     The schema name comes from the URL (?schema=NAME, default conveyor).
     SQLite upgrades its file on open; this command first reads the whole file
     (PRAGMA quick_check: a damaged one exits 2, left as it is), then does that and
