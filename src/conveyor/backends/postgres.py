@@ -756,6 +756,17 @@ class PostgresBackend(Backend):
         store down), the check waits for the next call."""
         info = connection.info
         where = f"this connection reaches database {info.dbname!r} on {info.host}:{info.port}"
+        if self._home is not None and state.identity != self._home:
+            # The app's database has the schema at this version (conveyor read it there):
+            # one without it, or with another, is another database, whatever its name
+            # and host. Running `conveyor migrate` at the app's URL would change nothing.
+            found = "no conveyor schema" if state.version == 0 else "a conveyor schema of its own"
+            raise ConfigError(
+                "connection",
+                f"{where}, which has {found} {self.schema!r}, not the database of the app's "
+                f"URL ({self.where}): its jobs would be stored where no worker of the app "
+                "looks",
+            )
         try:
             self._check_version(state.version)
         except ConfigError as exc:
@@ -763,15 +774,8 @@ class PostgresBackend(Backend):
                 "connection",
                 f"{exc.problem} ({where}; it must reach the database of the app's URL)",
             ) from None
-        if self._home is None:
-            return
-        if state.identity != self._home:
-            raise ConfigError(
-                "connection",
-                f"{where}, not the database of the app's URL ({self.where}): its jobs "
-                "would be stored where no worker of the app looks",
-            )
-        self._caller_schema_seen.add(_leads_to(connection))
+        if self._home is not None:
+            self._caller_schema_seen.add(_leads_to(connection))
 
     # -- claims and outcomes ---------------------------------------------------------
     async def claim(
