@@ -15,6 +15,7 @@ from conveyor.cli.common import (
     ago,
     console,
     fits,
+    list_table,
     plain,
     print_json,
     store_url,
@@ -98,9 +99,7 @@ def _workers_table(
 ) -> Table:
     """A row per worker. ``narrow`` (its natural width does not fit): names and queues
     fold onto more lines, never cut ("default,…"); RUNNING is the count of jobs."""
-    from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = list_table()
     for column in _WORKER_COLUMNS:
         folds = column in ("HOST", "QUEUES")
         table.add_column(

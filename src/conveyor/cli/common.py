@@ -161,6 +161,15 @@ def console() -> Console:
     return Console(highlight=False, width=160 if wide else None)
 
 
+def list_table(*, spaced: bool = False) -> Table:
+    """The table of a list command: no box, bold headers, no margin; ``spaced``: a
+    blank line after each row (a row of several lines)."""
+    from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
+
+    padding = (0, 1, 1, 0) if spaced else (0, 1)
+    return Table(box=None, header_style="bold", pad_edge=False, padding=padding)
+
+
 def fits(out: Console, table: Table) -> bool:
     """Whether ``table`` prints in ``out`` with no column squeezed: every header and
     cell at its own width. A list command prints a narrower form of its table when

@@ -14,6 +14,7 @@ from conveyor.cli.common import (
     UrlOption,
     ago,
     console,
+    list_table,
     plain,
     print_json,
     require_queue,
@@ -137,9 +138,7 @@ NARROW = 100
 
 
 def _jobs_table(jobs: list[Job], now: float, *, wide: bool) -> Table:
-    from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = list_table()
     table.add_column("ID", no_wrap=True)  # never folded: it is what people copy
     table.add_column("TASK", overflow="fold")
     table.add_column("QUEUE", overflow="fold")
@@ -172,10 +171,9 @@ def _jobs_table(jobs: list[Job], now: float, *, wide: bool) -> Table:
 def _jobs_records(jobs: list[Job], now: float) -> Table:
     """A job per record: its id, state and attempts on the first line, its task and
     queue on the next, its last error (if any) on the third, a blank line after."""
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 1, 0))
+    table = list_table(spaced=True)
     table.add_column("JOB", overflow="fold")
     table.add_column("STATE", no_wrap=True)
     table.add_column("ATTEMPTS", justify="right", no_wrap=True)

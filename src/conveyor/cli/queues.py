@@ -16,6 +16,7 @@ from conveyor.cli.common import (
     console,
     err_console,
     fits,
+    list_table,
     plain,
     print_json,
     store_url,
@@ -103,9 +104,7 @@ def _status(queue: QueueInfo) -> str:
 
 def _counts_table(queues: list[QueueInfo], now: float) -> Table:
     """A column per state: about 110 columns wide with short queue names."""
-    from rich.table import Table  # (Rich is imported where it prints: see cli/__init__)
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = list_table()
     _queue_column(table, queues)
     for state in State:
         table.add_column(state.value.upper(), justify="right", no_wrap=True)
@@ -123,9 +122,7 @@ def _counts_table(queues: list[QueueInfo], now: float) -> Table:
 def _narrow_table(queues: list[QueueInfo], now: float) -> Table:
     """The counts in one column, a line per state that has jobs: eight columns of
     states take 80 columns by their names alone."""
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = list_table()
     _queue_column(table, queues)
     table.add_column("JOBS", no_wrap=True)
     table.add_column("CREATED", no_wrap=True)
